@@ -1,0 +1,77 @@
+//! `ota-bundle extract`: verify and write the uncompressed images. Images are written to hidden temporary files
+//! in DIR and renamed to their names only after the whole bundle has verified, so a bad bundle leaves nothing.
+
+use std::fs;
+use std::io::BufWriter;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+use super::{describe, load_trust, open_verified};
+
+/// Arguments of `extract`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Trust root (JSON from `trust create`) or a single .pub key.
+    #[arg(long)]
+    trust: PathBuf,
+    /// Replace images that already exist in DIR.
+    #[arg(long)]
+    force: bool,
+    /// The bundle.
+    bundle: PathBuf,
+    /// Directory to write the images into (created if missing).
+    dir: PathBuf,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let trust = load_trust(&args.trust)?;
+    let (mut bundle, bar) = open_verified(&args.bundle, &trust, "extracting")?;
+    let names: Vec<String> = bundle
+        .manifest()
+        .images
+        .iter()
+        .map(|i| i.name.clone())
+        .collect();
+    for name in &names {
+        let target = args.dir.join(name);
+        if !args.force && target.exists() {
+            bail!(
+                "{} already exists (use --force to replace it)",
+                target.display()
+            );
+        }
+    }
+    fs::create_dir_all(&args.dir)
+        .with_context(|| format!("cannot create {}", args.dir.display()))?;
+    let mut staged = Vec::new();
+    while let Some(image) = bundle.next_image().map_err(|e| describe(&args.bundle, e))? {
+        let name = image.entry().name.clone();
+        let temp = tempfile::Builder::new()
+            .prefix(".ota-extract-")
+            .tempfile_in(&args.dir)
+            .with_context(|| format!("cannot create a file in {}", args.dir.display()))?;
+        let mut out = BufWriter::with_capacity(1 << 20, temp.as_file());
+        image
+            .copy_to(&mut out)
+            .map_err(|e| describe(&args.bundle, e))?;
+        drop(out);
+        temp.as_file()
+            .sync_all()
+            .with_context(|| format!("cannot write {name}"))?;
+        staged.push((temp, name));
+    }
+    bundle.finish().map_err(|e| describe(&args.bundle, e))?;
+    bar.finish_and_clear();
+    for (temp, name) in staged {
+        let target = args.dir.join(&name);
+        temp.persist(&target)
+            .map_err(|e| e.error)
+            .with_context(|| format!("cannot write {}", target.display()))?;
+        println!("{}", target.display());
+    }
+    fs::File::open(&args.dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync {}", args.dir.display()))?;
+    Ok(())
+}

@@ -1,0 +1,42 @@
+//! `ota-bundle verify`: exit 0 only for a bundle whose signatures meet the trust root's threshold and whose every
+//! payload matches the manifest, with nothing missing or extra.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use super::{describe, load_trust, open_verified};
+
+/// Arguments of `verify`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Trust root (JSON from `trust create`) or a single .pub key.
+    #[arg(long)]
+    trust: PathBuf,
+    /// The bundle to check.
+    bundle: PathBuf,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let trust = load_trust(&args.trust)?;
+    let (mut bundle, bar) = open_verified(&args.bundle, &trust, "verifying")?;
+    let signed_by: Vec<String> = bundle.signed_by().iter().map(|k| k.to_string()).collect();
+    let digest = bundle.manifest_digest();
+    bundle
+        .verify_remaining_images()
+        .map_err(|e| describe(&args.bundle, e))?;
+    let manifest = bundle.finish().map_err(|e| describe(&args.bundle, e))?;
+    bar.finish_and_clear();
+    println!(
+        "OK {}: version {} for '{}', {} image(s), signed by {} ({} of {} required), manifest sha256 {}",
+        args.bundle.display(),
+        manifest.version,
+        manifest.compatible,
+        manifest.images.len(),
+        signed_by.join(", "),
+        signed_by.len(),
+        trust.threshold,
+        digest
+    );
+    Ok(())
+}

@@ -1,0 +1,639 @@
+//! The `ota-bundle` binary as a release engineer uses it: every subcommand, its error paths, and interop with the
+//! real `openssl` and `tar`.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command as StdCommand;
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use tempfile::TempDir;
+
+fn ota_bundle() -> Command {
+    Command::cargo_bin("ota-bundle").unwrap()
+}
+
+struct Workspace {
+    dir: TempDir,
+}
+
+impl Workspace {
+    fn new() -> Self {
+        let ws = Workspace {
+            dir: TempDir::new().unwrap(),
+        };
+        for name in ["rel1", "rel2", "rel3"] {
+            ota_bundle()
+                .current_dir(ws.path())
+                .args(["keygen", name])
+                .assert()
+                .success();
+        }
+        let rootfs: Vec<u8> = (0..400_000u32)
+            .flat_map(|i| (i % 977).to_le_bytes())
+            .collect();
+        fs::write(ws.file("rootfs.ext4"), rootfs).unwrap();
+        fs::write(ws.file("detector.onnx"), b"model weights ".repeat(5000)).unwrap();
+        ws
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = ota_bundle();
+        c.current_dir(self.path());
+        c
+    }
+
+    /// Builds `out` signed by the given keys.
+    fn create(&self, out: &str, version: &str, keys: &[&str]) {
+        let mut c = self.cmd();
+        c.env("SOURCE_DATE_EPOCH", "1700000000").args([
+            "create",
+            "--version",
+            version,
+            "--compatible",
+            "acme-robot-v2",
+            "--image",
+            "rootfs=rootfs.ext4",
+            "--image",
+            "model=detector.onnx",
+            "--level",
+            "3",
+            "-o",
+            out,
+        ]);
+        for k in keys {
+            c.args(["--key", &format!("{k}.key")]);
+        }
+        c.assert().success();
+    }
+
+    fn trust(&self, out: &str, keys: &[&str], threshold: u32) {
+        let mut c = self.cmd();
+        c.args([
+            "trust",
+            "create",
+            "--threshold",
+            &threshold.to_string(),
+            "-o",
+            out,
+        ]);
+        for k in keys {
+            c.args(["--key", &format!("{k}.pub")]);
+        }
+        c.assert().success();
+    }
+
+    fn entries(&self) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(self.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+/// Offset of a byte inside the payload of entry `images/<name>`.
+fn payload_byte(bundle: &[u8], name: &str) -> usize {
+    let path = format!("images/{name}");
+    let header = (0..bundle.len())
+        .step_by(512)
+        .find(|&at| bundle[at..].starts_with(path.as_bytes()))
+        .expect("entry present");
+    header + 512 + 20
+}
+
+fn have(tool: &str) -> bool {
+    let found = StdCommand::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !found {
+        eprintln!(
+            "SKIP: {tool} is not installed (the project's scripts/install-deps.sh installs it)"
+        );
+    }
+    found
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for sub in [
+        vec!["keygen"],
+        vec!["key-id"],
+        vec!["create"],
+        vec!["sign"],
+        vec!["verify"],
+        vec!["info"],
+        vec!["extract"],
+        vec!["trust", "create"],
+        vec!["trust", "sign"],
+        vec!["trust", "verify"],
+        vec!["trust", "show"],
+    ] {
+        let mut args = sub.clone();
+        args.push("--help");
+        ota_bundle()
+            .args(&args)
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("Usage: ota-bundle"));
+    }
+}
+
+#[test]
+fn keygen_writes_private_key_0600_and_refuses_to_overwrite() {
+    let ws = Workspace::new();
+    let mode = fs::metadata(ws.file("rel1.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let before = fs::read(ws.file("rel1.key")).unwrap();
+    ws.cmd()
+        .args(["keygen", "rel1"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("refusing to overwrite"));
+    assert_eq!(fs::read(ws.file("rel1.key")).unwrap(), before);
+    // The key id printed by keygen matches key-id for both halves.
+    let id_sec = ws
+        .cmd()
+        .args(["key-id", "rel1.key"])
+        .output()
+        .unwrap()
+        .stdout;
+    let id_pub = ws
+        .cmd()
+        .args(["key-id", "rel1.pub"])
+        .output()
+        .unwrap()
+        .stdout;
+    assert_eq!(id_sec, id_pub);
+    assert_eq!(String::from_utf8(id_sec).unwrap().trim().len(), 16);
+}
+
+#[test]
+fn create_sign_verify_info_extract() {
+    let ws = Workspace::new();
+    ws.create("b.otab", "1.0.0", &["rel1"]);
+    ws.trust("trust.json", &["rel1", "rel2", "rel3"], 2);
+
+    ws.cmd()
+        .args(["verify", "--trust", "trust.json", "b.otab"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("1 of the required 2"));
+    ws.cmd()
+        .args(["sign", "--key", "rel2.key", "b.otab"])
+        .assert()
+        .success();
+    ws.cmd()
+        .args(["verify", "--trust", "trust.json", "b.otab"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("OK b.otab: version 1.0.0"));
+    // A single .pub works as a trust root.
+    ws.cmd()
+        .args(["verify", "--trust", "rel2.pub", "b.otab"])
+        .assert()
+        .success();
+
+    let out = ws
+        .cmd()
+        .args(["info", "--json", "b.otab"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["manifest"]["version"], "1.0.0");
+    assert_eq!(info["manifest"]["images"].as_array().unwrap().len(), 2);
+    assert_eq!(info["signatures"].as_array().unwrap().len(), 2);
+    assert_eq!(info["verified"], false);
+    ws.cmd()
+        .args(["info", "b.otab"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("compatible:  acme-robot-v2"));
+
+    ws.cmd()
+        .args(["extract", "--trust", "trust.json", "b.otab", "out"])
+        .assert()
+        .success();
+    assert_eq!(
+        fs::read(ws.file("out/rootfs.ext4")).unwrap(),
+        fs::read(ws.file("rootfs.ext4")).unwrap()
+    );
+    assert_eq!(
+        fs::read(ws.file("out/detector.onnx")).unwrap(),
+        fs::read(ws.file("detector.onnx")).unwrap()
+    );
+    // Extracting again refuses to overwrite.
+    ws.cmd()
+        .args(["extract", "--trust", "trust.json", "b.otab", "out"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("already exists"));
+}
+
+#[test]
+fn reproducible_with_source_date_epoch() {
+    let ws = Workspace::new();
+    ws.create("a.otab", "1.0.0", &["rel1", "rel2"]);
+    ws.create("b.otab", "1.0.0", &["rel2", "rel1"]);
+    assert_eq!(
+        fs::read(ws.file("a.otab")).unwrap(),
+        fs::read(ws.file("b.otab")).unwrap()
+    );
+    let mode = fs::metadata(ws.file("a.otab"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o644, "a new bundle is world-readable");
+}
+
+#[test]
+fn verify_names_the_failed_check() {
+    let ws = Workspace::new();
+    ws.create("b.otab", "1.0.0", &["rel1"]);
+    let good = fs::read(ws.file("b.otab")).unwrap();
+    let check = |bytes: &[u8], trust: &str, expect: &str| {
+        fs::write(ws.file("x.otab"), bytes).unwrap();
+        ws.cmd()
+            .args(["verify", "--trust", trust, "x.otab"])
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains(expect));
+    };
+    check(
+        &good,
+        "rel2.pub",
+        "signed only by keys the trust root does not contain",
+    );
+    // Flip a byte inside a payload.
+    let mut tampered = good.clone();
+    tampered[payload_byte(&good, "rootfs.ext4")] ^= 0x40;
+    fs::write(ws.file("x.otab"), &tampered).unwrap();
+    let out = ws
+        .cmd()
+        .args(["verify", "--trust", "rel1.pub", "x.otab"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        msg.contains("payload is corrupt") || msg.contains("does not match its SHA-256"),
+        "{msg}"
+    );
+    assert_eq!(msg.lines().count(), 1, "one-line error: {msg}");
+    check(&good[..good.len() - 700], "rel1.pub", "truncated");
+    let mut longer = good.clone();
+    longer.extend_from_slice(b"junk");
+    check(&longer, "rel1.pub", "trailing data");
+    check(b"hello world", "rel1.pub", "not an OTA bundle");
+    check(b"", "rel1.pub", "not an OTA bundle: the file is empty");
+    ws.cmd()
+        .args(["verify", "--trust", "missing.json", "b.otab"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("missing.json"));
+}
+
+#[test]
+fn failed_create_leaves_nothing() {
+    let ws = Workspace::new();
+    let before = ws.entries();
+    ws.cmd()
+        .args([
+            "create",
+            "--version",
+            "1.0.0",
+            "--compatible",
+            "acme",
+            "--image",
+            "rootfs=rootfs.ext4",
+            "--image",
+            "model=missing.bin",
+            "--key",
+            "rel1.key",
+            "-o",
+            "out.otab",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("missing.bin"));
+    ws.cmd()
+        .args([
+            "create",
+            "--version",
+            "1.0.0",
+            "--compatible",
+            "acme",
+            "--image",
+            "rootfs.ext4",
+            "--key",
+            "rel1.key",
+            "-o",
+            "out.otab",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("must be SLOT_CLASS=FILE"));
+    ws.cmd()
+        .args([
+            "create",
+            "--version",
+            "1.0.0",
+            "--compatible",
+            "acme",
+            "--image",
+            "rootfs=rootfs.ext4",
+            "--image",
+            "rootfs=detector.onnx",
+            "--key",
+            "rel1.key",
+            "-o",
+            "out.otab",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "two images target slot class 'rootfs'",
+        ));
+    ws.cmd()
+        .args([
+            "create",
+            "--version",
+            "not-semver",
+            "--compatible",
+            "acme",
+            "--image",
+            "rootfs=rootfs.ext4",
+            "--key",
+            "rel1.key",
+            "-o",
+            "out.otab",
+        ])
+        .assert()
+        .code(2);
+    ws.cmd()
+        .args([
+            "create",
+            "--version",
+            "1.0.0",
+            "--compatible",
+            "acme",
+            "--image",
+            "rootfs=rootfs.ext4",
+            "--key",
+            "rel1.pub",
+            "-o",
+            "out.otab",
+        ])
+        .assert()
+        .code(1);
+    assert_eq!(
+        ws.entries(),
+        before,
+        "no output or temporary file left behind"
+    );
+    // An existing output is not replaced without --force.
+    ws.create("b.otab", "1.0.0", &["rel1"]);
+    ws.cmd()
+        .args([
+            "create",
+            "--version",
+            "2.0.0",
+            "--compatible",
+            "acme",
+            "--image",
+            "rootfs=rootfs.ext4",
+            "--key",
+            "rel1.key",
+            "-o",
+            "b.otab",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("already exists"));
+}
+
+#[test]
+fn failed_extract_and_sign_leave_nothing() {
+    let ws = Workspace::new();
+    ws.create("b.otab", "1.0.0", &["rel1"]);
+    let mut bytes = fs::read(ws.file("b.otab")).unwrap();
+    let at = payload_byte(&bytes, "detector.onnx");
+    bytes[at] ^= 0x01;
+    fs::write(ws.file("bad.otab"), &bytes).unwrap();
+    ws.cmd()
+        .args(["extract", "--trust", "rel1.pub", "bad.otab", "out"])
+        .assert()
+        .code(1);
+    let left: Vec<_> = fs::read_dir(ws.file("out"))
+        .map(|d| d.count())
+        .into_iter()
+        .collect();
+    assert!(
+        left.is_empty() || left == vec![0],
+        "extract left files behind"
+    );
+
+    let before = ws.entries();
+    ws.cmd()
+        .args(["sign", "--key", "rel2.key", "bad.otab"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("refusing to sign"));
+    assert_eq!(
+        fs::read(ws.file("bad.otab")).unwrap(),
+        bytes,
+        "bundle unchanged"
+    );
+    assert_eq!(ws.entries(), before);
+}
+
+#[test]
+fn trust_root_rotation() {
+    let ws = Workspace::new();
+    ws.trust("root-v1.json", &["rel1", "rel2"], 2);
+    // v2 drops (revokes) rel1 and adds rel3.
+    ws.cmd()
+        .args([
+            "trust",
+            "create",
+            "--key",
+            "rel2.pub",
+            "--key",
+            "rel3.pub",
+            "--threshold",
+            "1",
+            "--root-version",
+            "2",
+            "--sign-with",
+            "rel1.key",
+            "-o",
+            "root-v2.json",
+        ])
+        .assert()
+        .success();
+    ws.cmd()
+        .args([
+            "trust",
+            "verify",
+            "--current",
+            "root-v1.json",
+            "root-v2.json",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("not signed by enough keys"));
+    ws.cmd()
+        .args(["trust", "sign", "--key", "rel2.key", "root-v2.json"])
+        .assert()
+        .success();
+    ws.cmd()
+        .args([
+            "trust",
+            "verify",
+            "--current",
+            "root-v1.json",
+            "root-v2.json",
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("version 2 may replace version 1"));
+    // The revoked key alone cannot produce a v3.
+    ws.cmd()
+        .args([
+            "trust",
+            "create",
+            "--key",
+            "rel1.pub",
+            "--threshold",
+            "1",
+            "--root-version",
+            "3",
+            "--sign-with",
+            "rel1.key",
+            "-o",
+            "root-v3.json",
+        ])
+        .assert()
+        .success();
+    ws.cmd()
+        .args([
+            "trust",
+            "verify",
+            "--current",
+            "root-v2.json",
+            "root-v3.json",
+        ])
+        .assert()
+        .code(1);
+    // Same version is not a rotation.
+    ws.cmd()
+        .args([
+            "trust",
+            "verify",
+            "--current",
+            "root-v2.json",
+            "root-v2.json",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("not newer"));
+    ws.cmd()
+        .args(["trust", "show", "root-v2.json"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("threshold:  1"));
+}
+
+#[test]
+fn openssl_and_tar_interop() {
+    if !have("openssl") || !have("tar") {
+        return;
+    }
+    let ws = Workspace::new();
+    let run = |args: &[&str]| {
+        let out = StdCommand::new(args[0])
+            .args(&args[1..])
+            .current_dir(ws.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    // A key made by OpenSSL signs a bundle; our tool verifies it with OpenSSL's public key.
+    run(&[
+        "openssl",
+        "genpkey",
+        "-algorithm",
+        "ed25519",
+        "-out",
+        "ossl.key",
+    ]);
+    run(&[
+        "openssl", "pkey", "-in", "ossl.key", "-pubout", "-out", "ossl.pub",
+    ]);
+    ws.create("b.otab", "3.1.4", &["ossl"]);
+    ws.cmd()
+        .args(["verify", "--trust", "ossl.pub", "b.otab"])
+        .assert()
+        .success();
+    // Our public key is read by OpenSSL, and OpenSSL verifies the manifest signature we made, on the manifest
+    // bytes that plain tar extracts from the bundle.
+    run(&["openssl", "pkey", "-pubin", "-in", "rel1.pub", "-noout"]);
+    ws.create("c.otab", "3.1.4", &["rel1"]);
+    fs::create_dir(ws.file("x")).unwrap();
+    run(&["tar", "-C", "x", "-xf", "c.otab"]);
+    assert!(ws.file("x/images/rootfs.ext4").exists());
+    let block: serde_json::Value =
+        serde_json::from_slice(&fs::read(ws.file("x/signatures.json")).unwrap()).unwrap();
+    let sig_hex = block["signatures"][0]["sig"].as_str().unwrap();
+    fs::write(ws.file("sig.bin"), hex::decode(sig_hex).unwrap()).unwrap();
+    let out = run(&[
+        "openssl",
+        "pkeyutl",
+        "-verify",
+        "-pubin",
+        "-inkey",
+        "rel1.pub",
+        "-rawin",
+        "-in",
+        "x/manifest.json",
+        "-sigfile",
+        "sig.bin",
+    ]);
+    assert!(String::from_utf8_lossy(&out).contains("Signature Verified Successfully"));
+    // The payload is a plain zstd frame of the image.
+    if have("zstd") {
+        run(&[
+            "zstd",
+            "-q",
+            "-d",
+            "x/images/rootfs.ext4",
+            "-o",
+            "rootfs.out",
+        ]);
+        assert_eq!(
+            fs::read(ws.file("rootfs.out")).unwrap(),
+            fs::read(ws.file("rootfs.ext4")).unwrap()
+        );
+    }
+}

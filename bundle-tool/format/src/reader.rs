@@ -1,0 +1,610 @@
+//! The verifying stream reader. It reads a bundle front to back exactly once, from any `Read` (a file, an HTTP
+//! body), authenticates the manifest before it reads a byte of payload, and checks every payload against the
+//! manifest while it streams. Nothing is buffered beyond small fixed chunks, so memory does not grow with images.
+//!
+//! A payload's bytes reach the caller *before* its digest can be checked (that is what streaming means): the
+//! caller must treat what it wrote as untrusted until the image stream has returned end-of-file successfully and
+//! [`BundleReader::finish`] has passed. The client marks the target slot unbootable before the first byte for
+//! exactly this reason.
+
+use std::io::{self, BufReader, Read, Take, Write};
+use std::sync::mpsc;
+
+use ota_keys::{KeyId, Signature, TrustRoot};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::BundleError;
+use crate::framing::{
+    self, check_format_marker, parse_header, BLOCK, FORMAT_ENTRY, MANIFEST_ENTRY,
+    MAX_FORMAT_ENTRY_LEN, MAX_MANIFEST_LEN, MAX_SIGNATURES_LEN, SIGNATURES_ENTRY,
+};
+use crate::manifest::{manifest_digest, ImageEntry, Manifest};
+
+/// Chunk size of the decode/hash/write pipeline.
+const CHUNK: usize = 256 << 10;
+/// Chunks in flight between pipeline stages.
+const PIPELINE_DEPTH: usize = 4;
+/// Largest zstd window accepted (16 MiB): bounds decoder memory whatever a bundle asks for.
+const MAX_WINDOW_LOG: u32 = 24;
+
+/// The signature block as stored in `signatures.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureBlock {
+    /// Signatures over the exact manifest bytes.
+    pub signatures: Vec<Signature>,
+}
+
+/// Counts bytes and remembers how the underlying stream ended, so errors can say "truncated at byte N" or name
+/// the I/O failure instead of blaming the decoder.
+struct Source<R> {
+    inner: R,
+    offset: u64,
+    hit_eof: bool,
+    io_error: bool,
+}
+
+impl<R: Read> Read for Source<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(0) if !buf.is_empty() => {
+                self.hit_eof = true;
+                Ok(0)
+            }
+            Ok(n) => {
+                self.offset += n as u64;
+                Ok(n)
+            }
+            Err(e) => {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    self.io_error = true;
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+impl<R: Read> Source<R> {
+    fn new(inner: R) -> Self {
+        Source {
+            inner,
+            offset: 0,
+            hit_eof: false,
+            io_error: false,
+        }
+    }
+
+    /// Fills `buf` completely or reports truncation.
+    fn read_full(&mut self, buf: &mut [u8], inside: &str) -> Result<(), BundleError> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match self.read(&mut buf[filled..]) {
+                Ok(0) => {
+                    return Err(BundleError::Truncated {
+                        offset: self.offset,
+                        inside: inside.to_string(),
+                    })
+                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(BundleError::io(format!("reading {inside}"), e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn read_header(&mut self, expected: &str) -> Result<Option<framing::EntryHeader>, BundleError> {
+        let offset = self.offset;
+        let mut block = [0u8; BLOCK];
+        self.read_full(&mut block, &format!("the header of {expected}"))?;
+        parse_header(&block, offset)
+    }
+
+    /// Reads the header of the entry that must come next, insisting on its exact path.
+    fn expect_entry(
+        &mut self,
+        path: &str,
+        seen: &[String],
+    ) -> Result<framing::EntryHeader, BundleError> {
+        match self.read_header(&format!("'{path}'"))? {
+            None => Err(BundleError::UnexpectedEntry {
+                found: "end of archive".into(),
+                expected: format!("'{path}'"),
+            }),
+            Some(h) if h.path == path => Ok(h),
+            Some(h) if seen.contains(&h.path) => Err(BundleError::DuplicateEntry { path: h.path }),
+            Some(h) => Err(BundleError::UnexpectedEntry {
+                found: h.path,
+                expected: format!("'{path}'"),
+            }),
+        }
+    }
+
+    /// Reads a small entry's content (bounded by `limit`) and skips its padding.
+    fn read_small_entry(
+        &mut self,
+        header: &framing::EntryHeader,
+        what: &'static str,
+        limit: u64,
+    ) -> Result<Vec<u8>, BundleError> {
+        if header.size > limit {
+            return Err(BundleError::TooLarge {
+                what,
+                size: header.size,
+                limit,
+            });
+        }
+        let mut content = vec![0u8; header.size as usize];
+        self.read_full(&mut content, &format!("'{}'", header.path))?;
+        self.skip_padding(header.size, &header.path)?;
+        Ok(content)
+    }
+
+    /// Skips (and checks) the zero padding after an entry.
+    fn skip_padding(&mut self, size: u64, path: &str) -> Result<(), BundleError> {
+        let mut pad = [0u8; BLOCK];
+        let pad = &mut pad[..framing::padding_len(size)];
+        self.read_full(pad, &format!("the padding after '{path}'"))?;
+        if pad.iter().any(|&b| b != 0) {
+            return Err(BundleError::CorruptHeader {
+                offset: self.offset,
+                detail: format!("non-zero padding after '{path}'"),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A bundle whose manifest and signatures have been read but not yet checked. Use [`UnverifiedBundle::verify`]
+/// to go on; only `info`-style tools look at the manifest without verifying it.
+pub struct UnverifiedBundle<R> {
+    src: Source<R>,
+    manifest_bytes: Vec<u8>,
+    signatures: Vec<Signature>,
+}
+
+impl<R: Read> UnverifiedBundle<R> {
+    /// Reads the format marker, the manifest bytes and the signature block.
+    pub fn read(reader: R) -> Result<Self, BundleError> {
+        let mut src = Source::new(reader);
+        let first = match src.read_header(&format!("'{FORMAT_ENTRY}'")) {
+            Err(BundleError::Truncated { offset: 0, .. }) => {
+                return Err(BundleError::NotABundle("the file is empty".into()))
+            }
+            Err(BundleError::CorruptHeader { .. }) | Err(BundleError::Truncated { .. }) => {
+                return Err(BundleError::NotABundle(
+                    "it does not start with an ota-bundle tar header".into(),
+                ))
+            }
+            other => other?,
+        };
+        let first = match first {
+            Some(h) if h.path == FORMAT_ENTRY => h,
+            Some(h) => {
+                return Err(BundleError::NotABundle(format!(
+                    "its first entry is '{}', not '{FORMAT_ENTRY}'",
+                    h.path
+                )))
+            }
+            None => return Err(BundleError::NotABundle("the archive is empty".into())),
+        };
+        let marker = src.read_small_entry(&first, "format entry", MAX_FORMAT_ENTRY_LEN)?;
+        check_format_marker(&marker)?;
+        let mut seen = vec![FORMAT_ENTRY.to_string()];
+
+        let header = src.expect_entry(MANIFEST_ENTRY, &seen)?;
+        let manifest_bytes = src.read_small_entry(&header, "manifest", MAX_MANIFEST_LEN)?;
+        seen.push(MANIFEST_ENTRY.into());
+
+        let header = src.expect_entry(SIGNATURES_ENTRY, &seen)?;
+        let sig_bytes = src.read_small_entry(&header, "signature block", MAX_SIGNATURES_LEN)?;
+        let block: SignatureBlock = serde_json::from_slice(&sig_bytes)
+            .map_err(|e| BundleError::BadSignatureBlock(e.to_string()))?;
+        // Accept only the canonical encoding, so no byte of the file can change without the bundle being refused.
+        if crate::writer::encode_signatures(&block.signatures) != sig_bytes {
+            return Err(BundleError::BadSignatureBlock(
+                "not in canonical form (sorted by key id, as ota-bundle writes it)".into(),
+            ));
+        }
+
+        Ok(UnverifiedBundle {
+            src,
+            manifest_bytes,
+            signatures: block.signatures,
+        })
+    }
+
+    /// The exact manifest bytes the signatures cover.
+    pub fn manifest_bytes(&self) -> &[u8] {
+        &self.manifest_bytes
+    }
+
+    /// The signatures as stored (unchecked).
+    pub fn signatures(&self) -> &[Signature] {
+        &self.signatures
+    }
+
+    /// Parses the manifest WITHOUT checking signatures: for display only, never for installing.
+    pub fn manifest_unverified(&self) -> Result<Manifest, BundleError> {
+        Manifest::from_bytes(&self.manifest_bytes)
+    }
+
+    /// Checks the signatures against `trust`, then parses and validates the manifest.
+    pub fn verify(self, trust: &TrustRoot) -> Result<BundleReader<R>, BundleError> {
+        let signed_by = trust.verify_threshold(&self.manifest_bytes, &self.signatures)?;
+        let manifest = Manifest::from_bytes(&self.manifest_bytes)?;
+        Ok(BundleReader {
+            src: self.src,
+            manifest,
+            manifest_bytes: self.manifest_bytes,
+            signed_by,
+            next_image: 0,
+            image_pending: false,
+        })
+    }
+
+    /// Streams the raw compressed payloads to `sink(image, payload_reader)` in order, checking entry names and
+    /// sizes against the (unverified) manifest, then checks the end of the archive. Used to re-sign a bundle
+    /// without recompressing it.
+    pub fn for_each_raw_payload(
+        mut self,
+        mut sink: impl FnMut(&ImageEntry, &mut dyn Read) -> Result<(), BundleError>,
+    ) -> Result<(), BundleError> {
+        let manifest = self.manifest_unverified()?;
+        let mut seen = vec![
+            FORMAT_ENTRY.to_string(),
+            MANIFEST_ENTRY.into(),
+            SIGNATURES_ENTRY.into(),
+        ];
+        for image in &manifest.images {
+            let header = self.src.expect_entry(&image.entry_path(), &seen)?;
+            check_payload_size(image, header.size)?;
+            let mut take = (&mut self.src).take(header.size);
+            sink(image, &mut take)?;
+            if take.limit() != 0 {
+                return Err(BundleError::Usage("payload was not read to its end".into()));
+            }
+            self.src.skip_padding(header.size, &header.path)?;
+            seen.push(header.path);
+        }
+        finish_archive(&mut self.src)
+    }
+}
+
+fn check_payload_size(image: &ImageEntry, found: u64) -> Result<(), BundleError> {
+    if found != image.compressed_size {
+        return Err(BundleError::PayloadSizeMismatch {
+            image: image.name.clone(),
+            expected: image.compressed_size,
+            found,
+        });
+    }
+    Ok(())
+}
+
+/// Checks the two zero blocks that end the archive and that nothing follows them.
+fn finish_archive<R: Read>(src: &mut Source<R>) -> Result<(), BundleError> {
+    for _ in 0..2 {
+        let offset = src.offset;
+        let mut block = [0u8; BLOCK];
+        src.read_full(&mut block, "the end-of-archive marker")?;
+        if block.iter().any(|&b| b != 0) {
+            return Err(match parse_header(&block, offset) {
+                Ok(Some(h)) => BundleError::UnexpectedEntry {
+                    found: h.path,
+                    expected: "the end of the bundle".into(),
+                },
+                _ => BundleError::TrailingData { offset },
+            });
+        }
+    }
+    let offset = src.offset;
+    let mut probe = [0u8; 1];
+    loop {
+        match src.read(&mut probe) {
+            Ok(0) => return Ok(()),
+            Ok(_) => return Err(BundleError::TrailingData { offset }),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(BundleError::io("reading the end of the bundle", e)),
+        }
+    }
+}
+
+/// A bundle whose manifest is authenticated. Read its images in manifest order with [`BundleReader::next_image`],
+/// each to its end, then call [`BundleReader::finish`].
+pub struct BundleReader<R> {
+    src: Source<R>,
+    manifest: Manifest,
+    manifest_bytes: Vec<u8>,
+    signed_by: Vec<KeyId>,
+    next_image: usize,
+    image_pending: bool,
+}
+
+impl<R: Read> BundleReader<R> {
+    /// Reads the bundle's head from `reader` and authenticates the manifest against `trust`.
+    pub fn open(reader: R, trust: &TrustRoot) -> Result<Self, BundleError> {
+        UnverifiedBundle::read(reader)?.verify(trust)
+    }
+
+    /// The verified manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The exact signed manifest bytes.
+    pub fn manifest_bytes(&self) -> &[u8] {
+        &self.manifest_bytes
+    }
+
+    /// SHA-256 of the manifest bytes: the bundle's identity.
+    pub fn manifest_digest(&self) -> String {
+        manifest_digest(&self.manifest_bytes)
+    }
+
+    /// The trusted keys whose signatures verified.
+    pub fn signed_by(&self) -> &[KeyId] {
+        &self.signed_by
+    }
+
+    /// Bytes consumed from the underlying reader so far.
+    pub fn position(&self) -> u64 {
+        self.src.offset
+    }
+
+    /// Opens the next image's payload as a decompressing, verifying stream. The previous image must have been
+    /// read to its end.
+    pub fn next_image(&mut self) -> Result<Option<ImageReader<'_, R>>, BundleError> {
+        if self.image_pending {
+            return Err(BundleError::Usage(
+                "the previous image was not read to its end".into(),
+            ));
+        }
+        let Some(image) = self.manifest.images.get(self.next_image).cloned() else {
+            return Ok(None);
+        };
+        let mut seen = vec![
+            FORMAT_ENTRY.to_string(),
+            MANIFEST_ENTRY.into(),
+            SIGNATURES_ENTRY.into(),
+        ];
+        seen.extend(
+            self.manifest.images[..self.next_image]
+                .iter()
+                .map(ImageEntry::entry_path),
+        );
+        let header = self.src.expect_entry(&image.entry_path(), &seen)?;
+        check_payload_size(&image, header.size)?;
+        let expected_sha256 = image.sha256_bytes()?;
+        self.next_image += 1;
+        self.image_pending = true;
+        let mut decoder = zstd::stream::read::Decoder::new((&mut self.src).take(header.size))
+            .map_err(|e| BundleError::io("starting the zstd decoder", e))?;
+        decoder
+            .window_log_max(MAX_WINDOW_LOG)
+            .map_err(|e| BundleError::io("configuring the zstd decoder", e))?;
+        Ok(Some(ImageReader {
+            decoder: Some(decoder),
+            image,
+            expected_sha256,
+            produced: 0,
+            hasher: Sha256::new(),
+            pending_flag: &mut self.image_pending,
+            done: false,
+        }))
+    }
+
+    /// Reads every remaining image into `sink` (for `verify`), checking each.
+    pub fn verify_remaining_images(&mut self) -> Result<(), BundleError> {
+        while let Some(image) = self.next_image()? {
+            image.copy_to(&mut io::sink())?;
+        }
+        Ok(())
+    }
+
+    /// Checks that every image was read and verified, and that the archive ends cleanly with nothing after it.
+    pub fn finish(mut self) -> Result<Manifest, BundleError> {
+        if self.image_pending || self.next_image != self.manifest.images.len() {
+            return Err(BundleError::Usage(
+                "finish() called before every image was read".into(),
+            ));
+        }
+        finish_archive(&mut self.src)?;
+        Ok(self.manifest)
+    }
+}
+
+type Decoder<'a, R> = zstd::stream::read::Decoder<'static, BufReader<Take<&'a mut Source<R>>>>;
+
+/// One image's payload as a stream of verified-on-completion uncompressed bytes.
+///
+/// Its `Read` implementation returns end-of-file only after the exact size and the SHA-256 have been checked; a
+/// mismatch is returned as an error instead of end-of-file (the `io::Error` carries a [`BundleError`], see
+/// [`BundleError::from_io`]). [`ImageReader::copy_to`] does the same with decoding, hashing and writing on three
+/// threads.
+pub struct ImageReader<'a, R> {
+    decoder: Option<Decoder<'a, R>>,
+    image: ImageEntry,
+    expected_sha256: [u8; 32],
+    produced: u64,
+    hasher: Sha256,
+    pending_flag: &'a mut bool,
+    done: bool,
+}
+
+impl<R: Read> ImageReader<'_, R> {
+    /// The manifest entry of this image.
+    pub fn entry(&self) -> &ImageEntry {
+        &self.image
+    }
+
+    /// Decodes into `buf` without hashing, enforcing the exact size. Returns 0 at the checked end of the payload.
+    fn decode(&mut self, buf: &mut [u8]) -> Result<usize, BundleError> {
+        let Some(decoder) = self.decoder.as_mut() else {
+            return Ok(0);
+        };
+        let n = loop {
+            match decoder.read(buf) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.classify(e)),
+            }
+        };
+        self.produced += n as u64;
+        if self.produced > self.image.size {
+            return Err(BundleError::ImageSizeMismatch {
+                image: self.image.name.clone(),
+                expected: self.image.size,
+                found: format!("more than {}", self.image.size),
+            });
+        }
+        if n == 0 && !buf.is_empty() {
+            self.end_of_payload()?;
+        }
+        Ok(n)
+    }
+
+    /// Maps a decoder error to what really happened: a broken source, a truncated bundle, or bad compressed data.
+    fn classify(&mut self, e: io::Error) -> BundleError {
+        let src = self
+            .decoder
+            .as_ref()
+            .map(|d| &**d.get_ref().get_ref().get_ref());
+        match src {
+            Some(src) if src.io_error => BundleError::io("reading the bundle", e),
+            Some(src) if src.hit_eof => BundleError::Truncated {
+                offset: src.offset,
+                inside: format!("the payload of image '{}'", self.image.name),
+            },
+            _ => BundleError::CorruptPayload {
+                image: self.image.name.clone(),
+                detail: e.to_string(),
+            },
+        }
+    }
+
+    /// The decoder reported the end of its frames: the payload entry must be fully consumed, the size exact.
+    fn end_of_payload(&mut self) -> Result<(), BundleError> {
+        let decoder = self.decoder.take().expect("called once");
+        let mut rest = decoder.finish();
+        let leftover = rest.buffer().len() as u64 + rest.get_ref().limit();
+        if leftover != 0 {
+            return Err(BundleError::CorruptPayload {
+                image: self.image.name.clone(),
+                detail: format!("{leftover} bytes follow the compressed data"),
+            });
+        }
+        if self.produced != self.image.size {
+            return Err(BundleError::ImageSizeMismatch {
+                image: self.image.name.clone(),
+                expected: self.image.size,
+                found: self.produced.to_string(),
+            });
+        }
+        let src = rest.get_mut().get_mut();
+        src.skip_padding(self.image.compressed_size, &self.image.entry_path())
+    }
+
+    fn check_digest(&mut self, actual: [u8; 32]) -> Result<(), BundleError> {
+        if actual != self.expected_sha256 {
+            return Err(BundleError::DigestMismatch {
+                image: self.image.name.clone(),
+                expected: self.image.sha256.clone(),
+                actual: hex::encode(actual),
+            });
+        }
+        self.done = true;
+        *self.pending_flag = false;
+        Ok(())
+    }
+
+    /// Decodes this image into `writer`, overlapping decoding (this thread), hashing and writing (two scoped
+    /// threads). Returns the number of bytes written once size and digest have been verified.
+    pub fn copy_to<W: Write + Send>(mut self, writer: &mut W) -> Result<u64, BundleError> {
+        let (hash_tx, hash_rx) = mpsc::sync_channel::<Vec<u8>>(PIPELINE_DEPTH);
+        let (write_tx, write_rx) = mpsc::sync_channel::<Vec<u8>>(PIPELINE_DEPTH);
+        let (recycle_tx, recycle_rx) = mpsc::channel::<Vec<u8>>();
+
+        let (decoded, digest, written) = std::thread::scope(|scope| {
+            let hasher = scope.spawn(move || {
+                let mut hasher = Sha256::new();
+                for chunk in hash_rx {
+                    hasher.update(&chunk);
+                    if write_tx.send(chunk).is_err() {
+                        break;
+                    }
+                }
+                <[u8; 32]>::from(hasher.finalize())
+            });
+            let writer_thread = scope.spawn(move || -> io::Result<u64> {
+                let mut written = 0u64;
+                for chunk in write_rx {
+                    writer.write_all(&chunk)?;
+                    written += chunk.len() as u64;
+                    // The decoder may have stopped; then nobody takes the buffer back.
+                    let _ = recycle_tx.send(chunk);
+                }
+                writer.flush()?;
+                Ok(written)
+            });
+
+            let decoded = (|| -> Result<(), BundleError> {
+                loop {
+                    let mut chunk = recycle_rx
+                        .try_recv()
+                        .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+                    chunk.resize(CHUNK, 0);
+                    let mut filled = 0;
+                    while filled < CHUNK {
+                        let n = self.decode(&mut chunk[filled..])?;
+                        if n == 0 {
+                            break;
+                        }
+                        filled += n;
+                    }
+                    if filled == 0 {
+                        return Ok(());
+                    }
+                    chunk.truncate(filled);
+                    if hash_tx.send(chunk).is_err() {
+                        // The writer failed; its error is reported below.
+                        return Ok(());
+                    }
+                }
+            })();
+            drop(hash_tx);
+            let digest = hasher.join().expect("hash thread does not panic");
+            let written = writer_thread.join().expect("writer thread does not panic");
+            (decoded, digest, written)
+        });
+        decoded?;
+        let written = written
+            .map_err(|e| BundleError::io(format!("writing image '{}'", self.image.name), e))?;
+        if self.decoder.is_some() || written != self.image.size {
+            return Err(BundleError::io(
+                format!("writing image '{}'", self.image.name),
+                io::Error::other("the writer stopped early"),
+            ));
+        }
+        self.check_digest(digest)?;
+        Ok(written)
+    }
+}
+
+impl<R: Read> Read for ImageReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done || buf.is_empty() {
+            return Ok(0);
+        }
+        let n = self.decode(buf).map_err(BundleError::into_io)?;
+        if n == 0 {
+            let digest = <[u8; 32]>::from(self.hasher.clone().finalize());
+            self.check_digest(digest).map_err(BundleError::into_io)?;
+            return Ok(0);
+        }
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}

@@ -1,0 +1,36 @@
+//! Every decision of the OTA client, with no I/O: no files, no network, no clock.
+//!
+//! The agent crate (`ota-client`) gathers facts (the verified manifest, the configuration,
+//! the boot environment, the booted slot, the persisted [`ClientState`]), asks this crate
+//! what to do, and applies the answer. Keeping the decisions here makes them deterministic
+//! and testable exhaustively (see `tests/`):
+//!
+//! * [`slot`]: slots, per-slot states and the persisted [`ClientState`].
+//! * [`plan`]: [`plan_install`], every check that must pass before the first byte is written.
+//! * [`boot`]: [`decide_on_boot`], what the client does after a (re)boot.
+//! * [`machine`]: [`step`], the one transition table for every state change, returning the
+//!   new state and the boot environment to write.
+//!
+//! Invariants enforced here (and property-tested): a slot is armed for a trial boot only
+//! after it was fully written and verified; only the booted trial slot is ever committed;
+//! the primary slot changes only on that commit or on an operator's `mark-bad` towards a
+//! slot known to be good.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod boot;
+pub mod machine;
+pub mod plan;
+pub mod slot;
+
+pub use boot::{decide_on_boot, BootOutcome};
+pub use machine::{step, Context, Event, Order, StepError, Transition, WriteTarget};
+pub use plan::{
+    plan_install, ClassFacts, ConfigFacts, DeviceFacts, ImageFacts, InstallOptions, InstallPlan,
+    ManifestFacts, PlannedWrite, Refusal,
+};
+pub use slot::{
+    ClassSlots, ClientState, EnvFacts, EventKind, InstallOutcome, LiveFlip, LiveTrial,
+    OutcomeKind, PendingTrial, ReportEvent, Slot, SlotRecord, SlotState,
+};

@@ -1,0 +1,529 @@
+//! The transition table: every change to the client's records and to the boot
+//! environment goes through [`step`], which checks the event is allowed in the current
+//! situation and returns the new records, the environment to write (if any) and in which
+//! order to persist the two so that a power cut between them is recoverable.
+
+use crate::slot::{
+    ClientState, EnvFacts, EventKind, InstallOutcome, LiveTrial, OutcomeKind,
+    PendingTrial, Slot, SlotState,
+};
+
+/// One slot to be written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteTarget {
+    /// Slot class.
+    pub class: String,
+    /// Target slot.
+    pub slot: Slot,
+    /// Whether the class is live (symlink-switched).
+    pub live: bool,
+}
+
+/// Something that happened or that the client wants to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Install: the target slots are about to be written (they become unbootable first).
+    WriteStarted {
+        /// The slots.
+        targets: Vec<WriteTarget>,
+        /// Release version.
+        version: semver::Version,
+        /// Bundle identity.
+        bundle_hash: String,
+    },
+    /// Install: one slot was fully written, synced and verified.
+    WriteVerified {
+        /// Slot class.
+        class: String,
+        /// Slot.
+        slot: Slot,
+        /// Release version.
+        version: semver::Version,
+        /// Bundle identity.
+        bundle_hash: String,
+    },
+    /// Install: record the trial and arm the bootloader.
+    ArmTrial(PendingTrial),
+    /// Confirm: the booted trial slot is healthy (or an operator marked it good).
+    Commit,
+    /// Confirm: the environment already commits the booted slot; record it.
+    FinishCommit,
+    /// Confirm/operator: the booted trial slot failed; clear the trial.
+    TrialFailed {
+        /// Why.
+        reason: String,
+    },
+    /// Confirm: the bootloader fell back from the trial slot.
+    RolledBack {
+        /// Why.
+        reason: String,
+    },
+    /// Confirm: a recorded trial was never armed.
+    ArmInterrupted,
+    /// Confirm: `OTA_TRIAL` names a slot that is not on trial.
+    ClearStaleTrial,
+    /// Live install: about to switch symlinks.
+    LiveStarted(LiveTrial),
+    /// Live install: the switched slots are healthy.
+    LiveCommitted,
+    /// Live install: health failed (or the trial was interrupted); switched back.
+    LiveFailed {
+        /// Why.
+        reason: String,
+        /// Whether a power cut/restart interrupted it (vs. a failed check).
+        interrupted: bool,
+    },
+    /// Install failed before arming anything.
+    InstallFailed {
+        /// Why.
+        reason: String,
+        /// Release version, if known.
+        version: Option<semver::Version>,
+        /// Bundle identity, if known.
+        bundle_hash: Option<String>,
+    },
+    /// Operator: `slot` is good.
+    MarkGood {
+        /// The slot.
+        slot: Slot,
+    },
+    /// Operator: `slot` is bad.
+    MarkBad {
+        /// The slot.
+        slot: Slot,
+    },
+}
+
+/// Which of the two writes goes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// Persist the records, then write the environment.
+    StateFirst,
+    /// Write the environment, then persist the records.
+    EnvFirst,
+}
+
+/// The result of an allowed event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// The new records.
+    pub state: ClientState,
+    /// The environment to write, if it changes.
+    pub env: Option<EnvFacts>,
+    /// Persisting order.
+    pub order: Order,
+}
+
+/// Why an event is not allowed now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct StepError(pub String);
+
+/// The facts `step` checks events against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Context<'a> {
+    /// The boot environment now.
+    pub env: EnvFacts,
+    /// The booted slot.
+    pub booted: Slot,
+    /// The boot-coupled slot classes.
+    pub boot_classes: &'a [String],
+}
+
+fn refuse<T>(msg: impl Into<String>) -> Result<T, StepError> {
+    Err(StepError(msg.into()))
+}
+
+fn set_classes(state: &mut ClientState, classes: &[String], slot: Slot, to: SlotState, note: Option<&str>) {
+    for class in classes {
+        let rec = state.record_mut(class, slot);
+        rec.state = to;
+        rec.note = note.map(str::to_string);
+    }
+}
+
+fn outcome(state: &mut ClientState, pending: Option<&PendingTrial>, slot: Option<Slot>, o: OutcomeKind) {
+    let (version, bundle_hash) = match pending {
+        Some(p) => (Some(p.version.clone()), Some(p.bundle_hash.clone())),
+        None => state
+            .last_install
+            .as_ref()
+            .map(|l| (l.version.clone(), l.bundle_hash.clone()))
+            .unwrap_or_default(),
+    };
+    state.last_install = Some(InstallOutcome {
+        version,
+        bundle_hash,
+        slot,
+        outcome: o,
+    });
+}
+
+/// Applies `event` to `state` in situation `ctx`, or refuses it.
+pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Transition, StepError> {
+    let env = ctx.env;
+    let booted = ctx.booted;
+    let mut next = state.clone();
+    let keep = |state: ClientState| Transition {
+        state,
+        env: None,
+        order: Order::StateFirst,
+    };
+    let verified = |slot: Slot| {
+        ctx.boot_classes
+            .iter()
+            .all(|c| state.record(c, slot).state.verified())
+    };
+    let on_trial = env.trial == Some(booted) && booted != env.primary;
+
+    match event {
+        Event::WriteStarted {
+            targets,
+            version,
+            bundle_hash,
+        } => {
+            let mut new_env = None;
+            for t in &targets {
+                if !t.live && (t.slot == booted || t.slot == env.primary) {
+                    return refuse(format!(
+                        "refusing to write slot {}: it is the booted or committed slot",
+                        t.slot
+                    ));
+                }
+                if t.live
+                    && state
+                        .live_trial
+                        .as_ref()
+                        .is_some_and(|l| l.flips.iter().any(|f| f.class == t.class))
+                {
+                    return refuse(format!("refusing to write {}: a live trial uses it", t.class));
+                }
+                let rec = next.record_mut(&t.class, t.slot);
+                rec.state = SlotState::Writing;
+                rec.version = None;
+                rec.bundle_hash = None;
+                rec.note = None;
+                if !t.live && env.trial == Some(t.slot) {
+                    new_env = Some(EnvFacts {
+                        trial: None,
+                        tries: 0,
+                        ..env
+                    });
+                }
+            }
+            if state.pending_trial.is_some() {
+                return refuse("a trial is pending");
+            }
+            next.last_install = Some(InstallOutcome {
+                version: Some(version),
+                bundle_hash: Some(bundle_hash),
+                slot: targets.first().map(|t| t.slot),
+                outcome: OutcomeKind::Pending,
+            });
+            Ok(Transition {
+                state: next,
+                env: new_env,
+                order: Order::StateFirst,
+            })
+        }
+        Event::WriteVerified {
+            class,
+            slot,
+            version,
+            bundle_hash,
+        } => {
+            if state.record(&class, slot).state != SlotState::Writing {
+                return refuse(format!("slot {class}/{slot} was not being written"));
+            }
+            let rec = next.record_mut(&class, slot);
+            rec.state = SlotState::Installed;
+            rec.version = Some(version);
+            rec.bundle_hash = Some(bundle_hash);
+            Ok(keep(next))
+        }
+        Event::ArmTrial(trial) => {
+            if trial.slot == booted || booted != env.primary {
+                return refuse(format!("cannot arm slot {}: it is running or the robot is not on its primary", trial.slot));
+            }
+            if state.pending_trial.is_some() || env.armed_trial().is_some() {
+                return refuse("a trial is already pending");
+            }
+            if trial.armed_tries == 0 {
+                return refuse("arming with 0 tries would never boot the trial");
+            }
+            let classes_ok = !trial.classes.is_empty()
+                && ctx.boot_classes.iter().all(|c| trial.classes.contains(c))
+                && trial.classes.iter().all(|c| {
+                    let r = state.record(c, trial.slot);
+                    r.state == SlotState::Installed && r.bundle_hash.as_deref() == Some(&trial.bundle_hash)
+                });
+            let live_ok = trial.live.iter().all(|f| {
+                let r = state.record(&f.class, f.to);
+                r.state == SlotState::Installed && r.bundle_hash.as_deref() == Some(&trial.bundle_hash)
+            });
+            if !classes_ok || !live_ok {
+                return refuse(format!(
+                    "refusing to arm slot {}: not every image was fully written and verified",
+                    trial.slot
+                ));
+            }
+            let new_env = EnvFacts {
+                trial: Some(trial.slot),
+                tries: trial.armed_tries,
+                ..env
+            };
+            next.pending_trial = Some(trial);
+            Ok(Transition {
+                state: next,
+                env: Some(new_env),
+                order: Order::StateFirst,
+            })
+        }
+        Event::Commit | Event::FinishCommit => {
+            let commit = matches!(event, Event::Commit);
+            let Some(p) = state.pending_trial.clone().filter(|p| p.slot == booted) else {
+                return refuse(format!("no trial of the booted slot {booted} is recorded: not committing"));
+            };
+            if commit && !on_trial {
+                return refuse(format!("slot {booted} is not booted on trial: not committing"));
+            }
+            if !commit && (env.primary != booted || env.armed_trial().is_some()) {
+                return refuse("the environment does not commit the booted slot");
+            }
+            if !verified(booted) || p.classes.iter().any(|c| !state.record(c, booted).state.verified()) {
+                return refuse(format!("slot {booted} was never fully written and verified: not committing"));
+            }
+            set_classes(&mut next, &p.classes, booted, SlotState::Good, None);
+            for f in &p.live {
+                let rec = next.record_mut(&f.class, f.to);
+                if rec.state == SlotState::Installed {
+                    rec.state = SlotState::Good;
+                }
+            }
+            next.pending_trial = None;
+            outcome(&mut next, Some(&p), Some(booted), OutcomeKind::Succeeded);
+            next.push_event(EventKind::Committed, Some(booted), Some(p.version.clone()), Some(p.bundle_hash.clone()), "");
+            Ok(Transition {
+                state: next,
+                env: commit.then_some(EnvFacts {
+                    primary: booted,
+                    trial: None,
+                    ..env
+                }),
+                order: Order::EnvFirst,
+            })
+        }
+        Event::TrialFailed { reason } => {
+            if !on_trial {
+                return refuse(format!("slot {booted} is not booted on trial"));
+            }
+            fail_slot(&mut next, ctx.boot_classes, booted, EventKind::TrialFailed, &reason, false);
+            Ok(Transition {
+                state: next,
+                env: Some(EnvFacts { trial: None, ..env }),
+                order: Order::StateFirst,
+            })
+        }
+        Event::RolledBack { reason } => {
+            let Some(t) = env.trial.filter(|t| *t != env.primary && booted == env.primary) else {
+                return refuse("no trial to roll back");
+            };
+            fail_slot(&mut next, ctx.boot_classes, t, EventKind::RolledBack, &reason, true);
+            Ok(Transition {
+                state: next,
+                env: Some(EnvFacts { trial: None, ..env }),
+                order: Order::StateFirst,
+            })
+        }
+        Event::ArmInterrupted => {
+            let Some(p) = state.pending_trial.clone() else {
+                return refuse("no trial is recorded");
+            };
+            if env.trial == Some(p.slot) || booted == p.slot {
+                return refuse("the recorded trial was armed");
+            }
+            next.pending_trial = None;
+            let reason = "interrupted before the trial boot was armed: install again";
+            outcome(&mut next, Some(&p), Some(p.slot), OutcomeKind::Failed { reason: reason.into() });
+            next.push_event(EventKind::InstallFailed, Some(p.slot), Some(p.version), Some(p.bundle_hash), reason);
+            Ok(keep(next))
+        }
+        Event::ClearStaleTrial => {
+            let Some(t) = env.trial else {
+                return refuse("no trial to clear");
+            };
+            if t == booted || state.pending_trial.as_ref().is_some_and(|p| p.slot == t && t != env.primary && env.tries > 0) {
+                return refuse(format!("the trial of slot {t} is live"));
+            }
+            Ok(Transition {
+                state: next,
+                env: Some(EnvFacts { trial: None, ..env }),
+                order: Order::StateFirst,
+            })
+        }
+        Event::LiveStarted(trial) => {
+            if state.live_trial.is_some() {
+                return refuse("a live trial is already in progress");
+            }
+            for f in &trial.flips {
+                let r = state.record(&f.class, f.to);
+                if r.state != SlotState::Installed || r.bundle_hash.as_deref() != Some(&trial.bundle_hash) {
+                    return refuse(format!(
+                        "refusing to switch {} to slot {}: it was not fully written and verified",
+                        f.class, f.to
+                    ));
+                }
+            }
+            next.live_trial = Some(trial);
+            Ok(keep(next))
+        }
+        Event::LiveCommitted => {
+            let Some(t) = state.live_trial.clone() else {
+                return refuse("no live trial in progress");
+            };
+            for f in &t.flips {
+                let rec = next.record_mut(&f.class, f.to);
+                rec.state = SlotState::Good;
+                rec.note = None;
+            }
+            next.live_trial = None;
+            let slot = t.flips.first().map(|f| f.to);
+            next.last_install = Some(InstallOutcome {
+                version: Some(t.version.clone()),
+                bundle_hash: Some(t.bundle_hash.clone()),
+                slot,
+                outcome: OutcomeKind::Succeeded,
+            });
+            next.push_event(EventKind::LiveCommitted, slot, Some(t.version), Some(t.bundle_hash), "");
+            Ok(keep(next))
+        }
+        Event::LiveFailed { reason, interrupted } => {
+            let Some(t) = state.live_trial.clone() else {
+                return refuse("no live trial in progress");
+            };
+            for f in &t.flips {
+                let rec = next.record_mut(&f.class, f.to);
+                rec.state = SlotState::Bad;
+                rec.note = Some(reason.clone());
+            }
+            next.live_trial = None;
+            let slot = t.flips.first().map(|f| f.to);
+            next.last_install = Some(InstallOutcome {
+                version: Some(t.version.clone()),
+                bundle_hash: Some(t.bundle_hash.clone()),
+                slot,
+                outcome: OutcomeKind::Failed { reason: reason.clone() },
+            });
+            let kind = if interrupted { EventKind::LiveInterrupted } else { EventKind::LiveFailed };
+            next.push_event(kind, slot, Some(t.version), Some(t.bundle_hash), reason);
+            Ok(keep(next))
+        }
+        Event::InstallFailed {
+            reason,
+            version,
+            bundle_hash,
+        } => {
+            let slot = state.last_install.as_ref().and_then(|l| l.slot);
+            next.last_install = Some(InstallOutcome {
+                version: version.clone(),
+                bundle_hash: bundle_hash.clone(),
+                slot,
+                outcome: OutcomeKind::Failed { reason: reason.clone() },
+            });
+            next.push_event(EventKind::InstallFailed, slot, version, bundle_hash, reason);
+            Ok(keep(next))
+        }
+        Event::MarkGood { slot } => {
+            if slot == booted && on_trial {
+                return step(state, ctx, Event::Commit);
+            }
+            if slot == booted {
+                set_classes(&mut next, ctx.boot_classes, slot, SlotState::Good, None);
+                return Ok(keep(next));
+            }
+            for c in ctx.boot_classes {
+                let r = state.record(c, slot);
+                let once_verified = r.bundle_hash.is_some() && !matches!(r.state, SlotState::Writing | SlotState::Empty);
+                if !once_verified && r.state != SlotState::Good {
+                    return refuse(format!(
+                        "slot {slot} ({c}) is {}: it was never fully written and verified",
+                        r.state
+                    ));
+                }
+            }
+            set_classes(&mut next, ctx.boot_classes, slot, SlotState::Good, None);
+            Ok(keep(next))
+        }
+        Event::MarkBad { slot } => {
+            let reason = "marked bad by an operator";
+            if slot == booted && on_trial {
+                return step(state, ctx, Event::TrialFailed { reason: reason.into() });
+            }
+            if slot == booted {
+                let other = slot.other();
+                if !ctx.boot_classes.iter().all(|c| state.record(c, other).state == SlotState::Good) {
+                    let st = ctx
+                        .boot_classes
+                        .iter()
+                        .map(|c| state.record(c, other).state.to_string())
+                        .collect::<Vec<_>>()
+                        .join("/");
+                    return refuse(format!(
+                        "refusing to mark the running slot {slot} bad: the other slot {other} is {st}, not known good, and would be the only slot left to boot"
+                    ));
+                }
+                set_classes(&mut next, ctx.boot_classes, slot, SlotState::Bad, Some(reason));
+                next.push_event(EventKind::MarkedBad, Some(slot), None, None, reason);
+                return Ok(Transition {
+                    state: next,
+                    env: Some(EnvFacts {
+                        primary: other,
+                        trial: None,
+                        tries: 0,
+                    }),
+                    order: Order::StateFirst,
+                });
+            }
+            if slot == env.primary {
+                return refuse(format!(
+                    "refusing to mark the committed slot {slot} bad while slot {booted} runs on trial: confirm or mark-bad the trial first"
+                ));
+            }
+            set_classes(&mut next, ctx.boot_classes, slot, SlotState::Bad, Some(reason));
+            if next.pending_trial.as_ref().is_some_and(|p| p.slot == slot) {
+                next.pending_trial = None;
+            }
+            next.push_event(EventKind::MarkedBad, Some(slot), None, None, reason);
+            let new_env = (env.trial == Some(slot)).then_some(EnvFacts { trial: None, ..env });
+            Ok(Transition {
+                state: next,
+                env: new_env,
+                order: Order::StateFirst,
+            })
+        }
+    }
+}
+
+/// Marks a trial slot bad, ends the pending trial and records why.
+fn fail_slot(next: &mut ClientState, boot_classes: &[String], slot: Slot, kind: EventKind, reason: &str, rollback: bool) {
+    let pending = next.pending_trial.take().filter(|p| p.slot == slot);
+    for c in boot_classes {
+        let rec = next.record_mut(c, slot);
+        if rec.state.verified() || rec.state == SlotState::Bad {
+            rec.state = SlotState::Bad;
+            rec.note = Some(reason.to_string());
+        }
+    }
+    let o = if rollback {
+        OutcomeKind::RolledBack { reason: reason.into() }
+    } else {
+        OutcomeKind::Failed { reason: reason.into() }
+    };
+    outcome(next, pending.as_ref(), Some(slot), o);
+    let (version, hash) = match &pending {
+        Some(p) => (Some(p.version.clone()), Some(p.bundle_hash.clone())),
+        None => (None, None),
+    };
+    next.push_event(kind, Some(slot), version, hash, reason);
+}
+

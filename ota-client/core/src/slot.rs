@@ -1,0 +1,354 @@
+//! The slot model and the client's persisted state.
+//!
+//! The boot environment says which slot boots; this state says what each slot *holds*
+//! (written? verified? found healthy?). Both are needed: the environment alone cannot tell
+//! a verified slot from a half-written one, and the state alone cannot tell what the
+//! bootloader did while the client was not running.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// One of the two slots of every slot class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Slot {
+    /// Slot A (the factory slot).
+    A,
+    /// Slot B.
+    B,
+}
+
+impl Slot {
+    /// Both slots, A first.
+    pub const ALL: [Slot; 2] = [Slot::A, Slot::B];
+
+    /// The other slot of the pair.
+    pub fn other(self) -> Slot {
+        match self {
+            Slot::A => Slot::B,
+            Slot::B => Slot::A,
+        }
+    }
+
+    /// Parses `A`/`B` (also lowercase, as typed by operators).
+    pub fn parse(text: &str) -> Option<Slot> {
+        match text {
+            "A" | "a" => Some(Slot::A),
+            "B" | "b" => Some(Slot::B),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Slot::A => "A",
+            Slot::B => "B",
+        })
+    }
+}
+
+/// What a slot holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlotState {
+    /// Nothing known to be in it (a factory standby slot).
+    #[default]
+    Empty,
+    /// Being written, or a write was interrupted: never bootable.
+    Writing,
+    /// Fully written and verified (size and SHA-256), not yet proven healthy.
+    Installed,
+    /// Booted and confirmed healthy (or the factory slot the robot runs).
+    Good,
+    /// Failed its trial, was rolled back, or was marked bad.
+    Bad,
+}
+
+impl SlotState {
+    /// Whether the slot's bytes were fully written and verified at some point and have not
+    /// been touched since: the only slots that may ever be armed or fallen back to.
+    pub fn verified(self) -> bool {
+        matches!(self, SlotState::Installed | SlotState::Good)
+    }
+}
+
+impl fmt::Display for SlotState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SlotState::Empty => "empty",
+            SlotState::Writing => "writing",
+            SlotState::Installed => "installed",
+            SlotState::Good => "good",
+            SlotState::Bad => "bad",
+        })
+    }
+}
+
+/// What the client knows about one slot of one class.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotRecord {
+    /// Its state.
+    pub state: SlotState,
+    /// Release version of the bundle it was written from (unknown for factory content).
+    pub version: Option<semver::Version>,
+    /// The bundle's identity (SHA-256 of the signed manifest).
+    pub bundle_hash: Option<String>,
+    /// Why it is in its state, when that matters (e.g. why it is bad).
+    pub note: Option<String>,
+}
+
+/// Both slots of a class.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassSlots {
+    /// Slot A.
+    pub a: SlotRecord,
+    /// Slot B.
+    pub b: SlotRecord,
+}
+
+impl ClassSlots {
+    /// The record of `slot`.
+    pub fn get(&self, slot: Slot) -> &SlotRecord {
+        match slot {
+            Slot::A => &self.a,
+            Slot::B => &self.b,
+        }
+    }
+
+    /// The record of `slot`, mutably.
+    pub fn get_mut(&mut self, slot: Slot) -> &mut SlotRecord {
+        match slot {
+            Slot::A => &mut self.a,
+            Slot::B => &mut self.b,
+        }
+    }
+}
+
+/// The boot contract variables as the bootloader reads them (normalised).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvFacts {
+    /// The committed slot.
+    pub primary: Slot,
+    /// The slot named by `OTA_TRIAL`, if any.
+    pub trial: Option<Slot>,
+    /// `OTA_TRIES`.
+    pub tries: u8,
+}
+
+impl Default for EnvFacts {
+    /// A never-written environment: primary A, no trial.
+    fn default() -> Self {
+        EnvFacts {
+            primary: Slot::A,
+            trial: None,
+            tries: 0,
+        }
+    }
+}
+
+impl EnvFacts {
+    /// The slot the bootloader will try at the next boot, if any.
+    pub fn armed_trial(&self) -> Option<Slot> {
+        self.trial.filter(|t| *t != self.primary && self.tries > 0)
+    }
+}
+
+/// A trial boot the client armed (recorded *before* arming, so a power cut in between is
+/// recognised as "armed nothing").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingTrial {
+    /// The boot slot on trial.
+    pub slot: Slot,
+    /// The boot-coupled classes written into it.
+    pub classes: Vec<String>,
+    /// `OTA_TRIES` as armed: fewer left while booted on the primary means a trial boot
+    /// already happened and the bootloader fell back.
+    pub armed_tries: u8,
+    /// Release version.
+    pub version: semver::Version,
+    /// Bundle identity.
+    pub bundle_hash: String,
+    /// Live classes written alongside, switched when the trial is committed.
+    pub live: Vec<LiveFlip>,
+}
+
+/// One live class switched by its symlink.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveFlip {
+    /// The slot class.
+    pub class: String,
+    /// The slot active before.
+    pub from: Slot,
+    /// The slot switched to.
+    pub to: Slot,
+}
+
+/// A live update being tried (recorded before the first symlink flip, so an interrupted
+/// trial is flipped back at the next start).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveTrial {
+    /// The classes being switched.
+    pub flips: Vec<LiveFlip>,
+    /// Release version.
+    pub version: semver::Version,
+    /// Bundle identity.
+    pub bundle_hash: String,
+}
+
+/// How the last install ended (so far).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum OutcomeKind {
+    /// Written; the trial boot has not been confirmed yet.
+    Pending,
+    /// Committed (boot) or kept (live).
+    Succeeded,
+    /// Refused, failed while writing, or failed its health checks.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+    /// The bootloader fell back to the primary slot.
+    RolledBack {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The last install attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallOutcome {
+    /// Release version (unknown when the bundle could not be read).
+    pub version: Option<semver::Version>,
+    /// Bundle identity (unknown when the bundle could not be read).
+    pub bundle_hash: Option<String>,
+    /// The target slot, once planned.
+    pub slot: Option<Slot>,
+    /// The result.
+    #[serde(flatten)]
+    pub outcome: OutcomeKind,
+}
+
+/// What happened, for the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A trial boot was committed.
+    Committed,
+    /// A trial boot failed its health checks (or was marked bad).
+    TrialFailed,
+    /// The bootloader fell back to the primary slot.
+    RolledBack,
+    /// A live update was switched and kept.
+    LiveCommitted,
+    /// A live update failed its health checks and was switched back.
+    LiveFailed,
+    /// A live trial was interrupted (power cut, restart) and switched back.
+    LiveInterrupted,
+    /// An install failed before arming anything.
+    InstallFailed,
+    /// An operator marked a slot bad.
+    MarkedBad,
+}
+
+/// One event not yet taken by a reporter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportEvent {
+    /// Monotonic id (per robot).
+    pub id: u64,
+    /// What happened.
+    pub kind: EventKind,
+    /// The slot concerned.
+    pub slot: Option<Slot>,
+    /// Release version concerned.
+    pub version: Option<semver::Version>,
+    /// Bundle identity concerned.
+    pub bundle_hash: Option<String>,
+    /// Why (empty for successes).
+    pub reason: String,
+}
+
+/// Everything the client persists between runs (and across reboots).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientState {
+    /// Per slot class.
+    pub classes: BTreeMap<String, ClassSlots>,
+    /// A boot trial armed by the client and not yet resolved.
+    pub pending_trial: Option<PendingTrial>,
+    /// A live trial in progress.
+    pub live_trial: Option<LiveTrial>,
+    /// The last install attempt.
+    pub last_install: Option<InstallOutcome>,
+    /// Events not yet taken by a reporter.
+    pub events: Vec<ReportEvent>,
+    /// The id of the next event.
+    pub next_event_id: u64,
+}
+
+/// Bound on stored unreported events, so a robot that is never polled cannot fill its disk.
+pub const MAX_EVENTS: usize = 64;
+
+impl ClientState {
+    /// The record of `class`/`slot` (an empty record if unknown).
+    pub fn record(&self, class: &str, slot: Slot) -> SlotRecord {
+        self.classes
+            .get(class)
+            .map(|c| c.get(slot).clone())
+            .unwrap_or_default()
+    }
+
+    /// The record of `class`/`slot`, created if missing.
+    pub fn record_mut(&mut self, class: &str, slot: Slot) -> &mut SlotRecord {
+        self.classes.entry(class.to_string()).or_default().get_mut(slot)
+    }
+
+    /// Appends an event, dropping the oldest beyond [`MAX_EVENTS`].
+    pub fn push_event(
+        &mut self,
+        kind: EventKind,
+        slot: Option<Slot>,
+        version: Option<semver::Version>,
+        bundle_hash: Option<String>,
+        reason: impl Into<String>,
+    ) {
+        let id = self.next_event_id;
+        self.next_event_id += 1;
+        self.events.push(ReportEvent {
+            id,
+            kind,
+            slot,
+            version,
+            bundle_hash,
+            reason: reason.into(),
+        });
+        if self.events.len() > MAX_EVENTS {
+            let excess = self.events.len() - MAX_EVENTS;
+            self.events.drain(..excess);
+        }
+    }
+
+    /// The state of a robot whose client never ran (or whose state was lost), adopting what
+    /// is running: the booted slot of every boot-coupled class and the active slot of every
+    /// live class are the factory software, hence good. Known records are kept as they are.
+    pub fn adopt_running(
+        &mut self,
+        boot_classes: &[String],
+        booted: Slot,
+        live_active: &BTreeMap<String, Slot>,
+    ) {
+        let running = boot_classes
+            .iter()
+            .map(|c| (c.clone(), booted))
+            .chain(live_active.iter().map(|(c, s)| (c.clone(), *s)));
+        for (class, slot) in running {
+            let rec = self.record_mut(&class, slot);
+            if rec.state == SlotState::Empty {
+                rec.state = SlotState::Good;
+                rec.note = Some("running when the client first saw it".into());
+            }
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! Property tests of the transition table against a model of the bootloader: whatever the
+//! order of events, reboots and power cuts, the robot only ever boots a verified slot, only
+//! the booted trial slot is committed, and the primary moves only on that commit (or on an
+//! operator's mark-bad towards a known-good slot).
+
+use ota_client_core::machine::Context;
+use ota_client_core::*;
+use proptest::prelude::*;
+
+const HASH: &str = "bundle";
+
+fn classes() -> Vec<String> {
+    vec!["rootfs".to_string()]
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Event(EventSpec),
+    /// The bootloader runs (power cut or reboot).
+    Reboot,
+    /// `confirm` runs with the given health result.
+    Confirm(bool),
+}
+
+#[derive(Debug, Clone)]
+enum EventSpec {
+    WriteStarted(Slot),
+    WriteVerified(Slot),
+    Arm(Slot, u8),
+    Commit,
+    FinishCommit,
+    TrialFailed,
+    RolledBack,
+    ArmInterrupted,
+    ClearStaleTrial,
+    MarkGood(Slot),
+    MarkBad(Slot),
+}
+
+fn slot() -> impl Strategy<Value = Slot> {
+    prop_oneof![Just(Slot::A), Just(Slot::B)]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        slot().prop_map(|s| Op::Event(EventSpec::WriteStarted(s))),
+        slot().prop_map(|s| Op::Event(EventSpec::WriteVerified(s))),
+        (slot(), 0u8..4).prop_map(|(s, t)| Op::Event(EventSpec::Arm(s, t))),
+        Just(Op::Event(EventSpec::Commit)),
+        Just(Op::Event(EventSpec::FinishCommit)),
+        Just(Op::Event(EventSpec::TrialFailed)),
+        Just(Op::Event(EventSpec::RolledBack)),
+        Just(Op::Event(EventSpec::ArmInterrupted)),
+        Just(Op::Event(EventSpec::ClearStaleTrial)),
+        slot().prop_map(|s| Op::Event(EventSpec::MarkGood(s))),
+        slot().prop_map(|s| Op::Event(EventSpec::MarkBad(s))),
+        Just(Op::Reboot),
+        Just(Op::Reboot),
+        any::<bool>().prop_map(Op::Confirm),
+    ]
+}
+
+fn event(spec: &EventSpec) -> Event {
+    let v: semver::Version = "2.0.0".parse().unwrap();
+    match spec {
+        EventSpec::WriteStarted(s) => Event::WriteStarted {
+            targets: vec![machine::WriteTarget { class: "rootfs".into(), slot: *s, live: false }],
+            version: v,
+            bundle_hash: HASH.into(),
+        },
+        EventSpec::WriteVerified(s) => Event::WriteVerified {
+            class: "rootfs".into(),
+            slot: *s,
+            version: v,
+            bundle_hash: HASH.into(),
+        },
+        EventSpec::Arm(s, t) => Event::ArmTrial(PendingTrial {
+            slot: *s,
+            classes: classes(),
+            armed_tries: *t,
+            version: v,
+            bundle_hash: HASH.into(),
+            live: vec![],
+        }),
+        EventSpec::Commit => Event::Commit,
+        EventSpec::FinishCommit => Event::FinishCommit,
+        EventSpec::TrialFailed => Event::TrialFailed { reason: "x".into() },
+        EventSpec::RolledBack => Event::RolledBack { reason: "x".into() },
+        EventSpec::ArmInterrupted => Event::ArmInterrupted,
+        EventSpec::ClearStaleTrial => Event::ClearStaleTrial,
+        EventSpec::MarkGood(s) => Event::MarkGood { slot: *s },
+        EventSpec::MarkBad(s) => Event::MarkBad { slot: *s },
+    }
+}
+
+/// The boot contract's selection (see `ota_bootloader::select_boot`).
+fn boot(env: &mut EnvFacts) -> Slot {
+    match env.armed_trial() {
+        Some(t) => {
+            env.tries -= 1;
+            t
+        }
+        None => env.primary,
+    }
+}
+
+/// What `confirm` does for each outcome.
+fn confirm_event(outcome: &BootOutcome, healthy: bool) -> Option<Event> {
+    match outcome {
+        BootOutcome::TrialBooted { .. } if healthy => Some(Event::Commit),
+        BootOutcome::TrialBooted { .. } => Some(Event::TrialFailed { reason: "health".into() }),
+        BootOutcome::AbortTrial { reason, .. } => Some(Event::TrialFailed { reason: reason.clone() }),
+        BootOutcome::RolledBack { reason, .. } => Some(Event::RolledBack { reason: reason.clone() }),
+        BootOutcome::FinishCommit { .. } => Some(Event::FinishCommit),
+        BootOutcome::ArmInterrupted { .. } => Some(Event::ArmInterrupted),
+        BootOutcome::ClearStaleTrial { .. } => Some(Event::ClearStaleTrial),
+        _ => None,
+    }
+}
+
+struct Robot {
+    state: ClientState,
+    env: EnvFacts,
+    booted: Slot,
+}
+
+impl Robot {
+    fn factory() -> Robot {
+        let mut state = ClientState::default();
+        state.adopt_running(&classes(), Slot::A, &Default::default());
+        Robot { state, env: EnvFacts::default(), booted: Slot::A }
+    }
+
+    fn rec(&self, slot: Slot) -> SlotState {
+        self.state.record("rootfs", slot).state
+    }
+
+    /// Applies an event and checks the invariants of the transition.
+    fn apply(&mut self, ev: Event) -> Result<(), TestCaseError> {
+        let cls = classes();
+        let ctx = Context { env: self.env, booted: self.booted, boot_classes: &cls };
+        let is_commit = matches!(ev, Event::Commit | Event::MarkGood { .. });
+        let is_mark_bad = matches!(ev, Event::MarkBad { .. });
+        let Ok(t) = step(&self.state, &ctx, ev.clone()) else {
+            return Ok(());
+        };
+        if let Some(new_env) = t.env {
+            if let Some(armed) = new_env.armed_trial() {
+                if self.env.armed_trial() != Some(armed) {
+                    prop_assert_eq!(self.rec(armed), SlotState::Installed, "armed an unverified slot: {:?}", ev);
+                }
+            }
+            if new_env.primary != self.env.primary {
+                if is_commit {
+                    prop_assert_eq!(new_env.primary, self.booted, "committed a slot that is not booted");
+                    prop_assert_eq!(self.env.trial, Some(self.booted), "committed a slot not on trial");
+                } else {
+                    prop_assert!(is_mark_bad, "primary moved on {:?}", ev);
+                    prop_assert_eq!(self.rec(new_env.primary), SlotState::Good, "mark-bad fell back to a slot not known good");
+                }
+            }
+            prop_assert!(new_env.primary == self.booted || new_env.primary == self.env.primary || is_mark_bad);
+        }
+        if let Event::Commit | Event::FinishCommit = ev {
+            prop_assert_eq!(t.state.record("rootfs", self.booted).state, SlotState::Good);
+        }
+        self.state = t.state;
+        if let Some(e) = t.env {
+            self.env = e;
+        }
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_histories_only_ever_boot_verified_slots(ops in proptest::collection::vec(op(), 1..60)) {
+        let mut r = Robot::factory();
+        for op in ops {
+            match op {
+                Op::Event(spec) => r.apply(event(&spec))?,
+                Op::Reboot => {
+                    r.booted = boot(&mut r.env);
+                    let st = r.rec(r.booted);
+                    prop_assert!(
+                        st.verified() || (st == SlotState::Bad && r.booted == r.env.primary),
+                        "booted slot {} in state {}", r.booted, st
+                    );
+                    prop_assert!(st != SlotState::Writing && st != SlotState::Empty);
+                }
+                Op::Confirm(healthy) => {
+                    let out = decide_on_boot(&r.env, r.booted, &r.state, &classes());
+                    if let Some(ev) = confirm_event(&out, healthy) {
+                        let cls = classes();
+                        let ctx = Context { env: r.env, booted: r.booted, boot_classes: &cls };
+                        prop_assert!(step(&r.state, &ctx, ev.clone()).is_ok(), "confirm's own event refused: {:?} for {:?}", ev, out);
+                        r.apply(ev)?;
+                    }
+                    // confirm is idempotent once settled
+                    let again = decide_on_boot(&r.env, r.booted, &r.state, &classes());
+                    if matches!(out, BootOutcome::TrialBooted { .. } if healthy) {
+                        prop_assert_eq!(again, BootOutcome::Settled);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_full_install_always_commits_or_returns_to_the_old_slot(
+        healthy in any::<bool>(),
+        skip_confirm_boots in 0u8..5,
+        tries in 1u8..4,
+    ) {
+        let mut r = Robot::factory();
+        r.apply(event(&EventSpec::WriteStarted(Slot::B)))?;
+        r.apply(event(&EventSpec::WriteVerified(Slot::B)))?;
+        r.apply(event(&EventSpec::Arm(Slot::B, tries)))?;
+        prop_assert_eq!(r.env.armed_trial(), Some(Slot::B));
+        // boots that die before confirm (kernel panic, power cut)
+        for _ in 0..skip_confirm_boots {
+            r.booted = boot(&mut r.env);
+        }
+        r.booted = boot(&mut r.env);
+        let out = decide_on_boot(&r.env, r.booted, &r.state, &classes());
+        if let Some(ev) = confirm_event(&out, healthy) {
+            r.apply(ev)?;
+        }
+        r.booted = boot(&mut r.env);
+        let out = decide_on_boot(&r.env, r.booted, &r.state, &classes());
+        if let Some(ev) = confirm_event(&out, healthy) {
+            r.apply(ev)?;
+        }
+        let committed = healthy && skip_confirm_boots < tries;
+        prop_assert_eq!(r.booted, if committed { Slot::B } else { Slot::A });
+        prop_assert_eq!(r.env.primary, r.booted);
+        prop_assert_eq!(r.env.armed_trial(), None);
+        prop_assert_eq!(r.rec(Slot::B), if committed { SlotState::Good } else { SlotState::Bad });
+        prop_assert!(r.state.pending_trial.is_none());
+        // ordinary reboots of the committed slot change nothing
+        let env = r.env;
+        for _ in 0..3 {
+            prop_assert_eq!(boot(&mut r.env), r.booted);
+            prop_assert_eq!(r.env, env);
+            prop_assert_eq!(decide_on_boot(&r.env, r.booted, &r.state, &classes()), BootOutcome::Settled);
+        }
+    }
+}
+
+#[test]
+fn mark_bad_falls_back_only_to_a_good_slot() {
+    let mut r = Robot::factory();
+    let cls = classes();
+    let ctx = Context { env: r.env, booted: Slot::A, boot_classes: &cls };
+    let err = step(&r.state, &ctx, Event::MarkBad { slot: Slot::A }).unwrap_err();
+    assert!(err.to_string().contains("not known good"), "{err}");
+    r.state.record_mut("rootfs", Slot::B).state = SlotState::Good;
+    let t = step(&r.state, &ctx, Event::MarkBad { slot: Slot::A }).unwrap();
+    assert_eq!(t.env.unwrap().primary, Slot::B);
+    assert_eq!(t.state.record("rootfs", Slot::A).state, SlotState::Bad);
+}
+
+#[test]
+fn mark_good_refuses_never_written_slots() {
+    let r = Robot::factory();
+    let cls = classes();
+    let ctx = Context { env: r.env, booted: Slot::A, boot_classes: &cls };
+    let err = step(&r.state, &ctx, Event::MarkGood { slot: Slot::B }).unwrap_err();
+    assert!(err.to_string().contains("never fully written"), "{err}");
+}
+
+#[test]
+fn arming_requires_the_verified_bundle() {
+    let mut r = Robot::factory();
+    r.apply(event(&EventSpec::WriteStarted(Slot::B))).unwrap();
+    let cls = classes();
+    let ctx = Context { env: r.env, booted: Slot::A, boot_classes: &cls };
+    assert!(step(&r.state, &ctx, event(&EventSpec::Arm(Slot::B, 3))).is_err());
+    r.apply(event(&EventSpec::WriteVerified(Slot::B))).unwrap();
+    let ctx = Context { env: r.env, booted: Slot::A, boot_classes: &cls };
+    assert!(step(&r.state, &ctx, event(&EventSpec::Arm(Slot::B, 0))).is_err());
+    assert!(step(&r.state, &ctx, event(&EventSpec::Arm(Slot::A, 3))).is_err());
+    let t = step(&r.state, &ctx, event(&EventSpec::Arm(Slot::B, 3))).unwrap();
+    assert_eq!(t.order, Order::StateFirst, "the trial must be recorded before it is armed");
+    assert_eq!(t.env.unwrap().armed_trial(), Some(Slot::B));
+}
+
+#[test]
+fn state_round_trips_through_json() {
+    let mut r = Robot::factory();
+    r.apply(event(&EventSpec::WriteStarted(Slot::B))).unwrap();
+    r.apply(event(&EventSpec::WriteVerified(Slot::B))).unwrap();
+    r.apply(event(&EventSpec::Arm(Slot::B, 3))).unwrap();
+    let json = serde_json::to_string(&r.state).unwrap();
+    let back: ClientState = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, r.state);
+}

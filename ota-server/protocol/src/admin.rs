@@ -1,0 +1,319 @@
+//! The admin API: publishing bundles, inventory, rollouts and the event stream. Used by `ota-bundle publish`,
+//! the `ota-server` CLI and the dashboard.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::device::{ReportStatus, Telemetry};
+
+/// Answer to a bundle upload (`POST /api/bundles`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishResponse {
+    /// SHA-256 of the bundle file.
+    pub bundle_id: String,
+    /// Version the bundle installs.
+    pub version: semver::Version,
+    /// The bundle's `compatible`.
+    pub compatible: String,
+    /// SHA-256 of the signed manifest.
+    pub manifest_digest: String,
+    /// File size in bytes.
+    pub size: u64,
+    /// The same file had been published before.
+    pub deduplicated: bool,
+}
+
+/// One image of a published bundle.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    /// Image name.
+    pub name: String,
+    /// Slot class it installs into.
+    pub slot_class: String,
+    /// Uncompressed size.
+    pub size: u64,
+    /// SHA-256 of the uncompressed image.
+    pub sha256: String,
+}
+
+/// A published bundle.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleInfo {
+    /// SHA-256 of the bundle file.
+    pub bundle_id: String,
+    /// Version.
+    pub version: semver::Version,
+    /// Product / hardware string.
+    pub compatible: String,
+    /// SHA-256 of the signed manifest.
+    pub manifest_digest: String,
+    /// File size.
+    pub size: u64,
+    /// Release notes.
+    pub description: String,
+    /// Upload time (seconds since the epoch).
+    pub uploaded_at: u64,
+    /// The images.
+    pub images: Vec<ImageInfo>,
+}
+
+/// The latest report of a device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastStatus {
+    /// Status.
+    pub status: ReportStatus,
+    /// Rollout it was about.
+    pub rollout_id: Option<u64>,
+    /// Version it was about.
+    pub version: Option<semver::Version>,
+    /// When it was received.
+    pub at: u64,
+    /// Error of a failure.
+    pub error: Option<String>,
+    /// Reason of a rollback.
+    pub reason: Option<String>,
+}
+
+/// A device in the inventory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    /// Device id.
+    pub device_id: String,
+    /// Product / hardware string.
+    pub compatible: String,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// Running version.
+    pub current_version: Option<semver::Version>,
+    /// Booted slot.
+    pub booted_slot: Option<String>,
+    /// Version per slot.
+    pub slots: BTreeMap<String, String>,
+    /// Enrollment time.
+    pub enrolled_at: u64,
+    /// Time of the last poll or report.
+    pub last_seen: Option<u64>,
+    /// Latest report.
+    pub last_status: Option<LastStatus>,
+    /// Telemetry of the latest poll.
+    pub telemetry: Option<Telemetry>,
+}
+
+/// A stored status report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportRecord {
+    /// The device's report id.
+    pub report_id: String,
+    /// Rollout.
+    pub rollout_id: Option<u64>,
+    /// Version.
+    pub version: Option<semver::Version>,
+    /// Manifest digest.
+    pub manifest_digest: Option<String>,
+    /// Status.
+    pub status: ReportStatus,
+    /// Progress.
+    pub progress_percent: Option<u8>,
+    /// Error (failure).
+    pub error: Option<String>,
+    /// Log tail.
+    pub log_tail: Option<String>,
+    /// Reason (rolled back).
+    pub reason: Option<String>,
+    /// When the server received it.
+    pub received_at: u64,
+}
+
+/// `GET /api/devices/{id}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeviceDetail {
+    /// The device.
+    pub device: DeviceInfo,
+    /// Its reports, newest first.
+    pub reports: Vec<ReportRecord>,
+}
+
+/// `POST /api/rollouts`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRolloutRequest {
+    /// The bundle to roll out.
+    pub bundle_id: String,
+    /// Devices must carry every one of these tags (empty: all devices).
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Cumulative percentages of the target set, strictly increasing, last = 100. Default `[5, 25, 100]`.
+    #[serde(default)]
+    pub stages: Option<Vec<u8>>,
+    /// Pause by itself when (failed + rolled back) / offered exceeds this. Default 0.2.
+    #[serde(default)]
+    pub failure_threshold: Option<f64>,
+    /// Display name.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// Life of a rollout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutState {
+    /// Offering to the current stage.
+    Active,
+    /// Offering nothing until resumed.
+    Paused,
+    /// Stopped for good.
+    Aborted,
+    /// Every stage done; still offers to target devices that have not updated.
+    Completed,
+}
+
+impl RolloutState {
+    /// All states.
+    pub const ALL: [RolloutState; 4] =
+        [RolloutState::Active, RolloutState::Paused, RolloutState::Aborted, RolloutState::Completed];
+
+    /// Wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutState::Active => "active",
+            RolloutState::Paused => "paused",
+            RolloutState::Aborted => "aborted",
+            RolloutState::Completed => "completed",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+/// Per-rollout device counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutCounts {
+    /// Devices in the target set.
+    pub targeted: u64,
+    /// Devices in the stages reached so far.
+    pub offered: u64,
+    /// Offered devices that have not reported yet.
+    pub pending: u64,
+    /// Downloading, installing or rebooting.
+    pub in_progress: u64,
+    /// Reported success.
+    pub succeeded: u64,
+    /// Reported failure.
+    pub failed: u64,
+    /// Reported rolled back.
+    pub rolled_back: u64,
+}
+
+/// A rollout.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RolloutInfo {
+    /// Id.
+    pub rollout_id: u64,
+    /// Display name.
+    pub name: String,
+    /// Bundle.
+    pub bundle_id: String,
+    /// Version of the bundle.
+    pub version: semver::Version,
+    /// `compatible` of the bundle.
+    pub compatible: String,
+    /// Manifest digest of the bundle.
+    pub manifest_digest: String,
+    /// Tag selector.
+    pub tags: BTreeMap<String, String>,
+    /// Stage percentages.
+    pub stages: Vec<u8>,
+    /// Index into `stages`.
+    pub current_stage: usize,
+    /// State.
+    pub state: RolloutState,
+    /// Why it paused (automatic pauses say which threshold was passed).
+    pub pause_reason: Option<String>,
+    /// Failure threshold.
+    pub failure_threshold: f64,
+    /// Creation time.
+    pub created_at: u64,
+    /// Last change.
+    pub updated_at: u64,
+    /// Device counts.
+    pub counts: RolloutCounts,
+}
+
+/// Status of one device within a rollout.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutDevice {
+    /// Device id.
+    pub device_id: String,
+    /// Position in the staged order (stage k covers ranks below its share).
+    pub rank: u64,
+    /// `pending` or a [`ReportStatus`] wire name.
+    pub status: String,
+    /// Last change.
+    pub updated_at: u64,
+}
+
+/// `GET /api/rollouts/{id}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RolloutDetail {
+    /// The rollout.
+    pub rollout: RolloutInfo,
+    /// Its target devices in rank order.
+    pub devices: Vec<RolloutDevice>,
+}
+
+/// Data of a `report` event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportEvent {
+    /// Reporting device.
+    pub device_id: String,
+    /// The report.
+    pub report: ReportRecord,
+}
+
+/// Data of a `device_deleted` event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceDeletedEvent {
+    /// The forgotten device.
+    pub device_id: String,
+}
+
+/// A server-sent event of `GET /api/events`: [`Event::name`] is the SSE `event:` field, the payload its `data:`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// `device_updated`.
+    DeviceUpdated(Box<DeviceInfo>),
+    /// `report`.
+    Report(Box<ReportEvent>),
+    /// `rollout_updated`.
+    RolloutUpdated(Box<RolloutInfo>),
+    /// `device_deleted`.
+    DeviceDeleted(DeviceDeletedEvent),
+}
+
+impl Event {
+    /// The SSE event name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::DeviceUpdated(_) => "device_updated",
+            Event::Report(_) => "report",
+            Event::RolloutUpdated(_) => "rollout_updated",
+            Event::DeviceDeleted(_) => "device_deleted",
+        }
+    }
+
+    /// The payload as JSON text.
+    pub fn data_json(&self) -> String {
+        let result = match self {
+            Event::DeviceUpdated(d) => serde_json::to_string(d),
+            Event::Report(r) => serde_json::to_string(r),
+            Event::RolloutUpdated(r) => serde_json::to_string(r),
+            Event::DeviceDeleted(d) => serde_json::to_string(d),
+        };
+        // These types contain only strings, numbers and maps with string keys: encoding cannot fail.
+        result.unwrap_or_else(|e| format!("{{\"error\":\"cannot encode event: {e}\"}}"))
+    }
+}

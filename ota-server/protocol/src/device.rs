@@ -1,0 +1,281 @@
+//! The device protocol: enroll once, then poll and report. Every call is idempotent and safe to retry.
+//!
+//! 1. `POST /api/devices/enroll` ([`EnrollRequest`] → [`EnrollResponse`]) with the fleet's enrollment secret
+//!    gives the device its own bearer token.
+//! 2. `POST /api/device/poll` ([`PollRequest`] → [`PollResponse`]) reports state and telemetry and returns either
+//!    nothing or an [`UpdateOffer`]. Wait [`PollResponse::next_poll_delay`] before the next poll.
+//! 3. While installing an offer, `POST /api/device/report` ([`ReportRequest`] → [`ReportResponse`]) at every
+//!    [`ReportStatus`] change. Retry a report with the same `report_id` until it is answered.
+//!
+//! On `429` or `503` the device waits at least the `Retry-After` seconds ([`parse_retry_after`]).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Maximum length of a report's `log_tail`, in bytes.
+pub const MAX_LOG_TAIL: usize = 64 * 1024;
+
+/// Enrollment request (`POST /api/devices/enroll`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    /// The fleet enrollment secret.
+    pub enrollment_secret: String,
+    /// The device's stable id (1-64 of `[A-Za-z0-9._-]`).
+    pub device_id: String,
+    /// Product / hardware string; must equal a bundle's `compatible` for the device to be offered it.
+    pub compatible: String,
+    /// Tags rollouts select on, e.g. `site=warehouse-3`.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Random string generated once per enrollment attempt and reused for every retry of it: a retry with the
+    /// same id returns the same token.
+    pub request_id: String,
+}
+
+/// Enrollment answer. The token is shown only here; the server stores a hash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    /// The enrolled device id.
+    pub device_id: String,
+    /// Bearer token for the device endpoints.
+    pub token: String,
+    /// Suggested poll interval.
+    pub poll_interval_secs: u32,
+    /// Suggested maximum random extra delay added to each poll interval.
+    pub poll_jitter_secs: u32,
+}
+
+/// A robot's position (its own map frame or WGS84, as `frame` says).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Position {
+    /// X (metres) or longitude.
+    pub x: f64,
+    /// Y (metres) or latitude.
+    pub y: f64,
+    /// Heading in radians.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub theta: Option<f64>,
+    /// Reference frame, e.g. `map` or `wgs84`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame: Option<String>,
+}
+
+/// Telemetry sent with each poll. Every field is optional.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Telemetry {
+    /// Battery charge, 0-100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub battery_percent: Option<f64>,
+    /// Current position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<Position>,
+    /// CPU use, 0-100 (all cores).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<f64>,
+    /// Memory in use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_used_bytes: Option<u64>,
+    /// Total memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_total_bytes: Option<u64>,
+    /// Disk space in use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_used_bytes: Option<u64>,
+    /// Total disk space.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_total_bytes: Option<u64>,
+    /// Seconds since boot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_secs: Option<u64>,
+    /// Free-form numeric metrics, e.g. `inference_latency_ms`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// Poll request (`POST /api/device/poll`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollRequest {
+    /// Product / hardware string.
+    pub compatible: String,
+    /// Version of the running system; `None` when unknown.
+    #[serde(default)]
+    pub current_version: Option<semver::Version>,
+    /// Slot the system booted from, e.g. `a`.
+    #[serde(default)]
+    pub booted_slot: Option<String>,
+    /// Version installed in each slot (slot name → version).
+    #[serde(default)]
+    pub slots: BTreeMap<String, String>,
+    /// Telemetry.
+    #[serde(default)]
+    pub telemetry: Telemetry,
+}
+
+/// An update the server offers a device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateOffer {
+    /// The rollout this offer belongs to; quote it in every report.
+    pub rollout_id: u64,
+    /// SHA-256 of the bundle file.
+    pub bundle_id: String,
+    /// Version the bundle installs.
+    pub version: semver::Version,
+    /// The bundle's `compatible`.
+    pub compatible: String,
+    /// SHA-256 of the bundle's signed manifest (the bundle's identity).
+    pub manifest_digest: String,
+    /// Size of the bundle file in bytes.
+    pub size: u64,
+    /// Where to download it, relative to the server's base URL. Supports `Range`.
+    pub download_url: String,
+}
+
+/// Poll answer: when to poll next and, maybe, an update.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PollResponse {
+    /// Base delay before the next poll.
+    pub poll_interval_secs: u32,
+    /// Maximum random extra delay.
+    pub poll_jitter_secs: u32,
+    /// The update to install, or `None`.
+    pub update: Option<UpdateOffer>,
+}
+
+impl PollResponse {
+    /// The delay before the next poll: the interval plus `random / u32::MAX` of the jitter. Pass a uniformly
+    /// random `u32` (the crate has no randomness of its own).
+    pub fn next_poll_delay(&self, random: u32) -> Duration {
+        let jitter_ms = u64::from(self.poll_jitter_secs) * 1000 * u64::from(random) / u64::from(u32::MAX);
+        Duration::from_secs(u64::from(self.poll_interval_secs)) + Duration::from_millis(jitter_ms)
+    }
+}
+
+/// Stages of installing an update, as reported by the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportStatus {
+    /// Downloading the bundle.
+    Downloading,
+    /// Writing the images to the inactive slot.
+    Installing,
+    /// About to reboot into the new slot.
+    Rebooting,
+    /// Booted the new version and committed it.
+    Success,
+    /// The update failed before switching slots; `error` (and preferably `log_tail`) say why.
+    Failure,
+    /// The new version was booted but the device went back to the old slot; `reason` says why.
+    RolledBack,
+}
+
+impl ReportStatus {
+    /// All statuses, in lifecycle order.
+    pub const ALL: [ReportStatus; 6] = [
+        ReportStatus::Downloading,
+        ReportStatus::Installing,
+        ReportStatus::Rebooting,
+        ReportStatus::Success,
+        ReportStatus::Failure,
+        ReportStatus::RolledBack,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportStatus::Downloading => "downloading",
+            ReportStatus::Installing => "installing",
+            ReportStatus::Rebooting => "rebooting",
+            ReportStatus::Success => "success",
+            ReportStatus::Failure => "failure",
+            ReportStatus::RolledBack => "rolled_back",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Whether the update is over for this device (success, failure or rolled back).
+    pub fn is_terminal(self) -> bool {
+        matches!(self, ReportStatus::Success | ReportStatus::Failure | ReportStatus::RolledBack)
+    }
+
+    /// Whether this counts against the rollout's failure threshold.
+    pub fn is_bad(self) -> bool {
+        matches!(self, ReportStatus::Failure | ReportStatus::RolledBack)
+    }
+}
+
+/// Status report (`POST /api/device/report`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportRequest {
+    /// Unique per report; reuse it when retrying the same report (1-128 characters).
+    pub report_id: String,
+    /// The rollout from the offer; `None` for reports outside a rollout (e.g. a local install).
+    #[serde(default)]
+    pub rollout_id: Option<u64>,
+    /// Version being installed.
+    #[serde(default)]
+    pub version: Option<semver::Version>,
+    /// Manifest digest of the bundle being installed.
+    #[serde(default)]
+    pub manifest_digest: Option<String>,
+    /// The lifecycle stage.
+    pub status: ReportStatus,
+    /// Progress within the stage, 0-100.
+    #[serde(default)]
+    pub progress_percent: Option<u8>,
+    /// The error; required for `failure`.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Last lines of the client's log (at most [`MAX_LOG_TAIL`] bytes).
+    #[serde(default)]
+    pub log_tail: Option<String>,
+    /// Why the device rolled back; required for `rolled_back`.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl ReportRequest {
+    /// Checks the fields that depend on each other; the message names the field to fix.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.report_id.is_empty() || self.report_id.len() > 128 {
+            return Err("report_id must be 1-128 characters long".into());
+        }
+        if self.progress_percent.is_some_and(|p| p > 100) {
+            return Err("progress_percent must be between 0 and 100".into());
+        }
+        if self.log_tail.as_ref().is_some_and(|l| l.len() > MAX_LOG_TAIL) {
+            return Err(format!("log_tail must be at most {MAX_LOG_TAIL} bytes; send the last lines only"));
+        }
+        match self.status {
+            ReportStatus::Failure if self.error.as_deref().unwrap_or("").is_empty() => {
+                Err("a failure report needs a non-empty 'error'".into())
+            }
+            ReportStatus::RolledBack if self.reason.as_deref().unwrap_or("").is_empty() => {
+                Err("a rolled_back report needs a non-empty 'reason'".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Report answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportResponse {
+    /// The report is stored.
+    pub accepted: bool,
+    /// The `report_id` had been received before; nothing changed.
+    pub duplicate: bool,
+}
+
+/// Parses a `Retry-After` header value in its delay-seconds form. (HTTP dates are not produced by this server.)
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}

@@ -1,0 +1,70 @@
+//! Wire types of the OTA server's HTTP API, shared by the server, the robot client and the release tools.
+//!
+//! * [`device`]: what a robot sends and receives (enroll, poll, report), plus the small helpers a client needs
+//!   (poll delay with jitter, `Retry-After`).
+//! * [`admin`]: what release engineers, operators and the dashboard send and receive.
+//!
+//! This crate has no server dependencies: only `serde` types and pure helpers, so the client can link it.
+//! `ota-server/API.md` is the prose contract; `GET /api/openapi.json` the machine-readable one.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod device;
+
+use serde::{Deserialize, Serialize};
+
+/// The body of every 4xx/5xx answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong, phrased for an operator.
+    pub error: String,
+}
+
+/// Route paths, so clients and the server cannot drift apart.
+pub mod paths {
+    /// `POST`: enroll a device.
+    pub const ENROLL: &str = "/api/devices/enroll";
+    /// `POST`: device poll.
+    pub const POLL: &str = "/api/device/poll";
+    /// `POST`: device status report.
+    pub const REPORT: &str = "/api/device/report";
+    /// `GET` (list) / `POST` (upload) bundles.
+    pub const BUNDLES: &str = "/api/bundles";
+    /// `GET` (list) / `POST` (create) rollouts.
+    pub const ROLLOUTS: &str = "/api/rollouts";
+    /// `GET`: device inventory.
+    pub const DEVICES: &str = "/api/devices";
+    /// `GET`: server-sent events.
+    pub const EVENTS: &str = "/api/events";
+    /// `GET`: OpenAPI document.
+    pub const OPENAPI: &str = "/api/openapi.json";
+    /// `GET`: Prometheus metrics.
+    pub const METRICS: &str = "/metrics";
+
+    /// Download path of a bundle.
+    pub fn bundle_download(bundle_id: &str) -> String {
+        format!("/api/bundles/{bundle_id}/download")
+    }
+}
+
+/// Checks a device id: 1-64 characters of `[A-Za-z0-9._-]`, not starting with a dot.
+pub fn validate_device_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 64 {
+        return Err(format!("device_id must be 1-64 characters long (got {})", id.len()));
+    }
+    if id.starts_with('.') {
+        return Err("device_id must not start with '.'".into());
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!("device_id may contain only A-Z a-z 0-9 . _ - (found {c:?})"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

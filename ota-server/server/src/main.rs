@@ -1,0 +1,367 @@
+//! `ota-server`: run the fleet server (`serve`) or administer a running one (`rollout ...`, `devices ...`).
+
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use ota_protocol::admin::CreateRolloutRequest;
+use ota_server::cli::{self, Remote};
+use ota_server::server::{self, Settings};
+
+/// OTA fleet server and its admin client.
+#[derive(Parser)]
+#[command(name = "ota-server", version, about, long_about = None)]
+struct Program {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Create, list and control staged rollouts.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
+    /// Look at the device inventory.
+    #[command(subcommand)]
+    Devices(DevicesCommand),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Directory for the database, bundle store and generated secrets.
+    #[arg(long, default_value = "./ota-data")]
+    data_dir: PathBuf,
+    /// Trust root uploads are checked against (trust JSON or a single release .pub). Default: DATA_DIR/trust.json
+    /// or DATA_DIR/trust.pub.
+    #[arg(long)]
+    trust: Option<PathBuf>,
+    /// Admin token (default: DATA_DIR/admin-token, generated on first start).
+    #[arg(long, env = "OTA_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Fleet enrollment secret (default: DATA_DIR/enrollment-secret, generated on first start).
+    #[arg(long, env = "OTA_ENROLLMENT_SECRET", hide_env_values = true)]
+    enrollment_secret: Option<String>,
+    /// TLS certificate chain (PEM); serve HTTPS. Needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM). Needs --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Largest bundle accepted, in bytes.
+    #[arg(long, default_value_t = 8 << 30)]
+    max_upload_bytes: u64,
+    /// Accept only bundles with this `compatible` (repeatable; default: any).
+    #[arg(long = "allowed-compatible")]
+    allowed_compatible: Vec<String>,
+    /// Poll interval suggested to devices, in seconds.
+    #[arg(long, default_value_t = 60)]
+    poll_interval_secs: u32,
+    /// Random extra delay suggested to devices, up to this many seconds.
+    #[arg(long, default_value_t = 15)]
+    poll_jitter_secs: u32,
+    /// Answer 429 to a device polling more often than this (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    min_poll_interval_ms: u64,
+    /// Answer 503 when more device requests than this are in flight.
+    #[arg(long, default_value_t = 4096)]
+    max_inflight_device_requests: usize,
+}
+
+#[derive(Args, Clone)]
+struct RemoteArgs {
+    /// Server base URL.
+    #[arg(long, env = "OTA_SERVER_URL", default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// Admin token.
+    #[arg(long, env = "OTA_SERVER_TOKEN", hide_env_values = true)]
+    token: String,
+    /// PEM CA certificate to trust for an HTTPS server with a private CA.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum RolloutCommand {
+    /// Roll a published bundle out to the devices carrying every given tag.
+    Create {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Bundle id (from `ota-bundle publish`).
+        #[arg(long)]
+        bundle: String,
+        /// Select devices with this tag (key=value, repeatable; none: all compatible devices).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Cumulative stage percentages, ending at 100.
+        #[arg(long, value_delimiter = ',', default_value = "5,25,100")]
+        stages: Vec<u8>,
+        /// Pause automatically when (failed + rolled back) / offered exceeds this.
+        #[arg(long, default_value_t = 0.2)]
+        failure_threshold: f64,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List rollouts.
+    List {
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Show one rollout and the status of each of its devices.
+    Show {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Rollout id.
+        id: u64,
+    },
+    /// Stop offering the update until resumed.
+    Pause {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Rollout id.
+        id: u64,
+    },
+    /// Resume a paused rollout (failures so far no longer count against the threshold).
+    Resume {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Rollout id.
+        id: u64,
+    },
+    /// Stop a rollout for good.
+    Abort {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Rollout id.
+        id: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum DevicesCommand {
+    /// List enrolled devices.
+    List {
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Show one device with its report history.
+    Show {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Device id.
+        id: String,
+    },
+}
+
+fn remote(args: &RemoteArgs) -> anyhow::Result<Remote> {
+    Remote::new(&args.server, &args.token, args.ca_file.as_deref())
+}
+
+fn find_trust(args: &ServeArgs) -> anyhow::Result<PathBuf> {
+    if let Some(path) = &args.trust {
+        return Ok(path.clone());
+    }
+    for name in ["trust.json", "trust.pub"] {
+        let path = args.data_dir.join(name);
+        if path.exists() {
+            return Ok(path);
+        }
+    }
+    bail!(
+        "no trust root: pass --trust PATH (a trust root JSON or a release .pub key) or put one at {}",
+        args.data_dir.join("trust.json").display()
+    )
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+    tracing::info!("shutting down");
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let trust_path = find_trust(&args)?;
+    let trust = ota_keys::load_trust_root(&trust_path)
+        .with_context(|| format!("cannot load the trust root {}", trust_path.display()))?;
+    let mut settings = Settings::new(args.data_dir.clone(), trust);
+    settings.admin_token = args.admin_token.clone();
+    settings.enrollment_secret = args.enrollment_secret.clone();
+    let c = &mut settings.config;
+    c.max_upload_bytes = args.max_upload_bytes;
+    c.allowed_compatible = args.allowed_compatible.clone();
+    c.poll_interval_secs = args.poll_interval_secs;
+    c.poll_jitter_secs = args.poll_jitter_secs;
+    c.min_poll_interval = Duration::from_millis(args.min_poll_interval_ms);
+    c.max_inflight_device_requests = args.max_inflight_device_requests;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(ota_server::tls::load_server_config(cert, key)?),
+        _ => None,
+    };
+    let opened = server::open(settings)?;
+    for (what, value, path) in &opened.generated {
+        println!("generated {what} (saved to {}): {value}", path.display());
+    }
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!("listening on {scheme}://{}", listener.local_addr()?);
+        println!("ota-server listening on {scheme}://{}", listener.local_addr()?);
+        server::serve(opened.state, listener, tls, shutdown_signal()).await
+    })
+}
+
+fn print_json_or<T: serde::Serialize>(value: &T, lines: impl FnOnce(&T)) {
+    if std::env::var_os("OTA_JSON").is_some() {
+        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    } else {
+        lines(value);
+    }
+}
+
+fn run(program: Program) -> anyhow::Result<()> {
+    match program.command {
+        Command::Serve(args) => serve(args),
+        Command::Rollout(cmd) => match cmd {
+            RolloutCommand::Create { remote: r, bundle, tags, stages, failure_threshold, name } => {
+                let request = CreateRolloutRequest {
+                    bundle_id: bundle,
+                    tags: cli::parse_tags(&tags)?,
+                    stages: Some(stages),
+                    failure_threshold: Some(failure_threshold),
+                    name,
+                };
+                let info = cli::rollout_create(&remote(&r)?, &request)?;
+                print_json_or(&info, |i| println!("created rollout\n{}", cli::format_rollout(i)));
+                Ok(())
+            }
+            RolloutCommand::List { remote: r } => {
+                let list = cli::rollout_list(&remote(&r)?)?;
+                print_json_or(&list, |l| {
+                    if l.is_empty() {
+                        println!("no rollouts");
+                    }
+                    for i in l {
+                        println!("{}", cli::format_rollout(i));
+                    }
+                });
+                Ok(())
+            }
+            RolloutCommand::Show { remote: r, id } => {
+                let detail = cli::rollout_show(&remote(&r)?, id)?;
+                print_json_or(&detail, |d| {
+                    println!("{}", cli::format_rollout(&d.rollout));
+                    for m in &d.devices {
+                        println!("  {:>5}  {:<24} {}", m.rank, m.device_id, m.status);
+                    }
+                });
+                Ok(())
+            }
+            RolloutCommand::Pause { remote: r, id } => action(&r, id, "pause"),
+            RolloutCommand::Resume { remote: r, id } => action(&r, id, "resume"),
+            RolloutCommand::Abort { remote: r, id } => action(&r, id, "abort"),
+        },
+        Command::Devices(cmd) => match cmd {
+            DevicesCommand::List { remote: r } => {
+                let list = cli::devices_list(&remote(&r)?)?;
+                print_json_or(&list, |l| {
+                    if l.is_empty() {
+                        println!("no devices enrolled");
+                    }
+                    for d in l {
+                        println!("{}", cli::format_device(d));
+                    }
+                });
+                Ok(())
+            }
+            DevicesCommand::Show { remote: r, id } => {
+                let detail = cli::devices_show(&remote(&r)?, &id)?;
+                print_json_or(&detail, |d| {
+                    println!("{}", cli::format_device(&d.device));
+                    for rep in &d.reports {
+                        println!(
+                            "  {}  {:<12} rollout {}  {}",
+                            rep.received_at,
+                            rep.status.as_str(),
+                            rep.rollout_id.map_or("-".to_string(), |r| r.to_string()),
+                            rep.error.as_deref().or(rep.reason.as_deref()).unwrap_or("")
+                        );
+                    }
+                });
+                Ok(())
+            }
+        },
+    }
+}
+
+fn action(r: &RemoteArgs, id: u64, verb: &str) -> anyhow::Result<()> {
+    let info = cli::rollout_action(&remote(r)?, id, verb)?;
+    print_json_or(&info, |i| println!("{}", cli::format_rollout(i)));
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Program::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("ota-server: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Program::command().debug_assert();
+    }
+
+    #[test]
+    fn missing_trust_root_names_the_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let program = Program::try_parse_from(["ota-server", "serve", "--data-dir", dir.path().to_str().unwrap()]).unwrap();
+        let Command::Serve(args) = program.command else { panic!("serve expected") };
+        let err = find_trust(&args).unwrap_err().to_string();
+        assert!(err.contains("--trust"), "{err}");
+        let _ = Path::new("");
+    }
+}

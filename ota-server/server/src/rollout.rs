@@ -1,0 +1,245 @@
+//! Rollout decisions, pure: no I/O, no clocks, no locks. Given a rollout, the state of its target devices and
+//! the facts of one device, these functions say whether to offer the update, whether the rollout advances a
+//! stage, completes, or pauses itself. The server calls them under its locks and persists what they decide.
+//!
+//! Model: the target set is fixed when the rollout is created ([`selects`] + [`rank_key`] order). Stage `k`
+//! covers the first [`stage_size`]`(N, stages[k])` devices in rank order. A device is offered the update when the
+//! rollout is active (or completed), the device is in a reached stage, its `compatible` matches, it does not run
+//! the version already, and it has not finished (success, failure, rollback) within this rollout.
+
+use std::collections::BTreeMap;
+
+use ota_protocol::admin::RolloutState;
+use ota_protocol::device::ReportStatus;
+use sha2::{Digest, Sha256};
+
+/// Default stages.
+pub const DEFAULT_STAGES: [u8; 3] = [5, 25, 100];
+/// Default failure threshold.
+pub const DEFAULT_FAILURE_THRESHOLD: f64 = 0.2;
+
+/// The parts of a rollout the decisions need.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan<'a> {
+    /// State.
+    pub state: RolloutState,
+    /// Stage percentages (validated by [`validate_stages`]).
+    pub stages: &'a [u8],
+    /// Index into `stages`.
+    pub current_stage: usize,
+    /// Tag selector.
+    pub tags: &'a BTreeMap<String, String>,
+    /// The bundle's `compatible`.
+    pub compatible: &'a str,
+    /// The bundle's version.
+    pub version: &'a semver::Version,
+    /// Failure threshold in `[0, 1]`.
+    pub failure_threshold: f64,
+    /// Bad outcomes already acknowledged by a resume.
+    pub bad_baseline: u64,
+}
+
+/// What the server knows about one device.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DeviceFacts<'a> {
+    /// Product string.
+    pub compatible: &'a str,
+    /// Tags.
+    pub tags: &'a BTreeMap<String, String>,
+    /// Running version.
+    pub current_version: Option<&'a semver::Version>,
+}
+
+/// A device's place in a rollout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Membership {
+    /// Position in the staged order.
+    pub rank: u64,
+    /// Latest report in this rollout (`None`: nothing reported yet).
+    pub status: Option<ReportStatus>,
+}
+
+/// Why nothing is offered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoOffer {
+    /// Paused or aborted.
+    NotActive,
+    /// Not in the target set.
+    NotTargeted,
+    /// Tags no longer match the selector.
+    TagsDoNotMatch,
+    /// `compatible` differs from the bundle's.
+    Incompatible,
+    /// In a later stage than the current one.
+    LaterStage,
+    /// Already runs the version.
+    AlreadyOnVersion,
+    /// Finished within this rollout (success, failure or rolled back).
+    Finished,
+}
+
+/// Number of devices in the first stages up to `percent` of `targeted`: `ceil(targeted * percent / 100)`.
+pub fn stage_size(targeted: u64, percent: u8) -> u64 {
+    let p = u64::from(percent.min(100));
+    (targeted * p).div_ceil(100)
+}
+
+/// Whether a device carries every tag of the selector.
+pub fn tags_match(selector: &BTreeMap<String, String>, tags: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| tags.get(k) == Some(v))
+}
+
+/// Whether a device belongs in the target set of a new rollout: tags and `compatible` match and it does not run
+/// the version already.
+pub fn selects(plan: &Plan<'_>, device: &DeviceFacts<'_>) -> bool {
+    tags_match(plan.tags, device.tags)
+        && device.compatible == plan.compatible
+        && device.current_version != Some(plan.version)
+}
+
+/// The stable pseudo-random key that orders a rollout's targets (so stage 1 is a sample, not the alphabetically
+/// first robots). Sort by `(rank_key, device_id)`.
+pub fn rank_key(seed: &str, device_id: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(seed.as_bytes());
+    h.update([0]);
+    h.update(device_id.as_bytes());
+    h.finalize().into()
+}
+
+/// Orders device ids into ranks for a rollout seeded with `seed` (e.g. the bundle id and creation time).
+pub fn order_targets(seed: &str, mut device_ids: Vec<String>) -> Vec<String> {
+    device_ids.sort_by_cached_key(|id| (rank_key(seed, id), id.clone()));
+    device_ids
+}
+
+/// Number of devices offered the update in the current stage (cumulative).
+pub fn offered(plan: &Plan<'_>, targeted: u64) -> u64 {
+    plan.stages.get(plan.current_stage).map_or(0, |&p| stage_size(targeted, p))
+}
+
+/// Whether to offer the update to a device.
+pub fn offer(
+    plan: &Plan<'_>,
+    targeted: u64,
+    membership: Option<Membership>,
+    device: &DeviceFacts<'_>,
+) -> Result<(), NoOffer> {
+    if !matches!(plan.state, RolloutState::Active | RolloutState::Completed) {
+        return Err(NoOffer::NotActive);
+    }
+    let member = membership.ok_or(NoOffer::NotTargeted)?;
+    if member.rank >= targeted {
+        return Err(NoOffer::NotTargeted);
+    }
+    if !tags_match(plan.tags, device.tags) {
+        return Err(NoOffer::TagsDoNotMatch);
+    }
+    if device.compatible != plan.compatible {
+        return Err(NoOffer::Incompatible);
+    }
+    if member.rank >= offered(plan, targeted) {
+        return Err(NoOffer::LaterStage);
+    }
+    if device.current_version == Some(plan.version) {
+        return Err(NoOffer::AlreadyOnVersion);
+    }
+    if member.status.is_some_and(ReportStatus::is_terminal) {
+        return Err(NoOffer::Finished);
+    }
+    Ok(())
+}
+
+/// Whether a device may download the rollout's bundle: it is in a reached stage of a rollout that is not
+/// aborted (a pause stops new offers, not downloads already under way).
+pub fn may_download(plan: &Plan<'_>, targeted: u64, membership: Option<Membership>) -> bool {
+    plan.state != RolloutState::Aborted && membership.is_some_and(|m| m.rank < offered(plan, targeted))
+}
+
+/// A change the rollout makes by itself.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Transition {
+    /// Move to this stage index.
+    Advance(usize),
+    /// The last stage is done.
+    Complete,
+    /// Too many failures: pause with this reason.
+    AutoPause(String),
+}
+
+/// Counts over the offered devices.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StageTally {
+    /// Devices in reached stages.
+    pub offered: u64,
+    /// Of them, finished.
+    pub terminal: u64,
+    /// Of them, failed or rolled back.
+    pub bad: u64,
+}
+
+/// Tallies the offered devices. `statuses` is indexed by rank (length = target set size).
+pub fn tally(plan: &Plan<'_>, statuses: &[Option<ReportStatus>]) -> StageTally {
+    let offered = offered(plan, statuses.len() as u64);
+    let mut t = StageTally { offered, ..StageTally::default() };
+    for status in statuses.iter().take(offered as usize).flatten() {
+        t.terminal += u64::from(status.is_terminal());
+        t.bad += u64::from(status.is_bad());
+    }
+    t
+}
+
+/// The next automatic transition, if any. Apply it and call again until `None` (a stage whose devices all
+/// finished already advances at once).
+pub fn evaluate(plan: &Plan<'_>, statuses: &[Option<ReportStatus>]) -> Option<Transition> {
+    if plan.state != RolloutState::Active {
+        return None;
+    }
+    let t = tally(plan, statuses);
+    let new_bad = t.bad.saturating_sub(plan.bad_baseline);
+    if t.offered > 0 && new_bad as f64 / t.offered as f64 > plan.failure_threshold {
+        return Some(Transition::AutoPause(format!(
+            "automatic pause: {new_bad} of {} offered devices failed or rolled back ({:.0}% > threshold {:.0}%)",
+            t.offered,
+            100.0 * new_bad as f64 / t.offered as f64,
+            100.0 * plan.failure_threshold
+        )));
+    }
+    if t.terminal < t.offered {
+        return None;
+    }
+    if plan.current_stage + 1 < plan.stages.len() {
+        Some(Transition::Advance(plan.current_stage + 1))
+    } else {
+        Some(Transition::Complete)
+    }
+}
+
+/// Checks stage percentages: non-empty, strictly increasing, within 1..=100, ending at 100.
+pub fn validate_stages(stages: &[u8]) -> Result<(), String> {
+    if stages.is_empty() {
+        return Err("stages must list at least one percentage, e.g. [5, 25, 100]".into());
+    }
+    if stages.iter().any(|&p| p == 0 || p > 100) {
+        return Err("every stage must be a percentage between 1 and 100".into());
+    }
+    if stages.windows(2).any(|w| w[0] >= w[1]) {
+        return Err("stages must be strictly increasing cumulative percentages, e.g. [5, 25, 100]".into());
+    }
+    if stages.last() != Some(&100) {
+        return Err("the last stage must be 100 so the rollout can complete".into());
+    }
+    Ok(())
+}
+
+/// Checks a failure threshold.
+pub fn validate_threshold(threshold: f64) -> Result<(), String> {
+    if (0.0..=1.0).contains(&threshold) {
+        Ok(())
+    } else {
+        Err(format!("failure_threshold must be between 0 and 1 (got {threshold})"))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,170 @@
+//! Opening a data directory into an [`AppState`] and serving it over HTTP or HTTPS until told to stop.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use ota_keys::TrustRoot;
+use tokio::net::TcpListener;
+
+use crate::auth;
+use crate::state::{AppState, Config, Secrets};
+use crate::store::sqlite::SqliteStore;
+use crate::store::Store;
+
+/// Everything needed to open a server.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Runtime settings.
+    pub config: Config,
+    /// Admin token to accept; `None`: use `<data-dir>/admin-token`, generating it on first start.
+    pub admin_token: Option<String>,
+    /// Enrollment secret; `None`: use `<data-dir>/enrollment-secret`, generating it on first start.
+    pub enrollment_secret: Option<String>,
+}
+
+impl Settings {
+    /// Defaults for a data directory and trust root (what `ota-server serve` uses without flags).
+    pub fn new(data_dir: PathBuf, trust: TrustRoot) -> Self {
+        Settings {
+            config: Config {
+                data_dir,
+                trust,
+                max_upload_bytes: 8 << 30,
+                allowed_compatible: Vec::new(),
+                poll_interval_secs: 60,
+                poll_jitter_secs: 15,
+                min_poll_interval: Duration::ZERO,
+                max_inflight_device_requests: 4096,
+                max_json_bytes: 256 * 1024,
+            },
+            admin_token: None,
+            enrollment_secret: None,
+        }
+    }
+}
+
+/// An opened server state and what was generated on this start.
+pub struct Opened {
+    /// The state.
+    pub state: Arc<AppState>,
+    /// Secrets generated on this start, with the file each was saved to (print them once).
+    pub generated: Vec<(&'static str, String, PathBuf)>,
+}
+
+/// Minimum length of operator-chosen secrets.
+const MIN_SECRET_LEN: usize = 16;
+
+fn secret(
+    given: Option<String>,
+    path: &Path,
+    what: &'static str,
+    flag: &str,
+    generated: &mut Vec<(&'static str, String, PathBuf)>,
+) -> anyhow::Result<String> {
+    if let Some(value) = given {
+        if value.len() < MIN_SECRET_LEN {
+            bail!("{flag} must be at least {MIN_SECRET_LEN} characters long");
+        }
+        return Ok(value);
+    }
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let value = text.trim().to_string();
+            if value.len() < MIN_SECRET_LEN {
+                bail!("{} holds a {what} shorter than {MIN_SECRET_LEN} characters; delete it to generate a new one", path.display());
+            }
+            Ok(value)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let value = auth::random_hex();
+            crate::bundle_store::write_secret_file(path, &value)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            generated.push((what, value.clone(), path.to_path_buf()));
+            Ok(value)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Opens (creating if needed) the data directory: database, blob store, secrets; loads the working set.
+pub fn open(settings: Settings) -> anyhow::Result<Opened> {
+    let dir = settings.config.data_dir.clone();
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    let db_path = dir.join("ota.sqlite");
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&db_path).with_context(|| format!("cannot open the database {}", db_path.display()))?,
+    );
+    for removed in crate::bundle_store::sweep(&dir, store.as_ref())? {
+        tracing::info!("removed leftover {}", removed.display());
+    }
+    let mut generated = Vec::new();
+    let admin = secret(settings.admin_token, &dir.join("admin-token"), "admin token", "--admin-token", &mut generated)?;
+    let enrollment = secret(
+        settings.enrollment_secret,
+        &dir.join("enrollment-secret"),
+        "enrollment secret",
+        "--enrollment-secret",
+        &mut generated,
+    )?;
+    let token_key = match store.setting("token_key")? {
+        Some(hex_key) => hex::decode(hex_key.trim()).context("database setting token_key is not hex")?,
+        None => {
+            let key = auth::random_hex();
+            store.set_setting("token_key", &key)?;
+            hex::decode(key)?
+        }
+    };
+    let secrets = Secrets {
+        admin_token_hashes: vec![auth::hash_token(&admin)],
+        enrollment_secret: enrollment,
+        token_key,
+    };
+    let state = AppState::new(settings.config, secrets, store).context("cannot load the database")?;
+    Ok(Opened { state, generated })
+}
+
+async fn flush_loop(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = state.flush().await {
+                    tracing::error!("write-behind flush failed (will retry): {e}");
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Serves until `shutdown` completes, then drains connections, ends event streams and flushes pending device
+/// state. `tls`: serve HTTPS with this config instead of plain HTTP.
+pub async fn serve(
+    state: Arc<AppState>,
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let flusher = tokio::spawn(flush_loop(state.clone(), state.shutdown_signal()));
+    let app = crate::api::app(state.clone());
+    let st = state.clone();
+    let signal = async move {
+        shutdown.await;
+        st.begin_shutdown();
+    };
+    let result = match tls {
+        None => axum::serve(listener, app).with_graceful_shutdown(signal).await,
+        Some(config) => {
+            let listener = crate::tls::TlsListener::new(listener, config)?;
+            axum::serve(listener, app).with_graceful_shutdown(signal).await
+        }
+    };
+    state.begin_shutdown();
+    let _ = flusher.await;
+    state.flush().await.map_err(|e| anyhow::anyhow!("final flush of device state failed: {e}"))?;
+    result.context("HTTP server failed")
+}

@@ -1,0 +1,170 @@
+//! Persistent storage behind a small trait, so a PostgreSQL backend can follow the embedded SQLite one
+//! ([`sqlite::SqliteStore`]). The server keeps its working set in memory ([`crate::state`]) and uses the store
+//! to load it at start, to commit enrollments, uploads, rollouts and reports synchronously, and to persist
+//! poll state (last seen, telemetry, versions) write-behind in batches.
+//!
+//! Methods are synchronous; the server calls them from `spawn_blocking`.
+
+pub mod sqlite;
+
+use std::collections::BTreeMap;
+
+use ota_protocol::admin::{ImageInfo, LastStatus, ReportRecord, RolloutState};
+use ota_protocol::device::{ReportStatus, Telemetry};
+
+use crate::error::StoreError;
+
+/// An enrolled device as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceRecord {
+    /// Device id.
+    pub device_id: String,
+    /// Product / hardware string.
+    pub compatible: String,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// Public half of the token: what the token-hash map is keyed by.
+    pub token_id: String,
+    /// SHA-256 of the whole token.
+    pub token_hash: [u8; 32],
+    /// Enrollment time.
+    pub enrolled_at: u64,
+    /// State reported by polls and reports.
+    pub state: DeviceState,
+}
+
+/// What polls and reports tell about a device (persisted write-behind, except `last_status`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DeviceState {
+    /// Running version.
+    pub current_version: Option<semver::Version>,
+    /// Booted slot.
+    pub booted_slot: Option<String>,
+    /// Version per slot.
+    pub slots: BTreeMap<String, String>,
+    /// Last poll or report.
+    pub last_seen: Option<u64>,
+    /// Telemetry of the last poll.
+    pub telemetry: Option<Telemetry>,
+    /// Latest report.
+    pub last_status: Option<LastStatus>,
+}
+
+/// A published bundle as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BundleRecord {
+    /// SHA-256 of the file; also its blob name.
+    pub bundle_id: String,
+    /// Version.
+    pub version: semver::Version,
+    /// Product string.
+    pub compatible: String,
+    /// SHA-256 of the signed manifest.
+    pub manifest_digest: String,
+    /// File size.
+    pub size: u64,
+    /// Release notes.
+    pub description: String,
+    /// Upload time.
+    pub uploaded_at: u64,
+    /// Images.
+    pub images: Vec<ImageInfo>,
+}
+
+/// A rollout's own row (not its devices).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RolloutRecord {
+    /// Id (assigned by the store).
+    pub rollout_id: u64,
+    /// Display name.
+    pub name: String,
+    /// Bundle.
+    pub bundle_id: String,
+    /// Tag selector.
+    pub tags: BTreeMap<String, String>,
+    /// Stage percentages.
+    pub stages: Vec<u8>,
+    /// Index into `stages`.
+    pub current_stage: usize,
+    /// State.
+    pub state: RolloutState,
+    /// Why it is paused.
+    pub pause_reason: Option<String>,
+    /// Failure threshold.
+    pub failure_threshold: f64,
+    /// Failed + rolled-back count at the last resume (they no longer count against the threshold).
+    pub bad_baseline: u64,
+    /// Creation time.
+    pub created_at: u64,
+    /// Last change.
+    pub updated_at: u64,
+}
+
+/// One target device of a rollout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberRecord {
+    /// Device id.
+    pub device_id: String,
+    /// Position in the staged order.
+    pub rank: u64,
+    /// Latest report within this rollout (`None`: pending).
+    pub status: Option<ReportStatus>,
+    /// Last change.
+    pub updated_at: u64,
+}
+
+/// Everything the server loads at start.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Enrolled devices.
+    pub devices: Vec<DeviceRecord>,
+    /// Published bundles.
+    pub bundles: Vec<BundleRecord>,
+    /// Rollouts with their members in rank order.
+    pub rollouts: Vec<(RolloutRecord, Vec<MemberRecord>)>,
+}
+
+/// A report to commit, with the effects it has.
+#[derive(Clone, Debug)]
+pub struct ReportCommit<'a> {
+    /// Reporting device.
+    pub device_id: &'a str,
+    /// The report.
+    pub report: &'a ReportRecord,
+    /// The device's new `last_status`.
+    pub last_status: &'a LastStatus,
+    /// The member status change within a rollout, if the report is about one.
+    pub member: Option<(u64, ReportStatus)>,
+    /// The rollout row after the report's effect (stage advance, automatic pause), if it changed.
+    pub rollout: Option<&'a RolloutRecord>,
+}
+
+/// Storage backend.
+pub trait Store: Send + Sync + 'static {
+    /// Loads everything the server keeps in memory.
+    fn load(&self) -> Result<Snapshot, StoreError>;
+    /// Reads a setting.
+    fn setting(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Writes a setting.
+    fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError>;
+    /// Inserts or replaces an enrolled device (identity, tags, token; keeps nothing of an older row).
+    fn upsert_device(&self, device: &DeviceRecord) -> Result<(), StoreError>;
+    /// Forgets a device. Returns whether it existed.
+    fn delete_device(&self, device_id: &str) -> Result<bool, StoreError>;
+    /// Persists the poll-driven state (and `compatible`) of several devices in one transaction (write-behind
+    /// flush). Devices that no longer exist are skipped.
+    fn save_device_states(&self, batch: &[DeviceRecord]) -> Result<(), StoreError>;
+    /// Records a published bundle. Returns false if it was already there.
+    fn insert_bundle(&self, bundle: &BundleRecord) -> Result<bool, StoreError>;
+    /// Whether a bundle row exists.
+    fn bundle_exists(&self, bundle_id: &str) -> Result<bool, StoreError>;
+    /// Creates a rollout with its members; returns the new id (`rollout.rollout_id` is ignored).
+    fn create_rollout(&self, rollout: &RolloutRecord, members: &[MemberRecord]) -> Result<u64, StoreError>;
+    /// Updates a rollout's row.
+    fn update_rollout(&self, rollout: &RolloutRecord) -> Result<(), StoreError>;
+    /// Commits a report and its effects in one transaction. Returns false (and changes nothing) when this
+    /// device already sent a report with the same `report_id`.
+    fn commit_report(&self, commit: &ReportCommit<'_>) -> Result<bool, StoreError>;
+    /// A device's reports, newest first.
+    fn reports(&self, device_id: &str, limit: usize) -> Result<Vec<ReportRecord>, StoreError>;
+}

@@ -1,0 +1,579 @@
+//! The embedded SQLite backend: one file, WAL mode, versioned migrations (`PRAGMA user_version`).
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use ota_protocol::admin::{ReportRecord, RolloutState};
+use ota_protocol::device::ReportStatus;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{
+    BundleRecord, DeviceRecord, DeviceState, MemberRecord, ReportCommit, RolloutRecord, Snapshot, Store,
+};
+use crate::error::StoreError;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[
+    // 1: initial schema.
+    "
+    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE devices (
+        device_id TEXT PRIMARY KEY,
+        compatible TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        token_id TEXT NOT NULL UNIQUE,
+        token_hash TEXT NOT NULL,
+        enrolled_at INTEGER NOT NULL,
+        current_version TEXT,
+        booted_slot TEXT,
+        slots TEXT NOT NULL DEFAULT '{}',
+        last_seen INTEGER,
+        telemetry TEXT,
+        last_status TEXT
+    );
+    CREATE TABLE bundles (
+        bundle_id TEXT PRIMARY KEY,
+        version TEXT NOT NULL,
+        compatible TEXT NOT NULL,
+        manifest_digest TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        description TEXT NOT NULL,
+        uploaded_at INTEGER NOT NULL,
+        images TEXT NOT NULL
+    );
+    CREATE TABLE rollouts (
+        rollout_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL,
+        bundle_id TEXT NOT NULL REFERENCES bundles(bundle_id),
+        tags TEXT NOT NULL,
+        stages TEXT NOT NULL,
+        current_stage INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        pause_reason TEXT,
+        failure_threshold REAL NOT NULL,
+        bad_baseline INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE rollout_devices (
+        rollout_id INTEGER NOT NULL REFERENCES rollouts(rollout_id),
+        device_id TEXT NOT NULL,
+        rank INTEGER NOT NULL,
+        status TEXT,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (rollout_id, device_id)
+    );
+    CREATE TABLE reports (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        device_id TEXT NOT NULL,
+        report_id TEXT NOT NULL,
+        rollout_id INTEGER,
+        version TEXT,
+        manifest_digest TEXT,
+        status TEXT NOT NULL,
+        progress_percent INTEGER,
+        error TEXT,
+        log_tail TEXT,
+        reason TEXT,
+        received_at INTEGER NOT NULL,
+        UNIQUE (device_id, report_id)
+    );
+    CREATE INDEX reports_by_device ON reports (device_id, id);
+    ",
+];
+
+/// SQLite-backed [`Store`].
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let mut conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        migrate(&mut conn)?;
+        Ok(SqliteStore { conn: Mutex::new(conn) })
+    }
+
+    /// The schema version this build writes.
+    pub fn schema_version() -> i64 {
+        MIGRATIONS.len() as i64
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave a half-applied transaction (it rolls back on drop), so a
+        // poisoned lock is still usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let supported = MIGRATIONS.len() as i64;
+    if current > supported {
+        return Err(StoreError::SchemaTooNew { found: current, supported });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (index + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn to_json<T: Serialize>(value: &T) -> String {
+    // Only maps with string keys, strings and numbers are stored this way: encoding cannot fail.
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+fn from_json<T: DeserializeOwned>(what: &'static str, text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt { what, detail: e.to_string() })
+}
+
+fn opt_json<T: DeserializeOwned>(what: &'static str, text: Option<String>) -> Result<Option<T>, StoreError> {
+    text.map(|t| from_json(what, &t)).transpose()
+}
+
+fn version(what: &'static str, text: Option<String>) -> Result<Option<semver::Version>, StoreError> {
+    text.map(|t| t.parse().map_err(|e: semver::Error| StoreError::Corrupt { what, detail: e.to_string() }))
+        .transpose()
+}
+
+fn status(what: &'static str, text: &str) -> Result<ReportStatus, StoreError> {
+    ReportStatus::parse(text).ok_or_else(|| StoreError::Corrupt { what, detail: format!("unknown status {text:?}") })
+}
+
+fn hash_from_hex(text: &str) -> Result<[u8; 32], StoreError> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(text, &mut out)
+        .map_err(|e| StoreError::Corrupt { what: "devices.token_hash", detail: e.to_string() })?;
+    Ok(out)
+}
+
+fn device_from_row(row: &Row<'_>) -> Result<DeviceRecord, StoreError> {
+    Ok(DeviceRecord {
+        device_id: row.get(0)?,
+        compatible: row.get(1)?,
+        tags: from_json("devices.tags", &row.get::<_, String>(2)?)?,
+        token_id: row.get(3)?,
+        token_hash: hash_from_hex(&row.get::<_, String>(4)?)?,
+        enrolled_at: row.get::<_, i64>(5)? as u64,
+        state: DeviceState {
+            current_version: version("devices.current_version", row.get(6)?)?,
+            booted_slot: row.get(7)?,
+            slots: from_json("devices.slots", &row.get::<_, String>(8)?)?,
+            last_seen: row.get::<_, Option<i64>>(9)?.map(|v| v as u64),
+            telemetry: opt_json("devices.telemetry", row.get(10)?)?,
+            last_status: opt_json("devices.last_status", row.get(11)?)?,
+        },
+    })
+}
+
+fn report_from_row(row: &Row<'_>) -> Result<ReportRecord, StoreError> {
+    Ok(ReportRecord {
+        report_id: row.get(0)?,
+        rollout_id: row.get::<_, Option<i64>>(1)?.map(|v| v as u64),
+        version: version("reports.version", row.get(2)?)?,
+        manifest_digest: row.get(3)?,
+        status: status("reports.status", &row.get::<_, String>(4)?)?,
+        progress_percent: row.get::<_, Option<i64>>(5)?.map(|v| v.clamp(0, 100) as u8),
+        error: row.get(6)?,
+        log_tail: row.get(7)?,
+        reason: row.get(8)?,
+        received_at: row.get::<_, i64>(9)? as u64,
+    })
+}
+
+fn write_rollout(conn: &Connection, r: &RolloutRecord) -> Result<(), StoreError> {
+    let changed = conn.execute(
+        "UPDATE rollouts SET name = ?2, current_stage = ?3, state = ?4, pause_reason = ?5, failure_threshold = ?6,
+             bad_baseline = ?7, updated_at = ?8 WHERE rollout_id = ?1",
+        params![
+            r.rollout_id as i64,
+            r.name,
+            r.current_stage as i64,
+            r.state.as_str(),
+            r.pause_reason,
+            r.failure_threshold,
+            r.bad_baseline as i64,
+            r.updated_at as i64
+        ],
+    )?;
+    if changed == 0 {
+        return Err(StoreError::Missing(format!("rollout {}", r.rollout_id)));
+    }
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        let conn = self.conn();
+        let mut snapshot = Snapshot::default();
+        let mut stmt = conn.prepare(
+            "SELECT device_id, compatible, tags, token_id, token_hash, enrolled_at, current_version, booted_slot,
+                    slots, last_seen, telemetry, last_status FROM devices",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            snapshot.devices.push(device_from_row(row)?);
+        }
+        let mut stmt = conn.prepare(
+            "SELECT bundle_id, version, compatible, manifest_digest, size, description, uploaded_at, images
+             FROM bundles ORDER BY uploaded_at, bundle_id",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            snapshot.bundles.push(BundleRecord {
+                bundle_id: row.get(0)?,
+                version: version("bundles.version", row.get(1)?)?
+                    .ok_or_else(|| StoreError::Corrupt { what: "bundles.version", detail: "null".into() })?,
+                compatible: row.get(2)?,
+                manifest_digest: row.get(3)?,
+                size: row.get::<_, i64>(4)? as u64,
+                description: row.get(5)?,
+                uploaded_at: row.get::<_, i64>(6)? as u64,
+                images: from_json("bundles.images", &row.get::<_, String>(7)?)?,
+            });
+        }
+        let mut stmt = conn.prepare(
+            "SELECT rollout_id, name, bundle_id, tags, stages, current_stage, state, pause_reason, failure_threshold,
+                    bad_baseline, created_at, updated_at FROM rollouts ORDER BY rollout_id",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut rollouts = Vec::new();
+        while let Some(row) = rows.next()? {
+            let state: String = row.get(6)?;
+            rollouts.push(RolloutRecord {
+                rollout_id: row.get::<_, i64>(0)? as u64,
+                name: row.get(1)?,
+                bundle_id: row.get(2)?,
+                tags: from_json("rollouts.tags", &row.get::<_, String>(3)?)?,
+                stages: from_json("rollouts.stages", &row.get::<_, String>(4)?)?,
+                current_stage: row.get::<_, i64>(5)? as usize,
+                state: RolloutState::parse(&state).ok_or_else(|| StoreError::Corrupt {
+                    what: "rollouts.state",
+                    detail: format!("unknown state {state:?}"),
+                })?,
+                pause_reason: row.get(7)?,
+                failure_threshold: row.get(8)?,
+                bad_baseline: row.get::<_, i64>(9)? as u64,
+                created_at: row.get::<_, i64>(10)? as u64,
+                updated_at: row.get::<_, i64>(11)? as u64,
+            });
+        }
+        let mut stmt = conn.prepare(
+            "SELECT device_id, rank, status, updated_at FROM rollout_devices WHERE rollout_id = ?1 ORDER BY rank",
+        )?;
+        for rollout in rollouts {
+            let mut members = Vec::new();
+            let mut rows = stmt.query([rollout.rollout_id as i64])?;
+            while let Some(row) = rows.next()? {
+                members.push(MemberRecord {
+                    device_id: row.get(0)?,
+                    rank: row.get::<_, i64>(1)? as u64,
+                    status: row
+                        .get::<_, Option<String>>(2)?
+                        .map(|s| status("rollout_devices.status", &s))
+                        .transpose()?,
+                    updated_at: row.get::<_, i64>(3)? as u64,
+                });
+            }
+            snapshot.rollouts.push((rollout, members));
+        }
+        Ok(snapshot)
+    }
+
+    fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    fn upsert_device(&self, d: &DeviceRecord) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO devices (device_id, compatible, tags, token_id, token_hash, enrolled_at,
+                 current_version, booted_slot, slots, last_seen, telemetry, last_status)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            params![
+                d.device_id,
+                d.compatible,
+                to_json(&d.tags),
+                d.token_id,
+                hex::encode(d.token_hash),
+                d.enrolled_at as i64,
+                d.state.current_version.as_ref().map(|v| v.to_string()),
+                d.state.booted_slot,
+                to_json(&d.state.slots),
+                d.state.last_seen.map(|v| v as i64),
+                d.state.telemetry.as_ref().map(to_json),
+                d.state.last_status.as_ref().map(to_json),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn delete_device(&self, device_id: &str) -> Result<bool, StoreError> {
+        Ok(self.conn().execute("DELETE FROM devices WHERE device_id = ?1", [device_id])? > 0)
+    }
+
+    fn save_device_states(&self, batch: &[DeviceRecord]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE devices SET current_version = ?2, booted_slot = ?3, slots = ?4, last_seen = ?5,
+                     telemetry = ?6, compatible = ?7 WHERE device_id = ?1",
+            )?;
+            for d in batch {
+                let s = &d.state;
+                stmt.execute(params![
+                    d.device_id,
+                    s.current_version.as_ref().map(|v| v.to_string()),
+                    s.booted_slot,
+                    to_json(&s.slots),
+                    s.last_seen.map(|v| v as i64),
+                    s.telemetry.as_ref().map(to_json),
+                    d.compatible,
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn insert_bundle(&self, b: &BundleRecord) -> Result<bool, StoreError> {
+        let inserted = self.conn().execute(
+            "INSERT OR IGNORE INTO bundles (bundle_id, version, compatible, manifest_digest, size, description,
+                 uploaded_at, images) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                b.bundle_id,
+                b.version.to_string(),
+                b.compatible,
+                b.manifest_digest,
+                b.size as i64,
+                b.description,
+                b.uploaded_at as i64,
+                to_json(&b.images)
+            ],
+        )?;
+        Ok(inserted > 0)
+    }
+
+    fn bundle_exists(&self, bundle_id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT 1 FROM bundles WHERE bundle_id = ?1", [bundle_id], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    fn create_rollout(&self, r: &RolloutRecord, members: &[MemberRecord]) -> Result<u64, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO rollouts (name, bundle_id, tags, stages, current_stage, state, pause_reason,
+                 failure_threshold, bad_baseline, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                r.name,
+                r.bundle_id,
+                to_json(&r.tags),
+                to_json(&r.stages),
+                r.current_stage as i64,
+                r.state.as_str(),
+                r.pause_reason,
+                r.failure_threshold,
+                r.bad_baseline as i64,
+                r.created_at as i64,
+                r.updated_at as i64
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        {
+            let mut stmt = tx.prepare(
+                "INSERT INTO rollout_devices (rollout_id, device_id, rank, status, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for m in members {
+                stmt.execute(params![
+                    id,
+                    m.device_id,
+                    m.rank as i64,
+                    m.status.map(|s| s.as_str()),
+                    m.updated_at as i64
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(id as u64)
+    }
+
+    fn update_rollout(&self, r: &RolloutRecord) -> Result<(), StoreError> {
+        write_rollout(&self.conn(), r)
+    }
+
+    fn commit_report(&self, c: &ReportCommit<'_>) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let r = c.report;
+        let inserted = tx.execute(
+            "INSERT OR IGNORE INTO reports (device_id, report_id, rollout_id, version, manifest_digest, status,
+                 progress_percent, error, log_tail, reason, received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                c.device_id,
+                r.report_id,
+                r.rollout_id.map(|v| v as i64),
+                r.version.as_ref().map(|v| v.to_string()),
+                r.manifest_digest,
+                r.status.as_str(),
+                r.progress_percent.map(i64::from),
+                r.error,
+                r.log_tail,
+                r.reason,
+                r.received_at as i64
+            ],
+        )?;
+        if inserted == 0 {
+            return Ok(false);
+        }
+        tx.execute(
+            "UPDATE devices SET last_status = ?2, last_seen = ?3 WHERE device_id = ?1",
+            params![c.device_id, to_json(c.last_status), r.received_at as i64],
+        )?;
+        if let Some((rollout_id, status)) = c.member {
+            tx.execute(
+                "UPDATE rollout_devices SET status = ?3, updated_at = ?4 WHERE rollout_id = ?1 AND device_id = ?2",
+                params![rollout_id as i64, c.device_id, status.as_str(), r.received_at as i64],
+            )?;
+        }
+        if let Some(rollout) = c.rollout {
+            write_rollout(&tx, rollout)?;
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
+    fn reports(&self, device_id: &str, limit: usize) -> Result<Vec<ReportRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT report_id, rollout_id, version, manifest_digest, status, progress_percent, error, log_tail,
+                    reason, received_at FROM reports WHERE device_id = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let mut rows = stmt.query(params![device_id, limit as i64])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            out.push(report_from_row(row)?);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ota_protocol::admin::LastStatus;
+    use std::collections::BTreeMap;
+
+    fn device(id: &str) -> DeviceRecord {
+        DeviceRecord {
+            device_id: id.into(),
+            compatible: "acme".into(),
+            tags: BTreeMap::from([("site".to_string(), "w3".to_string())]),
+            token_id: format!("tid-{id}"),
+            token_hash: [7; 32],
+            enrolled_at: 10,
+            state: DeviceState::default(),
+        }
+    }
+
+    #[test]
+    fn migrations_are_versioned_and_reopening_keeps_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            store.upsert_device(&device("r1")).unwrap();
+            store.set_setting("k", "v").unwrap();
+            let mut d = device("r1");
+            d.state = DeviceState {
+                current_version: Some("1.0.0".parse().unwrap()),
+                last_seen: Some(99),
+                ..Default::default()
+            };
+            d.compatible = "acme-2".into();
+            store.save_device_states(&[d, device("gone")]).unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let snap = store.load().unwrap();
+        assert_eq!(snap.devices.len(), 1);
+        assert_eq!(snap.devices[0].state.last_seen, Some(99));
+        assert_eq!(snap.devices[0].token_hash, [7; 32]);
+        assert_eq!(snap.devices[0].compatible, "acme-2");
+        assert_eq!(store.setting("k").unwrap().as_deref(), Some("v"));
+        let conn = store.conn();
+        let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(v, SqliteStore::schema_version());
+        let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        drop(SqliteStore::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let err = SqliteStore::open(&path).err().unwrap();
+        assert!(err.to_string().contains("upgrade ota-server"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_reports_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db.sqlite")).unwrap();
+        store.upsert_device(&device("r1")).unwrap();
+        let report = ReportRecord {
+            report_id: "x".into(),
+            rollout_id: None,
+            version: None,
+            manifest_digest: None,
+            status: ReportStatus::Downloading,
+            progress_percent: Some(5),
+            error: None,
+            log_tail: None,
+            reason: None,
+            received_at: 5,
+        };
+        let last = LastStatus {
+            status: ReportStatus::Downloading,
+            rollout_id: None,
+            version: None,
+            at: 5,
+            error: None,
+            reason: None,
+        };
+        let commit = ReportCommit { device_id: "r1", report: &report, last_status: &last, member: None, rollout: None };
+        assert!(store.commit_report(&commit).unwrap());
+        assert!(!store.commit_report(&commit).unwrap());
+        assert_eq!(store.reports("r1", 10).unwrap(), vec![report]);
+    }
+}

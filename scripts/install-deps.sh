@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests, the demo and the benchmarks use: the real bootloader tools the
+# env-file tests compare against, openssl for key/signature interop, zstd and e2fsprogs for the benchmarks.
+# Idempotent and quick when everything is present. Needs root or sudo.
+set -euo pipefail
+
+packages=(
+  openssl            # key and signature interop tests
+  grub-common        # grub-editenv, grub-script-check: grubenv and grub.cfg checks
+  libubootenv-tool   # fw_printenv / fw_setenv: U-Boot env checks
+  u-boot-tools       # mkimage, mkenvimage: U-Boot script and env checks
+  zstd               # payload interop test and benchmark baseline
+  e2fsprogs          # mke2fs -d for benchmark images
+  time               # /usr/bin/time -v for peak RSS in benchmarks
+  tar
+  ca-certificates
+)
+# Extra groups, opt-in by argument: "browser" (dashboard test), "vm" (QEMU full-system tests).
+for group in "$@"; do
+  case "$group" in
+    browser) packages+=(chromium chromium-driver fonts-dejavu-core) ;;
+    vm) packages+=(qemu-system-x86 ovmf grub-efi-amd64-bin grub-common mtools dosfstools e2fsprogs gdisk
+                   linux-image-amd64 busybox-static cpio) ;;
+    *) echo "install-deps.sh: unknown group '$group' (known: browser, vm)" >&2; exit 2 ;;
+  esac
+done
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "install-deps.sh: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+  sudo="sudo"
+fi
+echo "installing: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+# The first apt run on a fresh machine sometimes fails transiently: try twice.
+for attempt in 1 2; do
+  if $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"; then
+    exit 0
+  fi
+  echo "install-deps.sh: apt-get failed (attempt $attempt)" >&2
+  sleep 5
+done
+exit 1
