@@ -38,6 +38,8 @@ enum Command {
     /// Create, co-sign and check trust roots (the keys robots trust and how many must sign).
     #[command(subcommand)]
     Trust(cmd::trust::Command),
+    /// Upload a signed bundle to the OTA server (streamed; the server verifies it before publishing).
+    Publish(cmd::publish::Args),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
         Command::Info(args) => cmd::info::run(args),
         Command::Extract(args) => cmd::extract::run(args),
         Command::Trust(command) => cmd::trust::run(command),
+        Command::Publish(args) => cmd::publish::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

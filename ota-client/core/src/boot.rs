@@ -124,7 +124,7 @@ pub fn decide_on_boot(
 
     // Booted a slot other than the primary.
     if env.trial == Some(booted) {
-        if !pending.is_some_and(|p| p.slot == booted) {
+        if pending.is_none_or(|p| p.slot != booted) {
             return BootOutcome::AbortTrial {
                 slot: booted,
                 reason: format!("slot {booted} is armed but this client did not install it"),
@@ -167,7 +167,11 @@ mod tests {
     }
 
     fn env(primary: Slot, trial: Option<Slot>, tries: u8) -> EnvFacts {
-        EnvFacts { primary, trial, tries }
+        EnvFacts {
+            primary,
+            trial,
+            tries,
+        }
     }
 
     fn with_trial(slot: Slot, state: SlotState) -> ClientState {
@@ -224,7 +228,10 @@ mod tests {
         for st in [SlotState::Empty, SlotState::Writing, SlotState::Bad] {
             let s = with_trial(Slot::B, st);
             let out = decide(env(Slot::A, Some(Slot::B), 2), Slot::B, &s);
-            assert!(matches!(out, BootOutcome::AbortTrial { .. }), "{st}: {out:?}");
+            assert!(
+                matches!(out, BootOutcome::AbortTrial { .. }),
+                "{st}: {out:?}"
+            );
         }
     }
 
@@ -254,7 +261,10 @@ mod tests {
         // after a failed trial the env no longer names it: wait for the reboot
         assert_eq!(
             decide(env(Slot::A, None, 1), Slot::B, &failed),
-            BootOutcome::AwaitingRebootToPrimary { booted: Slot::B, primary: Slot::A }
+            BootOutcome::AwaitingRebootToPrimary {
+                booted: Slot::B,
+                primary: Slot::A
+            }
         );
     }
 }

@@ -31,6 +31,6 @@ pub use plan::{
     ManifestFacts, PlannedWrite, Refusal,
 };
 pub use slot::{
-    ClassSlots, ClientState, EnvFacts, EventKind, InstallOutcome, LiveFlip, LiveTrial,
-    OutcomeKind, PendingTrial, ReportEvent, Slot, SlotRecord, SlotState,
+    ClassSlots, ClientState, EnvFacts, EventKind, InstallOutcome, LiveFlip, LiveTrial, OutcomeKind,
+    PendingTrial, ReportEvent, Slot, SlotRecord, SlotState,
 };

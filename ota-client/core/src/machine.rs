@@ -4,8 +4,8 @@
 //! order to persist the two so that a power cut between them is recoverable.
 
 use crate::slot::{
-    ClientState, EnvFacts, EventKind, InstallOutcome, LiveTrial, OutcomeKind,
-    PendingTrial, Slot, SlotState,
+    ClientState, EnvFacts, EventKind, InstallOutcome, LiveTrial, OutcomeKind, PendingTrial, Slot,
+    SlotState,
 };
 
 /// One slot to be written.
@@ -134,7 +134,13 @@ fn refuse<T>(msg: impl Into<String>) -> Result<T, StepError> {
     Err(StepError(msg.into()))
 }
 
-fn set_classes(state: &mut ClientState, classes: &[String], slot: Slot, to: SlotState, note: Option<&str>) {
+fn set_classes(
+    state: &mut ClientState,
+    classes: &[String],
+    slot: Slot,
+    to: SlotState,
+    note: Option<&str>,
+) {
     for class in classes {
         let rec = state.record_mut(class, slot);
         rec.state = to;
@@ -142,7 +148,12 @@ fn set_classes(state: &mut ClientState, classes: &[String], slot: Slot, to: Slot
     }
 }
 
-fn outcome(state: &mut ClientState, pending: Option<&PendingTrial>, slot: Option<Slot>, o: OutcomeKind) {
+fn outcome(
+    state: &mut ClientState,
+    pending: Option<&PendingTrial>,
+    slot: Option<Slot>,
+    o: OutcomeKind,
+) {
     let (version, bundle_hash) = match pending {
         Some(p) => (Some(p.version.clone()), Some(p.bundle_hash.clone())),
         None => state
@@ -196,7 +207,10 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
                         .as_ref()
                         .is_some_and(|l| l.flips.iter().any(|f| f.class == t.class))
                 {
-                    return refuse(format!("refusing to write {}: a live trial uses it", t.class));
+                    return refuse(format!(
+                        "refusing to write {}: a live trial uses it",
+                        t.class
+                    ));
                 }
                 let rec = next.record_mut(&t.class, t.slot);
                 rec.state = SlotState::Writing;
@@ -243,7 +257,10 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
         }
         Event::ArmTrial(trial) => {
             if trial.slot == booted || booted != env.primary {
-                return refuse(format!("cannot arm slot {}: it is running or the robot is not on its primary", trial.slot));
+                return refuse(format!(
+                    "cannot arm slot {}: it is running or the robot is not on its primary",
+                    trial.slot
+                ));
             }
             if state.pending_trial.is_some() || env.armed_trial().is_some() {
                 return refuse("a trial is already pending");
@@ -255,11 +272,13 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
                 && ctx.boot_classes.iter().all(|c| trial.classes.contains(c))
                 && trial.classes.iter().all(|c| {
                     let r = state.record(c, trial.slot);
-                    r.state == SlotState::Installed && r.bundle_hash.as_deref() == Some(&trial.bundle_hash)
+                    r.state == SlotState::Installed
+                        && r.bundle_hash.as_deref() == Some(&trial.bundle_hash)
                 });
             let live_ok = trial.live.iter().all(|f| {
                 let r = state.record(&f.class, f.to);
-                r.state == SlotState::Installed && r.bundle_hash.as_deref() == Some(&trial.bundle_hash)
+                r.state == SlotState::Installed
+                    && r.bundle_hash.as_deref() == Some(&trial.bundle_hash)
             });
             if !classes_ok || !live_ok {
                 return refuse(format!(
@@ -282,16 +301,26 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
         Event::Commit | Event::FinishCommit => {
             let commit = matches!(event, Event::Commit);
             let Some(p) = state.pending_trial.clone().filter(|p| p.slot == booted) else {
-                return refuse(format!("no trial of the booted slot {booted} is recorded: not committing"));
+                return refuse(format!(
+                    "no trial of the booted slot {booted} is recorded: not committing"
+                ));
             };
             if commit && !on_trial {
-                return refuse(format!("slot {booted} is not booted on trial: not committing"));
+                return refuse(format!(
+                    "slot {booted} is not booted on trial: not committing"
+                ));
             }
             if !commit && (env.primary != booted || env.armed_trial().is_some()) {
                 return refuse("the environment does not commit the booted slot");
             }
-            if !verified(booted) || p.classes.iter().any(|c| !state.record(c, booted).state.verified()) {
-                return refuse(format!("slot {booted} was never fully written and verified: not committing"));
+            if !verified(booted)
+                || p.classes
+                    .iter()
+                    .any(|c| !state.record(c, booted).state.verified())
+            {
+                return refuse(format!(
+                    "slot {booted} was never fully written and verified: not committing"
+                ));
             }
             set_classes(&mut next, &p.classes, booted, SlotState::Good, None);
             for f in &p.live {
@@ -302,7 +331,13 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
             }
             next.pending_trial = None;
             outcome(&mut next, Some(&p), Some(booted), OutcomeKind::Succeeded);
-            next.push_event(EventKind::Committed, Some(booted), Some(p.version.clone()), Some(p.bundle_hash.clone()), "");
+            next.push_event(
+                EventKind::Committed,
+                Some(booted),
+                Some(p.version.clone()),
+                Some(p.bundle_hash.clone()),
+                "",
+            );
             Ok(Transition {
                 state: next,
                 env: commit.then_some(EnvFacts {
@@ -317,7 +352,14 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
             if !on_trial {
                 return refuse(format!("slot {booted} is not booted on trial"));
             }
-            fail_slot(&mut next, ctx.boot_classes, booted, EventKind::TrialFailed, &reason, false);
+            fail_slot(
+                &mut next,
+                ctx.boot_classes,
+                booted,
+                EventKind::TrialFailed,
+                &reason,
+                false,
+            );
             Ok(Transition {
                 state: next,
                 env: Some(EnvFacts { trial: None, ..env }),
@@ -325,10 +367,20 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
             })
         }
         Event::RolledBack { reason } => {
-            let Some(t) = env.trial.filter(|t| *t != env.primary && booted == env.primary) else {
+            let Some(t) = env
+                .trial
+                .filter(|t| *t != env.primary && booted == env.primary)
+            else {
                 return refuse("no trial to roll back");
             };
-            fail_slot(&mut next, ctx.boot_classes, t, EventKind::RolledBack, &reason, true);
+            fail_slot(
+                &mut next,
+                ctx.boot_classes,
+                t,
+                EventKind::RolledBack,
+                &reason,
+                true,
+            );
             Ok(Transition {
                 state: next,
                 env: Some(EnvFacts { trial: None, ..env }),
@@ -344,15 +396,33 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
             }
             next.pending_trial = None;
             let reason = "interrupted before the trial boot was armed: install again";
-            outcome(&mut next, Some(&p), Some(p.slot), OutcomeKind::Failed { reason: reason.into() });
-            next.push_event(EventKind::InstallFailed, Some(p.slot), Some(p.version), Some(p.bundle_hash), reason);
+            outcome(
+                &mut next,
+                Some(&p),
+                Some(p.slot),
+                OutcomeKind::Failed {
+                    reason: reason.into(),
+                },
+            );
+            next.push_event(
+                EventKind::InstallFailed,
+                Some(p.slot),
+                Some(p.version),
+                Some(p.bundle_hash),
+                reason,
+            );
             Ok(keep(next))
         }
         Event::ClearStaleTrial => {
             let Some(t) = env.trial else {
                 return refuse("no trial to clear");
             };
-            if t == booted || state.pending_trial.as_ref().is_some_and(|p| p.slot == t && t != env.primary && env.tries > 0) {
+            if t == booted
+                || state
+                    .pending_trial
+                    .as_ref()
+                    .is_some_and(|p| p.slot == t && t != env.primary && env.tries > 0)
+            {
                 return refuse(format!("the trial of slot {t} is live"));
             }
             Ok(Transition {
@@ -367,7 +437,9 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
             }
             for f in &trial.flips {
                 let r = state.record(&f.class, f.to);
-                if r.state != SlotState::Installed || r.bundle_hash.as_deref() != Some(&trial.bundle_hash) {
+                if r.state != SlotState::Installed
+                    || r.bundle_hash.as_deref() != Some(&trial.bundle_hash)
+                {
                     return refuse(format!(
                         "refusing to switch {} to slot {}: it was not fully written and verified",
                         f.class, f.to
@@ -394,10 +466,19 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
                 slot,
                 outcome: OutcomeKind::Succeeded,
             });
-            next.push_event(EventKind::LiveCommitted, slot, Some(t.version), Some(t.bundle_hash), "");
+            next.push_event(
+                EventKind::LiveCommitted,
+                slot,
+                Some(t.version),
+                Some(t.bundle_hash),
+                "",
+            );
             Ok(keep(next))
         }
-        Event::LiveFailed { reason, interrupted } => {
+        Event::LiveFailed {
+            reason,
+            interrupted,
+        } => {
             let Some(t) = state.live_trial.clone() else {
                 return refuse("no live trial in progress");
             };
@@ -412,9 +493,15 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
                 version: Some(t.version.clone()),
                 bundle_hash: Some(t.bundle_hash.clone()),
                 slot,
-                outcome: OutcomeKind::Failed { reason: reason.clone() },
+                outcome: OutcomeKind::Failed {
+                    reason: reason.clone(),
+                },
             });
-            let kind = if interrupted { EventKind::LiveInterrupted } else { EventKind::LiveFailed };
+            let kind = if interrupted {
+                EventKind::LiveInterrupted
+            } else {
+                EventKind::LiveFailed
+            };
             next.push_event(kind, slot, Some(t.version), Some(t.bundle_hash), reason);
             Ok(keep(next))
         }
@@ -428,7 +515,9 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
                 version: version.clone(),
                 bundle_hash: bundle_hash.clone(),
                 slot,
-                outcome: OutcomeKind::Failed { reason: reason.clone() },
+                outcome: OutcomeKind::Failed {
+                    reason: reason.clone(),
+                },
             });
             next.push_event(EventKind::InstallFailed, slot, version, bundle_hash, reason);
             Ok(keep(next))
@@ -443,7 +532,8 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
             }
             for c in ctx.boot_classes {
                 let r = state.record(c, slot);
-                let once_verified = r.bundle_hash.is_some() && !matches!(r.state, SlotState::Writing | SlotState::Empty);
+                let once_verified = r.bundle_hash.is_some()
+                    && !matches!(r.state, SlotState::Writing | SlotState::Empty);
                 if !once_verified && r.state != SlotState::Good {
                     return refuse(format!(
                         "slot {slot} ({c}) is {}: it was never fully written and verified",
@@ -457,11 +547,21 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
         Event::MarkBad { slot } => {
             let reason = "marked bad by an operator";
             if slot == booted && on_trial {
-                return step(state, ctx, Event::TrialFailed { reason: reason.into() });
+                return step(
+                    state,
+                    ctx,
+                    Event::TrialFailed {
+                        reason: reason.into(),
+                    },
+                );
             }
             if slot == booted {
                 let other = slot.other();
-                if !ctx.boot_classes.iter().all(|c| state.record(c, other).state == SlotState::Good) {
+                if !ctx
+                    .boot_classes
+                    .iter()
+                    .all(|c| state.record(c, other).state == SlotState::Good)
+                {
                     let st = ctx
                         .boot_classes
                         .iter()
@@ -472,7 +572,13 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
                         "refusing to mark the running slot {slot} bad: the other slot {other} is {st}, not known good, and would be the only slot left to boot"
                     ));
                 }
-                set_classes(&mut next, ctx.boot_classes, slot, SlotState::Bad, Some(reason));
+                set_classes(
+                    &mut next,
+                    ctx.boot_classes,
+                    slot,
+                    SlotState::Bad,
+                    Some(reason),
+                );
                 next.push_event(EventKind::MarkedBad, Some(slot), None, None, reason);
                 return Ok(Transition {
                     state: next,
@@ -489,7 +595,13 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
                     "refusing to mark the committed slot {slot} bad while slot {booted} runs on trial: confirm or mark-bad the trial first"
                 ));
             }
-            set_classes(&mut next, ctx.boot_classes, slot, SlotState::Bad, Some(reason));
+            set_classes(
+                &mut next,
+                ctx.boot_classes,
+                slot,
+                SlotState::Bad,
+                Some(reason),
+            );
             if next.pending_trial.as_ref().is_some_and(|p| p.slot == slot) {
                 next.pending_trial = None;
             }
@@ -505,7 +617,14 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
 }
 
 /// Marks a trial slot bad, ends the pending trial and records why.
-fn fail_slot(next: &mut ClientState, boot_classes: &[String], slot: Slot, kind: EventKind, reason: &str, rollback: bool) {
+fn fail_slot(
+    next: &mut ClientState,
+    boot_classes: &[String],
+    slot: Slot,
+    kind: EventKind,
+    reason: &str,
+    rollback: bool,
+) {
     let pending = next.pending_trial.take().filter(|p| p.slot == slot);
     for c in boot_classes {
         let rec = next.record_mut(c, slot);
@@ -515,9 +634,13 @@ fn fail_slot(next: &mut ClientState, boot_classes: &[String], slot: Slot, kind: 
         }
     }
     let o = if rollback {
-        OutcomeKind::RolledBack { reason: reason.into() }
+        OutcomeKind::RolledBack {
+            reason: reason.into(),
+        }
     } else {
-        OutcomeKind::Failed { reason: reason.into() }
+        OutcomeKind::Failed {
+            reason: reason.into(),
+        }
     };
     outcome(next, pending.as_ref(), Some(slot), o);
     let (version, hash) = match &pending {
@@ -526,4 +649,3 @@ fn fail_slot(next: &mut ClientState, boot_classes: &[String], slot: Slot, kind: 
     };
     next.push_event(kind, Some(slot), version, hash, reason);
 }
-

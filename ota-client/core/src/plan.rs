@@ -134,7 +134,9 @@ pub struct InstallPlan {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     /// The bundle is for another product.
-    #[error("bundle is for \"{bundle}\" but this robot is \"{robot}\": refusing an incompatible bundle")]
+    #[error(
+        "bundle is for \"{bundle}\" but this robot is \"{robot}\": refusing an incompatible bundle"
+    )]
     Incompatible {
         /// The bundle's compatible string.
         bundle: String,
@@ -181,7 +183,9 @@ pub enum Refusal {
     #[error("version {0} is already installed")]
     AlreadyInstalled(semver::Version),
     /// A trial is pending.
-    #[error("a trial boot of slot {0} is pending: reboot and let it be confirmed or rolled back first")]
+    #[error(
+        "a trial boot of slot {0} is pending: reboot and let it be confirmed or rolled back first"
+    )]
     TrialPending(Slot),
     /// A live trial is in progress (or was interrupted and not yet cleaned up).
     #[error("a live update trial is in progress: run `ota-client confirm` to finish it first")]
@@ -311,7 +315,11 @@ pub fn plan_install(
             });
         }
     }
-    if !currents.is_empty() && currents.iter().all(|v| v.as_ref() == Some(&manifest.version)) {
+    if !currents.is_empty()
+        && currents
+            .iter()
+            .all(|v| v.as_ref() == Some(&manifest.version))
+    {
         return Err(Refusal::AlreadyInstalled(manifest.version.clone()));
     }
     if device.state_dir_free < config.state_space_needed {
@@ -325,7 +333,11 @@ pub fn plan_install(
         version: manifest.version.clone(),
         bundle_hash: manifest.bundle_hash.clone(),
         boot_slot: touches_boot.then(|| device.booted.other()),
-        boot_classes: if touches_boot { boot_classes } else { Vec::new() },
+        boot_classes: if touches_boot {
+            boot_classes
+        } else {
+            Vec::new()
+        },
         writes,
         live,
         tries: config.tries,
@@ -410,12 +422,22 @@ mod tests {
 
     #[test]
     fn boot_update_targets_standby() {
-        let p = plan(&manifest("2.0.0", &[("rootfs", 1000)]), &running("1.0.0"), &device(Slot::A)).unwrap();
+        let p = plan(
+            &manifest("2.0.0", &[("rootfs", 1000)]),
+            &running("1.0.0"),
+            &device(Slot::A),
+        )
+        .unwrap();
         assert_eq!(p.boot_slot, Some(Slot::B));
         assert_eq!(p.writes[0].slot, Slot::B);
         assert_eq!(p.boot_classes, vec!["rootfs".to_string()]);
         assert!(p.live.is_empty());
-        let p = plan(&manifest("2.0.0", &[("rootfs", 10)]), &ClientState::default(), &device(Slot::B)).unwrap();
+        let p = plan(
+            &manifest("2.0.0", &[("rootfs", 10)]),
+            &ClientState::default(),
+            &device(Slot::B),
+        )
+        .unwrap();
         assert_eq!(p.boot_slot, Some(Slot::A));
     }
 
@@ -426,7 +448,14 @@ mod tests {
         let p = plan(&manifest("2.0.0", &[("model", 100)]), &running("1.0.0"), &d).unwrap();
         assert_eq!(p.boot_slot, None);
         assert_eq!(p.writes[0].slot, Slot::A);
-        assert_eq!(p.live, vec![LiveFlip { class: "model".into(), from: Slot::B, to: Slot::A }]);
+        assert_eq!(
+            p.live,
+            vec![LiveFlip {
+                class: "model".into(),
+                from: Slot::B,
+                to: Slot::A
+            }]
+        );
     }
 
     #[test]
@@ -435,8 +464,14 @@ mod tests {
         let d = device(Slot::A);
         let mut m = manifest("2.0.0", &[("rootfs", 10)]);
         m.compatible = "other".into();
-        assert!(matches!(plan(&m, &s, &d), Err(Refusal::Incompatible { .. })));
-        assert!(matches!(plan(&manifest("2.0.0", &[("kernel", 1)]), &s, &d), Err(Refusal::UnknownClass { .. })));
+        assert!(matches!(
+            plan(&m, &s, &d),
+            Err(Refusal::Incompatible { .. })
+        ));
+        assert!(matches!(
+            plan(&manifest("2.0.0", &[("kernel", 1)]), &s, &d),
+            Err(Refusal::UnknownClass { .. })
+        ));
         assert!(matches!(
             plan(&manifest("2.0.0", &[("rootfs", 1), ("rootfs", 1)]), &s, &d),
             Err(Refusal::DuplicateClass(_))
@@ -452,7 +487,10 @@ mod tests {
         ));
         assert_eq!(
             plan(&manifest("0.9.0", &[("rootfs", 10)]), &s, &d),
-            Err(Refusal::Downgrade { new: v("0.9.0"), current: v("1.0.0") })
+            Err(Refusal::Downgrade {
+                new: v("0.9.0"),
+                current: v("1.0.0")
+            })
         );
         assert_eq!(
             plan(&manifest("1.0.0", &[("rootfs", 10)]), &s, &d),
@@ -460,21 +498,45 @@ mod tests {
         );
         let mut small = d.clone();
         small.state_dir_free = 100;
-        assert!(matches!(plan(&manifest("2.0.0", &[("rootfs", 10)]), &s, &small), Err(Refusal::NoSpaceForState { .. })));
+        assert!(matches!(
+            plan(&manifest("2.0.0", &[("rootfs", 10)]), &s, &small),
+            Err(Refusal::NoSpaceForState { .. })
+        ));
     }
 
     #[test]
     fn downgrade_allowed_on_request_but_equal_never() {
         let s = running("1.0.0");
         let d = device(Slot::A);
-        let opts = InstallOptions { allow_downgrade: true };
-        assert!(plan_install(&manifest("0.9.0", &[("rootfs", 10)]), &config(), &s, &d, opts).is_ok());
-        assert!(plan_install(&manifest("1.0.0", &[("rootfs", 10)]), &config(), &s, &d, opts).is_err());
+        let opts = InstallOptions {
+            allow_downgrade: true,
+        };
+        assert!(plan_install(
+            &manifest("0.9.0", &[("rootfs", 10)]),
+            &config(),
+            &s,
+            &d,
+            opts
+        )
+        .is_ok());
+        assert!(plan_install(
+            &manifest("1.0.0", &[("rootfs", 10)]),
+            &config(),
+            &s,
+            &d,
+            opts
+        )
+        .is_err());
     }
 
     #[test]
     fn unknown_running_version_accepts_any() {
-        assert!(plan(&manifest("0.0.1", &[("rootfs", 10)]), &ClientState::default(), &device(Slot::A)).is_ok());
+        assert!(plan(
+            &manifest("0.0.1", &[("rootfs", 10)]),
+            &ClientState::default(),
+            &device(Slot::A)
+        )
+        .is_ok());
     }
 
     #[test]
@@ -497,16 +559,32 @@ mod tests {
             bundle_hash: "x".into(),
             live: vec![],
         });
-        assert_eq!(plan(&m, &s2, &device(Slot::A)), Err(Refusal::TrialPending(Slot::B)));
+        assert_eq!(
+            plan(&m, &s2, &device(Slot::A)),
+            Err(Refusal::TrialPending(Slot::B))
+        );
         let mut d = device(Slot::B);
         d.env.primary = Slot::A;
-        assert_eq!(plan(&m, &s, &d), Err(Refusal::NotOnPrimary { booted: Slot::B, primary: Slot::A }));
+        assert_eq!(
+            plan(&m, &s, &d),
+            Err(Refusal::NotOnPrimary {
+                booted: Slot::B,
+                primary: Slot::A
+            })
+        );
     }
 
     #[test]
     fn mixed_bundle_requires_every_boot_class() {
         let mut c = config();
-        c.classes.insert("kernel".into(), ClassFacts { live: false, size_a: 10, size_b: 10 });
+        c.classes.insert(
+            "kernel".into(),
+            ClassFacts {
+                live: false,
+                size_a: 10,
+                size_b: 10,
+            },
+        );
         let r = plan_install(
             &manifest("2.0.0", &[("rootfs", 10)]),
             &c,
@@ -515,7 +593,12 @@ mod tests {
             InstallOptions::default(),
         );
         assert_eq!(r, Err(Refusal::MissingBootClass("kernel".into())));
-        let p = plan(&manifest("2.0.0", &[("rootfs", 10), ("model", 10)]), &ClientState::default(), &device(Slot::A)).unwrap();
+        let p = plan(
+            &manifest("2.0.0", &[("rootfs", 10), ("model", 10)]),
+            &ClientState::default(),
+            &device(Slot::A),
+        )
+        .unwrap();
         assert_eq!(p.boot_slot, Some(Slot::B));
         assert_eq!(p.live.len(), 1);
     }

@@ -302,7 +302,10 @@ impl ClientState {
 
     /// The record of `class`/`slot`, created if missing.
     pub fn record_mut(&mut self, class: &str, slot: Slot) -> &mut SlotRecord {
-        self.classes.entry(class.to_string()).or_default().get_mut(slot)
+        self.classes
+            .entry(class.to_string())
+            .or_default()
+            .get_mut(slot)
     }
 
     /// Appends an event, dropping the oldest beyond [`MAX_EVENTS`].

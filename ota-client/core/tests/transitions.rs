@@ -64,7 +64,11 @@ fn event(spec: &EventSpec) -> Event {
     let v: semver::Version = "2.0.0".parse().unwrap();
     match spec {
         EventSpec::WriteStarted(s) => Event::WriteStarted {
-            targets: vec![machine::WriteTarget { class: "rootfs".into(), slot: *s, live: false }],
+            targets: vec![machine::WriteTarget {
+                class: "rootfs".into(),
+                slot: *s,
+                live: false,
+            }],
             version: v,
             bundle_hash: HASH.into(),
         },
@@ -108,9 +112,15 @@ fn boot(env: &mut EnvFacts) -> Slot {
 fn confirm_event(outcome: &BootOutcome, healthy: bool) -> Option<Event> {
     match outcome {
         BootOutcome::TrialBooted { .. } if healthy => Some(Event::Commit),
-        BootOutcome::TrialBooted { .. } => Some(Event::TrialFailed { reason: "health".into() }),
-        BootOutcome::AbortTrial { reason, .. } => Some(Event::TrialFailed { reason: reason.clone() }),
-        BootOutcome::RolledBack { reason, .. } => Some(Event::RolledBack { reason: reason.clone() }),
+        BootOutcome::TrialBooted { .. } => Some(Event::TrialFailed {
+            reason: "health".into(),
+        }),
+        BootOutcome::AbortTrial { reason, .. } => Some(Event::TrialFailed {
+            reason: reason.clone(),
+        }),
+        BootOutcome::RolledBack { reason, .. } => Some(Event::RolledBack {
+            reason: reason.clone(),
+        }),
         BootOutcome::FinishCommit { .. } => Some(Event::FinishCommit),
         BootOutcome::ArmInterrupted { .. } => Some(Event::ArmInterrupted),
         BootOutcome::ClearStaleTrial { .. } => Some(Event::ClearStaleTrial),
@@ -128,7 +138,11 @@ impl Robot {
     fn factory() -> Robot {
         let mut state = ClientState::default();
         state.adopt_running(&classes(), Slot::A, &Default::default());
-        Robot { state, env: EnvFacts::default(), booted: Slot::A }
+        Robot {
+            state,
+            env: EnvFacts::default(),
+            booted: Slot::A,
+        }
     }
 
     fn rec(&self, slot: Slot) -> SlotState {
@@ -138,7 +152,11 @@ impl Robot {
     /// Applies an event and checks the invariants of the transition.
     fn apply(&mut self, ev: Event) -> Result<(), TestCaseError> {
         let cls = classes();
-        let ctx = Context { env: self.env, booted: self.booted, boot_classes: &cls };
+        let ctx = Context {
+            env: self.env,
+            booted: self.booted,
+            boot_classes: &cls,
+        };
         let is_commit = matches!(ev, Event::Commit | Event::MarkGood { .. });
         let is_mark_bad = matches!(ev, Event::MarkBad { .. });
         let Ok(t) = step(&self.state, &ctx, ev.clone()) else {
@@ -147,19 +165,40 @@ impl Robot {
         if let Some(new_env) = t.env {
             if let Some(armed) = new_env.armed_trial() {
                 if self.env.armed_trial() != Some(armed) {
-                    prop_assert_eq!(self.rec(armed), SlotState::Installed, "armed an unverified slot: {:?}", ev);
+                    prop_assert_eq!(
+                        self.rec(armed),
+                        SlotState::Installed,
+                        "armed an unverified slot: {:?}",
+                        ev
+                    );
                 }
             }
             if new_env.primary != self.env.primary {
                 if is_commit {
-                    prop_assert_eq!(new_env.primary, self.booted, "committed a slot that is not booted");
-                    prop_assert_eq!(self.env.trial, Some(self.booted), "committed a slot not on trial");
+                    prop_assert_eq!(
+                        new_env.primary,
+                        self.booted,
+                        "committed a slot that is not booted"
+                    );
+                    prop_assert_eq!(
+                        self.env.trial,
+                        Some(self.booted),
+                        "committed a slot not on trial"
+                    );
                 } else {
                     prop_assert!(is_mark_bad, "primary moved on {:?}", ev);
-                    prop_assert_eq!(self.rec(new_env.primary), SlotState::Good, "mark-bad fell back to a slot not known good");
+                    prop_assert_eq!(
+                        self.rec(new_env.primary),
+                        SlotState::Good,
+                        "mark-bad fell back to a slot not known good"
+                    );
                 }
             }
-            prop_assert!(new_env.primary == self.booted || new_env.primary == self.env.primary || is_mark_bad);
+            prop_assert!(
+                new_env.primary == self.booted
+                    || new_env.primary == self.env.primary
+                    || is_mark_bad
+            );
         }
         if let Event::Commit | Event::FinishCommit = ev {
             prop_assert_eq!(t.state.record("rootfs", self.booted).state, SlotState::Good);
@@ -253,7 +292,11 @@ proptest! {
 fn mark_bad_falls_back_only_to_a_good_slot() {
     let mut r = Robot::factory();
     let cls = classes();
-    let ctx = Context { env: r.env, booted: Slot::A, boot_classes: &cls };
+    let ctx = Context {
+        env: r.env,
+        booted: Slot::A,
+        boot_classes: &cls,
+    };
     let err = step(&r.state, &ctx, Event::MarkBad { slot: Slot::A }).unwrap_err();
     assert!(err.to_string().contains("not known good"), "{err}");
     r.state.record_mut("rootfs", Slot::B).state = SlotState::Good;
@@ -266,7 +309,11 @@ fn mark_bad_falls_back_only_to_a_good_slot() {
 fn mark_good_refuses_never_written_slots() {
     let r = Robot::factory();
     let cls = classes();
-    let ctx = Context { env: r.env, booted: Slot::A, boot_classes: &cls };
+    let ctx = Context {
+        env: r.env,
+        booted: Slot::A,
+        boot_classes: &cls,
+    };
     let err = step(&r.state, &ctx, Event::MarkGood { slot: Slot::B }).unwrap_err();
     assert!(err.to_string().contains("never fully written"), "{err}");
 }
@@ -276,14 +323,26 @@ fn arming_requires_the_verified_bundle() {
     let mut r = Robot::factory();
     r.apply(event(&EventSpec::WriteStarted(Slot::B))).unwrap();
     let cls = classes();
-    let ctx = Context { env: r.env, booted: Slot::A, boot_classes: &cls };
+    let ctx = Context {
+        env: r.env,
+        booted: Slot::A,
+        boot_classes: &cls,
+    };
     assert!(step(&r.state, &ctx, event(&EventSpec::Arm(Slot::B, 3))).is_err());
     r.apply(event(&EventSpec::WriteVerified(Slot::B))).unwrap();
-    let ctx = Context { env: r.env, booted: Slot::A, boot_classes: &cls };
+    let ctx = Context {
+        env: r.env,
+        booted: Slot::A,
+        boot_classes: &cls,
+    };
     assert!(step(&r.state, &ctx, event(&EventSpec::Arm(Slot::B, 0))).is_err());
     assert!(step(&r.state, &ctx, event(&EventSpec::Arm(Slot::A, 3))).is_err());
     let t = step(&r.state, &ctx, event(&EventSpec::Arm(Slot::B, 3))).unwrap();
-    assert_eq!(t.order, Order::StateFirst, "the trial must be recorded before it is armed");
+    assert_eq!(
+        t.order,
+        Order::StateFirst,
+        "the trial must be recorded before it is armed"
+    );
     assert_eq!(t.env.unwrap().armed_trial(), Some(Slot::B));
 }
 

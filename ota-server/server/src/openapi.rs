@@ -269,6 +269,6 @@ mod tests {
             seen += 1;
         }
         assert!(seen > 20);
-        assert_eq!(doc["paths"].as_object().unwrap().len(), 17);
+        assert_eq!(doc["paths"].as_object().unwrap().len(), 19);
     }
 }

@@ -52,6 +52,10 @@ pub struct Args {
     /// The zstd binary.
     #[arg(long, value_name = "PATH", default_value = "zstd")]
     zstd: String,
+    /// A second ota-bundle binary (e.g. a build from before a change): its create, verify and extract run in the
+    /// same interleaved rounds and are reported as `create@before` etc., so before/after compare in one run.
+    #[arg(long, value_name = "PATH")]
+    ota_bundle_before: Option<PathBuf>,
     /// Directory for bundles and outputs (needs ~2.6x the image size free); default: a temporary directory next
     /// to the image, removed at the end.
     #[arg(long, value_name = "DIR")]
@@ -139,6 +143,13 @@ fn size_of(path: &Path) -> Result<u64> {
 pub fn run(args: Args) -> Result<bool> {
     require_tools(&[(GNU_TIME, "time"), (&args.zstd, "zstd")])?;
     let ota_bundle = ota_bundle_binary(args.ota_bundle.as_deref())?;
+    let before = match &args.ota_bundle_before {
+        Some(p) => Some(
+            find_program(&p.to_string_lossy())
+                .with_context(|| format!("{} not found", p.display()))?,
+        ),
+        None => None,
+    };
     let zstd = find_program(&args.zstd).context("zstd not found")?;
     let image = args
         .image
@@ -174,6 +185,8 @@ pub fn run(args: Args) -> Result<bool> {
     let payload = work.join("payload.zst");
     let extract_dir = work.join("extract");
     let decoded = work.join("decoded.img");
+    let bundle_before = work.join("bundle-before.otab");
+    let extract_dir_before = work.join("extract-before");
 
     eprintln!(
         "ota-bench bundle: {} ({:.0} MiB), level {}, {} run(s), work dir {}",
@@ -184,6 +197,9 @@ pub fn run(args: Args) -> Result<bool> {
         work.display()
     );
     eprintln!("  ota-bundle: {}", ota_bundle.display());
+    if let Some(b) = &before {
+        eprintln!("  ota-bundle before: {}", b.display());
+    }
     crate::harness::remove_path(&key.with_extension("key"))?;
     crate::harness::remove_path(&key.with_extension("pub"))?;
     let status = std::process::Command::new(&ota_bundle)
@@ -200,30 +216,53 @@ pub fn run(args: Args) -> Result<bool> {
 
     let level = format!("-{}", args.level);
     let threads = args.threads.map_or("-T0".to_string(), |n| format!("-T{n}"));
-    let mut create_args: Vec<String> = vec![
-        "create".into(),
-        "--version".into(),
-        "1.0.0".into(),
-        "--compatible".into(),
-        "ota-bench".into(),
-        "--image".into(),
-        format!("rootfs={}", image.display()),
-        "--key".into(),
-        secret.display().to_string(),
-        "--level".into(),
-        args.level.to_string(),
-        "--force".into(),
-        "-o".into(),
-        bundle.display().to_string(),
-    ];
-    if let Some(n) = args.threads {
-        create_args.extend(["--threads".into(), n.to_string()]);
-    }
-    let mut create_cases = vec![
-        Case::new("create", format!("ota-bundle create {level}"), &ota_bundle)
-            .args(&create_args)
+    let create_args = |out: &Path| -> Vec<String> {
+        let mut a: Vec<String> = vec![
+            "create".into(),
+            "--version".into(),
+            "1.0.0".into(),
+            "--compatible".into(),
+            "ota-bench".into(),
+            "--image".into(),
+            format!("rootfs={}", image.display()),
+            "--key".into(),
+            secret.display().to_string(),
+            "--level".into(),
+            args.level.to_string(),
+            "--force".into(),
+            "-o".into(),
+            out.display().to_string(),
+        ];
+        if let Some(n) = args.threads {
+            a.extend(["--threads".into(), n.to_string()]);
+        }
+        a
+    };
+    let create_case = |name: &str, label: String, program: &Path, out: &Path| {
+        Case::new(name, label, program)
+            .args(create_args(out))
             .env("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH)
-            .remove_before(&bundle),
+            .remove_before(out)
+    };
+    let verify_case = |name: &str, label: &str, program: &Path| {
+        Case::new(name, label, program)
+            .args(["verify".as_ref(), "--trust".as_ref(), public.as_os_str()])
+            .args([bundle.as_os_str()])
+    };
+    let extract_case = |name: &str, label: &str, program: &Path, dir: &Path| {
+        Case::new(name, label, program)
+            .args(["extract", "--force", "--trust"])
+            .args([public.as_os_str(), bundle.as_os_str(), dir.as_os_str()])
+            .remove_before(dir.join(&image_name))
+    };
+
+    let mut create_cases = vec![
+        create_case(
+            "create",
+            format!("ota-bundle create {level}"),
+            &ota_bundle,
+            &bundle,
+        ),
         Case::new(
             "zstd",
             format!("zstd {threads} {level} -> file+fsync"),
@@ -235,6 +274,14 @@ pub fn run(args: Args) -> Result<bool> {
         .remove_before(&zstd_out)
         .fsync_after(&zstd_out),
     ];
+    if let Some(b) = &before {
+        create_cases.push(create_case(
+            "create@before",
+            format!("(before) create {level}"),
+            b,
+            &bundle_before,
+        ));
+    }
     if args.skip_create {
         eprintln!("creating the bundle (untimed)");
         create_cases[0].run_once(&work)?;
@@ -246,17 +293,8 @@ pub fn run(args: Args) -> Result<bool> {
 
     let payload_bytes = extract_raw_payload(&bundle, &payload)?;
     let mut decode_cases = vec![
-        Case::new("verify", "ota-bundle verify", &ota_bundle)
-            .args(["verify".as_ref(), "--trust".as_ref(), public.as_os_str()])
-            .args([bundle.as_os_str()]),
-        Case::new("extract", "ota-bundle extract", &ota_bundle)
-            .args(["extract", "--force", "--trust"])
-            .args([
-                public.as_os_str(),
-                bundle.as_os_str(),
-                extract_dir.as_os_str(),
-            ])
-            .remove_before(extract_dir.join(&image_name)),
+        verify_case("verify", "ota-bundle verify", &ota_bundle),
+        extract_case("extract", "ota-bundle extract", &ota_bundle, &extract_dir),
         Case::new("zstd-d", "zstd -d -c payload > /dev/null", &zstd)
             .args(["-d", "-q", "-c"])
             .args([payload.as_os_str()]),
@@ -266,6 +304,15 @@ pub fn run(args: Args) -> Result<bool> {
             .remove_before(&decoded)
             .fsync_after(&decoded),
     ];
+    if let Some(b) = &before {
+        decode_cases.push(verify_case("verify@before", "(before) verify", b));
+        decode_cases.push(extract_case(
+            "extract@before",
+            "(before) extract",
+            b,
+            &extract_dir_before,
+        ));
+    }
     eprintln!("verify / extract vs zstd -d, interleaved:");
     run_interleaved(&mut decode_cases, args.runs as usize, &work)?;
     let extracted = size_of(&extract_dir.join(&image_name))?;
@@ -273,56 +320,51 @@ pub fn run(args: Args) -> Result<bool> {
         bail!("extract wrote {extracted} bytes, the image has {image_bytes}");
     }
 
-    let [create, zstd_c] = &create_cases[..] else {
-        unreachable!()
+    let find = |name: &str| -> &Case {
+        create_cases
+            .iter()
+            .chain(&decode_cases)
+            .find(|c| c.name == name)
+            .expect("case exists")
     };
-    let [verify, extract, zstd_d, zstd_d_file] = &decode_cases[..] else {
-        unreachable!()
+    let create_targets = || {
+        vec![Target::MaxRatio {
+            ratio: CREATE_MAX_RATIO,
+        }]
+    };
+    let extract_targets = || {
+        vec![
+            Target::MaxRatio {
+                ratio: EXTRACT_MAX_RATIO,
+            },
+            Target::MaxRssMib {
+                mib: EXTRACT_MAX_RSS_MIB,
+            },
+        ]
+    };
+    let row = |name: &str, baseline: Option<&str>, targets: Vec<Target>| RowSpec {
+        case: find(name),
+        baseline: baseline.map(find),
+        targets,
     };
     let mut specs = Vec::new();
     if !args.skip_create {
-        specs.push(RowSpec {
-            case: create,
-            baseline: Some(zstd_c),
-            targets: vec![Target::MaxRatio {
-                ratio: CREATE_MAX_RATIO,
-            }],
-        });
-        specs.push(RowSpec {
-            case: zstd_c,
-            baseline: None,
-            targets: vec![],
-        });
+        specs.push(row("create", Some("zstd"), create_targets()));
+        if before.is_some() {
+            specs.push(row("create@before", Some("zstd"), create_targets()));
+        }
+        specs.push(row("zstd", None, vec![]));
     }
-    specs.extend([
-        RowSpec {
-            case: verify,
-            baseline: Some(zstd_d),
-            targets: vec![],
-        },
-        RowSpec {
-            case: extract,
-            baseline: Some(zstd_d),
-            targets: vec![
-                Target::MaxRatio {
-                    ratio: EXTRACT_MAX_RATIO,
-                },
-                Target::MaxRssMib {
-                    mib: EXTRACT_MAX_RSS_MIB,
-                },
-            ],
-        },
-        RowSpec {
-            case: zstd_d,
-            baseline: None,
-            targets: vec![],
-        },
-        RowSpec {
-            case: zstd_d_file,
-            baseline: Some(zstd_d),
-            targets: vec![],
-        },
-    ]);
+    specs.push(row("verify", Some("zstd-d"), vec![]));
+    if before.is_some() {
+        specs.push(row("verify@before", Some("zstd-d"), vec![]));
+    }
+    specs.push(row("extract", Some("zstd-d"), extract_targets()));
+    if before.is_some() {
+        specs.push(row("extract@before", Some("zstd-d"), extract_targets()));
+    }
+    specs.push(row("zstd-d", None, vec![]));
+    specs.push(row("zstd-d-file", Some("zstd-d"), vec![]));
     let rows: Vec<Row> = specs.iter().map(|s| Row::new(s, image_bytes)).collect();
     let pass = rows.iter().all(Row::pass);
 

@@ -4,6 +4,7 @@ pub mod create;
 pub mod extract;
 pub mod info;
 pub mod keygen;
+pub mod publish;
 pub mod sign;
 pub mod trust;
 pub mod verify;

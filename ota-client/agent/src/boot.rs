@@ -1,0 +1,92 @@
+//! The bootloader backend: the boot contract variables over one of `ota-bootloader`'s
+//! environment stores, chosen once from the configuration.
+
+use std::path::Path;
+
+use ota_bootloader::{BootEnv, BootEnvError, EnvState, EnvStore, GrubEnvFile, StateFile, UBootEnv};
+use ota_client_core::{EnvFacts, Slot};
+
+use crate::config::BootloaderKind;
+
+/// Converts the contract's slot to the core's.
+pub fn slot_from_env(s: ota_bootloader::Slot) -> Slot {
+    match s {
+        ota_bootloader::Slot::A => Slot::A,
+        ota_bootloader::Slot::B => Slot::B,
+    }
+}
+
+/// Converts the core's slot to the contract's.
+pub fn slot_to_env(s: Slot) -> ota_bootloader::Slot {
+    match s {
+        Slot::A => ota_bootloader::Slot::A,
+        Slot::B => ota_bootloader::Slot::B,
+    }
+}
+
+/// The contract state as the core sees it.
+pub fn facts(env: &BootEnv) -> EnvFacts {
+    EnvFacts {
+        primary: slot_from_env(env.primary),
+        trial: env.trial.map(slot_from_env),
+        tries: env.tries,
+    }
+}
+
+/// Reads and writes the boot contract variables.
+pub struct BootBackend {
+    store: Box<dyn EnvStore + Send>,
+}
+
+impl BootBackend {
+    /// The backend configured in `[bootloader]`.
+    pub fn from_config(kind: &BootloaderKind) -> Result<BootBackend, BootEnvError> {
+        let store: Box<dyn EnvStore + Send> = match kind {
+            BootloaderKind::Grub { grubenv } => Box::new(GrubEnvFile::new(grubenv)),
+            BootloaderKind::File { state_file } => Box::new(StateFile::new(state_file)),
+            BootloaderKind::UBoot {
+                fw_env_config,
+                default_env,
+            } => {
+                let env = UBootEnv::from_config_file(fw_env_config)?;
+                Box::new(match default_env {
+                    Some(p) => env.with_default_env_file(Path::new(p))?,
+                    None => env,
+                })
+            }
+        };
+        Ok(BootBackend { store })
+    }
+
+    /// A backend over any store (tests wrap stores to inject faults).
+    pub fn with_store(store: Box<dyn EnvStore + Send>) -> BootBackend {
+        BootBackend { store }
+    }
+
+    /// Reads the contract. A never-written environment reads as primary A, no trial; a
+    /// corrupt one is an error (never replaced by defaults).
+    pub fn read(&self) -> Result<EnvFacts, BootEnvError> {
+        let vars = self.store.load()?.into_vars();
+        Ok(facts(&BootEnv::from_vars(&vars)))
+    }
+
+    /// Writes the contract variables, keeping every other variable. Re-reads first, so a
+    /// corrupt environment is reported instead of overwritten.
+    pub fn write(&mut self, new: EnvFacts) -> Result<(), BootEnvError> {
+        let vars = match self.store.load()? {
+            EnvState::NeverWritten => Default::default(),
+            EnvState::Vars(v) => v,
+        };
+        let env = BootEnv {
+            primary: slot_to_env(new.primary),
+            trial: new.trial.map(slot_to_env),
+            tries: new.tries,
+        };
+        self.store.store(&env.applied_to(&vars))
+    }
+
+    /// "GRUB environment /boot/grub/grubenv" etc.
+    pub fn describe(&self) -> String {
+        self.store.describe()
+    }
+}

@@ -1,0 +1,70 @@
+//! `ota-client status [--json]`.
+
+use ota_client::{Client, Config};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
+    v.as_ref()
+        .map_or_else(|| "-".to_string(), ToString::to_string)
+}
+
+pub fn run(config: Config, args: Args) -> anyhow::Result<()> {
+    let client = Client::open(config)?;
+    let status = client.status();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        println!("compatible: {}", status.compatible);
+        println!("booted:     {}", opt(&status.booted));
+        println!("primary:    {}", opt(&status.primary));
+        match &status.trial {
+            Some(t) => println!("trial:      slot {} ({} tries left)", t.slot, t.tries_left),
+            None => println!("trial:      none"),
+        }
+        for s in &status.slots {
+            println!(
+                "  {}/{} {}{} {:<9} {:<10} {} {}",
+                s.class,
+                s.slot,
+                if s.active { "*" } else { " " },
+                if s.live { "live" } else { "    " },
+                s.state,
+                opt(&s.version),
+                s.bundle_hash
+                    .as_deref()
+                    .map_or("-", |h| &h[..h.len().min(12)]),
+                s.note.as_deref().unwrap_or(""),
+            );
+        }
+        if let Some(l) = &status.last_install {
+            println!(
+                "last install: {} {}",
+                opt(&l.version),
+                serde_json::to_string(&l.outcome)?
+            );
+        }
+        for e in &status.unreported_events {
+            println!(
+                "unreported: #{} {:?} slot {} {} {}",
+                e.id,
+                e.kind,
+                opt(&e.slot),
+                opt(&e.version),
+                e.reason
+            );
+        }
+        for e in &status.errors {
+            println!("error: {e}");
+        }
+    }
+    if let Some(first) = status.errors.first() {
+        anyhow::bail!("{first}");
+    }
+    Ok(())
+}

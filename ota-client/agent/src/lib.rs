@@ -1,0 +1,33 @@
+//! The robot's OTA client as a library; the `ota-client` binary is a thin CLI over
+//! [`Client`], and a daemon can drive the same methods.
+//!
+//! * [`client`]: [`Client`] with `install`, `confirm`, `status`, `mark_good`, `mark_bad`,
+//!   `take_events`/`ack_events`, `trust_update`.
+//! * [`config`]: the TOML configuration.
+//! * I/O behind small types: [`boot`] (boot environment over `ota-bootloader` stores),
+//!   [`booted`] (which slot runs), [`slotio`] (slot writers), [`source`] (file/HTTP with
+//!   resume), [`command`] (health checks, reboot), [`live`] (symlink-switched classes),
+//!   [`store`] (state file and writer lock).
+//!
+//! Decisions live in `ota-client-core`; this crate gathers facts and applies them.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod boot;
+pub mod booted;
+pub mod client;
+pub mod command;
+pub mod config;
+pub mod live;
+pub mod slotio;
+pub mod source;
+pub mod store;
+
+pub use client::{
+    Client, ClientError, ConfirmReport, Hooks, InstallOptions, InstallReport, NoProgress, Progress,
+    SlotStatus, Status, TrialStatus,
+};
+pub use config::Config;
+pub use ota_client_core::Slot;
+pub use source::BundleSource;

@@ -1,0 +1,637 @@
+//! Where a bundle comes from: a local file or an http(s) URL, read front to back exactly
+//! once and streamed straight into the verifying reader (never staged on disk).
+//!
+//! A download survives dropped connections: it reconnects with `Range: bytes=<pos>-` and
+//! `If-Range`, and accepts the continuation only if the server answers `206` with a
+//! `Content-Range` starting exactly where it stopped, for the same total length and the same
+//! `ETag`, so bytes of a changed file are never spliced onto the old ones. Retries are
+//! bounded (per lack of progress) with exponential backoff and jitter; 401/403/404/410 stop
+//! at once; a body that stalls for the read timeout counts as a dropped connection.
+
+use std::collections::hash_map::RandomState;
+use std::fs::File;
+use std::hash::{BuildHasher, Hasher};
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::{Client, Response};
+use reqwest::header;
+
+use crate::config::HttpConfig;
+
+/// A bundle location given on the command line or by a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BundleSource {
+    /// A local file.
+    File(PathBuf),
+    /// An `http://` or `https://` URL.
+    Url(String),
+}
+
+impl BundleSource {
+    /// URLs start with `http://` or `https://`; anything else is a path.
+    pub fn parse(text: &str) -> BundleSource {
+        if text.starts_with("http://") || text.starts_with("https://") {
+            BundleSource::Url(text.to_string())
+        } else {
+            BundleSource::File(PathBuf::from(text))
+        }
+    }
+}
+
+impl std::fmt::Display for BundleSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BundleSource::File(p) => write!(f, "{}", p.display()),
+            BundleSource::Url(u) => f.write_str(u),
+        }
+    }
+}
+
+/// Why a bundle could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// A local file cannot be opened.
+    #[error("cannot open bundle {}: {error}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        error: io::Error,
+    },
+    /// The server says the bundle is not there or not for us: retrying cannot help.
+    #[error("download of {url} failed: HTTP {status}: {hint}")]
+    Permanent {
+        /// The URL.
+        url: String,
+        /// HTTP status.
+        status: u16,
+        /// What to do.
+        hint: &'static str,
+    },
+    /// Retries exhausted.
+    #[error("download of {url} failed after {attempts} attempts without progress: {last}")]
+    GaveUp {
+        /// The URL.
+        url: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The last error.
+        last: String,
+    },
+    /// The download cannot continue without splicing two different files.
+    #[error("download of {url} cannot resume: {detail}; run the install again")]
+    CannotResume {
+        /// The URL.
+        url: String,
+        /// What did not match.
+        detail: String,
+    },
+    /// The HTTP client cannot be set up (bad CA file, ...).
+    #[error("cannot set up HTTP: {0}")]
+    Setup(String),
+    /// Cancelled by the caller.
+    #[error("download cancelled")]
+    Cancelled,
+}
+
+/// An opened bundle.
+pub struct Opened {
+    /// The bytes.
+    pub reader: Box<dyn Read + Send>,
+    /// Total size, if known.
+    pub size: Option<u64>,
+}
+
+/// Opens `source`. For URLs the first request is made here, so a 404 fails at once.
+pub fn open(
+    source: &BundleSource,
+    http: &HttpConfig,
+    cancel: Option<Arc<AtomicBool>>,
+) -> Result<Opened, SourceError> {
+    match source {
+        BundleSource::File(path) => {
+            let file = File::open(path).map_err(|error| SourceError::File {
+                path: path.clone(),
+                error,
+            })?;
+            let size = file.metadata().ok().map(|m| m.len());
+            Ok(Opened {
+                reader: Box::new(file),
+                size,
+            })
+        }
+        BundleSource::Url(url) => {
+            let mut reader = HttpReader::new(url, http, cancel)?;
+            reader.connect()?;
+            let size = reader.total;
+            Ok(Opened {
+                reader: Box::new(reader),
+                size,
+            })
+        }
+    }
+}
+
+/// What identifies the file on the server, sent back as `If-Range`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Validator {
+    /// `ETag` of the first response.
+    pub etag: Option<String>,
+    /// `Last-Modified` of the first response.
+    pub last_modified: Option<String>,
+}
+
+impl Validator {
+    /// The `If-Range` value: a strong ETag, else the Last-Modified date (weak ETags are not
+    /// allowed in If-Range).
+    pub fn if_range(&self) -> Option<&str> {
+        match &self.etag {
+            Some(e) if !e.starts_with("W/") => Some(e),
+            _ => self.last_modified.as_deref(),
+        }
+    }
+}
+
+/// The response headers the resume logic looks at.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResponseFacts {
+    /// HTTP status.
+    pub status: u16,
+    /// `Content-Range`.
+    pub content_range: Option<String>,
+    /// `Content-Length`.
+    pub content_length: Option<u64>,
+    /// `ETag`.
+    pub etag: Option<String>,
+    /// `Last-Modified`.
+    pub last_modified: Option<String>,
+}
+
+/// What to do with a response status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusClass {
+    /// 2xx.
+    Ok,
+    /// Retrying cannot help.
+    Permanent(&'static str),
+    /// Try again later.
+    Retry,
+}
+
+/// Classifies a status code.
+pub fn classify(status: u16) -> StatusClass {
+    match status {
+        200..=299 => StatusClass::Ok,
+        401 | 403 => StatusClass::Permanent(
+            "the server refuses access to this bundle (check the robot's credentials)",
+        ),
+        404 | 410 => StatusClass::Permanent("the server does not have this bundle (check the URL)"),
+        416 => StatusClass::Permanent("the server cannot serve the requested range"),
+        408 | 425 | 429 | 500..=599 => StatusClass::Retry,
+        _ => StatusClass::Permanent("unexpected response"),
+    }
+}
+
+/// Parses `bytes START-END/TOTAL` (TOTAL may be `*`).
+pub fn parse_content_range(value: &str) -> Option<(u64, u64, Option<u64>)> {
+    let rest = value.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (start, end) = range.split_once('-')?;
+    let start: u64 = start.trim().parse().ok()?;
+    let end: u64 = end.trim().parse().ok()?;
+    let total = match total.trim() {
+        "*" => None,
+        t => Some(t.parse().ok()?),
+    };
+    (start <= end).then_some((start, end, total))
+}
+
+/// Checks the first response (no Range). Returns the total length and the validator.
+pub fn check_first(resp: &ResponseFacts) -> Result<(Option<u64>, Validator), String> {
+    if resp.status != 200 {
+        return Err(format!("expected HTTP 200, got {}", resp.status));
+    }
+    Ok((
+        resp.content_length,
+        Validator {
+            etag: resp.etag.clone(),
+            last_modified: resp.last_modified.clone(),
+        },
+    ))
+}
+
+/// Checks that a response to `Range: bytes=<pos>-` continues the same file exactly at `pos`.
+pub fn check_resume(
+    pos: u64,
+    total: Option<u64>,
+    validator: &Validator,
+    resp: &ResponseFacts,
+) -> Result<(), String> {
+    if resp.status == 200 {
+        return Err("the server sent the whole file instead of the missing range (the bundle changed on the server, or it does not support ranges)".into());
+    }
+    if resp.status != 206 {
+        return Err(format!(
+            "expected HTTP 206 for a range request, got {}",
+            resp.status
+        ));
+    }
+    let Some((start, end, range_total)) =
+        resp.content_range.as_deref().and_then(parse_content_range)
+    else {
+        return Err("a 206 response without a valid Content-Range".into());
+    };
+    if start != pos {
+        return Err(format!(
+            "asked for byte {pos} onwards, the server sent from byte {start}"
+        ));
+    }
+    if let (Some(t), Some(rt)) = (total, range_total) {
+        if t != rt {
+            return Err(format!(
+                "the file is now {rt} bytes, it was {t} (the bundle changed on the server)"
+            ));
+        }
+    }
+    if let Some(t) = total.or(range_total) {
+        if end + 1 != t {
+            return Err(format!(
+                "the server sent bytes {start}-{end} of {t}, not the rest of the file"
+            ));
+        }
+    }
+    if let (Some(a), Some(b)) = (&validator.etag, &resp.etag) {
+        if a != b {
+            return Err(format!(
+                "ETag changed from {a} to {b} (the bundle changed on the server)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Delay before retry number `attempt` (1-based): `base * 2^(attempt-1)` capped at 60 s,
+/// then a random 50-100 % of it so a fleet does not reconnect in lockstep.
+pub fn backoff(attempt: u32, base: Duration, random: u64) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+    let capped = exp.min(Duration::from_secs(60));
+    let ms = capped.as_millis() as u64;
+    let half = ms / 2;
+    Duration::from_millis(half + random % (ms - half + 1))
+}
+
+fn random() -> u64 {
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    h.finish()
+}
+
+/// A resuming HTTP body.
+struct HttpReader {
+    client: Client,
+    url: String,
+    cfg: HttpConfig,
+    body: Option<Response>,
+    pos: u64,
+    total: Option<u64>,
+    validator: Validator,
+    started: bool,
+    failures: u32,
+    cancel: Option<Arc<AtomicBool>>,
+}
+
+enum Attempt {
+    Retry(String),
+    Fatal(SourceError),
+}
+
+fn header_str(resp: &Response, name: header::HeaderName) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+impl HttpReader {
+    fn new(
+        url: &str,
+        cfg: &HttpConfig,
+        cancel: Option<Arc<AtomicBool>>,
+    ) -> Result<HttpReader, SourceError> {
+        let mut builder = Client::builder()
+            .connect_timeout(cfg.connect_timeout)
+            // reqwest's blocking timeout applies to each operation (sending, every body
+            // read), i.e. it is a stall timeout, not a limit on the whole download.
+            .timeout(cfg.read_timeout);
+        if let Some(ca) = &cfg.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| {
+                SourceError::Setup(format!("cannot read CA file {}: {e}", ca.display()))
+            })?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                SourceError::Setup(format!(
+                    "CA file {} is not a PEM certificate: {e}",
+                    ca.display()
+                ))
+            })?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| SourceError::Setup(e.to_string()))?;
+        Ok(HttpReader {
+            client,
+            url: url.to_string(),
+            cfg: cfg.clone(),
+            body: None,
+            pos: 0,
+            total: None,
+            validator: Validator::default(),
+            started: false,
+            failures: 0,
+            cancel,
+        })
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
+    fn request(&mut self) -> Result<Response, Attempt> {
+        let mut req = self.client.get(&self.url);
+        if self.started {
+            req = req.header(header::RANGE, format!("bytes={}-", self.pos));
+            if let Some(v) = self.validator.if_range() {
+                req = req.header(header::IF_RANGE, v);
+            }
+        }
+        let resp = req.send().map_err(|e| Attempt::Retry(e.to_string()))?;
+        let status = resp.status().as_u16();
+        match classify(status) {
+            StatusClass::Ok => {}
+            StatusClass::Retry => return Err(Attempt::Retry(format!("HTTP {status}"))),
+            StatusClass::Permanent(hint) => {
+                return Err(Attempt::Fatal(SourceError::Permanent {
+                    url: self.url.clone(),
+                    status,
+                    hint,
+                }))
+            }
+        }
+        let facts = ResponseFacts {
+            status,
+            content_range: header_str(&resp, header::CONTENT_RANGE),
+            content_length: resp.content_length(),
+            etag: header_str(&resp, header::ETAG),
+            last_modified: header_str(&resp, header::LAST_MODIFIED),
+        };
+        if self.started {
+            check_resume(self.pos, self.total, &self.validator, &facts).map_err(|detail| {
+                Attempt::Fatal(SourceError::CannotResume {
+                    url: self.url.clone(),
+                    detail,
+                })
+            })?;
+        } else {
+            let (total, validator) = check_first(&facts).map_err(Attempt::Retry)?;
+            self.total = total;
+            self.validator = validator;
+            self.started = true;
+        }
+        Ok(resp)
+    }
+
+    /// Records a failure without progress; sleeps the backoff or gives up.
+    fn failed(&mut self, why: String) -> Result<(), SourceError> {
+        self.failures += 1;
+        if self.failures > self.cfg.retries {
+            return Err(SourceError::GaveUp {
+                url: self.url.clone(),
+                attempts: self.failures,
+                last: why,
+            });
+        }
+        let delay = backoff(self.failures, self.cfg.retry_delay, random());
+        let until = Instant::now() + delay;
+        while Instant::now() < until {
+            if self.cancelled() {
+                return Err(SourceError::Cancelled);
+            }
+            std::thread::sleep((until - Instant::now()).min(Duration::from_millis(50)));
+        }
+        Ok(())
+    }
+
+    fn connect(&mut self) -> Result<(), SourceError> {
+        loop {
+            if self.cancelled() {
+                return Err(SourceError::Cancelled);
+            }
+            match self.request() {
+                Ok(r) => {
+                    self.body = Some(r);
+                    return Ok(());
+                }
+                Err(Attempt::Fatal(e)) => return Err(e),
+                Err(Attempt::Retry(why)) => self.failed(why)?,
+            }
+        }
+    }
+}
+
+impl Read for HttpReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if self.cancelled() {
+                return Err(io::Error::other(SourceError::Cancelled));
+            }
+            if self.body.is_none() {
+                self.connect().map_err(io::Error::other)?;
+            }
+            let body = self.body.as_mut().expect("connected");
+            match body.read(buf) {
+                Ok(0) => {
+                    if self.total.is_some_and(|t| self.pos < t) {
+                        self.body = None;
+                        self.failed("the connection closed before the end of the bundle".into())
+                            .map_err(io::Error::other)?;
+                        continue;
+                    }
+                    return Ok(0);
+                }
+                Ok(n) => {
+                    self.pos += n as u64;
+                    self.failures = 0;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.body = None;
+                    self.failed(e.to_string()).map_err(io::Error::other)?;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partial(range: &str, etag: Option<&str>) -> ResponseFacts {
+        ResponseFacts {
+            status: 206,
+            content_range: Some(range.into()),
+            etag: etag.map(str::to_string),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn sources() {
+        assert_eq!(
+            BundleSource::parse("https://x/b.otab"),
+            BundleSource::Url("https://x/b.otab".into())
+        );
+        assert_eq!(
+            BundleSource::parse("http://x/b"),
+            BundleSource::Url("http://x/b".into())
+        );
+        assert_eq!(
+            BundleSource::parse("/tmp/b.otab"),
+            BundleSource::File("/tmp/b.otab".into())
+        );
+        assert_eq!(
+            BundleSource::parse("httpx.otab"),
+            BundleSource::File("httpx.otab".into())
+        );
+    }
+
+    #[test]
+    fn content_range_parsing() {
+        assert_eq!(
+            parse_content_range("bytes 100-999/1000"),
+            Some((100, 999, Some(1000)))
+        );
+        assert_eq!(parse_content_range("bytes 0-0/*"), Some((0, 0, None)));
+        assert_eq!(parse_content_range("bytes 5-4/10"), None);
+        assert_eq!(parse_content_range("items 0-1/2"), None);
+        assert_eq!(parse_content_range("bytes x-1/2"), None);
+    }
+
+    #[test]
+    fn status_classes() {
+        for s in [401, 403, 404, 410, 416] {
+            assert!(matches!(classify(s), StatusClass::Permanent(_)), "{s}");
+        }
+        for s in [429, 500, 502, 503, 504] {
+            assert_eq!(classify(s), StatusClass::Retry, "{s}");
+        }
+        assert_eq!(classify(206), StatusClass::Ok);
+    }
+
+    #[test]
+    fn resume_accepts_only_the_exact_continuation_of_the_same_file() {
+        let v = Validator {
+            etag: Some("\"v1\"".into()),
+            last_modified: None,
+        };
+        assert_eq!(v.if_range(), Some("\"v1\""));
+        assert!(check_resume(
+            100,
+            Some(1000),
+            &v,
+            &partial("bytes 100-999/1000", Some("\"v1\""))
+        )
+        .is_ok());
+        assert!(check_resume(100, Some(1000), &v, &partial("bytes 100-999/1000", None)).is_ok());
+        let e = check_resume(
+            100,
+            Some(1000),
+            &v,
+            &partial("bytes 100-999/1000", Some("\"v2\"")),
+        )
+        .unwrap_err();
+        assert!(e.contains("ETag"), "{e}");
+        let e = check_resume(
+            100,
+            Some(1000),
+            &v,
+            &partial("bytes 0-999/1000", Some("\"v1\"")),
+        )
+        .unwrap_err();
+        assert!(e.contains("from byte 0"), "{e}");
+        let e = check_resume(
+            100,
+            Some(1000),
+            &v,
+            &partial("bytes 100-1199/1200", Some("\"v1\"")),
+        )
+        .unwrap_err();
+        assert!(e.contains("changed"), "{e}");
+        let e = check_resume(
+            100,
+            Some(1000),
+            &v,
+            &partial("bytes 100-499/1000", Some("\"v1\"")),
+        )
+        .unwrap_err();
+        assert!(e.contains("not the rest"), "{e}");
+        // If-Range failed: the server sends the whole (new) file with 200
+        let whole = ResponseFacts {
+            status: 200,
+            content_length: Some(1000),
+            ..Default::default()
+        };
+        assert!(check_resume(100, Some(1000), &v, &whole)
+            .unwrap_err()
+            .contains("whole file"));
+        assert!(check_resume(
+            100,
+            Some(1000),
+            &v,
+            &ResponseFacts {
+                status: 206,
+                ..Default::default()
+            }
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn weak_etags_fall_back_to_last_modified() {
+        let v = Validator {
+            etag: Some("W/\"x\"".into()),
+            last_modified: Some("Tue, 01 Jan 2030 00:00:00 GMT".into()),
+        };
+        assert_eq!(v.if_range(), Some("Tue, 01 Jan 2030 00:00:00 GMT"));
+        assert_eq!(Validator::default().if_range(), None);
+    }
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let base = Duration::from_millis(100);
+        for attempt in 1..40 {
+            let full = base
+                .saturating_mul(1 << (attempt - 1).min(16))
+                .min(Duration::from_secs(60));
+            for r in [0, 1, 12345, u64::MAX] {
+                let d = backoff(attempt, base, r);
+                assert!(
+                    d >= full / 2 && d <= full,
+                    "attempt {attempt}: {d:?} vs {full:?}"
+                );
+            }
+        }
+        assert_ne!(backoff(5, base, 1), backoff(5, base, 777));
+        assert_eq!(backoff(1, Duration::ZERO, 99), Duration::ZERO);
+    }
+}

@@ -1,0 +1,174 @@
+//! The client's own files in the data directory: the state (`state.json`, replaced
+//! atomically: temp file, fsync, rename, fsync directory) and the lock that serialises
+//! writers (`lock`, an `flock` held for the whole operation and released by the kernel if
+//! the process dies).
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use ota_client_core::ClientState;
+
+/// File name of the state in the data directory.
+pub const STATE_FILE: &str = "state.json";
+/// File name of the lock in the data directory.
+pub const LOCK_FILE: &str = "lock";
+/// Free space the data directory needs for a few generations of the state file.
+pub const STATE_SPACE_NEEDED: u64 = 256 * 1024;
+
+/// A state file problem.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// I/O on a file of the data directory.
+    #[error("{op} {}: {error}", path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        error: std::io::Error,
+    },
+    /// The state file is not valid (it is written atomically, so this means outside damage).
+    #[error("state file {} is corrupt ({detail}); move it away to let the client start from what is running", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        detail: String,
+    },
+    /// Another writer holds the lock.
+    #[error("another ota-client operation holds the lock {}: try again when it has finished", path.display())]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
+}
+
+/// The data directory.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    dir: PathBuf,
+}
+
+/// The writer lock, held until dropped.
+#[derive(Debug)]
+pub struct WriterLock {
+    _lock: Flock<File>,
+}
+
+impl DataDir {
+    /// The data directory at `dir` (created on first write).
+    pub fn new(dir: impl Into<PathBuf>) -> DataDir {
+        DataDir { dir: dir.into() }
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+        move |error| StoreError::Io {
+            op,
+            path: path.to_path_buf(),
+            error,
+        }
+    }
+
+    /// Takes the writer lock without waiting: a second writer fails at once.
+    pub fn lock(&self) -> Result<WriterLock, StoreError> {
+        std::fs::create_dir_all(&self.dir).map_err(Self::io("creating", &self.dir))?;
+        let path = self.dir.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(Self::io("opening", &path))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(WriterLock { _lock: lock }),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(StoreError::Locked { path }),
+            Err((_, e)) => Err(StoreError::Io {
+                op: "locking",
+                path,
+                error: e.into(),
+            }),
+        }
+    }
+
+    /// The persisted state, or `None` if the client never wrote one.
+    pub fn load(&self) -> Result<Option<ClientState>, StoreError> {
+        let path = self.dir.join(STATE_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Self::io("reading", &path)(e)),
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                path,
+                detail: e.to_string(),
+            })
+    }
+
+    /// Replaces the state atomically.
+    pub fn save(&self, state: &ClientState) -> Result<(), StoreError> {
+        std::fs::create_dir_all(&self.dir).map_err(Self::io("creating", &self.dir))?;
+        let path = self.dir.join(STATE_FILE);
+        let mut bytes = serde_json::to_vec_pretty(state).expect("state serialises");
+        bytes.push(b'\n');
+        ota_keys::write_file_atomically(&path, &bytes, 0o644).map_err(Self::io("writing", &path))
+    }
+
+    /// Free bytes for unprivileged writers in the data directory (or its nearest existing
+    /// ancestor, before it is created).
+    pub fn free_space(&self) -> Result<u64, StoreError> {
+        let mut probe = self.dir.as_path();
+        while !probe.exists() {
+            probe = probe.parent().unwrap_or(Path::new("/"));
+        }
+        let st = nix::sys::statvfs::statvfs(probe).map_err(|e| StoreError::Io {
+            op: "measuring free space in",
+            path: probe.to_path_buf(),
+            error: e.into(),
+        })?;
+        Ok((st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trip_and_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = DataDir::new(dir.path().join("ota"));
+        assert_eq!(d.load().unwrap(), None);
+        let mut s = ClientState::default();
+        s.record_mut("rootfs", ota_client_core::Slot::B).state =
+            ota_client_core::SlotState::Installed;
+        d.save(&s).unwrap();
+        assert_eq!(d.load().unwrap(), Some(s));
+        std::fs::write(d.path().join(STATE_FILE), b"{ not json").unwrap();
+        let e = d.load().unwrap_err().to_string();
+        assert!(e.contains("corrupt") && e.contains("state.json"), "{e}");
+        assert!(d.free_space().unwrap() > 0);
+    }
+
+    #[test]
+    fn second_writer_fails_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = DataDir::new(dir.path());
+        let held = d.lock().unwrap();
+        let e = d.lock().unwrap_err().to_string();
+        assert!(
+            e.contains("another ota-client operation holds the lock"),
+            "{e}"
+        );
+        drop(held);
+        d.lock().unwrap();
+    }
+}

@@ -1,0 +1,126 @@
+//! Installs from a URL over a real HTTP server on 127.0.0.1: resume after a dropped
+//! connection, permanent errors, a changed file, a stalled body.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::http::{Behaviour, Server};
+use common::robot::*;
+use ota_client::{BundleSource, InstallOptions, NoProgress, Slot};
+
+fn install_url(r: &Robot, url: &str) -> Result<ota_client::InstallReport, ota_client::ClientError> {
+    r.client().install(
+        &BundleSource::parse(url),
+        &InstallOptions::default(),
+        &mut NoProgress,
+    )
+}
+
+#[test]
+fn dropped_connection_resumes_with_range_and_succeeds() {
+    let body = rootfs_bundle("2.0.0");
+    let server = Server::start(Behaviour {
+        drop_first_after: Some(body.len() / 2),
+        body: body.clone(),
+        etag: "v2".into(),
+        ..Default::default()
+    });
+    let r = Robot::new(Backend::Grub);
+    install_url(&r, &server.url("/bundle.otab")).unwrap();
+    let seen = server.requests();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0].range, None);
+    assert_eq!(
+        seen[1].range.as_deref(),
+        Some(format!("bytes={}-", body.len() / 2).as_str())
+    );
+    assert_eq!(seen[1].if_range.as_deref(), Some("\"v2\""));
+    assert_eq!(r.slot_bytes("rootfs", Slot::B), rootfs_image("2.0.0"));
+    let (booted, confirm) = r.reboot_and_confirm();
+    assert_eq!(booted, Slot::B);
+    confirm.unwrap();
+}
+
+#[test]
+fn not_found_stops_at_once() {
+    let server = Server::start(Behaviour {
+        body: vec![1],
+        etag: "x".into(),
+        ..Default::default()
+    });
+    let r = Robot::new(Backend::Grub);
+    let before = r.snapshot();
+    let start = Instant::now();
+    let err = install_url(&r, &server.url("/missing.otab"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("HTTP 404") && err.contains("check the URL"),
+        "{err}"
+    );
+    assert_eq!(
+        server.requests().len(),
+        1,
+        "no retries on a permanent error"
+    );
+    assert!(start.elapsed() < Duration::from_secs(2));
+    assert_eq!(r.snapshot(), before);
+}
+
+#[test]
+fn a_file_changed_on_the_server_is_not_spliced() {
+    let body = rootfs_bundle("2.0.0");
+    let server = Server::start(Behaviour {
+        drop_first_after: Some(body.len() / 2),
+        body: body.clone(),
+        etag: "v2".into(),
+        replaced_by: Some(rootfs_bundle("2.0.1")),
+        ..Default::default()
+    });
+    let r = Robot::new(Backend::Grub);
+    let err = install_url(&r, &server.url("/bundle.otab"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot resume"), "{err}");
+    assert_eq!(r.status().trial, None, "nothing armed");
+    assert_eq!(r.slot_state("rootfs", Slot::B), "writing");
+    assert_eq!(r.reboot(), Slot::A);
+}
+
+#[test]
+fn a_stalled_body_times_out_and_resumes() {
+    let body = rootfs_bundle("2.0.0");
+    let server = Server::start(Behaviour {
+        drop_first_after: Some(body.len() / 3),
+        stall_first: Some(Duration::from_secs(6)),
+        body: body.clone(),
+        etag: "v2".into(),
+        ..Default::default()
+    });
+    let r = Robot::new(Backend::File);
+    let start = Instant::now();
+    install_url(&r, &server.url("/bundle.otab")).unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(6),
+        "the 2 s read timeout fired: {:?}",
+        start.elapsed()
+    );
+    assert_eq!(server.requests().len(), 2);
+    assert_eq!(r.slot_bytes("rootfs", Slot::B), rootfs_image("2.0.0"));
+}
+
+#[test]
+fn an_unreachable_server_gives_up_after_bounded_retries() {
+    // Bind and drop to get a port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let r = Robot::new(Backend::Grub);
+    let err = install_url(&r, &format!("http://127.0.0.1:{port}/bundle.otab"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("failed after 5 attempts"), "{err}");
+}

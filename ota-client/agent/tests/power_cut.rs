@@ -1,0 +1,357 @@
+//! Power cuts at every phase boundary of install/confirm/mark-bad (through the client's
+//! checkpoint hook) and at random byte offsets while a slot is written (a writer that stops
+//! after N bytes). After each cut the robot reboots through the shipped GRUB script; the
+//! slot it boots must hold a complete verified image, the client must settle, and a new
+//! install must succeed and be confirmed.
+
+mod common;
+
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use common::robot::*;
+use ota_client::slotio::SlotWriter;
+use ota_client::{BundleSource, Client, Hooks, InstallOptions, NoProgress, Slot};
+
+/// Cut after this many checkpoints (`None`: record them all).
+#[derive(Clone)]
+struct Cut {
+    at: Option<usize>,
+    seen: Arc<AtomicUsize>,
+    names: Arc<Mutex<Vec<String>>>,
+    dead: Arc<AtomicBool>,
+    /// Stop writing slots after this many bytes (per writer).
+    write_limit: Option<u64>,
+}
+
+impl Cut {
+    fn new(at: Option<usize>, write_limit: Option<u64>) -> Cut {
+        Cut {
+            at,
+            seen: Arc::default(),
+            names: Arc::default(),
+            dead: Arc::default(),
+            write_limit,
+        }
+    }
+
+    fn hooks(&self) -> Hooks {
+        let me = self.clone();
+        let crash_at = Arc::new(move |name: &str| {
+            if me.dead.load(Ordering::SeqCst) {
+                return true;
+            }
+            let n = me.seen.fetch_add(1, Ordering::SeqCst);
+            me.names.lock().unwrap().push(name.to_string());
+            if me.at == Some(n) {
+                me.dead.store(true, Ordering::SeqCst);
+            }
+            me.dead.load(Ordering::SeqCst)
+        });
+        let wrap_writer = self.write_limit.map(|limit| {
+            let dead = Arc::clone(&self.dead);
+            Arc::new(move |inner: Box<dyn SlotWriter>| -> Box<dyn SlotWriter> {
+                Box::new(CutWriter {
+                    inner,
+                    left: limit,
+                    dead: Arc::clone(&dead),
+                })
+            }) as Arc<dyn Fn(Box<dyn SlotWriter>) -> Box<dyn SlotWriter> + Send + Sync>
+        });
+        Hooks {
+            crash_at: Some(crash_at),
+            wrap_writer,
+        }
+    }
+
+    fn fired(&self) -> bool {
+        self.dead.load(Ordering::SeqCst)
+    }
+}
+
+/// Writes the first `left` bytes, then the power is gone.
+struct CutWriter {
+    inner: Box<dyn SlotWriter>,
+    left: u64,
+    dead: Arc<AtomicBool>,
+}
+
+impl Write for CutWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.dead.load(Ordering::SeqCst) || self.left == 0 {
+            self.dead.store(true, Ordering::SeqCst);
+            return Err(io::Error::other("power cut"));
+        }
+        let n = buf.len().min(self.left as usize);
+        let n = self.inner.write(&buf[..n])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl SlotWriter for CutWriter {
+    fn sync(&mut self) -> io::Result<()> {
+        if self.dead.load(Ordering::SeqCst) {
+            return Err(io::Error::other("power cut"));
+        }
+        self.inner.sync()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Scenario {
+    BootHealthy,
+    BootUnhealthy,
+    Rollback,
+    LiveHealthy,
+    LiveUnhealthy,
+    MixedHealthy,
+    MarkBadFallback,
+}
+
+const VERSIONS: &[&str] = &["2.0.0", "9.0.0"];
+
+fn client(r: &Robot, cut: &Cut) -> Client {
+    let mut c = r.client();
+    c.set_hooks(cut.hooks());
+    c
+}
+
+fn install(r: &Robot, cut: &Cut, bundle: &[u8]) -> bool {
+    let p = r.put("bundle.otab", bundle);
+    let res = client(r, cut).install(
+        &BundleSource::File(p),
+        &InstallOptions::default(),
+        &mut NoProgress,
+    );
+    if let Err(e) = &res {
+        if !cut.fired() {
+            // Only the intended failures (failed health checks) are allowed without a cut.
+            assert!(
+                matches!(e, ota_client::ClientError::LiveFailed(_)),
+                "unexpected install failure: {e}"
+            );
+        }
+    }
+    !cut.fired()
+}
+
+fn confirm(r: &Robot, cut: &Cut) -> bool {
+    let _ = client(r, cut).confirm();
+    !cut.fired()
+}
+
+/// Runs the scenario until the power is cut. Returns whether it ran to the end.
+fn run(r: &Robot, scenario: Scenario, cut: &Cut) -> bool {
+    match scenario {
+        Scenario::BootHealthy => {
+            install(r, cut, &rootfs_bundle("2.0.0")) && {
+                r.reboot();
+                confirm(r, cut)
+            }
+        }
+        Scenario::BootUnhealthy => {
+            r.set_healthy(false);
+            install(r, cut, &rootfs_bundle("2.0.0"))
+                && {
+                    r.reboot();
+                    confirm(r, cut)
+                }
+                && {
+                    r.reboot();
+                    confirm(r, cut)
+                }
+        }
+        Scenario::Rollback => {
+            install(r, cut, &rootfs_bundle("2.0.0")) && {
+                for _ in 0..4 {
+                    r.reboot();
+                }
+                confirm(r, cut)
+            }
+        }
+        Scenario::LiveHealthy => install(r, cut, &model_bundle("2.0.0")),
+        Scenario::LiveUnhealthy => {
+            r.set_healthy(false);
+            install(r, cut, &model_bundle("2.0.0"))
+        }
+        Scenario::MixedHealthy => {
+            install(r, cut, &mixed_bundle("2.0.0")) && {
+                r.reboot();
+                confirm(r, cut)
+            }
+        }
+        Scenario::MarkBadFallback => {
+            // Setup without cuts: B committed, both slots good.
+            r.install(&rootfs_bundle("2.0.0")).unwrap();
+            r.reboot();
+            r.client().confirm().unwrap();
+            r.client().mark_good(Some(Slot::A)).unwrap();
+            let _ = client(r, cut).mark_bad(None);
+            !cut.fired()
+        }
+    }
+}
+
+/// After a cut: boot, check, settle, then prove the robot still takes updates.
+fn recover_and_update(r: &Robot, context: &str) {
+    r.set_healthy(true);
+    for round in 0..6 {
+        r.reboot();
+        r.assert_boots_good_slot(VERSIONS, &format!("{context}, reboot {round}"));
+        let res = r.client().confirm();
+        r.assert_boots_good_slot(VERSIONS, &format!("{context}, after confirm {round}"));
+        let st = r.status();
+        if res.is_ok()
+            && st.trial.is_none()
+            && st.pending_trial.is_none()
+            && st.live_trial.is_none()
+            && st.booted == st.primary
+        {
+            break;
+        }
+        assert!(
+            round < 5,
+            "{context}: the client never settled: {res:?} {st:?}"
+        );
+    }
+    r.take_reboot_requests();
+    let report = r
+        .install(&mixed_bundle("9.0.0"))
+        .unwrap_or_else(|e| panic!("{context}: update after the cut failed: {e}"));
+    let ota_client::InstallReport::TrialArmed { slot, .. } = report else {
+        panic!("{context}: {report:?}")
+    };
+    let (booted, res) = r.reboot_and_confirm();
+    assert_eq!(booted, slot, "{context}");
+    res.unwrap_or_else(|e| panic!("{context}: confirm of the update after the cut failed: {e}"));
+    assert_eq!(
+        r.slot_bytes("rootfs", booted),
+        rootfs_image("9.0.0"),
+        "{context}"
+    );
+    assert_eq!(
+        r.slot_bytes("model", r.model_link()),
+        model_image("9.0.0"),
+        "{context}"
+    );
+    assert_eq!(r.status().primary, Some(booted), "{context}");
+}
+
+fn cut_every_checkpoint(scenario: Scenario, backend: Backend) -> usize {
+    let probe = Robot::new(backend);
+    let record = Cut::new(None, None);
+    assert!(run(&probe, scenario, &record), "{scenario:?} runs cleanly");
+    let names = record.names.lock().unwrap().clone();
+    assert!(names.len() >= 3, "{scenario:?}: {names:?}");
+    for (i, name) in names.iter().enumerate() {
+        let r = Robot::new(backend);
+        let cut = Cut::new(Some(i), None);
+        assert!(!run(&r, scenario, &cut), "cut {i} fired");
+        recover_and_update(&r, &format!("{scenario:?}/{backend:?} cut at #{i} {name}"));
+    }
+    names.len()
+}
+
+#[test]
+fn cuts_at_every_install_and_confirm_boundary_grub() {
+    let mut total = 0;
+    for s in [
+        Scenario::BootHealthy,
+        Scenario::BootUnhealthy,
+        Scenario::Rollback,
+        Scenario::MixedHealthy,
+    ] {
+        total += cut_every_checkpoint(s, Backend::Grub);
+    }
+    eprintln!("{total} checkpoint cuts (grub)");
+    assert!(total >= 40, "{total} cut points");
+}
+
+#[test]
+fn cuts_at_every_live_and_mark_boundary() {
+    let mut total = 0;
+    for s in [
+        Scenario::LiveHealthy,
+        Scenario::LiveUnhealthy,
+        Scenario::MarkBadFallback,
+    ] {
+        total += cut_every_checkpoint(s, Backend::Grub);
+    }
+    eprintln!("{total} checkpoint cuts (live, mark-bad)");
+    assert!(total >= 15, "{total} cut points");
+}
+
+#[test]
+fn cuts_at_every_boundary_file_backend() {
+    let mut total = 0;
+    for s in [Scenario::BootHealthy, Scenario::Rollback] {
+        total += cut_every_checkpoint(s, Backend::File);
+    }
+    eprintln!("{total} checkpoint cuts (file backend)");
+    assert!(total >= 15, "{total} cut points");
+}
+
+/// Deterministic offsets spread over the image, including 0 and the last byte.
+fn offsets(n: usize, max: u64, seed: u64) -> Vec<u64> {
+    let mut x = seed;
+    let mut out = vec![0, 1, max - 1];
+    while out.len() < n {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        out.push((x >> 33) % max);
+    }
+    out
+}
+
+#[test]
+fn cuts_at_random_byte_offsets_while_writing_rootfs() {
+    for (i, limit) in offsets(100, ROOTFS_SIZE as u64, 7).into_iter().enumerate() {
+        let backend = if i % 2 == 0 {
+            Backend::Grub
+        } else {
+            Backend::File
+        };
+        let r = Robot::new(backend);
+        let cut = Cut::new(None, Some(limit));
+        assert!(
+            !run(&r, Scenario::BootHealthy, &cut),
+            "cut at byte {limit} fired"
+        );
+        assert_ne!(
+            r.status().trial.map(|t| t.slot),
+            Some(Slot::B),
+            "a partly written slot was armed"
+        );
+        recover_and_update(
+            &r,
+            &format!("rootfs write cut at byte {limit} ({backend:?})"),
+        );
+    }
+}
+
+#[test]
+fn cuts_at_random_byte_offsets_while_writing_live_and_mixed() {
+    for (i, limit) in offsets(50, MODEL_SIZE as u64, 11).into_iter().enumerate() {
+        let r = Robot::new(Backend::Grub);
+        let cut = Cut::new(None, Some(limit));
+        let scenario = if i % 2 == 0 {
+            Scenario::LiveHealthy
+        } else {
+            Scenario::MixedHealthy
+        };
+        assert!(!run(&r, scenario, &cut), "cut at byte {limit} fired");
+        assert_eq!(
+            r.model_link(),
+            Slot::A,
+            "switched to a partly written model"
+        );
+        recover_and_update(&r, &format!("{scenario:?} write cut at byte {limit}"));
+    }
+}

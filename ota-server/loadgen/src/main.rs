@@ -1,0 +1,637 @@
+//! `ota-loadgen`: load benchmark of ota-server's device poll path.
+//!
+//! Starts the release `ota-server` as a child process on 127.0.0.1:0 over a temp data dir (or targets a running
+//! one with `--server`), enrolls `--devices` devices in parallel, publishes a bundle and rolls it out to a canary
+//! share of the fleet (so some polls carry an offer), then drives polls with realistic telemetry over
+//! `--connections` keep-alive connections:
+//!
+//! 1. **rate phase** (the target): an open-loop schedule of `--rate` polls/s spread evenly over the connections for
+//!    `--warmup-secs` + `--duration-secs`. Latency is measured from each poll's *scheduled* send time, so a server
+//!    that falls behind shows up in the percentiles (no coordinated omission).
+//! 2. **saturation phase** (headroom, `--saturate-secs`, 0 skips it): every connection polls back-to-back; reports
+//!    the most polls/s the pair of processes manages on this machine.
+//!
+//! Reports polls/s, p50/p90/p99/max latency, errors, offers, CPU used by server and client, and the server's peak
+//! RSS (`VmHWM`). Everything is bounded: fixed device count, fixed durations, 10 s request timeout.
+
+#![forbid(unsafe_code)]
+
+mod child;
+mod conn;
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use hdrhistogram::Histogram;
+use hyper::body::Bytes;
+use hyper::header::HeaderValue;
+use hyper::{Method, StatusCode};
+use ota_protocol::device::{EnrollRequest, EnrollResponse, PollRequest, PollResponse, Position, Telemetry};
+
+use crate::child::ServerProcess;
+use crate::conn::{bearer, Conn, JSON, OCTETS};
+
+/// Load benchmark of ota-server's device poll path (targets 127.0.0.1 only).
+#[derive(Parser, Debug)]
+#[command(name = "ota-loadgen", version, about)]
+struct Args {
+    /// Target a running server at this base URL (http://127.0.0.1:PORT) instead of starting one. Needs
+    /// --admin-token and --enrollment-secret (and --signing-key for the rollout).
+    #[arg(long)]
+    server: Option<String>,
+    /// Admin token of the --server.
+    #[arg(long, env = "OTA_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Enrollment secret of the --server.
+    #[arg(long, env = "OTA_ENROLLMENT_SECRET", hide_env_values = true)]
+    enrollment_secret: Option<String>,
+    /// Release signing key (PEM) the --server trusts, to publish the rollout bundle.
+    #[arg(long)]
+    signing_key: Option<PathBuf>,
+    /// The ota-server binary to start (default: next to this executable).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// Devices to enroll.
+    #[arg(long, default_value_t = 10_000)]
+    devices: usize,
+    /// Concurrent enrollments.
+    #[arg(long, default_value_t = 200)]
+    enroll_concurrency: usize,
+    /// Keep-alive connections polling at once.
+    #[arg(long, default_value_t = 1_000)]
+    connections: usize,
+    /// Offered poll rate of the rate phase, polls/s.
+    #[arg(long, default_value_t = 20_000)]
+    rate: u64,
+    /// Warm-up before measuring, seconds.
+    #[arg(long, default_value_t = 3)]
+    warmup_secs: u64,
+    /// Measured duration of the rate phase, seconds.
+    #[arg(long, default_value_t = 20)]
+    duration_secs: u64,
+    /// Duration of the closed-loop saturation phase, seconds (0: skip).
+    #[arg(long, default_value_t = 10)]
+    saturate_secs: u64,
+    /// Percent of devices tagged ring=canary and targeted by a rollout (their polls get an offer; 0: no rollout).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=100))]
+    canary_percent: u32,
+    /// Client runtime worker threads.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Pass when the rate phase achieves at least this many polls/s ...
+    #[arg(long, default_value_t = 20_000.0)]
+    target_rate: f64,
+    /// ... with a p99 latency at or below this many milliseconds (and no errors).
+    #[arg(long, default_value_t = 20.0)]
+    target_p99_ms: f64,
+}
+
+const COMPATIBLE: &str = "acme-robot-v2";
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads.max(1)).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ota-loadgen: error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(2),
+        Err(e) => {
+            eprintln!("ota-loadgen: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses `http://127.0.0.1:PORT` (or `localhost`, `[::1]`), refusing anything that is not loopback.
+fn loopback_addr(url: &str) -> anyhow::Result<SocketAddr> {
+    let rest = url.strip_prefix("http://").context("--server must be an http:// URL")?;
+    let hostport = rest.split('/').next().unwrap_or_default();
+    let addr: SocketAddr = match hostport.strip_prefix("localhost:") {
+        Some(port) => SocketAddr::from(([127, 0, 0, 1], port.parse().context("bad port in --server")?)),
+        None => hostport.parse().with_context(|| format!("--server needs an IP:PORT, got {hostport:?}"))?,
+    };
+    if !addr.ip().is_loopback() {
+        bail!("ota-loadgen only targets the loopback interface, not {}", addr.ip());
+    }
+    Ok(addr)
+}
+
+/// A small, fast PRNG (xorshift64*): telemetry values and nothing security-related.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `[0, 1)`.
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn device_id(i: usize) -> String {
+    format!("robot-{i:05}")
+}
+
+fn is_canary(i: usize, percent: u32) -> bool {
+    (i % 100) < percent as usize
+}
+
+/// A poll like a robot sends it: versions and slots, plus telemetry that moves a little on every poll.
+fn poll_body(rng: &mut Rng, device: usize, uptime: u64) -> Bytes {
+    let mut metrics = BTreeMap::new();
+    metrics.insert("inference_latency_ms".to_string(), 35.0 + rng.unit() * 15.0);
+    metrics.insert("motor_temp_c".to_string(), 40.0 + rng.unit() * 20.0);
+    metrics.insert("wifi_rssi_dbm".to_string(), -70.0 + rng.unit() * 30.0);
+    let mut slots = BTreeMap::new();
+    slots.insert("a".to_string(), "1.0.0".to_string());
+    slots.insert("b".to_string(), "0.9.0".to_string());
+    let request = PollRequest {
+        compatible: COMPATIBLE.into(),
+        current_version: Some(semver::Version::new(1, 0, 0)),
+        booted_slot: Some("a".into()),
+        slots,
+        telemetry: Telemetry {
+            battery_percent: Some(20.0 + rng.unit() * 80.0),
+            position: Some(Position {
+                x: (device % 100) as f64 + rng.unit(),
+                y: (device / 100) as f64 - rng.unit(),
+                theta: Some(rng.unit() * std::f64::consts::TAU),
+                frame: Some("map".into()),
+            }),
+            cpu_percent: Some(rng.unit() * 100.0),
+            memory_used_bytes: Some(1_000_000_000 + rng.next() % 2_000_000_000),
+            memory_total_bytes: Some(4_294_967_296),
+            disk_used_bytes: Some(8_000_000_000 + rng.next() % 1_000_000_000),
+            disk_total_bytes: Some(32_000_000_000),
+            uptime_secs: Some(uptime),
+            metrics,
+        },
+    };
+    Bytes::from(serde_json::to_vec(&request).expect("a poll request serializes"))
+}
+
+fn enroll_body(i: usize, secret: &str, canary_percent: u32) -> Bytes {
+    let mut tags = BTreeMap::new();
+    tags.insert("site".to_string(), format!("warehouse-{}", i % 20));
+    tags.insert("model".to_string(), if i % 3 == 0 { "picker" } else { "carrier" }.to_string());
+    tags.insert("ring".to_string(), if is_canary(i, canary_percent) { "canary" } else { "main" }.to_string());
+    let request = EnrollRequest {
+        enrollment_secret: secret.into(),
+        device_id: device_id(i),
+        compatible: COMPATIBLE.into(),
+        tags,
+        request_id: format!("loadgen-{i}"),
+    };
+    Bytes::from(serde_json::to_vec(&request).expect("an enroll request serializes"))
+}
+
+/// Enrolls devices `0..n` with `concurrency` workers; returns their `Authorization` header values.
+async fn enroll_all(addr: SocketAddr, secret: &str, n: usize, concurrency: usize, canary: u32) -> anyhow::Result<Vec<HeaderValue>> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let secret: Arc<str> = secret.into();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency.clamp(1, n.max(1)) {
+        let next = next.clone();
+        let secret = secret.clone();
+        workers.push(tokio::spawn(async move {
+            let mut conn = Conn::new(addr, Duration::from_secs(30))?;
+            let mut out = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return Ok::<_, anyhow::Error>(out);
+                }
+                let body = enroll_body(i, &secret, canary);
+                let mut attempt = 0;
+                let (status, answer) = loop {
+                    attempt += 1;
+                    match conn.send(Method::POST, ota_protocol::paths::ENROLL, None, Some(JSON), body.clone()).await {
+                        Ok((s, _)) if (s == StatusCode::SERVICE_UNAVAILABLE || s == StatusCode::TOO_MANY_REQUESTS) && attempt < 5 => {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        Ok(answer) => break answer,
+                        Err(e) if attempt < 5 => eprintln!("enroll {}: {e:#}; retrying", device_id(i)),
+                        Err(e) => return Err(e.context(format!("enrolling {}", device_id(i)))),
+                    }
+                };
+                if status != StatusCode::OK {
+                    bail!("enrolling {}: HTTP {status}: {}", device_id(i), String::from_utf8_lossy(&answer));
+                }
+                let answer: EnrollResponse = serde_json::from_slice(&answer).context("bad enroll answer")?;
+                out.push((i, bearer(&answer.token)?));
+            }
+        }));
+    }
+    let mut tokens = vec![None; n];
+    for w in workers {
+        for (i, token) in w.await.context("enroll worker panicked")?? {
+            tokens[i] = Some(token);
+        }
+    }
+    Ok(tokens.into_iter().map(|t| t.expect("every device enrolled")).collect())
+}
+
+/// Publishes a signed 1.1.0 bundle and rolls it out (single stage, 100 %) to the devices tagged ring=canary.
+async fn create_rollout(addr: SocketAddr, admin: &HeaderValue, key: &ota_keys::SecretKey) -> anyhow::Result<u64> {
+    let spec = ota_bundle_format::BundleSpec {
+        version: semver::Version::new(1, 1, 0),
+        compatible: COMPATIBLE.into(),
+        created: 1_700_000_000,
+        description: "ota-loadgen rollout bundle".into(),
+        level: 1,
+        workers: 1,
+    };
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let image: Vec<u8> = (0..64 * 1024).map(|_| rng.next() as u8).collect();
+    let images = vec![ota_bundle_format::ImageInput {
+        name: "rootfs.ext4".into(),
+        slot_class: "rootfs".into(),
+        reader: Box::new(Cursor::new(image)),
+    }];
+    let keys = [ota_keys::SecretKey::from_pem(&key.to_pem())?];
+    let (_, bundle) = ota_bundle_format::build_bundle(Vec::new(), &spec, images, &keys, || Ok(Cursor::new(Vec::new())), |_| {})
+        .context("building the rollout bundle")?;
+    let mut conn = Conn::new(addr, Duration::from_secs(60))?;
+    let (status, answer) = conn.send(Method::POST, ota_protocol::paths::BUNDLES, Some(admin), Some(OCTETS), bundle.into()).await?;
+    if !status.is_success() {
+        bail!("publishing the bundle: HTTP {status}: {}", String::from_utf8_lossy(&answer));
+    }
+    let published: ota_protocol::admin::PublishResponse = serde_json::from_slice(&answer)?;
+    let request = serde_json::json!({
+        "bundle_id": published.bundle_id,
+        "tags": {"ring": "canary"},
+        "stages": [100],
+        "failure_threshold": 0.5,
+        "name": "ota-loadgen canary",
+    });
+    let (status, answer) = conn
+        .send(Method::POST, ota_protocol::paths::ROLLOUTS, Some(admin), Some(JSON), serde_json::to_vec(&request)?.into())
+        .await?;
+    if status != StatusCode::CREATED {
+        bail!("creating the rollout: HTTP {status}: {}", String::from_utf8_lossy(&answer));
+    }
+    let info: ota_protocol::admin::RolloutInfo = serde_json::from_slice(&answer)?;
+    Ok(info.counts.targeted)
+}
+
+/// What one phase measured.
+struct PhaseResult {
+    /// Latency of the polls scheduled (rate) or sent (closed loop) inside the measured window, in µs.
+    latency: Histogram<u64>,
+    /// Polls answered 200 inside the measured window.
+    completed: u64,
+    /// Failed polls (transport errors, timeouts, non-200) during the whole phase, warm-up included.
+    errors: u64,
+    /// Polls answered with an update offer.
+    offers: u64,
+    /// A few error messages.
+    samples: Vec<String>,
+    /// Measured window.
+    window: Duration,
+}
+
+/// Runs one phase. `rate`: open-loop polls/s over all connections; `None`: closed loop (back-to-back).
+async fn poll_phase(
+    addr: SocketAddr,
+    tokens: Arc<Vec<HeaderValue>>,
+    connections: usize,
+    rate: Option<u64>,
+    warmup: Duration,
+    duration: Duration,
+) -> anyhow::Result<PhaseResult> {
+    let t0 = tokio::time::Instant::now() + Duration::from_millis(200);
+    let measure_from = t0 + warmup;
+    let end = measure_from + duration;
+    let interval = rate.map(|r| Duration::from_secs_f64(connections as f64 / r as f64));
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let tokens = tokens.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::new(addr, REQUEST_TIMEOUT)?;
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            let mut rng = Rng(0x2545_F491_4F6C_DD1D ^ ((c as u64 + 1) * 0x9E37_79B9));
+            let (mut completed, mut errors, mut offers) = (0u64, 0u64, 0u64);
+            let mut samples = Vec::new();
+            // Spread the connections' schedules evenly over one interval.
+            let mut next = interval.map(|i| t0 + i.mul_f64(c as f64 / connections as f64)).unwrap_or(t0);
+            let mut k = 0usize;
+            loop {
+                let scheduled = match interval {
+                    Some(i) => {
+                        tokio::time::sleep_until(next).await;
+                        let s = next;
+                        next += i;
+                        s
+                    }
+                    None => {
+                        if k == 0 {
+                            tokio::time::sleep_until(t0).await;
+                        }
+                        tokio::time::Instant::now()
+                    }
+                };
+                if scheduled >= end {
+                    break;
+                }
+                let device = (c + k * connections) % tokens.len();
+                k += 1;
+                let body = poll_body(&mut rng, device, 86_400 + k as u64);
+                let result = conn.send(Method::POST, ota_protocol::paths::POLL, Some(&tokens[device]), Some(JSON), body).await;
+                let done = tokio::time::Instant::now();
+                let ok = match result {
+                    Ok((StatusCode::OK, answer)) => match serde_json::from_slice::<PollResponse>(&answer) {
+                        Ok(p) => {
+                            offers += u64::from(p.update.is_some());
+                            true
+                        }
+                        Err(e) => {
+                            if samples.len() < 3 {
+                                samples.push(format!("bad poll answer: {e}"));
+                            }
+                            false
+                        }
+                    },
+                    Ok((status, answer)) => {
+                        if samples.len() < 3 {
+                            samples.push(format!("HTTP {status}: {}", String::from_utf8_lossy(&answer)));
+                        }
+                        false
+                    }
+                    Err(e) => {
+                        if samples.len() < 3 {
+                            samples.push(format!("{e:#}"));
+                        }
+                        false
+                    }
+                };
+                if !ok {
+                    errors += 1;
+                    continue;
+                }
+                if scheduled >= measure_from {
+                    let micros = done.duration_since(scheduled).as_micros().max(1);
+                    hist.saturating_record(u64::try_from(micros).unwrap_or(u64::MAX));
+                }
+                if done >= measure_from && done < end {
+                    completed += 1;
+                }
+            }
+            Ok::<_, anyhow::Error>((hist, completed, errors, offers, samples))
+        }));
+    }
+    let mut result = PhaseResult {
+        latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+        completed: 0,
+        errors: 0,
+        offers: 0,
+        samples: Vec::new(),
+        window: duration,
+    };
+    for t in tasks {
+        let (hist, completed, errors, offers, samples) = t.await.context("poll worker panicked")??;
+        result.latency.add(&hist)?;
+        result.completed += completed;
+        result.errors += errors;
+        result.offers += offers;
+        if result.samples.len() < 5 {
+            result.samples.extend(samples);
+        }
+    }
+    Ok(result)
+}
+
+fn ms(micros: u64) -> f64 {
+    micros as f64 / 1000.0
+}
+
+fn print_phase(name: &str, r: &PhaseResult, cpu: &CpuUse) -> f64 {
+    let rate = r.completed as f64 / r.window.as_secs_f64();
+    let h = &r.latency;
+    println!("{name}:");
+    println!("  polls/s     {rate:>10.0}   ({} answered in {:.0} s)", r.completed, r.window.as_secs_f64());
+    println!(
+        "  latency ms  p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+        ms(h.value_at_quantile(0.50)),
+        ms(h.value_at_quantile(0.90)),
+        ms(h.value_at_quantile(0.99)),
+        ms(h.value_at_quantile(0.999)),
+        ms(h.max())
+    );
+    println!("  errors      {}   offers {}", r.errors, r.offers);
+    let secs = r.window.as_secs_f64();
+    let per_poll = |c: f64| c * 1e6 / r.completed.max(1) as f64;
+    if let Some(c) = cpu.server {
+        println!("  server CPU  {:.2} cores ({:.1} µs per poll)", c / secs, per_poll(c));
+    }
+    if let Some(c) = cpu.client {
+        println!("  client CPU  {:.2} cores ({:.1} µs per poll)", c / secs, per_poll(c));
+    }
+    if let Some(m) = cpu.machine {
+        let others = m - cpu.server.unwrap_or(0.0) - cpu.client.unwrap_or(0.0);
+        println!("  other CPU   {:.2} cores (other processes on this machine during the window)", (others / secs).max(0.0));
+    }
+    for s in &r.samples {
+        println!("  error: {s}");
+    }
+    rate
+}
+
+/// CPU used during a phase's measured window: by the server, by this process, and by everything else on the
+/// machine (other builds and tests skew the figures; this makes that visible).
+struct CpuUse {
+    server: Option<f64>,
+    client: Option<f64>,
+    machine: Option<f64>,
+}
+
+/// Runs `f` (a phase) and samples CPU counters at the start and end of its measured window.
+async fn measured<F: std::future::Future<Output = anyhow::Result<PhaseResult>>>(
+    server_pid: Option<&str>,
+    warmup: Duration,
+    window: Duration,
+    f: F,
+) -> anyhow::Result<(PhaseResult, CpuUse)> {
+    fn sample(pid: Option<&str>) -> (Option<f64>, Option<f64>, Option<f64>) {
+        (pid.and_then(child::cpu_seconds), child::cpu_seconds("self"), child::machine_busy_seconds())
+    }
+    let pid = server_pid.map(str::to_string);
+    // The phase's clock starts 200 ms after it is called.
+    let sampler = tokio::spawn(async move {
+        tokio::time::sleep(warmup + Duration::from_millis(200)).await;
+        let start = sample(pid.as_deref());
+        tokio::time::sleep(window).await;
+        let end = sample(pid.as_deref());
+        (start, end)
+    });
+    let result = f.await?;
+    let (start, end) = sampler.await?;
+    let delta = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| b - a);
+    let cpu = CpuUse { server: delta(start.0, end.0), client: delta(start.1, end.1), machine: delta(start.2, end.2) };
+    Ok((result, cpu))
+}
+
+async fn run(args: Args) -> anyhow::Result<bool> {
+    if args.devices == 0 || args.connections == 0 || args.duration_secs == 0 {
+        bail!("--devices, --connections and --duration-secs must be positive");
+    }
+    let temp = tempfile::Builder::new().prefix("ota-loadgen-").tempdir()?;
+    let mut server: Option<ServerProcess> = None;
+    let (addr, admin_token, enrollment_secret, signing_key) = match &args.server {
+        Some(url) => {
+            let addr = loopback_addr(url)?;
+            let admin = args.admin_token.clone().context("--server needs --admin-token")?;
+            let secret = args.enrollment_secret.clone().context("--server needs --enrollment-secret")?;
+            let key = match &args.signing_key {
+                Some(p) => Some(ota_keys::load_secret_key(p)?),
+                None => None,
+            };
+            (addr, admin, secret, key)
+        }
+        None => {
+            let bin = match &args.server_bin {
+                Some(b) => b.clone(),
+                None => child::default_server_bin()?,
+            };
+            let (_, public, key) = ota_keys::write_keypair(&temp.path().join("release"))?;
+            let admin = "loadgen-admin-token-0123456789abcdef".to_string();
+            let secret = "loadgen-enrollment-secret-0123456789".to_string();
+            let secrets = child::Secrets { admin_token: &admin, enrollment_secret: &secret };
+            let started = Instant::now();
+            let process = ServerProcess::start(&bin, &temp.path().join("data"), &public, &secrets)?;
+            println!(
+                "started {} (pid {}) on http://{} in {:.2} s",
+                bin.display(),
+                process.pid(),
+                process.addr,
+                started.elapsed().as_secs_f64()
+            );
+            let addr = process.addr;
+            server = Some(process);
+            (addr, admin, secret, Some(key))
+        }
+    };
+    let server_pid = server.as_ref().map(|s| s.pid().to_string());
+    let admin = bearer(&admin_token)?;
+
+    let started = Instant::now();
+    let tokens = enroll_all(addr, &enrollment_secret, args.devices, args.enroll_concurrency, args.canary_percent).await?;
+    let secs = started.elapsed().as_secs_f64();
+    println!("enrolled {} devices in {secs:.2} s ({:.0}/s)", tokens.len(), tokens.len() as f64 / secs);
+    let tokens = Arc::new(tokens);
+
+    if args.canary_percent > 0 {
+        match &signing_key {
+            Some(key) => {
+                let targeted = create_rollout(addr, &admin, key).await?;
+                println!("rollout of 1.1.0 to ring=canary: {targeted} devices targeted (their polls get an offer)");
+            }
+            None => println!("no --signing-key for the --server: no rollout, polls get no offers"),
+        }
+    }
+
+    let warmup = Duration::from_secs(args.warmup_secs);
+    let duration = Duration::from_secs(args.duration_secs);
+    println!(
+        "rate phase: {} polls/s offered over {} connections, {} s warm-up + {} s measured",
+        args.rate, args.connections, args.warmup_secs, args.duration_secs
+    );
+    let (rate_result, cpu) = measured(
+        server_pid.as_deref(),
+        warmup,
+        duration,
+        poll_phase(addr, tokens.clone(), args.connections, Some(args.rate.max(1)), warmup, duration),
+    )
+    .await?;
+    let achieved = print_phase("rate phase", &rate_result, &cpu);
+
+    if args.saturate_secs > 0 {
+        println!("saturation phase: {} connections polling back-to-back, 1 s warm-up + {} s", args.connections, args.saturate_secs);
+        let warm = Duration::from_secs(1);
+        let window = Duration::from_secs(args.saturate_secs);
+        let (sat, cpu) = measured(
+            server_pid.as_deref(),
+            warm,
+            window,
+            poll_phase(addr, tokens.clone(), args.connections, None, warm, window),
+        )
+        .await?;
+        print_phase("saturation phase", &sat, &cpu);
+    }
+
+    if let Some(pid) = &server_pid {
+        match child::proc_status_kb(pid, "VmHWM") {
+            Some(kb) => println!("server peak RSS (VmHWM): {:.1} MiB", kb as f64 / 1024.0),
+            None => println!("server peak RSS: unavailable"),
+        }
+    }
+    if let Some(kb) = child::proc_status_kb("self", "VmHWM") {
+        println!("loadgen peak RSS (VmHWM): {:.1} MiB", kb as f64 / 1024.0);
+    }
+    if let Some(mut s) = server.take() {
+        s.stop()?;
+    }
+
+    let p99 = ms(rate_result.latency.value_at_quantile(0.99));
+    let pass = achieved >= args.target_rate && p99 <= args.target_p99_ms && rate_result.errors == 0;
+    println!(
+        "{}: {achieved:.0} polls/s (target >= {:.0}), p99 {p99:.2} ms (target <= {:.1}), {} errors",
+        if pass { "PASS" } else { "FAIL" },
+        args.target_rate,
+        args.target_p99_ms,
+        rate_result.errors
+    );
+    Ok(pass)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_targets_are_accepted() {
+        assert_eq!(loopback_addr("http://127.0.0.1:8080").unwrap().port(), 8080);
+        assert_eq!(loopback_addr("http://localhost:9/").unwrap().port(), 9);
+        assert!(loopback_addr("http://[::1]:80").is_ok());
+        assert!(loopback_addr("http://10.0.0.1:8080").is_err());
+        assert!(loopback_addr("https://127.0.0.1:8080").is_err());
+        assert!(loopback_addr("http://example.com:80").is_err());
+    }
+
+    #[test]
+    fn poll_bodies_are_valid_protocol_requests() {
+        let mut rng = Rng(7);
+        let body = poll_body(&mut rng, 1234, 100);
+        let parsed: PollRequest = serde_json::from_slice(&body).unwrap();
+        assert_eq!(parsed.compatible, COMPATIBLE);
+        assert_eq!(parsed.telemetry.uptime_secs, Some(100));
+        assert!(parsed.telemetry.metrics.len() >= 3);
+        let other = poll_body(&mut rng, 1234, 101);
+        assert_ne!(body, other, "telemetry moves between polls");
+    }
+
+    #[test]
+    fn canary_share_matches_the_percentage() {
+        let n = (0..10_000).filter(|&i| is_canary(i, 10)).count();
+        assert_eq!(n, 1_000);
+        assert_eq!((0..100).filter(|&i| is_canary(i, 0)).count(), 0);
+    }
+}

@@ -1,0 +1,148 @@
+//! `/metrics`, `/api/openapi.json` (every documented route is served, every served route documented), the
+//! dashboard files, write-behind persistence of polls, and the router used in-process with tower's oneshot.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use axum::body::Body;
+use axum::http::Request;
+use common::*;
+use http_body_util::BodyExt;
+use ota_keys::SecretKey;
+use ota_server::store::sqlite::SqliteStore;
+use ota_server::store::Store;
+use reqwest::{Method, StatusCode};
+use tower::ServiceExt;
+
+/// The routes the router serves (method, OpenAPI path). Adding a route means adding it here and to the document.
+const SERVED: &[(&str, &str)] = &[
+    ("get", "/"),
+    ("get", "/static/{path}"),
+    ("get", "/healthz"),
+    ("get", "/metrics"),
+    ("get", "/api/openapi.json"),
+    ("post", "/api/devices/enroll"),
+    ("post", "/api/device/poll"),
+    ("post", "/api/device/report"),
+    ("get", "/api/bundles"),
+    ("post", "/api/bundles"),
+    ("get", "/api/bundles/{bundle_id}"),
+    ("get", "/api/bundles/{bundle_id}/download"),
+    ("get", "/api/devices"),
+    ("get", "/api/devices/{device_id}"),
+    ("delete", "/api/devices/{device_id}"),
+    ("get", "/api/rollouts"),
+    ("post", "/api/rollouts"),
+    ("get", "/api/rollouts/{rollout_id}"),
+    ("post", "/api/rollouts/{rollout_id}/pause"),
+    ("post", "/api/rollouts/{rollout_id}/resume"),
+    ("post", "/api/rollouts/{rollout_id}/abort"),
+    ("get", "/api/events"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_lists_exactly_the_served_routes() {
+    let key = SecretKey::generate();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(settings(dir.path(), &trust(&[&key], 1))).await;
+    let c = client();
+    let doc: serde_json::Value = c.get(server.url("/api/openapi.json")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.0.3");
+    let mut documented = BTreeSet::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            assert!(op["responses"].is_object() && op["summary"].is_string(), "{method} {path}");
+            documented.insert((method.clone(), path.clone()));
+        }
+    }
+    let served: BTreeSet<(String, String)> = SERVED.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    assert_eq!(documented, served);
+    // Every documented route is really routed: the router's fallback (404 "no such route") or 405 never answers.
+    for (method, path) in &served {
+        let concrete = path
+            .replace("{path}", "style.css")
+            .replace("{bundle_id}", &"0".repeat(64))
+            .replace("{device_id}", "nobody")
+            .replace("{rollout_id}", "1");
+        let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let r = c.request(method.clone(), server.url(&concrete)).bearer_auth(ADMIN).send().await.unwrap();
+        let status = r.status();
+        assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {concrete}");
+        if path != "/api/events" {
+            let text = r.text().await.unwrap();
+            assert!(!text.contains("no such route"), "{method} {concrete}: {status} {text}");
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_dashboard_and_write_behind() {
+    let key = SecretKey::generate();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(settings(dir.path(), &trust(&[&key], 1))).await;
+    let c = client();
+    let token = enroll(&c, &server, "robot-m", &[], COMPATIBLE).await;
+    for _ in 0..3 {
+        poll(&c, &server, &token, "1.0.0").await;
+    }
+    let r = c.get(server.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = c.get(server.url("/metrics")).bearer_auth(ADMIN).send().await.unwrap();
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = r.text().await.unwrap();
+    for line in ["ota_polls_total 3", "ota_devices 1", "ota_enrollments_total 1", "ota_rollouts{state=\"active\"} 0", "# TYPE ota_polls_total counter"] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    }
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (name, value) = line.rsplit_once(' ').unwrap();
+        assert!(name.starts_with("ota_"), "{line}");
+        value.parse::<f64>().unwrap_or_else(|_| panic!("not a number: {line}"));
+    }
+
+    let r = c.get(server.url("/")).send().await.unwrap();
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(r.text().await.unwrap().contains("<html"));
+    let r = c.get(server.url("/static/style.css")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/css"));
+    assert_eq!(c.get(server.url("/static/missing.js")).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+
+    // Polls reach the database by the write-behind flush (about once a second), while the server runs.
+    let db = SqliteStore::open(&dir.path().join("ota.sqlite")).unwrap();
+    let mut persisted = false;
+    for _ in 0..60 {
+        let snap = db.load().unwrap();
+        if snap.devices[0].state.last_seen.is_some() {
+            let telemetry = snap.devices[0].state.telemetry.clone().unwrap();
+            assert_eq!(telemetry.battery_percent, Some(77.0));
+            persisted = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(persisted, "poll state was not flushed within 6 s");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_router_works_in_process_with_oneshot() {
+    let key = SecretKey::generate();
+    let dir = tempfile::tempdir().unwrap();
+    let opened = ota_server::server::open(settings(dir.path(), &trust(&[&key], 1))).unwrap();
+    let app = ota_server::app(opened.state.clone());
+    let response = app
+        .clone()
+        .oneshot(Request::get("/api/bundles").header("authorization", format!("Bearer {ADMIN}")).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"[]");
+    let response = app.oneshot(Request::post("/api/device/poll").body(Body::from("{}")).unwrap()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("Authorization"));
+}

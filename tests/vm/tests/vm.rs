@@ -1,0 +1,408 @@
+//! Full-system scenarios: a real GRUB (standalone EFI under OVMF, with the project's ota.cfg) boots the
+//! project's ota-client inside Linux in QEMU. Every scenario is asserted from the serial log (which slot and
+//! release booted, the client's exit codes and `status --json`) and from the grubenv read back from the disk
+//! image. One QEMU at a time: the tests take a lock. Prints `SKIP: <reason>` and passes if QEMU or the UEFI
+//! firmware cannot be installed. See README.md.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
+
+use anyhow::{ensure, Result};
+use ota_vm_tests::{power_cut, skip_reason, timing_summary, Boot, Image, Vm};
+use serde_json::Value;
+
+static LOCK: Mutex<()> = Mutex::new(());
+static IMAGE: OnceLock<Result<Image, String>> = OnceLock::new();
+
+/// The built image and the VM lock, or None (after printing SKIP) if QEMU cannot run here.
+fn setup(name: &str) -> Option<(MutexGuard<'static, ()>, &'static Image)> {
+    let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let img = IMAGE.get_or_init(|| match skip_reason() {
+        Some(reason) => Err(reason),
+        None => Ok(Image::build().expect("building the VM image failed")),
+    });
+    match img {
+        Ok(img) => {
+            eprintln!("== {name}");
+            Some((guard, img))
+        }
+        Err(reason) => {
+            println!("SKIP: {reason}");
+            None
+        }
+    }
+}
+
+fn finish(name: &str, t: Instant) {
+    eprintln!(
+        "== {name}: {:.1} s (process so far: {})",
+        t.elapsed().as_secs_f64(),
+        timing_summary()
+    );
+}
+
+fn env(vm: &Vm) -> Result<BTreeMap<String, String>> {
+    Ok(vm.grubenv()?.unwrap_or_default())
+}
+
+/// A grubenv variable, "" when unset.
+fn get<'a>(e: &'a BTreeMap<String, String>, k: &str) -> &'a str {
+    e.get(k).map(String::as_str).unwrap_or("")
+}
+
+/// Asserts the contract variables (a missing variable reads as ""; tries "*": any).
+fn expect_env(vm: &Vm, primary: &str, trial: &str, tries: &str) -> Result<()> {
+    let e = env(vm)?;
+    let get = |k: &str| e.get(k).cloned().unwrap_or_default();
+    ensure!(
+        get("OTA_PRIMARY") == primary && get("OTA_TRIAL") == trial && (tries == "*" || get("OTA_TRIES") == tries),
+        "{}: expected OTA_PRIMARY={primary:?} OTA_TRIAL={trial:?} OTA_TRIES={tries:?}, grubenv holds {e:?}",
+        vm.name
+    );
+    Ok(())
+}
+
+fn expect_boot(b: &Boot, slot: &str, version: &str) -> Result<()> {
+    b.check(
+        b.slot().as_deref() == Some(slot) && b.version().as_deref() == Some(version),
+        &format!(
+            "expected slot {slot} with release {version}, got {:?} {:?}",
+            b.slot(),
+            b.version()
+        ),
+    )
+}
+
+fn status(b: &Boot) -> Result<Value> {
+    b.status()
+        .ok_or_else(|| anyhow::anyhow!("no status --json in the log\n{}", b.client_lines()))
+}
+
+/// The state of slot `slot` of class rootfs in `status --json`.
+fn slot_state(st: &Value, slot: &str) -> String {
+    st["slots"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["class"] == "rootfs" && s["slot"] == slot)
+        .and_then(|s| s["state"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Events of `kind` for `slot` in `status --json`.
+fn events<'a>(st: &'a Value, kind: &str, slot: &str) -> Vec<&'a Value> {
+    st["unreported_events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["kind"] == kind && e["slot"] == slot)
+        .collect()
+}
+
+/// 1. Install a signed bundle from A into B, reboot: GRUB boots B on trial, `confirm` commits it, and B
+///    stays primary across two more reboots (the second of which also refuses a downgrade: scenario 5's
+///    older-version case needs a committed release, the factory slot's release is unknown to the client).
+#[test]
+fn scenario_1_update_trial_commit() -> Result<()> {
+    let Some((_g, img)) = setup("scenario 1: install, trial boot, commit") else {
+        return Ok(());
+    };
+    let t = Instant::now();
+    let mut vm = img.vm("s1", None)?;
+    let b = vm.boot("status;install good;status")?;
+    expect_boot(&b, "A", "1.0.0")?;
+    b.check(
+        b.rc("install good") == Some(0),
+        "install of the signed bundle failed",
+    )?;
+    expect_env(&vm, "A", "B", "3")?;
+    vm.expect_slot_content(img, "B", "good")?;
+    vm.expect_slot_content(img, "A", "factory")?;
+
+    let b = vm.boot("confirm;status")?;
+    expect_boot(&b, "B", "2.0.0")?;
+    b.check(
+        b.rc("confirm") == Some(0),
+        "confirm on the trial boot failed",
+    )?;
+    expect_env(&vm, "B", "", "2")?;
+    let st = status(&b)?;
+    ensure!(
+        st["primary"] == "B" && st["booted"] == "B",
+        "status after commit: {st}"
+    );
+    ensure!(
+        slot_state(&st, "B") == "good",
+        "slot B not good after commit: {st}"
+    );
+
+    let before = vm.grubenv_bytes()?;
+    let b = vm.boot("confirm;install old;status")?;
+    expect_boot(&b, "B", "2.0.0")?;
+    b.check(
+        b.rc("confirm") == Some(0),
+        "confirm on the committed slot failed",
+    )?;
+    b.check(
+        matches!(b.rc("install old"), Some(rc) if rc != 0),
+        "an older release (1.5.0 < 2.0.0) was installed",
+    )?;
+    b.check(
+        b.log.contains("lower than the installed"),
+        "downgrade refused for another reason",
+    )?;
+    ensure!(
+        vm.grubenv_bytes()? == before,
+        "a committed boot or a refused install changed grubenv"
+    );
+
+    let b = vm.boot("status")?;
+    expect_boot(&b, "B", "2.0.0")?;
+    ensure!(
+        vm.grubenv_bytes()? == before,
+        "a committed boot changed grubenv"
+    );
+    vm.expect_slot_content(img, "B", "good")?;
+    finish("scenario 1", t);
+    Ok(())
+}
+
+/// 2. The new release fails its health check: the client marks B bad and reboots, GRUB boots A, and the
+///    client on A shows the failed trial with its reason.
+#[test]
+fn scenario_2_health_check_fails() -> Result<()> {
+    let Some((_g, img)) = setup("scenario 2: failing health check, rollback") else {
+        return Ok(());
+    };
+    let t = Instant::now();
+    let mut vm = img.vm("s2", None)?;
+    let b = vm.boot("install unhealthy")?;
+    expect_boot(&b, "A", "1.0.0")?;
+    b.check(b.rc("install unhealthy") == Some(0), "install failed")?;
+    expect_env(&vm, "A", "B", "3")?;
+
+    let b = vm.boot("confirm;status")?;
+    expect_boot(&b, "B", "2.1.0")?;
+    b.check(
+        b.started("confirm") && b.rc("confirm").is_none() && !b.done(),
+        "the client did not reboot after the failed health check",
+    )?;
+    let e = env(&vm)?;
+    ensure!(
+        get(&e, "OTA_TRIAL") != "B",
+        "B still armed after its failed trial: {e:?}"
+    );
+
+    let b = vm.boot("confirm;status")?;
+    expect_boot(&b, "A", "1.0.0")?;
+    b.check(
+        b.rc("confirm") == Some(0),
+        "confirm on A after the rollback failed",
+    )?;
+    let e = env(&vm)?;
+    ensure!(
+        matches!(get(&e, "OTA_PRIMARY"), "" | "A"),
+        "primary moved: {e:?}"
+    );
+    ensure!(
+        get(&e, "OTA_TRIAL").is_empty(),
+        "a trial is still armed: {e:?}"
+    );
+    let st = status(&b)?;
+    ensure!(
+        slot_state(&st, "B") == "bad",
+        "slot B not recorded bad: {st}"
+    );
+    let ev = events(&st, "trial_failed", "B");
+    ensure!(
+        ev.iter().any(|e| e["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("robot-services") && r.contains("motor controller"))),
+        "no trial_failed event with the health check's reason: {st}"
+    );
+    vm.expect_slot_content(img, "A", "factory")?;
+    finish("scenario 2", t);
+    Ok(())
+}
+
+/// 3. The new release's init dies (kernel panic) before the client runs: every boot of B uses a try, and
+///    GRUB falls back to A by itself once they are used up; the client on A records the rollback.
+#[test]
+fn scenario_3_kernel_panic_falls_back() -> Result<()> {
+    let Some((_g, img)) = setup("scenario 3: panicking release, GRUB falls back") else {
+        return Ok(());
+    };
+    let t = Instant::now();
+    let mut vm = img.vm("s3", None)?;
+    let b = vm.boot("install panic")?;
+    b.check(b.rc("install panic") == Some(0), "install failed")?;
+    expect_env(&vm, "A", "B", "3")?;
+    for left in ["2", "1", "0"] {
+        let b = vm.boot("confirm;status")?;
+        expect_boot(&b, "B", "2.2.0")?;
+        b.check(
+            b.variant().as_deref() == Some("panic") && !b.started("confirm"),
+            "the broken release ran the client",
+        )?;
+        b.check(
+            b.log.contains("Kernel panic"),
+            "no kernel panic on the serial console",
+        )?;
+        expect_env(&vm, "A", "B", left)?;
+    }
+    let b = vm.boot("confirm;status")?;
+    expect_boot(&b, "A", "1.0.0")?;
+    b.check(
+        b.rc("confirm") == Some(0),
+        "confirm on A after the fallback failed",
+    )?;
+    let st = status(&b)?;
+    ensure!(
+        !events(&st, "rolled_back", "B").is_empty(),
+        "no rolled_back event for B: {st}"
+    );
+    ensure!(
+        slot_state(&st, "B") == "bad",
+        "slot B not recorded bad: {st}"
+    );
+    let e = env(&vm)?;
+    ensure!(
+        get(&e, "OTA_TRIAL").is_empty(),
+        "trial not cleared after the rollback: {e:?}"
+    );
+    let before = vm.grubenv_bytes()?;
+    let b = vm.boot("status")?;
+    expect_boot(&b, "A", "1.0.0")?;
+    ensure!(
+        vm.grubenv_bytes()? == before,
+        "a committed boot changed grubenv"
+    );
+    finish("scenario 3", t);
+    Ok(())
+}
+
+/// 4. Power cuts during the update (slot write, around arming the trial, during commit): after each the
+///    robot boots a good slot with its original content and a fresh update installs.
+///    `OTA_VM_POWER_CUTS` (default 20) cuts; the fresh update is also booted and committed after every
+///    `OTA_VM_TRIAL_EVERY`-th cut (default 10; 0 = never). `OTA_VM_SEED` fixes the cut times.
+#[test]
+fn scenario_4_power_cuts() -> Result<()> {
+    let Some((_g, img)) = setup("scenario 4: power cuts") else {
+        return Ok(());
+    };
+    let t = Instant::now();
+    let num = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let cuts = num("OTA_VM_POWER_CUTS", 20) as u32;
+    let every = num("OTA_VM_TRIAL_EVERY", 10) as u32;
+    let seed = num(
+        "OTA_VM_SEED",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos() as u64,
+    );
+    eprintln!("seed {seed} (OTA_VM_SEED={seed} repeats these cut times)");
+    let sum = power_cut::campaign(img, cuts, seed, every)?;
+    eprintln!("{}", sum.line());
+    ensure!(
+        sum.failures.is_empty(),
+        "seed {seed}: {}\n{}",
+        sum.line(),
+        sum.failures.join("\n")
+    );
+    ensure!(sum.runs >= cuts, "only {} cuts", sum.runs);
+    finish("scenario 4", t);
+    Ok(())
+}
+
+/// 5. A tampered bundle (payload byte / manifest), and a bundle for another `compatible` are refused inside
+///    the guest, grubenv is byte-identical, slot A is intact and still boots. (The older-version case runs
+///    in scenario 1, on a committed release.)
+#[test]
+fn scenario_5_bad_bundles_refused() -> Result<()> {
+    let Some((_g, img)) = setup("scenario 5: refused bundles") else {
+        return Ok(());
+    };
+    let t = Instant::now();
+    let mut vm = img.vm("s5", None)?;
+    let before = vm.grubenv_bytes()?;
+    let b = vm.boot("install tampered-payload;install tampered-manifest;install other;status")?;
+    expect_boot(&b, "A", "1.0.0")?;
+    for bundle in ["tampered-payload", "tampered-manifest", "other"] {
+        b.check(
+            matches!(b.rc(&format!("install {bundle}")), Some(rc) if rc != 0),
+            &format!("bundle {bundle} was accepted"),
+        )?;
+    }
+    b.check(
+        b.log.contains("other-robot"),
+        "the other-compatible bundle was not refused for its compatible",
+    )?;
+    ensure!(
+        vm.grubenv_bytes()? == before,
+        "a refused install changed grubenv"
+    );
+    let st = status(&b)?;
+    ensure!(
+        st["trial"].is_null(),
+        "a trial is armed after refused installs: {st}"
+    );
+    ensure!(
+        slot_state(&st, "B") != "installed",
+        "slot B recorded installed: {st}"
+    );
+    let b = vm.boot("status")?;
+    expect_boot(&b, "A", "1.0.0")?;
+    vm.expect_slot_content(img, "A", "factory")?;
+    ensure!(vm.grubenv_bytes()? == before, "grubenv changed");
+    finish("scenario 5", t);
+    Ok(())
+}
+
+/// 6. A factory-fresh robot whose ESP has no grubenv at all (never written by anyone; GRUB's load_env
+///    fails and boots A) takes its first update: the client creates the env, GRUB counts the trial in it
+///    (save_env on the client's file) and the update commits. The other scenarios start from a grubenv made
+///    by `grub-editenv create`, also never written by the client.
+#[test]
+fn scenario_6_factory_env_never_written() -> Result<()> {
+    let Some((_g, img)) = setup("scenario 6: factory image, no grubenv") else {
+        return Ok(());
+    };
+    let t = Instant::now();
+    let mut vm = img.vm("s6", None)?;
+    vm.delete_grubenv()?;
+    ensure!(vm.grubenv_bytes()?.is_none(), "grubenv still there");
+    let b = vm.boot("status;install good;status")?;
+    expect_boot(&b, "A", "1.0.0")?;
+    b.check(
+        b.log.contains("OTA-VM: env-at-boot (no grubenv)"),
+        "the guest saw a grubenv",
+    )?;
+    b.check(
+        b.rc("install good") == Some(0),
+        "first install on a factory robot failed",
+    )?;
+    let bytes = vm
+        .grubenv_bytes()?
+        .ok_or_else(|| anyhow::anyhow!("the client did not create grubenv"))?;
+    ensure!(
+        bytes.len() == 1024,
+        "grubenv is {} bytes, GRUB's save_env needs 1024",
+        bytes.len()
+    );
+    expect_env(&vm, "A", "B", "3")?;
+    let b = vm.boot("confirm;status")?;
+    expect_boot(&b, "B", "2.0.0")?;
+    b.check(b.rc("confirm") == Some(0), "confirm failed")?;
+    expect_env(&vm, "B", "", "2")?;
+    let b = vm.boot("status")?;
+    expect_boot(&b, "B", "2.0.0")?;
+    finish("scenario 6", t);
+    Ok(())
+}
