@@ -83,6 +83,19 @@ pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<(), BootEnvErr
     result
 }
 
+/// Overwrites an existing file of the same length from offset 0 and syncs it, touching no
+/// filesystem metadata but the timestamps.
+fn rewrite_in_place(path: &Path, bytes: &[u8]) -> Result<(), BootEnvError> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| BootEnvError::io("opening", path, e))?;
+    f.write_all(bytes)
+        .map_err(|e| BootEnvError::io("writing", path, e))?;
+    f.sync_all()
+        .map_err(|e| BootEnvError::io("syncing", path, e))
+}
+
 /// Reads a whole file; `Ok(None)` if it does not exist.
 fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, BootEnvError> {
     match std::fs::read(path) {
@@ -94,8 +107,12 @@ fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, BootEnvError> {
 
 /// GRUB's environment block file (e.g. `/boot/grub/grubenv` or `/boot/efi/EFI/BOOT/grubenv`).
 ///
-/// Written by replacing the file atomically; GRUB finds the new blocks at the next boot.
-/// On FAT (an ESP) rename is not journalled: prefer an ext4 `/boot` where possible.
+/// An existing block is rewritten in place, the way GRUB's own `save_env` does: same file, same
+/// clusters, same size, so no filesystem metadata changes. That matters on a FAT ESP, where a
+/// power cut during a temp-file + rename left a directory entry pointing at a freed cluster
+/// (found by the QEMU power-cut tests; `fsck.fat -a` would then truncate the env). The variables
+/// the client changes sit in the block's first 512-byte sector, which storage writes atomically.
+/// Only a missing file (a factory image) is created, by temp file + rename.
 #[derive(Debug, Clone)]
 pub struct GrubEnvFile {
     /// The grubenv file.
@@ -124,7 +141,15 @@ impl EnvStore for GrubEnvFile {
 
     fn store(&mut self, vars: &BTreeMap<String, String>) -> Result<(), BootEnvError> {
         let block = grubenv::encode(vars).map_err(|e| e.context(self.describe()))?;
-        write_file_atomically(&self.path, &block)
+        match std::fs::metadata(&self.path) {
+            Ok(meta) if meta.is_file() && meta.len() == block.len() as u64 => {
+                rewrite_in_place(&self.path, &block)
+            }
+            Err(e) if e.kind() != ErrorKind::NotFound => {
+                Err(BootEnvError::io("inspecting", &self.path, e))
+            }
+            _ => write_file_atomically(&self.path, &block),
+        }
     }
 
     fn describe(&self) -> String {

@@ -66,6 +66,32 @@ fn grubenv_file_states() {
 }
 
 #[test]
+fn grubenv_is_rewritten_in_place_once_it_exists() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("grubenv");
+    let mut s = GrubEnvFile::new(&path);
+    // A factory image without the file: created (by rename).
+    s.store(&BootEnv::default().applied_to(&BTreeMap::new()))
+        .unwrap();
+    let inode = std::fs::metadata(&path).unwrap().ino();
+    let before = std::fs::read(&path).unwrap();
+    // Later writes keep the same file (no new directory entry or clusters on a FAT ESP), and the
+    // client's variables only ever change bytes of the first 512-byte sector.
+    let armed = BootEnv::default()
+        .arm_trial(Slot::B, 3)
+        .applied_to(&vars(&[("saved_entry", "ota_A")]));
+    s.store(&armed).unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().ino(), inode);
+    let after = std::fs::read(&path).unwrap();
+    assert_eq!(after.len(), 1024);
+    assert_eq!(before[512..], after[512..], "second sector unchanged");
+    assert_eq!(s.load().unwrap(), EnvState::Vars(armed));
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(leftovers.len(), 1, "temp file left behind");
+}
+
+#[test]
 fn state_file_states() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("boot-state");

@@ -229,6 +229,9 @@ pub struct BundleSpec {
     pub workers: u32,
 }
 
+/// Write buffer in front of a staging file.
+const STAGING_BUFFER: usize = 1 << 20;
+
 /// Builds and signs a complete bundle into `out`. Each image is compressed once into a staging buffer made by
 /// `staging` (a temp file for real images, a `Cursor<Vec<u8>>` in tests) because the manifest, which comes first,
 /// needs the compressed sizes; the staged payloads are then copied behind the header.
@@ -253,14 +256,18 @@ where
     let mut staged = Vec::new();
     for input in images {
         let mut stage = staging().map_err(|e| BundleError::io("creating a staging file", e))?;
+        // zstd hands out its output in small pieces: batch them into large writes to the staging file.
+        let mut buffered = io::BufWriter::with_capacity(STAGING_BUFFER, &mut stage);
         let measured = compress_image(
             input.reader,
-            &mut stage,
+            &mut buffered,
             spec.level,
             spec.workers,
             &mut progress,
         )
+        .and_then(|measured| buffered.flush().map(|()| measured))
         .map_err(|e| BundleError::io(format!("compressing image '{}'", input.name), e))?;
+        drop(buffered);
         stage
             .seek(io::SeekFrom::Start(0))
             .map_err(|e| BundleError::io("rewinding a staging file", e))?;

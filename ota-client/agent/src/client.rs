@@ -448,6 +448,12 @@ impl Client {
         })
     }
 
+    /// Runs the configured reboot command. A daemon installs without `reboot`, reports
+    /// that it is rebooting, then calls this.
+    pub fn reboot_now(&mut self) -> Result<(), ClientError> {
+        self.reboot()
+    }
+
     fn reboot(&mut self) -> Result<(), ClientError> {
         self.checkpoint("reboot")?;
         self.run_command(&self.config.reboot_command.clone())

@@ -71,6 +71,60 @@ pub struct Config {
     pub reboot_command: Vec<String>,
     /// HTTP download settings.
     pub http: HttpConfig,
+    /// The fleet server `ota-client daemon` polls (`[server]`); `None` without one.
+    pub server: Option<ServerConfig>,
+}
+
+/// `[server]`: what `ota-client daemon` needs to enroll, poll and report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Base URL, e.g. `https://ota.example.com:8443` (its CA: `[http] ca_file`).
+    pub url: String,
+    /// This robot's id; `None`: /etc/machine-id, else the hostname.
+    pub device_id: Option<String>,
+    /// Where the fleet enrollment secret comes from.
+    pub enrollment_secret: SecretSource,
+    /// Tags rollouts select on (`site = "warehouse-3"`).
+    pub tags: BTreeMap<String, String>,
+    /// Prints a JSON object merged into each poll's telemetry (battery, position, metrics).
+    pub telemetry_command: Option<Vec<String>>,
+    /// First retry delay after a failed request (doubled each time, full jitter).
+    pub backoff_initial: Duration,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
+}
+
+/// A secret given inline or in a file.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// `enrollment_secret = "..."`.
+    Inline(String),
+    /// `enrollment_secret_file = "/etc/ota/enrollment-secret"`.
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretSource::Inline(_) => f.write_str("Inline(<redacted>)"),
+            SecretSource::File(p) => write!(f, "File({})", p.display()),
+        }
+    }
+}
+
+impl SecretSource {
+    /// The secret (a file's content without surrounding whitespace).
+    pub fn read(&self) -> Result<String, ConfigError> {
+        match self {
+            SecretSource::Inline(s) => Ok(s.clone()),
+            SecretSource::File(path) => std::fs::read_to_string(path)
+                .map(|s| s.trim().to_string())
+                .map_err(|error| ConfigError::Read {
+                    path: path.clone(),
+                    error,
+                }),
+        }
+    }
 }
 
 /// One slot class.
@@ -197,6 +251,22 @@ struct RawConfig {
     reboot_command: Option<Vec<String>>,
     #[serde(default)]
     http: Option<RawHttp>,
+    #[serde(default)]
+    server: Option<RawServer>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    url: String,
+    device_id: Option<String>,
+    enrollment_secret: Option<String>,
+    enrollment_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+    telemetry_command: Option<Vec<String>>,
+    backoff_initial_ms: Option<u64>,
+    backoff_max_secs: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -422,7 +492,12 @@ impl Config {
                 http.retry_delay = Duration::from_millis(ms);
             }
         }
+        let server = match raw.server {
+            None => None,
+            Some(r) => Some(parse_server(r, &invalid)?),
+        };
         Ok(Config {
+            server,
             source: path.to_path_buf(),
             compatible: raw.compatible,
             trust_root: raw.trust_root,
@@ -444,6 +519,71 @@ impl Config {
             .map(|(n, _)| n.clone())
             .collect()
     }
+}
+
+fn parse_server(
+    r: RawServer,
+    invalid: &dyn Fn(&str, &str) -> ConfigError,
+) -> Result<ServerConfig, ConfigError> {
+    let url = r.url.trim().trim_end_matches('/').to_string();
+    let host = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    if host.is_none_or(str::is_empty) {
+        return Err(invalid(
+            "server.url",
+            "must be an http:// or https:// base URL, e.g. \"https://ota.example.com\"",
+        ));
+    }
+    if let Some(id) = &r.device_id {
+        ota_protocol::validate_device_id(id).map_err(|m| invalid("server.device_id", &m))?;
+    }
+    let enrollment_secret = match (r.enrollment_secret, r.enrollment_secret_file) {
+        (Some(s), None) if !s.trim().is_empty() => SecretSource::Inline(s),
+        (Some(_), None) => return Err(invalid("server.enrollment_secret", "must not be empty")),
+        (None, Some(p)) => SecretSource::File(p),
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "server.enrollment_secret",
+                "give either enrollment_secret or enrollment_secret_file, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(invalid(
+                "server.enrollment_secret",
+                "is required (or enrollment_secret_file): the fleet secret to enroll with",
+            ))
+        }
+    };
+    if r.telemetry_command.as_ref().is_some_and(Vec::is_empty) {
+        return Err(invalid(
+            "server.telemetry_command",
+            "must not be an empty command",
+        ));
+    }
+    let backoff_initial = Duration::from_millis(r.backoff_initial_ms.unwrap_or(1000));
+    let backoff_max = Duration::from_secs(r.backoff_max_secs.unwrap_or(300));
+    if backoff_initial.is_zero() {
+        return Err(invalid(
+            "server.backoff_initial_ms",
+            "must be greater than 0",
+        ));
+    }
+    if backoff_max < backoff_initial {
+        return Err(invalid(
+            "server.backoff_max_secs",
+            "must not be shorter than backoff_initial_ms",
+        ));
+    }
+    Ok(ServerConfig {
+        url,
+        device_id: r.device_id,
+        enrollment_secret,
+        tags: r.tags,
+        telemetry_command: r.telemetry_command,
+        backoff_initial,
+        backoff_max,
+    })
 }
 
 /// The dotted key (`slots.rootfs.a`) defined on the line containing byte `offset`, so
@@ -496,6 +636,40 @@ grubenv = "/boot/grub/grubenv"
         assert_eq!(c.reboot_command, vec!["systemctl", "reboot"]);
         assert_eq!(c.boot_classes(), vec!["rootfs"]);
         assert_eq!(c.http, HttpConfig::default());
+        assert_eq!(c.server, None);
+    }
+
+    #[test]
+    fn server_section() {
+        let c = parse(&format!(
+            "{MINIMAL}[server]\nurl = \"https://ota.example.com/\"\nenrollment_secret_file = \"/etc/ota/secret\"\ntags = {{ site = \"w1\" }}\n"
+        ))
+        .unwrap();
+        let s = c.server.unwrap();
+        assert_eq!(s.url, "https://ota.example.com");
+        assert_eq!(s.device_id, None);
+        assert_eq!(
+            s.enrollment_secret,
+            SecretSource::File("/etc/ota/secret".into())
+        );
+        assert_eq!(s.tags["site"], "w1");
+        assert_eq!(s.backoff_initial, Duration::from_secs(1));
+        assert_eq!(s.backoff_max, Duration::from_secs(300));
+        let e = err(&format!(
+            "{MINIMAL}[server]\nurl = \"ota.example.com\"\nenrollment_secret = \"s\"\n"
+        ));
+        assert!(e.contains("server.url"), "{e}");
+        let e = err(&format!("{MINIMAL}[server]\nurl = \"http://x\"\n"));
+        assert!(e.contains("server.enrollment_secret"), "{e}");
+        let e = err(&format!(
+            "{MINIMAL}[server]\nurl = \"http://x\"\nenrollment_secret = \"s\"\ndevice_id = \"a b\"\n"
+        ));
+        assert!(e.contains("server.device_id"), "{e}");
+        let e = err(&format!(
+            "{MINIMAL}[server]\nurl = \"http://x\"\nenrollment_secret = \"s\"\nbackoff_initial_ms = 0\n"
+        ));
+        assert!(e.contains("server.backoff_initial_ms"), "{e}");
+        assert!(!format!("{:?}", SecretSource::Inline("hunter2".into())).contains("hunter2"));
     }
 
     #[test]
@@ -509,6 +683,10 @@ grubenv = "/boot/grub/grubenv"
             vec!["systemctl", "restart", "inference"]
         );
         assert!(!c.health_checks.is_empty());
+        let server = c.server.unwrap();
+        assert_eq!(server.url, "https://ota.example.com:8443");
+        assert_eq!(server.tags["site"], "warehouse-3");
+        assert!(server.telemetry_command.is_some());
     }
 
     fn err(text: &str) -> String {

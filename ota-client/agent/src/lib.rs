@@ -4,6 +4,10 @@
 //! * [`client`]: [`Client`] with `install`, `confirm`, `status`, `mark_good`, `mark_bad`,
 //!   `take_events`/`ack_events`, `trust_update`.
 //! * [`config`]: the TOML configuration.
+//! * [`daemon`]: `ota-client daemon`, the polling loop over [`Client`] (enroll, report,
+//!   poll, install, reboot), with [`telemetry`] sent on every poll.
+//! * `simulation` (feature `simulation`): simulated robots (file slots, grubenv, reboots
+//!   through the shipped GRUB script) for tests and demos.
 //! * I/O behind small types: [`boot`] (boot environment over `ota-bootloader` stores),
 //!   [`booted`] (which slot runs), [`slotio`] (slot writers), [`source`] (file/HTTP with
 //!   resume), [`command`] (health checks, reboot), [`live`] (symlink-switched classes),
@@ -19,10 +23,14 @@ pub mod booted;
 pub mod client;
 pub mod command;
 pub mod config;
+pub mod daemon;
 pub mod live;
+#[cfg(feature = "simulation")]
+pub mod simulation;
 pub mod slotio;
 pub mod source;
 pub mod store;
+pub mod telemetry;
 
 pub use client::{
     Client, ClientError, ConfirmReport, Hooks, InstallOptions, InstallReport, NoProgress, Progress,

@@ -37,6 +37,9 @@ enum Command {
     Confirm,
     /// Manage the trust root.
     Trust(cmd::trust::Args),
+    /// Enroll with the fleet server ([server] in the config), poll, install offered updates
+    /// and report, until SIGTERM.
+    Daemon,
 }
 
 fn run(program: Program) -> anyhow::Result<()> {
@@ -48,6 +51,7 @@ fn run(program: Program) -> anyhow::Result<()> {
         Command::MarkBad(args) => cmd::mark::run(config, args, false),
         Command::Confirm => cmd::confirm::run(config),
         Command::Trust(args) => cmd::trust::run(config, args),
+        Command::Daemon => cmd::daemon::run(config),
     }
 }
 

@@ -29,6 +29,38 @@ pub enum BundleSource {
     File(PathBuf),
     /// An `http://` or `https://` URL.
     Url(String),
+    /// An `http://` or `https://` URL fetched with extra request headers (a device's
+    /// `Authorization: Bearer`), sent again on every resumed request.
+    Http(HttpRequest),
+}
+
+/// An HTTP download with extra headers. `Debug` and `Display` never show header values.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HttpRequest {
+    /// The URL.
+    pub url: String,
+    /// Extra request headers (name, value).
+    pub headers: Vec<(String, String)>,
+}
+
+impl HttpRequest {
+    /// A request for `url` with a bearer token.
+    pub fn bearer(url: &str, token: &str) -> HttpRequest {
+        HttpRequest {
+            url: url.to_string(),
+            headers: vec![("authorization".into(), format!("Bearer {token}"))],
+        }
+    }
+}
+
+impl std::fmt::Debug for HttpRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("HttpRequest")
+            .field("url", &self.url)
+            .field("headers", &names)
+            .finish()
+    }
 }
 
 impl BundleSource {
@@ -47,6 +79,7 @@ impl std::fmt::Display for BundleSource {
         match self {
             BundleSource::File(p) => write!(f, "{}", p.display()),
             BundleSource::Url(u) => f.write_str(u),
+            BundleSource::Http(r) => f.write_str(&r.url),
         }
     }
 }
@@ -124,8 +157,13 @@ pub fn open(
                 size,
             })
         }
-        BundleSource::Url(url) => {
-            let mut reader = HttpReader::new(url, http, cancel)?;
+        BundleSource::Url(_) | BundleSource::Http(_) => {
+            let (url, headers) = match source {
+                BundleSource::Http(r) => (r.url.as_str(), r.headers.as_slice()),
+                BundleSource::Url(u) => (u.as_str(), &[][..]),
+                BundleSource::File(_) => unreachable!("matched above"),
+            };
+            let mut reader = HttpReader::new(url, headers, http, cancel)?;
             reader.connect()?;
             let size = reader.total;
             Ok(Opened {
@@ -294,6 +332,7 @@ fn random() -> u64 {
 struct HttpReader {
     client: Client,
     url: String,
+    headers: header::HeaderMap,
     cfg: HttpConfig,
     body: Option<Response>,
     pos: u64,
@@ -319,9 +358,19 @@ fn header_str(resp: &Response, name: header::HeaderName) -> Option<String> {
 impl HttpReader {
     fn new(
         url: &str,
+        extra: &[(String, String)],
         cfg: &HttpConfig,
         cancel: Option<Arc<AtomicBool>>,
     ) -> Result<HttpReader, SourceError> {
+        let mut headers = header::HeaderMap::new();
+        for (name, value) in extra {
+            let name = header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| SourceError::Setup(format!("invalid HTTP header name {name:?}")))?;
+            let mut value = header::HeaderValue::from_str(value)
+                .map_err(|_| SourceError::Setup(format!("invalid value for HTTP header {name}")))?;
+            value.set_sensitive(true);
+            headers.append(name, value);
+        }
         let mut builder = Client::builder()
             .connect_timeout(cfg.connect_timeout)
             // reqwest's blocking timeout applies to each operation (sending, every body
@@ -345,6 +394,7 @@ impl HttpReader {
         Ok(HttpReader {
             client,
             url: url.to_string(),
+            headers,
             cfg: cfg.clone(),
             body: None,
             pos: 0,
@@ -363,7 +413,7 @@ impl HttpReader {
     }
 
     fn request(&mut self) -> Result<Response, Attempt> {
-        let mut req = self.client.get(&self.url);
+        let mut req = self.client.get(&self.url).headers(self.headers.clone());
         if self.started {
             req = req.header(header::RANGE, format!("bytes={}-", self.pos));
             if let Some(v) = self.validator.if_range() {
@@ -513,6 +563,24 @@ mod tests {
             BundleSource::parse("httpx.otab"),
             BundleSource::File("httpx.otab".into())
         );
+    }
+
+    #[test]
+    fn header_values_are_never_displayed() {
+        let r = HttpRequest::bearer("http://x/b", "ota1.secret");
+        assert_eq!(r.headers[0].1, "Bearer ota1.secret");
+        let shown = format!("{r:?} {}", BundleSource::Http(r.clone()));
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("authorization") && shown.contains("http://x/b"));
+        let bad = HttpRequest {
+            url: "http://x/b".into(),
+            headers: vec![("bad name".into(), "v".into())],
+        };
+        let err = open(&BundleSource::Http(bad), &HttpConfig::default(), None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("invalid HTTP header name"), "{err}");
     }
 
     #[test]

@@ -18,6 +18,42 @@ fn install_url(r: &Robot, url: &str) -> Result<ota_client::InstallReport, ota_cl
 }
 
 #[test]
+fn extra_headers_go_with_every_request_including_resumes() {
+    let body = rootfs_bundle("2.0.0");
+    let behaviour = Behaviour {
+        drop_first_after: Some(body.len() / 3),
+        body: body.clone(),
+        etag: "v2".into(),
+        require_authorization: Some("Bearer ota1.robot".into()),
+        ..Default::default()
+    };
+    let r = Robot::new(Backend::Grub);
+    let without = Server::start(behaviour.clone());
+    let err = install_url(&r, &without.url("/bundle.otab")).unwrap_err();
+    assert!(err.to_string().contains("HTTP 401"), "{err}");
+    assert_eq!(without.requests().len(), 1, "401 is not retried");
+
+    let server = Server::start(behaviour);
+    let source = BundleSource::Http(ota_client::source::HttpRequest::bearer(
+        &server.url("/bundle.otab"),
+        "ota1.robot",
+    ));
+    r.client()
+        .install(&source, &InstallOptions::default(), &mut NoProgress)
+        .unwrap();
+    let seen = server.requests();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen
+        .iter()
+        .all(|s| s.authorization.as_deref() == Some("Bearer ota1.robot")));
+    assert_eq!(
+        seen[1].range.as_deref(),
+        Some(format!("bytes={}-", body.len() / 3).as_str())
+    );
+    assert_eq!(r.slot_bytes("rootfs", Slot::B), rootfs_image("2.0.0"));
+}
+
+#[test]
 fn dropped_connection_resumes_with_range_and_succeeds() {
     let body = rootfs_bundle("2.0.0");
     let server = Server::start(Behaviour {

@@ -38,7 +38,12 @@ pub fn default_server_bin() -> anyhow::Result<PathBuf> {
 
 impl ServerProcess {
     /// Starts `bin serve` and waits (up to 30 s) for its "listening on" line.
-    pub fn start(bin: &Path, data_dir: &Path, trust: &Path, secrets: &Secrets<'_>) -> anyhow::Result<ServerProcess> {
+    pub fn start(
+        bin: &Path,
+        data_dir: &Path,
+        trust: &Path,
+        secrets: &Secrets<'_>,
+    ) -> anyhow::Result<ServerProcess> {
         let mut child = Command::new(bin)
             .arg("serve")
             .arg("--listen")
@@ -49,7 +54,10 @@ impl ServerProcess {
             .arg(trust)
             .env("OTA_ADMIN_TOKEN", secrets.admin_token)
             .env("OTA_ENROLLMENT_SECRET", secrets.enrollment_secret)
-            .env("RUST_LOG", std::env::var("OTA_SERVER_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("OTA_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -66,12 +74,17 @@ impl ServerProcess {
                 }
             }
         });
-        let mut process = ServerProcess { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)) };
+        let mut process = ServerProcess {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(addr) => {
-                    process.addr = addr.parse().with_context(|| format!("server printed a bad address {addr:?}"))?;
+                    process.addr = addr
+                        .parse()
+                        .with_context(|| format!("server printed a bad address {addr:?}"))?;
                     return Ok(process);
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -100,8 +113,10 @@ impl ServerProcess {
         if self.child.try_wait()?.is_some() {
             return Ok(());
         }
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).context("pid out of range")?);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).context("cannot signal ota-server")?;
+        let pid =
+            nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).context("pid out of range")?);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)
+            .context("cannot signal ota-server")?;
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait()? {
@@ -151,8 +166,12 @@ pub fn cpu_seconds(pid: &str) -> Option<f64> {
 pub fn machine_busy_seconds() -> Option<f64> {
     let text = std::fs::read_to_string("/proc/stat").ok()?;
     let line = text.lines().next()?.strip_prefix("cpu ")?;
-    let v: Vec<u64> = line.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
     // user nice system idle iowait irq softirq steal [guest guest_nice: already counted in user/nice]
-    let busy = v.first()? + v.get(1)? + v.get(2)? + v.get(5)? + v.get(6)? + v.get(7).copied().unwrap_or(0);
+    let busy =
+        v.first()? + v.get(1)? + v.get(2)? + v.get(5)? + v.get(6)? + v.get(7).copied().unwrap_or(0);
     Some(busy as f64 / 100.0)
 }

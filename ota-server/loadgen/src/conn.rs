@@ -29,8 +29,14 @@ pub struct Conn {
 impl Conn {
     /// A connection to `addr` (opened lazily by the first request). Requests longer than `timeout` fail.
     pub fn new(addr: SocketAddr, timeout: Duration) -> anyhow::Result<Conn> {
-        let host = HeaderValue::from_str(&addr.to_string()).context("address is not a valid Host header")?;
-        Ok(Conn { addr, host, sender: None, timeout })
+        let host = HeaderValue::from_str(&addr.to_string())
+            .context("address is not a valid Host header")?;
+        Ok(Conn {
+            addr,
+            host,
+            sender: None,
+            timeout,
+        })
     }
 
     async fn connect(&mut self) -> anyhow::Result<&mut SendRequest<Full<Bytes>>> {
@@ -38,9 +44,12 @@ impl Conn {
             self.sender = None;
         }
         if self.sender.is_none() {
-            let stream = TcpStream::connect(self.addr).await.with_context(|| format!("cannot connect to {}", self.addr))?;
+            let stream = TcpStream::connect(self.addr)
+                .await
+                .with_context(|| format!("cannot connect to {}", self.addr))?;
             stream.set_nodelay(true)?;
-            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            let (sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
             tokio::spawn(async move {
                 // Ends when the server closes the connection or the sender is dropped.
                 let _ = connection.await;
@@ -61,7 +70,11 @@ impl Conn {
         body: Bytes,
     ) -> anyhow::Result<(StatusCode, Bytes)> {
         let timeout = self.timeout;
-        let result = tokio::time::timeout(timeout, self.send_inner(method, path, auth, content_type, body)).await;
+        let result = tokio::time::timeout(
+            timeout,
+            self.send_inner(method, path, auth, content_type, body),
+        )
+        .await;
         match result {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(e)) => {
@@ -86,7 +99,10 @@ impl Conn {
         let host = self.host.clone();
         let sender = self.connect().await?;
         sender.ready().await.context("connection closed")?;
-        let mut request = Request::builder().method(method).uri(path).header(HOST, host);
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, host);
         if let Some(auth) = auth {
             request = request.header(AUTHORIZATION, auth.clone());
         }
@@ -94,9 +110,17 @@ impl Conn {
             request = request.header(CONTENT_TYPE, ct);
         }
         let request = request.body(Full::new(body))?;
-        let response = sender.send_request(request).await.context("request failed")?;
+        let response = sender
+            .send_request(request)
+            .await
+            .context("request failed")?;
         let status = response.status();
-        let body = response.into_body().collect().await.context("reading the answer failed")?.to_bytes();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .context("reading the answer failed")?
+            .to_bytes();
         Ok((status, body))
     }
 }

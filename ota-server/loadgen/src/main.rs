@@ -34,7 +34,9 @@ use hdrhistogram::Histogram;
 use hyper::body::Bytes;
 use hyper::header::HeaderValue;
 use hyper::{Method, StatusCode};
-use ota_protocol::device::{EnrollRequest, EnrollResponse, PollRequest, PollResponse, Position, Telemetry};
+use ota_protocol::device::{
+    EnrollRequest, EnrollResponse, PollRequest, PollResponse, Position, Telemetry,
+};
 
 use crate::child::ServerProcess;
 use crate::conn::{bearer, Conn, JSON, OCTETS};
@@ -99,7 +101,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads.max(1)).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("ota-loadgen: error: cannot start the runtime: {e}");
@@ -118,14 +124,24 @@ fn main() -> ExitCode {
 
 /// Parses `http://127.0.0.1:PORT` (or `localhost`, `[::1]`), refusing anything that is not loopback.
 fn loopback_addr(url: &str) -> anyhow::Result<SocketAddr> {
-    let rest = url.strip_prefix("http://").context("--server must be an http:// URL")?;
+    let rest = url
+        .strip_prefix("http://")
+        .context("--server must be an http:// URL")?;
     let hostport = rest.split('/').next().unwrap_or_default();
     let addr: SocketAddr = match hostport.strip_prefix("localhost:") {
-        Some(port) => SocketAddr::from(([127, 0, 0, 1], port.parse().context("bad port in --server")?)),
-        None => hostport.parse().with_context(|| format!("--server needs an IP:PORT, got {hostport:?}"))?,
+        Some(port) => SocketAddr::from((
+            [127, 0, 0, 1],
+            port.parse().context("bad port in --server")?,
+        )),
+        None => hostport
+            .parse()
+            .with_context(|| format!("--server needs an IP:PORT, got {hostport:?}"))?,
     };
     if !addr.ip().is_loopback() {
-        bail!("ota-loadgen only targets the loopback interface, not {}", addr.ip());
+        bail!(
+            "ota-loadgen only targets the loopback interface, not {}",
+            addr.ip()
+        );
     }
     Ok(addr)
 }
@@ -192,8 +208,23 @@ fn poll_body(rng: &mut Rng, device: usize, uptime: u64) -> Bytes {
 fn enroll_body(i: usize, secret: &str, canary_percent: u32) -> Bytes {
     let mut tags = BTreeMap::new();
     tags.insert("site".to_string(), format!("warehouse-{}", i % 20));
-    tags.insert("model".to_string(), if i % 3 == 0 { "picker" } else { "carrier" }.to_string());
-    tags.insert("ring".to_string(), if is_canary(i, canary_percent) { "canary" } else { "main" }.to_string());
+    tags.insert(
+        "model".to_string(),
+        match i % 3 {
+            0 => "picker",
+            _ => "carrier",
+        }
+        .to_string(),
+    );
+    tags.insert(
+        "ring".to_string(),
+        if is_canary(i, canary_percent) {
+            "canary"
+        } else {
+            "main"
+        }
+        .to_string(),
+    );
     let request = EnrollRequest {
         enrollment_secret: secret.into(),
         device_id: device_id(i),
@@ -205,7 +236,13 @@ fn enroll_body(i: usize, secret: &str, canary_percent: u32) -> Bytes {
 }
 
 /// Enrolls devices `0..n` with `concurrency` workers; returns their `Authorization` header values.
-async fn enroll_all(addr: SocketAddr, secret: &str, n: usize, concurrency: usize, canary: u32) -> anyhow::Result<Vec<HeaderValue>> {
+async fn enroll_all(
+    addr: SocketAddr,
+    secret: &str,
+    n: usize,
+    concurrency: usize,
+    canary: u32,
+) -> anyhow::Result<Vec<HeaderValue>> {
     let next = Arc::new(AtomicUsize::new(0));
     let secret: Arc<str> = secret.into();
     let mut workers = Vec::new();
@@ -224,19 +261,39 @@ async fn enroll_all(addr: SocketAddr, secret: &str, n: usize, concurrency: usize
                 let mut attempt = 0;
                 let (status, answer) = loop {
                     attempt += 1;
-                    match conn.send(Method::POST, ota_protocol::paths::ENROLL, None, Some(JSON), body.clone()).await {
-                        Ok((s, _)) if (s == StatusCode::SERVICE_UNAVAILABLE || s == StatusCode::TOO_MANY_REQUESTS) && attempt < 5 => {
+                    match conn
+                        .send(
+                            Method::POST,
+                            ota_protocol::paths::ENROLL,
+                            None,
+                            Some(JSON),
+                            body.clone(),
+                        )
+                        .await
+                    {
+                        Ok((s, _))
+                            if (s == StatusCode::SERVICE_UNAVAILABLE
+                                || s == StatusCode::TOO_MANY_REQUESTS)
+                                && attempt < 5 =>
+                        {
                             tokio::time::sleep(Duration::from_millis(200)).await;
                         }
                         Ok(answer) => break answer,
-                        Err(e) if attempt < 5 => eprintln!("enroll {}: {e:#}; retrying", device_id(i)),
+                        Err(e) if attempt < 5 => {
+                            eprintln!("enroll {}: {e:#}; retrying", device_id(i))
+                        }
                         Err(e) => return Err(e.context(format!("enrolling {}", device_id(i)))),
                     }
                 };
                 if status != StatusCode::OK {
-                    bail!("enrolling {}: HTTP {status}: {}", device_id(i), String::from_utf8_lossy(&answer));
+                    bail!(
+                        "enrolling {}: HTTP {status}: {}",
+                        device_id(i),
+                        String::from_utf8_lossy(&answer)
+                    );
                 }
-                let answer: EnrollResponse = serde_json::from_slice(&answer).context("bad enroll answer")?;
+                let answer: EnrollResponse =
+                    serde_json::from_slice(&answer).context("bad enroll answer")?;
                 out.push((i, bearer(&answer.token)?));
             }
         }));
@@ -247,11 +304,18 @@ async fn enroll_all(addr: SocketAddr, secret: &str, n: usize, concurrency: usize
             tokens[i] = Some(token);
         }
     }
-    Ok(tokens.into_iter().map(|t| t.expect("every device enrolled")).collect())
+    Ok(tokens
+        .into_iter()
+        .map(|t| t.expect("every device enrolled"))
+        .collect())
 }
 
 /// Publishes a signed 1.1.0 bundle and rolls it out (single stage, 100 %) to the devices tagged ring=canary.
-async fn create_rollout(addr: SocketAddr, admin: &HeaderValue, key: &ota_keys::SecretKey) -> anyhow::Result<u64> {
+async fn create_rollout(
+    addr: SocketAddr,
+    admin: &HeaderValue,
+    key: &ota_keys::SecretKey,
+) -> anyhow::Result<u64> {
     let spec = ota_bundle_format::BundleSpec {
         version: semver::Version::new(1, 1, 0),
         compatible: COMPATIBLE.into(),
@@ -268,12 +332,30 @@ async fn create_rollout(addr: SocketAddr, admin: &HeaderValue, key: &ota_keys::S
         reader: Box::new(Cursor::new(image)),
     }];
     let keys = [ota_keys::SecretKey::from_pem(&key.to_pem())?];
-    let (_, bundle) = ota_bundle_format::build_bundle(Vec::new(), &spec, images, &keys, || Ok(Cursor::new(Vec::new())), |_| {})
-        .context("building the rollout bundle")?;
+    let (_, bundle) = ota_bundle_format::build_bundle(
+        Vec::new(),
+        &spec,
+        images,
+        &keys,
+        || Ok(Cursor::new(Vec::new())),
+        |_| {},
+    )
+    .context("building the rollout bundle")?;
     let mut conn = Conn::new(addr, Duration::from_secs(60))?;
-    let (status, answer) = conn.send(Method::POST, ota_protocol::paths::BUNDLES, Some(admin), Some(OCTETS), bundle.into()).await?;
+    let (status, answer) = conn
+        .send(
+            Method::POST,
+            ota_protocol::paths::BUNDLES,
+            Some(admin),
+            Some(OCTETS),
+            bundle.into(),
+        )
+        .await?;
     if !status.is_success() {
-        bail!("publishing the bundle: HTTP {status}: {}", String::from_utf8_lossy(&answer));
+        bail!(
+            "publishing the bundle: HTTP {status}: {}",
+            String::from_utf8_lossy(&answer)
+        );
     }
     let published: ota_protocol::admin::PublishResponse = serde_json::from_slice(&answer)?;
     let request = serde_json::json!({
@@ -284,10 +366,19 @@ async fn create_rollout(addr: SocketAddr, admin: &HeaderValue, key: &ota_keys::S
         "name": "ota-loadgen canary",
     });
     let (status, answer) = conn
-        .send(Method::POST, ota_protocol::paths::ROLLOUTS, Some(admin), Some(JSON), serde_json::to_vec(&request)?.into())
+        .send(
+            Method::POST,
+            ota_protocol::paths::ROLLOUTS,
+            Some(admin),
+            Some(JSON),
+            serde_json::to_vec(&request)?.into(),
+        )
         .await?;
     if status != StatusCode::CREATED {
-        bail!("creating the rollout: HTTP {status}: {}", String::from_utf8_lossy(&answer));
+        bail!(
+            "creating the rollout: HTTP {status}: {}",
+            String::from_utf8_lossy(&answer)
+        );
     }
     let info: ota_protocol::admin::RolloutInfo = serde_json::from_slice(&answer)?;
     Ok(info.counts.targeted)
@@ -327,12 +418,14 @@ async fn poll_phase(
         let tokens = tokens.clone();
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::new(addr, REQUEST_TIMEOUT)?;
-            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 2)?;
             let mut rng = Rng(0x2545_F491_4F6C_DD1D ^ ((c as u64 + 1) * 0x9E37_79B9));
             let (mut completed, mut errors, mut offers) = (0u64, 0u64, 0u64);
             let mut samples = Vec::new();
             // Spread the connections' schedules evenly over one interval.
-            let mut next = interval.map(|i| t0 + i.mul_f64(c as f64 / connections as f64)).unwrap_or(t0);
+            let mut next = interval
+                .map(|i| t0 + i.mul_f64(c as f64 / connections as f64))
+                .unwrap_or(t0);
             let mut k = 0usize;
             loop {
                 let scheduled = match interval {
@@ -355,24 +448,37 @@ async fn poll_phase(
                 let device = (c + k * connections) % tokens.len();
                 k += 1;
                 let body = poll_body(&mut rng, device, 86_400 + k as u64);
-                let result = conn.send(Method::POST, ota_protocol::paths::POLL, Some(&tokens[device]), Some(JSON), body).await;
+                let result = conn
+                    .send(
+                        Method::POST,
+                        ota_protocol::paths::POLL,
+                        Some(&tokens[device]),
+                        Some(JSON),
+                        body,
+                    )
+                    .await;
                 let done = tokio::time::Instant::now();
                 let ok = match result {
-                    Ok((StatusCode::OK, answer)) => match serde_json::from_slice::<PollResponse>(&answer) {
-                        Ok(p) => {
-                            offers += u64::from(p.update.is_some());
-                            true
-                        }
-                        Err(e) => {
-                            if samples.len() < 3 {
-                                samples.push(format!("bad poll answer: {e}"));
+                    Ok((StatusCode::OK, answer)) => {
+                        match serde_json::from_slice::<PollResponse>(&answer) {
+                            Ok(p) => {
+                                offers += u64::from(p.update.is_some());
+                                true
                             }
-                            false
+                            Err(e) => {
+                                if samples.len() < 3 {
+                                    samples.push(format!("bad poll answer: {e}"));
+                                }
+                                false
+                            }
                         }
-                    },
+                    }
                     Ok((status, answer)) => {
                         if samples.len() < 3 {
-                            samples.push(format!("HTTP {status}: {}", String::from_utf8_lossy(&answer)));
+                            samples.push(format!(
+                                "HTTP {status}: {}",
+                                String::from_utf8_lossy(&answer)
+                            ));
                         }
                         false
                     }
@@ -399,7 +505,7 @@ async fn poll_phase(
         }));
     }
     let mut result = PhaseResult {
-        latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+        latency: Histogram::new_with_bounds(1, 60_000_000, 2)?,
         completed: 0,
         errors: 0,
         offers: 0,
@@ -407,7 +513,8 @@ async fn poll_phase(
         window: duration,
     };
     for t in tasks {
-        let (hist, completed, errors, offers, samples) = t.await.context("poll worker panicked")??;
+        let (hist, completed, errors, offers, samples) =
+            t.await.context("poll worker panicked")??;
         result.latency.add(&hist)?;
         result.completed += completed;
         result.errors += errors;
@@ -427,7 +534,11 @@ fn print_phase(name: &str, r: &PhaseResult, cpu: &CpuUse) -> f64 {
     let rate = r.completed as f64 / r.window.as_secs_f64();
     let h = &r.latency;
     println!("{name}:");
-    println!("  polls/s     {rate:>10.0}   ({} answered in {:.0} s)", r.completed, r.window.as_secs_f64());
+    println!(
+        "  polls/s     {rate:>10.0}   ({} answered in {:.0} s)",
+        r.completed,
+        r.window.as_secs_f64()
+    );
     println!(
         "  latency ms  p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
         ms(h.value_at_quantile(0.50)),
@@ -440,14 +551,25 @@ fn print_phase(name: &str, r: &PhaseResult, cpu: &CpuUse) -> f64 {
     let secs = r.window.as_secs_f64();
     let per_poll = |c: f64| c * 1e6 / r.completed.max(1) as f64;
     if let Some(c) = cpu.server {
-        println!("  server CPU  {:.2} cores ({:.1} µs per poll)", c / secs, per_poll(c));
+        println!(
+            "  server CPU  {:.2} cores ({:.1} µs per poll)",
+            c / secs,
+            per_poll(c)
+        );
     }
     if let Some(c) = cpu.client {
-        println!("  client CPU  {:.2} cores ({:.1} µs per poll)", c / secs, per_poll(c));
+        println!(
+            "  client CPU  {:.2} cores ({:.1} µs per poll)",
+            c / secs,
+            per_poll(c)
+        );
     }
     if let Some(m) = cpu.machine {
         let others = m - cpu.server.unwrap_or(0.0) - cpu.client.unwrap_or(0.0);
-        println!("  other CPU   {:.2} cores (other processes on this machine during the window)", (others / secs).max(0.0));
+        println!(
+            "  other CPU   {:.2} cores (other processes on this machine during the window)",
+            (others / secs).max(0.0)
+        );
     }
     for s in &r.samples {
         println!("  error: {s}");
@@ -471,7 +593,11 @@ async fn measured<F: std::future::Future<Output = anyhow::Result<PhaseResult>>>(
     f: F,
 ) -> anyhow::Result<(PhaseResult, CpuUse)> {
     fn sample(pid: Option<&str>) -> (Option<f64>, Option<f64>, Option<f64>) {
-        (pid.and_then(child::cpu_seconds), child::cpu_seconds("self"), child::machine_busy_seconds())
+        (
+            pid.and_then(child::cpu_seconds),
+            child::cpu_seconds("self"),
+            child::machine_busy_seconds(),
+        )
     }
     let pid = server_pid.map(str::to_string);
     // The phase's clock starts 200 ms after it is called.
@@ -485,7 +611,11 @@ async fn measured<F: std::future::Future<Output = anyhow::Result<PhaseResult>>>(
     let result = f.await?;
     let (start, end) = sampler.await?;
     let delta = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| b - a);
-    let cpu = CpuUse { server: delta(start.0, end.0), client: delta(start.1, end.1), machine: delta(start.2, end.2) };
+    let cpu = CpuUse {
+        server: delta(start.0, end.0),
+        client: delta(start.1, end.1),
+        machine: delta(start.2, end.2),
+    };
     Ok((result, cpu))
 }
 
@@ -498,8 +628,14 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let (addr, admin_token, enrollment_secret, signing_key) = match &args.server {
         Some(url) => {
             let addr = loopback_addr(url)?;
-            let admin = args.admin_token.clone().context("--server needs --admin-token")?;
-            let secret = args.enrollment_secret.clone().context("--server needs --enrollment-secret")?;
+            let admin = args
+                .admin_token
+                .clone()
+                .context("--server needs --admin-token")?;
+            let secret = args
+                .enrollment_secret
+                .clone()
+                .context("--server needs --enrollment-secret")?;
             let key = match &args.signing_key {
                 Some(p) => Some(ota_keys::load_secret_key(p)?),
                 None => None,
@@ -514,7 +650,10 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             let (_, public, key) = ota_keys::write_keypair(&temp.path().join("release"))?;
             let admin = "loadgen-admin-token-0123456789abcdef".to_string();
             let secret = "loadgen-enrollment-secret-0123456789".to_string();
-            let secrets = child::Secrets { admin_token: &admin, enrollment_secret: &secret };
+            let secrets = child::Secrets {
+                admin_token: &admin,
+                enrollment_secret: &secret,
+            };
             let started = Instant::now();
             let process = ServerProcess::start(&bin, &temp.path().join("data"), &public, &secrets)?;
             println!(
@@ -533,9 +672,20 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let admin = bearer(&admin_token)?;
 
     let started = Instant::now();
-    let tokens = enroll_all(addr, &enrollment_secret, args.devices, args.enroll_concurrency, args.canary_percent).await?;
+    let tokens = enroll_all(
+        addr,
+        &enrollment_secret,
+        args.devices,
+        args.enroll_concurrency,
+        args.canary_percent,
+    )
+    .await?;
     let secs = started.elapsed().as_secs_f64();
-    println!("enrolled {} devices in {secs:.2} s ({:.0}/s)", tokens.len(), tokens.len() as f64 / secs);
+    println!(
+        "enrolled {} devices in {secs:.2} s ({:.0}/s)",
+        tokens.len(),
+        tokens.len() as f64 / secs
+    );
     let tokens = Arc::new(tokens);
 
     if args.canary_percent > 0 {
@@ -558,13 +708,23 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         server_pid.as_deref(),
         warmup,
         duration,
-        poll_phase(addr, tokens.clone(), args.connections, Some(args.rate.max(1)), warmup, duration),
+        poll_phase(
+            addr,
+            tokens.clone(),
+            args.connections,
+            Some(args.rate.max(1)),
+            warmup,
+            duration,
+        ),
     )
     .await?;
     let achieved = print_phase("rate phase", &rate_result, &cpu);
 
     if args.saturate_secs > 0 {
-        println!("saturation phase: {} connections polling back-to-back, 1 s warm-up + {} s", args.connections, args.saturate_secs);
+        println!(
+            "saturation phase: {} connections polling back-to-back, 1 s warm-up + {} s",
+            args.connections, args.saturate_secs
+        );
         let warm = Duration::from_secs(1);
         let window = Duration::from_secs(args.saturate_secs);
         let (sat, cpu) = measured(

@@ -170,8 +170,12 @@ pub enum RolloutState {
 
 impl RolloutState {
     /// All states.
-    pub const ALL: [RolloutState; 4] =
-        [RolloutState::Active, RolloutState::Paused, RolloutState::Aborted, RolloutState::Completed];
+    pub const ALL: [RolloutState; 4] = [
+        RolloutState::Active,
+        RolloutState::Paused,
+        RolloutState::Aborted,
+        RolloutState::Completed,
+    ];
 
     /// Wire name.
     pub fn as_str(self) -> &'static str {

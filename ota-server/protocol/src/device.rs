@@ -149,7 +149,8 @@ impl PollResponse {
     /// The delay before the next poll: the interval plus `random / u32::MAX` of the jitter. Pass a uniformly
     /// random `u32` (the crate has no randomness of its own).
     pub fn next_poll_delay(&self, random: u32) -> Duration {
-        let jitter_ms = u64::from(self.poll_jitter_secs) * 1000 * u64::from(random) / u64::from(u32::MAX);
+        let jitter_ms =
+            u64::from(self.poll_jitter_secs) * 1000 * u64::from(random) / u64::from(u32::MAX);
         Duration::from_secs(u64::from(self.poll_interval_secs)) + Duration::from_millis(jitter_ms)
     }
 }
@@ -202,7 +203,10 @@ impl ReportStatus {
 
     /// Whether the update is over for this device (success, failure or rolled back).
     pub fn is_terminal(self) -> bool {
-        matches!(self, ReportStatus::Success | ReportStatus::Failure | ReportStatus::RolledBack)
+        matches!(
+            self,
+            ReportStatus::Success | ReportStatus::Failure | ReportStatus::RolledBack
+        )
     }
 
     /// Whether this counts against the rollout's failure threshold.
@@ -251,8 +255,14 @@ impl ReportRequest {
         if self.progress_percent.is_some_and(|p| p > 100) {
             return Err("progress_percent must be between 0 and 100".into());
         }
-        if self.log_tail.as_ref().is_some_and(|l| l.len() > MAX_LOG_TAIL) {
-            return Err(format!("log_tail must be at most {MAX_LOG_TAIL} bytes; send the last lines only"));
+        if self
+            .log_tail
+            .as_ref()
+            .is_some_and(|l| l.len() > MAX_LOG_TAIL)
+        {
+            return Err(format!(
+                "log_tail must be at most {MAX_LOG_TAIL} bytes; send the last lines only"
+            ));
         }
         match self.status {
             ReportStatus::Failure if self.error.as_deref().unwrap_or("").is_empty() => {

@@ -52,7 +52,10 @@ pub mod paths {
 /// Checks a device id: 1-64 characters of `[A-Za-z0-9._-]`, not starting with a dot.
 pub fn validate_device_id(id: &str) -> Result<(), String> {
     if id.is_empty() || id.len() > 64 {
-        return Err(format!("device_id must be 1-64 characters long (got {})", id.len()));
+        return Err(format!(
+            "device_id must be 1-64 characters long (got {})",
+            id.len()
+        ));
     }
     if id.starts_with('.') {
         return Err("device_id must not start with '.'".into());
@@ -61,7 +64,9 @@ pub fn validate_device_id(id: &str) -> Result<(), String> {
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
     {
-        return Err(format!("device_id may contain only A-Z a-z 0-9 . _ - (found {c:?})"));
+        return Err(format!(
+            "device_id may contain only A-Z a-z 0-9 . _ - (found {c:?})"
+        ));
     }
     Ok(())
 }

@@ -42,7 +42,10 @@ fn poll_request_from_the_documented_example() {
     assert_eq!(poll.current_version, Some("1.3.0".parse().unwrap()));
     assert_eq!(poll.slots["b"], "1.2.0");
     assert_eq!(poll.telemetry.metrics["inference_latency_ms"], 41.2);
-    assert_eq!(poll.telemetry.position.as_ref().unwrap().frame.as_deref(), Some("map"));
+    assert_eq!(
+        poll.telemetry.position.as_ref().unwrap().frame.as_deref(),
+        Some("map")
+    );
     let again: PollRequest = serde_json::from_str(&serde_json::to_string(&poll).unwrap()).unwrap();
     assert_eq!(again, poll);
 }
@@ -52,9 +55,14 @@ fn minimal_poll_needs_only_compatible_and_unknown_fields_are_refused() {
     let poll: PollRequest = serde_json::from_value(json!({"compatible": "x"})).unwrap();
     assert_eq!(poll.current_version, None);
     assert_eq!(poll.telemetry, Telemetry::default());
-    assert!(serde_json::from_value::<PollRequest>(json!({"compatible": "x", "surprise": 1})).is_err());
+    assert!(
+        serde_json::from_value::<PollRequest>(json!({"compatible": "x", "surprise": 1})).is_err()
+    );
     assert!(serde_json::from_value::<PollRequest>(json!({"current_version": "1.0.0"})).is_err());
-    assert!(serde_json::from_value::<PollRequest>(json!({"compatible": "x", "current_version": "one"})).is_err());
+    assert!(serde_json::from_value::<PollRequest>(
+        json!({"compatible": "x", "current_version": "one"})
+    )
+    .is_err());
 }
 
 #[test]
@@ -75,8 +83,14 @@ fn report_status_wire_names_round_trip() {
 #[test]
 fn report_validation_names_the_missing_field() {
     assert!(report(ReportStatus::Downloading).validate().is_ok());
-    assert!(report(ReportStatus::Failure).validate().unwrap_err().contains("'error'"));
-    assert!(report(ReportStatus::RolledBack).validate().unwrap_err().contains("'reason'"));
+    assert!(report(ReportStatus::Failure)
+        .validate()
+        .unwrap_err()
+        .contains("'error'"));
+    assert!(report(ReportStatus::RolledBack)
+        .validate()
+        .unwrap_err()
+        .contains("'reason'"));
     let mut r = report(ReportStatus::Failure);
     r.error = Some("disk full".into());
     assert!(r.validate().is_ok());
@@ -110,7 +124,9 @@ fn retry_after() {
 
 #[test]
 fn event_names_and_payloads() {
-    let e = Event::DeviceDeleted(crate::admin::DeviceDeletedEvent { device_id: "r1".into() });
+    let e = Event::DeviceDeleted(crate::admin::DeviceDeletedEvent {
+        device_id: "r1".into(),
+    });
     assert_eq!(e.name(), "device_deleted");
     assert_eq!(e.data_json(), r#"{"device_id":"r1"}"#);
 }
@@ -127,7 +143,11 @@ proptest! {
 
 #[test]
 fn poll_delay_extremes() {
-    let resp = PollResponse { poll_interval_secs: 60, poll_jitter_secs: 10, update: None };
+    let resp = PollResponse {
+        poll_interval_secs: 60,
+        poll_jitter_secs: 10,
+        update: None,
+    };
     assert_eq!(resp.next_poll_delay(0), Duration::from_secs(60));
     assert_eq!(resp.next_poll_delay(u32::MAX), Duration::from_secs(70));
 }

@@ -13,7 +13,11 @@ mod embedded {
 
 /// Content type by file extension.
 pub fn content_type(path: &str) -> &'static str {
-    match path.rsplit_once('.').map(|(_, ext)| ext.to_ascii_lowercase()).as_deref() {
+    match path
+        .rsplit_once('.')
+        .map(|(_, ext)| ext.to_ascii_lowercase())
+        .as_deref()
+    {
         Some("html") => "text/html; charset=utf-8",
         Some("css") => "text/css; charset=utf-8",
         Some("js" | "mjs") => "text/javascript; charset=utf-8",
@@ -29,7 +33,11 @@ pub fn content_type(path: &str) -> &'static str {
 
 /// `GET /`.
 pub async fn index() -> Response {
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], embedded::INDEX).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        embedded::INDEX,
+    )
+        .into_response()
 }
 
 /// `GET /static/{*path}`.

@@ -47,12 +47,16 @@ pub fn random_hex() -> String {
 /// The device token for an enrollment request.
 pub fn derive_device_token(key: &[u8], device_id: &str, request_id: &str) -> String {
     // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!("any key length"));
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("any key length"));
     mac.update(b"ota-device-token\0");
     mac.update(device_id.as_bytes());
     mac.update(b"\0");
     mac.update(request_id.as_bytes());
-    format!("{DEVICE_TOKEN_PREFIX}{}", hex::encode(mac.finalize().into_bytes()))
+    format!(
+        "{DEVICE_TOKEN_PREFIX}{}",
+        hex::encode(mac.finalize().into_bytes())
+    )
 }
 
 /// The public token id of a device token, if it has the device token shape.
@@ -72,16 +76,19 @@ pub enum Caller {
 
 /// Reads the bearer token of a request.
 pub fn bearer(parts: &Parts) -> Result<&str, ApiError> {
-    let value = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
-        ApiError::unauthorized("missing 'Authorization: Bearer <token>' header")
-    })?;
+    let value = parts
+        .headers
+        .get(AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("missing 'Authorization: Bearer <token>' header"))?;
     let text = value
         .to_str()
         .map_err(|_| ApiError::unauthorized("the Authorization header is not valid text"))?;
     let token = text
         .strip_prefix("Bearer ")
         .or_else(|| text.strip_prefix("bearer "))
-        .ok_or_else(|| ApiError::unauthorized("the Authorization header must be 'Bearer <token>'"))?;
+        .ok_or_else(|| {
+            ApiError::unauthorized("the Authorization header must be 'Bearer <token>'")
+        })?;
     Ok(token.trim())
 }
 
@@ -97,7 +104,10 @@ pub struct DeviceCaller(pub String);
 impl FromRequestParts<Arc<AppState>> for AnyCaller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
         let token = bearer(parts)?;
         state.authenticate(token).map(AnyCaller)
     }
@@ -106,7 +116,10 @@ impl FromRequestParts<Arc<AppState>> for AnyCaller {
 impl FromRequestParts<Arc<AppState>> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
         match AnyCaller::from_request_parts(parts, state).await?.0 {
             Caller::Admin => Ok(Admin),
             Caller::Device(id) => Err(ApiError::forbidden(format!(
@@ -119,7 +132,10 @@ impl FromRequestParts<Arc<AppState>> for Admin {
 impl FromRequestParts<Arc<AppState>> for DeviceCaller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
         match AnyCaller::from_request_parts(parts, state).await?.0 {
             Caller::Device(id) => Ok(DeviceCaller(id)),
             Caller::Admin => Err(ApiError::forbidden(
@@ -141,7 +157,10 @@ mod tests {
         assert_ne!(a, derive_device_token(b"key", "r2", "req-1"));
         assert_ne!(a, derive_device_token(b"other", "r1", "req-1"));
         // The separator keeps ("r1", "0req") and ("r10", "req") apart.
-        assert_ne!(derive_device_token(b"k", "r1", "0req"), derive_device_token(b"k", "r10", "req"));
+        assert_ne!(
+            derive_device_token(b"k", "r1", "0req"),
+            derive_device_token(b"k", "r10", "req")
+        );
         assert_eq!(device_token_id(&a), Some(&a[5..21]));
         assert_eq!(device_token_id("ota1.xyz"), None);
         assert_eq!(device_token_id("admin-token"), None);

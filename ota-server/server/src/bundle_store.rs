@@ -21,10 +21,17 @@ use crate::state::{blocking, unix_now, AppState};
 use crate::store::{BundleRecord, Store};
 
 /// Streams an upload into a temp file, verifies it and publishes it.
-pub async fn upload(state: &Arc<AppState>, content_length: Option<u64>, body: Body) -> Result<(bool, PublishResponse), ApiError> {
+pub async fn upload(
+    state: &Arc<AppState>,
+    content_length: Option<u64>,
+    body: Body,
+) -> Result<(bool, PublishResponse), ApiError> {
     let result = receive_and_publish(state, content_length, body).await;
     if result.is_err() {
-        state.metrics.uploads_rejected.fetch_add(1, Ordering::Relaxed);
+        state
+            .metrics
+            .uploads_rejected
+            .fetch_add(1, Ordering::Relaxed);
     }
     result
 }
@@ -32,7 +39,9 @@ pub async fn upload(state: &Arc<AppState>, content_length: Option<u64>, body: Bo
 fn too_large(limit: u64) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
-        format!("bundle larger than the server's upload limit of {limit} bytes (--max-upload-bytes)"),
+        format!(
+            "bundle larger than the server's upload limit of {limit} bytes (--max-upload-bytes)"
+        ),
     )
 }
 
@@ -49,8 +58,12 @@ async fn receive_and_publish(
         .prefix("upload-")
         .tempfile_in(state.tmp_dir())
         .map_err(|e| ApiError::internal("creating the upload temp file", e))?;
-    let std_file = tmp.as_file().try_clone().map_err(|e| ApiError::internal("opening the upload temp file", e))?;
-    let mut file = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(std_file));
+    let std_file = tmp
+        .as_file()
+        .try_clone()
+        .map_err(|e| ApiError::internal("opening the upload temp file", e))?;
+    let mut file =
+        tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(std_file));
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     let mut stream = body.into_data_stream();
@@ -96,10 +109,16 @@ async fn receive_and_publish(
     let deduplicated = !inserted;
     if inserted {
         state.add_bundle(record.clone());
-        state.metrics.uploads_accepted.fetch_add(1, Ordering::Relaxed);
+        state
+            .metrics
+            .uploads_accepted
+            .fetch_add(1, Ordering::Relaxed);
         tracing::info!(bundle = %record.bundle_id, version = %record.version, "bundle published");
     } else {
-        state.metrics.uploads_deduplicated.fetch_add(1, Ordering::Relaxed);
+        state
+            .metrics
+            .uploads_deduplicated
+            .fetch_add(1, Ordering::Relaxed);
     }
     let existing = state.bundle(&record.bundle_id).unwrap_or(record);
     Ok((
@@ -123,8 +142,14 @@ fn verify_and_store(
     sha: String,
     size: u64,
 ) -> Result<(bool, BundleRecord), ApiError> {
-    let reader = BufReader::with_capacity(1 << 20, tmp.reopen().map_err(|e| ApiError::internal("reopening the upload", e))?);
-    let rejected = |e: ota_bundle_format::BundleError| ApiError::unprocessable(format!("bundle rejected: {e}"));
+    let reader = BufReader::with_capacity(
+        1 << 20,
+        tmp.reopen()
+            .map_err(|e| ApiError::internal("reopening the upload", e))?,
+    );
+    let rejected = |e: ota_bundle_format::BundleError| {
+        ApiError::unprocessable(format!("bundle rejected: {e}"))
+    };
     let mut bundle = BundleReader::open(reader, &state.config.trust).map_err(rejected)?;
     let manifest = bundle.manifest().clone();
     let manifest_digest = bundle.manifest_digest();
@@ -149,18 +174,30 @@ fn verify_and_store(
         images: manifest
             .images
             .iter()
-            .map(|i| ImageInfo { name: i.name.clone(), slot_class: i.slot_class.clone(), size: i.size, sha256: i.sha256.clone() })
+            .map(|i| ImageInfo {
+                name: i.name.clone(),
+                slot_class: i.slot_class.clone(),
+                size: i.size,
+                sha256: i.sha256.clone(),
+            })
             .collect(),
     };
     let target = state.blob_dir().join(&sha);
     if target.exists() {
         return Ok((false, record));
     }
-    tmp.as_file().sync_all().map_err(|e| ApiError::internal("syncing the upload", e))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| ApiError::internal("syncing the upload", e))?;
     match tmp.persist_noclobber(&target) {
         Ok(_) => {}
         Err(e) if target.exists() => drop(e),
-        Err(e) => return Err(ApiError::internal("moving the upload into the blob store", e.error)),
+        Err(e) => {
+            return Err(ApiError::internal(
+                "moving the upload into the blob store",
+                e.error,
+            ))
+        }
     }
     sync_dir(&state.blob_dir()).map_err(|e| ApiError::internal("syncing the blob directory", e))?;
     Ok((true, record))
@@ -180,16 +217,25 @@ pub fn sweep(data_dir: &Path, store: &dyn Store) -> anyhow::Result<Vec<PathBuf>>
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let mut removed = Vec::new();
-    for entry in std::fs::read_dir(&tmp).with_context(|| format!("cannot list {}", tmp.display()))? {
+    for entry in
+        std::fs::read_dir(&tmp).with_context(|| format!("cannot list {}", tmp.display()))?
+    {
         let path = entry?.path();
         std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
         removed.push(path);
     }
-    for entry in std::fs::read_dir(&blobs).with_context(|| format!("cannot list {}", blobs.display()))? {
+    for entry in
+        std::fs::read_dir(&blobs).with_context(|| format!("cannot list {}", blobs.display()))?
+    {
         let path = entry?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
         if !store.bundle_exists(&name)? {
-            std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+            std::fs::remove_file(&path)
+                .with_context(|| format!("cannot remove {}", path.display()))?;
             removed.push(path);
         }
     }

@@ -6,7 +6,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use ota_protocol::admin::{CreateRolloutRequest, DeviceDetail, DeviceInfo, RolloutDetail, RolloutInfo};
+use ota_protocol::admin::{
+    CreateRolloutRequest, DeviceDetail, DeviceInfo, RolloutDetail, RolloutInfo,
+};
 use ota_protocol::ErrorBody;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -23,7 +25,8 @@ impl Remote {
     pub fn new(base: &str, token: &str, ca_file: Option<&Path>) -> anyhow::Result<Self> {
         let mut builder = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60));
         if let Some(path) = ca_file {
-            let pem = std::fs::read(path).with_context(|| format!("cannot read CA file {}", path.display()))?;
+            let pem = std::fs::read(path)
+                .with_context(|| format!("cannot read CA file {}", path.display()))?;
             let cert = reqwest::Certificate::from_pem(&pem)
                 .with_context(|| format!("{} is not a PEM certificate", path.display()))?;
             builder = builder.add_root_certificate(cert);
@@ -35,27 +38,41 @@ impl Remote {
         })
     }
 
-    fn send<T: DeserializeOwned>(&self, request: reqwest::blocking::RequestBuilder, what: &str) -> anyhow::Result<T> {
+    fn send<T: DeserializeOwned>(
+        &self,
+        request: reqwest::blocking::RequestBuilder,
+        what: &str,
+    ) -> anyhow::Result<T> {
         let response = request
             .bearer_auth(&self.token)
             .send()
             .with_context(|| format!("cannot reach the server at {} ({what})", self.base))?;
         let status = response.status();
-        let body = response.text().with_context(|| format!("reading the server's answer ({what})"))?;
+        let body = response
+            .text()
+            .with_context(|| format!("reading the server's answer ({what})"))?;
         if !status.is_success() {
             let message = serde_json::from_str::<ErrorBody>(&body).map_or(body, |e| e.error);
             bail!("{what}: server answered {status}: {message}");
         }
-        serde_json::from_str(&body).with_context(|| format!("{what}: unexpected answer from the server: {body}"))
+        serde_json::from_str(&body)
+            .with_context(|| format!("{what}: unexpected answer from the server: {body}"))
     }
 
     /// GET a JSON resource.
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        self.send(self.client.get(format!("{}{path}", self.base)), &format!("GET {path}"))
+        self.send(
+            self.client.get(format!("{}{path}", self.base)),
+            &format!("GET {path}"),
+        )
     }
 
     /// POST JSON (or nothing).
-    pub fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: Option<&B>) -> anyhow::Result<T> {
+    pub fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Option<&B>,
+    ) -> anyhow::Result<T> {
         let mut request = self.client.post(format!("{}{path}", self.base));
         if let Some(body) = body {
             request = request.json(body);
@@ -70,7 +87,9 @@ pub fn parse_tags(tags: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
         .map(|t| {
             t.split_once('=')
                 .map(|(k, v)| (k.to_string(), v.to_string()))
-                .with_context(|| format!("tag {t:?} must be written key=value, e.g. site=warehouse-3"))
+                .with_context(|| {
+                    format!("tag {t:?} must be written key=value, e.g. site=warehouse-3")
+                })
         })
         .collect()
 }
@@ -81,7 +100,11 @@ pub fn format_rollout(r: &RolloutInfo) -> String {
     let tags = if r.tags.is_empty() {
         "all devices".to_string()
     } else {
-        r.tags.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+        r.tags
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
     };
     let stage = r.stages.get(r.current_stage).copied().unwrap_or(100);
     let mut line = format!(
@@ -109,12 +132,19 @@ pub fn format_rollout(r: &RolloutInfo) -> String {
 
 /// One line per device.
 pub fn format_device(d: &DeviceInfo) -> String {
-    let tags = d.tags.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+    let tags = d
+        .tags
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
     format!(
         "{:<24} {:<20} {:<10} slot {:<3} last seen {:<12} status {:<12} [{}]",
         d.device_id,
         d.compatible,
-        d.current_version.as_ref().map_or("-".to_string(), ToString::to_string),
+        d.current_version
+            .as_ref()
+            .map_or("-".to_string(), ToString::to_string),
         d.booted_slot.as_deref().unwrap_or("-"),
         d.last_seen.map_or("never".to_string(), |t| t.to_string()),
         d.last_status.as_ref().map_or("-", |s| s.status.as_str()),
@@ -123,7 +153,10 @@ pub fn format_device(d: &DeviceInfo) -> String {
 }
 
 /// `rollout create`.
-pub fn rollout_create(remote: &Remote, request: &CreateRolloutRequest) -> anyhow::Result<RolloutInfo> {
+pub fn rollout_create(
+    remote: &Remote,
+    request: &CreateRolloutRequest,
+) -> anyhow::Result<RolloutInfo> {
     remote.post("/api/rollouts", Some(request))
 }
 

@@ -20,7 +20,11 @@ pub struct ApiError {
 impl ApiError {
     /// Any status.
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into(), retry_after: None }
+        ApiError {
+            status,
+            message: message.into(),
+            retry_after: None,
+        }
     }
     /// 400.
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -49,11 +53,18 @@ impl ApiError {
     /// 500; the details go to the log, the client gets a generic line.
     pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
         tracing::error!("{context}: {err}");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error while {context}; see the server log"))
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("internal error while {context}; see the server log"),
+        )
     }
     /// 429 or 503 with `Retry-After`.
     pub fn back_off(status: StatusCode, seconds: u64, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into(), retry_after: Some(seconds) }
+        ApiError {
+            status,
+            message: message.into(),
+            retry_after: Some(seconds),
+        }
     }
 }
 
@@ -73,7 +84,13 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, Json(ErrorBody { error: self.message })).into_response();
+        let mut response = (
+            self.status,
+            Json(ErrorBody {
+                error: self.message,
+            }),
+        )
+            .into_response();
         if let Some(seconds) = self.retry_after {
             if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);

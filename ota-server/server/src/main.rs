@@ -234,14 +234,20 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!("listening on {scheme}://{}", listener.local_addr()?);
-        println!("ota-server listening on {scheme}://{}", listener.local_addr()?);
+        println!(
+            "ota-server listening on {scheme}://{}",
+            listener.local_addr()?
+        );
         server::serve(opened.state, listener, tls, shutdown_signal()).await
     })
 }
 
 fn print_json_or<T: serde::Serialize>(value: &T, lines: impl FnOnce(&T)) {
     if std::env::var_os("OTA_JSON").is_some() {
-        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        );
     } else {
         lines(value);
     }
@@ -251,7 +257,14 @@ fn run(program: Program) -> anyhow::Result<()> {
     match program.command {
         Command::Serve(args) => serve(args),
         Command::Rollout(cmd) => match cmd {
-            RolloutCommand::Create { remote: r, bundle, tags, stages, failure_threshold, name } => {
+            RolloutCommand::Create {
+                remote: r,
+                bundle,
+                tags,
+                stages,
+                failure_threshold,
+                name,
+            } => {
                 let request = CreateRolloutRequest {
                     bundle_id: bundle,
                     tags: cli::parse_tags(&tags)?,
@@ -260,7 +273,9 @@ fn run(program: Program) -> anyhow::Result<()> {
                     name,
                 };
                 let info = cli::rollout_create(&remote(&r)?, &request)?;
-                print_json_or(&info, |i| println!("created rollout\n{}", cli::format_rollout(i)));
+                print_json_or(&info, |i| {
+                    println!("created rollout\n{}", cli::format_rollout(i))
+                });
                 Ok(())
             }
             RolloutCommand::List { remote: r } => {
@@ -358,8 +373,16 @@ mod tests {
     #[test]
     fn missing_trust_root_names_the_flag() {
         let dir = tempfile::tempdir().unwrap();
-        let program = Program::try_parse_from(["ota-server", "serve", "--data-dir", dir.path().to_str().unwrap()]).unwrap();
-        let Command::Serve(args) = program.command else { panic!("serve expected") };
+        let program = Program::try_parse_from([
+            "ota-server",
+            "serve",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ])
+        .unwrap();
+        let Command::Serve(args) = program.command else {
+            panic!("serve expected")
+        };
         let err = find_trust(&args).unwrap_err().to_string();
         assert!(err.contains("--trust"), "{err}");
     }

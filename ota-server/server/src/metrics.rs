@@ -53,28 +53,98 @@ pub fn render(state: &AppState) -> String {
     let m = &state.metrics;
     let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
     let mut out = String::new();
-    family(&mut out, "ota_polls_total", "counter", "Device polls answered.");
+    family(
+        &mut out,
+        "ota_polls_total",
+        "counter",
+        "Device polls answered.",
+    );
     let _ = writeln!(out, "ota_polls_total {}", get(&m.polls));
-    family(&mut out, "ota_offers_total", "counter", "Polls answered with an update offer.");
+    family(
+        &mut out,
+        "ota_offers_total",
+        "counter",
+        "Polls answered with an update offer.",
+    );
     let _ = writeln!(out, "ota_offers_total {}", get(&m.offers));
-    family(&mut out, "ota_reports_total", "counter", "Device status reports stored, by status.");
+    family(
+        &mut out,
+        "ota_reports_total",
+        "counter",
+        "Device status reports stored, by status.",
+    );
     for (status, count) in ReportStatus::ALL.iter().zip(&m.reports) {
-        let _ = writeln!(out, "ota_reports_total{{status=\"{}\"}} {}", status.as_str(), get(count));
+        let _ = writeln!(
+            out,
+            "ota_reports_total{{status=\"{}\"}} {}",
+            status.as_str(),
+            get(count)
+        );
     }
-    family(&mut out, "ota_enrollments_total", "counter", "Device enrollments (retries included).");
+    family(
+        &mut out,
+        "ota_enrollments_total",
+        "counter",
+        "Device enrollments (retries included).",
+    );
     let _ = writeln!(out, "ota_enrollments_total {}", get(&m.enrollments));
-    family(&mut out, "ota_uploads_total", "counter", "Bundle uploads by result.");
-    let _ = writeln!(out, "ota_uploads_total{{result=\"accepted\"}} {}", get(&m.uploads_accepted));
-    let _ = writeln!(out, "ota_uploads_total{{result=\"deduplicated\"}} {}", get(&m.uploads_deduplicated));
-    let _ = writeln!(out, "ota_uploads_total{{result=\"rejected\"}} {}", get(&m.uploads_rejected));
-    family(&mut out, "ota_downloads_total", "counter", "Bundle downloads started.");
+    family(
+        &mut out,
+        "ota_uploads_total",
+        "counter",
+        "Bundle uploads by result.",
+    );
+    let _ = writeln!(
+        out,
+        "ota_uploads_total{{result=\"accepted\"}} {}",
+        get(&m.uploads_accepted)
+    );
+    let _ = writeln!(
+        out,
+        "ota_uploads_total{{result=\"deduplicated\"}} {}",
+        get(&m.uploads_deduplicated)
+    );
+    let _ = writeln!(
+        out,
+        "ota_uploads_total{{result=\"rejected\"}} {}",
+        get(&m.uploads_rejected)
+    );
+    family(
+        &mut out,
+        "ota_downloads_total",
+        "counter",
+        "Bundle downloads started.",
+    );
     let _ = writeln!(out, "ota_downloads_total {}", get(&m.downloads));
-    family(&mut out, "ota_backoff_total", "counter", "Requests told to back off, by status code.");
-    let _ = writeln!(out, "ota_backoff_total{{code=\"429\"}} {}", get(&m.backoff_429));
-    let _ = writeln!(out, "ota_backoff_total{{code=\"503\"}} {}", get(&m.backoff_503));
-    family(&mut out, "ota_write_behind_flushes_total", "counter", "Write-behind flushes of device state.");
+    family(
+        &mut out,
+        "ota_backoff_total",
+        "counter",
+        "Requests told to back off, by status code.",
+    );
+    let _ = writeln!(
+        out,
+        "ota_backoff_total{{code=\"429\"}} {}",
+        get(&m.backoff_429)
+    );
+    let _ = writeln!(
+        out,
+        "ota_backoff_total{{code=\"503\"}} {}",
+        get(&m.backoff_503)
+    );
+    family(
+        &mut out,
+        "ota_write_behind_flushes_total",
+        "counter",
+        "Write-behind flushes of device state.",
+    );
     let _ = writeln!(out, "ota_write_behind_flushes_total {}", get(&m.flushes));
-    family(&mut out, "ota_write_behind_pending", "gauge", "Devices whose poll state awaits the next flush.");
+    family(
+        &mut out,
+        "ota_write_behind_pending",
+        "gauge",
+        "Devices whose poll state awaits the next flush.",
+    );
     let _ = writeln!(out, "ota_write_behind_pending {}", state.pending_writes());
     family(&mut out, "ota_devices", "gauge", "Enrolled devices.");
     let _ = writeln!(out, "ota_devices {}", state.device_count());

@@ -27,33 +27,180 @@ const fn r(
     request: Option<&'static str>,
     response: (u16, &'static str),
 ) -> RouteDoc {
-    RouteDoc { method, path, auth, summary, request, response }
+    RouteDoc {
+        method,
+        path,
+        auth,
+        summary,
+        request,
+        response,
+    }
 }
 
 /// Every route the server serves.
 pub const ROUTES: &[RouteDoc] = &[
     r("get", "/", "none", "Dashboard page", None, (200, "#html")),
-    r("get", "/static/{path}", "none", "Dashboard asset", None, (200, "#binary")),
+    r(
+        "get",
+        "/static/{path}",
+        "none",
+        "Dashboard asset",
+        None,
+        (200, "#binary"),
+    ),
     r("get", "/healthz", "none", "Liveness", None, (200, "Health")),
-    r("get", "/metrics", "admin", "Prometheus metrics", None, (200, "#text")),
-    r("get", "/api/openapi.json", "none", "This document", None, (200, "#any")),
-    r("post", "/api/devices/enroll", "enrollment_secret", "Enroll a device (idempotent per request_id)", Some("EnrollRequest"), (200, "EnrollResponse")),
-    r("post", "/api/device/poll", "device", "Report state and telemetry; get an update offer or nothing", Some("PollRequest"), (200, "PollResponse")),
-    r("post", "/api/device/report", "device", "Report the lifecycle status of an update (idempotent per report_id)", Some("ReportRequest"), (200, "ReportResponse")),
-    r("get", "/api/bundles", "admin", "List bundles", None, (200, "BundleList")),
-    r("post", "/api/bundles", "admin", "Upload (publish) a signed bundle; 201 new, 200 already stored", Some("#raw"), (201, "PublishResponse")),
-    r("get", "/api/bundles/{bundle_id}", "admin", "One bundle", None, (200, "BundleInfo")),
-    r("get", "/api/bundles/{bundle_id}/download", "admin_or_device", "Download a bundle (supports Range)", None, (200, "#binary")),
-    r("get", "/api/devices", "admin", "Device inventory", None, (200, "DeviceList")),
-    r("get", "/api/devices/{device_id}", "admin_or_device", "One device with its report history", None, (200, "DeviceDetail")),
-    r("delete", "/api/devices/{device_id}", "admin", "Forget a device and revoke its token", None, (204, "#none")),
-    r("get", "/api/rollouts", "admin", "List rollouts", None, (200, "RolloutList")),
-    r("post", "/api/rollouts", "admin", "Create a staged rollout", Some("CreateRolloutRequest"), (201, "RolloutInfo")),
-    r("get", "/api/rollouts/{rollout_id}", "admin", "One rollout with per-device status", None, (200, "RolloutDetail")),
-    r("post", "/api/rollouts/{rollout_id}/pause", "admin", "Pause a rollout", None, (200, "RolloutInfo")),
-    r("post", "/api/rollouts/{rollout_id}/resume", "admin", "Resume a rollout (acknowledges failures so far)", None, (200, "RolloutInfo")),
-    r("post", "/api/rollouts/{rollout_id}/abort", "admin", "Abort a rollout for good", None, (200, "RolloutInfo")),
-    r("get", "/api/events", "admin", "Server-sent events: device_updated, report, rollout_updated, device_deleted", None, (200, "#sse")),
+    r(
+        "get",
+        "/metrics",
+        "admin",
+        "Prometheus metrics",
+        None,
+        (200, "#text"),
+    ),
+    r(
+        "get",
+        "/api/openapi.json",
+        "none",
+        "This document",
+        None,
+        (200, "#any"),
+    ),
+    r(
+        "post",
+        "/api/devices/enroll",
+        "enrollment_secret",
+        "Enroll a device (idempotent per request_id)",
+        Some("EnrollRequest"),
+        (200, "EnrollResponse"),
+    ),
+    r(
+        "post",
+        "/api/device/poll",
+        "device",
+        "Report state and telemetry; get an update offer or nothing",
+        Some("PollRequest"),
+        (200, "PollResponse"),
+    ),
+    r(
+        "post",
+        "/api/device/report",
+        "device",
+        "Report the lifecycle status of an update (idempotent per report_id)",
+        Some("ReportRequest"),
+        (200, "ReportResponse"),
+    ),
+    r(
+        "get",
+        "/api/bundles",
+        "admin",
+        "List bundles",
+        None,
+        (200, "BundleList"),
+    ),
+    r(
+        "post",
+        "/api/bundles",
+        "admin",
+        "Upload (publish) a signed bundle; 201 new, 200 already stored",
+        Some("#raw"),
+        (201, "PublishResponse"),
+    ),
+    r(
+        "get",
+        "/api/bundles/{bundle_id}",
+        "admin",
+        "One bundle",
+        None,
+        (200, "BundleInfo"),
+    ),
+    r(
+        "get",
+        "/api/bundles/{bundle_id}/download",
+        "admin_or_device",
+        "Download a bundle (supports Range)",
+        None,
+        (200, "#binary"),
+    ),
+    r(
+        "get",
+        "/api/devices",
+        "admin",
+        "Device inventory",
+        None,
+        (200, "DeviceList"),
+    ),
+    r(
+        "get",
+        "/api/devices/{device_id}",
+        "admin_or_device",
+        "One device with its report history",
+        None,
+        (200, "DeviceDetail"),
+    ),
+    r(
+        "delete",
+        "/api/devices/{device_id}",
+        "admin",
+        "Forget a device and revoke its token",
+        None,
+        (204, "#none"),
+    ),
+    r(
+        "get",
+        "/api/rollouts",
+        "admin",
+        "List rollouts",
+        None,
+        (200, "RolloutList"),
+    ),
+    r(
+        "post",
+        "/api/rollouts",
+        "admin",
+        "Create a staged rollout",
+        Some("CreateRolloutRequest"),
+        (201, "RolloutInfo"),
+    ),
+    r(
+        "get",
+        "/api/rollouts/{rollout_id}",
+        "admin",
+        "One rollout with per-device status",
+        None,
+        (200, "RolloutDetail"),
+    ),
+    r(
+        "post",
+        "/api/rollouts/{rollout_id}/pause",
+        "admin",
+        "Pause a rollout",
+        None,
+        (200, "RolloutInfo"),
+    ),
+    r(
+        "post",
+        "/api/rollouts/{rollout_id}/resume",
+        "admin",
+        "Resume a rollout (acknowledges failures so far)",
+        None,
+        (200, "RolloutInfo"),
+    ),
+    r(
+        "post",
+        "/api/rollouts/{rollout_id}/abort",
+        "admin",
+        "Abort a rollout for good",
+        None,
+        (200, "RolloutInfo"),
+    ),
+    r(
+        "get",
+        "/api/events",
+        "admin",
+        "Server-sent events: device_updated, report, rollout_updated, device_deleted",
+        None,
+        (200, "#sse"),
+    ),
 ];
 
 fn schema_ref(name: &str) -> Value {
@@ -65,7 +212,9 @@ fn content(name: &str) -> Value {
         "#html" => json!({"text/html": {"schema": {"type": "string"}}}),
         "#text" => json!({"text/plain": {"schema": {"type": "string"}}}),
         "#sse" => json!({"text/event-stream": {"schema": {"type": "string"}}}),
-        "#binary" | "#raw" => json!({"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}),
+        "#binary" | "#raw" => {
+            json!({"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}})
+        }
         "#any" => json!({"application/json": {"schema": {"type": "object"}}}),
         other => json!({"application/json": {"schema": schema_ref(other)}}),
     }
@@ -74,7 +223,10 @@ fn content(name: &str) -> Value {
 fn operation(route: &RouteDoc) -> Value {
     let mut op = Map::new();
     op.insert("summary".into(), json!(route.summary));
-    op.insert("operationId".into(), json!(format!("{} {}", route.method, route.path)));
+    op.insert(
+        "operationId".into(),
+        json!(format!("{} {}", route.method, route.path)),
+    );
     let security = match route.auth {
         "admin" => json!([{"adminToken": []}]),
         "device" => json!([{"deviceToken": []}]),
@@ -90,14 +242,19 @@ fn operation(route: &RouteDoc) -> Value {
         .collect();
     let mut params = params;
     if route.path.ends_with("/download") {
-        params.push(json!({"name": "Range", "in": "header", "required": false, "schema": {"type": "string"},
-            "description": "bytes=START-[END] to resume a download; answered with 206"}));
+        params.push(
+            json!({"name": "Range", "in": "header", "required": false, "schema": {"type": "string"},
+            "description": "bytes=START-[END] to resume a download; answered with 206"}),
+        );
     }
     if !params.is_empty() {
         op.insert("parameters".into(), Value::Array(params));
     }
     if let Some(req) = route.request {
-        op.insert("requestBody".into(), json!({"required": true, "content": content(req)}));
+        op.insert(
+            "requestBody".into(),
+            json!({"required": true, "content": content(req)}),
+        );
     }
     let (status, resp) = route.response;
     let mut responses = Map::new();
@@ -108,12 +265,21 @@ fn operation(route: &RouteDoc) -> Value {
     };
     responses.insert(status.to_string(), ok);
     if route.path.ends_with("/download") {
-        responses.insert("206".into(), json!({"description": "partial content (Range)", "content": content("#binary")}));
+        responses.insert(
+            "206".into(),
+            json!({"description": "partial content (Range)", "content": content("#binary")}),
+        );
     }
     if route.method == "post" && route.path == "/api/bundles" {
-        responses.insert("200".into(), json!({"description": "already stored", "content": content("PublishResponse")}));
+        responses.insert(
+            "200".into(),
+            json!({"description": "already stored", "content": content("PublishResponse")}),
+        );
     }
-    responses.insert("default".into(), json!({"description": "error", "content": content("Error")}));
+    responses.insert(
+        "default".into(),
+        json!({"description": "error", "content": content("Error")}),
+    );
     op.insert("responses".into(), Value::Object(responses));
     Value::Object(op)
 }
@@ -127,26 +293,46 @@ fn schemas() -> Value {
     let opt = |t: &str| json!({"type": t, "nullable": true});
     let map_str = json!({"type": "object", "additionalProperties": {"type": "string"}});
     let status = json!({"type": "string", "enum": ["downloading", "installing", "rebooting", "success", "failure", "rolled_back"]});
-    let telemetry = obj(&[], json!({
-        "battery_percent": s("number"), "cpu_percent": s("number"),
-        "position": obj(&["x", "y"], json!({"x": s("number"), "y": s("number"), "theta": s("number"), "frame": s("string")})),
-        "memory_used_bytes": s("integer"), "memory_total_bytes": s("integer"),
-        "disk_used_bytes": s("integer"), "disk_total_bytes": s("integer"), "uptime_secs": s("integer"),
-        "metrics": {"type": "object", "additionalProperties": {"type": "number"}}
-    }));
-    let last_status = obj(&["status", "at"], json!({
-        "status": status, "rollout_id": opt("integer"), "version": opt("string"), "at": s("integer"),
-        "error": opt("string"), "reason": opt("string")
-    }));
-    let report_record = obj(&["report_id", "status", "received_at"], json!({
-        "report_id": s("string"), "rollout_id": opt("integer"), "version": opt("string"),
-        "manifest_digest": opt("string"), "status": status, "progress_percent": opt("integer"),
-        "error": opt("string"), "log_tail": opt("string"), "reason": opt("string"), "received_at": s("integer")
-    }));
-    let counts = obj(&["targeted", "offered", "pending", "in_progress", "succeeded", "failed", "rolled_back"], json!({
-        "targeted": s("integer"), "offered": s("integer"), "pending": s("integer"), "in_progress": s("integer"),
-        "succeeded": s("integer"), "failed": s("integer"), "rolled_back": s("integer")
-    }));
+    let telemetry = obj(
+        &[],
+        json!({
+            "battery_percent": s("number"), "cpu_percent": s("number"),
+            "position": obj(&["x", "y"], json!({"x": s("number"), "y": s("number"), "theta": s("number"), "frame": s("string")})),
+            "memory_used_bytes": s("integer"), "memory_total_bytes": s("integer"),
+            "disk_used_bytes": s("integer"), "disk_total_bytes": s("integer"), "uptime_secs": s("integer"),
+            "metrics": {"type": "object", "additionalProperties": {"type": "number"}}
+        }),
+    );
+    let last_status = obj(
+        &["status", "at"],
+        json!({
+            "status": status, "rollout_id": opt("integer"), "version": opt("string"), "at": s("integer"),
+            "error": opt("string"), "reason": opt("string")
+        }),
+    );
+    let report_record = obj(
+        &["report_id", "status", "received_at"],
+        json!({
+            "report_id": s("string"), "rollout_id": opt("integer"), "version": opt("string"),
+            "manifest_digest": opt("string"), "status": status, "progress_percent": opt("integer"),
+            "error": opt("string"), "log_tail": opt("string"), "reason": opt("string"), "received_at": s("integer")
+        }),
+    );
+    let counts = obj(
+        &[
+            "targeted",
+            "offered",
+            "pending",
+            "in_progress",
+            "succeeded",
+            "failed",
+            "rolled_back",
+        ],
+        json!({
+            "targeted": s("integer"), "offered": s("integer"), "pending": s("integer"), "in_progress": s("integer"),
+            "succeeded": s("integer"), "failed": s("integer"), "rolled_back": s("integer")
+        }),
+    );
     json!({
         "Error": obj(&["error"], json!({"error": s("string")})),
         "Health": obj(&["status"], json!({"status": s("string")})),
@@ -228,7 +414,9 @@ fn schemas() -> Value {
 pub fn document() -> Value {
     let mut paths = Map::new();
     for route in ROUTES {
-        let entry = paths.entry(route.path.to_string()).or_insert_with(|| json!({}));
+        let entry = paths
+            .entry(route.path.to_string())
+            .or_insert_with(|| json!({}));
         if let Value::Object(ops) = entry {
             ops.insert(route.method.to_string(), operation(route));
         }
@@ -264,7 +452,10 @@ mod tests {
         let mut seen = 0;
         while let Some(i) = rest.find("#/components/schemas/") {
             rest = &rest[i + "#/components/schemas/".len()..];
-            let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect();
             assert!(schemas.contains_key(&name), "dangling reference to {name}");
             seen += 1;
         }

@@ -115,7 +115,9 @@ pub fn order_targets(seed: &str, mut device_ids: Vec<String>) -> Vec<String> {
 
 /// Number of devices offered the update in the current stage (cumulative).
 pub fn offered(plan: &Plan<'_>, targeted: u64) -> u64 {
-    plan.stages.get(plan.current_stage).map_or(0, |&p| stage_size(targeted, p))
+    plan.stages
+        .get(plan.current_stage)
+        .map_or(0, |&p| stage_size(targeted, p))
 }
 
 /// Whether to offer the update to a device.
@@ -153,7 +155,8 @@ pub fn offer(
 /// Whether a device may download the rollout's bundle: it is in a reached stage of a rollout that is not
 /// aborted (a pause stops new offers, not downloads already under way).
 pub fn may_download(plan: &Plan<'_>, targeted: u64, membership: Option<Membership>) -> bool {
-    plan.state != RolloutState::Aborted && membership.is_some_and(|m| m.rank < offered(plan, targeted))
+    plan.state != RolloutState::Aborted
+        && membership.is_some_and(|m| m.rank < offered(plan, targeted))
 }
 
 /// A change the rollout makes by itself.
@@ -181,7 +184,10 @@ pub struct StageTally {
 /// Tallies the offered devices. `statuses` is indexed by rank (length = target set size).
 pub fn tally(plan: &Plan<'_>, statuses: &[Option<ReportStatus>]) -> StageTally {
     let offered = offered(plan, statuses.len() as u64);
-    let mut t = StageTally { offered, ..StageTally::default() };
+    let mut t = StageTally {
+        offered,
+        ..StageTally::default()
+    };
     for status in statuses.iter().take(offered as usize).flatten() {
         t.terminal += u64::from(status.is_terminal());
         t.bad += u64::from(status.is_bad());
@@ -224,7 +230,9 @@ pub fn validate_stages(stages: &[u8]) -> Result<(), String> {
         return Err("every stage must be a percentage between 1 and 100".into());
     }
     if stages.windows(2).any(|w| w[0] >= w[1]) {
-        return Err("stages must be strictly increasing cumulative percentages, e.g. [5, 25, 100]".into());
+        return Err(
+            "stages must be strictly increasing cumulative percentages, e.g. [5, 25, 100]".into(),
+        );
     }
     if stages.last() != Some(&100) {
         return Err("the last stage must be 100 so the rollout can complete".into());
@@ -237,7 +245,9 @@ pub fn validate_threshold(threshold: f64) -> Result<(), String> {
     if (0.0..=1.0).contains(&threshold) {
         Ok(())
     } else {
-        Err(format!("failure_threshold must be between 0 and 1 (got {threshold})"))
+        Err(format!(
+            "failure_threshold must be between 0 and 1 (got {threshold})"
+        ))
     }
 }
 

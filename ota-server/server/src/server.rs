@@ -92,16 +92,24 @@ fn secret(
 /// Opens (creating if needed) the data directory: database, blob store, secrets; loads the working set.
 pub fn open(settings: Settings) -> anyhow::Result<Opened> {
     let dir = settings.config.data_dir.clone();
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
     let db_path = dir.join("ota.sqlite");
     let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&db_path).with_context(|| format!("cannot open the database {}", db_path.display()))?,
+        SqliteStore::open(&db_path)
+            .with_context(|| format!("cannot open the database {}", db_path.display()))?,
     );
     for removed in crate::bundle_store::sweep(&dir, store.as_ref())? {
         tracing::info!("removed leftover {}", removed.display());
     }
     let mut generated = Vec::new();
-    let admin = secret(settings.admin_token, &dir.join("admin-token"), "admin token", "--admin-token", &mut generated)?;
+    let admin = secret(
+        settings.admin_token,
+        &dir.join("admin-token"),
+        "admin token",
+        "--admin-token",
+        &mut generated,
+    )?;
     let enrollment = secret(
         settings.enrollment_secret,
         &dir.join("enrollment-secret"),
@@ -110,7 +118,9 @@ pub fn open(settings: Settings) -> anyhow::Result<Opened> {
         &mut generated,
     )?;
     let token_key = match store.setting("token_key")? {
-        Some(hex_key) => hex::decode(hex_key.trim()).context("database setting token_key is not hex")?,
+        Some(hex_key) => {
+            hex::decode(hex_key.trim()).context("database setting token_key is not hex")?
+        }
         None => {
             let key = auth::random_hex();
             store.set_setting("token_key", &key)?;
@@ -122,7 +132,8 @@ pub fn open(settings: Settings) -> anyhow::Result<Opened> {
         enrollment_secret: enrollment,
         token_key,
     };
-    let state = AppState::new(settings.config, secrets, store).context("cannot load the database")?;
+    let state =
+        AppState::new(settings.config, secrets, store).context("cannot load the database")?;
     Ok(Opened { state, generated })
 }
 
@@ -157,14 +168,23 @@ pub async fn serve(
         st.begin_shutdown();
     };
     let result = match tls {
-        None => axum::serve(listener, app).with_graceful_shutdown(signal).await,
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(signal)
+                .await
+        }
         Some(config) => {
             let listener = crate::tls::TlsListener::new(listener, config)?;
-            axum::serve(listener, app).with_graceful_shutdown(signal).await
+            axum::serve(listener, app)
+                .with_graceful_shutdown(signal)
+                .await
         }
     };
     state.begin_shutdown();
     let _ = flusher.await;
-    state.flush().await.map_err(|e| anyhow::anyhow!("final flush of device state failed: {e}"))?;
+    state
+        .flush()
+        .await
+        .map_err(|e| anyhow::anyhow!("final flush of device state failed: {e}"))?;
     result.context("HTTP server failed")
 }

@@ -16,10 +16,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::http::StatusCode;
 use ota_keys::TrustRoot;
 use ota_protocol::admin::{
-    BundleInfo, DeviceDeletedEvent, DeviceInfo, Event, LastStatus, ReportEvent, ReportRecord, RolloutCounts,
-    RolloutDetail, RolloutDevice, RolloutInfo, RolloutState,
+    BundleInfo, DeviceDeletedEvent, DeviceInfo, Event, LastStatus, ReportEvent, ReportRecord,
+    RolloutCounts, RolloutDetail, RolloutDevice, RolloutInfo, RolloutState,
 };
-use ota_protocol::device::{PollRequest, PollResponse, ReportRequest, ReportResponse, ReportStatus, UpdateOffer};
+use ota_protocol::device::{
+    PollRequest, PollResponse, ReportRequest, ReportResponse, ReportStatus, UpdateOffer,
+};
 use tokio::sync::{broadcast, watch};
 
 use crate::auth::{self, Caller};
@@ -84,8 +86,17 @@ pub struct Rollout {
 
 impl Rollout {
     fn new(record: RolloutRecord, bundle: BundleRecord, members: Vec<MemberRecord>) -> Self {
-        let index = members.iter().enumerate().map(|(i, m)| (m.device_id.clone(), i)).collect();
-        Rollout { record, bundle, members, index }
+        let index = members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.device_id.clone(), i))
+            .collect();
+        Rollout {
+            record,
+            bundle,
+            members,
+            index,
+        }
     }
 
     fn plan(&self) -> Plan<'_> {
@@ -102,7 +113,10 @@ impl Rollout {
     }
 
     fn membership(&self, device_id: &str) -> Option<Membership> {
-        self.index.get(device_id).map(|&i| Membership { rank: self.members[i].rank, status: self.members[i].status })
+        self.index.get(device_id).map(|&i| Membership {
+            rank: self.members[i].rank,
+            status: self.members[i].status,
+        })
     }
 
     fn statuses(&self) -> Vec<Option<ReportStatus>> {
@@ -110,7 +124,12 @@ impl Rollout {
     }
 
     /// Applies automatic transitions to `record` given member statuses; returns whether anything changed.
-    fn settle(record: &mut RolloutRecord, bundle: &BundleRecord, statuses: &[Option<ReportStatus>], now: u64) -> bool {
+    fn settle(
+        record: &mut RolloutRecord,
+        bundle: &BundleRecord,
+        statuses: &[Option<ReportStatus>],
+        now: u64,
+    ) -> bool {
         let mut changed = false;
         loop {
             let plan = Plan {
@@ -144,7 +163,11 @@ impl Rollout {
         let plan = self.plan();
         let targeted = self.members.len() as u64;
         let offered = rollout::offered(&plan, targeted);
-        let mut counts = RolloutCounts { targeted, offered, ..RolloutCounts::default() };
+        let mut counts = RolloutCounts {
+            targeted,
+            offered,
+            ..RolloutCounts::default()
+        };
         for m in self.members.iter().take(offered as usize) {
             match m.status {
                 None => counts.pending += 1,
@@ -208,7 +231,9 @@ pub struct AppState {
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -249,7 +274,11 @@ impl Drop for InflightGuard<'_> {
 
 impl AppState {
     /// Builds the state from a loaded store.
-    pub fn new(config: Config, secrets: Secrets, store: Arc<dyn Store>) -> Result<Arc<Self>, StoreError> {
+    pub fn new(
+        config: Config,
+        secrets: Secrets,
+        store: Arc<dyn Store>,
+    ) -> Result<Arc<Self>, StoreError> {
         let snapshot = store.load()?;
         let mut fleet = Fleet::default();
         for bundle in snapshot.bundles {
@@ -258,19 +287,33 @@ impl AppState {
         for record in snapshot.devices {
             fleet.tokens.insert(
                 record.token_id.clone(),
-                TokenEntry { device_id: record.device_id.clone(), hash: record.token_hash },
+                TokenEntry {
+                    device_id: record.device_id.clone(),
+                    hash: record.token_hash,
+                },
             );
-            fleet
-                .devices
-                .insert(record.device_id.clone(), Arc::new(Mutex::new(Device { record, last_poll: None })));
+            fleet.devices.insert(
+                record.device_id.clone(),
+                Arc::new(Mutex::new(Device {
+                    record,
+                    last_poll: None,
+                })),
+            );
         }
         for (record, members) in snapshot.rollouts {
             let bundle = fleet
                 .bundles
                 .get(&record.bundle_id)
                 .cloned()
-                .ok_or_else(|| StoreError::Missing(format!("bundle {} of rollout {}", record.bundle_id, record.rollout_id)))?;
-            fleet.rollouts.insert(record.rollout_id, Rollout::new(record, bundle, members));
+                .ok_or_else(|| {
+                    StoreError::Missing(format!(
+                        "bundle {} of rollout {}",
+                        record.bundle_id, record.rollout_id
+                    ))
+                })?;
+            fleet
+                .rollouts
+                .insert(record.rollout_id, Rollout::new(record, bundle, members));
         }
         let (events, _) = broadcast::channel(1024);
         let (shutdown, _) = watch::channel(false);
@@ -343,14 +386,14 @@ impl AppState {
                     return Ok(Caller::Device(entry.device_id.clone()));
                 }
             }
-        } else {
-            let mut ok = false;
-            for admin in &self.secrets.admin_token_hashes {
-                ok |= auth::hashes_equal(admin, &hash);
-            }
-            if ok {
-                return Ok(Caller::Admin);
-            }
+        }
+        // Every admin hash is compared (no early exit), each in constant time.
+        let mut ok = false;
+        for admin in &self.secrets.admin_token_hashes {
+            ok |= auth::hashes_equal(admin, &hash);
+        }
+        if ok {
+            return Ok(Caller::Admin);
         }
         Err(ApiError::unauthorized("unknown or revoked token"))
     }
@@ -367,7 +410,8 @@ impl AppState {
 
     /// Rollouts per state.
     pub fn rollout_states(&self) -> BTreeMap<&'static str, u64> {
-        let mut out: BTreeMap<&'static str, u64> = RolloutState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+        let mut out: BTreeMap<&'static str, u64> =
+            RolloutState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
         for r in read(&self.fleet).rollouts.values() {
             *out.entry(r.record.state.as_str()).or_default() += 1;
         }
@@ -393,12 +437,17 @@ impl AppState {
         ota_bundle_format::manifest::validate_compatible(&req.compatible)
             .map_err(|e| ApiError::bad_request(format!("compatible: {e}")))?;
         if req.request_id.len() < 8 || req.request_id.len() > 128 {
-            return Err(ApiError::bad_request("request_id must be 8-128 characters (a random string)"));
+            return Err(ApiError::bad_request(
+                "request_id must be 8-128 characters (a random string)",
+            ));
         }
         validate_tags(&req.tags)?;
-        let token = auth::derive_device_token(&self.secrets.token_key, &req.device_id, &req.request_id);
+        let token =
+            auth::derive_device_token(&self.secrets.token_key, &req.device_id, &req.request_id);
         let token_hash = auth::hash_token(&token);
-        let token_id = auth::device_token_id(&token).unwrap_or_default().to_string();
+        let token_id = auth::device_token_id(&token)
+            .unwrap_or_default()
+            .to_string();
 
         let _writer = self.writer.lock().await;
         let existing = read(&self.fleet).devices.get(&req.device_id).map(|d| {
@@ -432,11 +481,22 @@ impl AppState {
         blocking(&self.store, move |s| s.upsert_device(&stored)).await?;
         let info = {
             let mut fleet = write(&self.fleet);
-            fleet.tokens.insert(token_id, TokenEntry { device_id: record.device_id.clone(), hash: token_hash });
+            fleet.tokens.insert(
+                token_id,
+                TokenEntry {
+                    device_id: record.device_id.clone(),
+                    hash: token_hash,
+                },
+            );
             let slot = fleet
                 .devices
                 .entry(record.device_id.clone())
-                .or_insert_with(|| Arc::new(Mutex::new(Device { record: record.clone(), last_poll: None })));
+                .or_insert_with(|| {
+                    Arc::new(Mutex::new(Device {
+                        record: record.clone(),
+                        last_poll: None,
+                    }))
+                });
             let mut dev = lock(slot);
             dev.record.compatible = record.compatible.clone();
             dev.record.tags = record.tags.clone();
@@ -467,7 +527,9 @@ impl AppState {
             }
         }
         lock(&self.dirty).remove(device_id);
-        self.emit(Event::DeviceDeleted(DeviceDeletedEvent { device_id: device_id.to_string() }));
+        self.emit(Event::DeviceDeleted(DeviceDeletedEvent {
+            device_id: device_id.to_string(),
+        }));
         Ok(())
     }
 
@@ -491,7 +553,10 @@ impl AppState {
                 return Err(ApiError::back_off(
                     StatusCode::TOO_MANY_REQUESTS,
                     wait,
-                    format!("polling too fast; poll at most every {} ms", min.as_millis()),
+                    format!(
+                        "polling too fast; poll at most every {} ms",
+                        min.as_millis()
+                    ),
                 ));
             }
         }
@@ -516,7 +581,10 @@ impl AppState {
         };
         let mut update = None;
         for r in fleet.rollouts.values().rev() {
-            if !matches!(r.record.state, RolloutState::Active | RolloutState::Completed) {
+            if !matches!(
+                r.record.state,
+                RolloutState::Active | RolloutState::Completed
+            ) {
                 continue;
             }
             let membership = r.membership(device_id);
@@ -555,13 +623,17 @@ impl AppState {
 
     /// Persists the devices polled since the last flush, in one transaction.
     pub async fn flush(&self) -> Result<usize, ApiError> {
-        let ids: Vec<String> = std::mem::take(&mut *lock(&self.dirty)).into_iter().collect();
+        let ids: Vec<String> = std::mem::take(&mut *lock(&self.dirty))
+            .into_iter()
+            .collect();
         if ids.is_empty() {
             return Ok(0);
         }
         let batch: Vec<DeviceRecord> = {
             let fleet = read(&self.fleet);
-            ids.iter().filter_map(|id| fleet.devices.get(id).map(|d| lock(d).record.clone())).collect()
+            ids.iter()
+                .filter_map(|id| fleet.devices.get(id).map(|d| lock(d).record.clone()))
+                .collect()
         };
         let count = batch.len();
         if let Err(err) = blocking(&self.store, move |s| s.save_device_states(&batch)).await {
@@ -576,7 +648,11 @@ impl AppState {
     // ----- reports ----------------------------------------------------------------------------------------
 
     /// Commits a report and its effects on the rollout.
-    pub async fn report(&self, device_id: &str, req: ReportRequest) -> Result<ReportResponse, ApiError> {
+    pub async fn report(
+        &self,
+        device_id: &str,
+        req: ReportRequest,
+    ) -> Result<ReportResponse, ApiError> {
         req.validate().map_err(ApiError::unprocessable)?;
         let _writer = self.writer.lock().await;
         let now = unix_now();
@@ -609,14 +685,21 @@ impl AppState {
             match req.rollout_id {
                 None => (None, None),
                 Some(id) => {
-                    let r = fleet.rollouts.get(&id).ok_or_else(|| ApiError::not_found(format!("no rollout {id}")))?;
+                    let r = fleet
+                        .rollouts
+                        .get(&id)
+                        .ok_or_else(|| ApiError::not_found(format!("no rollout {id}")))?;
                     let &i = r.index.get(device_id).ok_or_else(|| {
-                        ApiError::forbidden(format!("device '{device_id}' is not a target of rollout {id}"))
+                        ApiError::forbidden(format!(
+                            "device '{device_id}' is not a target of rollout {id}"
+                        ))
                     })?;
                     let old = r.members[i].status;
                     // A finished device may only move to another final status (a success that later rolls
                     // back); late progress reports do not reopen it.
-                    let new = if old.is_some_and(ReportStatus::is_terminal) && !req.status.is_terminal() {
+                    let new = if old.is_some_and(ReportStatus::is_terminal)
+                        && !req.status.is_terminal()
+                    {
                         old
                     } else {
                         Some(req.status)
@@ -644,7 +727,10 @@ impl AppState {
         })
         .await?;
         if !fresh {
-            return Ok(ReportResponse { accepted: true, duplicate: true });
+            return Ok(ReportResponse {
+                accepted: true,
+                duplicate: true,
+            });
         }
         self.metrics.report(req.status);
         // Apply.
@@ -671,14 +757,20 @@ impl AppState {
             });
             (device, rollout_info)
         };
-        self.emit(Event::Report(Box::new(ReportEvent { device_id: device_id.to_string(), report: record })));
+        self.emit(Event::Report(Box::new(ReportEvent {
+            device_id: device_id.to_string(),
+            report: record,
+        })));
         if let Some(device) = device {
             self.emit(Event::DeviceUpdated(Box::new(device)));
         }
         if let Some(info) = rollout_info {
             self.emit(Event::RolloutUpdated(Box::new(info)));
         }
-        Ok(ReportResponse { accepted: true, duplicate: false })
+        Ok(ReportResponse {
+            accepted: true,
+            duplicate: false,
+        })
     }
 
     // ----- bundles ----------------------------------------------------------------------------------------
@@ -690,14 +782,24 @@ impl AppState {
 
     /// All bundles, newest first.
     pub fn bundles(&self) -> Vec<BundleInfo> {
-        let mut out: Vec<BundleInfo> = read(&self.fleet).bundles.values().map(bundle_info).collect();
-        out.sort_by(|a, b| b.uploaded_at.cmp(&a.uploaded_at).then(a.bundle_id.cmp(&b.bundle_id)));
+        let mut out: Vec<BundleInfo> = read(&self.fleet)
+            .bundles
+            .values()
+            .map(bundle_info)
+            .collect();
+        out.sort_by(|a, b| {
+            b.uploaded_at
+                .cmp(&a.uploaded_at)
+                .then(a.bundle_id.cmp(&b.bundle_id))
+        });
         out
     }
 
     /// Makes a stored bundle visible.
     pub fn add_bundle(&self, bundle: BundleRecord) {
-        write(&self.fleet).bundles.insert(bundle.bundle_id.clone(), bundle);
+        write(&self.fleet)
+            .bundles
+            .insert(bundle.bundle_id.clone(), bundle);
     }
 
     /// Whether a caller may download a bundle.
@@ -716,21 +818,33 @@ impl AppState {
     /// Inventory, sorted by id.
     pub fn devices(&self) -> Vec<DeviceInfo> {
         let fleet = read(&self.fleet);
-        let mut out: Vec<DeviceInfo> = fleet.devices.values().map(|d| device_info(&lock(d).record)).collect();
+        let mut out: Vec<DeviceInfo> = fleet
+            .devices
+            .values()
+            .map(|d| device_info(&lock(d).record))
+            .collect();
         out.sort_by(|a, b| a.device_id.cmp(&b.device_id));
         out
     }
 
     /// One device.
     pub fn device(&self, device_id: &str) -> Option<DeviceInfo> {
-        read(&self.fleet).devices.get(device_id).map(|d| device_info(&lock(d).record))
+        read(&self.fleet)
+            .devices
+            .get(device_id)
+            .map(|d| device_info(&lock(d).record))
     }
 
     // ----- rollouts ---------------------------------------------------------------------------------------
 
     /// All rollouts, newest first.
     pub fn rollouts(&self) -> Vec<RolloutInfo> {
-        read(&self.fleet).rollouts.values().rev().map(Rollout::info).collect()
+        read(&self.fleet)
+            .rollouts
+            .values()
+            .rev()
+            .map(Rollout::info)
+            .collect()
     }
 
     /// One rollout with its devices.
@@ -755,19 +869,25 @@ impl AppState {
         &self,
         req: ota_protocol::admin::CreateRolloutRequest,
     ) -> Result<RolloutInfo, ApiError> {
-        let stages = req.stages.unwrap_or_else(|| rollout::DEFAULT_STAGES.to_vec());
+        let stages = req
+            .stages
+            .unwrap_or_else(|| rollout::DEFAULT_STAGES.to_vec());
         rollout::validate_stages(&stages).map_err(ApiError::unprocessable)?;
-        let threshold = req.failure_threshold.unwrap_or(rollout::DEFAULT_FAILURE_THRESHOLD);
+        let threshold = req
+            .failure_threshold
+            .unwrap_or(rollout::DEFAULT_FAILURE_THRESHOLD);
         rollout::validate_threshold(threshold).map_err(ApiError::unprocessable)?;
         validate_tags(&req.tags)?;
         let _writer = self.writer.lock().await;
         let now = unix_now();
-        let bundle = self
-            .bundle(&req.bundle_id)
-            .ok_or_else(|| ApiError::unprocessable(format!("no bundle '{}'; publish it first", req.bundle_id)))?;
+        let bundle = self.bundle(&req.bundle_id).ok_or_else(|| {
+            ApiError::unprocessable(format!("no bundle '{}'; publish it first", req.bundle_id))
+        })?;
         let mut record = RolloutRecord {
             rollout_id: 0,
-            name: req.name.unwrap_or_else(|| format!("{} {}", bundle.compatible, bundle.version)),
+            name: req
+                .name
+                .unwrap_or_else(|| format!("{} {}", bundle.compatible, bundle.version)),
             bundle_id: bundle.bundle_id.clone(),
             tags: req.tags,
             stages,
@@ -810,7 +930,12 @@ impl AppState {
         let members: Vec<MemberRecord> = targets
             .into_iter()
             .enumerate()
-            .map(|(rank, device_id)| MemberRecord { device_id, rank: rank as u64, status: None, updated_at: now })
+            .map(|(rank, device_id)| MemberRecord {
+                device_id,
+                rank: rank as u64,
+                status: None,
+                updated_at: now,
+            })
             .collect();
         let statuses = vec![None; members.len()];
         Rollout::settle(&mut record, &bundle, &statuses, now);
@@ -825,16 +950,25 @@ impl AppState {
     }
 
     /// Pause, resume or abort by hand.
-    pub async fn control_rollout(&self, id: u64, action: RolloutAction) -> Result<RolloutInfo, ApiError> {
+    pub async fn control_rollout(
+        &self,
+        id: u64,
+        action: RolloutAction,
+    ) -> Result<RolloutInfo, ApiError> {
         let _writer = self.writer.lock().await;
         let now = unix_now();
         let mut record = {
             let fleet = read(&self.fleet);
-            let r = fleet.rollouts.get(&id).ok_or_else(|| ApiError::not_found(format!("no rollout {id}")))?;
+            let r = fleet
+                .rollouts
+                .get(&id)
+                .ok_or_else(|| ApiError::not_found(format!("no rollout {id}")))?;
             let mut rec = r.record.clone();
             use RolloutState::*;
             match (action, rec.state) {
-                (RolloutAction::Pause, Paused) | (RolloutAction::Resume, Active) | (RolloutAction::Abort, Aborted) => {
+                (RolloutAction::Pause, Paused)
+                | (RolloutAction::Resume, Active)
+                | (RolloutAction::Abort, Aborted) => {
                     return Ok(r.info());
                 }
                 (RolloutAction::Pause, Active) => {
@@ -867,7 +1001,10 @@ impl AppState {
         blocking(&self.store, move |s| s.update_rollout(&rec)).await?;
         let info = {
             let mut fleet = write(&self.fleet);
-            let r = fleet.rollouts.get_mut(&id).ok_or_else(|| ApiError::not_found(format!("no rollout {id}")))?;
+            let r = fleet
+                .rollouts
+                .get_mut(&id)
+                .ok_or_else(|| ApiError::not_found(format!("no rollout {id}")))?;
             r.record = record;
             r.info()
         };

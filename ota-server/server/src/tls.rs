@@ -27,7 +27,10 @@ pub fn load_server_config(cert_path: &Path, key_path: &Path) -> anyhow::Result<A
         .collect::<Result<_, _>>()
         .with_context(|| format!("TLS certificate {} is not valid PEM", cert_path.display()))?;
     if certs.is_empty() {
-        bail!("{} contains no certificate (expected PEM 'BEGIN CERTIFICATE')", cert_path.display());
+        bail!(
+            "{} contains no certificate (expected PEM 'BEGIN CERTIFICATE')",
+            cert_path.display()
+        );
     }
     let key = PrivateKeyDer::from_pem_file(key_path)
         .with_context(|| format!("cannot read a PEM private key from {}", key_path.display()))?;
@@ -81,7 +84,11 @@ impl TlsListener {
                 });
             }
         });
-        Ok(TlsListener { accepted, local_addr, task })
+        Ok(TlsListener {
+            accepted,
+            local_addr,
+            task,
+        })
     }
 }
 

@@ -19,9 +19,17 @@ fn ota_bundle() -> PathBuf {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let cargo = option_env!("CARGO").unwrap_or("cargo");
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "-p", "ota-bundle-tool", "--bin", "ota-bundle", "--target-dir"])
-        .arg(target)
-        .current_dir(&workspace);
+    cmd.args([
+        "build",
+        "--quiet",
+        "-p",
+        "ota-bundle-tool",
+        "--bin",
+        "ota-bundle",
+        "--target-dir",
+    ])
+    .arg(target)
+    .current_dir(&workspace);
     if profile_dir.file_name().is_some_and(|n| n == "release") {
         cmd.arg("--release");
     }
@@ -30,10 +38,17 @@ fn ota_bundle() -> PathBuf {
     server_bin.with_file_name("ota-bundle")
 }
 
-async fn run(program: PathBuf, args: Vec<String>, env: Vec<(&'static str, &'static str)>) -> Output {
+async fn run(
+    program: PathBuf,
+    args: Vec<String>,
+    env: Vec<(&'static str, &'static str)>,
+) -> Output {
     tokio::task::spawn_blocking(move || {
         let mut cmd = Command::new(program);
-        cmd.args(args).env_remove("OTA_JSON").env_remove("OTA_SERVER_TOKEN").env_remove("OTA_SERVER_URL");
+        cmd.args(args)
+            .env_remove("OTA_JSON")
+            .env_remove("OTA_SERVER_TOKEN")
+            .env_remove("OTA_SERVER_URL");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -44,7 +59,10 @@ async fn run(program: PathBuf, args: Vec<String>, env: Vec<(&'static str, &'stat
 }
 
 fn text(out: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,29 +80,58 @@ async fn publish_and_manage_rollouts_from_the_command_line() {
     std::fs::write(&bad, bundle(&[&SecretKey::generate()], "3.1.0", COMPATIBLE)).unwrap();
     let base = server.base.clone();
     let publish_args = |token: &str, file: &Path| {
-        vec!["publish".into(), "--server".into(), base.clone(), "--token".into(), token.into(), file.display().to_string()]
+        vec![
+            "publish".into(),
+            "--server".into(),
+            base.clone(),
+            "--token".into(),
+            token.into(),
+            file.display().to_string(),
+        ]
     };
 
     let out = run(tool.clone(), publish_args(ADMIN, &good), vec![]).await;
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
     let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
-    assert!(stdout.contains(&sha) && stdout.contains("3.1.0") && stdout.starts_with("PUBLISHED"), "{stdout}");
+    assert!(
+        stdout.contains(&sha) && stdout.contains("3.1.0") && stdout.starts_with("PUBLISHED"),
+        "{stdout}"
+    );
     let out = run(tool.clone(), publish_args(ADMIN, &good), vec![]).await;
     assert!(text(&out).0.starts_with("ALREADY PUBLISHED"));
     let out = run(tool.clone(), publish_args(ADMIN, &bad), vec![]).await;
     let (_, stderr) = text(&out);
     assert!(!out.status.success());
-    assert!(stderr.contains("422") && stderr.contains("bundle rejected"), "{stderr}");
+    assert!(
+        stderr.contains("422") && stderr.contains("bundle rejected"),
+        "{stderr}"
+    );
     let out = run(tool.clone(), publish_args("wrong-token", &good), vec![]).await;
     assert!(!out.status.success());
-    assert!(text(&out).1.contains("unknown or revoked token"), "{}", text(&out).1);
-    let out = run(tool.clone(), publish_args(ADMIN, &files.path().join("missing.otab")), vec![]).await;
+    assert!(
+        text(&out).1.contains("unknown or revoked token"),
+        "{}",
+        text(&out).1
+    );
+    let out = run(
+        tool.clone(),
+        publish_args(ADMIN, &files.path().join("missing.otab")),
+        vec![],
+    )
+    .await;
     assert!(!out.status.success() && text(&out).1.contains("missing.otab"));
 
     let c = client();
     for i in 0..4 {
-        enroll(&c, &server, &format!("robot-{i}"), &[("site", "w3")], COMPATIBLE).await;
+        enroll(
+            &c,
+            &server,
+            &format!("robot-{i}"),
+            &[("site", "w3")],
+            COMPATIBLE,
+        )
+        .await;
     }
     let remote = |cmd: &[&str]| {
         let mut v: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
@@ -94,35 +141,92 @@ async fn publish_and_manage_rollouts_from_the_command_line() {
     let token_env = vec![("OTA_SERVER_TOKEN", ADMIN)];
     let out = run(
         server_cli.clone(),
-        remote(&["rollout", "create", "--bundle", &sha, "--tag", "site=w3", "--stages", "50,100", "--name", "cli rollout"]),
+        remote(&[
+            "rollout",
+            "create",
+            "--bundle",
+            &sha,
+            "--tag",
+            "site=w3",
+            "--stages",
+            "50,100",
+            "--name",
+            "cli rollout",
+        ]),
         token_env.clone(),
     )
     .await;
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
-    assert!(stdout.contains("created rollout") && stdout.contains("targeted 4 offered 2"), "{stdout}");
-    for (cmd, expect) in [("pause", "paused"), ("resume", "active"), ("abort", "aborted")] {
-        let out = run(server_cli.clone(), remote(&["rollout", cmd, "1"]), token_env.clone()).await;
+    assert!(
+        stdout.contains("created rollout") && stdout.contains("targeted 4 offered 2"),
+        "{stdout}"
+    );
+    for (cmd, expect) in [
+        ("pause", "paused"),
+        ("resume", "active"),
+        ("abort", "aborted"),
+    ] {
+        let out = run(
+            server_cli.clone(),
+            remote(&["rollout", cmd, "1"]),
+            token_env.clone(),
+        )
+        .await;
         let (stdout, stderr) = text(&out);
         assert!(out.status.success(), "{cmd}: {stderr}");
         assert!(stdout.contains(expect), "{cmd}: {stdout}");
     }
-    let out = run(server_cli.clone(), remote(&["rollout", "list"]), vec![("OTA_SERVER_TOKEN", ADMIN), ("OTA_JSON", "1")]).await;
+    let out = run(
+        server_cli.clone(),
+        remote(&["rollout", "list"]),
+        vec![("OTA_SERVER_TOKEN", ADMIN), ("OTA_JSON", "1")],
+    )
+    .await;
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(list[0]["state"], "aborted");
     assert_eq!(list[0]["name"], "cli rollout");
-    let out = run(server_cli.clone(), remote(&["rollout", "show", "1"]), token_env.clone()).await;
+    let out = run(
+        server_cli.clone(),
+        remote(&["rollout", "show", "1"]),
+        token_env.clone(),
+    )
+    .await;
     assert_eq!(text(&out).0.lines().count(), 5, "{}", text(&out).0);
-    let out = run(server_cli.clone(), remote(&["rollout", "pause", "99"]), token_env.clone()).await;
+    let out = run(
+        server_cli.clone(),
+        remote(&["rollout", "pause", "99"]),
+        token_env.clone(),
+    )
+    .await;
     assert!(!out.status.success());
     assert!(text(&out).1.contains("no rollout 99"), "{}", text(&out).1);
-    let out = run(server_cli.clone(), remote(&["devices", "list"]), token_env.clone()).await;
+    let out = run(
+        server_cli.clone(),
+        remote(&["devices", "list"]),
+        token_env.clone(),
+    )
+    .await;
     let (stdout, _) = text(&out);
     assert!(out.status.success());
-    assert_eq!(stdout.lines().filter(|l| l.starts_with("robot-")).count(), 4, "{stdout}");
-    let out = run(server_cli.clone(), remote(&["devices", "show", "robot-0"]), token_env.clone()).await;
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("robot-")).count(),
+        4,
+        "{stdout}"
+    );
+    let out = run(
+        server_cli.clone(),
+        remote(&["devices", "show", "robot-0"]),
+        token_env.clone(),
+    )
+    .await;
     assert!(out.status.success() && text(&out).0.contains("site=w3"));
-    let out = run(server_cli.clone(), remote(&["devices", "list"]), vec![("OTA_SERVER_TOKEN", "bad")]).await;
+    let out = run(
+        server_cli.clone(),
+        remote(&["devices", "list"]),
+        vec![("OTA_SERVER_TOKEN", "bad")],
+    )
+    .await;
     assert!(!out.status.success() && text(&out).1.contains("401"));
     server.stop().await;
 }

@@ -47,16 +47,29 @@ async fn openapi_lists_exactly_the_served_routes() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(settings(dir.path(), &trust(&[&key], 1))).await;
     let c = client();
-    let doc: serde_json::Value = c.get(server.url("/api/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let doc: serde_json::Value = c
+        .get(server.url("/api/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(doc["openapi"], "3.0.3");
     let mut documented = BTreeSet::new();
     for (path, ops) in doc["paths"].as_object().unwrap() {
         for (method, op) in ops.as_object().unwrap() {
-            assert!(op["responses"].is_object() && op["summary"].is_string(), "{method} {path}");
+            assert!(
+                op["responses"].is_object() && op["summary"].is_string(),
+                "{method} {path}"
+            );
             documented.insert((method.clone(), path.clone()));
         }
     }
-    let served: BTreeSet<(String, String)> = SERVED.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    let served: BTreeSet<(String, String)> = SERVED
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
     assert_eq!(documented, served);
     // Every documented route is really routed: the router's fallback (404 "no such route") or 405 never answers.
     for (method, path) in &served {
@@ -66,12 +79,24 @@ async fn openapi_lists_exactly_the_served_routes() {
             .replace("{device_id}", "nobody")
             .replace("{rollout_id}", "1");
         let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-        let r = c.request(method.clone(), server.url(&concrete)).bearer_auth(ADMIN).send().await.unwrap();
+        let r = c
+            .request(method.clone(), server.url(&concrete))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
         let status = r.status();
-        assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {concrete}");
+        assert_ne!(
+            status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {concrete}"
+        );
         if path != "/api/events" {
             let text = r.text().await.unwrap();
-            assert!(!text.contains("no such route"), "{method} {concrete}: {status} {text}");
+            assert!(
+                !text.contains("no such route"),
+                "{method} {concrete}: {status} {text}"
+            );
         }
     }
     server.stop().await;
@@ -89,25 +114,57 @@ async fn metrics_dashboard_and_write_behind() {
     }
     let r = c.get(server.url("/metrics")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let r = c.get(server.url("/metrics")).bearer_auth(ADMIN).send().await.unwrap();
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let r = c
+        .get(server.url("/metrics"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
     let text = r.text().await.unwrap();
-    for line in ["ota_polls_total 3", "ota_devices 1", "ota_enrollments_total 1", "ota_rollouts{state=\"active\"} 0", "# TYPE ota_polls_total counter"] {
-        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    for line in [
+        "ota_polls_total 3",
+        "ota_devices 1",
+        "ota_enrollments_total 1",
+        "ota_rollouts{state=\"active\"} 0",
+        "# TYPE ota_polls_total counter",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
     }
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let (name, value) = line.rsplit_once(' ').unwrap();
         assert!(name.starts_with("ota_"), "{line}");
-        value.parse::<f64>().unwrap_or_else(|_| panic!("not a number: {line}"));
+        value
+            .parse::<f64>()
+            .unwrap_or_else(|_| panic!("not a number: {line}"));
     }
 
     let r = c.get(server.url("/")).send().await.unwrap();
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
     assert!(r.text().await.unwrap().contains("<html"));
     let r = c.get(server.url("/static/style.css")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/css"));
-    assert_eq!(c.get(server.url("/static/missing.js")).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/css"));
+    assert_eq!(
+        c.get(server.url("/static/missing.js"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
 
     // Polls reach the database by the write-behind flush (about once a second), while the server runs.
     let db = SqliteStore::open(&dir.path().join("ota.sqlite")).unwrap();
@@ -134,15 +191,66 @@ async fn the_router_works_in_process_with_oneshot() {
     let app = ota_server::app(opened.state.clone());
     let response = app
         .clone()
-        .oneshot(Request::get("/api/bundles").header("authorization", format!("Bearer {ADMIN}")).body(Body::empty()).unwrap())
+        .oneshot(
+            Request::get("/api/bundles")
+                .header("authorization", format!("Bearer {ADMIN}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"[]");
-    let response = app.oneshot(Request::post("/api/device/poll").body(Body::from("{}")).unwrap()).await.unwrap();
+    let response = app
+        .oneshot(
+            Request::post("/api/device/poll")
+                .body(Body::from("{}"))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     let body = response.into_body().collect().await.unwrap().to_bytes();
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert!(v["error"].as_str().unwrap().contains("Authorization"));
+}
+
+#[tokio::test]
+async fn overloaded_device_endpoints_answer_503_with_retry_after() {
+    let key = SecretKey::generate();
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(dir.path(), &trust(&[&key], 1));
+    s.config.max_inflight_device_requests = 0;
+    let opened = ota_server::server::open(s).unwrap();
+    let app = ota_server::app(opened.state.clone());
+    let body = serde_json::to_vec(&enroll_request("robot-x", &[], COMPATIBLE)).unwrap();
+    let response = app
+        .clone()
+        .oneshot(
+            Request::post("/api/devices/enroll")
+                .header("content-type", "application/json")
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let wait = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse::<u64>()
+        .unwrap();
+    assert!(wait >= 1);
+    // Admin endpoints are not limited by the device gate.
+    let response = app
+        .oneshot(
+            Request::get("/api/devices")
+                .header("authorization", format!("Bearer {ADMIN}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
 }

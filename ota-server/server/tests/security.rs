@@ -9,7 +9,14 @@ use ota_protocol::device::ReportStatus;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-async fn call(c: &reqwest::Client, s: &TestServer, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+async fn call(
+    c: &reqwest::Client,
+    s: &TestServer,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
     let mut r = c.request(method, s.url(path));
     if let Some(t) = token {
         r = r.bearer_auth(t);
@@ -34,27 +41,84 @@ async fn devices_are_confined_to_their_own_data() {
     let bundle_id = published["bundle_id"].as_str().unwrap().to_string();
     let a = enroll(&c, &server, "robot-a", &[("site", "w3")], COMPATIBLE).await;
     let b = enroll(&c, &server, "robot-b", &[("site", "w4")], COMPATIBLE).await;
-    let (_, rollout) = admin_post(&c, &server, "/api/rollouts", json!({"bundle_id": bundle_id, "tags": {"site": "w3"}, "stages": [100]})).await;
+    let (_, rollout) = admin_post(
+        &c,
+        &server,
+        "/api/rollouts",
+        json!({"bundle_id": bundle_id, "tags": {"site": "w3"}, "stages": [100]}),
+    )
+    .await;
     let rid = rollout["rollout_id"].as_u64().unwrap();
     assert!(poll(&c, &server, &a, "1.0.0").await.update.is_some());
     assert!(poll(&c, &server, &b, "1.0.0").await.update.is_none());
 
     let download = format!("/api/bundles/{bundle_id}/download");
-    let r = c.get(server.url(&download)).bearer_auth(&b).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::FORBIDDEN, "B was not offered the bundle");
+    let r = c
+        .get(server.url(&download))
+        .bearer_auth(&b)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::FORBIDDEN,
+        "B was not offered the bundle"
+    );
     assert!(r.json::<Value>().await.unwrap()["error"].is_string());
-    let r = c.get(server.url(&download)).bearer_auth(&a).send().await.unwrap();
+    let r = c
+        .get(server.url(&download))
+        .bearer_auth(&a)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let (s, body) = report(&c, &server, &b, &report_body("b-1", rid, ReportStatus::Success)).await;
-    assert_eq!(s, StatusCode::FORBIDDEN, "B may not report into A's rollout: {body}");
-    let (s, _) = call(&c, &server, Method::GET, "/api/devices/robot-a", Some(&b), None).await;
+    let (s, body) = report(
+        &c,
+        &server,
+        &b,
+        &report_body("b-1", rid, ReportStatus::Success),
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "B may not report into A's rollout: {body}"
+    );
+    let (s, _) = call(
+        &c,
+        &server,
+        Method::GET,
+        "/api/devices/robot-a",
+        Some(&b),
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let (s, own) = call(&c, &server, Method::GET, "/api/devices/robot-b", Some(&b), None).await;
-    assert_eq!((s, own["device"]["device_id"].as_str()), (StatusCode::OK, Some("robot-b")));
+    let (s, own) = call(
+        &c,
+        &server,
+        Method::GET,
+        "/api/devices/robot-b",
+        Some(&b),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, own["device"]["device_id"].as_str()),
+        (StatusCode::OK, Some("robot-b"))
+    );
     // A report body cannot name another device.
     let mut forged = serde_json::to_value(report_body("b-2", rid, ReportStatus::Success)).unwrap();
     forged["device_id"] = json!("robot-a");
-    let (s, _) = call(&c, &server, Method::POST, "/api/device/report", Some(&b), Some(forged)).await;
+    let (s, _) = call(
+        &c,
+        &server,
+        Method::POST,
+        "/api/device/report",
+        Some(&b),
+        Some(forged),
+    )
+    .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     let a_state = admin_get(&c, &server, "/api/devices/robot-a").await;
     assert!(a_state["reports"].as_array().unwrap().is_empty());
@@ -70,17 +134,37 @@ async fn devices_are_confined_to_their_own_data() {
         let (s, body) = call(&c, &server, method.clone(), path, Some(&a), None).await;
         assert_eq!(s, StatusCode::FORBIDDEN, "{method} {path}: {body}");
     }
-    let (s, _) = call(&c, &server, Method::POST, "/api/device/poll", Some(ADMIN), Some(json!({"compatible": COMPATIBLE}))).await;
+    let (s, _) = call(
+        &c,
+        &server,
+        Method::POST,
+        "/api/device/poll",
+        Some(ADMIN),
+        Some(json!({"compatible": COMPATIBLE})),
+    )
+    .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
 
     // No token / bad token: 401 on every write endpoint (and reads).
     let forged_device = format!("ota1.{}", "0".repeat(64));
     for token in [None, Some("wrong-token"), Some(forged_device.as_str())] {
         for (method, path, body) in [
-            (Method::POST, "/api/device/poll", Some(json!({"compatible": COMPATIBLE}))),
-            (Method::POST, "/api/device/report", Some(json!({"report_id": "x", "status": "success"}))),
+            (
+                Method::POST,
+                "/api/device/poll",
+                Some(json!({"compatible": COMPATIBLE})),
+            ),
+            (
+                Method::POST,
+                "/api/device/report",
+                Some(json!({"report_id": "x", "status": "success"})),
+            ),
             (Method::POST, "/api/bundles", None),
-            (Method::POST, "/api/rollouts", Some(json!({"bundle_id": bundle_id}))),
+            (
+                Method::POST,
+                "/api/rollouts",
+                Some(json!({"bundle_id": bundle_id})),
+            ),
             (Method::POST, &format!("/api/rollouts/{rid}/pause"), None),
             (Method::POST, &format!("/api/rollouts/{rid}/resume"), None),
             (Method::POST, &format!("/api/rollouts/{rid}/abort"), None),
@@ -89,19 +173,47 @@ async fn devices_are_confined_to_their_own_data() {
             (Method::GET, "/api/devices", None),
         ] {
             let (s, body) = call(&c, &server, method.clone(), path, token, body).await;
-            assert_eq!(s, StatusCode::UNAUTHORIZED, "{method} {path} with {token:?}: {body}");
+            assert_eq!(
+                s,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} with {token:?}: {body}"
+            );
             assert!(body["error"].is_string());
         }
     }
 
     // Deleting a device revokes its token; it may then enroll again with a new request id.
-    let (s, _) = (c.delete(server.url("/api/devices/robot-b")).bearer_auth(ADMIN).send().await.unwrap().status(), ());
+    let (s, _) = (
+        c.delete(server.url("/api/devices/robot-b"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        (),
+    );
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, _) = call(&c, &server, Method::POST, "/api/device/poll", Some(&b), Some(json!({"compatible": COMPATIBLE}))).await;
+    let (s, _) = call(
+        &c,
+        &server,
+        Method::POST,
+        "/api/device/poll",
+        Some(&b),
+        Some(json!({"compatible": COMPATIBLE})),
+    )
+    .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let mut again = enroll_request("robot-b", &[], COMPATIBLE);
     again.request_id = "a-brand-new-request".into();
-    let (s, _) = call(&c, &server, Method::POST, "/api/devices/enroll", None, Some(serde_json::to_value(&again).unwrap())).await;
+    let (s, _) = call(
+        &c,
+        &server,
+        Method::POST,
+        "/api/devices/enroll",
+        None,
+        Some(serde_json::to_value(&again).unwrap()),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     server.stop().await;
 }
@@ -112,25 +224,82 @@ async fn enrollment_is_idempotent_and_cannot_take_over_a_device() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(settings(dir.path(), &trust(&[&key], 1))).await;
     let c = client();
-    let req = serde_json::to_value(enroll_request("robot-1", &[("site", "w3")], COMPATIBLE)).unwrap();
-    let (s1, first) = call(&c, &server, Method::POST, "/api/devices/enroll", None, Some(req.clone())).await;
-    let (s2, second) = call(&c, &server, Method::POST, "/api/devices/enroll", None, Some(req.clone())).await;
+    let req =
+        serde_json::to_value(enroll_request("robot-1", &[("site", "w3")], COMPATIBLE)).unwrap();
+    let (s1, first) = call(
+        &c,
+        &server,
+        Method::POST,
+        "/api/devices/enroll",
+        None,
+        Some(req.clone()),
+    )
+    .await;
+    let (s2, second) = call(
+        &c,
+        &server,
+        Method::POST,
+        "/api/devices/enroll",
+        None,
+        Some(req.clone()),
+    )
+    .await;
     assert_eq!((s1, s2), (StatusCode::OK, StatusCode::OK));
-    assert_eq!(first["token"], second["token"], "a retried enrollment returns the same token");
+    assert_eq!(
+        first["token"], second["token"],
+        "a retried enrollment returns the same token"
+    );
     assert!(first["token"].as_str().unwrap().starts_with("ota1."));
-    assert_eq!(admin_get(&c, &server, "/api/devices").await.as_array().unwrap().len(), 1);
+    assert_eq!(
+        admin_get(&c, &server, "/api/devices")
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     let mut takeover = req.clone();
     takeover["request_id"] = json!("attacker-request-id");
-    let (s, body) = call(&c, &server, Method::POST, "/api/devices/enroll", None, Some(takeover)).await;
+    let (s, body) = call(
+        &c,
+        &server,
+        Method::POST,
+        "/api/devices/enroll",
+        None,
+        Some(takeover),
+    )
+    .await;
     assert_eq!(s, StatusCode::CONFLICT);
-    assert!(body["error"].as_str().unwrap().contains("DELETE /api/devices/robot-1"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("DELETE /api/devices/robot-1"),
+        "{body}"
+    );
     let mut wrong = req.clone();
     wrong["enrollment_secret"] = json!("not-the-secret");
-    let (s, _) = call(&c, &server, Method::POST, "/api/devices/enroll", None, Some(wrong)).await;
+    let (s, _) = call(
+        &c,
+        &server,
+        Method::POST,
+        "/api/devices/enroll",
+        None,
+        Some(wrong),
+    )
+    .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let mut bad_id = req.clone();
     bad_id["device_id"] = json!("../../etc/passwd");
-    let (s, body) = call(&c, &server, Method::POST, "/api/devices/enroll", None, Some(bad_id)).await;
+    let (s, body) = call(
+        &c,
+        &server,
+        Method::POST,
+        "/api/devices/enroll",
+        None,
+        Some(bad_id),
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
     server.stop().await;
 }
@@ -145,13 +314,29 @@ async fn bad_input_is_answered_with_json_4xx() {
     let c = client();
     let token = enroll(&c, &server, "robot-1", &[], COMPATIBLE).await;
     let raw = |body: &'static str, ct: &'static str| {
-        c.post(server.url("/api/device/poll")).bearer_auth(&token).header("content-type", ct).body(body).send()
+        c.post(server.url("/api/device/poll"))
+            .bearer_auth(&token)
+            .header("content-type", ct)
+            .body(body)
+            .send()
     };
     for (body, ct, expected) in [
         ("{not json", "application/json", StatusCode::BAD_REQUEST),
-        ("{\"compatible\": 5}", "application/json", StatusCode::UNPROCESSABLE_ENTITY),
-        ("{\"compatible\": \"x\", \"current_version\": \"not-semver\"}", "application/json", StatusCode::UNPROCESSABLE_ENTITY),
-        ("{\"compatible\": \"x\"}", "text/plain", StatusCode::UNSUPPORTED_MEDIA_TYPE),
+        (
+            "{\"compatible\": 5}",
+            "application/json",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "{\"compatible\": \"x\", \"current_version\": \"not-semver\"}",
+            "application/json",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "{\"compatible\": \"x\"}",
+            "text/plain",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
     ] {
         let r = raw(body, ct).await.unwrap();
         assert_eq!(r.status(), expected, "{body}");
@@ -159,33 +344,111 @@ async fn bad_input_is_answered_with_json_4xx() {
         assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
     }
     let huge = json!({"compatible": COMPATIBLE, "telemetry": {"metrics": {"x": 1.0}}, "booted_slot": "a".repeat(400_000)});
-    let (s, body) = call(&c, &server, Method::POST, "/api/device/poll", Some(&token), Some(huge)).await;
+    let (s, body) = call(
+        &c,
+        &server,
+        Method::POST,
+        "/api/device/poll",
+        Some(&token),
+        Some(huge),
+    )
+    .await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
     let (s, _) = call(&c, &server, Method::GET, "/api/no-such-thing", None, None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = call(&c, &server, Method::GET, "/api/device/poll", None, None).await;
     assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
-    let (s, _) = call(&c, &server, Method::GET, "/api/rollouts/abc", Some(ADMIN), None).await;
+    let (s, _) = call(
+        &c,
+        &server,
+        Method::GET,
+        "/api/rollouts/abc",
+        Some(ADMIN),
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    let (s, _) = call(&c, &server, Method::GET, "/api/rollouts/99", Some(ADMIN), None).await;
+    let (s, _) = call(
+        &c,
+        &server,
+        Method::GET,
+        "/api/rollouts/99",
+        Some(ADMIN),
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, _) = call(&c, &server, Method::GET, "/api/devices/nobody", Some(ADMIN), None).await;
+    let (s, _) = call(
+        &c,
+        &server,
+        Method::GET,
+        "/api/devices/nobody",
+        Some(ADMIN),
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, _) = call(&c, &server, Method::GET, "/api/bundles/..%2F..%2Fetc/download", Some(ADMIN), None).await;
+    let (s, _) = call(
+        &c,
+        &server,
+        Method::GET,
+        "/api/bundles/..%2F..%2Fetc/download",
+        Some(ADMIN),
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    let (s, body) = call(&c, &server, Method::POST, "/api/rollouts", Some(ADMIN), Some(json!({"bundle_id": "f".repeat(64)}))).await;
+    let (s, body) = call(
+        &c,
+        &server,
+        Method::POST,
+        "/api/rollouts",
+        Some(ADMIN),
+        Some(json!({"bundle_id": "f".repeat(64)})),
+    )
+    .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    let (s, body) = call(&c, &server, Method::POST, "/api/rollouts", Some(ADMIN), Some(json!({"bundle_id": "x", "stages": [50, 20]}))).await;
+    let (s, body) = call(
+        &c,
+        &server,
+        Method::POST,
+        "/api/rollouts",
+        Some(ADMIN),
+        Some(json!({"bundle_id": "x", "stages": [50, 20]})),
+    )
+    .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    let (s, _) = call(&c, &server, Method::POST, "/api/device/report", Some(&token), Some(json!({"report_id": "r", "rollout_id": 42, "status": "success"}))).await;
+    let (s, _) = call(
+        &c,
+        &server,
+        Method::POST,
+        "/api/device/report",
+        Some(&token),
+        Some(json!({"report_id": "r", "rollout_id": 42, "status": "success"})),
+    )
+    .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 
     // Polling faster than the configured minimum: 429 with Retry-After.
-    let ok = c.post(server.url("/api/device/poll")).bearer_auth(&token).json(&poll_body("1.0.0", COMPATIBLE)).send().await.unwrap();
+    let ok = c
+        .post(server.url("/api/device/poll"))
+        .bearer_auth(&token)
+        .json(&poll_body("1.0.0", COMPATIBLE))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), StatusCode::OK);
-    let fast = c.post(server.url("/api/device/poll")).bearer_auth(&token).json(&poll_body("1.0.0", COMPATIBLE)).send().await.unwrap();
+    let fast = c
+        .post(server.url("/api/device/poll"))
+        .bearer_auth(&token)
+        .json(&poll_body("1.0.0", COMPATIBLE))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(fast.status(), StatusCode::TOO_MANY_REQUESTS);
-    let wait = ota_protocol::device::parse_retry_after(fast.headers()["retry-after"].to_str().unwrap()).unwrap();
+    let wait =
+        ota_protocol::device::parse_retry_after(fast.headers()["retry-after"].to_str().unwrap())
+            .unwrap();
     assert!(wait.as_secs() >= 1 && wait.as_secs() <= 30, "{wait:?}");
     server.stop().await;
 }

@@ -17,16 +17,28 @@ async fn assert_nothing_left(server: &TestServer) {
     let c = client();
     eventually("temp files to disappear", || server.tmp_files().is_empty()).await;
     assert!(server.blob_files().is_empty(), "{:?}", server.blob_files());
-    assert_eq!(admin_get(&c, server, "/api/bundles").await, serde_json::json!([]));
+    assert_eq!(
+        admin_get(&c, server, "/api/bundles").await,
+        serde_json::json!([])
+    );
 }
 
 fn db_bundle_rows(data_dir: &std::path::Path) -> usize {
-    SqliteStore::open(&data_dir.join("ota.sqlite")).unwrap().load().unwrap().bundles.len()
+    SqliteStore::open(&data_dir.join("ota.sqlite"))
+        .unwrap()
+        .load()
+        .unwrap()
+        .bundles
+        .len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_bundles_are_refused_with_a_clear_error_and_leave_nothing() {
-    let (k1, k2, stranger) = (SecretKey::generate(), SecretKey::generate(), SecretKey::generate());
+    let (k1, k2, stranger) = (
+        SecretKey::generate(),
+        SecretKey::generate(),
+        SecretKey::generate(),
+    );
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(settings(dir.path(), &trust(&[&k1, &k2], 2))).await;
     let c = client();
@@ -37,8 +49,14 @@ async fn bad_bundles_are_refused_with_a_clear_error_and_leave_nothing() {
     flipped[middle] ^= 0x01;
     let cases = [
         ("one flipped payload byte", flipped),
-        ("signed by an unknown key", bundle(&[&stranger], "2.0.0", COMPATIBLE)),
-        ("below the signature threshold", bundle(&[&k1], "2.0.0", COMPATIBLE)),
+        (
+            "signed by an unknown key",
+            bundle(&[&stranger], "2.0.0", COMPATIBLE),
+        ),
+        (
+            "below the signature threshold",
+            bundle(&[&k1], "2.0.0", COMPATIBLE),
+        ),
         ("truncated", good[..good.len() - 2048].to_vec()),
         ("trailing garbage", [good.clone(), vec![1u8; 512]].concat()),
         ("not a bundle", b"hello".to_vec()),
@@ -57,9 +75,19 @@ async fn bad_bundles_are_refused_with_a_clear_error_and_leave_nothing() {
     let sha = hex::encode(Sha256::digest(&good));
     assert_eq!(body["bundle_id"], sha.as_str());
     let (status, body) = publish(&c, &server, good.clone()).await;
-    assert_eq!((status, body["deduplicated"].as_bool()), (StatusCode::OK, Some(true)), "{body}");
-    assert_eq!(server.blob_files(), vec![dir.path().join("blobs").join(&sha)]);
-    assert_eq!(std::fs::read(dir.path().join("blobs").join(&sha)).unwrap(), good);
+    assert_eq!(
+        (status, body["deduplicated"].as_bool()),
+        (StatusCode::OK, Some(true)),
+        "{body}"
+    );
+    assert_eq!(
+        server.blob_files(),
+        vec![dir.path().join("blobs").join(&sha)]
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("blobs").join(&sha)).unwrap(),
+        good
+    );
     let list = admin_get(&c, &server, "/api/bundles").await;
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["images"][0]["slot_class"], "rootfs");
@@ -78,16 +106,25 @@ async fn compatible_allow_list_and_size_limit() {
     s.config.max_upload_bytes = 100_000;
     let server = TestServer::start(s).await;
     let c = client();
-    let (status, body) = publish(&c, &server, bundle(&[&key], "2.0.0", "someone-elses-robot")).await;
+    let (status, body) =
+        publish(&c, &server, bundle(&[&key], "2.0.0", "someone-elses-robot")).await;
     // The bundle is ~200 kB: the size limit answers first.
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("--max-upload-bytes"));
+    assert!(body["error"]
+        .as_str()
+        .unwrap()
+        .contains("--max-upload-bytes"));
     // Without Content-Length (chunked), the limit is enforced while streaming.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = bundle(&[&key], "2.0.0", COMPATIBLE).chunks(8192).map(|c| Ok(c.to_vec())).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = bundle(&[&key], "2.0.0", COMPATIBLE)
+        .chunks(8192)
+        .map(|c| Ok(c.to_vec()))
+        .collect();
     let r = c
         .post(server.url("/api/bundles"))
         .bearer_auth(ADMIN)
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
         .send()
         .await
         .unwrap();
@@ -99,9 +136,16 @@ async fn compatible_allow_list_and_size_limit() {
     let mut s = settings(dir.path(), &trust(&[&key], 1));
     s.config.allowed_compatible = vec![COMPATIBLE.into()];
     let server = TestServer::start(s).await;
-    let (status, body) = publish(&c, &server, bundle(&[&key], "2.0.0", "someone-elses-robot")).await;
+    let (status, body) =
+        publish(&c, &server, bundle(&[&key], "2.0.0", "someone-elses-robot")).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("--allowed-compatible"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("--allowed-compatible"),
+        "{body}"
+    );
     assert_nothing_left(&server).await;
     let (status, _) = publish(&c, &server, bundle(&[&key], "2.0.0", COMPATIBLE)).await;
     assert_eq!(status, StatusCode::CREATED);
@@ -141,7 +185,11 @@ async fn leftovers_of_a_crash_are_swept_at_start() {
     let server = TestServer::start(settings(dir.path(), &trust(&[&key], 1))).await;
     server.stop().await;
     std::fs::write(dir.path().join("tmp").join("upload-crashed"), b"partial").unwrap();
-    std::fs::write(dir.path().join("blobs").join("ab".repeat(32)), b"renamed but no row").unwrap();
+    std::fs::write(
+        dir.path().join("blobs").join("ab".repeat(32)),
+        b"renamed but no row",
+    )
+    .unwrap();
     let server = TestServer::start(settings(dir.path(), &trust(&[&key], 1))).await;
     assert!(server.tmp_files().is_empty());
     assert!(server.blob_files().is_empty());

@@ -169,7 +169,7 @@ pub fn one_cut(
             "install good",
             "OTA-VM: step install good start",
             // the env write and the flip are in the last part of the install: just before and after it
-            (cal.install_secs + rng.range(-0.6, 0.1)).max(0.0),
+            (cal.install_secs + rng.range(-0.4, 0.25)).max(0.0),
         ),
         Kind::Commit => (
             Some(cal.armed_disk.as_path()),

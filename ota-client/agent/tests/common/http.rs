@@ -20,6 +20,8 @@ pub struct Behaviour {
     pub stall_first: Option<Duration>,
     /// Served (with a new ETag) for every request after the first.
     pub replaced_by: Option<Vec<u8>>,
+    /// Answer 401 unless the request carries exactly this `Authorization` value.
+    pub require_authorization: Option<String>,
 }
 
 /// One request as seen by the server.
@@ -28,6 +30,7 @@ pub struct Seen {
     pub path: String,
     pub range: Option<String>,
     pub if_range: Option<String>,
+    pub authorization: Option<String>,
 }
 
 pub struct Server {
@@ -74,7 +77,7 @@ fn serve(
     let mut line = String::new();
     reader.read_line(&mut line)?;
     let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-    let (mut range, mut if_range) = (None, None);
+    let (mut range, mut if_range, mut authorization) = (None, None, None);
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h)? == 0 || h == "\r\n" {
@@ -84,6 +87,7 @@ fn serve(
         match k.trim().to_ascii_lowercase().as_str() {
             "range" => range = Some(v.trim().to_string()),
             "if-range" => if_range = Some(v.trim().to_string()),
+            "authorization" => authorization = Some(v.trim().to_string()),
             _ => {}
         }
     }
@@ -93,10 +97,18 @@ fn serve(
             path: path.clone(),
             range: range.clone(),
             if_range: if_range.clone(),
+            authorization: authorization.clone(),
         });
         index == 0 && l.len() == 1
     };
     let mut out = stream;
+    if b.require_authorization.is_some() && b.require_authorization != authorization {
+        write!(
+            out,
+            "HTTP/1.1 401 Unauthorized\r\nContent-Length: 12\r\nConnection: close\r\n\r\nunauthorized"
+        )?;
+        return Ok(());
+    }
     if path != "/bundle.otab" {
         write!(
             out,

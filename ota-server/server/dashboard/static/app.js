@@ -313,7 +313,17 @@
     ["in_progress", "in progress"],
   ];
 
+  let rolloutsScheduled = false;
   function renderRollouts() {
+    if (rolloutsScheduled) return;
+    rolloutsScheduled = true;
+    requestAnimationFrame(() => {
+      rolloutsScheduled = false;
+      drawRollouts();
+    });
+  }
+
+  function drawRollouts() {
     const body = $("rollout-rows");
     clear(body);
     const list = [...state.rollouts.values()].sort((a, b) => b.rollout_id - a.rollout_id);
@@ -339,17 +349,18 @@
             el("div", { class: "muted small", title: r.bundle_id }, `created ${ago(r.created_at)}`)),
           el("td", {}, r.version, el("div", { class: "muted small" }, r.compatible)),
           el("td", {}, tags.length ? tagChips(r.tags) : el("span", { class: "muted" }, "all devices")),
-          el("td", {}, `${r.current_stage + 1} of ${r.stages.length}`,
-            el("div", { class: "muted small" }, `${stage ?? "?"} % · ${r.stages.join(" → ")} %`)),
+          el("td", { class: "col-stage" }, `${r.current_stage + 1} of ${r.stages.length}`,
+            el("div", { class: "muted small" },
+              r.stages.length > 1 ? `${stage ?? "?"} % (${r.stages.join(" → ")} %)` : `${stage ?? "?"} %`)),
           el("td", {}, el("span", { class: `badge rs-${r.state}` }, r.state),
             r.pause_reason ? el("div", { class: "reason small" }, r.pause_reason) : null),
           el("td", { class: "col-progress" }, bar,
             el("div", { class: "small" },
               `${done} of ${c.targeted} done (${pct} %) · ${c.in_progress} in progress · ${c.offered} offered`)),
-          el("td", { class: "num" },
+          el("td", { class: "num col-failures" },
             el("span", { class: c.failed + c.rolled_back ? "fail-count" : "muted" }, `${c.failed + c.rolled_back}`),
-            el("div", { class: "muted small" }, `${c.failed} failed · ${c.rolled_back} rolled back`,
-              el("br"), `threshold ${Math.round(r.failure_threshold * 100)} %`)),
+            el("div", { class: "muted small" }, `${c.failed} failed · ${c.rolled_back} rolled back`),
+            el("div", { class: "muted small" }, `pauses above ${Math.round(r.failure_threshold * 100)} %`)),
         ),
       );
     }
@@ -443,16 +454,31 @@
     );
   }
 
+  // Summary and rollouts are redrawn at most once per frame, however many events arrive.
+  let summaryScheduled = false;
   function renderSummary() {
-    let bad = 0, warn = 0, active = 0;
+    if (summaryScheduled) return;
+    summaryScheduled = true;
+    requestAnimationFrame(() => {
+      summaryScheduled = false;
+      drawSummary();
+    });
+  }
+
+  function drawSummary() {
+    let bad = 0, warn = 0, active = 0, paused = 0;
     for (const d of state.devices.values()) {
       const h = health(d).level;
       if (h === "bad") bad++;
       else if (h === "warn") warn++;
     }
-    for (const r of state.rollouts.values()) if (r.state === "active") active++;
+    for (const r of state.rollouts.values()) {
+      if (r.state === "active") active++;
+      else if (r.state === "paused") paused++;
+    }
     $("summary").textContent =
-      `${state.devices.size} devices · ${active} active rollout${active === 1 ? "" : "s"} · ${bad} failing · ${warn} last failed`;
+      `${state.devices.size} devices · ${active} active rollout${active === 1 ? "" : "s"}` +
+      `${paused ? ` · ${paused} paused` : ""} · ${bad} failing · ${warn} last failed`;
   }
 
   // ---------- device detail ----------
@@ -535,9 +561,9 @@
       }
       body.append(
         el("tr", { "data-report-id": r.report_id },
-          el("td", { title: absolute(r.received_at) }, ago(r.received_at)),
-          el("td", {}, statusBadge(r.status)),
-          el("td", {}, r.rollout_id ? `#${r.rollout_id}` : "–"),
+          el("td", { class: "col-received", title: absolute(r.received_at) }, ago(r.received_at)),
+          el("td", { class: "col-rstatus" }, statusBadge(r.status),
+            r.rollout_id ? el("div", { class: "muted small" }, `rollout #${r.rollout_id}`) : null),
           details,
         ),
       );

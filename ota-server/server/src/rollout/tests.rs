@@ -6,7 +6,10 @@ use super::*;
 use ReportStatus::*;
 
 fn tags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 struct Fixture {
@@ -17,7 +20,11 @@ struct Fixture {
 
 impl Fixture {
     fn new(stages: &[u8]) -> Self {
-        Fixture { tags: tags(&[("site", "w3")]), version: "2.0.0".parse().unwrap(), stages: stages.to_vec() }
+        Fixture {
+            tags: tags(&[("site", "w3")]),
+            version: "2.0.0".parse().unwrap(),
+            stages: stages.to_vec(),
+        }
     }
     fn plan(&self, state: RolloutState, stage: usize) -> Plan<'_> {
         Plan {
@@ -54,16 +61,29 @@ fn offers_follow_the_stage() {
     let f = Fixture::new(&[20, 60, 100]);
     let t = tags(&[("site", "w3"), ("model", "x")]);
     let old: semver::Version = "1.0.0".parse().unwrap();
-    let dev = DeviceFacts { compatible: "acme", tags: &t, current_version: Some(&old) };
+    let dev = DeviceFacts {
+        compatible: "acme",
+        tags: &t,
+        current_version: Some(&old),
+    };
     let p0 = f.plan(RolloutState::Active, 0);
     assert_eq!(offer(&p0, 5, member(0, None), &dev), Ok(()));
-    assert_eq!(offer(&p0, 5, member(1, None), &dev), Err(NoOffer::LaterStage));
+    assert_eq!(
+        offer(&p0, 5, member(1, None), &dev),
+        Err(NoOffer::LaterStage)
+    );
     let p1 = f.plan(RolloutState::Active, 1);
     assert_eq!(offer(&p1, 5, member(2, None), &dev), Ok(()));
-    assert_eq!(offer(&p1, 5, member(3, None), &dev), Err(NoOffer::LaterStage));
+    assert_eq!(
+        offer(&p1, 5, member(3, None), &dev),
+        Err(NoOffer::LaterStage)
+    );
     let p2 = f.plan(RolloutState::Completed, 2);
     assert_eq!(offer(&p2, 5, member(4, None), &dev), Ok(()));
-    assert_eq!(offer(&p2, 5, member(5, None), &dev), Err(NoOffer::NotTargeted));
+    assert_eq!(
+        offer(&p2, 5, member(5, None), &dev),
+        Err(NoOffer::NotTargeted)
+    );
     assert_eq!(offer(&p2, 5, None, &dev), Err(NoOffer::NotTargeted));
 }
 
@@ -73,23 +93,57 @@ fn each_reason_for_no_offer() {
     let good_tags = tags(&[("site", "w3")]);
     let bad_tags = tags(&[("site", "w4")]);
     let old: semver::Version = "1.0.0".parse().unwrap();
-    let dev = DeviceFacts { compatible: "acme", tags: &good_tags, current_version: Some(&old) };
+    let dev = DeviceFacts {
+        compatible: "acme",
+        tags: &good_tags,
+        current_version: Some(&old),
+    };
     let active = f.plan(RolloutState::Active, 0);
-    assert_eq!(offer(&f.plan(RolloutState::Paused, 0), 1, member(0, None), &dev), Err(NoOffer::NotActive));
-    assert_eq!(offer(&f.plan(RolloutState::Aborted, 0), 1, member(0, None), &dev), Err(NoOffer::NotActive));
-    let moved = DeviceFacts { tags: &bad_tags, ..dev };
-    assert_eq!(offer(&active, 1, member(0, None), &moved), Err(NoOffer::TagsDoNotMatch));
-    let other = DeviceFacts { compatible: "other", ..dev };
-    assert_eq!(offer(&active, 1, member(0, None), &other), Err(NoOffer::Incompatible));
-    let updated = DeviceFacts { current_version: Some(&f.version), ..dev };
-    assert_eq!(offer(&active, 1, member(0, None), &updated), Err(NoOffer::AlreadyOnVersion));
+    assert_eq!(
+        offer(&f.plan(RolloutState::Paused, 0), 1, member(0, None), &dev),
+        Err(NoOffer::NotActive)
+    );
+    assert_eq!(
+        offer(&f.plan(RolloutState::Aborted, 0), 1, member(0, None), &dev),
+        Err(NoOffer::NotActive)
+    );
+    let moved = DeviceFacts {
+        tags: &bad_tags,
+        ..dev
+    };
+    assert_eq!(
+        offer(&active, 1, member(0, None), &moved),
+        Err(NoOffer::TagsDoNotMatch)
+    );
+    let other = DeviceFacts {
+        compatible: "other",
+        ..dev
+    };
+    assert_eq!(
+        offer(&active, 1, member(0, None), &other),
+        Err(NoOffer::Incompatible)
+    );
+    let updated = DeviceFacts {
+        current_version: Some(&f.version),
+        ..dev
+    };
+    assert_eq!(
+        offer(&active, 1, member(0, None), &updated),
+        Err(NoOffer::AlreadyOnVersion)
+    );
     for finished in [Success, Failure, RolledBack] {
-        assert_eq!(offer(&active, 1, member(0, Some(finished)), &dev), Err(NoOffer::Finished));
+        assert_eq!(
+            offer(&active, 1, member(0, Some(finished)), &dev),
+            Err(NoOffer::Finished)
+        );
     }
     for under_way in [Downloading, Installing, Rebooting] {
         assert_eq!(offer(&active, 1, member(0, Some(under_way)), &dev), Ok(()));
     }
-    let unknown = DeviceFacts { current_version: None, ..dev };
+    let unknown = DeviceFacts {
+        current_version: None,
+        ..dev
+    };
     assert_eq!(offer(&active, 1, member(0, None), &unknown), Ok(()));
 }
 
@@ -100,10 +154,38 @@ fn selection_needs_every_tag_and_compatible_and_an_other_version() {
     let old: semver::Version = "1.0.0".parse().unwrap();
     let more = tags(&[("site", "w3"), ("x", "y")]);
     let none = tags(&[]);
-    assert!(selects(&plan, &DeviceFacts { compatible: "acme", tags: &more, current_version: Some(&old) }));
-    assert!(!selects(&plan, &DeviceFacts { compatible: "acme", tags: &none, current_version: Some(&old) }));
-    assert!(!selects(&plan, &DeviceFacts { compatible: "nope", tags: &more, current_version: Some(&old) }));
-    assert!(!selects(&plan, &DeviceFacts { compatible: "acme", tags: &more, current_version: Some(&f.version) }));
+    assert!(selects(
+        &plan,
+        &DeviceFacts {
+            compatible: "acme",
+            tags: &more,
+            current_version: Some(&old)
+        }
+    ));
+    assert!(!selects(
+        &plan,
+        &DeviceFacts {
+            compatible: "acme",
+            tags: &none,
+            current_version: Some(&old)
+        }
+    ));
+    assert!(!selects(
+        &plan,
+        &DeviceFacts {
+            compatible: "nope",
+            tags: &more,
+            current_version: Some(&old)
+        }
+    ));
+    assert!(!selects(
+        &plan,
+        &DeviceFacts {
+            compatible: "acme",
+            tags: &more,
+            current_version: Some(&f.version)
+        }
+    ));
     assert!(tags_match(&tags(&[]), &none));
 }
 
@@ -136,7 +218,10 @@ fn stage_advances_when_all_offered_devices_finished() {
     statuses[3] = Some(Success);
     statuses[4] = Some(Success);
     assert_eq!(evaluate(&p2, &statuses), Some(Transition::Complete));
-    assert_eq!(evaluate(&f.plan(RolloutState::Completed, 2), &statuses), None);
+    assert_eq!(
+        evaluate(&f.plan(RolloutState::Completed, 2), &statuses),
+        None
+    );
     assert_eq!(evaluate(&f.plan(RolloutState::Paused, 0), &statuses), None);
 }
 
@@ -152,14 +237,20 @@ fn failures_past_the_threshold_pause() {
         other => panic!("expected a pause, got {other:?}"),
     }
     // A resume acknowledges the failures seen so far.
-    let resumed = Plan { bad_baseline: 1, ..p.clone() };
+    let resumed = Plan {
+        bad_baseline: 1,
+        ..p.clone()
+    };
     assert_eq!(evaluate(&resumed, &statuses), None);
     statuses[1] = Some(Success);
     statuses[2] = Some(Success);
     statuses[3] = Some(Success);
     assert_eq!(evaluate(&resumed, &statuses), Some(Transition::Advance(1)));
     // Failures of devices beyond the reached stage cannot exist; statuses there are ignored.
-    let lenient = Plan { failure_threshold: 1.0, ..p };
+    let lenient = Plan {
+        failure_threshold: 1.0,
+        ..p
+    };
     statuses[0] = Some(Failure);
     statuses[1] = Some(Failure);
     assert_eq!(evaluate(&lenient, &statuses), Some(Transition::Advance(1)));
@@ -168,17 +259,39 @@ fn failures_past_the_threshold_pause() {
 #[test]
 fn an_empty_target_set_completes() {
     let f = Fixture::new(&[5, 100]);
-    assert_eq!(evaluate(&f.plan(RolloutState::Active, 0), &[]), Some(Transition::Advance(1)));
-    assert_eq!(evaluate(&f.plan(RolloutState::Active, 1), &[]), Some(Transition::Complete));
+    assert_eq!(
+        evaluate(&f.plan(RolloutState::Active, 0), &[]),
+        Some(Transition::Advance(1))
+    );
+    assert_eq!(
+        evaluate(&f.plan(RolloutState::Active, 1), &[]),
+        Some(Transition::Complete)
+    );
 }
 
 #[test]
 fn downloads_follow_offers_but_survive_a_pause() {
     let f = Fixture::new(&[20, 100]);
-    assert!(may_download(&f.plan(RolloutState::Active, 0), 5, member(0, None)));
-    assert!(may_download(&f.plan(RolloutState::Paused, 0), 5, member(0, Some(Downloading))));
-    assert!(!may_download(&f.plan(RolloutState::Aborted, 0), 5, member(0, None)));
-    assert!(!may_download(&f.plan(RolloutState::Active, 0), 5, member(1, None)));
+    assert!(may_download(
+        &f.plan(RolloutState::Active, 0),
+        5,
+        member(0, None)
+    ));
+    assert!(may_download(
+        &f.plan(RolloutState::Paused, 0),
+        5,
+        member(0, Some(Downloading))
+    ));
+    assert!(!may_download(
+        &f.plan(RolloutState::Aborted, 0),
+        5,
+        member(0, None)
+    ));
+    assert!(!may_download(
+        &f.plan(RolloutState::Active, 0),
+        5,
+        member(1, None)
+    ));
     assert!(!may_download(&f.plan(RolloutState::Active, 0), 5, None));
 }
 
@@ -190,10 +303,16 @@ fn stage_and_threshold_validation() {
     assert!(validate_stages(&[5, 5, 100]).is_err());
     assert!(validate_stages(&[50, 25, 100]).is_err());
     assert!(validate_stages(&[0, 100]).is_err());
-    assert!(validate_stages(&[5, 25]).unwrap_err().contains("last stage"));
+    assert!(validate_stages(&[5, 25])
+        .unwrap_err()
+        .contains("last stage"));
     assert!(validate_stages(&[5, 101]).is_err());
     assert!(validate_threshold(0.0).is_ok() && validate_threshold(1.0).is_ok());
-    assert!(validate_threshold(-0.1).is_err() && validate_threshold(1.5).is_err() && validate_threshold(f64::NAN).is_err());
+    assert!(
+        validate_threshold(-0.1).is_err()
+            && validate_threshold(1.5).is_err()
+            && validate_threshold(f64::NAN).is_err()
+    );
 }
 
 fn arb_stages() -> impl Strategy<Value = Vec<u8>> {
@@ -205,7 +324,10 @@ fn arb_stages() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn arb_status() -> impl Strategy<Value = Option<ReportStatus>> {
-    prop_oneof![Just(None), proptest::sample::select(ReportStatus::ALL.to_vec()).prop_map(Some)]
+    prop_oneof![
+        Just(None),
+        proptest::sample::select(ReportStatus::ALL.to_vec()).prop_map(Some)
+    ]
 }
 
 fn arb_state() -> impl Strategy<Value = RolloutState> {

@@ -159,7 +159,11 @@ pub trait Store: Send + Sync + 'static {
     /// Whether a bundle row exists.
     fn bundle_exists(&self, bundle_id: &str) -> Result<bool, StoreError>;
     /// Creates a rollout with its members; returns the new id (`rollout.rollout_id` is ignored).
-    fn create_rollout(&self, rollout: &RolloutRecord, members: &[MemberRecord]) -> Result<u64, StoreError>;
+    fn create_rollout(
+        &self,
+        rollout: &RolloutRecord,
+        members: &[MemberRecord],
+    ) -> Result<u64, StoreError>;
     /// Updates a rollout's row.
     fn update_rollout(&self, rollout: &RolloutRecord) -> Result<(), StoreError>;
     /// Commits a report and its effects in one transaction. Returns false (and changes nothing) when this

@@ -10,7 +10,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{
-    BundleRecord, DeviceRecord, DeviceState, MemberRecord, ReportCommit, RolloutRecord, Snapshot, Store,
+    BundleRecord, DeviceRecord, DeviceState, MemberRecord, ReportCommit, RolloutRecord, Snapshot,
+    Store,
 };
 use crate::error::StoreError;
 
@@ -98,7 +99,9 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         migrate(&mut conn)?;
-        Ok(SqliteStore { conn: Mutex::new(conn) })
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
     }
 
     /// The schema version this build writes.
@@ -117,7 +120,10 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let supported = MIGRATIONS.len() as i64;
     if current > supported {
-        return Err(StoreError::SchemaTooNew { found: current, supported });
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            supported,
+        });
     }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         let tx = conn.transaction()?;
@@ -134,26 +140,45 @@ fn to_json<T: Serialize>(value: &T) -> String {
 }
 
 fn from_json<T: DeserializeOwned>(what: &'static str, text: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt { what, detail: e.to_string() })
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
+        what,
+        detail: e.to_string(),
+    })
 }
 
-fn opt_json<T: DeserializeOwned>(what: &'static str, text: Option<String>) -> Result<Option<T>, StoreError> {
+fn opt_json<T: DeserializeOwned>(
+    what: &'static str,
+    text: Option<String>,
+) -> Result<Option<T>, StoreError> {
     text.map(|t| from_json(what, &t)).transpose()
 }
 
-fn version(what: &'static str, text: Option<String>) -> Result<Option<semver::Version>, StoreError> {
-    text.map(|t| t.parse().map_err(|e: semver::Error| StoreError::Corrupt { what, detail: e.to_string() }))
-        .transpose()
+fn version(
+    what: &'static str,
+    text: Option<String>,
+) -> Result<Option<semver::Version>, StoreError> {
+    text.map(|t| {
+        t.parse().map_err(|e: semver::Error| StoreError::Corrupt {
+            what,
+            detail: e.to_string(),
+        })
+    })
+    .transpose()
 }
 
 fn status(what: &'static str, text: &str) -> Result<ReportStatus, StoreError> {
-    ReportStatus::parse(text).ok_or_else(|| StoreError::Corrupt { what, detail: format!("unknown status {text:?}") })
+    ReportStatus::parse(text).ok_or_else(|| StoreError::Corrupt {
+        what,
+        detail: format!("unknown status {text:?}"),
+    })
 }
 
 fn hash_from_hex(text: &str) -> Result<[u8; 32], StoreError> {
     let mut out = [0u8; 32];
-    hex::decode_to_slice(text, &mut out)
-        .map_err(|e| StoreError::Corrupt { what: "devices.token_hash", detail: e.to_string() })?;
+    hex::decode_to_slice(text, &mut out).map_err(|e| StoreError::Corrupt {
+        what: "devices.token_hash",
+        detail: e.to_string(),
+    })?;
     Ok(out)
 }
 
@@ -232,8 +257,12 @@ impl Store for SqliteStore {
         while let Some(row) = rows.next()? {
             snapshot.bundles.push(BundleRecord {
                 bundle_id: row.get(0)?,
-                version: version("bundles.version", row.get(1)?)?
-                    .ok_or_else(|| StoreError::Corrupt { what: "bundles.version", detail: "null".into() })?,
+                version: version("bundles.version", row.get(1)?)?.ok_or_else(|| {
+                    StoreError::Corrupt {
+                        what: "bundles.version",
+                        detail: "null".into(),
+                    }
+                })?,
                 compatible: row.get(2)?,
                 manifest_digest: row.get(3)?,
                 size: row.get::<_, i64>(4)? as u64,
@@ -293,7 +322,9 @@ impl Store for SqliteStore {
     fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn()
-            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0))
+            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
             .optional()?)
     }
 
@@ -329,7 +360,10 @@ impl Store for SqliteStore {
     }
 
     fn delete_device(&self, device_id: &str) -> Result<bool, StoreError> {
-        Ok(self.conn().execute("DELETE FROM devices WHERE device_id = ?1", [device_id])? > 0)
+        Ok(self
+            .conn()
+            .execute("DELETE FROM devices WHERE device_id = ?1", [device_id])?
+            > 0)
     }
 
     fn save_device_states(&self, batch: &[DeviceRecord]) -> Result<(), StoreError> {
@@ -378,12 +412,20 @@ impl Store for SqliteStore {
     fn bundle_exists(&self, bundle_id: &str) -> Result<bool, StoreError> {
         Ok(self
             .conn()
-            .query_row("SELECT 1 FROM bundles WHERE bundle_id = ?1", [bundle_id], |_| Ok(()))
+            .query_row(
+                "SELECT 1 FROM bundles WHERE bundle_id = ?1",
+                [bundle_id],
+                |_| Ok(()),
+            )
             .optional()?
             .is_some())
     }
 
-    fn create_rollout(&self, r: &RolloutRecord, members: &[MemberRecord]) -> Result<u64, StoreError> {
+    fn create_rollout(
+        &self,
+        r: &RolloutRecord,
+        members: &[MemberRecord],
+    ) -> Result<u64, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
@@ -528,9 +570,13 @@ mod tests {
         assert_eq!(snap.devices[0].compatible, "acme-2");
         assert_eq!(store.setting("k").unwrap().as_deref(), Some("v"));
         let conn = store.conn();
-        let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        let v: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
         assert_eq!(v, SqliteStore::schema_version());
-        let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
         assert_eq!(mode, "wal");
     }
 
@@ -571,7 +617,13 @@ mod tests {
             error: None,
             reason: None,
         };
-        let commit = ReportCommit { device_id: "r1", report: &report, last_status: &last, member: None, rollout: None };
+        let commit = ReportCommit {
+            device_id: "r1",
+            report: &report,
+            last_status: &last,
+            member: None,
+            rollout: None,
+        };
         assert!(store.commit_report(&commit).unwrap());
         assert!(!store.commit_report(&commit).unwrap());
         assert_eq!(store.reports("r1", 10).unwrap(), vec![report]);

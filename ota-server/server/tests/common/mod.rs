@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use ota_bundle_format::{build_bundle, BundleSpec, ImageInput};
 use ota_keys::{SecretKey, TrustRoot};
-use ota_protocol::device::{EnrollRequest, EnrollResponse, PollRequest, PollResponse, ReportRequest, ReportStatus};
+use ota_protocol::device::{
+    EnrollRequest, EnrollResponse, PollRequest, PollResponse, ReportRequest, ReportStatus,
+};
 use ota_server::server::{self, Settings};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -42,7 +44,10 @@ impl TestServer {
         Self::start_with_tls(settings, None).await
     }
 
-    pub async fn start_with_tls(settings: Settings, tls: Option<Arc<rustls::ServerConfig>>) -> TestServer {
+    pub async fn start_with_tls(
+        settings: Settings,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> TestServer {
         let data_dir = settings.config.data_dir.clone();
         let opened = server::open(settings).expect("open server");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -52,7 +57,14 @@ impl TestServer {
         let handle = tokio::spawn(server::serve(opened.state, listener, tls, async move {
             let _ = rx.await;
         }));
-        TestServer { addr, base: format!("http://{addr}"), data_dir, state, stop: Some(tx), handle: Some(handle) }
+        TestServer {
+            addr,
+            base: format!("http://{addr}"),
+            data_dir,
+            state,
+            stop: Some(tx),
+            handle: Some(handle),
+        }
     }
 
     /// Graceful stop; waits for the final flush.
@@ -91,7 +103,9 @@ impl Drop for TestServer {
 }
 
 pub fn list(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir).map(|r| r.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default();
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|r| r.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
     v.sort();
     v
 }
@@ -102,10 +116,14 @@ pub fn trust(keys: &[&SecretKey], threshold: u32) -> TrustRoot {
 
 /// Incompressible-ish bytes so payloads are large enough to tamper with in the middle.
 pub fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..len)
         .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (x >> 33) as u8
         })
         .collect()
@@ -125,12 +143,27 @@ pub fn bundle(keys: &[&SecretKey], version: &str, compatible: &str) -> Vec<u8> {
         slot_class: "rootfs".into(),
         reader: Box::new(Cursor::new(noise(version.len() as u64, 200_000))),
     }];
-    let owned: Vec<SecretKey> = keys.iter().map(|k| SecretKey::from_pem(&k.to_pem()).unwrap()).collect();
-    build_bundle(Vec::new(), &spec, images, &owned, || Ok(Cursor::new(Vec::new())), |_| {}).unwrap().1
+    let owned: Vec<SecretKey> = keys
+        .iter()
+        .map(|k| SecretKey::from_pem(&k.to_pem()).unwrap())
+        .collect();
+    build_bundle(
+        Vec::new(),
+        &spec,
+        images,
+        &owned,
+        || Ok(Cursor::new(Vec::new())),
+        |_| {},
+    )
+    .unwrap()
+    .1
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
 
 pub async fn publish(c: &reqwest::Client, s: &TestServer, bytes: Vec<u8>) -> (StatusCode, Value) {
@@ -152,8 +185,19 @@ pub async fn admin_get(c: &reqwest::Client, s: &TestServer, path: &str) -> Value
     r.json().await.unwrap()
 }
 
-pub async fn admin_post(c: &reqwest::Client, s: &TestServer, path: &str, body: Value) -> (StatusCode, Value) {
-    let r = c.post(s.url(path)).bearer_auth(ADMIN).json(&body).send().await.unwrap();
+pub async fn admin_post(
+    c: &reqwest::Client,
+    s: &TestServer,
+    path: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    let r = c
+        .post(s.url(path))
+        .bearer_auth(ADMIN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     let status = r.status();
     (status, r.json().await.unwrap())
 }
@@ -163,13 +207,27 @@ pub fn enroll_request(id: &str, tags: &[(&str, &str)], compatible: &str) -> Enro
         enrollment_secret: ENROLL.into(),
         device_id: id.into(),
         compatible: compatible.into(),
-        tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        tags: tags
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         request_id: format!("enroll-{id}-0001"),
     }
 }
 
-pub async fn enroll(c: &reqwest::Client, s: &TestServer, id: &str, tags: &[(&str, &str)], compatible: &str) -> String {
-    let r = c.post(s.url("/api/devices/enroll")).json(&enroll_request(id, tags, compatible)).send().await.unwrap();
+pub async fn enroll(
+    c: &reqwest::Client,
+    s: &TestServer,
+    id: &str,
+    tags: &[(&str, &str)],
+    compatible: &str,
+) -> String {
+    let r = c
+        .post(s.url("/api/devices/enroll"))
+        .json(&enroll_request(id, tags, compatible))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK, "enroll {id}");
     r.json::<EnrollResponse>().await.unwrap().token
 }
@@ -188,7 +246,13 @@ pub fn poll_body(version: &str, compatible: &str) -> PollRequest {
 }
 
 pub async fn poll(c: &reqwest::Client, s: &TestServer, token: &str, version: &str) -> PollResponse {
-    let r = c.post(s.url("/api/device/poll")).bearer_auth(token).json(&poll_body(version, COMPATIBLE)).send().await.unwrap();
+    let r = c
+        .post(s.url("/api/device/poll"))
+        .bearer_auth(token)
+        .json(&poll_body(version, COMPATIBLE))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     r.json().await.unwrap()
 }
@@ -201,14 +265,27 @@ pub fn report_body(report_id: &str, rollout: u64, status: ReportStatus) -> Repor
         manifest_digest: None,
         status,
         progress_percent: None,
-        error: (status == ReportStatus::Failure).then(|| "write failed: no space left on device".into()),
+        error: (status == ReportStatus::Failure)
+            .then(|| "write failed: no space left on device".into()),
         log_tail: (status == ReportStatus::Failure).then(|| "line 1\nline 2".into()),
-        reason: (status == ReportStatus::RolledBack).then(|| "health check failed after boot".into()),
+        reason: (status == ReportStatus::RolledBack)
+            .then(|| "health check failed after boot".into()),
     }
 }
 
-pub async fn report(c: &reqwest::Client, s: &TestServer, token: &str, body: &ReportRequest) -> (StatusCode, Value) {
-    let r = c.post(s.url("/api/device/report")).bearer_auth(token).json(body).send().await.unwrap();
+pub async fn report(
+    c: &reqwest::Client,
+    s: &TestServer,
+    token: &str,
+    body: &ReportRequest,
+) -> (StatusCode, Value) {
+    let r = c
+        .post(s.url("/api/device/report"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
     let status = r.status();
     (status, r.json().await.unwrap())
 }

@@ -1,0 +1,648 @@
+//! The dashboard in a real headless Chromium, driven over WebDriver (chromedriver) with a small W3C WebDriver
+//! client built on reqwest: the page signs in with the admin token from the URL fragment (and through the form),
+//! shows the fleet and the rollout, applies a device's report live (no reload) within 2 s, shows a device's
+//! report history with its error and log tail, renders hostile tag values as text, and looks right in a
+//! 1280×800 screenshot (saved as `target/dashboard-screenshot.png` and into the test's temp dir).
+//!
+//! Skips (passes with a SKIP line) when /usr/bin/chromium or /usr/bin/chromedriver is missing:
+//! `scripts/install-deps.sh browser` installs them.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use ota_keys::SecretKey;
+use ota_protocol::device::{ReportRequest, ReportStatus};
+use serde_json::{json, Value};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// W3C WebDriver's key for element references.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// chromedriver in its own process group; the whole group (chromedriver and the browsers it started) is killed
+/// on drop.
+struct Driver {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Driver {
+    async fn start(log: &Path) -> Driver {
+        use std::os::unix::process::CommandExt;
+        let port = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .arg(format!("--log-path={}", log.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("start chromedriver");
+        let driver = Driver {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = driver
+                .http
+                .get(format!("{}/status", driver.base))
+                .send()
+                .await
+            {
+                if r.status().is_success() {
+                    let v: Value = r.json().await.unwrap();
+                    if v["value"]["ready"] == json!(true) {
+                        return driver;
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not become ready within 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn session(&self, profile: &Path) -> Session {
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--window-size=1280,800", "--hide-scrollbars",
+                    format!("--user-data-dir={}", profile.display()),
+                ],
+            },
+        }}});
+        let r = self
+            .http
+            .post(format!("{}/session", self.base))
+            .json(&caps)
+            .send()
+            .await
+            .expect("new session");
+        let status = r.status();
+        let v: Value = r.json().await.unwrap();
+        assert!(status.is_success(), "cannot start Chromium: {v}");
+        let id = v["value"]["sessionId"]
+            .as_str()
+            .expect("session id")
+            .to_string();
+        let session = Session {
+            url: format!("{}/session/{id}", self.base),
+            http: self.http.clone(),
+        };
+        // --window-size includes the browser's frame: make the page's viewport exactly 1280×800.
+        let metrics =
+            json!({"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": false});
+        session
+            .cmd(
+                reqwest::Method::POST,
+                "/goog/cdp/execute",
+                Some(json!({"cmd": "Emulation.setDeviceMetricsOverride", "params": metrics})),
+            )
+            .await;
+        session
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // Kill the process group we created (chromedriver and every browser process it started), by its id.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One browser session.
+struct Session {
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Session {
+    async fn cmd(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.url));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("webdriver {method} {path}: {e}"));
+        let status = r.status();
+        let v: Value = r.json().await.unwrap();
+        assert!(
+            status.is_success(),
+            "webdriver {method} {path}: {status} {v}"
+        );
+        v["value"].clone()
+    }
+
+    async fn goto(&self, url: &str) {
+        self.cmd(reqwest::Method::POST, "/url", Some(json!({ "url": url })))
+            .await;
+    }
+
+    /// Runs a script (a function body; `arguments[i]` are `args`) and returns its value.
+    async fn js(&self, script: &str, args: Value) -> Value {
+        self.cmd(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({ "script": script, "args": args })),
+        )
+        .await
+    }
+
+    async fn find(&self, css: &str) -> String {
+        let v = self
+            .cmd(
+                reqwest::Method::POST,
+                "/element",
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await;
+        v[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element id for {css}: {v}"))
+            .to_string()
+    }
+
+    async fn click(&self, css: &str) {
+        let id = self.find(css).await;
+        self.cmd(
+            reqwest::Method::POST,
+            &format!("/element/{id}/click"),
+            Some(json!({})),
+        )
+        .await;
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let id = self.find(css).await;
+        self.cmd(
+            reqwest::Method::POST,
+            &format!("/element/{id}/value"),
+            Some(json!({ "text": text })),
+        )
+        .await;
+    }
+
+    async fn screenshot(&self) -> Vec<u8> {
+        let v = self.cmd(reqwest::Method::GET, "/screenshot", None).await;
+        base64_decode(v.as_str().expect("screenshot is base64"))
+    }
+
+    /// Polls `script` (which returns a value) until `pred` holds; returns the value and the time it took.
+    async fn wait_for(
+        &self,
+        what: &str,
+        limit: Duration,
+        script: &str,
+        args: Value,
+        pred: impl Fn(&Value) -> bool,
+    ) -> (Value, Duration) {
+        let start = Instant::now();
+        loop {
+            let v = self.js(script, args.clone()).await;
+            if pred(&v) {
+                return (v, start.elapsed());
+            }
+            if start.elapsed() > limit {
+                let page = self.js("return document.body.innerText", json!([])).await;
+                panic!(
+                    "timed out after {limit:?} waiting for {what}; last value {v}; page text:\n{}",
+                    page.as_str().unwrap_or("")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    async fn close(&self) {
+        let _ = self.http.delete(&self.url).send().await;
+    }
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => u32::from(c - b'A'),
+            b'a'..=b'z' => u32::from(c - b'a') + 26,
+            b'0'..=b'9' => u32::from(c - b'0') + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => panic!("not base64: {c}"),
+        }
+    };
+    let clean: Vec<u8> = text
+        .bytes()
+        .filter(|b| !b.is_ascii_whitespace() && *b != b'=')
+        .collect();
+    let mut out = Vec::with_capacity(clean.len() * 3 / 4);
+    for chunk in clean.chunks(4) {
+        let mut acc = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            acc |= value(c) << (18 - 6 * i);
+        }
+        let bytes = acc.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    out
+}
+
+/// Width and height from a PNG's IHDR, after checking the signature.
+fn png_size(png: &[u8]) -> (u32, u32) {
+    assert!(
+        png.len() > 1000,
+        "screenshot is suspiciously small: {} bytes",
+        png.len()
+    );
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "screenshot is not a PNG");
+    assert_eq!(&png[12..16], b"IHDR");
+    let w = u32::from_be_bytes(png[16..20].try_into().unwrap());
+    let h = u32::from_be_bytes(png[20..24].try_into().unwrap());
+    (w, h)
+}
+
+fn target_dir() -> PathBuf {
+    // tests run with the package directory as cwd; the workspace's target/ is two levels up.
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest.join("../../target"))
+}
+
+fn report_req(id: &str, rollout: u64, status: ReportStatus) -> ReportRequest {
+    let mut r = report_body(id, rollout, status);
+    if status == ReportStatus::Downloading {
+        r.progress_percent = Some(40);
+    }
+    r
+}
+
+/// `[data-status, status cell text, health]` of a device's row, or null.
+const ROW_STATE: &str = r#"
+const row = document.querySelector(`tr[data-device-id="${arguments[0]}"]`);
+if (!row) return null;
+return [row.getAttribute('data-status'), row.querySelector('td.col-status').textContent,
+        row.getAttribute('data-health'), row.querySelector('td.col-version').textContent];
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_fleet_and_applies_live_reports() {
+    if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
+        println!("SKIP: chromium not installed (scripts/install-deps.sh browser)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let key = SecretKey::generate();
+    let server = TestServer::start(settings(&tmp.path().join("data"), &trust(&[&key], 1))).await;
+    let c = client();
+
+    // A fleet: a device that will take an update, one with a hostile tag value, and a bystander.
+    let robot = enroll(
+        &c,
+        &server,
+        "robot-0042",
+        &[("site", "warehouse-3"), ("model", "picker")],
+        COMPATIBLE,
+    )
+    .await;
+    let hostile = "<img src=x onerror=\"window.__pwned=1\"><b>bold</b>";
+    let evil = enroll(&c, &server, "robot-0666", &[("site", hostile)], COMPATIBLE).await;
+    let other = enroll(
+        &c,
+        &server,
+        "robot-0100",
+        &[("site", "warehouse-1")],
+        COMPATIBLE,
+    )
+    .await;
+    for t in [&robot, &evil, &other] {
+        poll(&c, &server, t, "1.0.0").await;
+    }
+    let (status, published) = publish(&c, &server, bundle(&[&key], "2.0.0", COMPATIBLE)).await;
+    assert!(status.is_success(), "{published}");
+    let (status, rollout) = admin_post(
+        &c,
+        &server,
+        "/api/rollouts",
+        json!({"bundle_id": published["bundle_id"], "tags": {"site": "warehouse-3"}, "stages": [100], "name": "2.0.0 to warehouse 3"}),
+    )
+    .await;
+    assert_eq!(status.as_u16(), 201, "{rollout}");
+    let rollout_id = rollout["rollout_id"].as_u64().unwrap();
+    assert!(
+        poll(&c, &server, &robot, "1.0.0").await.update.is_some(),
+        "robot-0042 is offered the update"
+    );
+
+    let driver = Driver::start(&tmp.path().join("chromedriver.log")).await;
+    let session = driver.session(&tmp.path().join("chromium-profile")).await;
+
+    // Sign in through the URL fragment; the page drops the token from the URL and keeps it in sessionStorage.
+    session
+        .goto(&format!("{}/#token={ADMIN}", server.base))
+        .await;
+    let (v, _) = session
+        .wait_for(
+            "robot-0042's row",
+            Duration::from_secs(10),
+            ROW_STATE,
+            json!(["robot-0042"]),
+            |v| !v.is_null(),
+        )
+        .await;
+    assert_eq!(v[3], json!("1.0.0"), "version column: {v}");
+    let (v, _) = session
+        .wait_for(
+            "the live indicator",
+            Duration::from_secs(5),
+            "return document.getElementById('conn').textContent",
+            json!([]),
+            |v| v == "live",
+        )
+        .await;
+    assert_eq!(v, json!("live"));
+    let where_token = session
+        .js(
+            "return [location.href, sessionStorage.getItem('ota-admin-token')]",
+            json!([]),
+        )
+        .await;
+    assert!(
+        !where_token[0].as_str().unwrap().contains("token"),
+        "token left in the URL: {where_token}"
+    );
+    assert_eq!(where_token[1], json!(ADMIN));
+
+    // The fleet table has all three devices, and the rollout is listed.
+    let rows = session
+        .js(
+            "return document.querySelectorAll('#device-rows tr').length",
+            json!([]),
+        )
+        .await;
+    assert_eq!(rows, json!(3));
+    let rollout_text = session
+        .js("const r = document.querySelector(`tr[data-rollout-id=\"${arguments[0]}\"]`); return r && r.textContent", json!([rollout_id]))
+        .await;
+    let rollout_text = rollout_text.as_str().expect("rollout row");
+    assert!(
+        rollout_text.contains("2.0.0 to warehouse 3") && rollout_text.contains("active"),
+        "{rollout_text}"
+    );
+    assert!(rollout_text.contains("0 of 1 done"), "{rollout_text}");
+
+    // Device-provided strings are text, never markup.
+    let escaped = session
+        .js(
+            "const row = document.querySelector('tr[data-device-id=\"robot-0666\"]');
+             return [row.querySelector('td.col-tags').textContent, row.querySelectorAll('img, b').length,
+                     document.querySelectorAll('main img').length, window.__pwned === undefined];",
+            json!([]),
+        )
+        .await;
+    assert_eq!(escaped, json!([format!("site={hostile}"), 0, 0, true]));
+
+    // Live: a report changes the row without a reload, well within 2 s.
+    session
+        .js("window.__sameDocument = 42; return null", json!([]))
+        .await;
+    let (status, _) = report(
+        &c,
+        &server,
+        &robot,
+        &report_req("r-1", rollout_id, ReportStatus::Downloading),
+    )
+    .await;
+    assert!(status.is_success());
+    let (v, took) = session
+        .wait_for(
+            "status 'downloading'",
+            Duration::from_secs(2),
+            ROW_STATE,
+            json!(["robot-0042"]),
+            |v| v[0] == "downloading",
+        )
+        .await;
+    println!("report → screen: downloading shown after {took:?}");
+    assert!(v[1].as_str().unwrap().contains("downloading"), "{v}");
+
+    let sent = Instant::now();
+    let (status, _) = report(
+        &c,
+        &server,
+        &robot,
+        &report_req("r-2", rollout_id, ReportStatus::Failure),
+    )
+    .await;
+    assert!(status.is_success());
+    let (v, took) = session
+        .wait_for(
+            "status 'failure'",
+            Duration::from_secs(2),
+            ROW_STATE,
+            json!(["robot-0042"]),
+            |v| v[0] == "failure",
+        )
+        .await;
+    println!(
+        "report → screen: failure shown {took:?} after the report's answer ({:?} after sending it)",
+        sent.elapsed()
+    );
+    assert!(v[1].as_str().unwrap().contains("failure"), "{v}");
+    assert_eq!(
+        v[2],
+        json!("warn"),
+        "one failure: 'last failed', not yet flagged: {v}"
+    );
+    // The rollout's counts and the aria-live region followed too; the page was not reloaded.
+    let (v, _) = session
+        .wait_for(
+            "the rollout's failure count",
+            Duration::from_secs(2),
+            "return document.querySelector(`tr[data-rollout-id=\"${arguments[0]}\"]`).textContent",
+            json!([rollout_id]),
+            |v| v.as_str().is_some_and(|t| t.contains("1 failed")),
+        )
+        .await;
+    assert!(v.as_str().unwrap().contains("1 of 1 done"), "{v}");
+    let live = session
+        .js(
+            "return [document.getElementById('announcer').textContent, window.__sameDocument]",
+            json!([]),
+        )
+        .await;
+    assert!(
+        live[0].as_str().unwrap().contains("robot-0042: failure"),
+        "{live}"
+    );
+    assert_eq!(live[1], json!(42), "the page was reloaded");
+
+    // A roll-back after the failure: 2 of the last 5 reports are bad, so the device is flagged.
+    let (status, _) = report(
+        &c,
+        &server,
+        &robot,
+        &report_req("r-3", rollout_id, ReportStatus::RolledBack),
+    )
+    .await;
+    assert!(status.is_success());
+    let (v, _) = session
+        .wait_for(
+            "the health flag",
+            Duration::from_secs(2),
+            ROW_STATE,
+            json!(["robot-0042"]),
+            |v| v[2] == "bad",
+        )
+        .await;
+    assert_eq!(v[0], json!("rolled_back"));
+
+    // Click the device: its history, newest first, with the error and the log tail.
+    session
+        .click("tr[data-device-id=\"robot-0042\"] button.device-link")
+        .await;
+    let (v, _) = session
+        .wait_for(
+            "the report history",
+            Duration::from_secs(5),
+            "return [...document.querySelectorAll('#report-rows tr')].map(r => r.getAttribute('data-report-id'))",
+            json!([]),
+            |v| v.as_array().is_some_and(|a| a.len() == 3),
+        )
+        .await;
+    assert_eq!(v, json!(["r-3", "r-2", "r-1"]));
+    let detail = session
+        .js(
+            "return document.getElementById('detail').innerText",
+            json!([]),
+        )
+        .await;
+    let detail = detail.as_str().unwrap();
+    for needle in [
+        "robot-0042",
+        "write failed: no space left on device",
+        "health check failed after boot",
+        "log tail",
+        "warehouse-3",
+    ] {
+        assert!(
+            detail.contains(needle),
+            "detail panel lacks {needle:?}:\n{detail}"
+        );
+    }
+    session
+        .js(
+            "document.querySelector('#report-rows details').open = true; return null",
+            json!([]),
+        )
+        .await;
+
+    // What it looks like at 1280×800.
+    let png = session.screenshot().await;
+    let (w, h) = png_size(&png);
+    assert_eq!((w, h), (1280, 800), "screenshot size");
+    std::fs::write(tmp.path().join("dashboard.png"), &png).unwrap();
+    let out = target_dir().join("dashboard-screenshot.png");
+    if std::fs::write(&out, &png).is_ok() {
+        println!(
+            "screenshot: {} ({w}×{h}, {} bytes)",
+            out.display(),
+            png.len()
+        );
+    }
+
+    // A live report for the open device lands in its history too.
+    let (status, _) = report(
+        &c,
+        &server,
+        &robot,
+        &report_req("r-4", rollout_id, ReportStatus::Success),
+    )
+    .await;
+    assert!(status.is_success());
+    session
+        .wait_for(
+            "the live history entry",
+            Duration::from_secs(2),
+            "return document.querySelector('#report-rows tr').getAttribute('data-report-id')",
+            json!([]),
+            |v| v == "r-4",
+        )
+        .await;
+
+    // Sign out and in again through the form.
+    session.click("#logout").await;
+    session
+        .wait_for(
+            "the sign-in form",
+            Duration::from_secs(2),
+            "return !document.getElementById('login').hidden",
+            json!([]),
+            |v| v == true,
+        )
+        .await;
+    assert_eq!(
+        session
+            .js(
+                "return sessionStorage.getItem('ota-admin-token')",
+                json!([])
+            )
+            .await,
+        Value::Null
+    );
+    session
+        .type_into("#token-input", "wrong-token-0123456789")
+        .await;
+    session.click("#login-form button").await;
+    session
+        .wait_for(
+            "the rejection",
+            Duration::from_secs(5),
+            "return document.getElementById('login-error').textContent",
+            json!([]),
+            |v| v.as_str().is_some_and(|t| t.contains("rejected")),
+        )
+        .await;
+    session.type_into("#token-input", ADMIN).await;
+    session.click("#login-form button").await;
+    session
+        .wait_for(
+            "the fleet after signing in",
+            Duration::from_secs(5),
+            ROW_STATE,
+            json!(["robot-0100"]),
+            |v| !v.is_null(),
+        )
+        .await;
+
+    session.close().await;
+    drop(driver);
+    server.stop().await;
+}
