@@ -3,5 +3,5 @@
 # Extra arguments go to `cargo test` (e.g. scripts/test.sh -p ota-client).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh browser
+scripts/install-deps.sh browser vm
 cargo test --workspace --locked "$@"
