@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use ota_bundle_format::UnverifiedBundle;
 use serde::Serialize;
 
-use crate::harness::{find_program, require_tools, run_interleaved, Case, GNU_TIME};
+use crate::harness::{find_program, require_tools, run_interleaved, tool_binary, Case, GNU_TIME};
 use crate::report::{table, Row, RowSpec, Target};
 
 /// Create may take at most this many times as long as zstd alone.
@@ -90,24 +90,8 @@ struct Report<'a> {
     pass: bool,
 }
 
-fn ota_bundle_binary(explicit: Option<&Path>) -> Result<PathBuf> {
-    if let Some(p) = explicit {
-        return find_program(&p.to_string_lossy())
-            .with_context(|| format!("{} not found", p.display()));
-    }
-    let sibling = std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.join("ota-bundle")));
-    if let Some(p) = sibling.filter(|p| p.is_file()) {
-        return Ok(p);
-    }
-    find_program("ota-bundle").context(
-        "ota-bundle not found next to ota-bench nor on PATH: cargo build --release -p ota-bundle-tool",
-    )
-}
-
 /// Reads `path` once so every step starts with the image in the page cache (24 GiB machine: it stays there).
-fn warm_page_cache(path: &Path) -> Result<()> {
+pub(crate) fn warm_page_cache(path: &Path) -> Result<()> {
     let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     io::copy(&mut file, &mut io::sink())
         .with_context(|| format!("cannot read {}", path.display()))?;
@@ -115,7 +99,7 @@ fn warm_page_cache(path: &Path) -> Result<()> {
 }
 
 /// Cuts the raw compressed payload of the bundle's only image out into `out`.
-fn extract_raw_payload(bundle: &Path, out: &Path) -> Result<u64> {
+pub(crate) fn extract_raw_payload(bundle: &Path, out: &Path) -> Result<u64> {
     let file = File::open(bundle).with_context(|| format!("cannot open {}", bundle.display()))?;
     let head = UnverifiedBundle::read(BufReader::with_capacity(1 << 20, file))?;
     let mut written = 0;
@@ -134,7 +118,7 @@ fn extract_raw_payload(bundle: &Path, out: &Path) -> Result<u64> {
     Ok(written)
 }
 
-fn size_of(path: &Path) -> Result<u64> {
+pub(crate) fn size_of(path: &Path) -> Result<u64> {
     Ok(std::fs::metadata(path)
         .with_context(|| format!("cannot stat {}", path.display()))?
         .len())
@@ -142,7 +126,11 @@ fn size_of(path: &Path) -> Result<u64> {
 
 pub fn run(args: Args) -> Result<bool> {
     require_tools(&[(GNU_TIME, "time"), (&args.zstd, "zstd")])?;
-    let ota_bundle = ota_bundle_binary(args.ota_bundle.as_deref())?;
+    let ota_bundle = tool_binary(
+        args.ota_bundle.as_deref(),
+        "ota-bundle",
+        "cargo build --release -p ota-bundle-tool",
+    )?;
     let before = match &args.ota_bundle_before {
         Some(p) => Some(
             find_program(&p.to_string_lossy())

@@ -4,11 +4,13 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
 use serde::Serialize;
 
 /// GNU time, which reports the peak RSS of the command it runs.
@@ -38,6 +40,7 @@ pub struct Case {
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
     remove_before: Vec<PathBuf>,
+    uncache_before: Vec<PathBuf>,
     fsync_after: Option<PathBuf>,
     /// Measured runs, in order.
     pub samples: Vec<Sample>,
@@ -53,6 +56,7 @@ impl Case {
             args: Vec::new(),
             env: Vec::new(),
             remove_before: Vec::new(),
+            uncache_before: Vec::new(),
             fsync_after: None,
             samples: Vec::new(),
         }
@@ -82,6 +86,14 @@ impl Case {
         self
     }
 
+    /// Writes back and drops the page cache of the existing file `path` before every run, outside the timed
+    /// region, so every run finds it uncached whatever the previous run (of this or another case) left behind:
+    /// e.g. a slot that is overwritten in place, which on a robot is not in the page cache either.
+    pub fn uncache_before(mut self, path: impl AsRef<Path>) -> Self {
+        self.uncache_before.push(path.as_ref().to_path_buf());
+        self
+    }
+
     /// fsyncs `path` right after the command exits, inside the timed region: for baselines whose output must be
     /// as durable as that of the tool they are compared with.
     pub fn fsync_after(mut self, path: impl AsRef<Path>) -> Self {
@@ -104,6 +116,9 @@ impl Case {
     pub fn run_once(&mut self, scratch: &Path) -> Result<Sample> {
         for path in &self.remove_before {
             remove_path(path)?;
+        }
+        for path in &self.uncache_before {
+            drop_page_cache(path)?;
         }
         let time_report = scratch.join(format!(".time-{}.txt", self.name));
         let stderr_log = scratch.join(format!(".stderr-{}.txt", self.name));
@@ -203,6 +218,24 @@ pub fn remove_path(path: &Path) -> Result<()> {
     result.with_context(|| format!("cannot remove {}", path.display()))
 }
 
+/// fsyncs `path` and asks the kernel to drop its pages from the page cache (`POSIX_FADV_DONTNEED` on clean pages).
+pub fn drop_page_cache(path: &Path) -> Result<()> {
+    let file = File::options()
+        .write(true)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    file.sync_all()
+        .with_context(|| format!("cannot fsync {}", path.display()))?;
+    posix_fadvise(
+        file.as_raw_fd(),
+        0,
+        0,
+        PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    )
+    .with_context(|| format!("cannot drop the page cache of {}", path.display()))?;
+    Ok(())
+}
+
 /// Median of a non-empty slice (mean of the middle two for an even count).
 pub fn median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
@@ -226,6 +259,23 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
             .map(|dir| dir.join(name))
             .find(|p| p.is_file())
     })
+}
+
+/// Finds one of our binaries: an explicit path, else the one next to this binary (same cargo profile), else PATH.
+/// `build` is the command that builds it, for the error message.
+pub fn tool_binary(explicit: Option<&Path>, name: &str, build: &str) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        return find_program(&p.to_string_lossy())
+            .with_context(|| format!("{} not found", p.display()));
+    }
+    let sibling = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join(name)));
+    if let Some(p) = sibling.filter(|p| p.is_file()) {
+        return Ok(p);
+    }
+    find_program(name)
+        .with_context(|| format!("{name} not found next to ota-bench nor on PATH: {build}"))
 }
 
 /// Checks that the external tools a scenario runs are installed, naming the Debian package of each missing one.
@@ -283,5 +333,15 @@ mod tests {
         assert!(s.wall_s > 0.0 && s.max_rss_kib > 0);
         let mut failing = Case::new("false", "false", find_program("false").unwrap());
         assert!(failing.run_once(dir.path()).is_err());
+    }
+
+    #[test]
+    fn drops_page_cache_of_existing_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("slot");
+        fs::write(&p, vec![1u8; 1 << 16]).unwrap();
+        drop_page_cache(&p).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), vec![1u8; 1 << 16]);
+        assert!(drop_page_cache(&dir.path().join("none")).is_err());
     }
 }

@@ -3,14 +3,16 @@
 //! Every scenario is a subcommand. A scenario builds [`harness::Case`]s (one external command each: the tool under
 //! test and its baselines), runs them interleaved with [`harness::run_interleaved`] so the noise of a shared
 //! machine falls on all of them alike, and reports medians, MB/s, ratios to the baseline, peak RSS (GNU time) and
-//! pass/fail against its targets with [`report`]. A new scenario (the robot-side `install`, say) is a module like
-//! `bundle.rs` plus one variant of [`Scenario`].
+//! pass/fail against its targets with [`report`]. A scenario is a module (`bundle.rs`, `install.rs`) plus one
+//! variant of [`Scenario`].
 
 #![forbid(unsafe_code)]
 
 mod bundle;
 mod harness;
+mod install;
 mod report;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -28,12 +30,15 @@ struct Program {
 enum Scenario {
     /// ota-bundle create / verify / extract vs zstd at the same level on the same image.
     Bundle(bundle::Args),
+    /// ota-client install (file and http://127.0.0.1) into a file slot vs zstd -d of the same payload.
+    Install(install::Args),
 }
 
 fn main() -> ExitCode {
     let program = Program::parse();
     let result = match program.scenario {
         Scenario::Bundle(args) => bundle::run(args),
+        Scenario::Install(args) => install::run(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
