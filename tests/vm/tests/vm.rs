@@ -317,6 +317,12 @@ fn scenario_4_power_cuts() -> Result<()> {
         sum.failures.join("\n")
     );
     ensure!(sum.runs >= cuts, "only {} cuts", sum.runs);
+    // The client rewrites an existing grubenv in place, so no cut may leave the FAT ESP damaged.
+    ensure!(
+        sum.esp_damage == 0,
+        "seed {seed}: {} cuts left the ESP's FAT inconsistent",
+        sum.esp_damage
+    );
     finish("scenario 4", t);
     Ok(())
 }
