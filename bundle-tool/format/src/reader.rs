@@ -254,12 +254,8 @@ impl<R: Read> UnverifiedBundle<R> {
         mut sink: impl FnMut(&ImageEntry, &mut dyn Read) -> Result<(), BundleError>,
     ) -> Result<(), BundleError> {
         let manifest = self.manifest_unverified()?;
-        let mut seen = vec![
-            FORMAT_ENTRY.to_string(),
-            MANIFEST_ENTRY.into(),
-            SIGNATURES_ENTRY.into(),
-        ];
-        for image in &manifest.images {
+        for (index, image) in manifest.images.iter().enumerate() {
+            let seen = entries_before(&manifest.images[..index]);
             let header = self.src.expect_entry(&image.entry_path(), &seen)?;
             check_payload_size(image, header.size)?;
             let mut take = (&mut self.src).take(header.size);
@@ -268,10 +264,18 @@ impl<R: Read> UnverifiedBundle<R> {
                 return Err(BundleError::Usage("payload was not read to its end".into()));
             }
             self.src.skip_padding(header.size, &header.path)?;
-            seen.push(header.path);
         }
         finish_archive(&mut self.src)
     }
+}
+
+/// The entry paths that precede the payload after `images`: meeting one of them again is a duplicate entry.
+fn entries_before(images: &[ImageEntry]) -> Vec<String> {
+    [FORMAT_ENTRY, MANIFEST_ENTRY, SIGNATURES_ENTRY]
+        .into_iter()
+        .map(String::from)
+        .chain(images.iter().map(ImageEntry::entry_path))
+        .collect()
 }
 
 fn check_payload_size(image: &ImageEntry, found: u64) -> Result<(), BundleError> {
@@ -366,16 +370,7 @@ impl<R: Read> BundleReader<R> {
         let Some(image) = self.manifest.images.get(self.next_image).cloned() else {
             return Ok(None);
         };
-        let mut seen = vec![
-            FORMAT_ENTRY.to_string(),
-            MANIFEST_ENTRY.into(),
-            SIGNATURES_ENTRY.into(),
-        ];
-        seen.extend(
-            self.manifest.images[..self.next_image]
-                .iter()
-                .map(ImageEntry::entry_path),
-        );
+        let seen = entries_before(&self.manifest.images[..self.next_image]);
         let header = self.src.expect_entry(&image.entry_path(), &seen)?;
         check_payload_size(&image, header.size)?;
         let expected_sha256 = image.sha256_bytes()?;
