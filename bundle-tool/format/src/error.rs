@@ -117,11 +117,15 @@ pub enum BundleError {
         /// Decoder message.
         detail: String,
     },
-    /// A payload's content does not match the manifest's SHA-256.
-    #[error("image '{image}' does not match its SHA-256 in the manifest (expected {expected}, got {actual}): the payload was modified")]
+    /// A payload, or its uncompressed content, does not match its SHA-256 in the manifest.
+    #[error("the {what} of image '{image}' does not match its SHA-256 in the manifest ({field} {expected}, got {actual}): the payload was modified")]
     DigestMismatch {
         /// Image name.
         image: String,
+        /// Which bytes: "compressed payload" or "uncompressed content".
+        what: &'static str,
+        /// The manifest field holding the expected digest.
+        field: &'static str,
         /// Hex digest in the manifest.
         expected: String,
         /// Hex digest of the data.

@@ -51,7 +51,9 @@ pub struct ImageEntry {
     pub size: u64,
     /// Exact size of the compressed payload entry.
     pub compressed_size: u64,
-    /// SHA-256 of the uncompressed image, lowercase hex.
+    /// SHA-256 of the compressed payload bytes, lowercase hex: what readers check while streaming.
+    pub payload_sha256: String,
+    /// SHA-256 of the uncompressed image, lowercase hex: the content's identity, checked by `verify`.
     pub sha256: String,
 }
 
@@ -61,17 +63,31 @@ impl ImageEntry {
         format!("images/{}", self.name)
     }
 
-    /// The expected SHA-256 as bytes (the manifest was validated, so this cannot fail afterwards).
+    /// The expected SHA-256 of the uncompressed content as bytes.
     pub fn sha256_bytes(&self) -> Result<[u8; 32], BundleError> {
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(&self.sha256, &mut out).map_err(|_| {
-            BundleError::BadManifest(format!(
-                "image '{}': sha256 must be 64 lowercase hex digits",
-                self.name
-            ))
-        })?;
-        Ok(out)
+        digest_bytes(&self.name, "sha256", &self.sha256)
     }
+
+    /// The expected SHA-256 of the compressed payload as bytes.
+    pub fn payload_sha256_bytes(&self) -> Result<[u8; 32], BundleError> {
+        digest_bytes(&self.name, "payload_sha256", &self.payload_sha256)
+    }
+}
+
+/// Decodes a digest field, which must be exactly 64 lowercase hex digits (one spelling per digest keeps the
+/// manifest canonical).
+fn digest_bytes(image: &str, field: &str, hex_digits: &str) -> Result<[u8; 32], BundleError> {
+    let lower_hex = hex_digits.len() == 64
+        && hex_digits
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let mut out = [0u8; 32];
+    if !lower_hex || hex::decode_to_slice(hex_digits, &mut out).is_err() {
+        return Err(BundleError::BadManifest(format!(
+            "image '{image}': {field} must be 64 lowercase hex digits"
+        )));
+    }
+    Ok(out)
 }
 
 impl Manifest {
@@ -149,17 +165,8 @@ impl Manifest {
                     image.name, image.compression
                 ));
             }
-            let lower_hex = image.sha256.len() == 64
-                && image
-                    .sha256
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-            if !lower_hex {
-                return bad(format!(
-                    "image '{}': sha256 must be 64 lowercase hex digits",
-                    image.name
-                ));
-            }
+            image.payload_sha256_bytes()?;
+            image.sha256_bytes()?;
         }
         Ok(())
     }
@@ -246,6 +253,7 @@ mod tests {
                 compression: COMPRESSION_ZSTD.into(),
                 size: 10,
                 compressed_size: 20,
+                payload_sha256: "cd".repeat(32),
                 sha256: "ab".repeat(32),
             }],
         }
@@ -311,8 +319,21 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("twice"));
-        let mut m = sample();
-        m.images[0].sha256 = "AB".repeat(32);
-        assert!(Manifest::from_bytes(&m.to_bytes()).is_err());
+        for (field, bad) in [
+            ("sha256", "AB".repeat(32)),
+            ("payload_sha256", "ab".repeat(31)),
+        ] {
+            let mut m = sample();
+            if field == "sha256" {
+                m.images[0].sha256 = bad;
+            } else {
+                m.images[0].payload_sha256 = bad;
+            }
+            let err = Manifest::from_bytes(&m.to_bytes()).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("{field} must be 64 lowercase hex digits")),
+                "{err}"
+            );
+        }
     }
 }

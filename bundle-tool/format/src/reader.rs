@@ -26,6 +26,37 @@ use crate::manifest::{manifest_digest, ImageEntry, Manifest};
 const CHUNK: usize = 1 << 20;
 /// Chunks in flight between pipeline stages.
 const PIPELINE_DEPTH: usize = 4;
+/// Decoded chunks start at this alignment, so a writer using direct I/O (`O_DIRECT` needs 4 KiB-aligned buffers)
+/// can hand them to the device without copying them first.
+const CHUNK_ALIGN: usize = 4096;
+
+/// A decoded chunk of an image: `len` bytes at an aligned offset of an over-allocated buffer.
+struct Chunk {
+    storage: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl Chunk {
+    fn new() -> Chunk {
+        let storage = vec![0u8; CHUNK + CHUNK_ALIGN];
+        let start = storage.as_ptr().align_offset(CHUNK_ALIGN);
+        Chunk {
+            storage,
+            start,
+            len: 0,
+        }
+    }
+
+    /// The whole aligned space, for the decoder to fill.
+    fn space(&mut self) -> &mut [u8] {
+        &mut self.storage[self.start..self.start + CHUNK]
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.storage[self.start..self.start + self.len]
+    }
+}
 /// Largest zstd window accepted (16 MiB): bounds decoder memory whatever a bundle asks for.
 const MAX_WINDOW_LOG: u32 = 24;
 
@@ -373,10 +404,15 @@ impl<R: Read> BundleReader<R> {
         let seen = entries_before(&self.manifest.images[..self.next_image]);
         let header = self.src.expect_entry(&image.entry_path(), &seen)?;
         check_payload_size(&image, header.size)?;
-        let expected_sha256 = image.sha256_bytes()?;
+        let expected_payload_sha256 = image.payload_sha256_bytes()?;
+        let expected_content_sha256 = image.sha256_bytes()?;
         self.next_image += 1;
         self.image_pending = true;
-        let mut decoder = zstd::stream::read::Decoder::new((&mut self.src).take(header.size))
+        let tap = PayloadTap {
+            inner: (&mut self.src).take(header.size),
+            hash: TapHash::Inline(Sha256::new()),
+        };
+        let mut decoder = zstd::stream::read::Decoder::new(tap)
             .map_err(|e| BundleError::io("starting the zstd decoder", e))?;
         decoder
             .window_log_max(MAX_WINDOW_LOG)
@@ -384,18 +420,21 @@ impl<R: Read> BundleReader<R> {
         Ok(Some(ImageReader {
             decoder: Some(decoder),
             image,
-            expected_sha256,
+            expected_payload_sha256,
+            payload_digest: None,
+            expected_content_sha256,
+            content_hasher: None,
             produced: 0,
-            hasher: Sha256::new(),
             pending_flag: &mut self.image_pending,
             done: false,
         }))
     }
 
-    /// Reads every remaining image into `sink` (for `verify`), checking each.
+    /// Reads every remaining image, checking each completely: its payload digest and also the digest of its
+    /// uncompressed content (for `verify`, and for the server before it publishes).
     pub fn verify_remaining_images(&mut self) -> Result<(), BundleError> {
         while let Some(image) = self.next_image()? {
-            image.copy_to(&mut io::sink())?;
+            image.check_content_digest().copy_to(&mut io::sink())?;
         }
         Ok(())
     }
@@ -412,7 +451,47 @@ impl<R: Read> BundleReader<R> {
     }
 }
 
-type Decoder<'a, R> = zstd::stream::read::Decoder<'static, BufReader<Take<&'a mut Source<R>>>>;
+type Decoder<'a, R> =
+    zstd::stream::read::Decoder<'static, BufReader<PayloadTap<Take<&'a mut Source<R>>>>>;
+
+/// Sees every compressed byte of a payload on its way to the decoder, to hash it.
+struct PayloadTap<T> {
+    inner: T,
+    hash: TapHash,
+}
+
+/// Where a payload's compressed bytes are hashed.
+enum TapHash {
+    /// Here, on the reading thread.
+    Inline(Sha256),
+    /// On another thread, which gets a copy of each piece (compressed data is a fraction of the image, so the
+    /// copies are cheap and the decoding thread keeps its core for decoding) and sends the buffer back.
+    Forward {
+        to_hasher: mpsc::SyncSender<Vec<u8>>,
+        recycled: mpsc::Receiver<Vec<u8>>,
+    },
+}
+
+impl<T: Read> Read for PayloadTap<T> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        match &mut self.hash {
+            TapHash::Inline(hasher) => hasher.update(&buf[..n]),
+            // A hasher that stopped has failed the copy already; its absence is reported there.
+            TapHash::Forward {
+                to_hasher,
+                recycled,
+            } if n > 0 => {
+                let mut piece = recycled.try_recv().unwrap_or_default();
+                piece.clear();
+                piece.extend_from_slice(&buf[..n]);
+                let _ = to_hasher.send(piece);
+            }
+            TapHash::Forward { .. } => {}
+        }
+        Ok(n)
+    }
+}
 
 /// One image's payload as a stream of verified-on-completion uncompressed bytes.
 ///
@@ -423,9 +502,13 @@ type Decoder<'a, R> = zstd::stream::read::Decoder<'static, BufReader<Take<&'a mu
 pub struct ImageReader<'a, R> {
     decoder: Option<Decoder<'a, R>>,
     image: ImageEntry,
-    expected_sha256: [u8; 32],
+    expected_payload_sha256: [u8; 32],
+    /// The payload digest, once hashed inline to the end.
+    payload_digest: Option<[u8; 32]>,
+    expected_content_sha256: [u8; 32],
+    /// Hashes the uncompressed content when asked to ([`ImageReader::check_content_digest`]).
+    content_hasher: Option<Sha256>,
     produced: u64,
-    hasher: Sha256,
     pending_flag: &'a mut bool,
     done: bool,
 }
@@ -434,6 +517,17 @@ impl<R: Read> ImageReader<'_, R> {
     /// The manifest entry of this image.
     pub fn entry(&self) -> &ImageEntry {
         &self.image
+    }
+
+    /// Also checks the SHA-256 of the uncompressed content, not only the payload's.
+    ///
+    /// The payload digest alone authenticates the image: zstd decoding is a pure function of the compressed
+    /// bytes, and the exact size is enforced. Hashing the uncompressed image as well proves that the producer's
+    /// manifest describes it truthfully; it is what `verify` and the server's upload check do. Writing a slot
+    /// skips it, because a sequential SHA-256 of the whole image would cost as much time as decoding it.
+    pub fn check_content_digest(mut self) -> Self {
+        self.content_hasher = Some(Sha256::new());
+        self
     }
 
     /// Decodes into `buf` without hashing, enforcing the exact size. Returns 0 at the checked end of the payload.
@@ -467,7 +561,7 @@ impl<R: Read> ImageReader<'_, R> {
         let src = self
             .decoder
             .as_ref()
-            .map(|d| &**d.get_ref().get_ref().get_ref());
+            .map(|d| &**d.get_ref().get_ref().inner.get_ref());
         match src {
             Some(src) if src.io_error => BundleError::io("reading the bundle", e),
             Some(src) if src.hit_eof => BundleError::Truncated {
@@ -485,7 +579,11 @@ impl<R: Read> ImageReader<'_, R> {
     fn end_of_payload(&mut self) -> Result<(), BundleError> {
         let decoder = self.decoder.take().expect("called once");
         let mut rest = decoder.finish();
-        let leftover = rest.buffer().len() as u64 + rest.get_ref().limit();
+        let tap = rest.get_mut();
+        if let TapHash::Inline(hasher) = &mut tap.hash {
+            self.payload_digest = Some(hasher.finalize_reset().into());
+        }
+        let leftover = rest.buffer().len() as u64 + rest.get_ref().inner.limit();
         if leftover != 0 {
             return Err(BundleError::CorruptPayload {
                 image: self.image.name.clone(),
@@ -499,16 +597,32 @@ impl<R: Read> ImageReader<'_, R> {
                 found: self.produced.to_string(),
             });
         }
-        let src = rest.get_mut().get_mut();
+        let src = rest.get_mut().inner.get_mut();
         src.skip_padding(self.image.compressed_size, &self.image.entry_path())
     }
 
-    fn check_digest(&mut self, actual: [u8; 32]) -> Result<(), BundleError> {
-        if actual != self.expected_sha256 {
+    /// Checks the digests after the payload ended: the payload's, then the content's if it was hashed.
+    fn check_digests(
+        &mut self,
+        payload: [u8; 32],
+        content: Option<[u8; 32]>,
+    ) -> Result<(), BundleError> {
+        if payload != self.expected_payload_sha256 {
             return Err(BundleError::DigestMismatch {
                 image: self.image.name.clone(),
+                what: "compressed payload",
+                field: "payload_sha256",
+                expected: self.image.payload_sha256.clone(),
+                actual: hex::encode(payload),
+            });
+        }
+        if let Some(content) = content.filter(|c| *c != self.expected_content_sha256) {
+            return Err(BundleError::DigestMismatch {
+                image: self.image.name.clone(),
+                what: "uncompressed content",
+                field: "sha256",
                 expected: self.image.sha256.clone(),
-                actual: hex::encode(actual),
+                actual: hex::encode(content),
             });
         }
         self.done = true;
@@ -516,45 +630,54 @@ impl<R: Read> ImageReader<'_, R> {
         Ok(())
     }
 
-    /// Decodes this image into `writer`, overlapping decoding (this thread), hashing and writing (two scoped
-    /// threads). Returns the number of bytes written once size and digest have been verified.
+    /// Decodes this image into `writer`, decoding on this thread while two scoped threads hash the compressed
+    /// payload and write the output (the writer also hashes the content when [`Self::check_content_digest`] asked
+    /// for it). Returns the number of bytes written once the size and digests have been verified.
     pub fn copy_to<W: Write + Send>(mut self, writer: &mut W) -> Result<u64, BundleError> {
-        let (hash_tx, hash_rx) = mpsc::sync_channel::<Vec<u8>>(PIPELINE_DEPTH);
-        let (write_tx, write_rx) = mpsc::sync_channel::<Vec<u8>>(PIPELINE_DEPTH);
-        let (recycle_tx, recycle_rx) = mpsc::channel::<Vec<u8>>();
+        let (payload_tx, payload_rx) = mpsc::sync_channel::<Vec<u8>>(PIPELINE_DEPTH * 8);
+        let (payload_recycle_tx, payload_recycle_rx) = mpsc::channel::<Vec<u8>>();
+        let (write_tx, write_rx) = mpsc::sync_channel::<Chunk>(PIPELINE_DEPTH);
+        let (recycle_tx, recycle_rx) = mpsc::channel::<Chunk>();
+        if let Some(decoder) = self.decoder.as_mut() {
+            decoder.get_mut().get_mut().hash = TapHash::Forward {
+                to_hasher: payload_tx,
+                recycled: payload_recycle_rx,
+            };
+        }
+        let content_hasher = self.content_hasher.take();
 
-        let (decoded, digest, written) = std::thread::scope(|scope| {
-            let hasher = scope.spawn(move || {
+        let (decoded, payload_digest, written) = std::thread::scope(|scope| {
+            let payload_hasher = scope.spawn(move || {
                 let mut hasher = Sha256::new();
-                for chunk in hash_rx {
-                    hasher.update(&chunk);
-                    if write_tx.send(chunk).is_err() {
-                        break;
-                    }
+                for piece in payload_rx {
+                    hasher.update(&piece);
+                    let _ = payload_recycle_tx.send(piece);
                 }
                 <[u8; 32]>::from(hasher.finalize())
             });
-            let writer_thread = scope.spawn(move || -> io::Result<u64> {
+            let writer_thread = scope.spawn(move || -> io::Result<(u64, Option<[u8; 32]>)> {
+                let mut content_hasher = content_hasher;
                 let mut written = 0u64;
                 for chunk in write_rx {
-                    writer.write_all(&chunk)?;
-                    written += chunk.len() as u64;
+                    if let Some(hasher) = content_hasher.as_mut() {
+                        hasher.update(chunk.bytes());
+                    }
+                    writer.write_all(chunk.bytes())?;
+                    written += chunk.len as u64;
                     // The decoder may have stopped; then nobody takes the buffer back.
                     let _ = recycle_tx.send(chunk);
                 }
                 writer.flush()?;
-                Ok(written)
+                Ok((written, content_hasher.map(|h| h.finalize().into())))
             });
 
             let decoded = (|| -> Result<(), BundleError> {
                 loop {
-                    let mut chunk = recycle_rx
-                        .try_recv()
-                        .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
-                    chunk.resize(CHUNK, 0);
+                    let mut chunk = recycle_rx.try_recv().unwrap_or_else(|_| Chunk::new());
+                    let space = chunk.space();
                     let mut filled = 0;
                     while filled < CHUNK {
-                        let n = self.decode(&mut chunk[filled..])?;
+                        let n = self.decode(&mut space[filled..])?;
                         if n == 0 {
                             break;
                         }
@@ -563,28 +686,30 @@ impl<R: Read> ImageReader<'_, R> {
                     if filled == 0 {
                         return Ok(());
                     }
-                    chunk.truncate(filled);
-                    if hash_tx.send(chunk).is_err() {
+                    chunk.len = filled;
+                    if write_tx.send(chunk).is_err() {
                         // The writer failed; its error is reported below.
                         return Ok(());
                     }
                 }
             })();
-            drop(hash_tx);
-            let digest = hasher.join().expect("hash thread does not panic");
+            drop(write_tx);
+            // Ends the payload hasher's input (the decoder holds the sender until the payload ends).
+            self.decoder = None;
+            let payload_digest = payload_hasher.join().expect("hash thread does not panic");
             let written = writer_thread.join().expect("writer thread does not panic");
-            (decoded, digest, written)
+            (decoded, payload_digest, written)
         });
         decoded?;
-        let written = written
+        let (written, content_digest) = written
             .map_err(|e| BundleError::io(format!("writing image '{}'", self.image.name), e))?;
-        if self.decoder.is_some() || written != self.image.size {
+        if written != self.image.size {
             return Err(BundleError::io(
                 format!("writing image '{}'", self.image.name),
                 io::Error::other("the writer stopped early"),
             ));
         }
-        self.check_digest(digest)?;
+        self.check_digests(payload_digest, content_digest)?;
         Ok(written)
     }
 }
@@ -596,11 +721,17 @@ impl<R: Read> Read for ImageReader<'_, R> {
         }
         let n = self.decode(buf).map_err(BundleError::into_io)?;
         if n == 0 {
-            let digest = <[u8; 32]>::from(self.hasher.clone().finalize());
-            self.check_digest(digest).map_err(BundleError::into_io)?;
+            let payload = self
+                .payload_digest
+                .expect("the payload was hashed inline to its end");
+            let content = self.content_hasher.take().map(|h| h.finalize().into());
+            self.check_digests(payload, content)
+                .map_err(BundleError::into_io)?;
             return Ok(0);
         }
-        self.hasher.update(&buf[..n]);
+        if let Some(hasher) = self.content_hasher.as_mut() {
+            hasher.update(&buf[..n]);
+        }
         Ok(n)
     }
 }

@@ -20,18 +20,23 @@ pub struct CompressedImage {
     pub size: u64,
     /// Compressed size.
     pub compressed_size: u64,
+    /// SHA-256 of the compressed bytes, lowercase hex.
+    pub payload_sha256: String,
     /// SHA-256 of the uncompressed bytes, lowercase hex.
     pub sha256: String,
 }
 
-struct CountingWriter<W> {
+/// Counts and hashes what zstd hands out.
+struct MeasuringWriter<W> {
     inner: W,
     count: u64,
+    hasher: Sha256,
 }
 
-impl<W: Write> Write for CountingWriter<W> {
+impl<W: Write> Write for MeasuringWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
         self.count += n as u64;
         Ok(n)
     }
@@ -40,8 +45,8 @@ impl<W: Write> Write for CountingWriter<W> {
     }
 }
 
-/// Compresses `input` into `output` with multi-threaded zstd at `level`, hashing the input on this thread while
-/// zstd's workers compress. `workers` is clamped to at least 1: zstd's multi-threaded output does not depend on
+/// Compresses `input` into `output` with multi-threaded zstd at `level`, hashing the input and the output on this
+/// thread while zstd's workers compress. `workers` is clamped to at least 1: zstd's multi-threaded output does not depend on
 /// the worker count, while its single-threaded mode would produce other bytes, so always using it keeps bundles
 /// reproducible across build machines.
 pub fn compress_image<R: Read, W: Write>(
@@ -52,9 +57,10 @@ pub fn compress_image<R: Read, W: Write>(
     mut progress: impl FnMut(u64),
 ) -> io::Result<CompressedImage> {
     let mut encoder = zstd::stream::write::Encoder::new(
-        CountingWriter {
+        MeasuringWriter {
             inner: output,
             count: 0,
+            hasher: Sha256::new(),
         },
         level,
     )?;
@@ -75,11 +81,12 @@ pub fn compress_image<R: Read, W: Write>(
         size += n as u64;
         progress(n as u64);
     }
-    let mut counting = encoder.finish()?;
-    counting.flush()?;
+    let mut measured = encoder.finish()?;
+    measured.flush()?;
     Ok(CompressedImage {
         size,
-        compressed_size: counting.count,
+        compressed_size: measured.count,
+        payload_sha256: hex::encode(measured.hasher.finalize()),
         sha256: hex::encode(hasher.finalize()),
     })
 }
@@ -278,6 +285,7 @@ where
             compression: crate::manifest::COMPRESSION_ZSTD.into(),
             size: measured.size,
             compressed_size: measured.compressed_size,
+            payload_sha256: measured.payload_sha256,
             sha256: measured.sha256,
         });
         staged.push(stage);

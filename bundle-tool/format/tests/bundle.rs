@@ -234,18 +234,67 @@ fn wrong_key_and_tampered_manifest_are_bad_signatures() {
 fn tampered_payload_is_a_digest_mismatch() {
     let f = fixture();
     let t = trust(&[&f.keys[0]], 1);
-    // Re-sign a manifest whose digest for the model image is wrong: the payload no longer matches it.
+    // Re-sign a manifest whose payload digest for the model image is wrong: the payload no longer matches it.
+    let mut m = f.manifest.clone();
+    m.images[1].payload_sha256 = "00".repeat(32);
+    let bytes = m.to_bytes();
+    let bundle = reframe(&f, &bytes, &sign_manifest(&bytes, &f.keys));
+    for read in [read_all, copy_all, verify_all] {
+        let err = read(&bundle, &t).unwrap_err();
+        assert!(
+            matches!(err, BundleError::DigestMismatch { ref image, what: "compressed payload", .. } if image == "model.bin"),
+            "{err}"
+        );
+    }
+}
+
+/// Checks every image completely, as `ota-bundle verify` and the server do.
+fn verify_all(bundle: &[u8], trust: &TrustRoot) -> Result<Vec<Vec<u8>>, BundleError> {
+    let mut reader = BundleReader::open(bundle, trust)?;
+    reader.verify_remaining_images()?;
+    reader.finish()?;
+    Ok(Vec::new())
+}
+
+#[test]
+fn a_manifest_lying_about_the_content_fails_the_full_check() {
+    let f = fixture();
+    let t = trust(&[&f.keys[0]], 1);
+    // Signed, with the right payload digest but a wrong content digest: only a producer bug (or a signer's lie)
+    // gets there. The full check catches it; the streaming paths rely on the payload digest.
     let mut m = f.manifest.clone();
     m.images[1].sha256 = "00".repeat(32);
     let bytes = m.to_bytes();
     let bundle = reframe(&f, &bytes, &sign_manifest(&bytes, &f.keys));
-    for read in [read_all, copy_all] {
-        let err = read(&bundle, &t).unwrap_err();
-        assert!(
-            matches!(err, BundleError::DigestMismatch { ref image, .. } if image == "model.bin"),
-            "{err}"
-        );
-    }
+    let err = verify_all(&bundle, &t).unwrap_err();
+    assert!(
+        matches!(err, BundleError::DigestMismatch { ref image, what: "uncompressed content", .. } if image == "model.bin"),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("uncompressed content of image 'model.bin'"),
+        "{err}"
+    );
+    let expected = vec![image_bytes(1, 300_000), image_bytes(2, 5_000)];
+    assert_eq!(copy_all(&bundle, &t).unwrap(), expected);
+    // Both read paths check the content when asked.
+    let mut reader = BundleReader::open(bundle.as_slice(), &t).unwrap();
+    let first = reader.next_image().unwrap().unwrap().check_content_digest();
+    first.copy_to(&mut Vec::new()).unwrap();
+    let mut second = reader.next_image().unwrap().unwrap().check_content_digest();
+    let err = second.read_to_end(&mut Vec::new()).unwrap_err();
+    let err = BundleError::from_io("reading", err);
+    assert!(
+        matches!(
+            err,
+            BundleError::DigestMismatch {
+                what: "uncompressed content",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]

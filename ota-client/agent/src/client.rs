@@ -28,7 +28,7 @@ use crate::booted::{self, BootedError};
 use crate::command::{self, run_health_checks};
 use crate::config::Config;
 use crate::live::{self, LinkError};
-use crate::slotio::{self, FileSlotWriter, SlotWriter};
+use crate::slotio::{self, ImageWriter, SlotWriter};
 use crate::source::{self, BundleSource, SourceError};
 use crate::store::{DataDir, StoreError, STATE_SPACE_NEEDED};
 
@@ -284,17 +284,19 @@ pub struct Client {
 struct ProgressWriter<'a> {
     inner: &'a mut dyn SlotWriter,
     progress: &'a mut dyn Progress,
+    /// A write or flush of the slot failed (so a failed copy is the slot's fault).
+    failed: bool,
 }
 
 impl Write for ProgressWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
+        let n = self.inner.write(buf).inspect_err(|_| self.failed = true)?;
         self.progress.bytes_written(n as u64);
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
+        self.inner.flush().inspect_err(|_| self.failed = true)
     }
 }
 
@@ -630,7 +632,7 @@ impl Client {
                 path: path.display().to_string(),
                 detail,
             };
-            let file = FileSlotWriter::open(&path)
+            let file = ImageWriter::open_slot(&path)
                 .map_err(|e| slot_err(format!("cannot open for writing: {e}")))?;
             let mut writer: Box<dyn SlotWriter> = Box::new(file);
             if let Some(wrap) = &self.hooks.wrap_writer {
@@ -640,10 +642,20 @@ impl Client {
             let mut counting = ProgressWriter {
                 inner: &mut *writer,
                 progress: &mut *progress,
+                failed: false,
             };
-            image
-                .copy_to(&mut counting)
-                .map_err(|e| slot_err(e.to_string()))?;
+            let copied = image.copy_to(&mut counting);
+            // Only a failed write is the slot's problem. Anything else (the download gave up
+            // or was cancelled, a corrupt or modified payload) is the bundle's: the daemon
+            // tells an outage (retried later) from a verdict (reported) by that error.
+            let slot_failed = counting.failed;
+            copied.map_err(|e| {
+                if slot_failed {
+                    slot_err(e.to_string())
+                } else {
+                    ClientError::Bundle(e)
+                }
+            })?;
             writer
                 .sync()
                 .map_err(|e| slot_err(format!("syncing: {e}")))?;
