@@ -14,7 +14,9 @@
 //!    daemon start reports what happened.
 //!
 //! Every failed request backs off exponentially with full jitter (bounded), honouring
-//! `Retry-After`; permanent answers are not hammered. The offer being worked on is
+//! `Retry-After`; permanent answers are not hammered. An offer whose install failed is
+//! reported at once and the server is polled again only after the backoff, so a server that
+//! keeps offering a refused bundle does not get a download loop. The offer being worked on is
 //! persisted before anything is done for it. [`run`] is a library function with an
 //! injectable [`Clock`] and reboot hook so tests and demos run many robots in one process.
 
@@ -1126,7 +1128,13 @@ impl<'a> Daemon<'a> {
                     self.state.active = None;
                     self.save()?;
                 }
-                Ok(Next::Now)
+                // Report it now, then back off before the next poll: a server that offers the
+                // refused bundle again must not get a download loop.
+                self.report_events(token)?;
+                Err(Failure::transient(format!(
+                    "the offer of {} failed; polling again after a backoff",
+                    active.version
+                )))
             }
         }
     }

@@ -25,6 +25,7 @@ pub mod command;
 pub mod config;
 pub mod daemon;
 pub mod live;
+pub mod readahead;
 #[cfg(feature = "simulation")]
 pub mod simulation;
 pub mod slotio;

@@ -18,6 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::blocking::{Client, Response};
+
+use crate::readahead::ReadAhead;
 use reqwest::header;
 
 use crate::config::HttpConfig;
@@ -166,6 +168,9 @@ pub fn open(
             let mut reader = HttpReader::new(url, headers, http, cancel)?;
             reader.connect()?;
             let size = reader.total;
+            let reader = ReadAhead::new(Box::new(reader)).map_err(|e| {
+                SourceError::Setup(format!("cannot start the download thread: {e}"))
+            })?;
             Ok(Opened {
                 reader: Box::new(reader),
                 size,
@@ -322,6 +327,37 @@ pub fn backoff(attempt: u32, base: Duration, random: u64) -> Duration {
     Duration::from_millis(half + random % (ms - half + 1))
 }
 
+/// Why a request or a body read failed, for the retry and give-up messages: a stall names
+/// itself and the read timeout; anything else lists its causes (reqwest's own message alone,
+/// e.g. "error decoding response body", names neither).
+fn describe(e: &(dyn std::error::Error + 'static), read_timeout: Duration) -> String {
+    let mut text = String::new();
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        let stalled = err
+            .downcast_ref::<reqwest::Error>()
+            .is_some_and(|r| r.is_timeout() && !r.is_connect())
+            || err
+                .downcast_ref::<io::Error>()
+                .is_some_and(|io| io.kind() == io::ErrorKind::TimedOut);
+        if stalled {
+            return format!(
+                "the server sent no data for {} ms (read timeout)",
+                read_timeout.as_millis()
+            );
+        }
+        let t = err.to_string();
+        if !text.contains(&t) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&t);
+        }
+        cur = err.source();
+    }
+    text
+}
+
 fn random() -> u64 {
     let mut h = RandomState::new().build_hasher();
     h.write_u128(Instant::now().elapsed().as_nanos());
@@ -420,7 +456,9 @@ impl HttpReader {
                 req = req.header(header::IF_RANGE, v);
             }
         }
-        let resp = req.send().map_err(|e| Attempt::Retry(e.to_string()))?;
+        let resp = req
+            .send()
+            .map_err(|e| Attempt::Retry(describe(&e, self.cfg.read_timeout)))?;
         let status = resp.status().as_u16();
         match classify(status) {
             StatusClass::Ok => {}
@@ -525,7 +563,12 @@ impl Read for HttpReader {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     self.body = None;
-                    self.failed(e.to_string()).map_err(io::Error::other)?;
+                    // A body error is an io::Error around the reqwest error: describe that.
+                    let why = match e.get_ref() {
+                        Some(inner) => describe(inner, self.cfg.read_timeout),
+                        None => describe(&e, self.cfg.read_timeout),
+                    };
+                    self.failed(why).map_err(io::Error::other)?;
                 }
             }
         }
