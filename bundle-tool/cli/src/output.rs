@@ -43,11 +43,6 @@ impl AtomicOutput {
         self.temp.as_file_mut()
     }
 
-    /// Directory where staging files for this output belong (same filesystem, so copies stay cheap).
-    pub fn dir(&self) -> &Path {
-        parent_dir(&self.path)
-    }
-
     /// fsyncs the data, renames it into place and fsyncs the directory. A replaced file keeps its permissions; a
     /// new one gets 0644 (temporary files start private).
     pub fn commit(mut self) -> Result<()> {

@@ -31,7 +31,8 @@ pub use error::BundleError;
 pub use manifest::{manifest_digest, ImageEntry, Manifest};
 pub use reader::{BundleReader, ImageReader, UnverifiedBundle};
 pub use writer::{
-    build_bundle, compress_image, sign_manifest, BundleSpec, BundleWriter, ImageInput,
+    build_bundle, build_bundle_to_vec, compress_image, sign_manifest, BundleSpec, BundleWriter,
+    ImageInput,
 };
 
 /// The bundle format version this crate reads and writes.

@@ -1,7 +1,7 @@
 //! Producing bundles: compress an image (hashing it on the way), then frame the manifest, signatures and payloads.
 //! Everything writes to caller-supplied `Write`s; choosing files, temp names and renames is the caller's job.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use ota_keys::{SecretKey, Signature};
 use sha2::{Digest, Sha256};
@@ -45,10 +45,14 @@ impl<W: Write> Write for MeasuringWriter<W> {
     }
 }
 
-/// Compresses `input` into `output` with multi-threaded zstd at `level`, hashing the input and the output on this
-/// thread while zstd's workers compress. `workers` is clamped to at least 1: zstd's multi-threaded output does not depend on
-/// the worker count, while its single-threaded mode would produce other bytes, so always using it keeps bundles
-/// reproducible across build machines.
+/// Input buffers handed to the hashing thread ahead of it.
+const HASH_QUEUE: usize = 8;
+
+/// Compresses `input` into `output` with multi-threaded zstd at `level`, hashing the input on a thread of its own
+/// and the (four times smaller) output on this one. Hashing the input on the thread that feeds zstd would starve
+/// zstd's workers while it runs, leaving a core idle; on its own thread it fills the gaps. `workers` is clamped to
+/// at least 1: zstd's multi-threaded output does not depend on the worker count, while its single-threaded mode
+/// would produce other bytes, so always using it keeps bundles reproducible across build machines.
 pub fn compress_image<R: Read, W: Write>(
     mut input: R,
     output: W,
@@ -66,28 +70,49 @@ pub fn compress_image<R: Read, W: Write>(
     )?;
     encoder.multithread(workers.max(1))?;
     encoder.include_checksum(false)?;
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
-        encoder.write_all(&buf[..n])?;
-        size += n as u64;
-        progress(n as u64);
-    }
+    let (to_hasher, hash_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(HASH_QUEUE);
+    let (recycle_tx, recycled) = std::sync::mpsc::channel::<Vec<u8>>();
+    let (size, encoder, digest) = std::thread::scope(|scope| {
+        let hasher = scope.spawn(move || {
+            let mut hasher = Sha256::new();
+            for buf in hash_rx {
+                hasher.update(&buf);
+                let _ = recycle_tx.send(buf);
+            }
+            <[u8; 32]>::from(hasher.finalize())
+        });
+        let fed = (|| -> io::Result<u64> {
+            let mut size = 0u64;
+            loop {
+                let mut buf = recycled.try_recv().unwrap_or_default();
+                buf.resize(1 << 20, 0);
+                let n = match input.read(&mut buf) {
+                    Ok(0) => return Ok(size),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                buf.truncate(n);
+                encoder.write_all(&buf)?;
+                if to_hasher.send(buf).is_err() {
+                    return Err(io::Error::other("the hashing thread stopped"));
+                }
+                size += n as u64;
+                progress(n as u64);
+            }
+        })();
+        drop(to_hasher);
+        let digest = hasher.join().expect("the hashing thread does not panic");
+        (fed, encoder, digest)
+    });
+    let size = size?;
     let mut measured = encoder.finish()?;
     measured.flush()?;
     Ok(CompressedImage {
         size,
         compressed_size: measured.count,
         payload_sha256: hex::encode(measured.hasher.finalize()),
-        sha256: hex::encode(hasher.finalize()),
+        sha256: hex::encode(digest),
     })
 }
 
@@ -236,35 +261,69 @@ pub struct BundleSpec {
     pub workers: u32,
 }
 
-/// Write buffer in front of a staging file.
-const STAGING_BUFFER: usize = 1 << 20;
+/// Write buffer in front of the output while compressing: zstd hands out its output in small pieces.
+const OUTPUT_BUFFER: usize = 1 << 20;
 
-/// Builds and signs a complete bundle into `out`. Each image is compressed once into a staging buffer made by
-/// `staging` (a temp file for real images, a `Cursor<Vec<u8>>` in tests) because the manifest, which comes first,
-/// needs the compressed sizes; the staged payloads are then copied behind the header.
-pub fn build_bundle<W, S>(
-    out: W,
+/// Builds and signs a complete bundle into `out`, compressing each image once, straight into its final place.
+///
+/// The manifest comes first in a bundle but needs the compressed sizes and digests, which are known only after
+/// compressing. So the room for the header entries is reserved first: every manifest field is known up front
+/// except two numbers per image (sizes), whose longest spelling (20 digits) is assumed, and the signature block's
+/// length depends only on the number of keys. The payloads are compressed behind that room, and the header is
+/// written last, the manifest padded with spaces to the reserved length (JSON allows them; the padding is signed
+/// like every other manifest byte). Nothing is staged or copied, so building needs no temporary disk space.
+pub fn build_bundle<W: Write + Seek>(
+    mut out: W,
     spec: &BundleSpec,
     images: Vec<ImageInput<'_>>,
     keys: &[SecretKey],
-    mut staging: impl FnMut() -> io::Result<S>,
     mut progress: impl FnMut(u64),
-) -> Result<(Manifest, W), BundleError>
-where
-    W: Write,
-    S: Read + Write + io::Seek,
-{
+) -> Result<(Manifest, W), BundleError> {
     if keys.is_empty() {
         return Err(BundleError::Usage(
             "at least one signing key is required".into(),
         ));
     }
-    let mut entries = Vec::new();
-    let mut staged = Vec::new();
-    for input in images {
-        let mut stage = staging().map_err(|e| BundleError::io("creating a staging file", e))?;
-        // zstd hands out its output in small pieces: batch them into large writes to the staging file.
-        let mut buffered = io::BufWriter::with_capacity(STAGING_BUFFER, &mut stage);
+    let io_err = |e| BundleError::io("writing the bundle", e);
+    let mut manifest = Manifest {
+        format_version: crate::FORMAT_VERSION,
+        version: spec.version.clone(),
+        compatible: spec.compatible.clone(),
+        created: spec.created,
+        description: spec.description.clone(),
+        images: images
+            .iter()
+            .map(|input| crate::manifest::ImageEntry {
+                name: input.name.clone(),
+                slot_class: input.slot_class.clone(),
+                payload: crate::manifest::PAYLOAD_FULL.into(),
+                compression: crate::manifest::COMPRESSION_ZSTD.into(),
+                size: u64::MAX,
+                compressed_size: u64::MAX,
+                payload_sha256: "0".repeat(64),
+                sha256: "0".repeat(64),
+            })
+            .collect(),
+    };
+    manifest.validate()?;
+    let manifest_len = manifest.to_bytes().len();
+    if manifest_len as u64 > crate::framing::MAX_MANIFEST_LEN {
+        return Err(BundleError::TooLarge {
+            what: "manifest",
+            size: manifest_len as u64,
+            limit: crate::framing::MAX_MANIFEST_LEN,
+        });
+    }
+    let signatures_len = encode_signatures(&sign_manifest(b"", keys)).len();
+    let header_len =
+        entry_len(format_marker().len()) + entry_len(manifest_len) + entry_len(signatures_len);
+    out.seek(SeekFrom::Start(header_len)).map_err(io_err)?;
+
+    let mut image_headers = Vec::new();
+    for (input, entry) in images.into_iter().zip(manifest.images.iter_mut()) {
+        let header_at = out.stream_position().map_err(io_err)?;
+        out.write_all(&[0u8; BLOCK]).map_err(io_err)?;
+        let mut buffered = io::BufWriter::with_capacity(OUTPUT_BUFFER, &mut out);
         let measured = compress_image(
             input.reader,
             &mut buffered,
@@ -275,35 +334,47 @@ where
         .and_then(|measured| buffered.flush().map(|()| measured))
         .map_err(|e| BundleError::io(format!("compressing image '{}'", input.name), e))?;
         drop(buffered);
-        stage
-            .seek(io::SeekFrom::Start(0))
-            .map_err(|e| BundleError::io("rewinding a staging file", e))?;
-        entries.push(crate::manifest::ImageEntry {
-            name: input.name,
-            slot_class: input.slot_class,
-            payload: crate::manifest::PAYLOAD_FULL.into(),
-            compression: crate::manifest::COMPRESSION_ZSTD.into(),
-            size: measured.size,
-            compressed_size: measured.compressed_size,
-            payload_sha256: measured.payload_sha256,
-            sha256: measured.sha256,
-        });
-        staged.push(stage);
+        out.write_all(&[0u8; BLOCK][..padding_len(measured.compressed_size)])
+            .map_err(io_err)?;
+        entry.size = measured.size;
+        entry.compressed_size = measured.compressed_size;
+        entry.payload_sha256 = measured.payload_sha256;
+        entry.sha256 = measured.sha256;
+        image_headers.push((header_at, entry.entry_path(), measured.compressed_size));
     }
-    let manifest = Manifest {
-        format_version: crate::FORMAT_VERSION,
-        version: spec.version.clone(),
-        compatible: spec.compatible.clone(),
-        created: spec.created,
-        description: spec.description.clone(),
-        images: entries,
-    };
+    out.write_all(&[0u8; 2 * BLOCK]).map_err(io_err)?;
     manifest.validate()?;
-    let manifest_bytes = manifest.to_bytes();
+
+    let mut manifest_bytes = manifest.to_bytes();
+    let newline = manifest_bytes.pop();
+    manifest_bytes.resize(manifest_len - 1, b' ');
+    manifest_bytes.extend(newline);
     let signatures = sign_manifest(&manifest_bytes, keys);
-    let mut writer = BundleWriter::new(out, &manifest_bytes, &signatures)?;
-    for stage in staged {
-        writer.add_payload(stage)?;
+    let end = out.stream_position().map_err(io_err)?;
+    out.seek(SeekFrom::Start(0)).map_err(io_err)?;
+    BundleWriter::new(&mut out, &manifest_bytes, &signatures)?;
+    debug_assert_eq!(out.stream_position().ok(), Some(header_len));
+    for (at, path, size) in image_headers {
+        out.seek(SeekFrom::Start(at)).map_err(io_err)?;
+        out.write_all(&entry_header(&path, size, manifest.created)?)
+            .map_err(io_err)?;
     }
-    Ok((manifest, writer.finish()?))
+    out.seek(SeekFrom::Start(end)).map_err(io_err)?;
+    out.flush().map_err(io_err)?;
+    Ok((manifest, out))
+}
+
+/// [`build_bundle`] into memory (tests, simulations, small tools).
+pub fn build_bundle_to_vec(
+    spec: &BundleSpec,
+    images: Vec<ImageInput<'_>>,
+    keys: &[SecretKey],
+) -> Result<(Manifest, Vec<u8>), BundleError> {
+    let (manifest, cursor) = build_bundle(io::Cursor::new(Vec::new()), spec, images, keys, |_| {})?;
+    Ok((manifest, cursor.into_inner()))
+}
+
+/// Bytes an entry of `content_len` bytes takes: its header, its content, its padding.
+fn entry_len(content_len: usize) -> u64 {
+    (BLOCK + content_len + padding_len(content_len as u64)) as u64
 }

@@ -41,15 +41,7 @@ fn build(keys: &[SecretKey], images: &[(&str, &str, Vec<u8>)]) -> (Manifest, Vec
             reader: Box::new(Cursor::new(data.clone())),
         })
         .collect();
-    build_bundle(
-        Vec::new(),
-        &spec("1.2.3"),
-        inputs,
-        keys,
-        || Ok(Cursor::new(Vec::new())),
-        |_| {},
-    )
-    .unwrap()
+    build_bundle_to_vec(&spec("1.2.3"), inputs, keys).unwrap()
 }
 
 fn fixture() -> Fixture {
@@ -119,8 +111,7 @@ fn output_is_deterministic_and_independent_of_worker_count() {
     let make = |workers| {
         let mut s = spec("2.0.0");
         s.workers = workers;
-        build_bundle(
-            Vec::new(),
+        build_bundle_to_vec(
             &s,
             vec![ImageInput {
                 name: "rootfs.img".into(),
@@ -128,8 +119,6 @@ fn output_is_deterministic_and_independent_of_worker_count() {
                 reader: Box::new(Cursor::new(data.clone())),
             }],
             &keys,
-            || Ok(Cursor::new(Vec::new())),
-            |_| {},
         )
         .unwrap()
         .1

@@ -19,7 +19,7 @@ use std::sync::{Arc, OnceLock};
 
 use ota_bootloader::sim::{self, Loader, SimOptions};
 use ota_bootloader::{EnvStore, GrubEnvFile, StateFile};
-use ota_bundle_format::{build_bundle, BundleError, BundleSpec, ImageInput};
+use ota_bundle_format::{build_bundle_to_vec, BundleError, BundleSpec, ImageInput};
 use ota_keys::SecretKey;
 
 use crate::daemon::{self, DaemonError, DaemonHooks, Exit, Level, LogSink};
@@ -119,15 +119,7 @@ pub fn try_bundle_with(
             reader: Box::new(Cursor::new(data.clone())),
         })
         .collect();
-    build_bundle(
-        Vec::new(),
-        &spec,
-        inputs,
-        std::slice::from_ref(key),
-        || Ok(Cursor::new(Vec::new())),
-        |_| {},
-    )
-    .map(|(_, bytes)| bytes)
+    build_bundle_to_vec(&spec, inputs, std::slice::from_ref(key)).map(|(_, bytes)| bytes)
 }
 
 /// A rootfs-only bundle of `version` (cached: the same bytes every time).

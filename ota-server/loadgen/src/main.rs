@@ -332,15 +332,8 @@ async fn create_rollout(
         reader: Box::new(Cursor::new(image)),
     }];
     let keys = [ota_keys::SecretKey::from_pem(&key.to_pem())?];
-    let (_, bundle) = ota_bundle_format::build_bundle(
-        Vec::new(),
-        &spec,
-        images,
-        &keys,
-        || Ok(Cursor::new(Vec::new())),
-        |_| {},
-    )
-    .context("building the rollout bundle")?;
+    let (_, bundle) = ota_bundle_format::build_bundle_to_vec(&spec, images, &keys)
+        .context("building the rollout bundle")?;
     let mut conn = Conn::new(addr, Duration::from_secs(60))?;
     let (status, answer) = conn
         .send(

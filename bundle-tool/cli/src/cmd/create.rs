@@ -122,17 +122,9 @@ pub fn run(args: Args) -> Result<()> {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32)),
     };
     let mut out = AtomicOutput::create(&args.output, args.force)?;
-    let staging_dir: PathBuf = out.dir().to_path_buf();
     let bar = progress_bar(total, "compressing");
-    let (manifest, _) = build_bundle(
-        out.file(),
-        &spec,
-        inputs,
-        &keys,
-        || tempfile::tempfile_in(&staging_dir),
-        |n| bar.inc(n),
-    )
-    .with_context(|| format!("cannot build {}", args.output.display()))?;
+    let (manifest, _) = build_bundle(out.file(), &spec, inputs, &keys, |n| bar.inc(n))
+        .with_context(|| format!("cannot build {}", args.output.display()))?;
     bar.finish_and_clear();
     out.commit()?;
     print_summary(&args.output, &manifest, &keys)

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ota_bundle_format::{build_bundle, BundleSpec, ImageInput};
+use ota_bundle_format::{build_bundle_to_vec, BundleSpec, ImageInput};
 use ota_keys::{SecretKey, TrustRoot};
 use ota_protocol::device::{
     EnrollRequest, EnrollResponse, PollRequest, PollResponse, ReportRequest, ReportStatus,
@@ -147,16 +147,7 @@ pub fn bundle(keys: &[&SecretKey], version: &str, compatible: &str) -> Vec<u8> {
         .iter()
         .map(|k| SecretKey::from_pem(&k.to_pem()).unwrap())
         .collect();
-    build_bundle(
-        Vec::new(),
-        &spec,
-        images,
-        &owned,
-        || Ok(Cursor::new(Vec::new())),
-        |_| {},
-    )
-    .unwrap()
-    .1
+    build_bundle_to_vec(&spec, images, &owned).unwrap().1
 }
 
 pub fn client() -> reqwest::Client {
