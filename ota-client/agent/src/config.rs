@@ -222,6 +222,12 @@ pub struct HttpConfig {
     pub retries: u32,
     /// First retry delay; doubled each retry (capped at 60 s), with jitter.
     pub retry_delay: Duration,
+    /// A connection that averages fewer bytes per second than this over [`Self::low_speed_time`] counts as a
+    /// failed attempt even though bytes arrive (0: no limit). Without it a server that trickles a byte just
+    /// inside every read timeout would hold a robot for as long as it likes.
+    pub low_speed_limit: u64,
+    /// The window over which [`Self::low_speed_limit`] is measured.
+    pub low_speed_time: Duration,
 }
 
 impl Default for HttpConfig {
@@ -232,6 +238,8 @@ impl Default for HttpConfig {
             read_timeout: Duration::from_secs(60),
             retries: 8,
             retry_delay: Duration::from_secs(1),
+            low_speed_limit: 1024,
+            low_speed_time: Duration::from_secs(60),
         }
     }
 }
@@ -313,6 +321,8 @@ struct RawHttp {
     read_timeout_secs: Option<u64>,
     retries: Option<u32>,
     retry_delay_ms: Option<u64>,
+    low_speed_limit: Option<u64>,
+    low_speed_time_secs: Option<u64>,
 }
 
 impl Config {
@@ -490,6 +500,18 @@ impl Config {
             }
             if let Some(ms) = h.retry_delay_ms {
                 http.retry_delay = Duration::from_millis(ms);
+            }
+            if let Some(limit) = h.low_speed_limit {
+                http.low_speed_limit = limit;
+            }
+            if let Some(s) = h.low_speed_time_secs {
+                if s == 0 {
+                    return Err(invalid(
+                        "http.low_speed_time_secs",
+                        "must be greater than 0 (set low_speed_limit = 0 to disable the limit)",
+                    ));
+                }
+                http.low_speed_time = Duration::from_secs(s);
             }
         }
         let server = match raw.server {
@@ -687,6 +709,20 @@ grubenv = "/boot/grub/grubenv"
         assert_eq!(server.url, "https://ota.example.com:8443");
         assert_eq!(server.tags["site"], "warehouse-3");
         assert!(server.telemetry_command.is_some());
+        assert_eq!(c.http.low_speed_limit, 1024);
+        assert_eq!(c.http.low_speed_time, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn low_speed_limit() {
+        let c = parse(&format!(
+            "{MINIMAL}[http]\nlow_speed_limit = 0\nlow_speed_time_secs = 5\n"
+        ))
+        .unwrap();
+        assert_eq!(c.http.low_speed_limit, 0);
+        assert_eq!(c.http.low_speed_time, Duration::from_secs(5));
+        let e = err(&format!("{MINIMAL}[http]\nlow_speed_time_secs = 0\n"));
+        assert!(e.contains("http.low_speed_time_secs"), "{e}");
     }
 
     fn err(text: &str) -> String {

@@ -376,6 +376,9 @@ struct HttpReader {
     validator: Validator,
     started: bool,
     failures: u32,
+    /// Start of the current low-speed window, and bytes received in it.
+    window_start: Instant,
+    window_bytes: u64,
     cancel: Option<Arc<AtomicBool>>,
 }
 
@@ -438,6 +441,8 @@ impl HttpReader {
             validator: Validator::default(),
             started: false,
             failures: 0,
+            window_start: Instant::now(),
+            window_bytes: 0,
             cancel,
         })
     }
@@ -523,12 +528,44 @@ impl HttpReader {
             match self.request() {
                 Ok(r) => {
                     self.body = Some(r);
+                    self.window_start = Instant::now();
+                    self.window_bytes = 0;
                     return Ok(());
                 }
                 Err(Attempt::Fatal(e)) => return Err(e),
                 Err(Attempt::Retry(why)) => self.failed(why)?,
             }
         }
+    }
+
+    /// Bytes a connection must deliver per low-speed window.
+    fn low_speed_bytes(&self) -> u64 {
+        (self.cfg.low_speed_limit as f64 * self.cfg.low_speed_time.as_secs_f64()) as u64
+    }
+
+    /// Counts `n` new bytes: a window that has delivered enough is real progress (the failure count starts
+    /// again); a window that ends below the limit is a failed attempt. Returns the failure to record, if any.
+    fn account(&mut self, n: usize) -> Option<String> {
+        self.window_bytes += n as u64;
+        if self.cfg.low_speed_limit == 0 || self.window_bytes >= self.low_speed_bytes() {
+            self.failures = 0;
+        }
+        let elapsed = self.window_start.elapsed();
+        if elapsed < self.cfg.low_speed_time {
+            return None;
+        }
+        let slow = self.cfg.low_speed_limit > 0 && self.window_bytes < self.low_speed_bytes();
+        let why = slow.then(|| {
+            format!(
+                "the server sent only {} bytes in {:.1} s, below the low-speed limit of {} bytes/s",
+                self.window_bytes,
+                elapsed.as_secs_f64(),
+                self.cfg.low_speed_limit
+            )
+        });
+        self.window_start = Instant::now();
+        self.window_bytes = 0;
+        why
     }
 }
 
@@ -557,7 +594,11 @@ impl Read for HttpReader {
                 }
                 Ok(n) => {
                     self.pos += n as u64;
-                    self.failures = 0;
+                    if let Some(why) = self.account(n) {
+                        // Keep the bytes (the next attempt resumes after them), drop the connection.
+                        self.body = None;
+                        self.failed(why).map_err(io::Error::other)?;
+                    }
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -1,6 +1,6 @@
 //! Hostile servers over 127.0.0.1: a body that never ends, a body that stalls on every
 //! request, 500/503/404 forever, a replayed old bundle, bytes swapped in a payload, ranges
-//! ignored or lied about. Whatever the server does, the client stops with an error that names
+//! ignored or lied about, a body trickled a byte at a time. Whatever the server does, the client stops with an error that names
 //! the problem within a bounded time, retries only what can get better (with growing delays,
 //! a bounded number of times), never arms a slot, and installs fine from a good server
 //! afterwards. The daemon does not answer a server that keeps offering a refused bundle with a
@@ -38,6 +38,7 @@ fn hostile_http() -> HttpConfig {
         read_timeout: READ_TIMEOUT,
         retries: RETRIES,
         retry_delay: RETRY_DELAY,
+        ..HttpConfig::default()
     }
 }
 
@@ -332,6 +333,66 @@ fn a_body_that_stalls_on_every_request_gives_up_after_bounded_attempts_with_grow
         Slot::A,
         &rootfs_image("factory"),
         "writing",
+        "2.0.0",
+    );
+}
+
+#[test]
+fn a_server_trickling_bytes_is_dropped_by_the_low_speed_limit_after_bounded_attempts() {
+    // One byte every 20 ms: never silent for the 500 ms read timeout, but 50 bytes/s, far below
+    // the 2,000 bytes/s over 300 ms the robot requires.
+    let body = rootfs_bundle("2.0.0");
+    let server = Server::start(Behaviour {
+        trickle: Some(Duration::from_millis(20)),
+        body: body.clone(),
+        etag: "v2".into(),
+        ..Default::default()
+    });
+    let r = Robot::new(Backend::File);
+    let before = r.snapshot();
+    let mut config = r.config();
+    config.http = HttpConfig {
+        low_speed_limit: 2_000,
+        low_speed_time: Duration::from_millis(300),
+        ..hostile_http()
+    };
+    let start = Instant::now();
+    let err = Client::open(config)
+        .unwrap()
+        .install(
+            &BundleSource::parse(&server.url("/bundle.otab")),
+            &InstallOptions::default(),
+            &mut NoProgress,
+        )
+        .unwrap_err()
+        .to_string();
+    let took = start.elapsed();
+    assert!(took < BOUND, "took {took:?}: {err}");
+    assert!(
+        err.contains(&format!("failed after {} attempts", RETRIES + 1))
+            && err.contains("below the low-speed limit of 2000 bytes/s"),
+        "{err}"
+    );
+    let seen = server.bundle_requests();
+    assert_eq!(seen.len(), RETRIES as usize + 1, "{seen:?}");
+    // Each attempt resumes where the last one stopped, after a growing delay.
+    for s in &seen[1..] {
+        assert!(s.range.is_some(), "{seen:?}");
+    }
+    let times: Vec<Instant> = seen.iter().map(|s| s.at).collect();
+    assert_backoff(&times, Duration::from_millis(300));
+    let ended = wait_ended(&server, seen.len(), Duration::from_secs(5));
+    assert_eq!(
+        ended.len(),
+        seen.len(),
+        "every trickling connection was closed"
+    );
+    assert_safe_then_good_install(
+        &r,
+        &before,
+        Slot::A,
+        &rootfs_image("factory"),
+        "empty", // the trickle never got past the manifest
         "2.0.0",
     );
 }

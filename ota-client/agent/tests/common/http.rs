@@ -73,6 +73,9 @@ pub struct Behaviour {
     pub tampered_after_first: Option<Vec<u8>>,
     /// Answer the device protocol: enroll, report, and a poll that offers this (always).
     pub offer: Option<UpdateOffer>,
+    /// Every response sends its body one byte at a time with this pause after each byte (a
+    /// slow-loris server: never silent long enough for a read timeout).
+    pub trickle: Option<Duration>,
 }
 
 /// One request as seen by the server.
@@ -408,6 +411,14 @@ fn serve(
         body.len() - from
     )?;
     let rest = &body[from..];
+    if let Some(pause) = b.trickle {
+        for i in 0..rest.len() {
+            conn.body(&mut out, &rest[i..i + 1])?;
+            out.flush()?;
+            std::thread::sleep(pause);
+        }
+        return out.flush();
+    }
     match stall_at {
         None => conn.body(&mut out, rest)?,
         Some((n, pause)) => {
