@@ -23,7 +23,11 @@ pub const MAX_TRIES: u8 = 9;
 pub const CMDLINE_PARAM: &str = "ota.slot";
 
 /// One of the two A/B slots.
+///
+/// With the `serde` feature it serializes as its variant name, `"A"` or `"B"` (the same text
+/// as [`Slot::as_str`]); deserializing is as strict as [`Slot::from_env_value`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Slot {
     /// Slot A (the factory slot).
     A,
@@ -246,6 +250,20 @@ mod tests {
         assert!("a".parse::<Slot>().is_err());
         assert!(" A".parse::<Slot>().is_err());
         assert!("".parse::<Slot>().is_err());
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn slot_serde_is_the_variant_name() {
+        // Client state files store slots as "A"/"B": this form must never change.
+        for (slot, json) in [(Slot::A, "\"A\""), (Slot::B, "\"B\"")] {
+            assert_eq!(serde_json::to_string(&slot).unwrap(), json);
+            assert_eq!(serde_json::from_str::<Slot>(json).unwrap(), slot);
+        }
+        assert_eq!(serde_json::from_str::<Slot>("\"A\"").unwrap(), Slot::A);
+        for bad in ["\"a\"", "\"C\"", "\"\"", "0"] {
+            assert!(serde_json::from_str::<Slot>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

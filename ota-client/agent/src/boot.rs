@@ -4,31 +4,15 @@
 use std::path::Path;
 
 use ota_bootloader::{BootEnv, BootEnvError, EnvState, EnvStore, GrubEnvFile, StateFile, UBootEnv};
-use ota_client_core::{EnvFacts, Slot};
+use ota_client_core::EnvFacts;
 
 use crate::config::BootloaderKind;
-
-/// Converts the contract's slot to the core's.
-pub fn slot_from_env(s: ota_bootloader::Slot) -> Slot {
-    match s {
-        ota_bootloader::Slot::A => Slot::A,
-        ota_bootloader::Slot::B => Slot::B,
-    }
-}
-
-/// Converts the core's slot to the contract's.
-pub fn slot_to_env(s: Slot) -> ota_bootloader::Slot {
-    match s {
-        Slot::A => ota_bootloader::Slot::A,
-        Slot::B => ota_bootloader::Slot::B,
-    }
-}
 
 /// The contract state as the core sees it.
 pub fn facts(env: &BootEnv) -> EnvFacts {
     EnvFacts {
-        primary: slot_from_env(env.primary),
-        trial: env.trial.map(slot_from_env),
+        primary: env.primary,
+        trial: env.trial,
         tries: env.tries,
     }
 }
@@ -78,8 +62,8 @@ impl BootBackend {
             EnvState::Vars(v) => v,
         };
         let env = BootEnv {
-            primary: slot_to_env(new.primary),
-            trial: new.trial.map(slot_to_env),
+            primary: new.primary,
+            trial: new.trial,
             tries: new.tries,
         };
         self.store.store(&env.applied_to(&vars))

@@ -52,13 +52,9 @@ pub fn detect(config: &BootedSlotConfig) -> Result<Slot, BootedError> {
 /// holding just `A` or `B`.
 pub fn parse(text: &str, cmdline: bool) -> Option<Slot> {
     if cmdline {
-        ota_bootloader::Slot::from_cmdline(text).map(crate::boot::slot_from_env)
+        Slot::from_cmdline(text)
     } else {
-        match text.trim() {
-            "A" => Some(Slot::A),
-            "B" => Some(Slot::B),
-            _ => None,
-        }
+        Slot::from_env_value(text.trim())
     }
 }
 

@@ -481,8 +481,7 @@ retry_delay_ms = 20
         let boot = sim::reboot(store.as_mut(), Loader::Grub, &SimOptions::default()).unwrap();
         let cmdline = boot.cmdline.expect("a kernel was booted");
         std::fs::write(self.path("cmdline"), format!("{cmdline}\n")).unwrap();
-        let slot = ota_bootloader::Slot::from_cmdline(&cmdline).expect("ota.slot on the cmdline");
-        crate::boot::slot_from_env(slot)
+        Slot::from_cmdline(&cmdline).expect("ota.slot on the cmdline")
     }
 
     /// Reboot, then run confirm as ota-health-confirm.service would.
@@ -493,7 +492,7 @@ retry_delay_ms = 20
 
     pub fn booted(&self) -> Slot {
         let text = std::fs::read_to_string(self.path("cmdline")).unwrap();
-        crate::boot::slot_from_env(ota_bootloader::Slot::from_cmdline(&text).unwrap())
+        Slot::from_cmdline(&text).unwrap()
     }
 
     pub fn set_healthy(&self, healthy: bool) {

@@ -10,43 +10,17 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// One of the two slots of every slot class.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Slot {
-    /// Slot A (the factory slot).
-    A,
-    /// Slot B.
-    B,
-}
+/// One of the two slots of every slot class: the boot contract's slot, so the core, the
+/// agent and the bootloader backends all speak of one type. It serializes as `"A"`/`"B"`.
+pub use ota_bootloader::Slot;
 
-impl Slot {
-    /// Both slots, A first.
-    pub const ALL: [Slot; 2] = [Slot::A, Slot::B];
-
-    /// The other slot of the pair.
-    pub fn other(self) -> Slot {
-        match self {
-            Slot::A => Slot::B,
-            Slot::B => Slot::A,
-        }
-    }
-
-    /// Parses `A`/`B` (also lowercase, as typed by operators).
-    pub fn parse(text: &str) -> Option<Slot> {
-        match text {
-            "A" | "a" => Some(Slot::A),
-            "B" | "b" => Some(Slot::B),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Slot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Slot::A => "A",
-            Slot::B => "B",
-        })
+/// Parses a slot as typed by an operator: `A`/`B`, also lowercase. (Environment values and
+/// the state file are strict: see [`Slot::from_env_value`].)
+pub fn parse_operator_slot(text: &str) -> Option<Slot> {
+    match text {
+        "A" | "a" => Some(Slot::A),
+        "B" | "b" => Some(Slot::B),
+        _ => None,
     }
 }
 
@@ -353,5 +327,33 @@ impl ClientState {
                 rec.note = Some("running when the client first saw it".into());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operator_slot_accepts_lowercase() {
+        assert_eq!(parse_operator_slot("A"), Some(Slot::A));
+        assert_eq!(parse_operator_slot("a"), Some(Slot::A));
+        assert_eq!(parse_operator_slot("B"), Some(Slot::B));
+        assert_eq!(parse_operator_slot("b"), Some(Slot::B));
+        for bad in ["", "C", " A", "AB"] {
+            assert_eq!(parse_operator_slot(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn state_file_slots_stay_a_and_b() {
+        let flip = LiveFlip {
+            class: "model".into(),
+            from: Slot::A,
+            to: Slot::B,
+        };
+        let json = serde_json::to_string(&flip).unwrap();
+        assert_eq!(json, r#"{"class":"model","from":"A","to":"B"}"#);
+        assert_eq!(serde_json::from_str::<LiveFlip>(&json).unwrap(), flip);
     }
 }

@@ -119,17 +119,23 @@ async fn compatible_allow_list_and_size_limit() {
         .chunks(8192)
         .map(|c| Ok(c.to_vec()))
         .collect();
-    let r = c
+    let sent = c
         .post(server.url("/api/bundles"))
         .bearer_auth(ADMIN)
         .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
             chunks,
         )))
         .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    assert!(r.json::<serde_json::Value>().await.unwrap()["error"].is_string());
+        .await;
+    match sent {
+        Ok(r) => {
+            assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+            assert!(r.json::<serde_json::Value>().await.unwrap()["error"].is_string());
+        }
+        // The server answers 413 and closes while the client is still sending: on a loaded
+        // machine the client can see the close (a reset) before it reads the answer.
+        Err(e) => assert!(e.is_request() || e.is_body(), "{e:?}"),
+    }
     assert_nothing_left(&server).await;
     server.stop().await;
 

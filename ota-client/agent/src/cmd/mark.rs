@@ -1,7 +1,8 @@
 //! `ota-client mark-good [SLOT]` / `mark-bad [SLOT]`.
 
 use anyhow::Context;
-use ota_client::{Client, Config, Slot};
+use ota_client::{Client, Config};
+use ota_client_core::parse_operator_slot;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -12,7 +13,9 @@ pub struct Args {
 pub fn run(config: Config, args: Args, good: bool) -> anyhow::Result<()> {
     let slot = args
         .slot
-        .map(|s| Slot::parse(&s).with_context(|| format!("invalid slot {s:?}: expected A or B")))
+        .map(|s| {
+            parse_operator_slot(&s).with_context(|| format!("invalid slot {s:?}: expected A or B"))
+        })
         .transpose()?;
     let mut client = Client::open(config)?;
     let message = if good {
