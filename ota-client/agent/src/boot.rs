@@ -4,18 +4,8 @@
 use std::path::Path;
 
 use ota_bootloader::{BootEnv, BootEnvError, EnvState, EnvStore, GrubEnvFile, StateFile, UBootEnv};
-use ota_client_core::EnvFacts;
 
 use crate::config::BootloaderKind;
-
-/// The contract state as the core sees it.
-pub fn facts(env: &BootEnv) -> EnvFacts {
-    EnvFacts {
-        primary: env.primary,
-        trial: env.trial,
-        tries: env.tries,
-    }
-}
 
 /// Reads and writes the boot contract variables.
 pub struct BootBackend {
@@ -49,24 +39,19 @@ impl BootBackend {
 
     /// Reads the contract. A never-written environment reads as primary A, no trial; a
     /// corrupt one is an error (never replaced by defaults).
-    pub fn read(&self) -> Result<EnvFacts, BootEnvError> {
+    pub fn read(&self) -> Result<BootEnv, BootEnvError> {
         let vars = self.store.load()?.into_vars();
-        Ok(facts(&BootEnv::from_vars(&vars)))
+        Ok(BootEnv::from_vars(&vars))
     }
 
     /// Writes the contract variables, keeping every other variable. Re-reads first, so a
     /// corrupt environment is reported instead of overwritten.
-    pub fn write(&mut self, new: EnvFacts) -> Result<(), BootEnvError> {
+    pub fn write(&mut self, new: BootEnv) -> Result<(), BootEnvError> {
         let vars = match self.store.load()? {
             EnvState::NeverWritten => Default::default(),
             EnvState::Vars(v) => v,
         };
-        let env = BootEnv {
-            primary: new.primary,
-            trial: new.trial,
-            tries: new.tries,
-        };
-        self.store.store(&env.applied_to(&vars))
+        self.store.store(&new.applied_to(&vars))
     }
 
     /// "GRUB environment /boot/grub/grubenv" etc.

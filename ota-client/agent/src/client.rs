@@ -17,9 +17,9 @@ use ota_bootloader::BootEnvError;
 use ota_bundle_format::{BundleError, BundleReader};
 use ota_client_core::machine::Context;
 use ota_client_core::{
-    decide_on_boot, plan_install, step, BootOutcome, ClassFacts, ClientState, ConfigFacts,
-    DeviceFacts, EnvFacts, Event, ImageFacts, InstallOutcome, LiveFlip, LiveTrial, ManifestFacts,
-    Order, PendingTrial, Refusal, ReportEvent, Slot, SlotState, StepError, Transition, WriteTarget,
+    decide_on_boot, plan_install, step, BootEnv, BootOutcome, ClassFacts, ClientState, ConfigFacts,
+    DeviceFacts, Event, ImageFacts, InstallOutcome, LiveFlip, LiveTrial, ManifestFacts, Order,
+    PendingTrial, Refusal, ReportEvent, Slot, SlotState, StepError, Transition, WriteTarget,
 };
 use serde::Serialize;
 
@@ -264,7 +264,7 @@ pub struct Status {
 /// What an operation works on: re-read at its start.
 struct Session {
     state: ClientState,
-    env: EnvFacts,
+    env: BootEnv,
     booted: Slot,
     /// The state differs from the persisted one (adopted factory slots).
     dirty: bool,
@@ -393,12 +393,7 @@ impl Client {
         self.checkpoint(&format!("{label}:after-state"))
     }
 
-    fn write_env(
-        &mut self,
-        s: &mut Session,
-        env: EnvFacts,
-        label: &str,
-    ) -> Result<(), ClientError> {
+    fn write_env(&mut self, s: &mut Session, env: BootEnv, label: &str) -> Result<(), ClientError> {
         self.checkpoint(&format!("{label}:before-env"))?;
         self.boot.write(env)?;
         s.env = env;

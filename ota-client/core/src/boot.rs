@@ -2,7 +2,7 @@
 //! kernel says it booted, and the client's records. Run at every start of the client, so a
 //! restart at any point re-derives the situation instead of trusting memory.
 
-use crate::slot::{ClientState, EnvFacts, Slot, SlotState};
+use crate::slot::{BootEnv, ClientState, Slot, SlotState};
 
 /// The situation after a boot, and what to do about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,7 +73,7 @@ pub const REASON_FELL_BACK: &str =
 
 /// Decides what to do after a boot. `boot_classes` are the boot-coupled slot classes.
 pub fn decide_on_boot(
-    env: &EnvFacts,
+    env: &BootEnv,
     booted: Slot,
     state: &ClientState,
     boot_classes: &[String],
@@ -166,8 +166,8 @@ mod tests {
         vec!["rootfs".into()]
     }
 
-    fn env(primary: Slot, trial: Option<Slot>, tries: u8) -> EnvFacts {
-        EnvFacts {
+    fn env(primary: Slot, trial: Option<Slot>, tries: u8) -> BootEnv {
+        BootEnv {
             primary,
             trial,
             tries,
@@ -189,7 +189,7 @@ mod tests {
         s
     }
 
-    fn decide(e: EnvFacts, booted: Slot, s: &ClientState) -> BootOutcome {
+    fn decide(e: BootEnv, booted: Slot, s: &ClientState) -> BootOutcome {
         decide_on_boot(&e, booted, s, &classes())
     }
 
@@ -202,11 +202,11 @@ mod tests {
         let mut unrecorded = trial.clone();
         unrecorded.pending_trial = None;
         let bad = with_trial(B, SlotState::Bad);
-        let cases: Vec<(EnvFacts, Slot, &ClientState, BootOutcome)> = vec![
+        let cases: Vec<(BootEnv, Slot, &ClientState, BootOutcome)> = vec![
             (env(A, None, 0), A, &none, Settled),
             (env(B, None, 0), B, &none, Settled),
             // factory: never-written env reads as primary A
-            (EnvFacts::default(), A, &none, Settled),
+            (BootEnv::default(), A, &none, Settled),
             (env(A, Some(B), 3), A, &trial, AwaitingReboot { slot: B }),
             (env(A, Some(B), 2), B, &trial, TrialBooted { slot: B }),
             (env(A, Some(B), 0), B, &trial, TrialBooted { slot: B }),

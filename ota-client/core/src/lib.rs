@@ -5,8 +5,8 @@
 //! what to do, and applies the answer. Keeping the decisions here makes them deterministic
 //! and testable exhaustively (see `tests/`):
 //!
-//! * [`slot`]: slots (the boot contract's [`Slot`], from `ota-bootloader`), per-slot states
-//!   and the persisted [`ClientState`].
+//! * [`slot`]: slots and the boot environment (the boot contract's [`Slot`] and [`BootEnv`],
+//!   from `ota-bootloader`), per-slot states and the persisted [`ClientState`].
 //! * [`plan`]: [`plan_install`], every check that must pass before the first byte is written.
 //! * [`boot`]: [`decide_on_boot`], what the client does after a (re)boot.
 //! * [`machine`]: [`step`], the one transition table for every state change, returning the
@@ -32,6 +32,6 @@ pub use plan::{
     ManifestFacts, PlannedWrite, Refusal,
 };
 pub use slot::{
-    parse_operator_slot, ClassSlots, ClientState, EnvFacts, EventKind, InstallOutcome, LiveFlip,
+    parse_operator_slot, BootEnv, ClassSlots, ClientState, EventKind, InstallOutcome, LiveFlip,
     LiveTrial, OutcomeKind, PendingTrial, ReportEvent, Slot, SlotRecord, SlotState,
 };

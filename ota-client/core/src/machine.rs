@@ -4,7 +4,7 @@
 //! order to persist the two so that a power cut between them is recoverable.
 
 use crate::slot::{
-    ClientState, EnvFacts, EventKind, InstallOutcome, LiveTrial, OutcomeKind, PendingTrial, Slot,
+    BootEnv, ClientState, EventKind, InstallOutcome, LiveTrial, OutcomeKind, PendingTrial, Slot,
     SlotState,
 };
 
@@ -109,7 +109,7 @@ pub struct Transition {
     /// The new records.
     pub state: ClientState,
     /// The environment to write, if it changes.
-    pub env: Option<EnvFacts>,
+    pub env: Option<BootEnv>,
     /// Persisting order.
     pub order: Order,
 }
@@ -123,7 +123,7 @@ pub struct StepError(pub String);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Context<'a> {
     /// The boot environment now.
-    pub env: EnvFacts,
+    pub env: BootEnv,
     /// The booted slot.
     pub booted: Slot,
     /// The boot-coupled slot classes.
@@ -218,7 +218,7 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
                 rec.bundle_hash = None;
                 rec.note = None;
                 if !t.live && env.trial == Some(t.slot) {
-                    new_env = Some(EnvFacts {
+                    new_env = Some(BootEnv {
                         trial: None,
                         tries: 0,
                         ..env
@@ -286,7 +286,9 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
                     trial.slot
                 ));
             }
-            let new_env = EnvFacts {
+            // Not `BootEnv::arm_trial`, which clamps to `MAX_TRIES`: the armed env and the
+            // recorded `armed_tries` must agree, or `decide_on_boot` sees a spent try.
+            let new_env = BootEnv {
                 trial: Some(trial.slot),
                 tries: trial.armed_tries,
                 ..env
@@ -340,11 +342,7 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
             );
             Ok(Transition {
                 state: next,
-                env: commit.then_some(EnvFacts {
-                    primary: booted,
-                    trial: None,
-                    ..env
-                }),
+                env: commit.then_some(env.commit(booted)),
                 order: Order::EnvFirst,
             })
         }
@@ -362,7 +360,7 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
             );
             Ok(Transition {
                 state: next,
-                env: Some(EnvFacts { trial: None, ..env }),
+                env: Some(env.clear_trial()),
                 order: Order::StateFirst,
             })
         }
@@ -383,7 +381,7 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
             );
             Ok(Transition {
                 state: next,
-                env: Some(EnvFacts { trial: None, ..env }),
+                env: Some(env.clear_trial()),
                 order: Order::StateFirst,
             })
         }
@@ -427,7 +425,7 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
             }
             Ok(Transition {
                 state: next,
-                env: Some(EnvFacts { trial: None, ..env }),
+                env: Some(env.clear_trial()),
                 order: Order::StateFirst,
             })
         }
@@ -582,7 +580,7 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
                 next.push_event(EventKind::MarkedBad, Some(slot), None, None, reason);
                 return Ok(Transition {
                     state: next,
-                    env: Some(EnvFacts {
+                    env: Some(BootEnv {
                         primary: other,
                         trial: None,
                         tries: 0,
@@ -606,7 +604,7 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
                 next.pending_trial = None;
             }
             next.push_event(EventKind::MarkedBad, Some(slot), None, None, reason);
-            let new_env = (env.trial == Some(slot)).then_some(EnvFacts { trial: None, ..env });
+            let new_env = (env.trial == Some(slot)).then_some(env.clear_trial());
             Ok(Transition {
                 state: next,
                 env: new_env,

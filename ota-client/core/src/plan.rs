@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::slot::{ClientState, EnvFacts, LiveFlip, Slot};
+use crate::slot::{BootEnv, ClientState, LiveFlip, Slot};
 
 /// What the verified manifest says (only the facts the planner needs).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,7 +80,7 @@ pub struct DeviceFacts {
     /// The slot the running system booted from.
     pub booted: Slot,
     /// The boot environment.
-    pub env: EnvFacts,
+    pub env: BootEnv,
     /// The active slot of each live class (from its symlink).
     pub live_active: BTreeMap<String, Slot>,
     /// Free bytes in the state directory.
@@ -398,7 +398,7 @@ mod tests {
     fn device(booted: Slot) -> DeviceFacts {
         DeviceFacts {
             booted,
-            env: EnvFacts {
+            env: BootEnv {
                 primary: booted,
                 trial: None,
                 tries: 0,

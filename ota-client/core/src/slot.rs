@@ -14,6 +14,12 @@ use serde::{Deserialize, Serialize};
 /// agent and the bootloader backends all speak of one type. It serializes as `"A"`/`"B"`.
 pub use ota_bootloader::Slot;
 
+/// The boot contract variables (`OTA_PRIMARY`, `OTA_TRIAL`, `OTA_TRIES`) as the bootloader
+/// reads them: the contract's own type, so the core decides on exactly what
+/// [`ota_bootloader::select_boot`] sees. Its `Default` is a never-written environment
+/// (primary A, no trial). It is not persisted by the client (the state file holds no copy).
+pub use ota_bootloader::BootEnv;
+
 /// Parses a slot as typed by an operator: `A`/`B`, also lowercase. (Environment values and
 /// the state file are strict: see [`Slot::from_env_value`].)
 pub fn parse_operator_slot(text: &str) -> Option<Slot> {
@@ -98,35 +104,6 @@ impl ClassSlots {
             Slot::A => &mut self.a,
             Slot::B => &mut self.b,
         }
-    }
-}
-
-/// The boot contract variables as the bootloader reads them (normalised).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EnvFacts {
-    /// The committed slot.
-    pub primary: Slot,
-    /// The slot named by `OTA_TRIAL`, if any.
-    pub trial: Option<Slot>,
-    /// `OTA_TRIES`.
-    pub tries: u8,
-}
-
-impl Default for EnvFacts {
-    /// A never-written environment: primary A, no trial.
-    fn default() -> Self {
-        EnvFacts {
-            primary: Slot::A,
-            trial: None,
-            tries: 0,
-        }
-    }
-}
-
-impl EnvFacts {
-    /// The slot the bootloader will try at the next boot, if any.
-    pub fn armed_trial(&self) -> Option<Slot> {
-        self.trial.filter(|t| *t != self.primary && self.tries > 0)
     }
 }
 

@@ -1,8 +1,13 @@
-//! Property tests of the transition table against a model of the bootloader: whatever the
-//! order of events, reboots and power cuts, the robot only ever boots a verified slot, only
-//! the booted trial slot is committed, and the primary moves only on that commit (or on an
-//! operator's mark-bad towards a known-good slot).
+//! Property tests of the transition table against the real boot contract: every reboot runs
+//! `ota_bootloader::select_boot` over the environment variables, and every environment the
+//! client writes goes through `BootEnv::apply`, as the agent's backend does. Whatever the
+//! order of events, reboots, power cuts and kernels failing to load, the robot only ever
+//! boots a verified slot, only the booted trial slot is committed, and the primary moves
+//! only on that commit (or on an operator's mark-bad towards a known-good slot).
 
+use std::collections::BTreeMap;
+
+use ota_bootloader::select_boot;
 use ota_client_core::machine::Context;
 use ota_client_core::*;
 use proptest::prelude::*;
@@ -18,6 +23,9 @@ enum Op {
     Event(EventSpec),
     /// The bootloader runs (power cut or reboot).
     Reboot,
+    /// The bootloader runs and the kernel it picked fails to load: it boots the fallback
+    /// entry if it has one (a trial boot falls back to the primary in the same boot).
+    RebootKernelFails,
     /// `confirm` runs with the given health result.
     Confirm(bool),
 }
@@ -56,6 +64,7 @@ fn op() -> impl Strategy<Value = Op> {
         slot().prop_map(|s| Op::Event(EventSpec::MarkBad(s))),
         Just(Op::Reboot),
         Just(Op::Reboot),
+        Just(Op::RebootKernelFails),
         any::<bool>().prop_map(Op::Confirm),
     ]
 }
@@ -97,17 +106,6 @@ fn event(spec: &EventSpec) -> Event {
     }
 }
 
-/// The boot contract's selection (see `ota_bootloader::select_boot`).
-fn boot(env: &mut EnvFacts) -> Slot {
-    match env.armed_trial() {
-        Some(t) => {
-            env.tries -= 1;
-            t
-        }
-        None => env.primary,
-    }
-}
-
 /// What `confirm` does for each outcome.
 fn confirm_event(outcome: &BootOutcome, healthy: bool) -> Option<Event> {
     match outcome {
@@ -130,7 +128,8 @@ fn confirm_event(outcome: &BootOutcome, healthy: bool) -> Option<Event> {
 
 struct Robot {
     state: ClientState,
-    env: EnvFacts,
+    /// The boot environment as stored: what the bootloader reads and saves.
+    vars: BTreeMap<String, String>,
     booted: Slot,
 }
 
@@ -140,8 +139,29 @@ impl Robot {
         state.adopt_running(&classes(), Slot::A, &Default::default());
         Robot {
             state,
-            env: EnvFacts::default(),
+            // a never-written environment (primary A)
+            vars: BTreeMap::new(),
             booted: Slot::A,
+        }
+    }
+
+    /// The contract variables as the client reads them.
+    fn env(&self) -> BootEnv {
+        BootEnv::from_vars(&self.vars)
+    }
+
+    /// The bootloader runs `select_boot`, saves what it updates and boots its choice, or,
+    /// if that kernel fails to load, its fallback (when it has none, the robot stays down
+    /// and the next power-on runs the bootloader again).
+    fn reboot(&mut self, kernel_fails: bool) {
+        let d = select_boot(&self.vars);
+        if let Some(updated) = d.updated_vars {
+            self.vars = updated;
+        }
+        match (kernel_fails, d.fallback) {
+            (false, _) => self.booted = d.boot,
+            (true, Some(fallback)) => self.booted = fallback,
+            (true, None) => self.reboot(false),
         }
     }
 
@@ -152,8 +172,9 @@ impl Robot {
     /// Applies an event and checks the invariants of the transition.
     fn apply(&mut self, ev: Event) -> Result<(), TestCaseError> {
         let cls = classes();
+        let env = self.env();
         let ctx = Context {
-            env: self.env,
+            env,
             booted: self.booted,
             boot_classes: &cls,
         };
@@ -164,7 +185,7 @@ impl Robot {
         };
         if let Some(new_env) = t.env {
             if let Some(armed) = new_env.armed_trial() {
-                if self.env.armed_trial() != Some(armed) {
+                if env.armed_trial() != Some(armed) {
                     prop_assert_eq!(
                         self.rec(armed),
                         SlotState::Installed,
@@ -173,7 +194,7 @@ impl Robot {
                     );
                 }
             }
-            if new_env.primary != self.env.primary {
+            if new_env.primary != env.primary {
                 if is_commit {
                     prop_assert_eq!(
                         new_env.primary,
@@ -181,7 +202,7 @@ impl Robot {
                         "committed a slot that is not booted"
                     );
                     prop_assert_eq!(
-                        self.env.trial,
+                        env.trial,
                         Some(self.booted),
                         "committed a slot not on trial"
                     );
@@ -195,9 +216,7 @@ impl Robot {
                 }
             }
             prop_assert!(
-                new_env.primary == self.booted
-                    || new_env.primary == self.env.primary
-                    || is_mark_bad
+                new_env.primary == self.booted || new_env.primary == env.primary || is_mark_bad
             );
         }
         if let Event::Commit | Event::FinishCommit = ev {
@@ -205,7 +224,12 @@ impl Robot {
         }
         self.state = t.state;
         if let Some(e) = t.env {
-            self.env = e;
+            e.apply(&mut self.vars);
+            prop_assert_eq!(
+                self.env(),
+                e,
+                "the written environment reads back differently"
+            );
         }
         Ok(())
     }
@@ -220,25 +244,25 @@ proptest! {
         for op in ops {
             match op {
                 Op::Event(spec) => r.apply(event(&spec))?,
-                Op::Reboot => {
-                    r.booted = boot(&mut r.env);
+                Op::Reboot | Op::RebootKernelFails => {
+                    r.reboot(matches!(op, Op::RebootKernelFails));
                     let st = r.rec(r.booted);
                     prop_assert!(
-                        st.verified() || (st == SlotState::Bad && r.booted == r.env.primary),
+                        st.verified() || (st == SlotState::Bad && r.booted == r.env().primary),
                         "booted slot {} in state {}", r.booted, st
                     );
                     prop_assert!(st != SlotState::Writing && st != SlotState::Empty);
                 }
                 Op::Confirm(healthy) => {
-                    let out = decide_on_boot(&r.env, r.booted, &r.state, &classes());
+                    let out = decide_on_boot(&r.env(), r.booted, &r.state, &classes());
                     if let Some(ev) = confirm_event(&out, healthy) {
                         let cls = classes();
-                        let ctx = Context { env: r.env, booted: r.booted, boot_classes: &cls };
+                        let ctx = Context { env: r.env(), booted: r.booted, boot_classes: &cls };
                         prop_assert!(step(&r.state, &ctx, ev.clone()).is_ok(), "confirm's own event refused: {:?} for {:?}", ev, out);
                         r.apply(ev)?;
                     }
                     // confirm is idempotent once settled
-                    let again = decide_on_boot(&r.env, r.booted, &r.state, &classes());
+                    let again = decide_on_boot(&r.env(), r.booted, &r.state, &classes());
                     if matches!(out, BootOutcome::TrialBooted { .. } if healthy) {
                         prop_assert_eq!(again, BootOutcome::Settled);
                     }
@@ -251,39 +275,59 @@ proptest! {
     fn a_full_install_always_commits_or_returns_to_the_old_slot(
         healthy in any::<bool>(),
         skip_confirm_boots in 0u8..5,
+        kernel_fails in any::<bool>(),
         tries in 1u8..4,
     ) {
         let mut r = Robot::factory();
         r.apply(event(&EventSpec::WriteStarted(Slot::B)))?;
         r.apply(event(&EventSpec::WriteVerified(Slot::B)))?;
         r.apply(event(&EventSpec::Arm(Slot::B, tries)))?;
-        prop_assert_eq!(r.env.armed_trial(), Some(Slot::B));
+        prop_assert_eq!(r.env().armed_trial(), Some(Slot::B));
         // boots that die before confirm (kernel panic, power cut)
         for _ in 0..skip_confirm_boots {
-            r.booted = boot(&mut r.env);
+            r.reboot(false);
         }
-        r.booted = boot(&mut r.env);
-        let out = decide_on_boot(&r.env, r.booted, &r.state, &classes());
+        // the first boot that reaches confirm may be the bootloader's fallback
+        r.reboot(kernel_fails);
+        let out = decide_on_boot(&r.env(), r.booted, &r.state, &classes());
         if let Some(ev) = confirm_event(&out, healthy) {
             r.apply(ev)?;
         }
-        r.booted = boot(&mut r.env);
-        let out = decide_on_boot(&r.env, r.booted, &r.state, &classes());
+        r.reboot(false);
+        let out = decide_on_boot(&r.env(), r.booted, &r.state, &classes());
         if let Some(ev) = confirm_event(&out, healthy) {
             r.apply(ev)?;
         }
-        let committed = healthy && skip_confirm_boots < tries;
+        let trial_booted = skip_confirm_boots < tries;
+        let committed = healthy && trial_booted && !kernel_fails;
         prop_assert_eq!(r.booted, if committed { Slot::B } else { Slot::A });
-        prop_assert_eq!(r.env.primary, r.booted);
-        prop_assert_eq!(r.env.armed_trial(), None);
+        prop_assert_eq!(r.env().primary, r.booted);
+        prop_assert_eq!(r.env().armed_trial(), None);
         prop_assert_eq!(r.rec(Slot::B), if committed { SlotState::Good } else { SlotState::Bad });
         prop_assert!(r.state.pending_trial.is_none());
-        // ordinary reboots of the committed slot change nothing
-        let env = r.env;
+        let rolled_back = if !trial_booted {
+            Some(boot::REASON_TRIES_EXHAUSTED)
+        } else if kernel_fails {
+            // the failed boot spent a try; the primary runs with tries left, or none
+            Some(if tries - skip_confirm_boots > 1 {
+                boot::REASON_FELL_BACK
+            } else {
+                boot::REASON_TRIES_EXHAUSTED
+            })
+        } else {
+            None
+        };
+        let outcome = r.state.last_install.as_ref().map(|l| &l.outcome);
+        if let Some(reason) = rolled_back {
+            prop_assert_eq!(outcome, Some(&OutcomeKind::RolledBack { reason: reason.into() }));
+        } else if committed {
+            prop_assert_eq!(outcome, Some(&OutcomeKind::Succeeded));
+        }
+        // ordinary reboots of the committed slot change nothing, not even the environment
         for _ in 0..3 {
-            prop_assert_eq!(boot(&mut r.env), r.booted);
-            prop_assert_eq!(r.env, env);
-            prop_assert_eq!(decide_on_boot(&r.env, r.booted, &r.state, &classes()), BootOutcome::Settled);
+            let d = select_boot(&r.vars);
+            prop_assert_eq!((d.boot, d.fallback, d.updated_vars), (r.booted, None, None));
+            prop_assert_eq!(decide_on_boot(&r.env(), r.booted, &r.state, &classes()), BootOutcome::Settled);
         }
     }
 }
@@ -293,7 +337,7 @@ fn mark_bad_falls_back_only_to_a_good_slot() {
     let mut r = Robot::factory();
     let cls = classes();
     let ctx = Context {
-        env: r.env,
+        env: r.env(),
         booted: Slot::A,
         boot_classes: &cls,
     };
@@ -310,7 +354,7 @@ fn mark_good_refuses_never_written_slots() {
     let r = Robot::factory();
     let cls = classes();
     let ctx = Context {
-        env: r.env,
+        env: r.env(),
         booted: Slot::A,
         boot_classes: &cls,
     };
@@ -324,14 +368,14 @@ fn arming_requires_the_verified_bundle() {
     r.apply(event(&EventSpec::WriteStarted(Slot::B))).unwrap();
     let cls = classes();
     let ctx = Context {
-        env: r.env,
+        env: r.env(),
         booted: Slot::A,
         boot_classes: &cls,
     };
     assert!(step(&r.state, &ctx, event(&EventSpec::Arm(Slot::B, 3))).is_err());
     r.apply(event(&EventSpec::WriteVerified(Slot::B))).unwrap();
     let ctx = Context {
-        env: r.env,
+        env: r.env(),
         booted: Slot::A,
         boot_classes: &cls,
     };
