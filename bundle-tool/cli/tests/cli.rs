@@ -224,7 +224,12 @@ fn create_sign_verify_info_extract() {
         .args(["info", "b.otab"])
         .assert()
         .success()
-        .stdout(predicate::str::contains("compatible:  acme-robot-v2"));
+        .stdout(predicate::str::contains("compatible:  acme-robot-v2"))
+        .stdout(predicate::str::contains("payload sha256 "));
+    let payload_sha = info["manifest"]["images"][0]["payload_sha256"]
+        .as_str()
+        .unwrap();
+    assert_eq!(payload_sha.len(), 64);
 
     ws.cmd()
         .args(["extract", "--trust", "trust.json", "b.otab", "out"])

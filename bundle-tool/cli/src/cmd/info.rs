@@ -53,14 +53,15 @@ pub fn run(args: Args) -> Result<()> {
     println!("signatures:  {} (not verified)", key_ids.join(", "));
     for image in &manifest.images {
         println!(
-            "image:       {} -> slot class {}: {} ({} {} payload, {}), sha256 {}",
+            "image:       {} -> slot class {}: {} ({} {} payload, {}), sha256 {}\n             payload sha256 {}",
             image.name,
             image.slot_class,
             human_bytes(image.size),
             image.payload,
             image.compression,
             human_bytes(image.compressed_size),
-            image.sha256
+            image.sha256,
+            image.payload_sha256
         );
     }
     Ok(())
