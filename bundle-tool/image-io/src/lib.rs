@@ -15,7 +15,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -93,8 +93,7 @@ pub struct ImageWriter {
     /// Direct mode only.
     buffer: Option<AlignedBuffer>,
     written: u64,
-    kicked: u64,
-    released: u64,
+    behind: WriteBehind,
     /// Cleared after the first refused `FALLOC_FL_ZERO_RANGE`.
     zero_range: bool,
     zeroed: u64,
@@ -141,8 +140,7 @@ impl ImageWriter {
             buffer: (mode == WriteMode::Direct).then(|| AlignedBuffer::new(DIRECT_CHUNK)),
             mode,
             written: 0,
-            kicked: 0,
-            released: 0,
+            behind: WriteBehind::default(),
             zero_range: true,
             zeroed: 0,
         }
@@ -239,33 +237,6 @@ impl ImageWriter {
         }
         Ok(())
     }
-
-    /// Buffered mode: start writeback of each full window and release pages well behind it.
-    fn kick_writeback(&mut self, position: u64) {
-        if position - self.kicked >= WRITEBACK_WINDOW {
-            self.advise_dontneed(self.kicked, position);
-            self.kicked = position;
-            if self.kicked - self.released >= RELEASE_LAG + WRITEBACK_WINDOW {
-                let end = self.kicked - RELEASE_LAG;
-                self.advise_dontneed(self.released, end);
-                self.released = end;
-            }
-        }
-    }
-
-    /// `POSIX_FADV_DONTNEED` starts asynchronous writeback of dirty pages and drops clean ones. Only a hint:
-    /// errors are ignored.
-    fn advise_dontneed(&self, start: u64, end: u64) {
-        let (Ok(offset), Ok(len)) = (i64::try_from(start), i64::try_from(end - start)) else {
-            return;
-        };
-        let _ = posix_fadvise(
-            self.file.as_raw_fd(),
-            offset,
-            len,
-            PosixFadviseAdvice::POSIX_FADV_DONTNEED,
-        );
-    }
 }
 
 impl Write for ImageWriter {
@@ -304,7 +275,8 @@ impl Write for ImageWriter {
             }
             WriteMode::Buffered => {
                 let n = self.file.write(buf)?;
-                self.kick_writeback(self.written + n as u64);
+                self.behind
+                    .written_up_to(&self.file, self.written + n as u64);
                 n
             }
         };
@@ -326,6 +298,89 @@ impl Write for ImageWriter {
             self.leave_direct_mode()?;
         }
         Ok(())
+    }
+}
+
+/// Follows a file being written front to back with the kernel's writeback: each full [`WRITEBACK_WINDOW`]
+/// just written is handed to writeback (`POSIX_FADV_DONTNEED` starts asynchronous writeback of dirty pages), and
+/// the range [`RELEASE_LAG`] behind it, written back by then, is advised again to drop its clean pages. So the
+/// closing fsync has little left to wait for and the page cache does not fill up with the file. Advice is only a
+/// hint: errors are ignored; durability comes from fsync.
+#[derive(Debug, Default)]
+struct WriteBehind {
+    kicked: u64,
+    released: u64,
+}
+
+impl WriteBehind {
+    /// Everything before `position` has been written (positions behind what was kicked already are ignored).
+    fn written_up_to(&mut self, file: &impl AsFd, position: u64) {
+        if position < self.kicked + WRITEBACK_WINDOW {
+            return;
+        }
+        advise_dontneed(file, self.kicked, position);
+        self.kicked = position;
+        if self.kicked - self.released >= RELEASE_LAG + WRITEBACK_WINDOW {
+            let end = self.kicked - RELEASE_LAG;
+            advise_dontneed(file, self.released, end);
+            self.released = end;
+        }
+    }
+}
+
+fn advise_dontneed(file: &impl AsFd, start: u64, end: u64) {
+    let (Ok(offset), Ok(len)) = (i64::try_from(start), i64::try_from(end - start)) else {
+        return;
+    };
+    let _ = posix_fadvise(
+        file.as_fd().as_raw_fd(),
+        offset,
+        len,
+        PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    );
+}
+
+/// A file written mostly front to back (a bundle: its payloads in order, then a few header blocks patched at the
+/// front), with the kernel's writeback following the writer so the final fsync is short.
+pub struct WriteBehindFile<F> {
+    file: F,
+    position: u64,
+    behind: WriteBehind,
+}
+
+impl<F: Write + Seek + AsFd> WriteBehindFile<F> {
+    /// Wraps `file`, whose offset must be 0.
+    pub fn new(file: F) -> Self {
+        WriteBehindFile {
+            file,
+            position: 0,
+            behind: WriteBehind::default(),
+        }
+    }
+
+    /// The wrapped file.
+    pub fn into_inner(self) -> F {
+        self.file
+    }
+}
+
+impl<F: Write + Seek + AsFd> Write for WriteBehindFile<F> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.position += n as u64;
+        self.behind.written_up_to(&self.file, self.position);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl<F: Write + Seek + AsFd> Seek for WriteBehindFile<F> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        self.position = self.file.seek(to)?;
+        Ok(self.position)
     }
 }
 
@@ -423,7 +478,7 @@ mod tests {
         let file = OpenOptions::new().write(true).open(&path).unwrap();
         let mut w = ImageWriter::new(file, WriteMode::Buffered);
         write_in_pieces(&mut w, &data, 1 << 20);
-        assert!(w.kicked > 0 && w.released > 0);
+        assert!(w.behind.kicked > 0 && w.behind.released > 0);
         let bytes = std::fs::read(&path).unwrap();
         assert!(bytes[..total] == data[..], "content differs");
         assert_eq!(&bytes[total..], &[0u8; 10]);
@@ -517,6 +572,30 @@ mod tests {
             v[at] = 1;
             assert!(!is_all_zero(&v), "{at}");
         }
+    }
+
+    #[test]
+    fn write_behind_file_keeps_seeks_and_patches() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = tempfile::tempfile_in(dir.path()).unwrap();
+        let total = (RELEASE_LAG + 3 * WRITEBACK_WINDOW) as usize;
+        let data = pattern(total);
+        let mut w = WriteBehindFile::new(file);
+        w.seek(SeekFrom::Start(4096)).unwrap();
+        for chunk in data[4096..].chunks(1 << 20) {
+            w.write_all(chunk).unwrap();
+        }
+        assert!(w.behind.kicked > 0 && w.behind.released > 0);
+        // Patch the front last, as a bundle writer does with its header.
+        w.seek(SeekFrom::Start(0)).unwrap();
+        w.write_all(&data[..4096]).unwrap();
+        let mut file = w.into_inner();
+        file.sync_all().unwrap();
+        let mut back = Vec::new();
+        use std::io::Read;
+        file.seek(SeekFrom::Start(0)).unwrap();
+        file.read_to_end(&mut back).unwrap();
+        assert!(back == data, "content differs");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use ota_bundle_format::manifest::{validate_compatible, validate_image_name, validate_slot_class};
 use ota_bundle_format::{build_bundle, BundleSpec, ImageInput, DEFAULT_LEVEL};
+use ota_image_io::WriteBehindFile;
 
 use crate::output::{human_bytes, progress_bar, AtomicOutput};
 
@@ -123,7 +124,9 @@ pub fn run(args: Args) -> Result<()> {
     };
     let mut out = AtomicOutput::create(&args.output, args.force)?;
     let bar = progress_bar(total, "compressing");
-    let (manifest, _) = build_bundle(out.file(), &spec, inputs, &keys, |n| bar.inc(n))
+    // The bundle's pages go to disk while it is being compressed, so the closing fsync is short.
+    let target = WriteBehindFile::new(out.file());
+    let (manifest, _) = build_bundle(target, &spec, inputs, &keys, |n| bar.inc(n))
         .with_context(|| format!("cannot build {}", args.output.display()))?;
     bar.finish_and_clear();
     out.commit()?;
