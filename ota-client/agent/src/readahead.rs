@@ -1,99 +1,113 @@
-//! Read-ahead for network sources: a thread keeps reading the download into a few large buffers while the
-//! installer decodes, so the decoding thread never waits on the network stack's small hand-offs.
+//! Read-ahead for network sources: a thread keeps reading the download into a bounded buffer while the installer
+//! decodes, so the decoding thread never waits on the network stack's small hand-offs.
 //!
 //! An HTTP body arrives in pieces of a few KiB to a few hundred KiB, each handed over from the HTTP client's own
 //! thread. Reading it directly on the decoding thread puts every hand-off (and every network hiccup) on the
-//! install's critical path. Behind a [`ReadAhead`], the decoding thread takes whole 1 MiB buffers, and only blocks
-//! when the network really is slower than decoding. Memory stays fixed: [`DEPTH`] buffers of [`BUFFER`] bytes.
+//! install's critical path. Behind a [`ReadAhead`], the decoding thread takes whatever has arrived (up to
+//! [`CAPACITY`] bytes ahead), and only blocks when nothing has: bytes are passed on as soon as they arrive, never
+//! held back to fill a buffer. Memory stays fixed: [`CAPACITY`] plus one [`PIECE`].
 
+use std::collections::VecDeque;
 use std::io::{self, Read};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-/// Size of each read-ahead buffer.
-pub const BUFFER: usize = 1 << 20;
-/// Buffers filled ahead of the reader.
-pub const DEPTH: usize = 4;
+/// Bytes read ahead of the reader at most.
+pub const CAPACITY: usize = 4 << 20;
+/// Largest single read from the source.
+pub const PIECE: usize = 256 << 10;
 
-enum Message {
-    Data(Vec<u8>),
-    End,
-    Failed(io::Error),
+/// What the two threads share.
+struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
 }
 
-/// Reads `inner` on a background thread, up to [`DEPTH`] × [`BUFFER`] bytes ahead of the caller.
+#[derive(Default)]
+struct State {
+    bytes: VecDeque<u8>,
+    /// How the source ended, once it has (taken by the reader when it gets there).
+    end: Option<io::Result<()>>,
+    /// The reader was dropped: the thread stops.
+    reader_gone: bool,
+    /// Who sleeps on the condition variable (only they need waking: most hand-offs wake nobody).
+    reader_waiting: bool,
+    filler_waiting: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain bytes behind: still usable.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn wait<'a>(&self, guard: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        self.changed
+            .wait(guard)
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Reads `inner` on a background thread, up to [`CAPACITY`] bytes ahead of the caller.
 ///
 /// Errors of `inner` reach the caller in order, after the bytes read before them. Dropping the `ReadAhead` tells
-/// the thread to stop at its next read; the thread is not joined, because it may be blocked in a network read
-/// (which the source's own timeouts bound).
+/// the thread to stop; the thread is not joined, because it may be blocked in a network read (which the
+/// source's own timeouts bound), and it exits as soon as that read returns.
 pub struct ReadAhead {
-    rx: Receiver<Message>,
-    recycle: Sender<Vec<u8>>,
-    current: Vec<u8>,
-    pos: usize,
+    shared: Arc<Shared>,
     finished: bool,
-    stop: Arc<AtomicBool>,
 }
 
 impl ReadAhead {
     /// Starts reading `inner` ahead.
     pub fn new(inner: Box<dyn Read + Send>) -> io::Result<ReadAhead> {
-        let (tx, rx) = mpsc::sync_channel(DEPTH);
-        let (recycle, recycled) = mpsc::channel();
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread_stop = Arc::clone(&stop);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+        });
+        let filler = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("ota-read-ahead".into())
-            .spawn(move || fill(inner, tx, recycled, thread_stop))?;
+            .spawn(move || fill(inner, &filler))?;
         Ok(ReadAhead {
-            rx,
-            recycle,
-            current: Vec::new(),
-            pos: 0,
+            shared,
             finished: false,
-            stop,
         })
     }
 }
 
-/// The read-ahead thread: fills buffers until the end, an error, or the reader is gone.
-fn fill(
-    mut inner: Box<dyn Read + Send>,
-    tx: SyncSender<Message>,
-    recycled: Receiver<Vec<u8>>,
-    stop: Arc<AtomicBool>,
-) {
+/// The read-ahead thread: reads until the end, an error, or the reader is gone.
+fn fill(mut inner: Box<dyn Read + Send>, shared: &Shared) {
+    let mut piece = vec![0u8; PIECE];
     loop {
-        let mut buf = recycled.try_recv().unwrap_or_default();
-        buf.resize(BUFFER, 0);
-        let mut filled = 0;
-        let mut outcome = None;
-        while filled < BUFFER {
-            if stop.load(Ordering::Relaxed) {
-                return;
-            }
-            match inner.read(&mut buf[filled..]) {
-                Ok(0) => {
-                    outcome = Some(Message::End);
-                    break;
+        let end = match inner.read(&mut piece) {
+            Ok(0) => Some(Ok(())),
+            Ok(n) => {
+                let mut state = shared.lock();
+                while !state.reader_gone && state.bytes.len() + n > CAPACITY {
+                    state.filler_waiting = true;
+                    state = shared.wait(state);
+                    state.filler_waiting = false;
                 }
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    outcome = Some(Message::Failed(e));
-                    break;
+                if state.reader_gone {
+                    return;
                 }
+                state.bytes.extend(&piece[..n]);
+                if state.reader_waiting {
+                    shared.changed.notify_all();
+                }
+                None
             }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
+            Err(e) => Some(Err(e)),
+        };
+        if let Some(end) = end {
+            shared.lock().end = Some(end);
+            shared.changed.notify_all();
+            return;
         }
-        if filled > 0 {
-            buf.truncate(filled);
-            if tx.send(Message::Data(buf)).is_err() {
-                return;
-            }
-        }
-        if let Some(last) = outcome {
-            let _ = tx.send(last);
+        if shared.lock().reader_gone {
             return;
         }
     }
@@ -101,44 +115,53 @@ fn fill(
 
 impl Read for ReadAhead {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.current.len() {
-            if self.finished || out.is_empty() {
-                return Ok(0);
+        if out.is_empty() || self.finished {
+            return Ok(0);
+        }
+        let mut state = self.shared.lock();
+        loop {
+            if !state.bytes.is_empty() {
+                let n = out.len().min(state.bytes.len());
+                let (front, back) = state.bytes.as_slices();
+                let from_front = n.min(front.len());
+                out[..from_front].copy_from_slice(&front[..from_front]);
+                out[from_front..n].copy_from_slice(&back[..n - from_front]);
+                state.bytes.drain(..n);
+                if state.filler_waiting {
+                    self.shared.changed.notify_all();
+                }
+                return Ok(n);
             }
-            let spent = std::mem::take(&mut self.current);
-            if spent.capacity() > 0 {
-                let _ = self.recycle.send(spent);
-            }
-            self.pos = 0;
-            match self.rx.recv() {
-                Ok(Message::Data(buf)) => self.current = buf,
-                Ok(Message::End) => self.finished = true,
-                Ok(Message::Failed(e)) => {
+            match state.end.take() {
+                Some(Ok(())) => {
+                    self.finished = true;
+                    return Ok(0);
+                }
+                Some(Err(e)) => {
                     self.finished = true;
                     return Err(e);
                 }
-                Err(_) => {
-                    self.finished = true;
-                    return Err(io::Error::other("the read-ahead thread stopped"));
+                None => {
+                    state.reader_waiting = true;
+                    state = self.shared.wait(state);
+                    state.reader_waiting = false;
                 }
             }
         }
-        let n = out.len().min(self.current.len() - self.pos);
-        out[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
     }
 }
 
 impl Drop for ReadAhead {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.shared.lock().reader_gone = true;
+        self.shared.changed.notify_all();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     /// Hands out its data in odd-sized pieces, then fails or ends.
     struct Trickle {
@@ -169,7 +192,7 @@ mod tests {
 
     #[test]
     fn every_byte_arrives_in_order() {
-        for len in [0, 1, BUFFER - 1, BUFFER, 3 * BUFFER + 12345] {
+        for len in [0, 1, PIECE - 1, PIECE, 3 * PIECE + 12345] {
             let source = Trickle {
                 data: data(len),
                 pos: 0,
@@ -185,7 +208,7 @@ mod tests {
 
     #[test]
     fn an_error_comes_after_the_bytes_before_it() {
-        let len = 2 * BUFFER + 5;
+        let len = 2 * PIECE + 5;
         let source = Trickle {
             data: data(len),
             pos: 0,
@@ -198,6 +221,31 @@ mod tests {
         let err = r.read(&mut [0u8; 10]).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert_eq!(err.to_string(), "stalled");
+    }
+
+    #[test]
+    fn bytes_are_passed_on_while_the_source_is_still_waiting() {
+        /// Hands out 100 bytes, then blocks until released, then ends.
+        struct Slow(std::sync::mpsc::Receiver<()>, bool);
+        impl Read for Slow {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if !self.1 {
+                    self.1 = true;
+                    buf[..100].fill(7);
+                    return Ok(100);
+                }
+                let _ = self.0.recv();
+                Ok(0)
+            }
+        }
+        let (release, wait) = std::sync::mpsc::channel();
+        let mut r = ReadAhead::new(Box::new(Slow(wait, false))).unwrap();
+        let mut first = [0u8; 4096];
+        // Returns while the source is blocked: the 100 bytes are not held back to fill a buffer.
+        assert_eq!(r.read(&mut first).unwrap(), 100);
+        assert!(first[..100].iter().all(|&b| b == 7));
+        release.send(()).unwrap();
+        assert_eq!(r.read(&mut first).unwrap(), 0);
     }
 
     #[test]
@@ -216,7 +264,7 @@ mod tests {
         }
         let dropped = Arc::new(AtomicBool::new(false));
         let mut r = ReadAhead::new(Box::new(Endless(Arc::clone(&dropped)))).unwrap();
-        let mut some = vec![0u8; 3 * BUFFER];
+        let mut some = vec![0u8; 3 * PIECE];
         r.read_exact(&mut some).unwrap();
         drop(r);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);

@@ -129,7 +129,9 @@ fn sigkill_during_a_slow_download_leaves_the_slot_unbootable() {
         let body = rootfs_bundle("2.0.0");
         let server = Server::start(Behaviour {
             drop_first_after: Some(body.len() / 2),
-            stall_first: Some(Duration::from_millis(1500)),
+            // Far longer than the wait below, however late a loaded machine reaches "writing": the
+            // stall starts as soon as the half is in the socket, not when the client gets there.
+            stall_first: Some(Duration::from_secs(8)),
             body,
             etag: "x".into(),
             ..Default::default()
