@@ -15,6 +15,14 @@ pub enum BundleError {
         /// The I/O error (part of the message, so not also exposed as `source()`).
         error: std::io::Error,
     },
+    /// Writing a decoded image to its destination failed: the destination's fault, not the bundle's.
+    #[error("writing image '{image}': {error}")]
+    WriteFailed {
+        /// Image name.
+        image: String,
+        /// The writer's error.
+        error: std::io::Error,
+    },
     /// The stream ended before the bundle did.
     #[error("bundle is truncated: the data ends at byte {offset} inside {inside}")]
     Truncated {

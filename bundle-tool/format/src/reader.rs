@@ -701,13 +701,13 @@ impl<R: Read> ImageReader<'_, R> {
             (decoded, payload_digest, written)
         });
         decoded?;
-        let (written, content_digest) = written
-            .map_err(|e| BundleError::io(format!("writing image '{}'", self.image.name), e))?;
+        let write_failed = |error| BundleError::WriteFailed {
+            image: self.image.name.clone(),
+            error,
+        };
+        let (written, content_digest) = written.map_err(write_failed)?;
         if written != self.image.size {
-            return Err(BundleError::io(
-                format!("writing image '{}'", self.image.name),
-                io::Error::other("the writer stopped early"),
-            ));
+            return Err(write_failed(io::Error::other("the writer stopped early")));
         }
         self.check_digests(payload_digest, content_digest)?;
         Ok(written)

@@ -319,7 +319,7 @@ pub fn build_bundle<W: Write + Seek>(
         entry_len(format_marker().len()) + entry_len(manifest_len) + entry_len(signatures_len);
     out.seek(SeekFrom::Start(header_len)).map_err(io_err)?;
 
-    let mut image_headers = Vec::new();
+    let mut header_offsets = Vec::new();
     for (input, entry) in images.into_iter().zip(manifest.images.iter_mut()) {
         let header_at = out.stream_position().map_err(io_err)?;
         out.write_all(&[0u8; BLOCK]).map_err(io_err)?;
@@ -340,7 +340,7 @@ pub fn build_bundle<W: Write + Seek>(
         entry.compressed_size = measured.compressed_size;
         entry.payload_sha256 = measured.payload_sha256;
         entry.sha256 = measured.sha256;
-        image_headers.push((header_at, entry.entry_path(), measured.compressed_size));
+        header_offsets.push(header_at);
     }
     out.write_all(&[0u8; 2 * BLOCK]).map_err(io_err)?;
     manifest.validate()?;
@@ -354,10 +354,14 @@ pub fn build_bundle<W: Write + Seek>(
     out.seek(SeekFrom::Start(0)).map_err(io_err)?;
     BundleWriter::new(&mut out, &manifest_bytes, &signatures)?;
     debug_assert_eq!(out.stream_position().ok(), Some(header_len));
-    for (at, path, size) in image_headers {
+    for (at, image) in header_offsets.into_iter().zip(&manifest.images) {
         out.seek(SeekFrom::Start(at)).map_err(io_err)?;
-        out.write_all(&entry_header(&path, size, manifest.created)?)
-            .map_err(io_err)?;
+        out.write_all(&entry_header(
+            &image.entry_path(),
+            image.compressed_size,
+            manifest.created,
+        )?)
+        .map_err(io_err)?;
     }
     out.seek(SeekFrom::Start(end)).map_err(io_err)?;
     out.flush().map_err(io_err)?;

@@ -284,19 +284,17 @@ pub struct Client {
 struct ProgressWriter<'a> {
     inner: &'a mut dyn SlotWriter,
     progress: &'a mut dyn Progress,
-    /// A write or flush of the slot failed (so a failed copy is the slot's fault).
-    failed: bool,
 }
 
 impl Write for ProgressWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf).inspect_err(|_| self.failed = true)?;
+        let n = self.inner.write(buf)?;
         self.progress.bytes_written(n as u64);
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush().inspect_err(|_| self.failed = true)
+        self.inner.flush()
     }
 }
 
@@ -637,19 +635,13 @@ impl Client {
             let mut counting = ProgressWriter {
                 inner: &mut *writer,
                 progress: &mut *progress,
-                failed: false,
             };
-            let copied = image.copy_to(&mut counting);
             // Only a failed write is the slot's problem. Anything else (the download gave up
             // or was cancelled, a corrupt or modified payload) is the bundle's: the daemon
             // tells an outage (retried later) from a verdict (reported) by that error.
-            let slot_failed = counting.failed;
-            copied.map_err(|e| {
-                if slot_failed {
-                    slot_err(e.to_string())
-                } else {
-                    ClientError::Bundle(e)
-                }
+            image.copy_to(&mut counting).map_err(|e| match e {
+                BundleError::WriteFailed { .. } => slot_err(e.to_string()),
+                other => ClientError::Bundle(other),
             })?;
             writer
                 .sync()

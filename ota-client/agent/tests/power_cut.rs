@@ -270,6 +270,33 @@ fn cut_every_checkpoint(scenario: Scenario, backend: Backend) -> usize {
 }
 
 #[test]
+fn a_failed_slot_write_is_the_slots_error_and_arms_nothing() {
+    let r = Robot::new(Backend::Grub);
+    let cut = Cut::new(None, Some(1000));
+    let p = r.put("bundle.otab", &rootfs_bundle("2.0.0"));
+    let err = client(&r, &cut)
+        .install(
+            &BundleSource::File(p),
+            &InstallOptions::default(),
+            &mut NoProgress,
+        )
+        .unwrap_err();
+    match &err {
+        ota_client::ClientError::Slot {
+            class,
+            slot,
+            detail,
+            ..
+        } => {
+            assert_eq!((class.as_str(), *slot), ("rootfs", Slot::B));
+            assert!(detail.contains("power cut"), "{detail}");
+        }
+        other => panic!("a write failure must be the slot's error, got: {other}"),
+    }
+    assert_eq!(r.status().trial, None);
+}
+
+#[test]
 fn cuts_at_every_install_and_confirm_boundary_grub() {
     let mut total = 0;
     for s in [
