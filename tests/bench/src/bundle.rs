@@ -16,7 +16,9 @@ use anyhow::{bail, Context, Result};
 use ota_bundle_format::UnverifiedBundle;
 use serde::Serialize;
 
-use crate::harness::{find_program, require_tools, run_interleaved, tool_binary, Case, GNU_TIME};
+use crate::harness::{
+    find_program, given_program, require_tools, run_interleaved, tool_binary, Case, GNU_TIME,
+};
 use crate::report::{table, Row, RowSpec, Target};
 
 /// Create may take at most this many times as long as zstd alone.
@@ -131,13 +133,11 @@ pub fn run(args: Args) -> Result<bool> {
         "ota-bundle",
         "cargo build --release -p ota-bundle-tool",
     )?;
-    let before = match &args.ota_bundle_before {
-        Some(p) => Some(
-            find_program(&p.to_string_lossy())
-                .with_context(|| format!("{} not found", p.display()))?,
-        ),
-        None => None,
-    };
+    let before = args
+        .ota_bundle_before
+        .as_deref()
+        .map(given_program)
+        .transpose()?;
     let zstd = find_program(&args.zstd).context("zstd not found")?;
     let image = args
         .image

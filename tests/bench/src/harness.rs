@@ -265,8 +265,7 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
 /// `build` is the command that builds it, for the error message.
 pub fn tool_binary(explicit: Option<&Path>, name: &str, build: &str) -> Result<PathBuf> {
     if let Some(p) = explicit {
-        return find_program(&p.to_string_lossy())
-            .with_context(|| format!("{} not found", p.display()));
+        return given_program(p);
     }
     let sibling = std::env::current_exe()
         .ok()
@@ -276,6 +275,11 @@ pub fn tool_binary(explicit: Option<&Path>, name: &str, build: &str) -> Result<P
     }
     find_program(name)
         .with_context(|| format!("{name} not found next to ota-bench nor on PATH: {build}"))
+}
+
+/// A program the user named on the command line (a path, or a name on PATH), which must exist.
+pub fn given_program(path: &Path) -> Result<PathBuf> {
+    find_program(&path.to_string_lossy()).with_context(|| format!("{} not found", path.display()))
 }
 
 /// Checks that the external tools a scenario runs are installed, naming the Debian package of each missing one.

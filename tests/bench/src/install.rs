@@ -29,7 +29,8 @@ use sha2::{Digest, Sha256};
 
 use crate::bundle::{extract_raw_payload, size_of, warm_page_cache};
 use crate::harness::{
-    find_program, remove_path, require_tools, run_interleaved, tool_binary, Case, GNU_TIME,
+    find_program, given_program, remove_path, require_tools, run_interleaved, tool_binary, Case,
+    GNU_TIME,
 };
 use crate::report::{table, Row, RowSpec, Target};
 use crate::serve::StaticServer;
@@ -312,13 +313,11 @@ pub fn run(args: Args) -> Result<bool> {
         "ota-client",
         "cargo build --release -p ota-client",
     )?;
-    let before = match &args.ota_client_before {
-        Some(p) => Some(
-            find_program(&p.to_string_lossy())
-                .with_context(|| format!("{} not found", p.display()))?,
-        ),
-        None => None,
-    };
+    let before = args
+        .ota_client_before
+        .as_deref()
+        .map(given_program)
+        .transpose()?;
     let ota_bundle = tool_binary(
         args.ota_bundle.as_deref(),
         "ota-bundle",
