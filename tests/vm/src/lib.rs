@@ -142,6 +142,21 @@ impl Image {
             .ok_or_else(|| anyhow!("no partition {name}"))
     }
 
+    /// Deletes a passed run's disk and UEFI variables (about 60 MiB each; a campaign makes hundreds).
+    /// Its serial logs stay. Failed runs are never discarded, so their disks can be inspected.
+    pub fn discard_run(&self, name: &str) -> Result<()> {
+        for suffix in ["img", "vars.fd"] {
+            let path = self.runs.join(format!("{name}.{suffix}"));
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("removing {}", path.display()))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// A new VM whose disk is a copy of `from` (default: the factory disk).
     pub fn vm(&self, name: &str, from: Option<&Path>) -> Result<Vm> {
         let disk = self.runs.join(format!("{name}.img"));

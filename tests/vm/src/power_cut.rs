@@ -178,7 +178,7 @@ pub fn one_cut(
             rng.range(0.0, cal.confirm_secs),
         ),
     };
-    let name = format!("cut{}", sum.runs + sum.failures.len() as u32);
+    let name = run_name(sum);
     let mut vm = img.vm(&name, from)?;
     let cut = Cut {
         marker: marker.into(),
@@ -303,6 +303,11 @@ pub fn one_cut(
     Ok(true)
 }
 
+/// The run (file prefix under runs/) of the next cut.
+fn run_name(sum: &Summary) -> String {
+    format!("cut{}", sum.runs + sum.failures.len() as u32)
+}
+
 /// Runs `cuts` power cuts (kinds in rotation). `trial_every`: boot the fresh update after every n-th cut.
 pub fn campaign(img: &Image, cuts: u32, seed: u64, trial_every: u32) -> Result<Summary> {
     let mut cal = calibrate(img)?;
@@ -318,7 +323,16 @@ pub fn campaign(img: &Image, cuts: u32, seed: u64, trial_every: u32) -> Result<S
         );
         let kind = kinds[sum.runs as usize % 3];
         let trial_check = trial_every > 0 && (sum.runs + 1) % trial_every == 0;
+        let name = run_name(&sum);
+        let (failures, esp_damage) = (sum.failures.len(), sum.esp_damage);
         one_cut(img, &mut cal, kind, &mut rng, trial_check, &mut sum)?;
+        if sum.failures.len() == failures && sum.esp_damage == esp_damage {
+            img.discard_run(&name)?;
+        }
+    }
+    if sum.failures.is_empty() && sum.esp_damage == 0 {
+        img.discard_run("cut-calibrate")?;
+        img.discard_run("cut-armed")?;
     }
     Ok(sum)
 }

@@ -165,6 +165,7 @@ fn scenario_1_update_trial_commit() -> Result<()> {
         "a committed boot changed grubenv"
     );
     vm.expect_slot_content(img, "B", "good")?;
+    img.discard_run(&vm.name)?;
     finish("scenario 1", t);
     Ok(())
 }
@@ -223,6 +224,7 @@ fn scenario_2_health_check_fails() -> Result<()> {
         "no trial_failed event with the health check's reason: {st}"
     );
     vm.expect_slot_content(img, "A", "factory")?;
+    img.discard_run(&vm.name)?;
     finish("scenario 2", t);
     Ok(())
 }
@@ -279,6 +281,7 @@ fn scenario_3_kernel_panic_falls_back() -> Result<()> {
         vm.grubenv_bytes()? == before,
         "a committed boot changed grubenv"
     );
+    img.discard_run(&vm.name)?;
     finish("scenario 3", t);
     Ok(())
 }
@@ -367,6 +370,7 @@ fn scenario_5_bad_bundles_refused() -> Result<()> {
     expect_boot(&b, "A", "1.0.0")?;
     vm.expect_slot_content(img, "A", "factory")?;
     ensure!(vm.grubenv_bytes()? == before, "grubenv changed");
+    img.discard_run(&vm.name)?;
     finish("scenario 5", t);
     Ok(())
 }
@@ -409,6 +413,7 @@ fn scenario_6_factory_env_never_written() -> Result<()> {
     expect_env(&vm, "B", "", "2")?;
     let b = vm.boot("status")?;
     expect_boot(&b, "B", "2.0.0")?;
+    img.discard_run(&vm.name)?;
     finish("scenario 6", t);
     Ok(())
 }
