@@ -5,7 +5,8 @@
 //! `If-Range`, and accepts the continuation only if the server answers `206` with a
 //! `Content-Range` starting exactly where it stopped, for the same total length and the same
 //! `ETag`, so bytes of a changed file are never spliced onto the old ones. Retries are
-//! bounded (per lack of progress) with exponential backoff and jitter; 401/403/404/410 stop
+//! bounded (per lack of progress) with exponential backoff and jitter, waiting at least as long
+//! as a 429/5xx answer's `Retry-After` asks (up to the backoff's cap); 401/403/404/410 stop
 //! at once; a body that stalls for the read timeout counts as a dropped connection.
 
 use std::collections::hash_map::RandomState;
@@ -317,14 +318,34 @@ pub fn check_resume(
     Ok(())
 }
 
-/// Delay before retry number `attempt` (1-based): `base * 2^(attempt-1)` capped at 60 s,
-/// then a random 50-100 % of it so a fleet does not reconnect in lockstep.
+/// The longest single wait between download attempts, whatever the backoff or the server says.
+/// With the bounded retry count it bounds how long a hostile server can hold an install.
+pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
+
+/// Delay before retry number `attempt` (1-based): `base * 2^(attempt-1)` capped at
+/// [`MAX_RETRY_WAIT`], then a random 50-100 % of it so a fleet does not reconnect in lockstep.
 pub fn backoff(attempt: u32, base: Duration, random: u64) -> Duration {
     let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
-    let capped = exp.min(Duration::from_secs(60));
+    let capped = exp.min(MAX_RETRY_WAIT);
     let ms = capped.as_millis() as u64;
     let half = ms / 2;
     Duration::from_millis(half + random % (ms - half + 1))
+}
+
+/// The wait before retry number `attempt`: the backoff, or longer when the server's
+/// `Retry-After` asked for more (a server shedding load says when to come back), never more
+/// than [`MAX_RETRY_WAIT`].
+pub fn retry_wait(
+    attempt: u32,
+    base: Duration,
+    random: u64,
+    retry_after: Option<Duration>,
+) -> Duration {
+    let own = backoff(attempt, base, random);
+    match retry_after {
+        Some(asked) => own.max(asked.min(MAX_RETRY_WAIT)),
+        None => own,
+    }
 }
 
 /// Why a request or a body read failed, for the retry and give-up messages: a stall names
@@ -380,6 +401,8 @@ struct HttpReader {
     window_start: Instant,
     window_bytes: u64,
     cancel: Option<Arc<AtomicBool>>,
+    /// The `Retry-After` of the last refused request, for the next wait.
+    retry_after: Option<Duration>,
 }
 
 enum Attempt {
@@ -444,6 +467,7 @@ impl HttpReader {
             window_start: Instant::now(),
             window_bytes: 0,
             cancel,
+            retry_after: None,
         })
     }
 
@@ -467,7 +491,16 @@ impl HttpReader {
         let status = resp.status().as_u16();
         match classify(status) {
             StatusClass::Ok => {}
-            StatusClass::Retry => return Err(Attempt::Retry(format!("HTTP {status}"))),
+            StatusClass::Retry => {
+                self.retry_after = header_str(&resp, header::RETRY_AFTER)
+                    .as_deref()
+                    .and_then(ota_protocol::device::parse_retry_after);
+                let why = match self.retry_after {
+                    Some(d) => format!("HTTP {status} (Retry-After: {} s)", d.as_secs()),
+                    None => format!("HTTP {status}"),
+                };
+                return Err(Attempt::Retry(why));
+            }
             StatusClass::Permanent(hint) => {
                 return Err(Attempt::Fatal(SourceError::Permanent {
                     url: self.url.clone(),
@@ -509,7 +542,12 @@ impl HttpReader {
                 last: why,
             });
         }
-        let delay = backoff(self.failures, self.cfg.retry_delay, random());
+        let delay = retry_wait(
+            self.failures,
+            self.cfg.retry_delay,
+            random(),
+            self.retry_after.take(),
+        );
         let until = Instant::now() + delay;
         while Instant::now() < until {
             if self.cancelled() {
@@ -785,5 +823,26 @@ mod tests {
         }
         assert_ne!(backoff(5, base, 1), backoff(5, base, 777));
         assert_eq!(backoff(1, Duration::ZERO, 99), Duration::ZERO);
+    }
+
+    #[test]
+    fn retry_after_lengthens_the_wait_up_to_the_cap_and_never_shortens_it() {
+        let base = Duration::from_millis(100);
+        for attempt in 1..20 {
+            for r in [0, 7, u64::MAX] {
+                let own = backoff(attempt, base, r);
+                assert_eq!(retry_wait(attempt, base, r, None), own);
+                for asked in [0, 1, 30, 60, 61, 3600, u64::MAX / 2] {
+                    let asked = Duration::from_secs(asked);
+                    let wait = retry_wait(attempt, base, r, Some(asked));
+                    assert!(
+                        wait >= own,
+                        "a short Retry-After never shortens the backoff"
+                    );
+                    assert!(wait <= MAX_RETRY_WAIT.max(own));
+                    assert_eq!(wait, own.max(asked.min(MAX_RETRY_WAIT)));
+                }
+            }
+        }
     }
 }

@@ -1,5 +1,5 @@
 //! Hostile servers over 127.0.0.1: a body that never ends, a body that stalls on every
-//! request, 500/503/404 forever, a replayed old bundle, bytes swapped in a payload, ranges
+//! request, 500/503/404 forever (503 also with Retry-After), a replayed old bundle, bytes swapped in a payload, ranges
 //! ignored or lied about, a body trickled a byte at a time. Whatever the server does, the client stops with an error that names
 //! the problem within a bounded time, retries only what can get better (with growing delays,
 //! a bounded number of times), never arms a slot, and installs fine from a good server
@@ -446,6 +446,38 @@ fn http_500_forever_is_retried_with_backoff_then_given_up() {
 #[test]
 fn http_503_forever_is_retried_with_backoff_then_given_up() {
     status_forever_is_retried_with_backoff_then_given_up(503);
+}
+
+#[test]
+fn a_503_with_retry_after_is_retried_no_sooner_than_the_server_asked() {
+    // The backoff alone would wait 100-200, 200-400 and 400-800 ms; the server asks for 1 s.
+    let server = Server::start(Behaviour {
+        status_forever: Some(503),
+        retry_after_secs: Some(1),
+        body: rootfs_bundle("2.0.0"),
+        etag: "v2".into(),
+        ..Default::default()
+    });
+    let r = Robot::new(Backend::Grub);
+    let before = r.snapshot();
+    let (err, took) = install_fails(&r, &server.url("/bundle.otab"));
+    assert!(
+        err.contains(&format!(
+            "failed after {} attempts without progress: HTTP 503 (Retry-After: 1 s)",
+            RETRIES + 1
+        )),
+        "{err}"
+    );
+    let seen = server.bundle_requests();
+    assert_eq!(seen.len(), RETRIES as usize + 1, "{seen:?}");
+    let times: Vec<Instant> = seen.iter().map(|s| s.at).collect();
+    let g = gaps(&times);
+    assert!(
+        g.iter().all(|gap| *gap >= Duration::from_millis(990)),
+        "a retry came before the server's Retry-After: {g:?}"
+    );
+    assert!(took < BOUND, "{took:?}");
+    assert_eq!(r.snapshot(), before);
 }
 
 #[test]

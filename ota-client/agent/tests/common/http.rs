@@ -57,6 +57,8 @@ pub struct Behaviour {
     pub require_authorization: Option<String>,
     /// Answer every request for the bundle with this status (500, 503, 404, ...).
     pub status_forever: Option<u16>,
+    /// With `status_forever`: send this `Retry-After` (seconds).
+    pub retry_after_secs: Option<u64>,
     /// Answer every request for the bundle with a body that never ends.
     pub endless: Option<Endless>,
     /// Every response stalls (for at most this long, or until the client disconnects) and
@@ -320,9 +322,13 @@ fn serve(
         return Ok(());
     }
     if let Some(status) = b.status_forever {
+        let retry_after = b
+            .retry_after_secs
+            .map(|s| format!("Retry-After: {s}\r\n"))
+            .unwrap_or_default();
         write!(
             out,
-            "HTTP/1.1 {status} Hostile\r\nContent-Length: 7\r\nConnection: close\r\n\r\nhostile"
+            "HTTP/1.1 {status} Hostile\r\n{retry_after}Content-Length: 7\r\nConnection: close\r\n\r\nhostile"
         )?;
         return out.flush();
     }
