@@ -399,9 +399,18 @@ fn a_server_trickling_bytes_is_dropped_by_the_low_speed_limit_after_bounded_atte
 
 // ------------------------------------------------------------------ 3. error statuses
 
-fn status_forever_is_retried_with_backoff_then_given_up(status: u16) {
+/// Serves `status` (with an optional `Retry-After`) forever; asserts the install gives up after
+/// the bounded attempts, `within` the given time, with `expected_why`, and nothing changed.
+/// Returns the times of the attempts, the robot and its state before.
+fn status_forever_is_given_up(
+    status: u16,
+    retry_after_secs: Option<u64>,
+    expected_why: &str,
+    within: Duration,
+) -> (Vec<Instant>, Robot, Snapshot) {
     let server = Server::start(Behaviour {
         status_forever: Some(status),
+        retry_after_secs,
         body: rootfs_bundle("2.0.0"),
         etag: "v2".into(),
         ..Default::default()
@@ -411,7 +420,7 @@ fn status_forever_is_retried_with_backoff_then_given_up(status: u16) {
     let (err, took) = install_fails(&r, &server.url("/bundle.otab"));
     assert!(
         err.contains(&format!(
-            "failed after {} attempts without progress: HTTP {status}",
+            "failed after {} attempts without progress: {expected_why}",
             RETRIES + 1
         )),
         "{err}"
@@ -423,11 +432,16 @@ fn status_forever_is_retried_with_backoff_then_given_up(status: u16) {
         "bounded retries: {seen:?}"
     );
     assert!(seen.iter().all(|s| s.range.is_none()), "{seen:?}");
-    let times: Vec<Instant> = seen.iter().map(|s| s.at).collect();
-    assert_backoff(&times, Duration::ZERO);
-    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(took < within, "{took:?}");
     // Not a byte of the bundle was read: nothing at all changed.
     assert_eq!(r.snapshot(), before);
+    (seen.iter().map(|s| s.at).collect(), r, before)
+}
+
+fn status_forever_is_retried_with_backoff_then_given_up(status: u16) {
+    let why = format!("HTTP {status}");
+    let (times, r, before) = status_forever_is_given_up(status, None, &why, Duration::from_secs(5));
+    assert_backoff(&times, Duration::ZERO);
     assert_safe_then_good_install(
         &r,
         &before,
@@ -451,33 +465,13 @@ fn http_503_forever_is_retried_with_backoff_then_given_up() {
 #[test]
 fn a_503_with_retry_after_is_retried_no_sooner_than_the_server_asked() {
     // The backoff alone would wait 100-200, 200-400 and 400-800 ms; the server asks for 1 s.
-    let server = Server::start(Behaviour {
-        status_forever: Some(503),
-        retry_after_secs: Some(1),
-        body: rootfs_bundle("2.0.0"),
-        etag: "v2".into(),
-        ..Default::default()
-    });
-    let r = Robot::new(Backend::Grub);
-    let before = r.snapshot();
-    let (err, took) = install_fails(&r, &server.url("/bundle.otab"));
-    assert!(
-        err.contains(&format!(
-            "failed after {} attempts without progress: HTTP 503 (Retry-After: 1 s)",
-            RETRIES + 1
-        )),
-        "{err}"
-    );
-    let seen = server.bundle_requests();
-    assert_eq!(seen.len(), RETRIES as usize + 1, "{seen:?}");
-    let times: Vec<Instant> = seen.iter().map(|s| s.at).collect();
+    let why = "HTTP 503 (Retry-After: 1 s)";
+    let (times, _, _) = status_forever_is_given_up(503, Some(1), why, BOUND);
     let g = gaps(&times);
     assert!(
         g.iter().all(|gap| *gap >= Duration::from_millis(990)),
         "a retry came before the server's Retry-After: {g:?}"
     );
-    assert!(took < BOUND, "{took:?}");
-    assert_eq!(r.snapshot(), before);
 }
 
 #[test]
