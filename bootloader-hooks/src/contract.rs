@@ -232,13 +232,7 @@ pub fn select_boot(vars: &BTreeMap<String, String>) -> BootDecision {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::env_from_pairs as vars;
 
     #[test]
     fn slot_text_round_trip() {

@@ -165,14 +165,8 @@ pub fn parse(block: &[u8]) -> Result<BTreeMap<String, String>, CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::env_from_pairs as vars;
     use proptest::prelude::*;
-
-    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     #[test]
     fn empty_block_layout() {

@@ -32,5 +32,7 @@ pub use contract::{
     MAX_TRIES, OTA_PRIMARY, OTA_TRIAL, OTA_TRIES,
 };
 pub use error::{BootEnvError, CodecError};
-pub use store::{write_file_atomically, EnvState, EnvStore, GrubEnvFile, StateFile, UBootEnv};
+pub use store::{
+    env_from_pairs, write_file_atomically, EnvState, EnvStore, GrubEnvFile, StateFile, UBootEnv,
+};
 pub use uboot::{FwEnvConfig, FwEnvDevice};

@@ -136,11 +136,7 @@ mod tests {
 
     #[test]
     fn layout() {
-        let v: BTreeMap<String, String> =
-            [("OTA_TRIAL", ""), ("OTA_PRIMARY", "A"), ("x", "a\\b\nc")]
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
+        let v = crate::env_from_pairs(&[("OTA_TRIAL", ""), ("OTA_PRIMARY", "A"), ("x", "a\\b\nc")]);
         let b = encode(&v).unwrap();
         let text = String::from_utf8(b.clone()).unwrap();
         assert!(text

@@ -46,6 +46,14 @@ pub trait EnvStore {
     fn describe(&self) -> String;
 }
 
+/// An environment from literal `(name, value)` pairs: factory defaults, tools and tests.
+pub fn env_from_pairs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// Replaces `path` by `bytes` so that a power cut leaves the old or the new file: temp file
 /// in the same directory, fsync, rename over, fsync the directory.
 pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<(), BootEnvError> {

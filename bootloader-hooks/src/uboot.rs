@@ -351,14 +351,8 @@ impl FwEnvConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::env_from_pairs as vars;
     use proptest::prelude::*;
-
-    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     #[test]
     fn single_copy_layout() {

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use ota_bootloader::env_from_pairs as vars;
 use ota_bootloader::uboot::{self, CopyState};
 use ota_bootloader::{grubenv, EnvState, EnvStore, GrubEnvFile, UBootEnv};
 
@@ -28,13 +29,6 @@ fn run(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }
 
 fn crate_file(rel: &str) -> PathBuf {

@@ -3,17 +3,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use ota_bootloader::env_from_pairs as vars;
 use ota_bootloader::uboot::{self, CopyState};
 use ota_bootloader::{
     BootEnv, BootEnvError, EnvState, EnvStore, FwEnvConfig, GrubEnvFile, Slot, StateFile, UBootEnv,
 };
-
-fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
 
 fn blank(path: &Path, len: usize) {
     std::fs::write(path, vec![0xff; len]).unwrap();
