@@ -257,6 +257,18 @@ fn print_json_or<T: serde::Serialize>(value: &T, lines: impl FnOnce(&T)) {
     }
 }
 
+/// A list as JSON, or one formatted line per item (`none` when it is empty).
+fn print_list<T: serde::Serialize>(items: &[T], none: &str, line: impl Fn(&T) -> String) {
+    print_json_or(&items, |items| {
+        if items.is_empty() {
+            println!("{none}");
+        }
+        for item in *items {
+            println!("{}", line(item));
+        }
+    });
+}
+
 fn run(program: Program) -> anyhow::Result<()> {
     match program.command {
         Command::Serve(args) => serve(args),
@@ -284,14 +296,7 @@ fn run(program: Program) -> anyhow::Result<()> {
             }
             RolloutCommand::List { remote: r } => {
                 let list = cli::rollout_list(&remote(&r)?)?;
-                print_json_or(&list, |l| {
-                    if l.is_empty() {
-                        println!("no rollouts");
-                    }
-                    for i in l {
-                        println!("{}", cli::format_rollout(i));
-                    }
-                });
+                print_list(&list, "no rollouts", cli::format_rollout);
                 Ok(())
             }
             RolloutCommand::Show { remote: r, id } => {
@@ -311,14 +316,7 @@ fn run(program: Program) -> anyhow::Result<()> {
         Command::Devices(cmd) => match cmd {
             DevicesCommand::List { remote: r } => {
                 let list = cli::devices_list(&remote(&r)?)?;
-                print_json_or(&list, |l| {
-                    if l.is_empty() {
-                        println!("no devices enrolled");
-                    }
-                    for d in l {
-                        println!("{}", cli::format_device(d));
-                    }
-                });
+                print_list(&list, "no devices enrolled", cli::format_device);
                 Ok(())
             }
             DevicesCommand::Show { remote: r, id } => {

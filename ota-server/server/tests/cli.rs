@@ -122,6 +122,21 @@ async fn publish_and_manage_rollouts_from_the_command_line() {
     .await;
     assert!(!out.status.success() && text(&out).1.contains("missing.otab"));
 
+    let remote = |cmd: &[&str]| {
+        let mut v: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
+        v.extend(["--server".to_string(), base.clone()]);
+        v
+    };
+    let token_env = vec![("OTA_SERVER_TOKEN", ADMIN)];
+    for (list, none) in [
+        (["rollout", "list"], "no rollouts\n"),
+        (["devices", "list"], "no devices enrolled\n"),
+    ] {
+        let out = run(server_cli.clone(), remote(&list), token_env.clone()).await;
+        assert!(out.status.success());
+        assert_eq!(text(&out).0, none);
+    }
+
     let c = client();
     for i in 0..4 {
         enroll(
@@ -133,12 +148,6 @@ async fn publish_and_manage_rollouts_from_the_command_line() {
         )
         .await;
     }
-    let remote = |cmd: &[&str]| {
-        let mut v: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
-        v.extend(["--server".to_string(), base.clone()]);
-        v
-    };
-    let token_env = vec![("OTA_SERVER_TOKEN", ADMIN)];
     let out = run(
         server_cli.clone(),
         remote(&[
