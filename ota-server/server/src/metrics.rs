@@ -43,116 +43,140 @@ impl Metrics {
     }
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+/// One metric family: its HELP and TYPE lines, then one sample per `(labels, value)`, where
+/// `labels` is empty or a rendered label set such as `status="ok"`.
+fn family(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (String, u64)>,
+) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {value}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    }
+}
+
+/// The single unlabelled sample of a family.
+fn value(v: impl TryInto<u64>) -> [(String, u64); 1] {
+    [(String::new(), v.try_into().unwrap_or(u64::MAX))]
+}
+
+/// A sample labelled `key="label"`.
+fn labelled(key: &str, label: &str, v: u64) -> (String, u64) {
+    (format!("{key}=\"{label}\""), v)
 }
 
 /// Renders every metric in the Prometheus text format (version 0.0.4).
 pub fn render(state: &AppState) -> String {
     let m = &state.metrics;
     let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let counter = "counter";
+    let gauge = "gauge";
     let mut out = String::new();
+    let o = &mut out;
     family(
-        &mut out,
+        o,
         "ota_polls_total",
-        "counter",
+        counter,
         "Device polls answered.",
+        value(get(&m.polls)),
     );
-    let _ = writeln!(out, "ota_polls_total {}", get(&m.polls));
     family(
-        &mut out,
+        o,
         "ota_offers_total",
-        "counter",
+        counter,
         "Polls answered with an update offer.",
+        value(get(&m.offers)),
     );
-    let _ = writeln!(out, "ota_offers_total {}", get(&m.offers));
     family(
-        &mut out,
+        o,
         "ota_reports_total",
-        "counter",
+        counter,
         "Device status reports stored, by status.",
+        ReportStatus::ALL
+            .iter()
+            .zip(&m.reports)
+            .map(|(status, count)| labelled("status", status.as_str(), get(count))),
     );
-    for (status, count) in ReportStatus::ALL.iter().zip(&m.reports) {
-        let _ = writeln!(
-            out,
-            "ota_reports_total{{status=\"{}\"}} {}",
-            status.as_str(),
-            get(count)
-        );
-    }
     family(
-        &mut out,
+        o,
         "ota_enrollments_total",
-        "counter",
+        counter,
         "Device enrollments (retries included).",
+        value(get(&m.enrollments)),
     );
-    let _ = writeln!(out, "ota_enrollments_total {}", get(&m.enrollments));
     family(
-        &mut out,
+        o,
         "ota_uploads_total",
-        "counter",
+        counter,
         "Bundle uploads by result.",
-    );
-    let _ = writeln!(
-        out,
-        "ota_uploads_total{{result=\"accepted\"}} {}",
-        get(&m.uploads_accepted)
-    );
-    let _ = writeln!(
-        out,
-        "ota_uploads_total{{result=\"deduplicated\"}} {}",
-        get(&m.uploads_deduplicated)
-    );
-    let _ = writeln!(
-        out,
-        "ota_uploads_total{{result=\"rejected\"}} {}",
-        get(&m.uploads_rejected)
+        [
+            labelled("result", "accepted", get(&m.uploads_accepted)),
+            labelled("result", "deduplicated", get(&m.uploads_deduplicated)),
+            labelled("result", "rejected", get(&m.uploads_rejected)),
+        ],
     );
     family(
-        &mut out,
+        o,
         "ota_downloads_total",
-        "counter",
+        counter,
         "Bundle downloads started.",
+        value(get(&m.downloads)),
     );
-    let _ = writeln!(out, "ota_downloads_total {}", get(&m.downloads));
     family(
-        &mut out,
+        o,
         "ota_backoff_total",
-        "counter",
+        counter,
         "Requests told to back off, by status code.",
-    );
-    let _ = writeln!(
-        out,
-        "ota_backoff_total{{code=\"429\"}} {}",
-        get(&m.backoff_429)
-    );
-    let _ = writeln!(
-        out,
-        "ota_backoff_total{{code=\"503\"}} {}",
-        get(&m.backoff_503)
+        [
+            labelled("code", "429", get(&m.backoff_429)),
+            labelled("code", "503", get(&m.backoff_503)),
+        ],
     );
     family(
-        &mut out,
+        o,
         "ota_write_behind_flushes_total",
-        "counter",
+        counter,
         "Write-behind flushes of device state.",
+        value(get(&m.flushes)),
     );
-    let _ = writeln!(out, "ota_write_behind_flushes_total {}", get(&m.flushes));
     family(
-        &mut out,
+        o,
         "ota_write_behind_pending",
-        "gauge",
+        gauge,
         "Devices whose poll state awaits the next flush.",
+        value(state.pending_writes()),
     );
-    let _ = writeln!(out, "ota_write_behind_pending {}", state.pending_writes());
-    family(&mut out, "ota_devices", "gauge", "Enrolled devices.");
-    let _ = writeln!(out, "ota_devices {}", state.device_count());
-    family(&mut out, "ota_bundles", "gauge", "Published bundles.");
-    let _ = writeln!(out, "ota_bundles {}", state.bundle_count());
-    family(&mut out, "ota_rollouts", "gauge", "Rollouts by state.");
-    for (s, n) in state.rollout_states() {
-        let _ = writeln!(out, "ota_rollouts{{state=\"{s}\"}} {n}");
-    }
+    family(
+        o,
+        "ota_devices",
+        gauge,
+        "Enrolled devices.",
+        value(state.device_count()),
+    );
+    family(
+        o,
+        "ota_bundles",
+        gauge,
+        "Published bundles.",
+        value(state.bundle_count()),
+    );
+    family(
+        o,
+        "ota_rollouts",
+        gauge,
+        "Rollouts by state.",
+        state
+            .rollout_states()
+            .into_iter()
+            .map(|(s, n)| labelled("state", s, n)),
+    );
     out
 }

@@ -130,16 +130,35 @@ async fn metrics_dashboard_and_write_behind() {
         "ota_devices 1",
         "ota_enrollments_total 1",
         "ota_rollouts{state=\"active\"} 0",
+        "ota_reports_total{status=\"rolled_back\"} 0",
+        "ota_uploads_total{result=\"deduplicated\"} 0",
+        "ota_backoff_total{code=\"503\"} 0",
+        "# HELP ota_polls_total Device polls answered.",
         "# TYPE ota_polls_total counter",
+        "# TYPE ota_devices gauge",
     ] {
         assert!(
             text.lines().any(|l| l == line),
             "missing {line:?} in\n{text}"
         );
     }
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
+    // Every sample belongs to the family whose HELP and TYPE came last.
+    let mut family = String::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            family = rest.split(' ').next().unwrap().to_string();
+            continue;
+        }
+        if line.starts_with("# TYPE ") {
+            assert!(line.starts_with(&format!("# TYPE {family} ")), "{line}");
+            continue;
+        }
         let (name, value) = line.rsplit_once(' ').unwrap();
         assert!(name.starts_with("ota_"), "{line}");
+        assert!(
+            name == family || name.starts_with(&format!("{family}{{")),
+            "{line} outside its family {family}"
+        );
         value
             .parse::<f64>()
             .unwrap_or_else(|_| panic!("not a number: {line}"));
