@@ -268,6 +268,14 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
             if trial.armed_tries == 0 {
                 return refuse("arming with 0 tries would never boot the trial");
             }
+            if trial.armed_tries > ota_bootloader::MAX_TRIES {
+                // The env stores one digit: the recorded count would disagree with the armed one.
+                return refuse(format!(
+                    "cannot arm {} tries: the boot env holds at most {}",
+                    trial.armed_tries,
+                    ota_bootloader::MAX_TRIES
+                ));
+            }
             let classes_ok = !trial.classes.is_empty()
                 && ctx.boot_classes.iter().all(|c| trial.classes.contains(c))
                 && trial.classes.iter().all(|c| {

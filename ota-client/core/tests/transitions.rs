@@ -53,7 +53,9 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         slot().prop_map(|s| Op::Event(EventSpec::WriteStarted(s))),
         slot().prop_map(|s| Op::Event(EventSpec::WriteVerified(s))),
-        (slot(), 0u8..4).prop_map(|(s, t)| Op::Event(EventSpec::Arm(s, t))),
+        // Mostly 1..=3 tries; sometimes 0 or more than the env can hold (both refused).
+        (slot(), prop_oneof![8 => 0u8..4, 1 => 9u8..12])
+            .prop_map(|(s, t)| Op::Event(EventSpec::Arm(s, t))),
         Just(Op::Event(EventSpec::Commit)),
         Just(Op::Event(EventSpec::FinishCommit)),
         Just(Op::Event(EventSpec::TrialFailed)),
@@ -380,6 +382,9 @@ fn arming_requires_the_verified_bundle() {
         boot_classes: &cls,
     };
     assert!(step(&r.state, &ctx, event(&EventSpec::Arm(Slot::B, 0))).is_err());
+    let err = step(&r.state, &ctx, event(&EventSpec::Arm(Slot::B, 10))).unwrap_err();
+    assert!(err.to_string().contains("at most 9"), "{err}");
+    assert!(step(&r.state, &ctx, event(&EventSpec::Arm(Slot::B, 9))).is_ok());
     assert!(step(&r.state, &ctx, event(&EventSpec::Arm(Slot::A, 3))).is_err());
     let t = step(&r.state, &ctx, event(&EventSpec::Arm(Slot::B, 3))).unwrap();
     assert_eq!(
