@@ -913,7 +913,6 @@ impl<'a> Daemon<'a> {
             .into_iter()
             .next()
             .or_else(|| config.slots.keys().next().cloned());
-        let slot_name = |s: Slot| s.to_string().to_lowercase();
         let mut slots = std::collections::BTreeMap::new();
         let mut current_version = None;
         for s in &status.slots {
@@ -921,7 +920,7 @@ impl<'a> Daemon<'a> {
                 continue;
             }
             if let Some(v) = &s.version {
-                slots.insert(slot_name(s.slot), v.to_string());
+                slots.insert(s.slot.to_string(), v.to_string());
             }
             if s.active {
                 current_version = s.version.clone();
@@ -937,7 +936,7 @@ impl<'a> Daemon<'a> {
         let req = PollRequest {
             compatible: config.compatible.clone(),
             current_version,
-            booted_slot: status.booted.map(slot_name),
+            booted_slot: status.booted.map(|s| s.to_string()),
             slots,
             telemetry,
         };

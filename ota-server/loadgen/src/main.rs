@@ -178,12 +178,12 @@ fn poll_body(rng: &mut Rng, device: usize, uptime: u64) -> Bytes {
     metrics.insert("motor_temp_c".to_string(), 40.0 + rng.unit() * 20.0);
     metrics.insert("wifi_rssi_dbm".to_string(), -70.0 + rng.unit() * 30.0);
     let mut slots = BTreeMap::new();
-    slots.insert("a".to_string(), "1.0.0".to_string());
-    slots.insert("b".to_string(), "0.9.0".to_string());
+    slots.insert("A".to_string(), "1.0.0".to_string());
+    slots.insert("B".to_string(), "0.9.0".to_string());
     let request = PollRequest {
         compatible: COMPATIBLE.into(),
         current_version: Some(semver::Version::new(1, 0, 0)),
-        booted_slot: Some("a".into()),
+        booted_slot: Some("A".into()),
         slots,
         telemetry: Telemetry {
             battery_percent: Some(20.0 + rng.unit() * 80.0),

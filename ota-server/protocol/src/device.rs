@@ -104,7 +104,7 @@ pub struct PollRequest {
     /// Version of the running system; `None` when unknown.
     #[serde(default)]
     pub current_version: Option<semver::Version>,
-    /// Slot the system booted from, e.g. `a`.
+    /// Slot the system booted from, e.g. `A`.
     #[serde(default)]
     pub booted_slot: Option<String>,
     /// Version installed in each slot (slot name → version).

@@ -349,7 +349,7 @@ async fn staged_rollout_advances_pauses_resumes_and_aborts() {
     assert_eq!(devices.as_array().unwrap().len(), 7);
     let d = admin_get(&c, &server, &format!("/api/devices/{first}")).await;
     assert_eq!(d["device"]["current_version"], "2.0.0");
-    assert_eq!(d["device"]["booted_slot"], "a");
+    assert_eq!(d["device"]["booted_slot"], "A");
     assert_eq!(d["device"]["tags"]["site"], "w3");
     assert_eq!(
         d["device"]["telemetry"]["metrics"]["inference_latency_ms"],

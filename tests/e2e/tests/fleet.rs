@@ -110,6 +110,18 @@ fn rollout_updates_the_fleet_pauses_at_the_threshold_and_resumes_by_hand() {
             || robot.status().unreported_events.is_empty(),
         );
         let booted = robot.booted();
+        // The inventory names slots as the robot, its env and its kernel command line do.
+        let running = if r.id == "robot-2" { "1.0.0" } else { "1.1.0" };
+        wait_for(
+            &format!("the inventory to show {} on {running} in {booted}", r.id),
+            Duration::from_secs(10),
+            || {
+                let d = admin.device(&r.id).unwrap().device;
+                d.booted_slot.as_deref() == Some(booted.to_string().as_str())
+                    && d.current_version.is_some_and(|v| v.to_string() == running)
+                    && d.slots.get(&booted.to_string()).map(String::as_str) == Some(running)
+            },
+        );
         if r.id == "robot-2" {
             // Back on the committed 1.0.0 slot, with the failed slot marked bad.
             assert_eq!(booted, Slot::B, "{}", r.id);

@@ -227,8 +227,8 @@ pub fn poll_body(version: &str, compatible: &str) -> PollRequest {
     serde_json::from_value(serde_json::json!({
         "compatible": compatible,
         "current_version": version,
-        "booted_slot": "a",
-        "slots": {"a": version, "b": "0.9.0"},
+        "booted_slot": "A",
+        "slots": {"A": version, "B": "0.9.0"},
         "telemetry": {"battery_percent": 77.0, "cpu_percent": 12.5, "uptime_secs": 3600,
                       "position": {"x": 1.0, "y": 2.0},
                       "metrics": {"inference_latency_ms": 41.5}}
