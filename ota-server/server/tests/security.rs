@@ -344,90 +344,85 @@ async fn bad_input_is_answered_with_json_4xx() {
         assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
     }
     let huge = json!({"compatible": COMPATIBLE, "telemetry": {"metrics": {"x": 1.0}}, "booted_slot": "a".repeat(400_000)});
-    let (s, body) = call(
-        &c,
-        &server,
-        Method::POST,
-        "/api/device/poll",
-        Some(&token),
-        Some(huge),
-    )
-    .await;
-    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
-    let (s, _) = call(&c, &server, Method::GET, "/api/no-such-thing", None, None).await;
-    assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, _) = call(&c, &server, Method::GET, "/api/device/poll", None, None).await;
-    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
-    let (s, _) = call(
-        &c,
-        &server,
-        Method::GET,
-        "/api/rollouts/abc",
-        Some(ADMIN),
-        None,
-    )
-    .await;
-    assert_eq!(s, StatusCode::BAD_REQUEST);
-    let (s, _) = call(
-        &c,
-        &server,
-        Method::GET,
-        "/api/rollouts/99",
-        Some(ADMIN),
-        None,
-    )
-    .await;
-    assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, _) = call(
-        &c,
-        &server,
-        Method::GET,
-        "/api/devices/nobody",
-        Some(ADMIN),
-        None,
-    )
-    .await;
-    assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, _) = call(
-        &c,
-        &server,
-        Method::GET,
-        "/api/bundles/..%2F..%2Fetc/download",
-        Some(ADMIN),
-        None,
-    )
-    .await;
-    assert_eq!(s, StatusCode::BAD_REQUEST);
-    let (s, body) = call(
-        &c,
-        &server,
-        Method::POST,
-        "/api/rollouts",
-        Some(ADMIN),
-        Some(json!({"bundle_id": "f".repeat(64)})),
-    )
-    .await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    let (s, body) = call(
-        &c,
-        &server,
-        Method::POST,
-        "/api/rollouts",
-        Some(ADMIN),
-        Some(json!({"bundle_id": "x", "stages": [50, 20]})),
-    )
-    .await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    let (s, _) = call(
-        &c,
-        &server,
-        Method::POST,
-        "/api/device/report",
-        Some(&token),
-        Some(json!({"report_id": "r", "rollout_id": 42, "status": "success"})),
-    )
-    .await;
-    assert_eq!(s, StatusCode::NOT_FOUND);
+    let device = Some(token.as_str());
+    let admin = Some(ADMIN);
+    let cases: [(Method, &str, Option<&str>, Option<Value>, StatusCode); 10] = [
+        (
+            Method::POST,
+            "/api/device/poll",
+            device,
+            Some(huge),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            Method::GET,
+            "/api/no-such-thing",
+            None,
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::GET,
+            "/api/device/poll",
+            None,
+            None,
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            Method::GET,
+            "/api/rollouts/abc",
+            admin,
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::GET,
+            "/api/rollouts/99",
+            admin,
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::GET,
+            "/api/devices/nobody",
+            admin,
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::GET,
+            "/api/bundles/..%2F..%2Fetc/download",
+            admin,
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/api/rollouts",
+            admin,
+            Some(json!({"bundle_id": "f".repeat(64)})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Method::POST,
+            "/api/rollouts",
+            admin,
+            Some(json!({"bundle_id": "x", "stages": [50, 20]})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Method::POST,
+            "/api/device/report",
+            device,
+            Some(json!({"report_id": "r", "rollout_id": 42, "status": "success"})),
+            StatusCode::NOT_FOUND,
+        ),
+    ];
+    for (method, path, who, body, expected) in cases {
+        let what = format!("{method} {path}");
+        let (s, answer) = call(&c, &server, method, path, who, body).await;
+        assert_eq!(s, expected, "{what}: {answer}");
+    }
 
     // Polling faster than the configured minimum: 429 with Retry-After.
     let ok = c
