@@ -314,99 +314,56 @@ fn verify_names_the_failed_check() {
         .stderr(predicate::str::contains("missing.json"));
 }
 
+/// `create VERSION` of the given `--image` and `--key` arguments into `out.otab`.
+fn create_args(version: &str, images: &[&str], key: &str, out: &str) -> Vec<String> {
+    let mut args = ["create", "--version", version, "--compatible", "acme"]
+        .map(String::from)
+        .to_vec();
+    for image in images {
+        args.extend(["--image".to_string(), image.to_string()]);
+    }
+    args.extend(["--key", key, "-o", out].map(String::from));
+    args
+}
+
 #[test]
 fn failed_create_leaves_nothing() {
     let ws = Workspace::new();
     let before = ws.entries();
-    ws.cmd()
-        .args([
-            "create",
-            "--version",
+    let rootfs = "rootfs=rootfs.ext4";
+    // (version, images, key, exit code, what stderr names)
+    let cases = [
+        (
             "1.0.0",
-            "--compatible",
-            "acme",
-            "--image",
-            "rootfs=rootfs.ext4",
-            "--image",
-            "model=missing.bin",
-            "--key",
+            vec![rootfs, "model=missing.bin"],
             "rel1.key",
-            "-o",
-            "out.otab",
-        ])
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("missing.bin"));
-    ws.cmd()
-        .args([
-            "create",
-            "--version",
+            1,
+            "missing.bin",
+        ),
+        (
             "1.0.0",
-            "--compatible",
-            "acme",
-            "--image",
-            "rootfs.ext4",
-            "--key",
+            vec!["rootfs.ext4"],
             "rel1.key",
-            "-o",
-            "out.otab",
-        ])
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("must be SLOT_CLASS=FILE"));
-    ws.cmd()
-        .args([
-            "create",
-            "--version",
+            1,
+            "must be SLOT_CLASS=FILE",
+        ),
+        (
             "1.0.0",
-            "--compatible",
-            "acme",
-            "--image",
-            "rootfs=rootfs.ext4",
-            "--image",
-            "rootfs=detector.onnx",
-            "--key",
+            vec![rootfs, "rootfs=detector.onnx"],
             "rel1.key",
-            "-o",
-            "out.otab",
-        ])
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains(
+            1,
             "two images target slot class 'rootfs'",
-        ));
-    ws.cmd()
-        .args([
-            "create",
-            "--version",
-            "not-semver",
-            "--compatible",
-            "acme",
-            "--image",
-            "rootfs=rootfs.ext4",
-            "--key",
-            "rel1.key",
-            "-o",
-            "out.otab",
-        ])
-        .assert()
-        .code(2);
-    ws.cmd()
-        .args([
-            "create",
-            "--version",
-            "1.0.0",
-            "--compatible",
-            "acme",
-            "--image",
-            "rootfs=rootfs.ext4",
-            "--key",
-            "rel1.pub",
-            "-o",
-            "out.otab",
-        ])
-        .assert()
-        .code(1);
+        ),
+        ("not-semver", vec![rootfs], "rel1.key", 2, "not-semver"),
+        ("1.0.0", vec![rootfs], "rel1.pub", 1, "rel1.pub"),
+    ];
+    for (version, images, key, code, names) in cases {
+        ws.cmd()
+            .args(create_args(version, &images, key, "out.otab"))
+            .assert()
+            .code(code)
+            .stderr(predicate::str::contains(names));
+    }
     assert_eq!(
         ws.entries(),
         before,
@@ -415,19 +372,7 @@ fn failed_create_leaves_nothing() {
     // An existing output is not replaced without --force.
     ws.create("b.otab", "1.0.0", &["rel1"]);
     ws.cmd()
-        .args([
-            "create",
-            "--version",
-            "2.0.0",
-            "--compatible",
-            "acme",
-            "--image",
-            "rootfs=rootfs.ext4",
-            "--key",
-            "rel1.key",
-            "-o",
-            "b.otab",
-        ])
+        .args(create_args("2.0.0", &[rootfs], "rel1.key", "b.otab"))
         .assert()
         .code(1)
         .stderr(predicate::str::contains("already exists"));
