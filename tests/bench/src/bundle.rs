@@ -308,33 +308,16 @@ pub fn run(args: Args) -> Result<bool> {
         bail!("extract wrote {extracted} bytes, the image has {image_bytes}");
     }
 
-    let find = |name: &str| -> &Case {
-        create_cases
-            .iter()
-            .chain(&decode_cases)
-            .find(|c| c.name == name)
-            .expect("case exists")
+    let cases: Vec<Case> = create_cases.into_iter().chain(decode_cases).collect();
+    let row = |name: &str, baseline: Option<&str>, targets: Vec<Target>| {
+        RowSpec::named(&cases, name, baseline, targets)
     };
     let create_targets = || {
         vec![Target::MaxRatio {
             ratio: CREATE_MAX_RATIO,
         }]
     };
-    let extract_targets = || {
-        vec![
-            Target::MaxRatio {
-                ratio: EXTRACT_MAX_RATIO,
-            },
-            Target::MaxRssMib {
-                mib: EXTRACT_MAX_RSS_MIB,
-            },
-        ]
-    };
-    let row = |name: &str, baseline: Option<&str>, targets: Vec<Target>| RowSpec {
-        case: find(name),
-        baseline: baseline.map(find),
-        targets,
-    };
+    let extract_targets = || Target::ratio_and_rss(EXTRACT_MAX_RATIO, EXTRACT_MAX_RSS_MIB);
     let mut specs = Vec::new();
     if !args.skip_create {
         specs.push(row("create", Some("zstd"), create_targets()));

@@ -452,23 +452,10 @@ pub fn run(args: Args) -> Result<bool> {
         bail!("the boot state does not name slot B:\n{boot_state}");
     }
 
-    let find =
-        |name: &str| -> &Case { cases.iter().find(|c| c.name == name).expect("case exists") };
-    let install_targets = || {
-        vec![
-            Target::MaxRatio {
-                ratio: INSTALL_MAX_RATIO,
-            },
-            Target::MaxRssMib {
-                mib: INSTALL_MAX_RSS_MIB,
-            },
-        ]
+    let row = |name: &str, baseline: Option<&str>, targets: Vec<Target>| {
+        RowSpec::named(&cases, name, baseline, targets)
     };
-    let row = |name: &str, baseline: Option<&str>, targets: Vec<Target>| RowSpec {
-        case: find(name),
-        baseline: baseline.map(find),
-        targets,
-    };
+    let install_targets = || Target::ratio_and_rss(INSTALL_MAX_RATIO, INSTALL_MAX_RSS_MIB);
     let mut specs = vec![
         row("install-file", Some("zstd-d"), install_targets()),
         row("install-http", Some("zstd-d"), install_targets()),

@@ -39,6 +39,38 @@ pub struct RowSpec<'a> {
     pub targets: Vec<Target>,
 }
 
+impl<'a> RowSpec<'a> {
+    /// The row of the case named `name`, against the case named `baseline`.
+    ///
+    /// # Panics
+    /// If a name is not among `cases` (a typo in the bench itself).
+    pub fn named(
+        cases: &'a [Case],
+        name: &str,
+        baseline: Option<&str>,
+        targets: Vec<Target>,
+    ) -> RowSpec<'a> {
+        let find = |n: &str| {
+            cases
+                .iter()
+                .find(|c| c.name == n)
+                .unwrap_or_else(|| panic!("no bench case {n:?}"))
+        };
+        RowSpec {
+            case: find(name),
+            baseline: baseline.map(find),
+            targets,
+        }
+    }
+}
+
+impl Target {
+    /// At most `ratio` times the baseline's time and `mib` MiB of peak RSS.
+    pub fn ratio_and_rss(ratio: f64, mib: f64) -> Vec<Target> {
+        vec![Target::MaxRatio { ratio }, Target::MaxRssMib { mib }]
+    }
+}
+
 /// Outcome of one target.
 #[derive(Debug, Clone, Serialize)]
 pub struct TargetResult {
