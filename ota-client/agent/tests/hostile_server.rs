@@ -117,17 +117,40 @@ fn wait_ended(server: &Server, n: usize, within: Duration) -> Vec<common::http::
     }
 }
 
-/// What must hold after a hostile install on a robot that runs `booted` with `running` in it:
-/// nothing armed, the committed slot and boot environment untouched, the standby slot not
-/// bootable, a reboot boots `booted` with its bytes; then a good server's `good` installs.
-fn assert_safe_then_good_install(
-    r: &Robot,
-    before: &Snapshot,
+/// Where a hostile test's robot stands: the committed slot, the release whose image it holds,
+/// and the next release a good server offers.
+#[derive(Clone, Copy)]
+struct Start {
     booted: Slot,
-    running: &[u8],
-    standby_state: &str,
-    good: &str,
-) {
+    running: &'static str,
+    good: &'static str,
+}
+
+/// A factory robot ([`Robot::new`]): the factory image in A; 2.0.0 comes next.
+const FACTORY: Start = Start {
+    booted: Slot::A,
+    running: "factory",
+    good: "2.0.0",
+};
+
+/// A robot committed to 2.0.0 in B ([`robot_on_2_0_0`]); 2.1.0 comes next.
+const ON_2_0_0: Start = Start {
+    booted: Slot::B,
+    running: "2.0.0",
+    good: "2.1.0",
+};
+
+/// What must hold after a hostile install on a robot standing at `start`: nothing armed, the
+/// committed slot and boot environment untouched, the standby slot `standby_state` (not
+/// bootable), a reboot boots the committed slot with its bytes; then a good server's next
+/// release installs.
+fn assert_safe_then_good_install(r: &Robot, before: &Snapshot, start: Start, standby_state: &str) {
+    let Start {
+        booted,
+        running,
+        good,
+    } = start;
+    let running = rootfs_image(running);
     let status = r.status();
     assert_eq!(status.trial, None, "nothing armed");
     assert_eq!(status.pending_trial, None, "nothing armed");
@@ -219,14 +242,7 @@ fn endless_after_the_bundle(framing: Framing, filler: u8) {
         "{:?}",
         ended[0]
     );
-    assert_safe_then_good_install(
-        &r,
-        &before,
-        Slot::A,
-        &rootfs_image("factory"),
-        "writing",
-        "2.0.0",
-    );
+    assert_safe_then_good_install(&r, &before, FACTORY, "writing");
 }
 
 #[test]
@@ -273,14 +289,7 @@ fn an_endless_close_delimited_body_of_garbage_after_a_valid_prefix_is_refused() 
     assert!(ended[0].at.saturating_duration_since(returned) < Duration::from_secs(5));
     assert!(ended[0].error.is_some(), "{:?}", ended[0]);
     assert!(ended[0].body_bytes < body.len() as u64 + (64 << 20));
-    assert_safe_then_good_install(
-        &r,
-        &before,
-        Slot::A,
-        &rootfs_image("factory"),
-        "writing",
-        "2.0.0",
-    );
+    assert_safe_then_good_install(&r, &before, FACTORY, "writing");
 }
 
 // ------------------------------------------------------------------ 2. stalls
@@ -327,14 +336,7 @@ fn a_body_that_stalls_on_every_request_gives_up_after_bounded_attempts_with_grow
             .all(|e| e.error.as_deref() == Some("client disconnected")),
         "{ended:?}"
     );
-    assert_safe_then_good_install(
-        &r,
-        &before,
-        Slot::A,
-        &rootfs_image("factory"),
-        "writing",
-        "2.0.0",
-    );
+    assert_safe_then_good_install(&r, &before, FACTORY, "writing");
 }
 
 #[test]
@@ -387,14 +389,8 @@ fn a_server_trickling_bytes_is_dropped_by_the_low_speed_limit_after_bounded_atte
         seen.len(),
         "every trickling connection was closed"
     );
-    assert_safe_then_good_install(
-        &r,
-        &before,
-        Slot::A,
-        &rootfs_image("factory"),
-        "empty", // the trickle never got past the manifest
-        "2.0.0",
-    );
+    // The trickle never got past the manifest, so the standby slot is still empty.
+    assert_safe_then_good_install(&r, &before, FACTORY, "empty");
 }
 
 // ------------------------------------------------------------------ 3. error statuses
@@ -442,14 +438,7 @@ fn status_forever_is_retried_with_backoff_then_given_up(status: u16) {
     let why = format!("HTTP {status}");
     let (times, r, before) = status_forever_is_given_up(status, None, &why, Duration::from_secs(5));
     assert_backoff(&times, Duration::ZERO);
-    assert_safe_then_good_install(
-        &r,
-        &before,
-        Slot::A,
-        &rootfs_image("factory"),
-        "empty",
-        "2.0.0",
-    );
+    assert_safe_then_good_install(&r, &before, FACTORY, "empty");
 }
 
 #[test]
@@ -499,14 +488,7 @@ fn http_404_forever_is_not_retried() {
     );
     assert!(took < min_backoff(1) + Duration::from_secs(1), "{took:?}");
     assert_eq!(r.snapshot(), before);
-    assert_safe_then_good_install(
-        &r,
-        &before,
-        Slot::A,
-        &rootfs_image("factory"),
-        "empty",
-        "2.0.0",
-    );
+    assert_safe_then_good_install(&r, &before, FACTORY, "empty");
 }
 
 // ------------------------------------------------------------------ 4. replays
@@ -536,14 +518,7 @@ fn replay_is_refused(version: &str, expected: &str) {
     assert!(took < Duration::from_secs(5), "{took:?}");
     // Refused after the manifest, before any slot was touched.
     assert_eq!(r.snapshot(), before);
-    assert_safe_then_good_install(
-        &r,
-        &before,
-        Slot::B,
-        &rootfs_image("2.0.0"),
-        "good",
-        "2.1.0",
-    );
+    assert_safe_then_good_install(&r, &before, ON_2_0_0, "good");
 }
 
 #[test]
@@ -693,14 +668,7 @@ fn a_daemon_offered_an_old_bundle_forever_does_not_download_it_in_a_loop() {
         "version 1.0.0 is lower than the installed 2.0.0",
     );
     assert_eq!(r.snapshot(), before, "nothing was written");
-    assert_safe_then_good_install(
-        &r,
-        &before,
-        Slot::B,
-        &rootfs_image("2.0.0"),
-        "good",
-        "2.1.0",
-    );
+    assert_safe_then_good_install(&r, &before, ON_2_0_0, "good");
 }
 
 #[test]
@@ -743,14 +711,7 @@ fn a_daemon_whose_download_stalls_mid_payload_retries_later_without_reporting_a_
     assert_eq!(seen[2].range, None, "a new install starts over: {seen:?}");
     assert_eq!(r.status().trial, None);
     assert_eq!(r.slot_state("rootfs", Slot::A), "writing", "not bootable");
-    assert_safe_then_good_install(
-        &r,
-        &before,
-        Slot::B,
-        &rootfs_image("2.0.0"),
-        "writing",
-        "2.1.0",
-    );
+    assert_safe_then_good_install(&r, &before, ON_2_0_0, "writing");
 }
 
 // ------------------------------------------------------------------ 5. swapped bytes
@@ -833,14 +794,7 @@ fn bytes_swapped_in_a_resumed_payload_are_refused_by_the_image_hash() {
         "{again}"
     );
     assert_eq!(server.bundle_requests().len(), 3, "one request per install");
-    assert_safe_then_good_install(
-        &r,
-        &before,
-        Slot::A,
-        &rootfs_image("factory"),
-        "writing",
-        "2.0.0",
-    );
+    assert_safe_then_good_install(&r, &before, FACTORY, "writing");
 }
 
 #[test]
@@ -862,14 +816,7 @@ fn a_daemon_offered_a_tampered_bundle_forever_does_not_download_it_in_a_loop() {
         "image 'rootfs.img' does not match its SHA-256 in the manifest",
     );
     assert_eq!(r.slot_state("rootfs", Slot::A), "writing", "not bootable");
-    assert_safe_then_good_install(
-        &r,
-        &before,
-        Slot::B,
-        &rootfs_image("2.0.0"),
-        "writing",
-        "2.1.0",
-    );
+    assert_safe_then_good_install(&r, &before, ON_2_0_0, "writing");
 }
 
 // ------------------------------------------------------------------ 6. lying about ranges
@@ -893,14 +840,7 @@ fn resume_is_not_spliced(behaviour: Behaviour, expected: &str) {
     );
     assert!(took < Duration::from_secs(5), "{took:?}");
     assert_eq!(server.bundle_requests().len(), 2, "not retried");
-    assert_safe_then_good_install(
-        &r,
-        &before,
-        Slot::A,
-        &rootfs_image("factory"),
-        "writing",
-        "2.0.0",
-    );
+    assert_safe_then_good_install(&r, &before, FACTORY, "writing");
 }
 
 #[test]
