@@ -430,6 +430,28 @@ mod tests {
         w.sync().unwrap();
     }
 
+    /// The whole content of `file`, read from its start.
+    fn read_back(mut file: File) -> Vec<u8> {
+        use std::io::Read;
+        let mut back = Vec::new();
+        file.seek(SeekFrom::Start(0)).unwrap();
+        file.read_to_end(&mut back).unwrap();
+        back
+    }
+
+    /// The size of the bundle reader's chunks.
+    const READER_CHUNK: usize = 1 << 20;
+
+    /// Writes `image` in [`READER_CHUNK`] pieces, each from a 4 KiB-aligned buffer as the bundle reader hands
+    /// them out.
+    fn write_aligned_pieces(w: &mut ImageWriter, image: &[u8]) {
+        for piece in image.chunks(READER_CHUNK) {
+            let mut aligned = AlignedBuffer::new(piece.len());
+            aligned.fill_from(piece);
+            w.write_all(aligned.bytes(piece.len())).unwrap();
+        }
+    }
+
     #[test]
     fn slot_is_overwritten_in_place_and_keeps_its_size() {
         let dir = tempfile::tempdir().unwrap();
@@ -459,11 +481,7 @@ mod tests {
             let data = pattern(total);
             let mut w = ImageWriter::for_file(file, Some(total as u64)).unwrap();
             write_in_pieces(&mut w, &data, piece);
-            let mut file = w.into_file().unwrap();
-            let mut back = Vec::new();
-            use std::io::{Read, Seek};
-            file.seek(io::SeekFrom::Start(0)).unwrap();
-            file.read_to_end(&mut back).unwrap();
+            let back = read_back(w.into_file().unwrap());
             assert!(back == data, "total {total}, piece {piece}");
         }
     }
@@ -505,29 +523,18 @@ mod tests {
         assert_eq!(&bytes[end..end + 3], &[1, 2, 3]);
     }
 
-    /// `len` bytes of `pattern` starting at a 4 KiB-aligned address, as the bundle reader hands them out.
-    fn aligned_copy(data: &[u8]) -> (Vec<u8>, usize) {
-        let mut storage = vec![0u8; data.len() + DIRECT_ALIGN];
-        let start = storage.as_ptr().align_offset(DIRECT_ALIGN);
-        storage[start..start + data.len()].copy_from_slice(data);
-        (storage, start)
-    }
-
     #[test]
     fn runs_of_zeros_overwrite_old_slot_content_with_zeros() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("slot");
-        let chunk = 1 << 20;
+        let chunk = READER_CHUNK;
         // The slot's old content is all 0xEE: every zero of the new image must really replace it.
         std::fs::write(&path, vec![0xEEu8; 6 * chunk]).unwrap();
         let mut image = pattern(6 * chunk);
         image[chunk..3 * chunk].fill(0); // two whole zero chunks
         image[4 * chunk + 100..5 * chunk].fill(0); // a zero run that does not start a chunk
         let mut w = ImageWriter::open_slot(&path).unwrap();
-        for piece in image.chunks(chunk) {
-            let (storage, start) = aligned_copy(piece);
-            w.write_all(&storage[start..start + piece.len()]).unwrap();
-        }
+        write_aligned_pieces(&mut w, &image);
         w.sync().unwrap();
         let back = std::fs::read(&path).unwrap();
         assert!(back == image, "content differs");
@@ -549,18 +556,10 @@ mod tests {
         let data = pattern(3 * DIRECT_CHUNK + 8192);
         let mut w = ImageWriter::for_file(file, Some(data.len() as u64)).unwrap();
         let direct = w.mode() == WriteMode::Direct;
-        for piece in data.chunks(1 << 20) {
-            let (storage, start) = aligned_copy(piece);
-            w.write_all(&storage[start..start + piece.len()]).unwrap();
-        }
+        write_aligned_pieces(&mut w, &data);
         w.flush().unwrap();
         assert_eq!(w.mode() == WriteMode::Direct, direct, "no fallback needed");
-        let mut file = w.into_file().unwrap();
-        let mut back = Vec::new();
-        use std::io::{Read, Seek};
-        file.seek(io::SeekFrom::Start(0)).unwrap();
-        file.read_to_end(&mut back).unwrap();
-        assert!(back == data, "content differs");
+        assert!(read_back(w.into_file().unwrap()) == data, "content differs");
     }
 
     #[test]
@@ -589,13 +588,9 @@ mod tests {
         // Patch the front last, as a bundle writer does with its header.
         w.seek(SeekFrom::Start(0)).unwrap();
         w.write_all(&data[..4096]).unwrap();
-        let mut file = w.into_inner();
+        let file = w.into_inner();
         file.sync_all().unwrap();
-        let mut back = Vec::new();
-        use std::io::Read;
-        file.seek(SeekFrom::Start(0)).unwrap();
-        file.read_to_end(&mut back).unwrap();
-        assert!(back == data, "content differs");
+        assert!(read_back(file) == data, "content differs");
     }
 
     #[test]
