@@ -121,12 +121,8 @@ impl Read for ReadAhead {
         let mut state = self.shared.lock();
         loop {
             if !state.bytes.is_empty() {
-                let n = out.len().min(state.bytes.len());
-                let (front, back) = state.bytes.as_slices();
-                let from_front = n.min(front.len());
-                out[..from_front].copy_from_slice(&front[..from_front]);
-                out[from_front..n].copy_from_slice(&back[..n - from_front]);
-                state.bytes.drain(..n);
+                // `VecDeque<u8>`'s own `Read` copies out of both halves of the ring and drains them.
+                let n = state.bytes.read(out)?;
                 if state.filler_waiting {
                     self.shared.changed.notify_all();
                 }
