@@ -23,6 +23,7 @@
 
 pub mod error;
 pub mod framing;
+mod hash_thread;
 pub mod manifest;
 pub mod reader;
 pub mod writer;

@@ -19,6 +19,7 @@ use crate::framing::{
     self, check_format_marker, parse_header, BLOCK, FORMAT_ENTRY, MANIFEST_ENTRY,
     MAX_FORMAT_ENTRY_LEN, MAX_MANIFEST_LEN, MAX_SIGNATURES_LEN, SIGNATURES_ENTRY,
 };
+use crate::hash_thread::{self, HashFeed};
 use crate::manifest::{manifest_digest, ImageEntry, Manifest};
 
 /// Chunk size of the decode/hash/write pipeline: 1 MiB chunks take a quarter of the thread hand-offs of 256 KiB
@@ -466,10 +467,7 @@ enum TapHash {
     Inline(Sha256),
     /// On another thread, which gets a copy of each piece (compressed data is a fraction of the image, so the
     /// copies are cheap and the decoding thread keeps its core for decoding) and sends the buffer back.
-    Forward {
-        to_hasher: mpsc::SyncSender<Vec<u8>>,
-        recycled: mpsc::Receiver<Vec<u8>>,
-    },
+    Forward(HashFeed),
 }
 
 impl<T: Read> Read for PayloadTap<T> {
@@ -478,16 +476,13 @@ impl<T: Read> Read for PayloadTap<T> {
         match &mut self.hash {
             TapHash::Inline(hasher) => hasher.update(&buf[..n]),
             // A hasher that stopped has failed the copy already; its absence is reported there.
-            TapHash::Forward {
-                to_hasher,
-                recycled,
-            } if n > 0 => {
-                let mut piece = recycled.try_recv().unwrap_or_default();
+            TapHash::Forward(feed) if n > 0 => {
+                let mut piece = feed.recycled.try_recv().unwrap_or_default();
                 piece.clear();
                 piece.extend_from_slice(&buf[..n]);
-                let _ = to_hasher.send(piece);
+                let _ = feed.to_hasher.send(piece);
             }
-            TapHash::Forward { .. } => {}
+            TapHash::Forward(_) => {}
         }
         Ok(n)
     }
@@ -634,27 +629,15 @@ impl<R: Read> ImageReader<'_, R> {
     /// payload and write the output (the writer also hashes the content when [`Self::check_content_digest`] asked
     /// for it). Returns the number of bytes written once the size and digests have been verified.
     pub fn copy_to<W: Write + Send>(mut self, writer: &mut W) -> Result<u64, BundleError> {
-        let (payload_tx, payload_rx) = mpsc::sync_channel::<Vec<u8>>(PIPELINE_DEPTH * 8);
-        let (payload_recycle_tx, payload_recycle_rx) = mpsc::channel::<Vec<u8>>();
         let (write_tx, write_rx) = mpsc::sync_channel::<Chunk>(PIPELINE_DEPTH);
         let (recycle_tx, recycle_rx) = mpsc::channel::<Chunk>();
-        if let Some(decoder) = self.decoder.as_mut() {
-            decoder.get_mut().get_mut().hash = TapHash::Forward {
-                to_hasher: payload_tx,
-                recycled: payload_recycle_rx,
-            };
-        }
         let content_hasher = self.content_hasher.take();
 
         let (decoded, payload_digest, written) = std::thread::scope(|scope| {
-            let payload_hasher = scope.spawn(move || {
-                let mut hasher = Sha256::new();
-                for piece in payload_rx {
-                    hasher.update(&piece);
-                    let _ = payload_recycle_tx.send(piece);
-                }
-                <[u8; 32]>::from(hasher.finalize())
-            });
+            let (feed, payload_hasher) = hash_thread::spawn(scope, PIPELINE_DEPTH * 8);
+            if let Some(decoder) = self.decoder.as_mut() {
+                decoder.get_mut().get_mut().hash = TapHash::Forward(feed);
+            }
             let writer_thread = scope.spawn(move || -> io::Result<(u64, Option<[u8; 32]>)> {
                 let mut content_hasher = content_hasher;
                 let mut written = 0u64;

@@ -10,6 +10,7 @@ use crate::error::BundleError;
 use crate::framing::{
     entry_header, format_marker, padding_len, BLOCK, FORMAT_ENTRY, MANIFEST_ENTRY, SIGNATURES_ENTRY,
 };
+use crate::hash_thread;
 use crate::manifest::Manifest;
 use crate::reader::SignatureBlock;
 
@@ -70,21 +71,12 @@ pub fn compress_image<R: Read, W: Write>(
     )?;
     encoder.multithread(workers.max(1))?;
     encoder.include_checksum(false)?;
-    let (to_hasher, hash_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(HASH_QUEUE);
-    let (recycle_tx, recycled) = std::sync::mpsc::channel::<Vec<u8>>();
     let (size, encoder, digest) = std::thread::scope(|scope| {
-        let hasher = scope.spawn(move || {
-            let mut hasher = Sha256::new();
-            for buf in hash_rx {
-                hasher.update(&buf);
-                let _ = recycle_tx.send(buf);
-            }
-            <[u8; 32]>::from(hasher.finalize())
-        });
+        let (feed, hasher) = hash_thread::spawn(scope, HASH_QUEUE);
         let fed = (|| -> io::Result<u64> {
             let mut size = 0u64;
             loop {
-                let mut buf = recycled.try_recv().unwrap_or_default();
+                let mut buf = feed.recycled.try_recv().unwrap_or_default();
                 buf.resize(1 << 20, 0);
                 let n = match input.read(&mut buf) {
                     Ok(0) => return Ok(size),
@@ -94,14 +86,14 @@ pub fn compress_image<R: Read, W: Write>(
                 };
                 buf.truncate(n);
                 encoder.write_all(&buf)?;
-                if to_hasher.send(buf).is_err() {
+                if feed.to_hasher.send(buf).is_err() {
                     return Err(io::Error::other("the hashing thread stopped"));
                 }
                 size += n as u64;
                 progress(n as u64);
             }
         })();
-        drop(to_hasher);
+        drop(feed);
         let digest = hasher.join().expect("the hashing thread does not panic");
         (fed, encoder, digest)
     });
