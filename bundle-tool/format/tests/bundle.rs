@@ -179,6 +179,15 @@ fn reframe(f: &Fixture, manifest_bytes: &[u8], signatures: &[ota_keys::Signature
     w.finish().unwrap()
 }
 
+/// The fixture's bundle with its manifest edited by `edit` and signed again by all its keys: what a
+/// signer who lies (or a buggy producer) would publish.
+fn resigned(f: &Fixture, edit: impl FnOnce(&mut Manifest)) -> Vec<u8> {
+    let mut m = f.manifest.clone();
+    edit(&mut m);
+    let bytes = m.to_bytes();
+    reframe(f, &bytes, &sign_manifest(&bytes, &f.keys))
+}
+
 #[test]
 fn wrong_key_and_tampered_manifest_are_bad_signatures() {
     let f = fixture();
@@ -224,10 +233,7 @@ fn tampered_payload_is_a_digest_mismatch() {
     let f = fixture();
     let t = trust(&[&f.keys[0]], 1);
     // Re-sign a manifest whose payload digest for the model image is wrong: the payload no longer matches it.
-    let mut m = f.manifest.clone();
-    m.images[1].payload_sha256 = "00".repeat(32);
-    let bytes = m.to_bytes();
-    let bundle = reframe(&f, &bytes, &sign_manifest(&bytes, &f.keys));
+    let bundle = resigned(&f, |m| m.images[1].payload_sha256 = "00".repeat(32));
     for read in [read_all, copy_all, verify_all] {
         let err = read(&bundle, &t).unwrap_err();
         assert!(
@@ -251,10 +257,7 @@ fn a_manifest_lying_about_the_content_fails_the_full_check() {
     let t = trust(&[&f.keys[0]], 1);
     // Signed, with the right payload digest but a wrong content digest: only a producer bug (or a signer's lie)
     // gets there. The full check catches it; the streaming paths rely on the payload digest.
-    let mut m = f.manifest.clone();
-    m.images[1].sha256 = "00".repeat(32);
-    let bytes = m.to_bytes();
-    let bundle = reframe(&f, &bytes, &sign_manifest(&bytes, &f.keys));
+    let bundle = resigned(&f, |m| m.images[1].sha256 = "00".repeat(32));
     let err = verify_all(&bundle, &t).unwrap_err();
     assert!(
         matches!(err, BundleError::DigestMismatch { ref image, what: "uncompressed content", .. } if image == "model.bin"),
@@ -291,10 +294,7 @@ fn size_lies_are_refused() {
     let f = fixture();
     let t = trust(&[&f.keys[0]], 1);
     // Manifest claims a smaller uncompressed size: the stream stops at the limit (no endless data).
-    let mut m = f.manifest.clone();
-    m.images[0].size -= 1;
-    let bytes = m.to_bytes();
-    let bundle = reframe(&f, &bytes, &sign_manifest(&bytes, &f.keys));
+    let bundle = resigned(&f, |m| m.images[0].size -= 1);
     for read in [read_all, copy_all] {
         let err = read(&bundle, &t).unwrap_err();
         assert!(
@@ -303,10 +303,7 @@ fn size_lies_are_refused() {
         );
     }
     // Manifest claims a larger uncompressed size.
-    let mut m = f.manifest.clone();
-    m.images[0].size += 1;
-    let bytes = m.to_bytes();
-    let bundle = reframe(&f, &bytes, &sign_manifest(&bytes, &f.keys));
+    let bundle = resigned(&f, |m| m.images[0].size += 1);
     let err = read_all(&bundle, &t).unwrap_err();
     assert!(
         matches!(err, BundleError::ImageSizeMismatch { .. }),
