@@ -19,11 +19,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::blocking::{Client, Response};
-
-use crate::readahead::ReadAhead;
 use reqwest::header;
 
 use crate::config::HttpConfig;
+use crate::readahead::ReadAhead;
 
 /// A bundle location given on the command line or by a server.
 #[derive(Debug, Clone, PartialEq, Eq)]
