@@ -35,10 +35,13 @@ failed=0
 for pid in "${pids[@]}"; do
   wait "$pid" || failed=1
 done
-total() { awk -F': ' -v key="$1" '$1 == key { sum += $2 } END { print sum + 0 }' "$ROOT"/target/vm/campaign-*/campaign.out; }
+# This run's jobs only: a campaign-N left by an earlier run with more jobs is not counted.
+outs=()
 for ((j = 1; j <= JOBS; j++)); do
-  sed -n '/^seed /p; /BRICK\|STRAND/p' "$ROOT/target/vm/campaign-$j/campaign.out"
+  outs+=("$ROOT/target/vm/campaign-$j/campaign.out")
+  sed -n '/^seed /p; /BRICK\|STRAND/p' "${outs[-1]}"
 done
+total() { awk -F': ' -v key="$1" '$1 == key { sum += $2 } END { print sum + 0 }' "${outs[@]}"; }
 echo "bricks: $(total bricks)"
 echo "strands: $(total strands)"
 echo "runs: $(total runs)"
