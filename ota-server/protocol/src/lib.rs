@@ -3,14 +3,17 @@
 //! * [`device`]: what a robot sends and receives (enroll, poll, report), plus the small helpers a client needs
 //!   (poll delay with jitter, `Retry-After`).
 //! * [`admin`]: what release engineers, operators and the dashboard send and receive.
+//! * [`client`]: the typed HTTP client (feature `client`) and the retry / give up / re-authenticate decision.
 //!
-//! This crate has no server dependencies: only `serde` types and pure helpers, so the client can link it.
+//! This crate has no server dependencies: only `serde` types and pure helpers, so the client can link it; the
+//! HTTP client and its reqwest dependency come only with the `client` feature.
 //! `ota-server/API.md` is the prose contract; `GET /api/openapi.json` the machine-readable one.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod client;
 pub mod device;
 
 use serde::{Deserialize, Serialize};
