@@ -13,6 +13,8 @@
 //! zeroes them as a metadata operation on a file, or with the device's write-zeroes command on a block device
 //! (the kernel writes the zeros itself where the device has none). The result reads back identical.
 
+pub mod atomic;
+
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, AsRawFd};

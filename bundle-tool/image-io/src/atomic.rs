@@ -1,0 +1,249 @@
+//! The one way this project replaces a file that must survive a power cut.
+//!
+//! A temp file with a random name is created in the target's own directory (`O_CREAT|O_EXCL|O_NOFOLLOW`, so a
+//! link planted there is never followed and nothing it points to is overwritten), filled, fsynced, renamed over
+//! the target, and the directory is fsynced. A power cut leaves the old file or the new one, never a mix; a
+//! failure or a drop before [`AtomicFile::commit`] removes the temp file.
+
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions, Permissions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use nix::fcntl::OFlag;
+
+/// A file operation that failed, naming the step and the path.
+#[derive(Debug)]
+pub struct FileError {
+    /// What was being done ("creating", "syncing", "renaming into"...).
+    pub op: &'static str,
+    /// The path it was done to.
+    pub path: PathBuf,
+    /// Why it failed.
+    pub source: io::Error,
+}
+
+impl std::fmt::Display for FileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.op, self.path.display(), self.source)
+    }
+}
+
+impl std::error::Error for FileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+impl FileError {
+    fn new(op: &'static str, path: &Path, source: io::Error) -> FileError {
+        FileError {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// The directory a file lives in (`.` for a bare file name).
+pub fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+/// fsyncs a directory, so an entry created or renamed in it survives a power cut.
+pub fn sync_dir(dir: &Path) -> Result<(), FileError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| FileError::new("syncing directory", dir, e))
+}
+
+/// A name no other writer picks: pid, time and a process-wide counter, hashed into 16 hex digits.
+fn temp_name(target: &Path) -> OsString {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut x =
+        nanos ^ (u64::from(std::process::id()) << 32) ^ COUNTER.fetch_add(1, Ordering::Relaxed);
+    // splitmix64: spreads the inputs over all bits so names do not look sequential.
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^= x >> 31;
+    let mut name = OsString::from(".");
+    name.push(target.file_name().unwrap_or_default());
+    name.push(format!(".{x:016x}.tmp"));
+    name
+}
+
+/// A file being written that replaces `path` only when [`commit`](AtomicFile::commit)ted.
+#[derive(Debug)]
+pub struct AtomicFile {
+    path: PathBuf,
+    temp: PathBuf,
+    file: Option<File>,
+}
+
+impl AtomicFile {
+    /// Creates the temp file beside `path` with `mode` (independent of the umask).
+    pub fn create(path: &Path, mode: u32) -> Result<AtomicFile, FileError> {
+        if path.file_name().is_none() {
+            return Err(FileError::new(
+                "writing",
+                path,
+                io::Error::new(io::ErrorKind::InvalidInput, "not a file name"),
+            ));
+        }
+        let dir = parent_dir(path);
+        loop {
+            let temp = dir.join(temp_name(path));
+            let opened = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
+                .open(&temp);
+            match opened {
+                Ok(file) => {
+                    let mut atomic = AtomicFile {
+                        path: path.to_path_buf(),
+                        temp,
+                        file: Some(file),
+                    };
+                    let f = atomic.file();
+                    f.set_permissions(Permissions::from_mode(mode))
+                        .map_err(|e| FileError::new("setting the mode of", &atomic.temp, e))?;
+                    return Ok(atomic);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(FileError::new("creating", &temp, e)),
+            }
+        }
+    }
+
+    /// The path this file will replace.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The open temp file.
+    pub fn file(&mut self) -> &mut File {
+        self.file.as_mut().expect("the file is open until commit")
+    }
+
+    /// fsyncs the data, renames the temp file over the target and fsyncs the directory.
+    pub fn commit(mut self) -> Result<(), FileError> {
+        let file = self.file.take().expect("commit is called once");
+        file.sync_all()
+            .map_err(|e| FileError::new("syncing", &self.temp, e))?;
+        drop(file);
+        std::fs::rename(&self.temp, &self.path)
+            .map_err(|e| FileError::new("renaming into", &self.path, e))?;
+        // The rename happened: nothing is left to clean up, whatever the directory sync says.
+        self.temp = PathBuf::new();
+        sync_dir(parent_dir(&self.path))
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file().write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file().flush()
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if !self.temp.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.temp);
+        }
+    }
+}
+
+/// Replaces `path` by `bytes` with `mode`: the old file or the new one survives a power cut.
+pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
+    let mut file = AtomicFile::create(path, mode)?;
+    let temp = file.temp.clone();
+    file.write_all(bytes)
+        .map_err(|e| FileError::new("writing", &temp, e))?;
+    file.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn replaces_the_file_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        write_atomically(&path, b"one", 0o600).unwrap();
+        write_atomically(&path, b"two", 0o644).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644);
+        assert_eq!(entries(dir.path()), ["state.json"]);
+    }
+
+    #[test]
+    fn a_dropped_file_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"old").unwrap();
+        let mut f = AtomicFile::create(&path, 0o644).unwrap();
+        f.write_all(b"half").unwrap();
+        drop(f);
+        assert_eq!(std::fs::read(&path).unwrap(), b"old");
+        assert_eq!(entries(dir.path()), ["f"]);
+    }
+
+    #[test]
+    fn a_planted_link_is_replaced_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let path = dir.path().join("env");
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        write_atomically(&path, b"new", 0o644).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert!(!std::fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+    }
+
+    #[test]
+    fn temp_names_differ() {
+        let p = Path::new("/x/state");
+        let a = temp_name(p);
+        let b = temp_name(p);
+        assert_ne!(a, b);
+        assert!(a.to_string_lossy().starts_with(".state."));
+    }
+
+    #[test]
+    fn a_missing_directory_is_named() {
+        let err = write_atomically(Path::new("/nonexistent-dir-ota/f"), b"x", 0o644).unwrap_err();
+        assert_eq!(err.op, "creating");
+        assert!(err.to_string().contains("/nonexistent-dir-ota/"), "{err}");
+    }
+}
