@@ -1,6 +1,6 @@
 //! The bootloader side of the OTA A/B update system: the boot contract, the boot
-//! environment formats of GRUB and U-Boot, stores for them, and a simulator that runs the
-//! shipped bootloader scripts.
+//! environment formats of GRUB and U-Boot, and stores for them. (The simulator that runs the
+//! shipped scripts lives in the test kit, `ota_testkit::sim`.)
 //!
 //! * [`contract`]: the variables (`OTA_PRIMARY`, `OTA_TRIAL`, `OTA_TRIES`), [`Slot`],
 //!   [`BootEnv`] and [`select_boot`], the single Rust statement of the boot selection.
@@ -8,9 +8,6 @@
 //!   `grub-editenv` and libubootenv (`fw_printenv`/`fw_setenv`).
 //! * [`store`]: [`EnvStore`] and its implementations [`GrubEnvFile`], [`UBootEnv`],
 //!   [`StateFile`] (the only I/O in the crate).
-//! * [`sim`]: interpreters for the subset of GRUB script and U-Boot hush used by the
-//!   shipped `grub/ota.cfg` and `u-boot/boot.cmd`, so simulated robots boot through the
-//!   real scripts.
 //!
 //! Threat model: a power cut at any instant leaves a robot that boots a good slot; a slot
 //! that was never fully written is never armed or fallen back to; boots are counted only
@@ -22,7 +19,6 @@
 pub mod contract;
 mod error;
 pub mod grubenv;
-pub mod sim;
 pub mod statefile;
 pub mod store;
 pub mod uboot;

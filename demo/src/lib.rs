@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use ota_client::daemon::{DaemonHooks, Level, SystemClock};
-use ota_client::simulation::{Backend, Robot, RobotSpec, ServerSpec};
 use ota_keys::{SecretKey, TrustRoot};
 use ota_protocol::admin::{
     CreateRolloutRequest, DeviceDetail, DeviceInfo, PublishResponse, RolloutDetail, RolloutInfo,
@@ -29,6 +28,7 @@ use ota_protocol::admin::{
 use ota_protocol::device::ReportStatus;
 use ota_protocol::{paths, ErrorBody};
 use ota_server::server::{self, Settings};
+use ota_testkit::robot::{Backend, Robot, RobotSpec, ServerSpec};
 
 /// How to start a server.
 #[derive(Clone, Debug)]
@@ -734,10 +734,10 @@ pub fn start(options: &DemoOptions, out: Arc<Mutex<dyn Write + Send>>) -> anyhow
     ));
 
     // The release.
-    let bundle = ota_client::simulation::try_bundle_with(
+    let bundle = ota_testkit::robot::try_bundle_with(
         &release.key,
         RELEASE_VERSION,
-        ota_client::simulation::COMPATIBLE,
+        ota_testkit::robot::COMPATIBLE,
         &[
             (
                 "rootfs",

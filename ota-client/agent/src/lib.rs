@@ -6,8 +6,6 @@
 //! * [`config`]: the TOML configuration.
 //! * [`daemon`]: `ota-client daemon`, the polling loop over [`Client`] (enroll, report,
 //!   poll, install, reboot), with [`telemetry`] sent on every poll.
-//! * `simulation` (feature `simulation`): simulated robots (file slots, grubenv, reboots
-//!   through the shipped GRUB script) for tests and demos.
 //! * I/O behind small types: [`boot`] (boot environment over `ota-bootloader` stores),
 //!   [`booted`] (which slot runs), [`slotio`] (slot writers), [`source`] (file/HTTP with
 //!   resume), [`command`] (health checks, reboot), [`live`] (symlink-switched classes),
@@ -26,8 +24,6 @@ pub mod config;
 pub mod daemon;
 pub mod live;
 pub mod readahead;
-#[cfg(feature = "simulation")]
-pub mod simulation;
 pub mod slotio;
 pub mod source;
 pub mod store;

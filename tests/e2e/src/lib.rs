@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ota_client::daemon::Level;
-use ota_client::simulation::{release_key, Backend, RobotSpec, ServerSpec};
 use ota_demo::{Fleet, FleetLog, RobotPlan, ServerHandle};
+use ota_testkit::robot::{release_key, Backend, RobotSpec, ServerSpec};
 
 /// How the proxy treats the next connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -311,11 +311,11 @@ pub fn fleet(
 
 /// The release bundle for the tests' robots: rootfs + model of `version`.
 pub fn release_bundle(version: &str) -> Vec<u8> {
-    let r = ota_client::simulation::Robot::new(Backend::Grub);
-    ota_client::simulation::bundle_with(
+    let r = ota_testkit::robot::Robot::new(Backend::Grub);
+    ota_testkit::robot::bundle_with(
         release_key(),
         version,
-        ota_client::simulation::COMPATIBLE,
+        ota_testkit::robot::COMPATIBLE,
         &[
             ("rootfs", r.rootfs_image(version)),
             ("model", r.model_image(version)),

@@ -327,11 +327,11 @@ fn a_tampered_upload_is_refused_and_nothing_is_published() {
     );
     // Signed by a key the server does not trust.
     let stranger = ota_keys::SecretKey::generate();
-    let r = ota_client::simulation::Robot::new(ota_client::simulation::Backend::Grub);
-    let foreign = ota_client::simulation::bundle_with(
+    let r = ota_testkit::robot::Robot::new(ota_testkit::robot::Backend::Grub);
+    let foreign = ota_testkit::robot::bundle_with(
         &stranger,
         "1.1.0",
-        ota_client::simulation::COMPATIBLE,
+        ota_testkit::robot::COMPATIBLE,
         &[("rootfs", r.rootfs_image("1.1.0"))],
     );
     let err = admin.publish_bytes(foreign).unwrap_err().to_string();

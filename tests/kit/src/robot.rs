@@ -1,8 +1,7 @@
-//! Simulated robots (feature `simulation`), shared by the client's tests, the demo fleet and
-//! the end-to-end tests: regular files as slots (rootfs A/B, model A/B), a boot environment
-//! (grubenv or the `file` backend's state file), a file playing /proc/cmdline, and a
-//! "reboot" that runs the SHIPPED grub script through `ota_bootloader::sim`, records the
-//! slot it booted, and (optionally) runs `confirm` like ota-health-confirm.service.
+//! Simulated robots, shared by the client's tests, the demo fleet and the end-to-end tests:
+//! regular files as slots (rootfs A/B, model A/B), a boot environment (grubenv or the `file`
+//! backend's state file), a file playing /proc/cmdline, and a "reboot" that runs the SHIPPED
+//! grub script through [`crate::sim`], records the slot it booted, and (optionally) runs `confirm` like ota-health-confirm.service.
 //! [`Robot::run_daemon`] runs `ota-client daemon` on such a robot, rebooting it whenever the
 //! daemon runs the reboot command.
 //!
@@ -17,15 +16,17 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 
-use ota_bootloader::sim::{self, Loader, SimOptions};
-use ota_bootloader::{EnvStore, GrubEnvFile, StateFile};
+use ota_boot_store::{GrubEnvFile, StateFile};
+use ota_bootloader::EnvStore;
 use ota_bundle_format::{build_bundle_to_vec, BundleError, BundleSpec, ImageInput};
+use ota_client::daemon::{self, DaemonError, DaemonHooks, Exit, Level, LogSink};
+use ota_client::{
+    BundleSource, Client, ClientError, Config, ConfirmReport, InstallOptions, InstallReport,
+    NoProgress, Slot, Status,
+};
 use ota_keys::SecretKey;
 
-use crate::daemon::{self, DaemonError, DaemonHooks, Exit, Level, LogSink};
-use crate::{
-    Client, ClientError, Config, ConfirmReport, InstallOptions, InstallReport, NoProgress, Slot,
-};
+use crate::sim::{self, Loader, SimOptions};
 
 /// Size of each rootfs slot and image.
 pub const ROOTFS_SIZE: usize = 96 * 1024;
@@ -467,7 +468,7 @@ retry_delay_ms = 20
     ) -> Result<InstallReport, ClientError> {
         let p = self.put("bundle.otab", bytes);
         self.client()
-            .install(&crate::BundleSource::File(p), options, &mut NoProgress)
+            .install(&BundleSource::File(p), options, &mut NoProgress)
     }
 
     pub fn install(&self, bytes: &[u8]) -> Result<InstallReport, ClientError> {
@@ -557,7 +558,7 @@ retry_delay_ms = 20
         }
     }
 
-    pub fn status(&self) -> crate::Status {
+    pub fn status(&self) -> Status {
         self.client().status()
     }
 

@@ -3,11 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use ota_bootloader::sim::{self, Loader, SimBoot, SimOptions};
+use ota_boot_store::{GrubEnvFile, StateFile};
 use ota_bootloader::{
-    select_boot, BootEnv, EnvState, EnvStore, GrubEnvFile, Slot, StateFile, OTA_PRIMARY, OTA_TRIAL,
-    OTA_TRIES,
+    select_boot, BootEnv, EnvState, EnvStore, Slot, OTA_PRIMARY, OTA_TRIAL, OTA_TRIES,
 };
+use ota_testkit::sim::{self, Loader, SimBoot, SimOptions};
 
 type Runner = fn(&BTreeMap<String, String>, &SimOptions) -> SimBoot;
 

@@ -744,7 +744,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     }
 
     let p99 = ms(rate_result.latency.value_at_quantile(0.99));
-    let pass = achieved >= args.target_rate && p99 <= args.target_p99_ms && rate_result.errors == 0;
+    let pass = meets_rate(achieved, args.target_rate)
+        && p99 <= args.target_p99_ms
+        && rate_result.errors == 0;
     println!(
         "{}: {achieved:.0} polls/s (target >= {:.0}), p99 {p99:.2} ms (target <= {:.1}), {} errors",
         if pass { "PASS" } else { "FAIL" },
@@ -755,9 +757,28 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     Ok(pass)
 }
 
+/// Share of the target rate a run may fall short by and still meet it: the polls still in flight when the
+/// measured window closes (rate × latency, a few dozen at 20,000/s) are not counted, so an on-time server
+/// measures 19,999.9 polls/s over 20 s. 0.1 % is 20 polls/s at the default target, far below a real shortfall.
+const RATE_TOLERANCE: f64 = 0.001;
+
+/// Whether `achieved` polls/s meets `target`, allowing [`RATE_TOLERANCE`] for the window's edge.
+fn meets_rate(achieved: f64, target: f64) -> bool {
+    achieved >= target * (1.0 - RATE_TOLERANCE)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rate_verdict_allows_the_polls_in_flight_at_the_window_edge() {
+        assert!(meets_rate(19_999.9, 20_000.0));
+        assert!(meets_rate(399_998.0 / 20.0, 20_000.0));
+        assert!(meets_rate(20_000.0, 20_000.0));
+        assert!(!meets_rate(19_900.0, 20_000.0));
+        assert!(!meets_rate(18_926.0, 20_000.0));
+    }
 
     #[test]
     fn only_loopback_targets_are_accepted() {

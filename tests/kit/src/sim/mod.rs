@@ -17,15 +17,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use parse::{expand, Node, Word};
 
-use crate::contract::Slot;
-use crate::error::BootEnvError;
-use crate::grubenv;
-use crate::store::{EnvState, EnvStore};
+use ota_bootloader::{grubenv, BootEnvError, EnvState, EnvStore, Slot};
 
 /// The shipped GRUB fragment.
-pub const GRUB_SCRIPT: &str = include_str!("../../grub/ota.cfg");
+pub const GRUB_SCRIPT: &str = include_str!("../../../../bootloader-hooks/grub/ota.cfg");
 /// The shipped U-Boot script source.
-pub const UBOOT_SCRIPT: &str = include_str!("../../u-boot/boot.cmd");
+pub const UBOOT_SCRIPT: &str = include_str!("../../../../bootloader-hooks/u-boot/boot.cmd");
 
 /// Why a simulation could not run.
 #[derive(Debug, thiserror::Error)]
