@@ -2,7 +2,8 @@
 //! and [`select_boot`], the single Rust statement of what the bootloader does at every boot.
 //!
 //! The shipped scripts (`grub/ota.cfg`, `u-boot/boot.cmd`) implement the same selection;
-//! the `sim` module runs them and the tests check they agree with [`select_boot`].
+//! the test kit's script simulator (`ota_testkit::sim`) runs them and its table test checks
+//! they agree with [`select_boot`].
 
 use std::collections::BTreeMap;
 use std::fmt;

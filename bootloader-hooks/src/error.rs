@@ -1,5 +1,6 @@
-//! The one error type of this crate: every message names the file or device it is about,
-//! because the operator reading it is usually looking at a robot's journal, not the code.
+//! The one error type of the boot environment, shared by the codecs here and the stores in
+//! `ota-boot-store`: every message names the file or device it is about, because the operator
+//! reading it is usually looking at a robot's journal, not the code.
 
 use std::path::PathBuf;
 
@@ -79,8 +80,8 @@ pub enum BootEnvError {
 }
 
 impl BootEnvError {
-    /// Shorthand for [`BootEnvError::Io`].
-    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    /// Shorthand for [`BootEnvError::Io`] (for the stores).
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         BootEnvError::Io {
             op,
             path: path.into(),
@@ -88,8 +89,8 @@ impl BootEnvError {
         }
     }
 
-    /// Shorthand for [`BootEnvError::Corrupt`].
-    pub(crate) fn corrupt(what: impl Into<String>, detail: impl Into<String>) -> Self {
+    /// Shorthand for [`BootEnvError::Corrupt`] (for the stores).
+    pub fn corrupt(what: impl Into<String>, detail: impl Into<String>) -> Self {
         BootEnvError::Corrupt {
             what: what.into(),
             detail: detail.into(),

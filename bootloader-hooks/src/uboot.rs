@@ -330,13 +330,6 @@ impl FwEnvConfig {
         Ok(FwEnvConfig { devices })
     }
 
-    /// Reads and parses a `fw_env.config` file.
-    pub fn load(path: &Path) -> Result<FwEnvConfig, BootEnvError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| BootEnvError::io("reading U-Boot env config", path, e))?;
-        FwEnvConfig::parse(&text, path)
-    }
-
     /// Two copies with flag bytes?
     pub fn redundant(&self) -> bool {
         self.devices.len() == 2

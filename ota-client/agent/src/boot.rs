@@ -1,9 +1,10 @@
-//! The bootloader backend: the boot contract variables over one of `ota-bootloader`'s
+//! The bootloader backend: the boot contract variables over one of `ota-boot-store`'s
 //! environment stores, chosen once from the configuration.
 
 use std::path::Path;
 
-use ota_bootloader::{BootEnv, BootEnvError, EnvState, EnvStore, GrubEnvFile, StateFile, UBootEnv};
+use ota_boot_store::{GrubEnvFile, StateFile, UBootEnv};
+use ota_bootloader::{BootEnv, BootEnvError, EnvState, EnvStore};
 
 use crate::config::BootloaderKind;
 

@@ -3,11 +3,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use ota_boot_store::{GrubEnvFile, StateFile, UBootEnv};
 use ota_bootloader::env_from_pairs as vars;
 use ota_bootloader::uboot::{self, CopyState};
-use ota_bootloader::{
-    BootEnv, BootEnvError, EnvState, EnvStore, FwEnvConfig, GrubEnvFile, Slot, StateFile, UBootEnv,
-};
+use ota_bootloader::{BootEnv, BootEnvError, EnvState, EnvStore, FwEnvConfig, Slot};
 
 fn blank(path: &Path, len: usize) {
     std::fs::write(path, vec![0xff; len]).unwrap();
@@ -102,6 +101,58 @@ fn state_file_states() {
     std::fs::write(&path, &bytes).unwrap();
     let err = s.load().unwrap_err();
     assert!(err.to_string().contains("CRC mismatch"), "{err}");
+}
+
+/// A whole-file store never writes through a link planted beside the env: not at the name its
+/// temp file used to have (`.NAME.ota-tmp`, opened with truncate before the shared atomic
+/// writer), and not at the env path itself (the link is replaced, its target untouched).
+#[test]
+fn file_stores_do_not_follow_planted_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    let v = BootEnv::default()
+        .arm_trial(Slot::B, 3)
+        .applied_to(&BTreeMap::new());
+    let stores: [(&str, Box<dyn EnvStore>); 2] = [
+        (
+            "boot-state",
+            Box::new(StateFile::new(dir.path().join("boot-state"))),
+        ),
+        (
+            "grubenv",
+            Box::new(GrubEnvFile::new(dir.path().join("grubenv"))),
+        ),
+    ];
+    for (name, mut store) in stores {
+        let planted = dir.path().join(format!(".{name}.ota-tmp"));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        store.store(&v).unwrap();
+        assert_eq!(store.load().unwrap(), EnvState::Vars(v.clone()), "{name}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious", "{name}");
+        std::fs::remove_file(&planted).unwrap();
+
+        let env = dir.path().join(name);
+        std::fs::remove_file(&env).unwrap();
+        std::os::unix::fs::symlink(&victim, &env).unwrap();
+        store.store(&v).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious", "{name}");
+        assert!(!std::fs::symlink_metadata(&env)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(store.load().unwrap(), EnvState::Vars(v.clone()), "{name}");
+    }
+    let mut left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        ["boot-state", "grubenv", "victim"],
+        "temp file left behind"
+    );
 }
 
 #[test]
