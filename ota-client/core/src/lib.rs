@@ -11,6 +11,8 @@
 //! * [`boot`]: [`decide_on_boot`], what the client does after a (re)boot.
 //! * [`machine`]: [`step`], the one transition table for every state change, returning the
 //!   new state and the boot environment to write.
+//! * [`daemon`]: [`daemon::DaemonMachine`], the fleet daemon's loop (enroll, report, poll,
+//!   install, reboot, back off) fed inputs and the time, returning actions.
 //!
 //! Invariants enforced here (and property-tested): a slot is armed for a trial boot only
 //! after it was fully written and verified; only the booted trial slot is ever committed;
@@ -21,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod boot;
+pub mod daemon;
 pub mod machine;
 pub mod plan;
 pub mod slot;
