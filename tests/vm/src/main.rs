@@ -8,7 +8,7 @@
 use std::process::ExitCode;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use ota_vm_tests::{power_cut, skip_reason, timing_summary, Image};
+use ota_vm_tests::{power_cut, timing_summary, vm_tools_present, Image};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -25,8 +25,8 @@ fn main() -> ExitCode {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1)
     });
-    if let Some(reason) = skip_reason() {
-        eprintln!("SKIP: {reason}");
+    // Under CI a missing tool panics naming it; elsewhere SKIPPED is printed and the campaign does not run.
+    if !vm_tools_present() {
         return ExitCode::SUCCESS;
     }
     let t = Instant::now();

@@ -1,37 +1,29 @@
 //! Full-system scenarios: a real GRUB (standalone EFI under OVMF, with the project's ota.cfg) boots the
 //! project's ota-client inside Linux in QEMU. Every scenario is asserted from the serial log (which slot and
 //! release booted, the client's exit codes and `status --json`) and from the grubenv read back from the disk
-//! image. One QEMU at a time: the tests take a lock. Prints `SKIP: <reason>` and passes if QEMU or the UEFI
-//! firmware cannot be installed. See README.md.
+//! image. One QEMU at a time: the tests take a lock. A missing tool (QEMU, OVMF, grub-efi, the kernel,
+//! busybox...) fails every test under CI, naming it, and prints a loud SKIPPED line elsewhere. See README.md.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use anyhow::{ensure, Result};
-use ota_vm_tests::{power_cut, skip_reason, timing_summary, Boot, Image, Vm};
+use ota_vm_tests::{power_cut, timing_summary, vm_tools_present, Boot, Image, Vm};
 use serde_json::Value;
 
 static LOCK: Mutex<()> = Mutex::new(());
-static IMAGE: OnceLock<Result<Image, String>> = OnceLock::new();
+static IMAGE: OnceLock<Image> = OnceLock::new();
 
-/// The built image and the VM lock, or None (after printing SKIP) if QEMU cannot run here.
+/// The built image and the VM lock, or None (after SKIPPED) if a tool the VMs need is missing.
 fn setup(name: &str) -> Option<(MutexGuard<'static, ()>, &'static Image)> {
     let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let img = IMAGE.get_or_init(|| match skip_reason() {
-        Some(reason) => Err(reason),
-        None => Ok(Image::build().expect("building the VM image failed")),
-    });
-    match img {
-        Ok(img) => {
-            eprintln!("== {name}");
-            Some((guard, img))
-        }
-        Err(reason) => {
-            println!("SKIP: {reason}");
-            None
-        }
+    if !vm_tools_present() {
+        return None;
     }
+    let img = IMAGE.get_or_init(|| Image::build().expect("building the VM image failed"));
+    eprintln!("== {name}");
+    Some((guard, img))
 }
 
 fn finish(name: &str, t: Instant) {
