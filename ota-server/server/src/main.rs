@@ -10,7 +10,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use ota_protocol::admin::CreateRolloutRequest;
-use ota_server::cli::{self, Remote};
+use ota_protocol::client::ApiClient;
+use ota_server::cli;
 use ota_server::server::{self, Settings};
 
 /// Polls are small allocations on many threads; glibc malloc took 14 % of the server's CPU under load.
@@ -167,8 +168,8 @@ enum DevicesCommand {
     },
 }
 
-fn remote(args: &RemoteArgs) -> anyhow::Result<Remote> {
-    Remote::new(&args.server, &args.token, args.ca_file.as_deref())
+fn remote(args: &RemoteArgs) -> anyhow::Result<ApiClient> {
+    cli::connect(&args.server, &args.token, args.ca_file.as_deref())
 }
 
 fn find_trust(args: &ServeArgs) -> anyhow::Result<PathBuf> {
@@ -288,19 +289,19 @@ fn run(program: Program) -> anyhow::Result<()> {
                     failure_threshold: Some(failure_threshold),
                     name,
                 };
-                let info = cli::rollout_create(&remote(&r)?, &request)?;
+                let info = remote(&r)?.create_rollout(&request)?;
                 print_json_or(&info, |i| {
                     println!("created rollout\n{}", cli::format_rollout(i))
                 });
                 Ok(())
             }
             RolloutCommand::List { remote: r } => {
-                let list = cli::rollout_list(&remote(&r)?)?;
+                let list = remote(&r)?.rollouts()?;
                 print_list(&list, "no rollouts", cli::format_rollout);
                 Ok(())
             }
             RolloutCommand::Show { remote: r, id } => {
-                let detail = cli::rollout_show(&remote(&r)?, id)?;
+                let detail = remote(&r)?.rollout(id)?;
                 print_json_or(&detail, |d| {
                     println!("{}", cli::format_rollout(&d.rollout));
                     for m in &d.devices {
@@ -315,12 +316,12 @@ fn run(program: Program) -> anyhow::Result<()> {
         },
         Command::Devices(cmd) => match cmd {
             DevicesCommand::List { remote: r } => {
-                let list = cli::devices_list(&remote(&r)?)?;
+                let list = remote(&r)?.devices()?;
                 print_list(&list, "no devices enrolled", cli::format_device);
                 Ok(())
             }
             DevicesCommand::Show { remote: r, id } => {
-                let detail = cli::devices_show(&remote(&r)?, &id)?;
+                let detail = remote(&r)?.device(&id)?;
                 print_json_or(&detail, |d| {
                     println!("{}", cli::format_device(&d.device));
                     for rep in &d.reports {
@@ -340,7 +341,7 @@ fn run(program: Program) -> anyhow::Result<()> {
 }
 
 fn action(r: &RemoteArgs, id: u64, verb: &str) -> anyhow::Result<()> {
-    let info = cli::rollout_action(&remote(r)?, id, verb)?;
+    let info = remote(r)?.rollout_action(id, verb)?;
     print_json_or(&info, |i| println!("{}", cli::format_rollout(i)));
     Ok(())
 }
