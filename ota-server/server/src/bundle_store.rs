@@ -1,210 +1,151 @@
-//! The content-addressed bundle store: uploads are streamed to a temp file while hashing, verified against the
-//! trust root, then fsynced and renamed into `blobs/<sha256>` before the database row is written. A refused or
-//! interrupted upload leaves nothing behind: the temp file is deleted when it goes out of scope, and
+//! The content-addressed blob store on disk. An upload is read once: its bytes go through the verifying bundle
+//! reader and, as they are read, into a staging file under `tmp/` written through
+//! [`ota_image_io::atomic::AtomicFile`] (random name, exclusive, no link followed). Only a bundle that verified
+//! is fsynced, renamed into `blobs/<sha256>` and the directory fsynced, before the database row is written. A
+//! refused or interrupted upload leaves nothing behind: the staging file is deleted when it is dropped, and
 //! [`sweep`] removes leftovers of a crash at start.
 
-use std::fs::File;
-use std::io::{BufReader, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
-use axum::body::Body;
-use axum::http::StatusCode;
-use futures_util::StreamExt;
+use axum::body::Bytes;
 use ota_bundle_format::BundleReader;
-use ota_protocol::admin::{ImageInfo, PublishResponse};
-use sha2::{Digest, Sha256};
+use ota_image_io::atomic::{self, AtomicFile};
+use ota_keys::TrustRoot;
+use ota_protocol::admin::ImageInfo;
+use rand_core::{OsRng, RngCore};
+use tokio::sync::mpsc;
 
-use crate::error::ApiError;
-use crate::state::{blocking, unix_now, AppState};
+use crate::error::ServiceError;
 use crate::store::{BundleRecord, Store};
 
-/// Streams an upload into a temp file, verifies it and publishes it.
-pub async fn upload(
-    state: &Arc<AppState>,
-    content_length: Option<u64>,
-    body: Body,
-) -> Result<(bool, PublishResponse), ApiError> {
-    let result = receive_and_publish(state, content_length, body).await;
-    if result.is_err() {
-        state
-            .metrics
-            .uploads_rejected
-            .fetch_add(1, Ordering::Relaxed);
-    }
-    result
+/// Reads the chunks of an upload, writing each byte it hands out to the staging file.
+struct Tee {
+    chunks: mpsc::Receiver<Bytes>,
+    current: Bytes,
+    out: BufWriter<AtomicFile>,
+    write_error: Option<io::Error>,
 }
 
-fn too_large(limit: u64) -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        format!(
-            "bundle larger than the server's upload limit of {limit} bytes (--max-upload-bytes)"
-        ),
-    )
-}
-
-async fn receive_and_publish(
-    state: &Arc<AppState>,
-    content_length: Option<u64>,
-    body: Body,
-) -> Result<(bool, PublishResponse), ApiError> {
-    let limit = state.config.max_upload_bytes;
-    if content_length.is_some_and(|len| len > limit) {
-        return Err(too_large(limit));
-    }
-    let tmp = tempfile::Builder::new()
-        .prefix("upload-")
-        .tempfile_in(state.tmp_dir())
-        .map_err(|e| ApiError::internal("creating the upload temp file", e))?;
-    let std_file = tmp
-        .as_file()
-        .try_clone()
-        .map_err(|e| ApiError::internal("opening the upload temp file", e))?;
-    let mut file =
-        tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(std_file));
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
-    let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("upload interrupted: {e}")))?;
-        size += chunk.len() as u64;
-        if size > limit {
-            return Err(too_large(limit));
-        }
-        hasher.update(&chunk);
-        tokio::io::AsyncWriteExt::write_all(&mut file, &chunk)
-            .await
-            .map_err(|e| ApiError::internal("writing the upload temp file", e))?;
-    }
-    tokio::io::AsyncWriteExt::flush(&mut file)
-        .await
-        .map_err(|e| ApiError::internal("writing the upload temp file", e))?;
-    drop(file);
-    if content_length.is_some_and(|len| len != size) {
-        return Err(ApiError::bad_request(format!(
-            "upload interrupted: received {size} of {} bytes",
-            content_length.unwrap_or_default()
-        )));
-    }
-    let sha = hex::encode(hasher.finalize());
-    let st = state.clone();
-    let record = tokio::task::spawn_blocking(move || verify_and_store(&st, tmp, sha, size))
-        .await
-        .map_err(|e| ApiError::internal("verifying the upload", e))??;
-    let (fresh, record) = record;
-    let rec = record.clone();
-    let inserted = blocking(&state.store, move |s| s.insert_bundle(&rec)).await;
-    let inserted = match inserted {
-        Ok(v) => v,
-        Err(err) => {
-            if fresh {
-                // The row is missing: take the blob back so nothing half-published stays.
-                let _ = std::fs::remove_file(state.blob_dir().join(&record.bundle_id));
+impl Read for Tee {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.chunks.blocking_recv() {
+                Some(chunk) => self.current = chunk,
+                None => return Ok(0),
             }
-            return Err(err);
         }
-    };
-    let deduplicated = !inserted;
-    if inserted {
-        state.add_bundle(record.clone());
-        state
-            .metrics
-            .uploads_accepted
-            .fetch_add(1, Ordering::Relaxed);
-        tracing::info!(bundle = %record.bundle_id, version = %record.version, "bundle published");
-    } else {
-        state
-            .metrics
-            .uploads_deduplicated
-            .fetch_add(1, Ordering::Relaxed);
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        if let Err(e) = self.out.write_all(&buf[..n]) {
+            let message = e.to_string();
+            self.write_error = Some(e);
+            return Err(io::Error::other(message));
+        }
+        self.current = self.current.slice(n..);
+        Ok(n)
     }
-    let existing = state.bundle(&record.bundle_id).unwrap_or(record);
-    Ok((
-        inserted,
-        PublishResponse {
-            bundle_id: existing.bundle_id,
-            version: existing.version,
-            compatible: existing.compatible,
-            manifest_digest: existing.manifest_digest,
-            size: existing.size,
-            deduplicated,
-        },
-    ))
 }
 
-/// Verifies the staged file completely, then moves it into the blob store. Returns whether a new blob was
-/// created.
-fn verify_and_store(
-    state: &AppState,
-    tmp: tempfile::NamedTempFile,
-    sha: String,
-    size: u64,
-) -> Result<(bool, BundleRecord), ApiError> {
-    let reader = BufReader::with_capacity(
-        1 << 20,
-        tmp.reopen()
-            .map_err(|e| ApiError::internal("reopening the upload", e))?,
-    );
-    let rejected = |e: ota_bundle_format::BundleError| {
-        ApiError::unprocessable(format!("bundle rejected: {e}"))
-    };
-    let mut bundle = BundleReader::open(reader, &state.config.trust).map_err(rejected)?;
-    let manifest = bundle.manifest().clone();
+/// A bundle that verified, staged under `tmp/`.
+pub struct Staged {
+    file: AtomicFile,
+    /// What to store; the caller sets `bundle_id` and `size` (it hashed and counted the upload).
+    pub record: BundleRecord,
+}
+
+impl Staged {
+    /// Receives an upload from `chunks` (until the sender is dropped) into a staging file in `tmp_dir` while
+    /// verifying it against `trust` and the `allowed_compatible` list (empty: any). Blocking.
+    pub fn receive(
+        chunks: mpsc::Receiver<Bytes>,
+        tmp_dir: &Path,
+        trust: &TrustRoot,
+        allowed_compatible: &[String],
+        now: u64,
+    ) -> Result<Staged, ServiceError> {
+        let name = format!("upload-{:016x}", OsRng.next_u64());
+        let file = AtomicFile::create(&tmp_dir.join(name), 0o644)
+            .map_err(|e| ServiceError::internal("creating the upload temp file", e))?;
+        let mut tee = Tee {
+            chunks,
+            current: Bytes::new(),
+            out: BufWriter::with_capacity(1 << 20, file),
+            write_error: None,
+        };
+        let verified = verify(&mut tee, trust);
+        if let Some(e) = tee.write_error.take() {
+            return Err(ServiceError::internal("writing the upload temp file", e));
+        }
+        let mut record = verified?;
+        if !allowed_compatible.is_empty() && !allowed_compatible.contains(&record.compatible) {
+            return Err(ServiceError::Rejected(format!(
+                "bundle rejected: compatible '{}' is not one this server accepts ({}); see --allowed-compatible",
+                record.compatible,
+                allowed_compatible.join(", ")
+            )));
+        }
+        record.uploaded_at = now;
+        let file = tee
+            .out
+            .into_inner()
+            .map_err(|e| ServiceError::internal("writing the upload temp file", e.error()))?;
+        Ok(Staged { file, record })
+    }
+
+    /// Makes the staged file durable as `blob_dir/<record.bundle_id>`. Returns false (and drops the staged
+    /// file) when that blob exists already.
+    pub fn publish(self, blob_dir: &Path) -> Result<bool, ServiceError> {
+        let target = blob_dir.join(&self.record.bundle_id);
+        if target.exists() {
+            return Ok(false);
+        }
+        let staged = self.file.path().to_path_buf();
+        self.file
+            .commit()
+            .map_err(|e| ServiceError::internal("syncing the upload", e))?;
+        // Same file system: the rename is atomic, and the data is already on disk.
+        if let Err(e) = std::fs::rename(&staged, &target) {
+            let _ = std::fs::remove_file(&staged);
+            return Err(ServiceError::internal(
+                "moving the upload into the blob store",
+                e,
+            ));
+        }
+        atomic::sync_dir(blob_dir)
+            .map_err(|e| ServiceError::internal("syncing the blob directory", e))?;
+        Ok(true)
+    }
+}
+
+/// Reads a whole bundle through the verifying reader; returns its record without id and size.
+fn verify(source: impl Read, trust: &TrustRoot) -> Result<BundleRecord, ServiceError> {
+    let rejected =
+        |e: ota_bundle_format::BundleError| ServiceError::Rejected(format!("bundle rejected: {e}"));
+    let mut bundle = BundleReader::open(source, trust).map_err(rejected)?;
     let manifest_digest = bundle.manifest_digest();
     bundle.verify_remaining_images().map_err(rejected)?;
-    bundle.finish().map_err(rejected)?;
-    let allowed = &state.config.allowed_compatible;
-    if !allowed.is_empty() && !allowed.contains(&manifest.compatible) {
-        return Err(ApiError::unprocessable(format!(
-            "bundle rejected: compatible '{}' is not one this server accepts ({}); see --allowed-compatible",
-            manifest.compatible,
-            allowed.join(", ")
-        )));
-    }
-    let record = BundleRecord {
-        bundle_id: sha.clone(),
-        version: manifest.version.clone(),
-        compatible: manifest.compatible.clone(),
+    // `finish` reads to the end of the upload, so every byte went into the staging file.
+    let manifest = bundle.finish().map_err(rejected)?;
+    Ok(BundleRecord {
+        bundle_id: String::new(),
+        version: manifest.version,
+        compatible: manifest.compatible,
         manifest_digest,
-        size,
-        description: manifest.description.clone(),
-        uploaded_at: unix_now(),
+        size: 0,
+        description: manifest.description,
+        uploaded_at: 0,
         images: manifest
             .images
-            .iter()
+            .into_iter()
             .map(|i| ImageInfo {
-                name: i.name.clone(),
-                slot_class: i.slot_class.clone(),
+                name: i.name,
+                slot_class: i.slot_class,
                 size: i.size,
-                sha256: i.sha256.clone(),
+                sha256: i.sha256,
             })
             .collect(),
-    };
-    let target = state.blob_dir().join(&sha);
-    if target.exists() {
-        return Ok((false, record));
-    }
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| ApiError::internal("syncing the upload", e))?;
-    match tmp.persist_noclobber(&target) {
-        Ok(_) => {}
-        Err(e) if target.exists() => drop(e),
-        Err(e) => {
-            return Err(ApiError::internal(
-                "moving the upload into the blob store",
-                e.error,
-            ))
-        }
-    }
-    sync_dir(&state.blob_dir()).map_err(|e| ApiError::internal("syncing the blob directory", e))?;
-    Ok((true, record))
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
+    })
 }
 
 /// Creates the store's directories and removes what a crash may have left: staged uploads and blobs without a
@@ -242,11 +183,9 @@ pub fn sweep(data_dir: &Path, store: &dyn Store) -> anyhow::Result<Vec<PathBuf>>
     Ok(removed)
 }
 
-/// Writes `bytes` to a file in `dir` with mode 0600 (used for generated secrets).
-pub fn write_secret_file(path: &Path, text: &str) -> std::io::Result<()> {
+/// Writes a generated secret and a newline to `path` with mode 0600, atomically.
+pub fn write_secret_file(path: &Path, text: &str) -> Result<(), atomic::FileError> {
     let mut bytes = text.as_bytes().to_vec();
     bytes.push(b'\n');
-    ota_keys::write_file_atomically(path, &bytes, 0o600)?;
-    let _ = std::io::stdout().flush();
-    Ok(())
+    atomic::write_atomically(path, &bytes, 0o600)
 }

@@ -1,102 +1,66 @@
-//! Errors: [`ApiError`] is what handlers return (status + one operator-readable line, rendered as
-//! `{"error": "..."}`); [`StoreError`] is what storage backends return.
+//! Domain errors: [`ServiceError`] is what the services return (the HTTP layer maps each kind to a status in
+//! one place, `api::error`); [`StoreError`] is what storage backends return.
 
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
-use ota_protocol::ErrorBody;
-
-/// A failed request: the status and the message for the JSON error body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// Message for `{"error": ...}`.
-    pub message: String,
-    /// Seconds for a `Retry-After` header (429 / 503).
-    pub retry_after: Option<u64>,
+/// Why a service refused or failed a request. Messages are one line an operator or a robot can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The caller could not be identified (unknown or revoked token, wrong enrollment secret).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller is known but may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The thing named does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request contradicts the current state (already enrolled, rollout aborted...).
+    #[error("{0}")]
+    Conflict(String),
+    /// The request is malformed (bad id, bad tag, interrupted upload).
+    #[error("{0}")]
+    Invalid(String),
+    /// The request is well-formed but refused (bundle does not verify, bad stages, unknown bundle).
+    #[error("{0}")]
+    Rejected(String),
+    /// The upload exceeds the configured limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Too many device requests in flight: retry after the delay.
+    #[error("{message}")]
+    Busy {
+        /// Seconds to wait.
+        retry_after_secs: u64,
+        /// Message.
+        message: String,
+    },
+    /// The device polls faster than allowed: retry after the delay.
+    #[error("{message}")]
+    TooFast {
+        /// Seconds to wait.
+        retry_after_secs: u64,
+        /// Message.
+        message: String,
+    },
+    /// A local failure (file system, task); the details belong in the server log, not in the answer.
+    #[error("{context}: {detail}")]
+    Internal {
+        /// What the server was doing ("writing the upload temp file").
+        context: &'static str,
+        /// The underlying error.
+        detail: String,
+    },
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
-impl ApiError {
-    /// Any status.
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            message: message.into(),
-            retry_after: None,
+impl ServiceError {
+    /// A local failure while doing `context`.
+    pub fn internal(context: &'static str, err: impl std::fmt::Display) -> Self {
+        ServiceError::Internal {
+            context,
+            detail: err.to_string(),
         }
-    }
-    /// 400.
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, message)
-    }
-    /// 401.
-    pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, message)
-    }
-    /// 403.
-    pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, message)
-    }
-    /// 404.
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, message)
-    }
-    /// 409.
-    pub fn conflict(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, message)
-    }
-    /// 422.
-    pub fn unprocessable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, message)
-    }
-    /// 500; the details go to the log, the client gets a generic line.
-    pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
-        tracing::error!("{context}: {err}");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("internal error while {context}; see the server log"),
-        )
-    }
-    /// 429 or 503 with `Retry-After`.
-    pub fn back_off(status: StatusCode, seconds: u64, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            message: message.into(),
-            retry_after: Some(seconds),
-        }
-    }
-}
-
-impl std::fmt::Display for ApiError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.status, self.message)
-    }
-}
-
-impl std::error::Error for ApiError {}
-
-impl From<StoreError> for ApiError {
-    fn from(err: StoreError) -> Self {
-        ApiError::internal("accessing the database", err)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = (
-            self.status,
-            Json(ErrorBody {
-                error: self.message,
-            }),
-        )
-            .into_response();
-        if let Some(seconds) = self.retry_after {
-            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
-        }
-        response
     }
 }
 

@@ -1,31 +1,38 @@
 //! The OTA fleet server: release engineers publish signed bundles, robots enroll, poll, download and report,
 //! operators roll updates out in stages and watch the fleet.
 //!
-//! * [`api::app`] builds the axum router over an [`state::AppState`]; [`server::open`] opens a data directory
-//!   into one and [`server::serve`] serves it (HTTP or HTTPS) until told to stop.
-//! * [`store::Store`] is the persistence trait ([`store::sqlite::SqliteStore`] is the embedded backend).
-//! * [`rollout`] holds the pure rollout decisions.
-//! * [`cli`] is the admin command-line client (`ota-server rollout ...`, `ota-server devices ...`).
+//! Layers, each depending only on those below it:
+//! * [`api`]: HTTP. [`api::routes::ROUTES`] is the one route table (router + OpenAPI document); handlers call
+//!   the services and map their errors to statuses in [`api::error`].
+//! * [`state::AppState`]: the services plus the serving process's own concerns (request limit, shutdown).
+//! * [`services`]: devices and telemetry, rollouts, bundles; they return [`error::ServiceError`].
+//! * [`fleet`]: the in-memory working set they share; [`store::Store`] persists it ([`store::sqlite`] is the
+//!   embedded backend); [`bundle_store`] keeps the blobs on disk.
+//! * Pure decisions: [`rollout`] (offers, stages, pauses, manual actions), [`tokens`] (derivation, hashing).
 //!
-//! `ota-server/API.md` describes the HTTP API.
+//! [`server::open`] opens a data directory into an [`AppState`] and [`server::serve`] serves it.
+//! [`cli`] is the admin command-line client. `ota-server/API.md` describes the HTTP API.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod api;
-pub mod assets;
-pub mod auth;
 pub mod bundle_store;
 pub mod cli;
+pub mod config;
 pub mod error;
+pub mod fleet;
 pub mod metrics;
 pub mod openapi;
 pub mod rollout;
 pub mod server;
+pub mod services;
 pub mod state;
 pub mod store;
 pub mod tls;
+pub mod tokens;
 
-pub use api::app;
-pub use error::{ApiError, StoreError};
+pub use api::error::ApiError;
+pub use api::routes::app;
+pub use error::{ServiceError, StoreError};
 pub use state::AppState;

@@ -1,11 +1,10 @@
 //! Counters and the Prometheus text exposition for `/metrics`.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ota_protocol::device::ReportStatus;
-
-use crate::state::AppState;
 
 /// Monotonic counters.
 #[derive(Default, Debug)]
@@ -73,9 +72,21 @@ fn labelled(key: &str, label: &str, v: u64) -> (String, u64) {
     (format!("{key}=\"{label}\""), v)
 }
 
+/// Current values of the gauges (read from the working set by the caller).
+#[derive(Clone, Debug, Default)]
+pub struct Gauges {
+    /// Devices whose poll state awaits the next flush.
+    pub pending_writes: usize,
+    /// Enrolled devices.
+    pub devices: usize,
+    /// Published bundles.
+    pub bundles: usize,
+    /// Rollouts per state name.
+    pub rollouts_by_state: BTreeMap<&'static str, u64>,
+}
+
 /// Renders every metric in the Prometheus text format (version 0.0.4).
-pub fn render(state: &AppState) -> String {
-    let m = &state.metrics;
+pub fn render(m: &Metrics, gauges: &Gauges) -> String {
     let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
     let counter = "counter";
     let gauge = "gauge";
@@ -152,31 +163,31 @@ pub fn render(state: &AppState) -> String {
         "ota_write_behind_pending",
         gauge,
         "Devices whose poll state awaits the next flush.",
-        value(state.pending_writes()),
+        value(gauges.pending_writes),
     );
     family(
         o,
         "ota_devices",
         gauge,
         "Enrolled devices.",
-        value(state.device_count()),
+        value(gauges.devices),
     );
     family(
         o,
         "ota_bundles",
         gauge,
         "Published bundles.",
-        value(state.bundle_count()),
+        value(gauges.bundles),
     );
     family(
         o,
         "ota_rollouts",
         gauge,
         "Rollouts by state.",
-        state
-            .rollout_states()
-            .into_iter()
-            .map(|(s, n)| labelled("state", s, n)),
+        gauges
+            .rollouts_by_state
+            .iter()
+            .map(|(s, n)| labelled("state", s, *n)),
     );
     out
 }

@@ -221,6 +221,103 @@ pub fn evaluate(plan: &Plan<'_>, statuses: &[Option<ReportStatus>]) -> Option<Tr
     }
 }
 
+/// A device's status in a rollout after it reports `reported`: a finished device may only move to another final
+/// status (a success that later rolls back); late progress reports do not reopen it.
+pub fn member_status_after(
+    old: Option<ReportStatus>,
+    reported: ReportStatus,
+) -> Option<ReportStatus> {
+    if old.is_some_and(ReportStatus::is_terminal) && !reported.is_terminal() {
+        old
+    } else {
+        Some(reported)
+    }
+}
+
+/// What a rollout looks like after its automatic transitions ([`settle`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settled {
+    /// State.
+    pub state: RolloutState,
+    /// Stage index.
+    pub current_stage: usize,
+    /// Set when the rollout paused itself.
+    pub pause_reason: Option<String>,
+}
+
+/// Applies [`evaluate`] until nothing changes. `None`: the rollout stays as it is.
+pub fn settle(plan: &Plan<'_>, statuses: &[Option<ReportStatus>]) -> Option<Settled> {
+    let mut plan = plan.clone();
+    let mut pause_reason = None;
+    let mut changed = false;
+    while let Some(transition) = evaluate(&plan, statuses) {
+        match transition {
+            Transition::Advance(stage) => plan.current_stage = stage,
+            Transition::Complete => plan.state = RolloutState::Completed,
+            Transition::AutoPause(reason) => {
+                plan.state = RolloutState::Paused;
+                pause_reason = Some(reason);
+            }
+        }
+        changed = true;
+    }
+    changed.then_some(Settled {
+        state: plan.state,
+        current_stage: plan.current_stage,
+        pause_reason,
+    })
+}
+
+/// A manual rollout action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RolloutAction {
+    /// Stop offering.
+    Pause,
+    /// Offer again (acknowledging failures so far).
+    Resume,
+    /// Stop for good.
+    Abort,
+}
+
+impl RolloutAction {
+    /// Verb.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutAction::Pause => "pause",
+            RolloutAction::Resume => "resume",
+            RolloutAction::Abort => "abort",
+        }
+    }
+}
+
+/// What a manual action does to a rollout in `state`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// Already in the wanted state: nothing to do.
+    Unchanged,
+    /// Move to this state with this pause reason. A resume also acknowledges the failures so far (the caller
+    /// resets the baseline with [`tally`]) and re-evaluates the rollout ([`settle`]).
+    Become(RolloutState, Option<String>),
+    /// Not possible from this state (a finished rollout stays finished).
+    Refused,
+}
+
+/// The manual transitions: pause an active rollout, resume a paused one, abort any that is not aborted.
+pub fn control(action: RolloutAction, state: RolloutState) -> Control {
+    use RolloutState::*;
+    match (action, state) {
+        (RolloutAction::Pause, Paused)
+        | (RolloutAction::Resume, Active)
+        | (RolloutAction::Abort, Aborted) => Control::Unchanged,
+        (RolloutAction::Pause, Active) => {
+            Control::Become(Paused, Some("paused by an operator".into()))
+        }
+        (RolloutAction::Resume, Paused) => Control::Become(Active, None),
+        (RolloutAction::Abort, _) => Control::Become(Aborted, None),
+        _ => Control::Refused,
+    }
+}
+
 /// Checks stage percentages: non-empty, strictly increasing, within 1..=100, ending at 100.
 pub fn validate_stages(stages: &[u8]) -> Result<(), String> {
     if stages.is_empty() {

@@ -9,10 +9,13 @@ use anyhow::{bail, Context};
 use ota_keys::TrustRoot;
 use tokio::net::TcpListener;
 
-use crate::auth;
-use crate::state::{AppState, Config, Secrets};
+use rand_core::{OsRng, RngCore};
+
+use crate::config::{Config, Secrets};
+use crate::state::AppState;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
+use crate::tokens;
 
 /// Everything needed to open a server.
 #[derive(Clone, Debug)]
@@ -54,6 +57,13 @@ pub struct Opened {
     pub generated: Vec<(&'static str, String, PathBuf)>,
 }
 
+/// 32 random bytes as 64 hex digits (generated secrets and the token key).
+fn random_hex() -> String {
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
 /// Minimum length of operator-chosen secrets.
 const MIN_SECRET_LEN: usize = 16;
 
@@ -79,7 +89,7 @@ fn secret(
             Ok(value)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let value = auth::random_hex();
+            let value = random_hex();
             crate::bundle_store::write_secret_file(path, &value)
                 .with_context(|| format!("cannot write {}", path.display()))?;
             generated.push((what, value.clone(), path.to_path_buf()));
@@ -122,13 +132,13 @@ pub fn open(settings: Settings) -> anyhow::Result<Opened> {
             hex::decode(hex_key.trim()).context("database setting token_key is not hex")?
         }
         None => {
-            let key = auth::random_hex();
+            let key = random_hex();
             store.set_setting("token_key", &key)?;
             hex::decode(key)?
         }
     };
     let secrets = Secrets {
-        admin_token_hashes: vec![auth::hash_token(&admin)],
+        admin_token_hashes: vec![tokens::hash_token(&admin)],
         enrollment_secret: enrollment,
         token_key,
     };
@@ -161,7 +171,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let flusher = tokio::spawn(flush_loop(state.clone(), state.shutdown_signal()));
-    let app = crate::api::app(state.clone());
+    let app = crate::api::routes::app(state.clone());
     let st = state.clone();
     let signal = async move {
         shutdown.await;
@@ -187,4 +197,13 @@ pub async fn serve(
         .await
         .map_err(|e| anyhow::anyhow!("final flush of device state failed: {e}"))?;
     result.context("HTTP server failed")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn random_hex_is_64_fresh_digits() {
+        assert_eq!(super::random_hex().len(), 64);
+        assert_ne!(super::random_hex(), super::random_hex());
+    }
 }

@@ -1,4 +1,5 @@
-//! Tokens: generation, hashing, constant-time comparison, and the extractors that authenticate requests.
+//! Tokens, pure: derivation, hashing and constant-time comparison. No I/O, no state; the device service keeps
+//! the token map and the HTTP layer reads the `Authorization` header.
 //!
 //! * Admin tokens are compared by SHA-256 in constant time against every configured admin token hash.
 //! * Device tokens are `ota1.` + 64 hex digits; the first 16 digits are a public token id that keys the
@@ -6,21 +7,21 @@
 //!   HMAC-SHA256(server token key, device id + enrollment request id), so a retried enrollment yields the same
 //!   token while the server stores only its hash.
 
-use std::sync::Arc;
-
-use axum::extract::FromRequestParts;
-use axum::http::header::AUTHORIZATION;
-use axum::http::request::Parts;
 use hmac::{Hmac, Mac};
-use rand_core::{OsRng, RngCore};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::error::ApiError;
-use crate::state::AppState;
-
 /// Prefix of device tokens.
 pub const DEVICE_TOKEN_PREFIX: &str = "ota1.";
+
+/// Who a token identifies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// A release engineer or operator.
+    Admin,
+    /// An enrolled device.
+    Device(String),
+}
 
 /// SHA-256 of a token.
 pub fn hash_token(token: &str) -> [u8; 32] {
@@ -37,11 +38,12 @@ pub fn secrets_equal(a: &str, b: &str) -> bool {
     hashes_equal(&hash_token(a), &hash_token(b))
 }
 
-/// 32 random bytes as 64 hex digits.
-pub fn random_hex() -> String {
-    let mut bytes = [0u8; 32];
-    OsRng.fill_bytes(&mut bytes);
-    hex::encode(bytes)
+/// Whether `hash` is one of the admin token hashes; every hash is compared (no early exit), each in constant
+/// time.
+pub fn is_admin(admin_hashes: &[[u8; 32]], hash: &[u8; 32]) -> bool {
+    admin_hashes
+        .iter()
+        .fold(false, |ok, admin| ok | hashes_equal(admin, hash))
 }
 
 /// The device token for an enrollment request.
@@ -63,86 +65,6 @@ pub fn derive_device_token(key: &[u8], device_id: &str, request_id: &str) -> Str
 pub fn device_token_id(token: &str) -> Option<&str> {
     let rest = token.strip_prefix(DEVICE_TOKEN_PREFIX)?;
     (rest.len() == 64 && rest.bytes().all(|b| b.is_ascii_hexdigit())).then(|| &rest[..16])
-}
-
-/// Who is calling.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Caller {
-    /// A release engineer or operator.
-    Admin,
-    /// An enrolled device.
-    Device(String),
-}
-
-/// Reads the bearer token of a request.
-pub fn bearer(parts: &Parts) -> Result<&str, ApiError> {
-    let value = parts
-        .headers
-        .get(AUTHORIZATION)
-        .ok_or_else(|| ApiError::unauthorized("missing 'Authorization: Bearer <token>' header"))?;
-    let text = value
-        .to_str()
-        .map_err(|_| ApiError::unauthorized("the Authorization header is not valid text"))?;
-    let token = text
-        .strip_prefix("Bearer ")
-        .or_else(|| text.strip_prefix("bearer "))
-        .ok_or_else(|| {
-            ApiError::unauthorized("the Authorization header must be 'Bearer <token>'")
-        })?;
-    Ok(token.trim())
-}
-
-/// Any authenticated caller.
-pub struct AnyCaller(pub Caller);
-
-/// An admin caller (403 for devices).
-pub struct Admin;
-
-/// A device caller (403 for admins: devices endpoints act on the calling device only).
-pub struct DeviceCaller(pub String);
-
-impl FromRequestParts<Arc<AppState>> for AnyCaller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &Arc<AppState>,
-    ) -> Result<Self, ApiError> {
-        let token = bearer(parts)?;
-        state.authenticate(token).map(AnyCaller)
-    }
-}
-
-impl FromRequestParts<Arc<AppState>> for Admin {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &Arc<AppState>,
-    ) -> Result<Self, ApiError> {
-        match AnyCaller::from_request_parts(parts, state).await?.0 {
-            Caller::Admin => Ok(Admin),
-            Caller::Device(id) => Err(ApiError::forbidden(format!(
-                "device '{id}' may not call this admin endpoint; use an admin token"
-            ))),
-        }
-    }
-}
-
-impl FromRequestParts<Arc<AppState>> for DeviceCaller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &Arc<AppState>,
-    ) -> Result<Self, ApiError> {
-        match AnyCaller::from_request_parts(parts, state).await?.0 {
-            Caller::Device(id) => Ok(DeviceCaller(id)),
-            Caller::Admin => Err(ApiError::forbidden(
-                "this endpoint is for devices; call it with the device's own token",
-            )),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -171,7 +93,25 @@ mod tests {
         assert!(secrets_equal("abc", "abc"));
         assert!(!secrets_equal("abc", "abd"));
         assert!(!secrets_equal("abc", "abcd"));
-        assert_eq!(random_hex().len(), 64);
-        assert_ne!(random_hex(), random_hex());
+    }
+
+    #[test]
+    fn admin_tokens_match_any_configured_hash() {
+        let hashes = [
+            hash_token("first-admin-token"),
+            hash_token("second-admin-token"),
+        ];
+        assert!(is_admin(&hashes, &hash_token("first-admin-token")));
+        assert!(is_admin(&hashes, &hash_token("second-admin-token")));
+        assert!(!is_admin(&hashes, &hash_token("third-admin-token")));
+        assert!(!is_admin(&[], &hash_token("first-admin-token")));
+    }
+
+    #[test]
+    fn hashes_are_sha256() {
+        assert_eq!(
+            hex::encode(hash_token("abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

@@ -5,7 +5,9 @@ use axum::extract::Path;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use crate::error::ApiError;
+use axum::http::StatusCode;
+
+use crate::api::error::ApiError;
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/assets.rs"));
@@ -45,6 +47,8 @@ pub async fn static_file(Path(path): Path<String>) -> Result<Response, ApiError>
     let (_, bytes) = embedded::STATIC_FILES
         .iter()
         .find(|(name, _)| *name == path)
-        .ok_or_else(|| ApiError::not_found(format!("no dashboard file '{path}'")))?;
+        .ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, format!("no dashboard file '{path}'"))
+        })?;
     Ok(([(header::CONTENT_TYPE, content_type(&path))], *bytes).into_response())
 }

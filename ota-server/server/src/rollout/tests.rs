@@ -422,3 +422,96 @@ proptest! {
         if n > 0 && lo > 0 { prop_assert!(stage_size(n, lo) >= 1); }
     }
 }
+
+fn arb_action() -> impl Strategy<Value = RolloutAction> {
+    proptest::sample::select(vec![
+        RolloutAction::Pause,
+        RolloutAction::Resume,
+        RolloutAction::Abort,
+    ])
+}
+
+#[test]
+fn manual_actions() {
+    use RolloutState::*;
+    assert_eq!(
+        control(RolloutAction::Pause, Active),
+        Control::Become(Paused, Some("paused by an operator".into()))
+    );
+    assert_eq!(
+        control(RolloutAction::Resume, Paused),
+        Control::Become(Active, None)
+    );
+    assert_eq!(
+        control(RolloutAction::Abort, Completed),
+        Control::Become(Aborted, None)
+    );
+    assert_eq!(control(RolloutAction::Pause, Completed), Control::Refused);
+    assert_eq!(control(RolloutAction::Resume, Aborted), Control::Refused);
+    assert_eq!(control(RolloutAction::Abort, Aborted), Control::Unchanged);
+}
+
+proptest! {
+    /// A finished status stays finished: only another final status replaces it; any report of an unfinished
+    /// device is taken as is.
+    #[test]
+    fn a_finished_status_stays_finished(old in arb_status(), reported in proptest::sample::select(ReportStatus::ALL.to_vec())) {
+        let new = member_status_after(old, reported);
+        prop_assert!(new.is_some());
+        if old.is_some_and(ReportStatus::is_terminal) {
+            prop_assert!(new.is_some_and(ReportStatus::is_terminal));
+            if !reported.is_terminal() { prop_assert_eq!(new, old); }
+        }
+        if reported.is_terminal() || !old.is_some_and(ReportStatus::is_terminal) {
+            prop_assert_eq!(new, Some(reported));
+        }
+    }
+
+    /// Manual actions: repeating one changes nothing, an aborted rollout is never revived, pause and resume
+    /// only move between active and paused.
+    #[test]
+    fn manual_actions_are_idempotent_and_abort_is_final(action in arb_action(), state in arb_state()) {
+        match control(action, state) {
+            Control::Unchanged => prop_assert!(matches!(
+                (action, state),
+                (RolloutAction::Pause, RolloutState::Paused)
+                    | (RolloutAction::Resume, RolloutState::Active)
+                    | (RolloutAction::Abort, RolloutState::Aborted)
+            )),
+            Control::Become(next, reason) => {
+                prop_assert_ne!(state, RolloutState::Aborted);
+                prop_assert_eq!(control(action, next), Control::Unchanged);
+                prop_assert_eq!(reason.is_some(), next == RolloutState::Paused);
+                if action != RolloutAction::Abort {
+                    prop_assert!(matches!(state, RolloutState::Active | RolloutState::Paused));
+                }
+            }
+            Control::Refused => {
+                prop_assert!(action != RolloutAction::Abort);
+                prop_assert!(matches!(state, RolloutState::Aborted | RolloutState::Completed));
+            }
+        }
+    }
+
+    /// Settling reaches a fixpoint (no transition left) and changes only an active rollout.
+    #[test]
+    fn settle_reaches_a_fixpoint(
+        stages in arb_stages(),
+        stage_pick in 0usize..8,
+        state in arb_state(),
+        statuses in proptest::collection::vec(arb_status(), 0..40),
+    ) {
+        let f = Fixture { stages, ..Fixture::new(&[100]) };
+        let plan = f.plan(state, stage_pick % f.stages.len());
+        match settle(&plan, &statuses) {
+            None => prop_assert_eq!(evaluate(&plan, &statuses), None),
+            Some(settled) => {
+                prop_assert_eq!(state, RolloutState::Active);
+                prop_assert!(settled.current_stage >= plan.current_stage);
+                prop_assert_eq!(settled.pause_reason.is_some(), settled.state == RolloutState::Paused);
+                let after = Plan { state: settled.state, current_stage: settled.current_stage, ..plan.clone() };
+                prop_assert_eq!(evaluate(&after, &statuses), None);
+            }
+        }
+    }
+}

@@ -1,5 +1,5 @@
 //! Persistent storage behind a small trait, so a PostgreSQL backend can follow the embedded SQLite one
-//! ([`sqlite::SqliteStore`]). The server keeps its working set in memory ([`crate::state`]) and uses the store
+//! ([`sqlite::SqliteStore`]). The server keeps its working set in memory ([`crate::fleet`]) and uses the store
 //! to load it at start, to commit enrollments, uploads, rollouts and reports synchronously, and to persist
 //! poll state (last seen, telemetry, versions) write-behind in batches.
 //!

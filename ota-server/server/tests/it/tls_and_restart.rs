@@ -1,11 +1,9 @@
 //! HTTPS with a throwaway CA made at test time, plain HTTP refused on the TLS port, and a restart on the same
 //! data directory that loses nothing.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use ota_keys::SecretKey;
 use ota_protocol::device::ReportStatus;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
@@ -227,7 +225,7 @@ async fn generated_secrets_are_saved_and_reused() {
     assert_eq!(mode & 0o077, 0, "secret files are private");
     assert!(matches!(
         opened.state.authenticate(admin.trim()),
-        Ok(ota_server::auth::Caller::Admin)
+        Ok(ota_server::tokens::Caller::Admin)
     ));
     drop(opened);
     let again = ota_server::server::open(s).unwrap();

@@ -1,11 +1,11 @@
 //! Authentication and authorisation (401 without/with bad tokens, 403 for others' data and wrong roles),
 //! enrollment idempotency, and bad input answered with JSON 4xx.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use ota_keys::SecretKey;
 use ota_protocol::device::ReportStatus;
+use ota_server::api::routes::Route;
+use ota_server::openapi::Auth;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -29,6 +29,17 @@ async fn call(
     let text = resp.text().await.unwrap();
     let json = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path}: not JSON: {text}"));
     (status, json)
+}
+
+/// The routes of the one route table whose auth requirement satisfies `keep`.
+fn routes_with(keep: impl Fn(Auth) -> bool) -> impl Iterator<Item = &'static Route> {
+    ota_server::api::routes::ROUTES
+        .iter()
+        .filter(move |r| keep(r.doc.auth))
+}
+
+fn method_of(route: &Route) -> Method {
+    Method::from_bytes(route.doc.method.as_str().to_uppercase().as_bytes()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,57 +133,37 @@ async fn devices_are_confined_to_their_own_data() {
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     let a_state = admin_get(&c, &server, "/api/devices/robot-a").await;
     assert!(a_state["reports"].as_array().unwrap().is_empty());
-    // Devices cannot use admin endpoints; admins are not devices.
-    for (method, path) in [
-        (Method::GET, "/api/devices"),
-        (Method::GET, "/api/rollouts"),
-        (Method::POST, "/api/rollouts/1/pause"),
-        (Method::GET, "/metrics"),
-        (Method::GET, "/api/events"),
-        (Method::DELETE, "/api/devices/robot-a"),
-    ] {
-        let (s, body) = call(&c, &server, method.clone(), path, Some(&a), None).await;
+    // Devices cannot use admin endpoints; admins are not devices (every route of each kind, from the table).
+    let rid_text = rid.to_string();
+    let vars = [
+        ("bundle_id", bundle_id.as_str()),
+        ("rollout_id", rid_text.as_str()),
+        ("device_id", "robot-a"),
+    ];
+    for route in routes_with(|auth| auth == Auth::Admin) {
+        let (method, path) = (method_of(route), concrete(route.doc.path, &vars));
+        let (s, body) = call(&c, &server, method.clone(), &path, Some(&a), None).await;
         assert_eq!(s, StatusCode::FORBIDDEN, "{method} {path}: {body}");
     }
-    let (s, _) = call(
-        &c,
-        &server,
-        Method::POST,
-        "/api/device/poll",
-        Some(ADMIN),
-        Some(json!({"compatible": COMPATIBLE})),
-    )
-    .await;
-    assert_eq!(s, StatusCode::FORBIDDEN);
+    for route in routes_with(|auth| auth == Auth::Device) {
+        let (method, path) = (method_of(route), concrete(route.doc.path, &vars));
+        let body = Some(json!({"compatible": COMPATIBLE}));
+        let (s, body) = call(&c, &server, method.clone(), &path, Some(ADMIN), body).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{method} {path}: {body}");
+    }
 
-    // No token / bad token: 401 on every write endpoint (and reads).
+    // No token / bad token: 401 on every route that needs a token (writes and reads), even with a good body.
     let forged_device = format!("ota1.{}", "0".repeat(64));
     for token in [None, Some("wrong-token"), Some(forged_device.as_str())] {
-        for (method, path, body) in [
-            (
-                Method::POST,
-                "/api/device/poll",
-                Some(json!({"compatible": COMPATIBLE})),
-            ),
-            (
-                Method::POST,
-                "/api/device/report",
-                Some(json!({"report_id": "x", "status": "success"})),
-            ),
-            (Method::POST, "/api/bundles", None),
-            (
-                Method::POST,
-                "/api/rollouts",
-                Some(json!({"bundle_id": bundle_id})),
-            ),
-            (Method::POST, &format!("/api/rollouts/{rid}/pause"), None),
-            (Method::POST, &format!("/api/rollouts/{rid}/resume"), None),
-            (Method::POST, &format!("/api/rollouts/{rid}/abort"), None),
-            (Method::DELETE, "/api/devices/robot-a", None),
-            (Method::GET, &download, None),
-            (Method::GET, "/api/devices", None),
-        ] {
-            let (s, body) = call(&c, &server, method.clone(), path, token, body).await;
+        for route in routes_with(Auth::needs_token) {
+            let (method, path) = (method_of(route), concrete(route.doc.path, &vars));
+            let body = match route.doc.request {
+                Some("PollRequest") => Some(json!({"compatible": COMPATIBLE})),
+                Some("ReportRequest") => Some(json!({"report_id": "x", "status": "success"})),
+                Some("CreateRolloutRequest") => Some(json!({"bundle_id": bundle_id})),
+                _ => None,
+            };
+            let (s, body) = call(&c, &server, method.clone(), &path, token, body).await;
             assert_eq!(
                 s,
                 StatusCode::UNAUTHORIZED,

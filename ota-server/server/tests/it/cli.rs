@@ -1,12 +1,10 @@
 //! The command-line tools end to end against a real server: `ota-bundle publish` (bundle-tool) and
 //! `ota-server rollout ...` / `ota-server devices ...`.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::*;
+use crate::common::*;
 use ota_keys::SecretKey;
 
 /// `ota-bundle` lives in another package, so Cargo does not build it for this package's tests: build it (a

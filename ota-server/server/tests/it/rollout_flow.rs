@@ -1,12 +1,10 @@
 //! Publish → rollout → devices enroll and poll → offers follow stages → reports advance stages → failures past
 //! the threshold pause → resume, abort. Real server on 127.0.0.1:0, real HTTP.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures_util::StreamExt;
 use ota_keys::SecretKey;
 use ota_protocol::device::ReportStatus::*;

@@ -1,12 +1,10 @@
 //! Uploads: tampered, wrongly signed, under-signed, oversized and interrupted uploads are refused and leave no
 //! file and no database row; good ones are stored once (dedup) under their SHA-256.
 
-mod common;
-
 use std::io::Write;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use ota_keys::SecretKey;
 use ota_server::store::sqlite::SqliteStore;
 use ota_server::store::Store;

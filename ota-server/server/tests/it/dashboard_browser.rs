@@ -7,14 +7,12 @@
 //! Skips (passes with a SKIP line) when /usr/bin/chromium or /usr/bin/chromedriver is missing:
 //! `scripts/install-deps.sh browser` installs them.
 
-mod common;
-
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use ota_keys::SecretKey;
 use ota_protocol::device::{ReportRequest, ReportStatus};
 use serde_json::{json, Value};

@@ -1,8 +1,6 @@
 //! Test helpers: a real server on 127.0.0.1:0 over a temp data dir, bundles built in memory, and a device
 //! client speaking the protocol with reqwest.
 
-#![allow(dead_code)]
-
 use std::io::Cursor;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,7 +25,6 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub base: String,
     pub data_dir: PathBuf,
-    pub state: Arc<ota_server::AppState>,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -53,7 +50,6 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel();
-        let state = opened.state.clone();
         let handle = tokio::spawn(server::serve(opened.state, listener, tls, async move {
             let _ = rx.await;
         }));
@@ -61,7 +57,6 @@ impl TestServer {
             addr,
             base: format!("http://{addr}"),
             data_dir,
-            state,
             stop: Some(tx),
             handle: Some(handle),
         }
@@ -290,4 +285,17 @@ pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     panic!("timed out waiting for {what}");
+}
+
+/// A route's path template with its `{name}` (or `{*name}`) parameters replaced by `vars`.
+pub fn concrete(template: &str, vars: &[(&str, &str)]) -> String {
+    let mut path = template.replace("{*", "{");
+    for (name, value) in vars {
+        path = path.replace(&format!("{{{name}}}"), value);
+    }
+    assert!(
+        !path.contains('{'),
+        "no value for a parameter of {template}"
+    );
+    path
 }

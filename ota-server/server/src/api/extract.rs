@@ -1,0 +1,125 @@
+//! Request extractors: the JSON body with `{"error": ...}` rejections, and the callers (bearer token checked by
+//! the device service; the role checked here).
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::de::DeserializeOwned;
+
+use crate::api::error::ApiError;
+use crate::state::AppState;
+use crate::tokens::Caller;
+
+/// JSON body extractor whose rejections are `{"error": ...}` with the right status (400 malformed, 413 too
+/// large, 415 wrong content type, 422 wrong shape).
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    let status = rejection.status();
+    let message = match &rejection {
+        JsonRejection::JsonDataError(_) => format!(
+            "request body has the wrong shape: {}",
+            rejection.body_text()
+        ),
+        JsonRejection::JsonSyntaxError(_) => {
+            format!("request body is not valid JSON: {}", rejection.body_text())
+        }
+        JsonRejection::MissingJsonContentType(_) => {
+            "send the body with 'Content-Type: application/json'".into()
+        }
+        _ if status == StatusCode::PAYLOAD_TOO_LARGE => "request body too large".into(),
+        _ => rejection.body_text(),
+    };
+    ApiError::new(status, message)
+}
+
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, message)
+}
+
+/// Reads the bearer token of a request.
+pub fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    let value = parts
+        .headers
+        .get(AUTHORIZATION)
+        .ok_or_else(|| unauthorized("missing 'Authorization: Bearer <token>' header"))?;
+    let text = value
+        .to_str()
+        .map_err(|_| unauthorized("the Authorization header is not valid text"))?;
+    let token = text
+        .strip_prefix("Bearer ")
+        .or_else(|| text.strip_prefix("bearer "))
+        .ok_or_else(|| unauthorized("the Authorization header must be 'Bearer <token>'"))?;
+    Ok(token.trim())
+}
+
+/// Any authenticated caller.
+pub struct AnyCaller(pub Caller);
+
+/// An admin caller (403 for devices).
+pub struct Admin;
+
+/// A device caller (403 for admins: devices endpoints act on the calling device only).
+pub struct DeviceCaller(pub String);
+
+impl FromRequestParts<Arc<AppState>> for AnyCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let token = bearer(parts)?;
+        Ok(AnyCaller(state.authenticate(token)?))
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        match AnyCaller::from_request_parts(parts, state).await?.0 {
+            Caller::Admin => Ok(Admin),
+            Caller::Device(id) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("device '{id}' may not call this admin endpoint; use an admin token"),
+            )),
+        }
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for DeviceCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        match AnyCaller::from_request_parts(parts, state).await?.0 {
+            Caller::Device(id) => Ok(DeviceCaller(id)),
+            Caller::Admin => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "this endpoint is for devices; call it with the device's own token",
+            )),
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! The HTTP layer: [`routes::ROUTES`] is the one route table (it builds the router and the OpenAPI document),
+//! [`handlers`] are thin (extract, call a service, answer JSON), [`extract`] authenticates and parses bodies,
+//! [`error::ApiError`] maps service errors to statuses.
+
+pub mod assets;
+pub mod error;
+pub mod extract;
+pub mod handlers;
+pub mod routes;

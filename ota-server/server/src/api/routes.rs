@@ -1,0 +1,354 @@
+//! The route table: every route once, with its handler and its documentation. [`app`] builds the router from
+//! it and [`document`] the OpenAPI document, so the two cannot drift; the tests derive their route lists from
+//! it too. Adding a route is one entry here (plus its handler and, for a new body type, its schema in
+//! `openapi.rs`).
+
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{on, MethodFilter, MethodRouter};
+use axum::{Json, Router};
+use serde_json::Value;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::api::error::ApiError;
+use crate::api::handlers as h;
+use crate::openapi::{self, Auth, RouteDoc, Verb};
+use crate::state::AppState;
+
+/// One route: how it is documented and which handler serves it.
+pub struct Route {
+    /// Method, path, auth, summary, schemas.
+    pub doc: RouteDoc,
+    /// The handler, for the method in `doc`.
+    pub handler: fn(MethodFilter) -> MethodRouter<Arc<AppState>>,
+}
+
+impl Route {
+    /// Whether the route counts against the device-request limit (503 when over it): the device endpoints.
+    pub fn device_limited(&self) -> bool {
+        matches!(self.doc.auth, Auth::Device | Auth::EnrollmentSecret)
+    }
+}
+
+const fn doc(method: Verb, path: &'static str, auth: Auth, summary: &'static str) -> RouteDoc {
+    RouteDoc {
+        method,
+        path,
+        auth,
+        summary,
+        request: None,
+        response: (200, "#any"),
+        also: &[],
+        range: false,
+    }
+}
+
+const fn route(
+    doc: RouteDoc,
+    response: (u16, &'static str),
+    handler: fn(MethodFilter) -> MethodRouter<Arc<AppState>>,
+) -> Route {
+    Route {
+        doc: RouteDoc { response, ..doc },
+        handler,
+    }
+}
+
+const fn with_body(mut r: Route, request: &'static str) -> Route {
+    r.doc.request = Some(request);
+    r
+}
+
+use Auth::{Admin, AdminOrDevice, Device, EnrollmentSecret};
+use Verb::{Delete, Get, Post};
+
+/// Every route the server serves.
+pub static ROUTES: &[Route] = &[
+    route(
+        doc(Get, "/", Auth::None, "Dashboard page"),
+        (200, "#html"),
+        |m| on(m, super::assets::index),
+    ),
+    route(
+        doc(Get, "/static/{*path}", Auth::None, "Dashboard asset"),
+        (200, "#binary"),
+        |m| on(m, super::assets::static_file),
+    ),
+    route(
+        doc(Get, "/healthz", Auth::None, "Liveness"),
+        (200, "Health"),
+        |m| on(m, h::healthz),
+    ),
+    route(
+        doc(Get, "/metrics", Admin, "Prometheus metrics"),
+        (200, "#text"),
+        |m| on(m, h::metrics),
+    ),
+    route(
+        doc(Get, "/api/openapi.json", Auth::None, "This document"),
+        (200, "#any"),
+        |m| on(m, openapi_json),
+    ),
+    with_body(
+        route(
+            doc(
+                Post,
+                "/api/devices/enroll",
+                EnrollmentSecret,
+                "Enroll a device (idempotent per request_id)",
+            ),
+            (200, "EnrollResponse"),
+            |m| on(m, h::enroll),
+        ),
+        "EnrollRequest",
+    ),
+    with_body(
+        route(
+            doc(
+                Post,
+                "/api/device/poll",
+                Device,
+                "Report state and telemetry; get an update offer or nothing",
+            ),
+            (200, "PollResponse"),
+            |m| on(m, h::poll),
+        ),
+        "PollRequest",
+    ),
+    with_body(
+        route(
+            doc(
+                Post,
+                "/api/device/report",
+                Device,
+                "Report the lifecycle status of an update (idempotent per report_id)",
+            ),
+            (200, "ReportResponse"),
+            |m| on(m, h::report),
+        ),
+        "ReportRequest",
+    ),
+    route(
+        doc(Get, "/api/bundles", Admin, "List bundles"),
+        (200, "BundleList"),
+        |m| on(m, h::list_bundles),
+    ),
+    with_body(
+        Route {
+            doc: RouteDoc {
+                response: (201, "PublishResponse"),
+                also: &[(200, "already stored", "PublishResponse")],
+                ..doc(
+                    Post,
+                    "/api/bundles",
+                    Admin,
+                    "Upload (publish) a signed bundle; 201 new, 200 already stored",
+                )
+            },
+            handler: |m| on(m, h::upload_bundle),
+        },
+        "#raw",
+    ),
+    route(
+        doc(Get, "/api/bundles/{bundle_id}", Admin, "One bundle"),
+        (200, "BundleInfo"),
+        |m| on(m, h::get_bundle),
+    ),
+    Route {
+        doc: RouteDoc {
+            response: (200, "#binary"),
+            also: &[(206, "partial content (Range)", "#binary")],
+            range: true,
+            ..doc(
+                Get,
+                "/api/bundles/{bundle_id}/download",
+                AdminOrDevice,
+                "Download a bundle (supports Range)",
+            )
+        },
+        handler: |m| on(m, h::download),
+    },
+    route(
+        doc(Get, "/api/devices", Admin, "Device inventory"),
+        (200, "DeviceList"),
+        |m| on(m, h::list_devices),
+    ),
+    route(
+        doc(
+            Get,
+            "/api/devices/{device_id}",
+            AdminOrDevice,
+            "One device with its report history",
+        ),
+        (200, "DeviceDetail"),
+        |m| on(m, h::get_device),
+    ),
+    route(
+        doc(
+            Delete,
+            "/api/devices/{device_id}",
+            Admin,
+            "Forget a device and revoke its token",
+        ),
+        (204, "#none"),
+        |m| on(m, h::delete_device),
+    ),
+    route(
+        doc(Get, "/api/rollouts", Admin, "List rollouts"),
+        (200, "RolloutList"),
+        |m| on(m, h::list_rollouts),
+    ),
+    with_body(
+        route(
+            doc(Post, "/api/rollouts", Admin, "Create a staged rollout"),
+            (201, "RolloutInfo"),
+            |m| on(m, h::create_rollout),
+        ),
+        "CreateRolloutRequest",
+    ),
+    route(
+        doc(
+            Get,
+            "/api/rollouts/{rollout_id}",
+            Admin,
+            "One rollout with per-device status",
+        ),
+        (200, "RolloutDetail"),
+        |m| on(m, h::get_rollout),
+    ),
+    route(
+        doc(
+            Post,
+            "/api/rollouts/{rollout_id}/pause",
+            Admin,
+            "Pause a rollout",
+        ),
+        (200, "RolloutInfo"),
+        |m| on(m, h::pause_rollout),
+    ),
+    route(
+        doc(
+            Post,
+            "/api/rollouts/{rollout_id}/resume",
+            Admin,
+            "Resume a rollout (acknowledges failures so far)",
+        ),
+        (200, "RolloutInfo"),
+        |m| on(m, h::resume_rollout),
+    ),
+    route(
+        doc(
+            Post,
+            "/api/rollouts/{rollout_id}/abort",
+            Admin,
+            "Abort a rollout for good",
+        ),
+        (200, "RolloutInfo"),
+        |m| on(m, h::abort_rollout),
+    ),
+    route(
+        doc(
+            Get,
+            "/api/events",
+            Admin,
+            "Server-sent events: device_updated, report, rollout_updated, device_deleted",
+        ),
+        (200, "#sse"),
+        |m| on(m, h::events),
+    ),
+];
+
+/// The OpenAPI document of [`ROUTES`] (built once).
+pub fn document() -> &'static Value {
+    static DOC: OnceLock<Value> = OnceLock::new();
+    DOC.get_or_init(|| openapi::document(ROUTES.iter().map(|r| &r.doc)))
+}
+
+async fn openapi_json() -> Response {
+    Json(document()).into_response()
+}
+
+/// Builds the router over a shared state from [`ROUTES`].
+pub fn app(state: Arc<AppState>) -> Router {
+    let json_limit = state.config().max_json_bytes;
+    let mut device_routes = Router::new();
+    let mut router = Router::new();
+    for r in ROUTES {
+        let handler = (r.handler)(r.doc.method.filter());
+        if r.device_limited() {
+            device_routes = device_routes.route(r.doc.path, handler);
+        } else {
+            router = router.route(r.doc.path, handler);
+        }
+    }
+    let device_routes =
+        device_routes.route_layer(middleware::from_fn_with_state(state.clone(), device_gate));
+    router
+        .merge(device_routes)
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no such route; see GET /api/openapi.json",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this route; see GET /api/openapi.json",
+            )
+        })
+        .layer(DefaultBodyLimit::max(json_limit))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error; see the server log",
+            )
+            .into_response()
+        }))
+        .with_state(state)
+}
+
+/// Concurrency limit for the device endpoints (503 + Retry-After when over it).
+async fn device_gate(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    match state.enter_device_request() {
+        Ok(_guard) => next.run(request).await,
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn every_route_is_listed_once_and_every_schema_reference_resolves() {
+        let unique: BTreeSet<(&str, &str)> = ROUTES
+            .iter()
+            .map(|r| (r.doc.method.as_str(), r.doc.path))
+            .collect();
+        assert_eq!(unique.len(), ROUTES.len());
+        let doc = document();
+        let text = doc.to_string();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        let mut rest = text.as_str();
+        let mut seen = 0;
+        while let Some(i) = rest.find("#/components/schemas/") {
+            rest = &rest[i + "#/components/schemas/".len()..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect();
+            assert!(schemas.contains_key(&name), "dangling reference to {name}");
+            seen += 1;
+        }
+        assert!(seen > 20);
+        assert_eq!(doc["paths"].as_object().unwrap().len(), 19);
+        assert!(doc["paths"]["/static/{path}"]["get"].is_object());
+    }
+}

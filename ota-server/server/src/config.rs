@@ -1,0 +1,52 @@
+//! What a server is configured with: runtime settings and the secrets callers are checked against.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ota_keys::TrustRoot;
+
+/// Runtime settings of a server.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Data directory (database, blobs, tmp).
+    pub data_dir: PathBuf,
+    /// Trust root uploads are checked against.
+    pub trust: TrustRoot,
+    /// Largest accepted upload.
+    pub max_upload_bytes: u64,
+    /// If non-empty, only bundles with one of these `compatible` strings are accepted.
+    pub allowed_compatible: Vec<String>,
+    /// Suggested poll interval.
+    pub poll_interval_secs: u32,
+    /// Suggested poll jitter.
+    pub poll_jitter_secs: u32,
+    /// Polls faster than this get 429 (zero: no limit).
+    pub min_poll_interval: Duration,
+    /// Concurrent device requests above this get 503.
+    pub max_inflight_device_requests: usize,
+    /// Largest JSON body.
+    pub max_json_bytes: usize,
+}
+
+impl Config {
+    /// Where blobs live.
+    pub fn blob_dir(&self) -> PathBuf {
+        self.data_dir.join("blobs")
+    }
+
+    /// Where uploads are staged.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.data_dir.join("tmp")
+    }
+}
+
+/// Secrets the server checks callers against.
+#[derive(Clone)]
+pub struct Secrets {
+    /// SHA-256 of each admin token.
+    pub admin_token_hashes: Vec<[u8; 32]>,
+    /// The fleet enrollment secret.
+    pub enrollment_secret: String,
+    /// HMAC key device tokens are derived with.
+    pub token_key: Vec<u8>,
+}

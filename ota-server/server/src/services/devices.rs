@@ -1,0 +1,427 @@
+//! Devices and their telemetry: enrollment, authentication, polls (answered from memory, persisted
+//! write-behind), status reports and the inventory.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use ota_protocol::admin::{
+    DeviceDeletedEvent, DeviceInfo, Event, LastStatus, ReportEvent, ReportRecord, RolloutState,
+};
+use ota_protocol::device::{
+    EnrollRequest, EnrollResponse, PollRequest, PollResponse, ReportRequest, ReportResponse,
+    UpdateOffer,
+};
+
+use crate::error::ServiceError;
+use crate::fleet::{
+    device_info, lock, read, settle, unix_now, validate_tags, write, Device, Shared, TokenEntry,
+};
+use crate::rollout::{self, DeviceFacts};
+use crate::store::{DeviceRecord, ReportCommit};
+use crate::tokens::{self, Caller};
+
+const UNKNOWN_TOKEN: &str = "unknown or revoked token";
+
+/// Enrollment, authentication, polls, reports, inventory.
+#[derive(Clone)]
+pub struct DeviceService(pub(crate) Arc<Shared>);
+
+impl DeviceService {
+    /// Identifies the caller of a bearer token.
+    pub fn authenticate(&self, token: &str) -> Result<Caller, ServiceError> {
+        let hash = tokens::hash_token(token);
+        if let Some(token_id) = tokens::device_token_id(token) {
+            let fleet = read(&self.0.fleet);
+            if let Some(entry) = fleet.tokens.get(token_id) {
+                if tokens::hashes_equal(&entry.hash, &hash) {
+                    return Ok(Caller::Device(entry.device_id.clone()));
+                }
+            }
+        }
+        if tokens::is_admin(&self.0.secrets.admin_token_hashes, &hash) {
+            return Ok(Caller::Admin);
+        }
+        Err(ServiceError::Unauthenticated(UNKNOWN_TOKEN.into()))
+    }
+
+    /// Number of enrolled devices.
+    pub fn count(&self) -> usize {
+        read(&self.0.fleet).devices.len()
+    }
+
+    /// Devices waiting for the write-behind flush.
+    pub fn pending_writes(&self) -> usize {
+        lock(&self.0.dirty).len()
+    }
+
+    /// Inventory, sorted by id.
+    pub fn list(&self) -> Vec<DeviceInfo> {
+        let fleet = read(&self.0.fleet);
+        let mut out: Vec<DeviceInfo> = fleet
+            .devices
+            .values()
+            .map(|d| device_info(&lock(d).record))
+            .collect();
+        out.sort_by(|a, b| a.device_id.cmp(&b.device_id));
+        out
+    }
+
+    /// One device.
+    pub fn get(&self, device_id: &str) -> Result<DeviceInfo, ServiceError> {
+        read(&self.0.fleet)
+            .devices
+            .get(device_id)
+            .map(|d| device_info(&lock(d).record))
+            .ok_or_else(|| ServiceError::NotFound(format!("no device '{device_id}'")))
+    }
+
+    /// A device's latest reports, newest first.
+    pub async fn reports(
+        &self,
+        device_id: &str,
+        limit: usize,
+    ) -> Result<Vec<ReportRecord>, ServiceError> {
+        let id = device_id.to_string();
+        self.0.blocking(move |s| s.reports(&id, limit)).await
+    }
+
+    /// Enrolls a device (idempotent per `request_id`).
+    pub async fn enroll(&self, req: EnrollRequest) -> Result<EnrollResponse, ServiceError> {
+        let shared = &self.0;
+        if !tokens::secrets_equal(&req.enrollment_secret, &shared.secrets.enrollment_secret) {
+            return Err(ServiceError::Unauthenticated(
+                "wrong enrollment secret".into(),
+            ));
+        }
+        ota_protocol::validate_device_id(&req.device_id).map_err(ServiceError::Invalid)?;
+        ota_bundle_format::manifest::validate_compatible(&req.compatible)
+            .map_err(|e| ServiceError::Invalid(format!("compatible: {e}")))?;
+        if req.request_id.len() < 8 || req.request_id.len() > 128 {
+            return Err(ServiceError::Invalid(
+                "request_id must be 8-128 characters (a random string)".into(),
+            ));
+        }
+        validate_tags(&req.tags)?;
+        let token =
+            tokens::derive_device_token(&shared.secrets.token_key, &req.device_id, &req.request_id);
+        let token_hash = tokens::hash_token(&token);
+        let token_id = tokens::device_token_id(&token)
+            .unwrap_or_default()
+            .to_string();
+
+        let _writer = shared.writer.lock().await;
+        let existing = read(&shared.fleet).devices.get(&req.device_id).map(|d| {
+            let d = lock(d);
+            (d.record.token_hash, d.record.clone())
+        });
+        let record = match existing {
+            Some((hash, _)) if !tokens::hashes_equal(&hash, &token_hash) => {
+                return Err(ServiceError::Conflict(format!(
+                    "device '{}' is already enrolled; to enroll it again, an operator must first \
+                     DELETE /api/devices/{}",
+                    req.device_id, req.device_id
+                )));
+            }
+            Some((_, mut record)) => {
+                record.compatible = req.compatible.clone();
+                record.tags = req.tags.clone();
+                record
+            }
+            None => DeviceRecord {
+                device_id: req.device_id.clone(),
+                compatible: req.compatible.clone(),
+                tags: req.tags.clone(),
+                token_id: token_id.clone(),
+                token_hash,
+                enrolled_at: unix_now(),
+                state: Default::default(),
+            },
+        };
+        let stored = record.clone();
+        shared.blocking(move |s| s.upsert_device(&stored)).await?;
+        let info = {
+            let mut fleet = write(&shared.fleet);
+            fleet.tokens.insert(
+                token_id,
+                TokenEntry {
+                    device_id: record.device_id.clone(),
+                    hash: token_hash,
+                },
+            );
+            let slot = fleet
+                .devices
+                .entry(record.device_id.clone())
+                .or_insert_with(|| {
+                    Arc::new(Mutex::new(Device {
+                        record: record.clone(),
+                        last_poll: None,
+                    }))
+                });
+            let mut dev = lock(slot);
+            dev.record.compatible = record.compatible.clone();
+            dev.record.tags = record.tags.clone();
+            device_info(&dev.record)
+        };
+        shared.metrics.enrollments.fetch_add(1, Ordering::Relaxed);
+        shared.emit(Event::DeviceUpdated(Box::new(info)));
+        Ok(EnrollResponse {
+            device_id: req.device_id,
+            token,
+            poll_interval_secs: shared.config.poll_interval_secs,
+            poll_jitter_secs: shared.config.poll_jitter_secs,
+        })
+    }
+
+    /// Forgets a device and revokes its token.
+    pub async fn delete(&self, device_id: &str) -> Result<(), ServiceError> {
+        let shared = &self.0;
+        let _writer = shared.writer.lock().await;
+        let id = device_id.to_string();
+        if !shared.blocking(move |s| s.delete_device(&id)).await? {
+            return Err(ServiceError::NotFound(format!("no device '{device_id}'")));
+        }
+        {
+            let mut fleet = write(&shared.fleet);
+            if let Some(dev) = fleet.devices.remove(device_id) {
+                let token_id = lock(&dev).record.token_id.clone();
+                fleet.tokens.remove(&token_id);
+            }
+        }
+        lock(&shared.dirty).remove(device_id);
+        shared.emit(Event::DeviceDeleted(DeviceDeletedEvent {
+            device_id: device_id.to_string(),
+        }));
+        Ok(())
+    }
+
+    /// Answers a poll from memory; the device state is persisted by the next write-behind flush.
+    pub fn poll(&self, device_id: &str, req: PollRequest) -> Result<PollResponse, ServiceError> {
+        let shared = &self.0;
+        shared.metrics.polls.fetch_add(1, Ordering::Relaxed);
+        let fleet = read(&shared.fleet);
+        let slot = fleet
+            .devices
+            .get(device_id)
+            .ok_or_else(|| ServiceError::Unauthenticated(UNKNOWN_TOKEN.into()))?;
+        let mut dev = lock(slot);
+        let now_instant = Instant::now();
+        if let Some(last) = dev.last_poll {
+            let min = shared.config.min_poll_interval;
+            if !min.is_zero() && now_instant.duration_since(last) < min {
+                shared.metrics.backoff_429.fetch_add(1, Ordering::Relaxed);
+                let wait = (min - now_instant.duration_since(last)).as_secs().max(1);
+                return Err(ServiceError::TooFast {
+                    retry_after_secs: wait,
+                    message: format!(
+                        "polling too fast; poll at most every {} ms",
+                        min.as_millis()
+                    ),
+                });
+            }
+        }
+        dev.last_poll = Some(now_instant);
+        let rec = &mut dev.record;
+        let changed = rec.compatible != req.compatible
+            || rec.state.current_version != req.current_version
+            || rec.state.booted_slot != req.booted_slot
+            || rec.state.slots != req.slots
+            || rec.state.last_seen.is_none();
+        rec.compatible = req.compatible;
+        rec.state.current_version = req.current_version;
+        rec.state.booted_slot = req.booted_slot;
+        rec.state.slots = req.slots;
+        rec.state.telemetry = Some(req.telemetry);
+        rec.state.last_seen = Some(unix_now());
+
+        let facts = DeviceFacts {
+            compatible: &rec.compatible,
+            tags: &rec.tags,
+            current_version: rec.state.current_version.as_ref(),
+        };
+        let mut update = None;
+        for r in fleet.rollouts.values().rev() {
+            if !matches!(
+                r.record.state,
+                RolloutState::Active | RolloutState::Completed
+            ) {
+                continue;
+            }
+            let membership = r.membership(device_id);
+            if membership.is_none() {
+                continue;
+            }
+            if rollout::offer(&r.plan(), r.members.len() as u64, membership, &facts).is_ok() {
+                update = Some(UpdateOffer {
+                    rollout_id: r.record.rollout_id,
+                    bundle_id: r.bundle.bundle_id.clone(),
+                    version: r.bundle.version.clone(),
+                    compatible: r.bundle.compatible.clone(),
+                    manifest_digest: r.bundle.manifest_digest.clone(),
+                    size: r.bundle.size,
+                    download_url: ota_protocol::paths::bundle_download(&r.bundle.bundle_id),
+                });
+                break;
+            }
+        }
+        let info = changed.then(|| device_info(&dev.record));
+        drop(dev);
+        drop(fleet);
+        lock(&shared.dirty).insert(device_id.to_string());
+        if update.is_some() {
+            shared.metrics.offers.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(info) = info {
+            shared.emit(Event::DeviceUpdated(Box::new(info)));
+        }
+        Ok(PollResponse {
+            poll_interval_secs: shared.config.poll_interval_secs,
+            poll_jitter_secs: shared.config.poll_jitter_secs,
+            update,
+        })
+    }
+
+    /// Persists the devices polled since the last flush, in one transaction.
+    pub async fn flush(&self) -> Result<usize, ServiceError> {
+        let shared = &self.0;
+        let ids: Vec<String> = std::mem::take(&mut *lock(&shared.dirty))
+            .into_iter()
+            .collect();
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let batch: Vec<DeviceRecord> = {
+            let fleet = read(&shared.fleet);
+            ids.iter()
+                .filter_map(|id| fleet.devices.get(id).map(|d| lock(d).record.clone()))
+                .collect()
+        };
+        let count = batch.len();
+        if let Err(err) = shared.blocking(move |s| s.save_device_states(&batch)).await {
+            // Keep them dirty so the next flush retries.
+            lock(&shared.dirty).extend(ids);
+            return Err(err);
+        }
+        shared.metrics.flushes.fetch_add(1, Ordering::Relaxed);
+        Ok(count)
+    }
+
+    /// Commits a report and its effects on the rollout.
+    pub async fn report(
+        &self,
+        device_id: &str,
+        req: ReportRequest,
+    ) -> Result<ReportResponse, ServiceError> {
+        let shared = &self.0;
+        req.validate().map_err(ServiceError::Rejected)?;
+        let _writer = shared.writer.lock().await;
+        let now = unix_now();
+        let record = ReportRecord {
+            report_id: req.report_id.clone(),
+            rollout_id: req.rollout_id,
+            version: req.version.clone(),
+            manifest_digest: req.manifest_digest.clone(),
+            status: req.status,
+            progress_percent: req.progress_percent,
+            error: req.error.clone(),
+            log_tail: req.log_tail.clone(),
+            reason: req.reason.clone(),
+            received_at: now,
+        };
+        let last_status = LastStatus {
+            status: req.status,
+            rollout_id: req.rollout_id,
+            version: req.version.clone(),
+            at: now,
+            error: req.error.clone(),
+            reason: req.reason.clone(),
+        };
+        // Decide under the read lock.
+        let (member, new_rollout) = {
+            let fleet = read(&shared.fleet);
+            if !fleet.devices.contains_key(device_id) {
+                return Err(ServiceError::Unauthenticated(UNKNOWN_TOKEN.into()));
+            }
+            match req.rollout_id {
+                None => (None, None),
+                Some(id) => {
+                    let r = fleet
+                        .rollouts
+                        .get(&id)
+                        .ok_or_else(|| ServiceError::NotFound(format!("no rollout {id}")))?;
+                    let &i = r.index.get(device_id).ok_or_else(|| {
+                        ServiceError::Forbidden(format!(
+                            "device '{device_id}' is not a target of rollout {id}"
+                        ))
+                    })?;
+                    let new = rollout::member_status_after(r.members[i].status, req.status);
+                    let mut statuses = r.statuses();
+                    statuses[i] = new;
+                    let mut rec = r.record.clone();
+                    let changed = settle(&mut rec, &r.bundle, &statuses, now);
+                    (new.map(|s| (id, s)), changed.then_some(rec))
+                }
+            }
+        };
+        let commit_report = record.clone();
+        let commit_last = last_status.clone();
+        let commit_rollout = new_rollout.clone();
+        let id = device_id.to_string();
+        let fresh = shared
+            .blocking(move |s| {
+                s.commit_report(&ReportCommit {
+                    device_id: &id,
+                    report: &commit_report,
+                    last_status: &commit_last,
+                    member,
+                    rollout: commit_rollout.as_ref(),
+                })
+            })
+            .await?;
+        if !fresh {
+            return Ok(ReportResponse {
+                accepted: true,
+                duplicate: true,
+            });
+        }
+        shared.metrics.report(req.status);
+        // Apply.
+        let (device, rollout_info) = {
+            let mut fleet = write(&shared.fleet);
+            let mut rollout_info = None;
+            if let Some((rid, status)) = member {
+                if let Some(r) = fleet.rollouts.get_mut(&rid) {
+                    if let Some(&i) = r.index.get(device_id) {
+                        r.members[i].status = Some(status);
+                        r.members[i].updated_at = now;
+                    }
+                    if let Some(rec) = new_rollout {
+                        r.record = rec;
+                    }
+                    rollout_info = Some(r.info());
+                }
+            }
+            let device = fleet.devices.get(device_id).map(|d| {
+                let mut d = lock(d);
+                d.record.state.last_status = Some(last_status);
+                d.record.state.last_seen = Some(now);
+                device_info(&d.record)
+            });
+            (device, rollout_info)
+        };
+        shared.emit(Event::Report(Box::new(ReportEvent {
+            device_id: device_id.to_string(),
+            report: record,
+        })));
+        if let Some(device) = device {
+            shared.emit(Event::DeviceUpdated(Box::new(device)));
+        }
+        if let Some(info) = rollout_info {
+            shared.emit(Event::RolloutUpdated(Box::new(info)));
+        }
+        Ok(ReportResponse {
+            accepted: true,
+            duplicate: false,
+        })
+    }
+}

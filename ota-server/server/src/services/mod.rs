@@ -1,0 +1,6 @@
+//! The domain services. Each returns [`crate::error::ServiceError`]s and knows nothing of HTTP; they share the
+//! in-memory working set ([`crate::fleet::Shared`]).
+
+pub mod bundles;
+pub mod devices;
+pub mod rollouts;

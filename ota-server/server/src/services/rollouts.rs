@@ -1,0 +1,178 @@
+//! Staged rollouts: creation over the devices that match now, the admin views, and the manual actions. The
+//! decisions are [`crate::rollout`]'s; this service takes the locks, commits and emits events.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ota_protocol::admin::{CreateRolloutRequest, Event, RolloutDetail, RolloutInfo, RolloutState};
+
+use crate::error::ServiceError;
+use crate::fleet::{lock, plan, read, settle, unix_now, validate_tags, write, Rollout, Shared};
+use crate::rollout::{self, Control, DeviceFacts, RolloutAction};
+use crate::store::{MemberRecord, RolloutRecord};
+
+/// Rollouts.
+#[derive(Clone)]
+pub struct RolloutService(pub(crate) Arc<Shared>);
+
+fn no_rollout(id: u64) -> ServiceError {
+    ServiceError::NotFound(format!("no rollout {id}"))
+}
+
+impl RolloutService {
+    /// All rollouts, newest first.
+    pub fn list(&self) -> Vec<RolloutInfo> {
+        read(&self.0.fleet)
+            .rollouts
+            .values()
+            .rev()
+            .map(Rollout::info)
+            .collect()
+    }
+
+    /// One rollout with its devices.
+    pub fn get(&self, id: u64) -> Result<RolloutDetail, ServiceError> {
+        read(&self.0.fleet)
+            .rollouts
+            .get(&id)
+            .map(Rollout::detail)
+            .ok_or_else(|| no_rollout(id))
+    }
+
+    /// Rollouts per state.
+    pub fn count_by_state(&self) -> BTreeMap<&'static str, u64> {
+        let mut out: BTreeMap<&'static str, u64> =
+            RolloutState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+        for r in read(&self.0.fleet).rollouts.values() {
+            *out.entry(r.record.state.as_str()).or_default() += 1;
+        }
+        out
+    }
+
+    /// Creates a rollout over the devices that match now.
+    pub async fn create(&self, req: CreateRolloutRequest) -> Result<RolloutInfo, ServiceError> {
+        let shared = &self.0;
+        let stages = req
+            .stages
+            .unwrap_or_else(|| rollout::DEFAULT_STAGES.to_vec());
+        rollout::validate_stages(&stages).map_err(ServiceError::Rejected)?;
+        let threshold = req
+            .failure_threshold
+            .unwrap_or(rollout::DEFAULT_FAILURE_THRESHOLD);
+        rollout::validate_threshold(threshold).map_err(ServiceError::Rejected)?;
+        validate_tags(&req.tags)?;
+        let _writer = shared.writer.lock().await;
+        let now = unix_now();
+        let bundle = read(&shared.fleet)
+            .bundles
+            .get(&req.bundle_id)
+            .cloned()
+            .ok_or_else(|| {
+                ServiceError::Rejected(format!("no bundle '{}'; publish it first", req.bundle_id))
+            })?;
+        let mut record = RolloutRecord {
+            rollout_id: 0,
+            name: req
+                .name
+                .unwrap_or_else(|| format!("{} {}", bundle.compatible, bundle.version)),
+            bundle_id: bundle.bundle_id.clone(),
+            tags: req.tags,
+            stages,
+            current_stage: 0,
+            state: RolloutState::Active,
+            pause_reason: None,
+            failure_threshold: threshold,
+            bad_baseline: 0,
+            created_at: now,
+            updated_at: now,
+        };
+        let targets = {
+            let fleet = read(&shared.fleet);
+            let plan = plan(&record, &bundle);
+            let ids = fleet
+                .devices
+                .values()
+                .filter_map(|d| {
+                    let d = lock(d);
+                    let facts = DeviceFacts {
+                        compatible: &d.record.compatible,
+                        tags: &d.record.tags,
+                        current_version: d.record.state.current_version.as_ref(),
+                    };
+                    rollout::selects(&plan, &facts).then(|| d.record.device_id.clone())
+                })
+                .collect();
+            let seed = format!("{}:{}:{}", bundle.bundle_id, now, fleet.rollouts.len());
+            rollout::order_targets(&seed, ids)
+        };
+        let members: Vec<MemberRecord> = targets
+            .into_iter()
+            .enumerate()
+            .map(|(rank, device_id)| MemberRecord {
+                device_id,
+                rank: rank as u64,
+                status: None,
+                updated_at: now,
+            })
+            .collect();
+        let statuses = vec![None; members.len()];
+        settle(&mut record, &bundle, &statuses, now);
+        let (rec, mem) = (record.clone(), members.clone());
+        let id = shared
+            .blocking(move |s| s.create_rollout(&rec, &mem))
+            .await?;
+        record.rollout_id = id;
+        let rollout = Rollout::new(record, bundle, members);
+        let info = rollout.info();
+        write(&shared.fleet).rollouts.insert(id, rollout);
+        shared.emit(Event::RolloutUpdated(Box::new(info.clone())));
+        Ok(info)
+    }
+
+    /// Pause, resume or abort by hand.
+    pub async fn control(
+        &self,
+        id: u64,
+        action: RolloutAction,
+    ) -> Result<RolloutInfo, ServiceError> {
+        let shared = &self.0;
+        let _writer = shared.writer.lock().await;
+        let now = unix_now();
+        let mut record = {
+            let fleet = read(&shared.fleet);
+            let r = fleet.rollouts.get(&id).ok_or_else(|| no_rollout(id))?;
+            let mut rec = r.record.clone();
+            match rollout::control(action, rec.state) {
+                Control::Unchanged => return Ok(r.info()),
+                Control::Refused => {
+                    return Err(ServiceError::Conflict(format!(
+                        "cannot {} rollout {id}: it is {}",
+                        action.as_str(),
+                        rec.state.as_str()
+                    )));
+                }
+                Control::Become(state, pause_reason) => {
+                    rec.state = state;
+                    rec.pause_reason = pause_reason;
+                    if action == RolloutAction::Resume {
+                        let statuses = r.statuses();
+                        rec.bad_baseline = rollout::tally(&r.plan(), &statuses).bad;
+                        settle(&mut rec, &r.bundle, &statuses, now);
+                    }
+                }
+            }
+            rec
+        };
+        record.updated_at = now;
+        let rec = record.clone();
+        shared.blocking(move |s| s.update_rollout(&rec)).await?;
+        let info = {
+            let mut fleet = write(&shared.fleet);
+            let r = fleet.rollouts.get_mut(&id).ok_or_else(|| no_rollout(id))?;
+            r.record = record;
+            r.info()
+        };
+        shared.emit(Event::RolloutUpdated(Box::new(info.clone())));
+        Ok(info)
+    }
+}

@@ -1,0 +1,11 @@
+//! The server's integration tests, one binary: a real server on 127.0.0.1:0 over a temp data dir
+//! ([`common`]), driven over HTTP, by the command-line tools, and by a headless browser.
+
+mod cli;
+mod common;
+mod dashboard_browser;
+mod observability;
+mod rollout_flow;
+mod security;
+mod tls_and_restart;
+mod uploads;
