@@ -1,0 +1,279 @@
+//! The I/O loop: asks `ota_client_core::daemon::DaemonMachine` what to do, does it (files,
+//! HTTP, the client's install and reboot, sleeping) and tells the machine how it went. The
+//! machine's state is saved before every action that follows a change to it.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ota_client_core::daemon::{
+    Action, ActiveOffer, DaemonMachine, Exit, Failure, Input, InstallResult, Level,
+    ProgressThrottle, Settings,
+};
+use ota_protocol::device::{EnrollRequest, PollRequest, ReportRequest, UpdateOffer};
+
+use super::api::{failure, Server};
+use super::files::{default_device_id, Files};
+use super::log::{Log, LOG_FILE};
+use super::progress::Reporter;
+use super::{DaemonError, DaemonHooks};
+use crate::client::{Client, InstallOptions, InstallReport};
+use crate::config::ServerConfig;
+use crate::source::{BundleSource, HttpRequest};
+use crate::telemetry::Sampler;
+
+pub(super) struct Daemon<'a> {
+    client: Client,
+    server_config: ServerConfig,
+    hooks: &'a DaemonHooks,
+    cancel: &'a Arc<AtomicBool>,
+    server: Server,
+    files: Files,
+    log: Log,
+    machine: DaemonMachine,
+    sampler: Sampler,
+    telemetry_problem: Option<String>,
+    start: Instant,
+}
+
+impl<'a> Daemon<'a> {
+    pub(super) fn open(
+        client: Client,
+        hooks: &'a DaemonHooks,
+        cancel: &'a Arc<AtomicBool>,
+    ) -> Result<Daemon<'a>, DaemonError> {
+        let config = client.config().clone();
+        let server_config = config
+            .server
+            .clone()
+            .ok_or_else(|| DaemonError::NoServer(config.source.clone()))?;
+        let device_id = match &server_config.device_id {
+            Some(id) => id.clone(),
+            None => default_device_id()?,
+        };
+        let files = Files::open(&config.data_dir)?;
+        let saved = files.load_state()?;
+        let token = files.token()?;
+        let mut server = Server::new(&config, &server_config.url)?;
+        let settings = Settings {
+            device_id,
+            server_url: server_config.url.clone(),
+            backoff_initial: server_config.backoff_initial,
+            backoff_max: server_config.backoff_max,
+        };
+        let machine = DaemonMachine::new(settings, saved, token.is_some());
+        server.set_token(token);
+        Ok(Daemon {
+            sampler: Sampler::new(&config.data_dir, server_config.telemetry_command.clone()),
+            log: Log::new(hooks.log.clone(), Some(config.data_dir.join(LOG_FILE))),
+            client,
+            server_config,
+            hooks,
+            cancel,
+            server,
+            files,
+            machine,
+            telemetry_problem: None,
+            start: hooks.clock.now(),
+        })
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    fn now(&self) -> Duration {
+        self.hooks.clock.now().saturating_duration_since(self.start)
+    }
+
+    /// Runs until the machine says to stop; only files that cannot be written end it early.
+    pub(super) fn run(&mut self) -> Result<Exit, DaemonError> {
+        let mut input = Input::Start;
+        loop {
+            let action = self
+                .machine
+                .step(self.now(), self.hooks.clock.random(), input);
+            if self.machine.take_changed() {
+                self.files.save_state(self.machine.state())?;
+            }
+            for (level, line) in self.machine.take_log() {
+                self.log.line(level, &line);
+            }
+            if action.interruptible() && self.cancelled() {
+                input = Input::Cancelled;
+                continue;
+            }
+            input = match action {
+                Action::Exit(exit) => return Ok(exit),
+                Action::ForgetToken => {
+                    self.files.remove_token()?;
+                    self.server.set_token(None);
+                    Input::Done
+                }
+                Action::Enroll => self.enroll()?,
+                Action::ListEvents => Input::Events(self.client.status().unreported_events),
+                Action::Send {
+                    request,
+                    attach_log,
+                } => self.send(request, attach_log),
+                Action::Ack { id } => match self.client.ack_events(id) {
+                    Ok(_) => Input::Done,
+                    Err(e) => Input::Failed(Failure::retry(e.to_string())),
+                },
+                Action::Poll => self.poll(),
+                Action::Install(offer) => self.install(&offer),
+                Action::Reboot => self.reboot(),
+                Action::Wait { delay, .. } => {
+                    if self.hooks.clock.sleep(delay, self.cancel) {
+                        Input::Woke
+                    } else {
+                        Input::Cancelled
+                    }
+                }
+            };
+        }
+    }
+
+    fn enroll(&mut self) -> Result<Input, DaemonError> {
+        let secret = match self.server_config.enrollment_secret.read() {
+            Ok(s) => s,
+            Err(e) => return Ok(Input::Failed(Failure::give_up(e.to_string()))),
+        };
+        let state = self.machine.state();
+        let req = EnrollRequest {
+            enrollment_secret: secret,
+            device_id: state.device_id.clone(),
+            compatible: self.client.config().compatible.clone(),
+            tags: self.server_config.tags.clone(),
+            request_id: state.enroll_request_id.clone(),
+        };
+        match self.server.anonymous().enroll(&req) {
+            Ok(resp) => {
+                self.files.save_token(&resp.token)?;
+                self.server.set_token(Some(resp.token));
+                Ok(Input::Done)
+            }
+            Err(e) => Ok(Input::Failed(failure(&e))),
+        }
+    }
+
+    fn send(&self, mut request: ReportRequest, attach_log: bool) -> Input {
+        if attach_log {
+            request.log_tail = Some(self.log.tail()).filter(|t| !t.is_empty());
+        }
+        match self.server.device().report(&request) {
+            Ok(_) => Input::Done,
+            Err(e) => Input::Failed(failure(&e)),
+        }
+    }
+
+    /// Polls with inventory (the boot class's slots and versions) and telemetry.
+    fn poll(&mut self) -> Input {
+        let status = self.client.status();
+        let config = self.client.config();
+        let class = config
+            .boot_classes()
+            .into_iter()
+            .next()
+            .or_else(|| config.slots.keys().next().cloned());
+        let mut slots = BTreeMap::new();
+        let mut current_version = None;
+        for s in &status.slots {
+            if Some(&s.class) != class.as_ref() {
+                continue;
+            }
+            if let Some(v) = &s.version {
+                slots.insert(s.slot.to_string(), v.to_string());
+            }
+            if s.active {
+                current_version = s.version.clone();
+            }
+        }
+        let (telemetry, problem) = self.sampler.sample();
+        if problem != self.telemetry_problem {
+            if let Some(p) = &problem {
+                self.log.line(Level::Warn, p);
+            }
+            self.telemetry_problem = problem;
+        }
+        let req = PollRequest {
+            compatible: config.compatible.clone(),
+            current_version,
+            booted_slot: status.booted.map(|s| s.to_string()),
+            slots,
+            telemetry,
+        };
+        match self.server.device().poll(&req) {
+            Ok(response) => {
+                // Armed but not rebooted into (a stop or a failed reboot command).
+                let armed = response.update.as_ref().is_some_and(|offer| {
+                    status.trial.is_some()
+                        && status
+                            .pending_trial
+                            .as_ref()
+                            .is_some_and(|p| p.bundle_hash == offer.manifest_digest)
+                });
+                Input::Polled { response, armed }
+            }
+            Err(e) => Input::Failed(failure(&e)),
+        }
+    }
+
+    /// Downloads and installs the offer exactly like `ota-client install`, reporting progress.
+    fn install(&mut self, offer: &UpdateOffer) -> Input {
+        let before = self
+            .client
+            .status()
+            .unreported_events
+            .last()
+            .map_or(0, |e| e.id + 1);
+        let source = BundleSource::Http(HttpRequest::bearer(
+            &self.server.url(&offer.download_url),
+            self.server.token(),
+        ));
+        let mut progress = Reporter {
+            api: self.server.progress(),
+            log: &self.log,
+            clock: self.hooks.clock.as_ref(),
+            start: self.start,
+            instance: &self.machine.state().instance,
+            offer: ActiveOffer::from_offer(offer),
+            throttle: ProgressThrottle::default(),
+        };
+        let options = InstallOptions {
+            allow_downgrade: false,
+            reboot: false,
+            cancel: Some(Arc::clone(self.cancel)),
+        };
+        let result = match self.client.install(&source, &options, &mut progress) {
+            Ok(InstallReport::TrialArmed { slot, .. }) => InstallResult::TrialArmed { slot },
+            Ok(InstallReport::LiveSwitched { flips, .. }) => InstallResult::LiveSwitched {
+                classes: flips.into_iter().map(|f| f.class).collect(),
+            },
+            Err(e) => InstallResult::Failed {
+                failure: Failure::new(e.kind(), e.to_string()),
+                cancelled: self.cancelled(),
+                new_events: self
+                    .client
+                    .status()
+                    .unreported_events
+                    .into_iter()
+                    .filter(|ev| ev.id >= before)
+                    .collect(),
+            },
+        };
+        Input::Installed(result)
+    }
+
+    fn reboot(&mut self) -> Input {
+        let result = match &self.hooks.reboot {
+            Some(hook) => hook(),
+            None => self.client.reboot_now().map_err(|e| e.to_string()),
+        };
+        match result {
+            Ok(()) => Input::Done,
+            Err(e) => Input::Failed(Failure::retry(e)),
+        }
+    }
+}
