@@ -103,7 +103,9 @@ impl AtomicFile {
         let dir = parent_dir(path);
         loop {
             let temp = dir.join(temp_name(path));
+            // Readable too: a writer may check what it wrote before committing (a re-signed bundle is verified).
             let opened = OpenOptions::new()
+                .read(true)
                 .write(true)
                 .create_new(true)
                 .mode(mode)
