@@ -2,23 +2,25 @@
 //! on a terminal.
 
 use std::fs::File;
-use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::io::IsTerminal;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use ota_image_io::atomic::AtomicFile;
 
-/// A file being written next to its final path; it replaces (or creates) the final path only on [`commit`], and
-/// disappears if dropped before. A power cut leaves either the old file or the new one.
+/// A file being written next to its final path ([`AtomicFile`]); it replaces (or creates) the final path only on
+/// [`commit`], and disappears if dropped before. A power cut leaves either the old file or the new one.
 ///
 /// [`commit`]: AtomicOutput::commit
 pub struct AtomicOutput {
-    temp: tempfile::NamedTempFile,
-    path: PathBuf,
+    file: AtomicFile,
 }
 
 impl AtomicOutput {
-    /// Prepares to write `path`; refuses an existing file unless `overwrite`.
+    /// Prepares to write `path`; refuses an existing file unless `overwrite`. A replaced file keeps its
+    /// permissions; a new one gets 0644.
     pub fn create(path: &Path, overwrite: bool) -> Result<Self> {
         if !overwrite && path.exists() {
             bail!(
@@ -26,55 +28,20 @@ impl AtomicOutput {
                 path.display()
             );
         }
-        let dir = parent_dir(path);
-        let temp = tempfile::Builder::new()
-            .prefix(".ota-bundle-")
-            .suffix(".partial")
-            .tempfile_in(dir)
-            .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+        let mode = std::fs::metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o7777);
         Ok(AtomicOutput {
-            temp,
-            path: path.to_path_buf(),
+            file: AtomicFile::create(path, mode)?,
         })
     }
 
-    /// The open temporary file.
+    /// The open temporary file (readable too, so a result can be checked before it replaces anything).
     pub fn file(&mut self) -> &mut File {
-        self.temp.as_file_mut()
+        self.file.file()
     }
 
-    /// fsyncs the data, renames it into place and fsyncs the directory. A replaced file keeps its permissions; a
-    /// new one gets 0644 (temporary files start private).
-    pub fn commit(mut self) -> Result<()> {
-        use std::os::unix::fs::PermissionsExt;
-        let path = self.path.clone();
-        let permissions = std::fs::metadata(&path)
-            .map(|m| m.permissions())
-            .unwrap_or_else(|_| std::fs::Permissions::from_mode(0o644));
-        self.temp
-            .as_file()
-            .set_permissions(permissions)
-            .with_context(|| format!("cannot set the permissions of {}", path.display()))?;
-        self.temp
-            .as_file_mut()
-            .flush()
-            .and_then(|()| self.temp.as_file().sync_all())
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        self.temp
-            .persist(&path)
-            .map_err(|e| e.error)
-            .with_context(|| format!("cannot rename the finished file to {}", path.display()))?;
-        File::open(parent_dir(&path))
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("cannot sync the directory of {}", path.display()))?;
-        Ok(())
-    }
-}
-
-fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
+    /// fsyncs the data, renames it into place and fsyncs the directory.
+    pub fn commit(self) -> Result<()> {
+        Ok(self.file.commit()?)
     }
 }
 

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
+use ota_image_io::atomic::AtomicFile;
 use ota_image_io::ImageWriter;
 
 use super::{describe, load_trust, open_verified};
@@ -48,13 +49,11 @@ pub fn run(args: Args) -> Result<()> {
     let mut staged = Vec::new();
     while let Some(image) = bundle.next_image().map_err(|e| describe(&args.bundle, e))? {
         let name = image.entry().name.clone();
-        let temp = tempfile::Builder::new()
-            .prefix(".ota-extract-")
-            .tempfile_in(&args.dir)
-            .with_context(|| format!("cannot create a file in {}", args.dir.display()))?;
+        // Mode 0600, as extract has always written images (they may hold secrets).
+        let mut temp = AtomicFile::create(&args.dir.join(&name), 0o600)?;
         let size = image.entry().size;
         let mut out = temp
-            .as_file()
+            .file()
             .try_clone()
             .and_then(|file| ImageWriter::for_file(file, Some(size)))
             .with_context(|| {
@@ -73,15 +72,10 @@ pub fn run(args: Args) -> Result<()> {
     }
     bundle.finish().map_err(|e| describe(&args.bundle, e))?;
     bar.finish_and_clear();
+    // Each commit renames one image into place and fsyncs the directory.
     for (temp, name) in staged {
-        let target = args.dir.join(&name);
-        temp.persist(&target)
-            .map_err(|e| e.error)
-            .with_context(|| format!("cannot write {}", target.display()))?;
-        println!("{}", target.display());
+        temp.commit()?;
+        println!("{}", args.dir.join(&name).display());
     }
-    fs::File::open(&args.dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("cannot sync {}", args.dir.display()))?;
     Ok(())
 }
