@@ -30,7 +30,8 @@ fn rewrite_in_place(path: &Path, bytes: &[u8]) -> Result<(), BootEnvError> {
 /// power cut during a temp-file + rename left a directory entry pointing at a freed cluster
 /// (found by the QEMU power-cut tests; `fsck.fat -a` would then truncate the env). The variables
 /// the client changes sit in the block's first 512-byte sector, which storage writes atomically.
-/// Only a missing file (a factory image) is created, by temp file + rename.
+/// Only a missing file (a factory image) is created, by temp file + rename. A grubenv that is a
+/// symlink (some distributions link `/boot/grub/grubenv` into the ESP) is rewritten where it points.
 #[derive(Debug, Clone)]
 pub struct GrubEnvFile {
     /// The grubenv file.
