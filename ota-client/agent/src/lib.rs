@@ -23,6 +23,7 @@ pub mod command;
 pub mod config;
 pub mod daemon;
 pub mod live;
+pub mod random;
 pub mod readahead;
 pub mod slotio;
 pub mod source;

@@ -1,11 +1,13 @@
 //! Live slot classes: the active slot is whatever the class's symlink points at, switched
-//! atomically (new symlink next to it, rename over, fsync the directory).
+//! atomically (new symlink under a random name next to it, rename over, fsync the directory).
 
 use std::path::{Path, PathBuf};
 
 use ota_client_core::Slot;
+use ota_image_io::atomic::{parent_dir, sync_dir};
 
 use crate::config::ClassConfig;
+use crate::random::random_u64;
 
 /// A symlink problem.
 #[derive(Debug, thiserror::Error)]
@@ -53,28 +55,59 @@ pub fn active(class: &ClassConfig) -> Result<Slot, LinkError> {
     }
 }
 
+/// Ends the names of new links before they are renamed over the class's link.
+const TEMP_SUFFIX: &str = ".ota-new";
+
+/// Removes new links a power cut left before their rename (symlinks only: removing one never
+/// touches what it points at). Best effort: a leftover costs a directory entry, nothing more.
+fn remove_leftovers(dir: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let is_link = entry.file_type().is_ok_and(|t| t.is_symlink());
+        if is_link && name.starts_with(prefix) && name.ends_with(TEMP_SUFFIX) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Points the class's link at `slot` atomically. Idempotent.
+///
+/// The new link is made under a random name beside the old one (`symlink` creates a new entry
+/// and never follows one already there, so a name planted in the directory is not written
+/// through), renamed over it, and the directory is fsynced.
 pub fn switch(class: &ClassConfig, slot: Slot) -> Result<(), LinkError> {
     let link = class.active_link.as_deref().expect("live class");
     let err = |op, path: &Path| {
         let path = path.to_path_buf();
         move |error| LinkError { op, path, error }
     };
-    let dir = link.parent().unwrap_or(Path::new("/"));
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(link.file_name().unwrap_or_default());
-    tmp_name.push(".ota-new");
-    let tmp = dir.join(tmp_name);
-    match std::fs::remove_file(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(err("removing", &tmp)(e)),
+    let dir = parent_dir(link);
+    let prefix = format!(
+        ".{}.",
+        link.file_name().unwrap_or_default().to_string_lossy()
+    );
+    remove_leftovers(dir, &prefix);
+    let tmp = loop {
+        let tmp = dir.join(format!("{prefix}{:016x}{TEMP_SUFFIX}", random_u64()));
+        match std::os::unix::fs::symlink(class.path(slot), &tmp) {
+            Ok(()) => break tmp,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(err("creating symlink", &tmp)(e)),
+        }
+    };
+    if let Err(e) = std::fs::rename(&tmp, link) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err("renaming over", link)(e));
     }
-    std::os::unix::fs::symlink(class.path(slot), &tmp).map_err(err("creating symlink", &tmp))?;
-    std::fs::rename(&tmp, link).map_err(err("renaming over", link))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(err("syncing", dir))
+    sync_dir(dir).map_err(|e| LinkError {
+        op: e.op,
+        path: e.path,
+        error: e.source,
+    })
 }
 
 #[cfg(test)]
@@ -101,6 +134,13 @@ mod tests {
             std::fs::read_dir(dir.path()).unwrap().count(),
             1,
             "no temp link left"
+        );
+        let leftover = dir.path().join(".current.0123456789abcdef.ota-new");
+        std::os::unix::fs::symlink(class.path(Slot::B), &leftover).unwrap();
+        switch(&class, Slot::A).unwrap();
+        assert!(
+            std::fs::symlink_metadata(&leftover).is_err(),
+            "a power cut's leftover is removed"
         );
         std::fs::remove_file(dir.path().join("current")).unwrap();
         std::os::unix::fs::symlink("/elsewhere", dir.path().join("current")).unwrap();

@@ -1,5 +1,5 @@
-//! The client's own files in the data directory: the state (`state.json`, replaced
-//! atomically: temp file, fsync, rename, fsync directory) and the lock that serialises
+//! The client's own files in the data directory: the state (`state.json`, replaced through
+//! `ota_image_io::atomic`: random temp name, fsync, rename, fsync directory) and the lock that serialises
 //! writers (`lock`, an `flock` held for the whole operation and released by the kernel if
 //! the process dies).
 
@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 use ota_client_core::ClientState;
+use ota_image_io::atomic::write_atomically;
 
 /// File name of the state in the data directory.
 pub const STATE_FILE: &str = "state.json";
@@ -119,7 +120,11 @@ impl DataDir {
         let path = self.dir.join(STATE_FILE);
         let mut bytes = serde_json::to_vec_pretty(state).expect("state serialises");
         bytes.push(b'\n');
-        ota_keys::write_file_atomically(&path, &bytes, 0o644).map_err(Self::io("writing", &path))
+        write_atomically(&path, &bytes, 0o644).map_err(|e| StoreError::Io {
+            op: e.op,
+            path: e.path,
+            error: e.source,
+        })
     }
 
     /// Free bytes for unprivileged writers in the data directory (or its nearest existing

@@ -1,0 +1,321 @@
+//! `install`: verify, plan, stream into the standby slot, record, arm a trial boot (or switch live
+//! classes), each step persisted before the next.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+
+use ota_bundle_format::{BundleError, BundleReader};
+use ota_client_core::machine::Context;
+use ota_client_core::{
+    plan_install, step, ClassFacts, ConfigFacts, DeviceFacts, Event, ImageFacts, LiveFlip,
+    LiveTrial, ManifestFacts, PendingTrial, Slot, WriteTarget,
+};
+
+use super::{Client, ClientError, InstallOptions, InstallReport, Progress, Session};
+use crate::command::run_health_checks;
+use crate::slotio::{self, ImageWriter, SlotWriter};
+use crate::source::{self, BundleSource};
+use crate::store::STATE_SPACE_NEEDED;
+
+/// Counts bytes for the progress display on their way into the slot.
+struct ProgressWriter<'a> {
+    inner: &'a mut dyn SlotWriter,
+    progress: &'a mut dyn Progress,
+}
+
+impl Write for ProgressWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.progress.bytes_written(n as u64);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl Client {
+    /// Installs a bundle: verify, plan, stream into the standby slot, record, then arm a
+    /// trial boot (or switch live classes). On failure the booted and primary slots and the
+    /// armed state are untouched, and the failure is recorded for the report.
+    pub fn install(
+        &mut self,
+        source: &BundleSource,
+        options: &InstallOptions,
+        progress: &mut dyn Progress,
+    ) -> Result<InstallReport, ClientError> {
+        let _lock = self.data.lock()?;
+        let mut s = self.session()?;
+        let result = self.install_locked(&mut s, source, options, progress);
+        if let Err(e) = &result {
+            if !self.dead && !matches!(e, ClientError::LiveFailed(_)) {
+                let (version, bundle_hash) = s
+                    .bundle
+                    .clone()
+                    .map_or((None, None), |(v, h)| (Some(v), Some(h)));
+                let failed = Event::InstallFailed {
+                    reason: e.to_string(),
+                    version,
+                    bundle_hash,
+                };
+                // Best effort: the failure itself is what the caller reports.
+                if let Ok(t) = self.transition(&s, failed) {
+                    let _ = self.apply(&mut s, t, "install-failed");
+                }
+            }
+        }
+        result
+    }
+
+    fn install_locked(
+        &mut self,
+        s: &mut Session,
+        source: &BundleSource,
+        options: &InstallOptions,
+        progress: &mut dyn Progress,
+    ) -> Result<InstallReport, ClientError> {
+        progress.phase(&format!("opening {source}"));
+        let trust = ota_keys::load_trust_root(&self.config.trust_root)?;
+        let opened = source::open(source, &self.config.http, options.cancel.clone())?;
+        // A bundle error after the download failed is the download's, of the kind it decided.
+        let failure = opened.failure;
+        let bundle_err = |error: BundleError| match failure.kind() {
+            Some(kind) => ClientError::Download { error, kind },
+            None => ClientError::Bundle(error),
+        };
+        let mut reader = BundleReader::open(opened.reader, &trust).map_err(bundle_err)?;
+        let manifest = reader.manifest().clone();
+        let hash = reader.manifest_digest();
+        s.bundle = Some((manifest.version.clone(), hash.clone()));
+        progress.phase(&format!(
+            "bundle {} ({}) is signed by the trusted keys",
+            manifest.version,
+            &hash[..12]
+        ));
+
+        let facts = ManifestFacts {
+            version: manifest.version.clone(),
+            compatible: manifest.compatible.clone(),
+            bundle_hash: hash.clone(),
+            images: manifest
+                .images
+                .iter()
+                .map(|i| ImageFacts {
+                    name: i.name.clone(),
+                    slot_class: i.slot_class.clone(),
+                    size: i.size,
+                })
+                .collect(),
+        };
+        let mut classes = BTreeMap::new();
+        for (name, class) in &self.config.slots {
+            let used = facts.images.iter().any(|i| &i.slot_class == name);
+            let size = |slot: Slot| -> Result<u64, ClientError> {
+                if !used {
+                    return Ok(0);
+                }
+                let path = class.path(slot);
+                slotio::capacity(path, class.size).map_err(|e| ClientError::Slot {
+                    class: name.clone(),
+                    slot,
+                    path: path.display().to_string(),
+                    detail: format!("cannot determine its size: {e}"),
+                })
+            };
+            classes.insert(
+                name.clone(),
+                ClassFacts {
+                    live: class.is_live(),
+                    size_a: size(Slot::A)?,
+                    size_b: size(Slot::B)?,
+                },
+            );
+        }
+        let config_facts = ConfigFacts {
+            compatible: self.config.compatible.clone(),
+            classes,
+            tries: self.config.bootloader.tries,
+            state_space_needed: STATE_SPACE_NEEDED,
+        };
+        let device = DeviceFacts {
+            booted: s.booted,
+            env: s.env,
+            live_active: self.live_active()?,
+            state_dir_free: self.data.free_space()?,
+        };
+        let plan = plan_install(
+            &facts,
+            &config_facts,
+            &s.state,
+            &device,
+            ota_client_core::InstallOptions {
+                allow_downgrade: options.allow_downgrade,
+            },
+        )?;
+
+        // The targets become unbootable (state Writing, OTA_TRIAL cleared if it names them)
+        // before their first byte is written.
+        let targets = plan
+            .writes
+            .iter()
+            .map(|w| WriteTarget {
+                class: w.class.clone(),
+                slot: w.slot,
+                live: w.live,
+            })
+            .collect();
+        self.event(
+            s,
+            Event::WriteStarted {
+                targets,
+                version: plan.version.clone(),
+                bundle_hash: hash.clone(),
+            },
+            "install:write-started",
+        )?;
+
+        for w in &plan.writes {
+            let image = reader.next_image().map_err(bundle_err)?.ok_or_else(|| {
+                BundleError::Usage(format!("the bundle ended before image '{}'", w.image))
+            })?;
+            debug_assert_eq!(image.entry().name, w.image);
+            let path = self.config.slots[&w.class].path(w.slot).to_path_buf();
+            let slot_err = |detail: String| ClientError::Slot {
+                class: w.class.clone(),
+                slot: w.slot,
+                path: path.display().to_string(),
+                detail,
+            };
+            let file = ImageWriter::open_slot(&path)
+                .map_err(|e| slot_err(format!("cannot open for writing: {e}")))?;
+            let mut writer: Box<dyn SlotWriter> = Box::new(file);
+            if let Some(wrap) = &self.hooks.wrap_writer {
+                writer = wrap(writer);
+            }
+            progress.image_started(&w.image, &w.class, w.slot, w.size);
+            let mut counting = ProgressWriter {
+                inner: &mut *writer,
+                progress: &mut *progress,
+            };
+            // Only a failed write is the slot's problem. Anything else (the download gave up
+            // or was cancelled, a corrupt or modified payload) is the bundle's: the daemon
+            // tells an outage (retried later) from a verdict (reported) by that error.
+            image.copy_to(&mut counting).map_err(|e| match e {
+                BundleError::WriteFailed { .. } => slot_err(e.to_string()),
+                other => bundle_err(other),
+            })?;
+            writer
+                .sync()
+                .map_err(|e| slot_err(format!("syncing: {e}")))?;
+            progress.image_finished();
+            self.checkpoint(&format!("install:{}-synced", w.class))?;
+        }
+        reader.finish().map_err(bundle_err)?;
+        self.checkpoint("install:bundle-finished")?;
+
+        // Record every written slot as verified in one atomic state write.
+        let mut state_after = s.state.clone();
+        for w in &plan.writes {
+            let classes = self.boot_classes();
+            let ctx = Context {
+                env: s.env,
+                booted: s.booted,
+                boot_classes: &classes,
+            };
+            let t = step(
+                &state_after,
+                &ctx,
+                Event::WriteVerified {
+                    class: w.class.clone(),
+                    slot: w.slot,
+                    version: plan.version.clone(),
+                    bundle_hash: hash.clone(),
+                },
+            )?;
+            state_after = t.state;
+        }
+        self.save(s, state_after, "install:verified")?;
+
+        if let Some(slot) = plan.boot_slot {
+            progress.phase(&format!(
+                "arming slot {slot} for {} trial boots",
+                plan.tries
+            ));
+            self.event(
+                s,
+                Event::ArmTrial(PendingTrial {
+                    slot,
+                    classes: plan.boot_classes.clone(),
+                    armed_tries: plan.tries,
+                    version: plan.version.clone(),
+                    bundle_hash: hash.clone(),
+                    live: plan.live.clone(),
+                }),
+                "install:arm",
+            )?;
+            if options.reboot {
+                self.reboot()?;
+            }
+            return Ok(InstallReport::TrialArmed {
+                version: plan.version,
+                bundle_hash: hash,
+                slot,
+                tries: plan.tries,
+                live_classes: plan.live.iter().map(|f| f.class.clone()).collect(),
+                rebooting: options.reboot,
+            });
+        }
+
+        progress.phase("switching live slots");
+        self.live_trial(s, plan.live.clone(), plan.version.clone(), hash.clone())?;
+        Ok(InstallReport::LiveSwitched {
+            version: plan.version,
+            bundle_hash: hash,
+            flips: plan.live,
+        })
+    }
+
+    /// Switches live classes, runs the health checks, keeps or switches back.
+    fn live_trial(
+        &mut self,
+        s: &mut Session,
+        flips: Vec<LiveFlip>,
+        version: semver::Version,
+        bundle_hash: String,
+    ) -> Result<(), ClientError> {
+        self.event(
+            s,
+            Event::LiveStarted(LiveTrial {
+                flips: flips.clone(),
+                version,
+                bundle_hash,
+            }),
+            "live:started",
+        )?;
+        let health = self
+            .switch_live(&flips, true, "live:forward")
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                self.checkpoint("live:restarted")
+                    .map_err(|e| e.to_string())?;
+                run_health_checks(&self.config.health_checks).map_err(|f| f.reason())
+            });
+        match health {
+            Ok(()) => self.event(s, Event::LiveCommitted, "live:committed"),
+            Err(_) if self.dead => Err(ClientError::PowerCut("live:trial".into())),
+            Err(reason) => {
+                self.switch_live(&flips, false, "live:back")?;
+                self.event(
+                    s,
+                    Event::LiveFailed {
+                        reason: reason.clone(),
+                        interrupted: false,
+                    },
+                    "live:failed",
+                )?;
+                Err(ClientError::LiveFailed(reason))
+            }
+        }
+    }
+}
