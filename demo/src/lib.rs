@@ -1,7 +1,7 @@
-//! The demo fleet as a library: an in-process OTA server ([`ServerHandle`]), an admin API
-//! client ([`Admin`]), simulated robots running the real `ota-client daemon` loop
-//! ([`Fleet`]), and the whole scripted demo ([`run`]). The `ota-demo` binary and the
-//! end-to-end tests (`tests/e2e`) use the same pieces.
+//! The scripted demo ([`start`]): an in-process OTA server, a signed release, a staged rollout and simulated
+//! robots running the real `ota-client daemon` loop, one of which rolls back. The server, the robots and the
+//! waits are the test kit's (`ota_testkit::{server, fleet}`), so the `ota-demo` binary and the end-to-end tests
+//! (`tests/e2e`) run the same pieces; the API calls go through `ota_protocol::client::ApiClient`.
 //!
 //! This crate is an application harness, so its errors are `anyhow` errors with one-line
 //! context.
@@ -11,521 +11,23 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use ota_client::daemon::{DaemonHooks, Level, SystemClock};
-use ota_keys::{SecretKey, TrustRoot};
-use ota_protocol::admin::{
-    CreateRolloutRequest, DeviceDetail, DeviceInfo, PublishResponse, RolloutDetail, RolloutInfo,
-    RolloutState,
-};
+use ota_client::daemon::{Level, SystemClock};
+use ota_protocol::admin::{CreateRolloutRequest, RolloutState};
+use ota_protocol::client::ApiClient;
 use ota_protocol::device::ReportStatus;
-use ota_protocol::{paths, ErrorBody};
-use ota_server::server::{self, Settings};
-use ota_testkit::robot::{Backend, Robot, RobotSpec, ServerSpec};
-
-/// How to start a server.
-#[derive(Clone, Debug)]
-pub struct ServerOptions {
-    /// Data directory (SQLite database, bundle store, generated secrets).
-    pub data_dir: PathBuf,
-    /// Trust root uploads are checked against.
-    pub trust: TrustRoot,
-    /// Address to listen on first.
-    pub listen: SocketAddr,
-    /// Listen on a free port of 127.0.0.1 when `listen` is taken.
-    pub fallback_to_free_port: bool,
-    /// Admin token; `None`: the data directory's (generated on first start).
-    pub admin_token: Option<String>,
-    /// Enrollment secret; `None`: the data directory's (generated on first start).
-    pub enrollment_secret: Option<String>,
-    /// Poll interval suggested to robots.
-    pub poll_interval_secs: u32,
-    /// Poll jitter suggested to robots.
-    pub poll_jitter_secs: u32,
-}
-
-impl ServerOptions {
-    /// Defaults for tests and the demo: 127.0.0.1 on a free port, 1 s polls, no jitter.
-    pub fn new(data_dir: &Path, trust: TrustRoot) -> ServerOptions {
-        ServerOptions {
-            data_dir: data_dir.to_path_buf(),
-            trust,
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            fallback_to_free_port: false,
-            admin_token: None,
-            enrollment_secret: None,
-            poll_interval_secs: 1,
-            poll_jitter_secs: 0,
-        }
-    }
-}
-
-/// An OTA server running in this process (its own thread and async runtime) until stopped
-/// or dropped.
-pub struct ServerHandle {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    /// `http://addr`.
-    pub base: String,
-    /// Its admin token.
-    pub admin_token: String,
-    /// Its enrollment secret.
-    pub enrollment_secret: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<anyhow::Result<()>>>,
-}
-
-fn read_secret(dir: &Path, name: &str) -> anyhow::Result<String> {
-    let path = dir.join(name);
-    Ok(std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?
-        .trim()
-        .to_string())
-}
-
-impl ServerHandle {
-    /// Opens the data directory and serves it.
-    pub fn start(options: &ServerOptions) -> anyhow::Result<ServerHandle> {
-        let mut settings = Settings::new(options.data_dir.clone(), options.trust.clone());
-        settings.admin_token = options.admin_token.clone();
-        settings.enrollment_secret = options.enrollment_secret.clone();
-        settings.config.poll_interval_secs = options.poll_interval_secs;
-        settings.config.poll_jitter_secs = options.poll_jitter_secs;
-        let opened = server::open(settings).context("cannot open the server's data directory")?;
-        let admin_token = match &options.admin_token {
-            Some(t) => t.clone(),
-            None => read_secret(&options.data_dir, "admin-token")?,
-        };
-        let enrollment_secret = match &options.enrollment_secret {
-            Some(s) => s.clone(),
-            None => read_secret(&options.data_dir, "enrollment-secret")?,
-        };
-        let listener = match TcpListener::bind(options.listen) {
-            Ok(l) => l,
-            Err(e) if options.fallback_to_free_port => {
-                let l = TcpListener::bind(("127.0.0.1", 0))
-                    .context("cannot listen on a free port of 127.0.0.1")?;
-                eprintln!(
-                    "{} is not available ({e}); using {} instead",
-                    options.listen,
-                    l.local_addr()?
-                );
-                l
-            }
-            Err(e) => {
-                return Err(e).with_context(|| format!("cannot listen on {}", options.listen))
-            }
-        };
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let state = opened.state;
-        let thread = std::thread::Builder::new()
-            .name("ota-server".into())
-            .spawn(move || -> anyhow::Result<()> {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .context("cannot start the async runtime")?;
-                runtime.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener)?;
-                    server::serve(state, listener, None, async move {
-                        let _ = rx.await;
-                    })
-                    .await
-                })
-            })?;
-        Ok(ServerHandle {
-            addr,
-            base: format!("http://{addr}"),
-            admin_token,
-            enrollment_secret,
-            stop: Some(tx),
-            thread: Some(thread),
-        })
-    }
-
-    /// An admin client for this server.
-    pub fn admin(&self) -> anyhow::Result<Admin> {
-        Admin::new(&self.base, &self.admin_token)
-    }
-
-    /// Stops gracefully (drains connections, flushes device state) and waits.
-    pub fn stop(mut self) -> anyhow::Result<()> {
-        self.shutdown()
-    }
-
-    fn shutdown(&mut self) -> anyhow::Result<()> {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        match self.thread.take() {
-            Some(t) => t
-                .join()
-                .map_err(|_| anyhow::anyhow!("the server thread panicked"))?,
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for ServerHandle {
-    fn drop(&mut self) {
-        let _ = self.shutdown();
-    }
-}
-
-/// The admin API over HTTP (what `ota-bundle publish` and `ota-server rollout` use).
-pub struct Admin {
-    http: reqwest::blocking::Client,
-    base: String,
-    token: String,
-}
-
-fn check(
-    resp: reqwest::blocking::Response,
-    what: &str,
-) -> anyhow::Result<reqwest::blocking::Response> {
-    let status = resp.status();
-    if status.is_success() {
-        return Ok(resp);
-    }
-    let text = resp.text().unwrap_or_default();
-    let message = serde_json::from_str::<ErrorBody>(&text).map_or(text, |b| b.error);
-    bail!("{what}: HTTP {}: {message}", status.as_u16())
-}
-
-impl Admin {
-    /// A client for the server at `base` with the admin `token`.
-    pub fn new(base: &str, token: &str) -> anyhow::Result<Admin> {
-        Ok(Admin {
-            http: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()
-                .context("cannot set up HTTP")?,
-            base: base.trim_end_matches('/').to_string(),
-            token: token.to_string(),
-        })
-    }
-
-    fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .with_context(|| format!("GET {path}"))?;
-        check(resp, &format!("GET {path}"))?
-            .json()
-            .with_context(|| format!("GET {path}: unreadable answer"))
-    }
-
-    fn post<B: serde::Serialize, T: serde::de::DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &B,
-    ) -> anyhow::Result<T> {
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .json(body)
-            .send()
-            .with_context(|| format!("POST {path}"))?;
-        check(resp, &format!("POST {path}"))?
-            .json()
-            .with_context(|| format!("POST {path}: unreadable answer"))
-    }
-
-    /// Uploads a bundle file (streamed, as `ota-bundle publish` does).
-    pub fn publish_file(&self, path: &Path) -> anyhow::Result<PublishResponse> {
-        let file = std::fs::File::open(path)
-            .with_context(|| format!("cannot open bundle {}", path.display()))?;
-        let len = file.metadata()?.len();
-        self.publish_body(reqwest::blocking::Body::sized(file, len))
-    }
-
-    /// Uploads bundle bytes.
-    pub fn publish_bytes(&self, bytes: Vec<u8>) -> anyhow::Result<PublishResponse> {
-        self.publish_body(reqwest::blocking::Body::from(bytes))
-    }
-
-    fn publish_body(&self, body: reqwest::blocking::Body) -> anyhow::Result<PublishResponse> {
-        let resp = self
-            .http
-            .post(format!("{}{}", self.base, paths::BUNDLES))
-            .bearer_auth(&self.token)
-            .header("content-type", "application/octet-stream")
-            .body(body)
-            .send()
-            .context("cannot upload the bundle")?;
-        check(resp, "publishing the bundle")?
-            .json()
-            .context("publishing the bundle: unreadable answer")
-    }
-
-    /// Creates a rollout.
-    pub fn create_rollout(&self, req: &CreateRolloutRequest) -> anyhow::Result<RolloutInfo> {
-        self.post(paths::ROLLOUTS, req)
-    }
-
-    /// One rollout with its devices.
-    pub fn rollout(&self, id: u64) -> anyhow::Result<RolloutDetail> {
-        self.get(&format!("{}/{id}", paths::ROLLOUTS))
-    }
-
-    /// `pause`, `resume` or `abort`.
-    pub fn rollout_action(&self, id: u64, action: &str) -> anyhow::Result<RolloutInfo> {
-        self.post(&format!("{}/{id}/{action}", paths::ROLLOUTS), &())
-    }
-
-    /// The inventory.
-    pub fn devices(&self) -> anyhow::Result<Vec<DeviceInfo>> {
-        self.get(paths::DEVICES)
-    }
-
-    /// One device with its reports.
-    pub fn device(&self, id: &str) -> anyhow::Result<DeviceDetail> {
-        self.get(&format!("{}/{id}", paths::DEVICES))
-    }
-
-    /// Polls `GET /api/rollouts/{id}` until `done` holds, up to `timeout`.
-    pub fn wait_rollout(
-        &self,
-        id: u64,
-        timeout: Duration,
-        mut done: impl FnMut(&RolloutDetail) -> bool,
-    ) -> anyhow::Result<RolloutDetail> {
-        let start = Instant::now();
-        loop {
-            let detail = self.rollout(id)?;
-            if done(&detail) {
-                return Ok(detail);
-            }
-            if start.elapsed() > timeout {
-                bail!(
-                    "rollout {id} did not reach the expected state within {} s: {} at stage {}, {:?}",
-                    timeout.as_secs(),
-                    detail.rollout.state.as_str(),
-                    detail.rollout.current_stage,
-                    detail.rollout.counts
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Waits until every id in `ids` is enrolled and has polled (reported a version).
-    pub fn wait_devices(
-        &self,
-        ids: &[String],
-        timeout: Duration,
-    ) -> anyhow::Result<Vec<DeviceInfo>> {
-        let start = Instant::now();
-        loop {
-            let devices = self.devices()?;
-            let ready = ids.iter().all(|id| {
-                devices
-                    .iter()
-                    .any(|d| &d.device_id == id && d.current_version.is_some())
-            });
-            if ready {
-                return Ok(devices);
-            }
-            if start.elapsed() > timeout {
-                bail!(
-                    "robots did not enroll and poll within {} s ({} of {} seen)",
-                    timeout.as_secs(),
-                    devices.len(),
-                    ids.len()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-/// Release keys and the trust root made for a demo or test.
-pub struct Release {
-    /// The signing key.
-    pub key: SecretKey,
-    /// The trust root (the key, threshold 1).
-    pub trust: TrustRoot,
-}
-
-impl Release {
-    /// Generates a key pair under `dir` (`release.key`, `release.pub`) and a signed trust
-    /// root (`trust.json`), as `ota-bundle keygen` and `ota-bundle trust` would.
-    pub fn create(dir: &Path) -> anyhow::Result<Release> {
-        std::fs::create_dir_all(dir)?;
-        let (_, _, key) = ota_keys::write_keypair(&dir.join("release"))
-            .context("cannot write the release key pair")?;
-        let root = TrustRoot::new(1, 1, vec![key.public_key()])?;
-        let mut signed = ota_keys::SignedTrustRoot::new(root);
-        signed.sign(&key);
-        let path = dir.join("trust.json");
-        std::fs::write(&path, signed.to_json_pretty())?;
-        let trust = ota_keys::load_trust_root(&path)
-            .with_context(|| format!("cannot load {}", path.display()))?;
-        Ok(Release { key, trust })
-    }
-}
-
-/// Starts a log line with the time since `start`.
-pub fn stamp(start: Instant) -> String {
-    format!("{:>6.2}s", start.elapsed().as_secs_f64())
-}
-
-/// Where a fleet's daemons log: (robot id, level, line).
-pub type FleetLog = Arc<dyn Fn(&str, Level, &str) + Send + Sync>;
-
-/// One robot of a fleet.
-pub struct FleetRobot {
-    /// Its device id.
-    pub id: String,
-    /// Its tags.
-    pub tags: BTreeMap<String, String>,
-    /// The simulated hardware.
-    pub robot: Arc<Robot>,
-    /// Its version when the daemon started.
-    pub version_before: Option<semver::Version>,
-}
-
-/// Simulated robots, each running the daemon in a thread.
-pub struct Fleet {
-    /// The robots.
-    pub robots: Vec<FleetRobot>,
-    cancel: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
-    log: FleetLog,
-}
-
-/// What a robot of a [`Fleet`] is.
-#[derive(Clone, Debug)]
-pub struct RobotPlan {
-    /// Device id.
-    pub id: String,
-    /// Tags.
-    pub tags: BTreeMap<String, String>,
-    /// Version provisioned at the factory (`None`: the unversioned factory image).
-    pub factory_version: Option<String>,
-    /// Whether its application comes up after an update (false: the trial fails).
-    pub healthy_after_update: bool,
-    /// Its `telemetry_command` (the robot stack's battery, position, ...).
-    pub telemetry_command: Option<Vec<String>>,
-}
-
-impl Fleet {
-    /// Creates robots under `dir/<id>` and provisions them; daemons start with [`Fleet::start`].
-    pub fn create(
-        dir: &Path,
-        plans: &[RobotPlan],
-        spec: &RobotSpec,
-        server: &ServerSpec,
-        key: &SecretKey,
-        log: FleetLog,
-    ) -> anyhow::Result<Fleet> {
-        let mut robots = Vec::new();
-        for p in plans {
-            let mut spec = spec.clone();
-            spec.server = Some(ServerSpec {
-                device_id: p.id.clone(),
-                tags: p.tags.clone(),
-                telemetry_command: p.telemetry_command.clone(),
-                ..server.clone()
-            });
-            let robot = Robot::create(&dir.join(&p.id), &spec);
-            if let Some(v) = &p.factory_version {
-                robot
-                    .provision(key, v)
-                    .with_context(|| format!("provisioning {} with {v}", p.id))?;
-            }
-            // The health check runs only on a trial boot, so an unhealthy app shows only
-            // after the next update.
-            robot.set_healthy(p.healthy_after_update);
-            let version_before = booted_version(&robot);
-            robots.push(FleetRobot {
-                id: p.id.clone(),
-                tags: p.tags.clone(),
-                robot: Arc::new(robot),
-                version_before,
-            });
-        }
-        Ok(Fleet {
-            robots,
-            cancel: Arc::new(AtomicBool::new(false)),
-            threads: Vec::new(),
-            log,
-        })
-    }
-
-    /// Starts every robot's daemon in its own thread (`clock` paces it).
-    pub fn start(&mut self, clock: Arc<dyn ota_client::daemon::Clock>) {
-        for r in &self.robots {
-            let robot = Arc::clone(&r.robot);
-            let id = r.id.clone();
-            let log = Arc::clone(&self.log);
-            let cancel = Arc::clone(&self.cancel);
-            let clock = Arc::clone(&clock);
-            let thread = std::thread::Builder::new()
-                .name(id.clone())
-                .spawn(move || {
-                    let sink_id = id.clone();
-                    let sink_log = Arc::clone(&log);
-                    let hooks = DaemonHooks {
-                        clock,
-                        reboot: None,
-                        log: Arc::new(move |level, line| sink_log(&sink_id, level, line)),
-                    };
-                    if let Err(e) = robot.run_daemon(&hooks, &cancel) {
-                        log(&id, Level::Error, &format!("daemon stopped: {e}"));
-                    }
-                })
-                .expect("spawn a robot thread");
-            self.threads.push(thread);
-        }
-    }
-
-    /// Stops every daemon (as SIGTERM would) and waits for them.
-    pub fn stop(&mut self) {
-        self.cancel.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-
-    /// A robot by id.
-    pub fn robot(&self, id: &str) -> Option<&FleetRobot> {
-        self.robots.iter().find(|r| r.id == id)
-    }
-
-    /// Ids in order.
-    pub fn ids(&self) -> Vec<String> {
-        self.robots.iter().map(|r| r.id.clone()).collect()
-    }
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// The version of the robot's booted rootfs slot, as the client records it.
-pub fn booted_version(robot: &Robot) -> Option<semver::Version> {
-    let st = robot.status();
-    st.slots
-        .iter()
-        .find(|s| s.class == "rootfs" && Some(s.slot) == st.booted)
-        .and_then(|s| s.version.clone())
-}
+use ota_testkit::fleet::{
+    booted_version, stamp, wait_devices, wait_rollout, Fleet, FleetLog, RobotPlan,
+};
+use ota_testkit::release::Release;
+use ota_testkit::robot::{Backend, RobotSpec, ServerSpec};
+use ota_testkit::server::{ServerHandle, ServerOptions};
+use ota_testkit::wait;
 
 /// One row of the demo's summary.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -669,7 +171,7 @@ pub fn start(options: &DemoOptions, out: Arc<Mutex<dyn Write + Send>>) -> anyhow
         server.base,
         dir.join("server").display()
     ));
-    let admin = server.admin()?;
+    let admin = server.admin();
 
     // Robots first, so the rollout targets them.
     let mut spec = RobotSpec::new(Backend::Grub);
@@ -764,7 +266,7 @@ pub fn start(options: &DemoOptions, out: Arc<Mutex<dyn Write + Send>>) -> anyhow
     ));
 
     fleet.start(Arc::new(SystemClock));
-    admin.wait_devices(&fleet.ids(), Duration::from_secs(30))?;
+    wait_devices(&admin, &fleet.ids(), Duration::from_secs(30))?;
     say("all robots enrolled and polling");
 
     let rollout = admin.create_rollout(&CreateRolloutRequest {
@@ -781,7 +283,7 @@ pub fn start(options: &DemoOptions, out: Arc<Mutex<dyn Write + Send>>) -> anyhow
 
     let mut last = (rollout.state, rollout.current_stage);
     let mut resumed = false;
-    admin.wait_rollout(id, options.timeout, |d| {
+    wait_rollout(&admin, id, options.timeout, |d| {
         let r = &d.rollout;
         if (r.state, r.current_stage) != last {
             match r.state {
@@ -812,15 +314,13 @@ pub fn start(options: &DemoOptions, out: Arc<Mutex<dyn Write + Send>>) -> anyhow
         matches!(r.state, RolloutState::Completed | RolloutState::Aborted) && all_done
     })?;
     // The robots report on their own; wait until every one has nothing left to report.
-    let settle = Instant::now();
-    while fleet
-        .robots
-        .iter()
-        .any(|r| !r.robot.status().unreported_events.is_empty())
-        && settle.elapsed() < Duration::from_secs(10)
-    {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let _ = wait::poll(Duration::from_secs(10), || {
+        let settled = fleet
+            .robots
+            .iter()
+            .all(|r| r.robot.status().unreported_events.is_empty());
+        Ok::<_, ()>(settled.then_some(()))
+    });
 
     let summary = summarize(&fleet, &admin, &server, options.failing_robot)?;
     Ok(Demo {
@@ -832,7 +332,7 @@ pub fn start(options: &DemoOptions, out: Arc<Mutex<dyn Write + Send>>) -> anyhow
 
 fn summarize(
     fleet: &Fleet,
-    admin: &Admin,
+    admin: &ApiClient,
     server: &ServerHandle,
     failing_robot: usize,
 ) -> anyhow::Result<Summary> {

@@ -8,10 +8,15 @@ use std::time::{Duration, Instant};
 
 use ota_client::daemon::Level;
 use ota_client::Slot;
-use ota_demo::{Admin, ServerHandle, ServerOptions};
-use ota_e2e::{collecting_log, fleet, plans, release_bundle, trust, Mode, Proxy};
-use ota_protocol::admin::{CreateRolloutRequest, RolloutDetail, RolloutState};
+use ota_e2e::{fleet, plans, release_bundle, trust};
+use ota_protocol::admin::{BundleInfo, CreateRolloutRequest, RolloutDetail, RolloutState};
+use ota_protocol::client::{ApiClient, ApiError};
 use ota_protocol::device::ReportStatus;
+use ota_protocol::paths;
+use ota_testkit::fleet::{wait_devices, wait_rollout, LogLines};
+use ota_testkit::proxy::{Mode, Proxy};
+use ota_testkit::server::{ServerHandle, ServerOptions};
+use ota_testkit::wait::wait_for;
 
 const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -19,7 +24,7 @@ fn server(dir: &std::path::Path) -> ServerHandle {
     ServerHandle::start(&ServerOptions::new(&dir.join("server"), trust())).unwrap()
 }
 
-fn rollout(admin: &Admin, bundle_id: &str, stages: Vec<u8>, threshold: f64) -> u64 {
+fn rollout(admin: &ApiClient, bundle_id: &str, stages: Vec<u8>, threshold: f64) -> u64 {
     admin
         .create_rollout(&CreateRolloutRequest {
             bundle_id: bundle_id.into(),
@@ -38,11 +43,32 @@ fn all_finished(d: &RolloutDetail) -> bool {
         .all(|m| ReportStatus::parse(&m.status).is_some_and(ReportStatus::is_terminal))
 }
 
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
+/// The daemon logs this after every poll that brought no update.
+const POLLED: &str = "polled: no update";
+
+/// Waits until each of `robots` has polled `n` more times than `before` (its count of [`POLLED`] lines then).
+fn wait_polls(lines: &LogLines, robots: &[String], before: &[usize], n: usize) {
+    for (robot, before) in robots.iter().zip(before) {
+        wait_for(
+            &format!("{robot} to poll {n} more times"),
+            Duration::from_secs(20),
+            || lines.count(Some(robot), POLLED) >= before + n,
+        );
+    }
+}
+
+fn poll_counts(lines: &LogLines, robots: &[String]) -> Vec<usize> {
+    robots
+        .iter()
+        .map(|r| lines.count(Some(r), POLLED))
+        .collect()
+}
+
+/// The HTTP status of a call's answer (200 for any success).
+fn status<T>(result: Result<T, ApiError>) -> u16 {
+    match result {
+        Ok(_) => 200,
+        Err(e) => e.status.unwrap_or_else(|| panic!("no answer: {e}")),
     }
 }
 
@@ -50,22 +76,20 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 fn rollout_updates_the_fleet_pauses_at_the_threshold_and_resumes_by_hand() {
     let dir = tempfile::tempdir().unwrap();
     let server = server(dir.path());
-    let admin = server.admin().unwrap();
-    let (lines, log) = collecting_log();
+    let admin = server.admin();
+    let lines = LogLines::default();
+    let log = lines.sink();
     let mut fleet = fleet(dir.path(), &server.base, &server, &plans(5, &[2]), log);
     let published = admin.publish_bytes(release_bundle("1.1.0")).unwrap();
     fleet.start(std::sync::Arc::new(ota_client::daemon::SystemClock));
-    admin
-        .wait_devices(&fleet.ids(), Duration::from_secs(20))
-        .unwrap();
+    wait_devices(&admin, &fleet.ids(), Duration::from_secs(20)).unwrap();
 
     let id = rollout(&admin, &published.bundle_id, vec![40, 100], 0.1);
     // One rollback in any stage is more than 10 % of the offered robots.
-    let paused = admin
-        .wait_rollout(id, ROLLOUT_TIMEOUT, |d| {
-            d.rollout.state == RolloutState::Paused
-        })
-        .unwrap();
+    let paused = wait_rollout(&admin, id, ROLLOUT_TIMEOUT, |d| {
+        d.rollout.state == RolloutState::Paused
+    })
+    .unwrap();
     assert!(
         paused
             .rollout
@@ -83,18 +107,19 @@ fn rollout_updates_the_fleet_pauses_at_the_threshold_and_resumes_by_hand() {
         .unwrap();
     assert_eq!(robot2.status, "rolled_back");
 
-    // Paused: nobody new gets the update while the operator looks.
-    std::thread::sleep(Duration::from_secs(2));
+    // Paused: nobody new gets the update while the operator looks, however often they poll.
+    let ids = fleet.ids();
+    let before = poll_counts(&lines, &ids);
+    wait_polls(&lines, &ids, &before, 2);
     let still = admin.rollout(id).unwrap();
     assert_eq!(still.rollout.state, RolloutState::Paused);
     assert_eq!(still.rollout.counts.offered, paused.rollout.counts.offered);
 
     admin.rollout_action(id, "resume").unwrap();
-    let done = admin
-        .wait_rollout(id, ROLLOUT_TIMEOUT, |d| {
-            d.rollout.state == RolloutState::Completed && all_finished(d)
-        })
-        .unwrap();
+    let done = wait_rollout(&admin, id, ROLLOUT_TIMEOUT, |d| {
+        d.rollout.state == RolloutState::Completed && all_finished(d)
+    })
+    .unwrap();
     assert_eq!(
         done.rollout.counts.succeeded, 4,
         "{:?}",
@@ -203,11 +228,7 @@ fn rollout_updates_the_fleet_pauses_at_the_threshold_and_resumes_by_hand() {
     );
     fleet.stop();
     assert!(
-        !lines
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|(_, l, _)| *l == Level::Error),
+        !lines.all().iter().any(|(_, l, _)| *l == Level::Error),
         "no errors expected"
     );
 }
@@ -216,22 +237,19 @@ fn rollout_updates_the_fleet_pauses_at_the_threshold_and_resumes_by_hand() {
 fn a_download_cut_mid_body_resumes_with_range() {
     let dir = tempfile::tempdir().unwrap();
     let server = server(dir.path());
-    let admin = server.admin().unwrap();
+    let admin = server.admin();
     let proxy = Proxy::start(server.addr);
-    let (_lines, log) = collecting_log();
+    let lines = LogLines::default();
+    let log = lines.sink();
     let mut fleet = fleet(dir.path(), &proxy.base, &server, &plans(1, &[]), log);
     let bundle = release_bundle("1.1.0");
     let size = bundle.len();
     let published = admin.publish_bytes(bundle).unwrap();
     proxy.cut_next_download(size / 2);
     fleet.start(std::sync::Arc::new(ota_client::daemon::SystemClock));
-    admin
-        .wait_devices(&fleet.ids(), Duration::from_secs(20))
-        .unwrap();
+    wait_devices(&admin, &fleet.ids(), Duration::from_secs(20)).unwrap();
     let id = rollout(&admin, &published.bundle_id, vec![100], 0.5);
-    let done = admin
-        .wait_rollout(id, ROLLOUT_TIMEOUT, all_finished)
-        .unwrap();
+    let done = wait_rollout(&admin, id, ROLLOUT_TIMEOUT, all_finished).unwrap();
     assert_eq!(
         done.rollout.counts.succeeded, 1,
         "{:?}",
@@ -267,23 +285,22 @@ fn a_download_cut_mid_body_resumes_with_range() {
 fn a_permanent_download_error_is_not_retried_and_is_reported_as_a_failure() {
     let dir = tempfile::tempdir().unwrap();
     let server = server(dir.path());
-    let admin = server.admin().unwrap();
+    let admin = server.admin();
     let proxy = Proxy::start(server.addr);
-    let (_lines, log) = collecting_log();
+    let lines = LogLines::default();
+    let log = lines.sink();
     let mut fleet = fleet(dir.path(), &proxy.base, &server, &plans(1, &[]), log);
     let published = admin.publish_bytes(release_bundle("1.1.0")).unwrap();
     proxy.fail_downloads(Some(410));
     fleet.start(std::sync::Arc::new(ota_client::daemon::SystemClock));
-    admin
-        .wait_devices(&fleet.ids(), Duration::from_secs(20))
-        .unwrap();
+    wait_devices(&admin, &fleet.ids(), Duration::from_secs(20)).unwrap();
     let id = rollout(&admin, &published.bundle_id, vec![100], 0.5);
-    let done = admin
-        .wait_rollout(id, ROLLOUT_TIMEOUT, all_finished)
-        .unwrap();
+    let done = wait_rollout(&admin, id, ROLLOUT_TIMEOUT, all_finished).unwrap();
     assert_eq!(done.rollout.counts.failed, 1, "{:?}", done.rollout.counts);
-    // Once reported, the update is not offered or downloaded again.
-    std::thread::sleep(Duration::from_secs(3));
+    // Once reported, the update is not offered or downloaded again, however often the robot polls.
+    let ids = fleet.ids();
+    let before = poll_counts(&lines, &ids);
+    wait_polls(&lines, &ids, &before, 3);
     let downloads = proxy
         .seen()
         .iter()
@@ -315,7 +332,7 @@ fn a_permanent_download_error_is_not_retried_and_is_reported_as_a_failure() {
 fn a_tampered_upload_is_refused_and_nothing_is_published() {
     let dir = tempfile::tempdir().unwrap();
     let server = server(dir.path());
-    let admin = server.admin().unwrap();
+    let admin = server.admin();
     let good = release_bundle("1.1.0");
     let mut tampered = good.clone();
     let middle = tampered.len() / 2;
@@ -336,14 +353,7 @@ fn a_tampered_upload_is_refused_and_nothing_is_published() {
     );
     let err = admin.publish_bytes(foreign).unwrap_err().to_string();
     assert!(err.contains("HTTP 422"), "{err}");
-    let http = reqwest::blocking::Client::new();
-    let list: Vec<serde_json::Value> = http
-        .get(format!("{}/api/bundles", server.base))
-        .bearer_auth(&server.admin_token)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let list: Vec<BundleInfo> = admin.bundles().unwrap();
     assert!(list.is_empty(), "nothing published: {list:?}");
     // The untouched bundle is accepted.
     let ok = admin.publish_bytes(good).unwrap();
@@ -354,14 +364,13 @@ fn a_tampered_upload_is_refused_and_nothing_is_published() {
 fn devices_see_only_their_own_data_and_nothing_without_a_token() {
     let dir = tempfile::tempdir().unwrap();
     let server = server(dir.path());
-    let admin = server.admin().unwrap();
-    let (_lines, log) = collecting_log();
+    let admin = server.admin();
+    let lines = LogLines::default();
+    let log = lines.sink();
     let mut fleet = fleet(dir.path(), &server.base, &server, &plans(2, &[]), log);
     let published = admin.publish_bytes(release_bundle("1.1.0")).unwrap();
     fleet.start(std::sync::Arc::new(ota_client::daemon::SystemClock));
-    admin
-        .wait_devices(&fleet.ids(), Duration::from_secs(20))
-        .unwrap();
+    wait_devices(&admin, &fleet.ids(), Duration::from_secs(20)).unwrap();
     fleet.stop();
     let token_file = fleet.robots[0].robot.path("data/device-token");
     let mode = std::os::unix::fs::PermissionsExt::mode(
@@ -369,14 +378,13 @@ fn devices_see_only_their_own_data_and_nothing_without_a_token() {
     );
     assert_eq!(mode & 0o777, 0o600, "the device token is private");
     let token = std::fs::read_to_string(&token_file).unwrap();
-    let http = reqwest::blocking::Client::new();
-    let get = |path: &str, token: Option<&str>| {
-        let mut req = http.get(format!("{}{path}", server.base));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        req.send().unwrap().status().as_u16()
+    let anonymous = server.anonymous();
+    let as_device = |token: Option<&str>| match token {
+        Some(t) => anonymous.with_token(t),
+        None => anonymous.clone(),
     };
+    let get =
+        |path: &str, token: Option<&str>| status(as_device(token).get::<serde_json::Value>(path));
     assert_eq!(get("/api/devices/robot-1", Some(&token)), 200);
     assert_eq!(get("/api/devices/robot-2", Some(&token)), 403);
     assert_eq!(get("/api/devices", Some(&token)), 403, "admin route");
@@ -385,23 +393,16 @@ fn devices_see_only_their_own_data_and_nothing_without_a_token() {
     let download = format!("/api/bundles/{}/download", published.bundle_id);
     assert_eq!(get(&download, Some(&token)), 403, "not offered to it");
     assert_eq!(get(&download, None), 401);
-    let poll = http
-        .post(format!("{}/api/device/poll", server.base))
-        .json(&serde_json::json!({"compatible": "acme-robot-v2"}))
-        .send()
-        .unwrap();
-    assert_eq!(poll.status().as_u16(), 401);
+    let poll = anonymous.post::<_, serde_json::Value>(
+        paths::POLL,
+        &serde_json::json!({"compatible": "acme-robot-v2"}),
+    );
+    assert_eq!(status(poll), 401);
     // Reports about a rollout that does not exist are refused, and need a token.
     let report =
         serde_json::json!({"report_id": "x-1", "rollout_id": 4242, "status": "downloading"});
     let post = |token: Option<&str>| {
-        let mut req = http
-            .post(format!("{}/api/device/report", server.base))
-            .json(&report);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        req.send().unwrap().status().as_u16()
+        status(as_device(token).post::<_, serde_json::Value>(paths::REPORT, &report))
     };
     assert_eq!(post(Some(&token)), 404);
     assert_eq!(post(None), 401);
@@ -412,15 +413,14 @@ fn a_server_restart_loses_nothing_and_the_robots_carry_on() {
     let dir = tempfile::tempdir().unwrap();
     let options = ServerOptions::new(&dir.path().join("server"), trust());
     let first = ServerHandle::start(&options).unwrap();
-    let admin = first.admin().unwrap();
+    let admin = first.admin();
     let proxy = Proxy::start(first.addr);
-    let (lines, log) = collecting_log();
+    let lines = LogLines::default();
+    let log = lines.sink();
     let mut fleet = fleet(dir.path(), &proxy.base, &first, &plans(4, &[]), log);
     let published = admin.publish_bytes(release_bundle("1.1.0")).unwrap();
     fleet.start(std::sync::Arc::new(ota_client::daemon::SystemClock));
-    admin
-        .wait_devices(&fleet.ids(), Duration::from_secs(20))
-        .unwrap();
+    wait_devices(&admin, &fleet.ids(), Duration::from_secs(20)).unwrap();
     let tokens: Vec<String> = fleet
         .robots
         .iter()
@@ -428,13 +428,20 @@ fn a_server_restart_loses_nothing_and_the_robots_carry_on() {
         .collect();
     let id = rollout(&admin, &published.bundle_id, vec![25, 100], 0.5);
     // Stage 1 (one robot) finishes, then the server goes away.
-    admin
-        .wait_rollout(id, ROLLOUT_TIMEOUT, |d| d.rollout.counts.succeeded >= 1)
-        .unwrap();
+    wait_rollout(&admin, id, ROLLOUT_TIMEOUT, |d| {
+        d.rollout.counts.succeeded >= 1
+    })
+    .unwrap();
     let (admin_token, secret) = (first.admin_token.clone(), first.enrollment_secret.clone());
     first.stop().unwrap();
     proxy.set_mode(Mode::Down);
-    std::thread::sleep(Duration::from_secs(2));
+    // The robots find it gone (each poll meets a closed connection).
+    let down = |proxy: &Proxy| proxy.seen().iter().filter(|s| s.fate == "down").count();
+    wait_for(
+        "the robots to find the server down",
+        ROLLOUT_TIMEOUT,
+        || down(&proxy) >= 4,
+    );
     // Same data directory, generated secrets read back, a new port.
     let second = ServerHandle::start(&options).unwrap();
     assert_eq!(
@@ -443,21 +450,14 @@ fn a_server_restart_loses_nothing_and_the_robots_carry_on() {
     );
     proxy.set_upstream(second.addr);
     proxy.set_mode(Mode::Forward);
-    let admin = second.admin().unwrap();
-    let bundles: Vec<serde_json::Value> = reqwest::blocking::Client::new()
-        .get(format!("{}/api/bundles", second.base))
-        .bearer_auth(&second.admin_token)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let admin = second.admin();
+    let bundles = admin.bundles().unwrap();
     assert_eq!(bundles.len(), 1);
     assert_eq!(admin.devices().unwrap().len(), 4);
-    let done = admin
-        .wait_rollout(id, ROLLOUT_TIMEOUT, |d| {
-            d.rollout.state == RolloutState::Completed && all_finished(d)
-        })
-        .unwrap();
+    let done = wait_rollout(&admin, id, ROLLOUT_TIMEOUT, |d| {
+        d.rollout.state == RolloutState::Completed && all_finished(d)
+    })
+    .unwrap();
     assert_eq!(
         done.rollout.counts.succeeded, 4,
         "{:?}",
@@ -485,50 +485,75 @@ fn a_server_restart_loses_nothing_and_the_robots_carry_on() {
         .collect();
     assert_eq!(tokens, after, "no robot had to enroll again");
     fleet.stop();
-    assert!(!lines
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|(_, _, l)| l.contains("enrolling again")));
+    assert_eq!(lines.count(None, "enrolling again"), 0);
 }
 
 #[test]
 fn during_an_outage_the_daemon_backs_off_honours_retry_after_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let server = server(dir.path());
-    let admin = server.admin().unwrap();
+    let admin = server.admin();
     let proxy = Proxy::start(server.addr);
-    let (lines, log) = collecting_log();
+    let lines = LogLines::default();
+    let log = lines.sink();
     let mut fleet = fleet(dir.path(), &proxy.base, &server, &plans(1, &[]), log);
     let published = admin.publish_bytes(release_bundle("1.1.0")).unwrap();
     fleet.start(std::sync::Arc::new(ota_client::daemon::SystemClock));
-    admin
-        .wait_devices(&fleet.ids(), Duration::from_secs(20))
-        .unwrap();
+    wait_devices(&admin, &fleet.ids(), Duration::from_secs(20)).unwrap();
 
     // A dead server: retries back off (100 ms doubling, full jitter, at most 2 s).
+    let logged_before = lines.all().len();
     proxy.set_mode(Mode::Down);
     let down_at = Instant::now();
     let id = rollout(&admin, &published.bundle_id, vec![100], 0.5);
-    std::thread::sleep(Duration::from_secs(5));
-    let attempts = proxy.seen().iter().filter(|s| s.fate == "down").count();
-    // Polling every second without backoff would be ~5; hammering would be hundreds.
-    assert!((2..=40).contains(&attempts), "{attempts} attempts in 5 s");
-    let retries: Vec<String> = lines
-        .lock()
-        .unwrap()
+    wait_for("the third retry", ROLLOUT_TIMEOUT, || {
+        lines.count(None, "retry 3 in") > 0
+    });
+    let down: Vec<Instant> = proxy
+        .seen()
         .iter()
+        .filter(|s| s.fate == "down")
+        .map(|s| s.at)
+        .collect();
+    let attempts = down.len();
+    assert!(
+        (2..=40).contains(&attempts),
+        "{attempts} attempts by the third retry"
+    );
+    let retries: Vec<String> = lines
+        .all()
+        .into_iter()
+        .skip(logged_before)
         .filter(|(_, l, s)| *l == Level::Warn && s.contains("retry"))
-        .map(|(_, _, s)| s.clone())
+        .map(|(_, _, s)| s)
         .collect();
     assert!(
         retries.iter().any(|s| s.contains("retry 3 in")),
         "{retries:?}"
     );
+    // Each retry waited the backoff it announced (logged to 0.1 s), so none came early.
+    for n in 1..=2usize {
+        let line = retries
+            .iter()
+            .find(|s| s.contains(&format!("retry {n} in ")))
+            .unwrap_or_else(|| panic!("retry {n} logged: {retries:?}"));
+        let secs: f64 = line
+            .rsplit_once(" in ")
+            .and_then(|(_, d)| d.trim_end_matches(" s").parse().ok())
+            .unwrap_or_else(|| panic!("a delay in {line:?}"));
+        let gap = down[n] - down[n - 1];
+        assert!(
+            gap.as_secs_f64() >= secs - 0.06,
+            "retry {n} came {gap:?} after the failure, announced {secs} s: {retries:?}"
+        );
+    }
 
     // Overloaded: 503 with Retry-After 2 is honoured.
     proxy.set_mode(Mode::Busy(2));
-    std::thread::sleep(Duration::from_millis(4500));
+    let busy_count = |proxy: &Proxy| proxy.seen().iter().filter(|s| s.fate == "busy").count();
+    wait_for("two polls answered 503", ROLLOUT_TIMEOUT, || {
+        busy_count(&proxy) >= 2
+    });
     proxy.set_mode(Mode::Forward);
     let busy: Vec<Instant> = proxy
         .seen()
@@ -546,9 +571,7 @@ fn during_an_outage_the_daemon_backs_off_honours_retry_after_and_recovers() {
     }
 
     // Back up: the robot gets the update that was created during the outage.
-    let done = admin
-        .wait_rollout(id, ROLLOUT_TIMEOUT, all_finished)
-        .unwrap();
+    let done = wait_rollout(&admin, id, ROLLOUT_TIMEOUT, all_finished).unwrap();
     assert_eq!(done.rollout.counts.succeeded, 1);
     assert!(down_at.elapsed() < ROLLOUT_TIMEOUT);
     let robot = &fleet.robots[0].robot;

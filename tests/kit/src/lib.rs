@@ -2,11 +2,21 @@
 //!
 //! * [`tools`]: outside tools a test needs (grub-editenv, openssl, QEMU, Chromium...): a test fails naming the
 //!   tool when `CI` is set, and prints a loud SKIPPED line elsewhere, so no test passes because a tool was missing.
+//! * [`wait`]: bounded waits for an event, instead of sleeping and hoping.
 //! * [`sim`]: interpreters for the subset of GRUB script and U-Boot hush that the shipped
 //!   `bootloader-hooks/grub/ota.cfg` and `u-boot/boot.cmd` use, so simulated robots boot through the real scripts.
 //! * [`robot`]: a simulated robot in a directory (file slots, a boot env, a fake /proc/cmdline), its images and
 //!   signed bundles, and a daemon run that reboots it through [`sim`].
+//! * [`server`]: an `ota-server` in this process on a loopback port, with API clients for it.
+//! * [`release`]: release keys and trust roots.
+//! * [`fleet`]: robots running the real daemon in threads against a server, their logs, and waits on rollouts.
+//! * [`proxy`]: a fault-injecting HTTP proxy between robots and a server.
 
+pub mod fleet;
+pub mod proxy;
+pub mod release;
 pub mod robot;
+pub mod server;
 pub mod sim;
 pub mod tools;
+pub mod wait;
