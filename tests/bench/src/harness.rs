@@ -327,8 +327,7 @@ mod tests {
 
     #[test]
     fn measures_a_real_command() {
-        if find_program(GNU_TIME).is_none() || find_program("true").is_none() {
-            eprintln!("skipped: {GNU_TIME} or true missing");
+        if !ota_testkit::tools::require_all(&[GNU_TIME, "true", "false"]) {
             return;
         }
         let dir = tempfile::tempdir().unwrap();

@@ -15,8 +15,6 @@ use tokio::net::TcpStream;
 
 /// `application/json`.
 pub const JSON: HeaderValue = HeaderValue::from_static("application/json");
-/// `application/octet-stream`.
-pub const OCTETS: HeaderValue = HeaderValue::from_static("application/octet-stream");
 
 /// A connection to the server; reconnects on demand after a failure.
 pub struct Conn {

@@ -20,7 +20,6 @@ mod child;
 mod conn;
 
 use std::collections::BTreeMap;
-use std::io::Cursor;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,12 +33,14 @@ use hdrhistogram::Histogram;
 use hyper::body::Bytes;
 use hyper::header::HeaderValue;
 use hyper::{Method, StatusCode};
+use ota_protocol::admin::CreateRolloutRequest;
+use ota_protocol::client::{ApiClient, ClientOptions};
 use ota_protocol::device::{
     EnrollRequest, EnrollResponse, PollRequest, PollResponse, Position, Telemetry,
 };
 
 use crate::child::ServerProcess;
-use crate::conn::{bearer, Conn, JSON, OCTETS};
+use crate::conn::{bearer, Conn, JSON};
 
 /// Load benchmark of ota-server's device poll path (targets 127.0.0.1 only).
 #[derive(Parser, Debug)]
@@ -311,69 +312,26 @@ async fn enroll_all(
 }
 
 /// Publishes a signed 1.1.0 bundle and rolls it out (single stage, 100 %) to the devices tagged ring=canary.
-async fn create_rollout(
-    addr: SocketAddr,
-    admin: &HeaderValue,
-    key: &ota_keys::SecretKey,
-) -> anyhow::Result<u64> {
-    let spec = ota_bundle_format::BundleSpec {
-        version: semver::Version::new(1, 1, 0),
-        compatible: COMPATIBLE.into(),
-        created: 1_700_000_000,
-        description: "ota-loadgen rollout bundle".into(),
-        level: 1,
-        workers: 1,
-    };
+/// Setup, not load: the typed API client (blocking, so run it off the async workers).
+fn create_rollout(base: &str, admin: &str, key: &ota_keys::SecretKey) -> anyhow::Result<u64> {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let image: Vec<u8> = (0..64 * 1024).map(|_| rng.next() as u8).collect();
-    let images = vec![ota_bundle_format::ImageInput {
-        name: "rootfs.ext4".into(),
-        slot_class: "rootfs".into(),
-        reader: Box::new(Cursor::new(image)),
-    }];
-    let keys = [ota_keys::SecretKey::from_pem(&key.to_pem())?];
-    let (_, bundle) = ota_bundle_format::build_bundle_to_vec(&spec, images, &keys)
-        .context("building the rollout bundle")?;
-    let mut conn = Conn::new(addr, Duration::from_secs(60))?;
-    let (status, answer) = conn
-        .send(
-            Method::POST,
-            ota_protocol::paths::BUNDLES,
-            Some(admin),
-            Some(OCTETS),
-            bundle.into(),
-        )
-        .await?;
-    if !status.is_success() {
-        bail!(
-            "publishing the bundle: HTTP {status}: {}",
-            String::from_utf8_lossy(&answer)
-        );
-    }
-    let published: ota_protocol::admin::PublishResponse = serde_json::from_slice(&answer)?;
-    let request = serde_json::json!({
-        "bundle_id": published.bundle_id,
-        "tags": {"ring": "canary"},
-        "stages": [100],
-        "failure_threshold": 0.5,
-        "name": "ota-loadgen canary",
-    });
-    let (status, answer) = conn
-        .send(
-            Method::POST,
-            ota_protocol::paths::ROLLOUTS,
-            Some(admin),
-            Some(JSON),
-            serde_json::to_vec(&request)?.into(),
-        )
-        .await?;
-    if status != StatusCode::CREATED {
-        bail!(
-            "creating the rollout: HTTP {status}: {}",
-            String::from_utf8_lossy(&answer)
-        );
-    }
-    let info: ota_protocol::admin::RolloutInfo = serde_json::from_slice(&answer)?;
+    let bundle =
+        ota_testkit::robot::try_bundle_with(key, "1.1.0", COMPATIBLE, &[("rootfs", image)])
+            .context("building the rollout bundle")?;
+    let api = ApiClient::new(&ClientOptions::new(base))?
+        .with_token(admin)
+        .with_timeout(Duration::from_secs(60));
+    let published = api.publish_bytes(bundle).context("publishing the bundle")?;
+    let info = api
+        .create_rollout(&CreateRolloutRequest {
+            bundle_id: published.bundle_id,
+            tags: BTreeMap::from([("ring".to_string(), "canary".to_string())]),
+            stages: Some(vec![100]),
+            failure_threshold: Some(0.5),
+            name: Some("ota-loadgen canary".into()),
+        })
+        .context("creating the rollout")?;
     Ok(info.counts.targeted)
 }
 
@@ -662,7 +620,6 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         }
     };
     let server_pid = server.as_ref().map(|s| s.pid().to_string());
-    let admin = bearer(&admin_token)?;
 
     let started = Instant::now();
     let tokens = enroll_all(
@@ -682,9 +639,13 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let tokens = Arc::new(tokens);
 
     if args.canary_percent > 0 {
-        match &signing_key {
+        match signing_key {
             Some(key) => {
-                let targeted = create_rollout(addr, &admin, key).await?;
+                let (base, token) = (format!("http://{addr}"), admin_token.clone());
+                let targeted =
+                    tokio::task::spawn_blocking(move || create_rollout(&base, &token, &key))
+                        .await
+                        .context("the rollout setup panicked")??;
                 println!("rollout of 1.1.0 to ring=canary: {targeted} devices targeted (their polls get an offer)");
             }
             None => println!("no --signing-key for the --server: no rollout, polls get no offers"),
