@@ -7,7 +7,7 @@ use std::time::Duration;
 use ota_client_core::daemon::Failure;
 use ota_protocol::client::{ApiClient, ApiError, ClientOptions};
 
-use super::DaemonError;
+use super::error::DaemonError;
 use crate::config::Config;
 
 /// Timeout of enroll, poll and report requests.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use ota_client_core::daemon::DaemonState;
 use ota_image_io::atomic::{write_atomically, FileError};
 
-use super::DaemonError;
+use super::error::DaemonError;
 
 /// The device token, in the data directory.
 pub const TOKEN_FILE: &str = "device-token";

@@ -9,7 +9,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ota_protocol::device::MAX_LOG_TAIL;
 
-use super::{Level, LogSink};
+use ota_client_core::daemon::Level;
+
+use super::hooks::LogSink;
 
 /// The daemon's log in the data directory; rotated to `daemon.log.1` past [`LOG_FILE_MAX`].
 pub const LOG_FILE: &str = "daemon.log";

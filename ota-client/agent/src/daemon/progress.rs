@@ -31,7 +31,7 @@ impl Reporter<'_> {
             self.log
                 .line(Level::Debug, &format!("progress report not sent: {e}"));
         }
-        let now = self.clock.now().saturating_duration_since(self.start);
+        let now = self.now();
         self.throttle.mark_sent(now);
     }
 

@@ -14,16 +14,36 @@ use ota_client_core::daemon::{
 use ota_protocol::device::{EnrollRequest, PollRequest, ReportRequest, UpdateOffer};
 
 use super::api::{failure, Server};
+use super::error::DaemonError;
 use super::files::{default_device_id, Files};
+use super::hooks::DaemonHooks;
 use super::log::{Log, LOG_FILE};
 use super::progress::Reporter;
-use super::{DaemonError, DaemonHooks};
 use crate::client::{Client, InstallOptions, InstallReport};
-use crate::config::ServerConfig;
+use crate::config::{Config, ServerConfig};
 use crate::source::{BundleSource, HttpRequest};
 use crate::telemetry::Sampler;
 
-pub(super) struct Daemon<'a> {
+/// Runs the daemon for `config` until `cancel` is set ([`Exit::Stopped`]) or a reboot was
+/// started ([`Exit::Rebooted`]).
+pub fn run(
+    config: Config,
+    hooks: &DaemonHooks,
+    cancel: &Arc<AtomicBool>,
+) -> Result<Exit, DaemonError> {
+    run_client(Client::open(config)?, hooks, cancel)
+}
+
+/// [`run`] over an already opened client (e.g. one made with [`Client::with_backend`]).
+pub fn run_client(
+    client: Client,
+    hooks: &DaemonHooks,
+    cancel: &Arc<AtomicBool>,
+) -> Result<Exit, DaemonError> {
+    Daemon::open(client, hooks, cancel)?.run()
+}
+
+struct Daemon<'a> {
     client: Client,
     server_config: ServerConfig,
     hooks: &'a DaemonHooks,
@@ -38,7 +58,7 @@ pub(super) struct Daemon<'a> {
 }
 
 impl<'a> Daemon<'a> {
-    pub(super) fn open(
+    fn open(
         client: Client,
         hooks: &'a DaemonHooks,
         cancel: &'a Arc<AtomicBool>,
@@ -88,7 +108,7 @@ impl<'a> Daemon<'a> {
     }
 
     /// Runs until the machine says to stop; only files that cannot be written end it early.
-    pub(super) fn run(&mut self) -> Result<Exit, DaemonError> {
+    fn run(&mut self) -> Result<Exit, DaemonError> {
         let mut input = Input::Start;
         loop {
             let action = self

@@ -14,11 +14,10 @@ use std::time::Duration;
 
 use ota_protocol::device::{PollResponse, ReportStatus, UpdateOffer};
 
-use super::action::{Action, Input, InstallResult, Settings};
+use super::action::{Action, ErrorKind, Exit, Failure, Input, InstallResult, Level, Settings};
 use super::backoff::Backoff;
 use super::report::{event_offer, event_report, status_report};
 use super::state::{enroll_request_id, ActiveOffer, DaemonState};
-use super::{ErrorKind, Exit, Failure, Level};
 use crate::slot::{EventKind, ReportEvent};
 
 /// How a failed cycle is retried.
