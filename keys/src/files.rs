@@ -1,4 +1,5 @@
-//! Key files and crash-safe file writes.
+//! Key files: creating a key pair (never overwriting one) and loading keys. Other files that must survive a power
+//! cut are written with `ota_image_io::atomic`, not with this module.
 //!
 //! Unix only: file modes are part of the security model (secret keys are 0600).
 
@@ -8,7 +9,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use rand_core::{OsRng, RngCore};
+use ota_image_io::atomic::{parent_dir, sync_dir};
 use zeroize::Zeroizing;
 
 use crate::{KeyError, PublicKey, SecretKey};
@@ -19,19 +20,6 @@ fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {
     let mut name = OsString::from(prefix.as_os_str());
     name.push(suffix);
     PathBuf::from(name)
-}
-
-/// The directory a file lives in (`.` for a bare file name).
-fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    }
-}
-
-/// fsync a directory so a file created or renamed in it survives a power cut.
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 /// Write `bytes` to an already created file with exactly `mode` (independent of
@@ -101,10 +89,9 @@ pub fn write_keypair(prefix: &Path) -> Result<(PathBuf, PathBuf, SecretKey), Key
         let _ = fs::remove_file(&key_path);
         return Err(e);
     }
-    let dir = parent_dir(&key_path);
-    sync_dir(dir).map_err(|source| KeyError::Io {
-        path: dir.to_path_buf(),
-        error: source,
+    sync_dir(parent_dir(&key_path)).map_err(|e| KeyError::Io {
+        path: e.path,
+        error: e.source,
     })?;
     Ok((key_path, pub_path, secret))
 }
@@ -134,44 +121,4 @@ pub fn load_secret_key(path: &Path) -> Result<SecretKey, KeyError> {
 pub fn load_public_key(path: &Path) -> Result<PublicKey, KeyError> {
     let pem = read_pem_file(path, "PUBLIC KEY")?;
     PublicKey::from_pem(&pem).map_err(|e| e.with_path(path))
-}
-
-/// Replace `path` with `bytes` so that readers and crash recovery see either the
-/// old or the new content, never a torn file.
-///
-/// Writes a uniquely named temporary file in the same directory (same
-/// filesystem, so the rename is atomic), sets exactly `mode` (not subject to the
-/// umask), fsyncs it, renames it over `path` and fsyncs the directory. Fails if
-/// the directory does not exist; the temporary file is removed on failure.
-pub fn write_file_atomically(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    let file_name = path.file_name().ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{} does not name a file", path.display()),
-        )
-    })?;
-    let dir = parent_dir(path);
-    let mut tmp_name = OsString::from(".");
-    tmp_name.push(file_name);
-    tmp_name.push(format!(
-        ".tmp-{}-{:016x}",
-        std::process::id(),
-        OsRng.next_u64()
-    ));
-    let tmp = dir.join(tmp_name);
-
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)?;
-    let written = fill(&mut file, bytes, mode).and_then(|()| {
-        drop(file);
-        fs::rename(&tmp, path)
-    });
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    sync_dir(dir)
 }

@@ -24,7 +24,7 @@ mod key;
 mod trust;
 
 pub use error::{KeyError, RotationError, ThresholdError, TrustRootError};
-pub use files::{load_public_key, load_secret_key, write_file_atomically, write_keypair};
+pub use files::{load_public_key, load_secret_key, write_keypair};
 pub use key::{KeyId, PublicKey, SecretKey, Signature};
 pub use trust::{accept_rotation, load_trust_root, SignedTrustRoot, TrustRoot, TRUST_ROOT_TYPE};
 

@@ -755,7 +755,7 @@ fn load_trust_root_from_pub_and_json() {
 
     let json_path = dir.path().join("root.json");
     let signed = signed_by(root(5, 2, &[&a, &b]), &[&a]);
-    write_file_atomically(&json_path, signed.to_json_pretty().as_bytes(), 0o644).unwrap();
+    std::fs::write(&json_path, signed.to_json_pretty().as_bytes()).unwrap();
     assert_eq!(load_trust_root(&json_path).unwrap(), signed.signed);
 
     let other = dir.path().join("other.json");
@@ -778,26 +778,4 @@ fn load_trust_root_from_pub_and_json() {
         load_trust_root(&dir.path().join("missing.json")),
         Err(TrustRootError::Io { .. })
     ));
-}
-
-#[test]
-fn write_file_atomically_replaces_and_sets_mode() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state.json");
-    write_file_atomically(&path, b"one", 0o600).unwrap();
-    assert_eq!(std::fs::read(&path).unwrap(), b"one");
-    assert_eq!(mode(&path), 0o600);
-    write_file_atomically(&path, b"two", 0o644).unwrap();
-    assert_eq!(std::fs::read(&path).unwrap(), b"two");
-    assert_eq!(mode(&path), 0o644);
-    // No temporary files are left behind.
-    let names: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(names, vec![std::ffi::OsString::from("state.json")]);
-
-    let missing = dir.path().join("no-such-dir/state.json");
-    let err = write_file_atomically(&missing, b"x", 0o644).unwrap_err();
-    assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
 }

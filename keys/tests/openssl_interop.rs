@@ -1,7 +1,8 @@
 //! Interoperability with the real `openssl` binary: operators generate and
 //! inspect keys with it, and third parties may verify our signatures with it.
 //!
-//! Skipped (with a message) only when `openssl` is not on PATH; CI installs it.
+//! Without `openssl` on PATH each test fails under CI=true and prints a loud SKIPPED otherwise
+//! (`ota_testkit::tools::require`).
 
 use std::path::Path;
 use std::process::Command;
@@ -24,20 +25,9 @@ fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
     output.stdout
 }
 
-fn have_openssl() -> bool {
-    match Command::new("openssl").arg("version").output() {
-        Ok(_) => true,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("SKIPPED: `openssl` is not on PATH");
-            false
-        }
-        Err(e) => panic!("cannot run openssl: {e}"),
-    }
-}
-
 #[test]
 fn openssl_generated_key_loads() {
-    if !have_openssl() {
+    if !ota_testkit::tools::require("openssl") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -58,7 +48,7 @@ fn openssl_generated_key_loads() {
 
 #[test]
 fn openssl_reads_our_key_files() {
-    if !have_openssl() {
+    if !ota_testkit::tools::require("openssl") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -76,7 +66,7 @@ fn openssl_reads_our_key_files() {
 
 #[test]
 fn openssl_verifies_our_signature() {
-    if !have_openssl() {
+    if !ota_testkit::tools::require("openssl") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -103,7 +93,7 @@ fn openssl_verifies_our_signature() {
 
 #[test]
 fn we_verify_openssl_signature() {
-    if !have_openssl() {
+    if !ota_testkit::tools::require("openssl") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -112,20 +112,6 @@ fn payload_byte(bundle: &[u8], name: &str) -> usize {
     header + 512 + 20
 }
 
-fn have(tool: &str) -> bool {
-    let found = StdCommand::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !found {
-        eprintln!(
-            "SKIP: {tool} is not installed (the project's scripts/install-deps.sh installs it)"
-        );
-    }
-    found
-}
-
 #[test]
 fn every_subcommand_has_help() {
     for sub in [
@@ -512,7 +498,7 @@ fn trust_root_rotation() {
 
 #[test]
 fn openssl_and_tar_interop() {
-    if !have("openssl") || !have("tar") {
+    if !ota_testkit::tools::require_all(&["openssl", "tar"]) {
         return;
     }
     let ws = Workspace::new();
@@ -572,7 +558,7 @@ fn openssl_and_tar_interop() {
     ]);
     assert!(String::from_utf8_lossy(&out).contains("Signature Verified Successfully"));
     // The payload is a plain zstd frame of the image.
-    if have("zstd") {
+    if ota_testkit::tools::require("zstd") {
         run(&[
             "zstd",
             "-q",

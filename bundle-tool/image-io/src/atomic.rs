@@ -248,4 +248,28 @@ mod tests {
         assert_eq!(err.op, "creating");
         assert!(err.to_string().contains("/nonexistent-dir-ota/"), "{err}");
     }
+
+    /// Moved from the keys crate, whose `write_file_atomically` this writer replaced.
+    #[test]
+    fn write_atomically_replaces_and_sets_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        write_atomically(&path, b"one", 0o600).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"one");
+        assert_eq!(mode(&path), 0o600);
+        write_atomically(&path, b"two", 0o644).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        assert_eq!(mode(&path), 0o644);
+        // No temporary files are left behind.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("state.json")]);
+
+        let missing = dir.path().join("no-such-dir/state.json");
+        let err = write_atomically(&missing, b"x", 0o644).unwrap_err();
+        assert_eq!(err.source.kind(), std::io::ErrorKind::NotFound);
+    }
 }
