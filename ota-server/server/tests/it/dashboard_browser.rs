@@ -4,8 +4,8 @@
 //! report history with its error and log tail, renders hostile tag values as text, and looks right in a
 //! 1280×800 screenshot (saved as `target/dashboard-screenshot.png` and into the test's temp dir).
 //!
-//! Skips (passes with a SKIP line) when /usr/bin/chromium or /usr/bin/chromedriver is missing:
-//! `scripts/install-deps.sh browser` installs them.
+//! Needs `chromium` and `chromedriver` on PATH (`scripts/install-deps.sh browser` installs them): without them
+//! it fails under CI and prints a loud SKIPPED line elsewhere (`ota_testkit::tools`).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -17,8 +17,9 @@ use ota_keys::SecretKey;
 use ota_protocol::device::{ReportRequest, ReportStatus};
 use serde_json::{json, Value};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+fn tool(name: &str) -> PathBuf {
+    ota_testkit::tools::find(name).unwrap_or_else(|| panic!("{name} is not on PATH"))
+}
 /// W3C WebDriver's key for element references.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -37,7 +38,7 @@ impl Driver {
             let l = TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let child = Command::new(CHROMEDRIVER)
+        let child = Command::new(tool("chromedriver"))
             .arg(format!("--port={port}"))
             .arg(format!("--log-path={}", log.display()))
             .stdin(Stdio::null())
@@ -81,7 +82,7 @@ impl Driver {
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
-                "binary": CHROMIUM,
+                "binary": tool("chromium"),
                 "args": [
                     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
                     "--no-first-run", "--disable-background-networking", "--disable-component-update",
@@ -312,8 +313,7 @@ return [row.getAttribute('data-status'), row.querySelector('td.col-status').text
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_shows_fleet_and_applies_live_reports() {
-    if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
-        println!("SKIP: chromium not installed (scripts/install-deps.sh browser)");
+    if !ota_testkit::tools::require_all(&["chromium", "chromedriver"]) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -189,7 +189,6 @@ async fn an_interrupted_upload_leaves_nothing() {
     sock.flush().unwrap();
     // The upload is under way: a temp file is growing in the data dir.
     eventually("the upload to be staged", || !server.tmp_files().is_empty()).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
     drop(sock);
     assert_nothing_left(&server).await;
     server.stop().await;
