@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use ota_bootloader::{grubenv, statefile, BootEnvError, EnvState, EnvStore};
 
-use crate::{read_optional, replace_file};
+use crate::fsio::{read_optional, replace_file};
 
 /// Overwrites an existing file of the same length from offset 0 and syncs it, touching no
 /// filesystem metadata but the timestamps.

@@ -16,31 +16,8 @@
 #![warn(missing_docs)]
 
 mod files;
+mod fsio;
 mod uboot;
-
-use std::io::ErrorKind;
-use std::path::Path;
-
-use ota_bootloader::BootEnvError;
-use ota_image_io::atomic::{self, FileError};
 
 pub use files::{GrubEnvFile, StateFile};
 pub use uboot::UBootEnv;
-
-/// Mode of an environment file the stores create (grub-editenv's).
-const ENV_FILE_MODE: u32 = 0o644;
-
-/// Replaces `path` by `bytes` so that a power cut leaves the old or the new file.
-fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), BootEnvError> {
-    atomic::write_atomically(path, bytes, ENV_FILE_MODE)
-        .map_err(|FileError { op, path, source }| BootEnvError::Io { op, path, source })
-}
-
-/// Reads a whole file; `Ok(None)` if it does not exist.
-fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, BootEnvError> {
-    match std::fs::read(path) {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(BootEnvError::io("reading", path, e)),
-    }
-}
