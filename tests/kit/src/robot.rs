@@ -63,6 +63,21 @@ pub fn image(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Incompressible bytes (a payload large enough to tamper with in the middle, or to measure).
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let step = |x: u64| {
+        x.wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407)
+    };
+    let mut x = step(seed);
+    (0..len)
+        .map(|_| {
+            x = step(x);
+            (x >> 33) as u8
+        })
+        .collect()
+}
+
 /// The rootfs image of `version` (the factory image is version "factory").
 pub fn rootfs_image(version: &str) -> Vec<u8> {
     image(seed(version, 1), ROOTFS_SIZE)
@@ -102,6 +117,16 @@ pub fn try_bundle_with(
     compatible: &str,
     images: &[(&str, Vec<u8>)],
 ) -> Result<Vec<u8>, BundleError> {
+    try_bundle_signed_by(&[key], version, compatible, images)
+}
+
+/// Like [`try_bundle_with`], signed by every one of `keys` (threshold and rotation tests).
+pub fn try_bundle_signed_by(
+    keys: &[&SecretKey],
+    version: &str,
+    compatible: &str,
+    images: &[(&str, Vec<u8>)],
+) -> Result<Vec<u8>, BundleError> {
     let spec = BundleSpec {
         version: version
             .parse()
@@ -120,7 +145,12 @@ pub fn try_bundle_with(
             reader: Box::new(Cursor::new(data.clone())),
         })
         .collect();
-    build_bundle_to_vec(&spec, inputs, std::slice::from_ref(key)).map(|(_, bytes)| bytes)
+    // The builder takes owned keys; `SecretKey` is deliberately not `Clone`.
+    let keys = keys
+        .iter()
+        .map(|k| SecretKey::from_pem(&k.to_pem()).expect("a key reads back from its own PEM"))
+        .collect::<Vec<_>>();
+    build_bundle_to_vec(&spec, inputs, &keys).map(|(_, bytes)| bytes)
 }
 
 /// A rootfs-only bundle of `version` (cached: the same bytes every time).

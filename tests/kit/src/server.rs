@@ -91,19 +91,35 @@ fn bind(options: &ServerOptions) -> anyhow::Result<TcpListener> {
 impl ServerHandle {
     /// Opens the data directory and serves it.
     pub fn start(options: &ServerOptions) -> anyhow::Result<ServerHandle> {
+        ServerHandle::start_with(options, |_| {})
+    }
+
+    /// Like [`start`](Self::start), with `configure` changing the server's settings first (upload limits,
+    /// allowed products, poll pacing...).
+    pub fn start_with(
+        options: &ServerOptions,
+        configure: impl FnOnce(&mut Settings),
+    ) -> anyhow::Result<ServerHandle> {
         let mut settings = Settings::new(options.data_dir.clone(), options.trust.clone());
         settings.admin_token = options.admin_token.clone();
         settings.enrollment_secret = options.enrollment_secret.clone();
         settings.config.poll_interval_secs = options.poll_interval_secs;
         settings.config.poll_jitter_secs = options.poll_jitter_secs;
+        configure(&mut settings);
+        let data_dir = settings.config.data_dir.clone();
+        let (admin_token, enrollment_secret) = (
+            settings.admin_token.clone(),
+            settings.enrollment_secret.clone(),
+        );
         let opened = server::open(settings).context("cannot open the server's data directory")?;
-        let admin_token = match &options.admin_token {
-            Some(t) => t.clone(),
-            None => read_secret(&options.data_dir, "admin-token")?,
+        // `None`: generated on the data directory's first start, read back as the server does.
+        let admin_token = match admin_token {
+            Some(t) => t,
+            None => read_secret(&data_dir, "admin-token")?,
         };
-        let enrollment_secret = match &options.enrollment_secret {
-            Some(s) => s.clone(),
-            None => read_secret(&options.data_dir, "enrollment-secret")?,
+        let enrollment_secret = match enrollment_secret {
+            Some(s) => s,
+            None => read_secret(&data_dir, "enrollment-secret")?,
         };
         let listener = bind(options)?;
         listener.set_nonblocking(true)?;
@@ -129,7 +145,7 @@ impl ServerHandle {
         Ok(ServerHandle {
             addr,
             base: format!("http://{addr}"),
-            data_dir: options.data_dir.clone(),
+            data_dir,
             admin_token,
             enrollment_secret,
             stop: Some(tx),

@@ -1,0 +1,4 @@
+//! The test kit's own tests, one binary: the shipped boot scripts against the contract, and the kit's server.
+
+mod boot_scripts;
+mod server;
