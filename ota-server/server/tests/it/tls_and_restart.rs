@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::common::*;
 use ota_keys::SecretKey;
+use ota_protocol::client::{ApiClient, ClientOptions};
 use ota_protocol::device::ReportStatus;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use reqwest::StatusCode;
@@ -24,7 +25,8 @@ fn throwaway_pki() -> Pki {
         .push(DnType::CommonName, "ota test CA");
     let ca_cert = ca.self_signed(&ca_key).unwrap();
     let key = KeyPair::generate().unwrap();
-    let params = CertificateParams::new(vec!["ota.test".to_string()]).unwrap();
+    let params =
+        CertificateParams::new(vec!["ota.test".to_string(), "localhost".to_string()]).unwrap();
     let cert = params.signed_by(&key, &ca_cert, &ca_key).unwrap();
     Pki {
         ca_pem: ca_cert.pem(),
@@ -104,6 +106,28 @@ async fn https_with_a_private_ca() {
     // ...and does not break the listener for others.
     let r = trusted.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+
+    // The typed client the CLIs and the robot use trusts the same CA from a file.
+    let ca_file = tls_dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let options = ClientOptions {
+        ca_file: Some(ca_file),
+        ..ClientOptions::new(format!("https://localhost:{port}"))
+    };
+    let offered = tokio::task::spawn_blocking(move || {
+        let api = ApiClient::new(&options).unwrap();
+        let enrolled = api
+            .enroll(&enroll_request("tls-robot-2", &[], COMPATIBLE))
+            .unwrap();
+        let polled = api
+            .with_token(&enrolled.token)
+            .poll(&poll_body("1.0.0", COMPATIBLE))
+            .unwrap();
+        polled.update.is_some()
+    })
+    .await
+    .unwrap();
+    assert!(!offered);
     server.stop().await;
 }
 
