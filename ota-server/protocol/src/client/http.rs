@@ -380,15 +380,19 @@ impl ApiClient {
             (
                 ErrorKind::Retry,
                 format!(
-                    "no answer from the server at {} in time: {}",
+                    "no answer from the server at {} in time ({})",
                     self.base,
-                    one_line(e)
+                    root_cause(e)
                 ),
             )
         } else if e.is_connect() {
             (
                 ErrorKind::Retry,
-                format!("cannot reach the server at {}: {}", self.base, one_line(e)),
+                format!(
+                    "cannot reach the server at {}: {}",
+                    self.base,
+                    root_cause(e)
+                ),
             )
         } else {
             (ErrorKind::Retry, one_line(e))
@@ -411,6 +415,15 @@ fn snippet(body: &[u8]) -> String {
         s.push('…');
     }
     s.replace(['\n', '\r'], " ")
+}
+
+/// The innermost cause (e.g. "Connection refused"), which says more than reqwest's "error sending request".
+fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string().replace('\n', " ")
 }
 
 /// An error with its sources, on one line, each cause said once.

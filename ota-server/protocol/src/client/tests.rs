@@ -199,6 +199,25 @@ mod live {
                 .starts_with("cannot reach the server at http://127.0.0.1:"),
             "{e}"
         );
+        assert!(e.message.contains("refused"), "{e}");
+    }
+
+    #[test]
+    fn a_silent_server_times_out_and_means_retry() {
+        // The kernel completes the connection; nobody ever answers.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let e = client(&base)
+            .with_timeout(Duration::from_millis(200))
+            .devices()
+            .unwrap_err();
+        assert_eq!((e.kind, e.status), (ErrorKind::Retry, None));
+        assert!(
+            e.message
+                .starts_with(&format!("no answer from the server at {base} in time")),
+            "{e}"
+        );
+        drop(listener);
     }
 
     #[test]
@@ -240,6 +259,16 @@ mod live {
             "{e}"
         );
         assert!(!e.contains('\n'), "{e}");
+
+        let good = dir.path().join("good-ca.pem");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["ota.example.com".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(&good, cert.pem()).unwrap();
+        options.ca_file = Some(good);
+        ApiClient::new(&options).expect("a PEM certificate is a usable CA file");
 
         let garbage = dir.path().join("ca.pem");
         std::fs::write(&garbage, "this is not a certificate\n").unwrap();
