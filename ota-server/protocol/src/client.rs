@@ -2,10 +2,10 @@
 //! `ota-server` admin subcommands, the demo and the tests.
 //!
 //! [`ErrorKind`] and [`ErrorKind::for_status`] are pure and always available, so code that only decides what
-//! to do about a failure needs no HTTP stack. The blocking [`ApiClient`] (reqwest, rustls) is behind the cargo
+//! to do about a failure needs no HTTP stack. The blocking `ApiClient` (reqwest, rustls) is behind the cargo
 //! feature `client`, so the server's wire types stay dependency-light.
 //!
-//! Every failure is an [`ApiError`] whose [`kind`](ApiError::kind) says what the caller should do:
+//! Every failure is an `ApiError` whose `kind` says what the caller should do:
 //! connection errors, timeouts, 408/425/429/5xx → [`ErrorKind::Retry`] (honouring `Retry-After`);
 //! 401 → [`ErrorKind::Reauthenticate`]; any other 4xx or a local mistake (bad URL, CA file) →
 //! [`ErrorKind::GiveUp`]. Its message is the server's [`ErrorBody`](crate::ErrorBody) when there is one.
