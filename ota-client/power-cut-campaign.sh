@@ -7,4 +7,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OTA_POWER_CUTS="${1:-1000}" OTA_POWER_CUT_SEED="${2:-1}" \
-  cargo test --locked -p ota-client --test power_cut power_cut_campaign -- --ignored --nocapture
+  cargo test --locked -p ota-client --test it power_cut::power_cut_campaign -- --ignored --nocapture

@@ -10,9 +10,10 @@ use ota_protocol::client::load_ca_certificates;
 use reqwest::blocking::{Client, Response};
 use reqwest::header;
 
+use super::error::SourceError;
+use super::failure::ReadFailure;
 use super::resume::{check_first, check_resume, classify, ResponseFacts, StatusClass, Validator};
 use super::retry::retry_wait;
-use super::{ReadFailure, SourceError};
 use crate::config::HttpConfig;
 use crate::random::random_u64;
 

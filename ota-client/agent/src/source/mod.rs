@@ -13,19 +13,19 @@
 //! [`retry`] (how long to wait); [`http`] is the reader that applies them.
 
 mod error;
+mod failure;
 mod http;
 pub mod resume;
 pub mod retry;
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, PoisonError};
-
-use ota_protocol::client::ErrorKind;
+use std::sync::Arc;
 
 pub use error::SourceError;
+pub use failure::ReadFailure;
 pub use resume::{
     check_first, check_resume, classify, parse_content_range, ResponseFacts, StatusClass, Validator,
 };
@@ -33,6 +33,7 @@ pub use retry::{backoff, retry_wait, MAX_RETRY_WAIT};
 
 use crate::config::HttpConfig;
 use crate::readahead::ReadAhead;
+use failure::Delivering;
 use http::HttpReader;
 
 /// A bundle location given on the command line or by a server.
@@ -107,58 +108,6 @@ pub struct Opened {
     pub failure: ReadFailure,
 }
 
-/// The kind of the error a source's reader handed its consumer. The reader that builds the error
-/// knows what it means (a stall that outlasted the retries, a 404); the installer only sees it
-/// inside a `BundleError`, so the kind travels beside the bytes instead of being dug out of
-/// wrapped `io::Error`s.
-#[derive(Debug, Clone, Default)]
-pub struct ReadFailure(Arc<Mutex<FailureState>>);
-
-#[derive(Debug, Default)]
-struct FailureState {
-    /// Set where the error was built (maybe on the read-ahead thread, ahead of the consumer).
-    built: Option<ErrorKind>,
-    /// The consumer was handed an error: until then a built error is still ahead of it, and
-    /// whatever else stopped the consumer was not the download's doing.
-    delivered: bool,
-}
-
-impl ReadFailure {
-    fn state(&self) -> std::sync::MutexGuard<'_, FailureState> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Records the kind of the error a reader is about to return.
-    fn built(&self, kind: ErrorKind) {
-        self.state().built.get_or_insert(kind);
-    }
-
-    /// The kind of the read error the consumer got, if it got one: as its builder decided, or
-    /// [`ErrorKind::GiveUp`] for a plain I/O error (a local file that cannot be read).
-    pub fn kind(&self) -> Option<ErrorKind> {
-        let state = self.state();
-        state
-            .delivered
-            .then(|| state.built.unwrap_or(ErrorKind::GiveUp))
-    }
-}
-
-/// The consumer's end of a source: notes in the [`ReadFailure`] that an error was handed out.
-struct Delivering {
-    inner: Box<dyn Read + Send>,
-    failure: ReadFailure,
-}
-
-impl Read for Delivering {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let read = self.inner.read(buf);
-        if matches!(&read, Err(e) if e.kind() != io::ErrorKind::Interrupted) {
-            self.failure.state().delivered = true;
-        }
-        read
-    }
-}
-
 impl Opened {
     fn new(reader: Box<dyn Read + Send>, size: Option<u64>, failure: ReadFailure) -> Opened {
         let reader = Box::new(Delivering {
@@ -208,6 +157,10 @@ pub fn open(
 
 #[cfg(test)]
 mod tests {
+    use std::io;
+
+    use ota_protocol::client::ErrorKind;
+
     use super::*;
 
     #[test]

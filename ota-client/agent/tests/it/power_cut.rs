@@ -4,15 +4,13 @@
 //! slot it boots must hold a complete verified image, the client must settle, and a new
 //! install must succeed and be confirmed.
 
-mod common;
-
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use common::robot::*;
 use ota_client::slotio::SlotWriter;
 use ota_client::{BundleSource, Client, Hooks, InstallOptions, NoProgress, Slot};
+use ota_testkit::robot::*;
 
 /// Cut after this many checkpoints (`None`: record them all).
 #[derive(Clone)]

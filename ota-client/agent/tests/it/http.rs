@@ -1,13 +1,12 @@
 //! Installs from a URL over a real HTTP server on 127.0.0.1: resume after a dropped
 //! connection, permanent errors, a changed file, a stalled body.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::http::{Behaviour, Server};
-use common::robot::*;
 use ota_client::{BundleSource, InstallOptions, NoProgress, Slot};
+use ota_testkit::robot::*;
+
+use crate::common::http::{Behaviour, Server};
 
 fn install_url(r: &Robot, url: &str) -> Result<ota_client::InstallReport, ota_client::ClientError> {
     r.client().install(

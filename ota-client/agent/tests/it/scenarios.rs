@@ -1,11 +1,9 @@
 //! End-to-end scenarios on simulated robots booting through the shipped GRUB script, run
 //! against both the GRUB environment and the `file` backend.
 
-mod common;
-
-use common::robot::*;
 use ota_client::{ClientError, InstallOptions, InstallReport, Slot};
 use ota_client_core::EventKind;
+use ota_testkit::robot::*;
 
 const BACKENDS: [Backend; 2] = [Backend::Grub, Backend::File];
 

@@ -1,15 +1,15 @@
 //! `ota-client daemon` as a process: a config without [server] is a one-line error; while the
 //! server is unreachable the daemon backs off, and SIGTERM stops it cleanly at once.
 
-mod common;
-
 use std::io::Read;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::robot::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use ota_testkit::robot::*;
+use ota_testkit::wait::wait_for;
 
 #[test]
 fn without_a_server_section_the_daemon_says_what_to_add() {
@@ -56,7 +56,23 @@ fn sigterm_stops_a_daemon_that_is_backing_off() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    // Its stderr, read as it comes, so the test waits for the backoff instead of a fixed time.
+    let seen = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let mut pipe = child.stderr.take().unwrap();
+        let seen = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                seen.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    wait_for("the daemon's second retry", Duration::from_secs(20), || {
+        seen.lock().unwrap().contains("retry 2 in")
+    });
     assert!(child.try_wait().unwrap().is_none(), "still running");
     let stopped = Instant::now();
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
@@ -71,13 +87,8 @@ fn sigterm_stops_a_daemon_that_is_backing_off() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status}");
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    reader.join().unwrap();
+    let stderr = seen.lock().unwrap().clone();
     assert!(stderr.contains("started as device robot-cli"), "{stderr}");
     assert!(stderr.contains("retry 2 in"), "backs off: {stderr}");
     assert!(stderr.contains("SIGTERM received"), "{stderr}");

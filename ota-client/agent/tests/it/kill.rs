@@ -1,14 +1,14 @@
 //! SIGKILL of the real `ota-client` process at random moments of `install` and `confirm`,
 //! and the CLI's behaviour (exit codes, one-line errors, the lock between two processes).
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::http::{Behaviour, Server};
-use common::robot::*;
 use ota_client::Slot;
+use ota_testkit::robot::*;
+use ota_testkit::wait::wait_for;
+
+use crate::common::http::{Behaviour, Server};
 
 fn bin() -> std::path::PathBuf {
     assert_cmd::cargo::cargo_bin("ota-client")
@@ -172,7 +172,12 @@ fn a_second_process_fails_on_the_lock_while_an_install_runs() {
     let mut first = cli(&r);
     first.arg("install").arg(server.url("/bundle.otab"));
     let first = first.spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(400));
+    // The install takes the lock before it opens the download; its stalled answer keeps it there.
+    wait_for(
+        "the first install's download",
+        Duration::from_secs(20),
+        || !server.bundle_requests().is_empty(),
+    );
     let second = cli(&r)
         .arg("install")
         .arg(r.put("b.otab", &rootfs_bundle("2.0.0")))

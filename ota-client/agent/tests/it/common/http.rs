@@ -83,7 +83,6 @@ pub struct Behaviour {
 /// One request as seen by the server.
 #[derive(Debug, Clone)]
 pub struct Seen {
-    pub method: String,
     pub path: String,
     pub range: Option<String>,
     pub if_range: Option<String>,
@@ -95,8 +94,6 @@ pub struct Seen {
 /// How a connection ended.
 #[derive(Debug, Clone)]
 pub struct Ended {
-    /// The request's path ("" if none arrived).
-    pub path: String,
     /// Body bytes written.
     pub body_bytes: u64,
     /// Why it ended: `None` when the server finished its answer, else the write error or
@@ -127,13 +124,9 @@ impl Server {
                 let b = behaviour.clone();
                 let (log, ends, reps) = (Arc::clone(&log), Arc::clone(&ends), Arc::clone(&reps));
                 std::thread::spawn(move || {
-                    let mut conn = Conn {
-                        path: String::new(),
-                        body_bytes: 0,
-                    };
+                    let mut conn = Conn { body_bytes: 0 };
                     let result = serve(stream, &b, &log, &reps, &mut conn);
                     ends.lock().unwrap().push(Ended {
-                        path: conn.path,
                         body_bytes: conn.body_bytes,
                         error: result.err().map(|e| e.to_string()),
                         at: Instant::now(),
@@ -178,7 +171,6 @@ impl Server {
 
 /// What a connection did, for [`Ended`].
 struct Conn {
-    path: String,
     body_bytes: u64,
 }
 
@@ -234,9 +226,9 @@ fn serve(
     let mut line = String::new();
     reader.read_line(&mut line)?;
     let mut words = line.split_whitespace();
-    let method = words.next().unwrap_or("").to_string();
+    // The method does not matter: every path has one answer.
+    words.next();
     let path = words.next().unwrap_or("/").to_string();
-    conn.path = path.clone();
     let (mut range, mut if_range, mut authorization) = (None, None, None);
     let mut content_length = 0usize;
     loop {
@@ -258,7 +250,6 @@ fn serve(
     let first = {
         let mut l = log.lock().unwrap();
         l.push(Seen {
-            method,
             path: path.clone(),
             range: range.clone(),
             if_range: if_range.clone(),

@@ -8,19 +8,19 @@
 //!
 //! Every test uses short timeouts ([`hostile_http`]) so the whole file runs in seconds.
 
-mod common;
-
 use std::io::Cursor;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::http::{Behaviour, Endless, Framing, Server};
-use common::robot::*;
 use ota_client::config::HttpConfig;
 use ota_client::daemon::{DaemonHooks, Level, SystemClock};
 use ota_client::{BundleSource, Client, InstallOptions, InstallReport, NoProgress, Slot};
 use ota_protocol::device::{ReportStatus, UpdateOffer};
+use ota_testkit::robot::*;
+use ota_testkit::wait::wait_for;
+
+use crate::common::http::{Behaviour, Endless, Framing, Server};
 
 /// Read timeout of the hostile tests.
 const READ_TIMEOUT: Duration = Duration::from_millis(500);
@@ -101,7 +101,7 @@ fn assert_backoff(times: &[Instant], before_each: Duration) {
 }
 
 /// Waits (bounded) until the server has seen `n` connections end; returns them.
-fn wait_ended(server: &Server, n: usize, within: Duration) -> Vec<common::http::Ended> {
+fn wait_ended(server: &Server, n: usize, within: Duration) -> Vec<crate::common::http::Ended> {
     let start = Instant::now();
     loop {
         let ended = server.ended();
@@ -536,12 +536,28 @@ fn offer_of(r: &Robot, bundle: &[u8], version: &str) -> UpdateOffer {
     }
 }
 
+/// What a daemon test waits for before it stops the daemon: a name for the timeout message and
+/// a test on the server and the log so far.
+struct Until {
+    what: &'static str,
+    done: fn(&Server, &[String]) -> bool,
+}
+
+/// The daemon backed off twice after refusals of the same offer.
+const BACKED_OFF_TWICE: Until = Until {
+    what: "the daemon's second backoff",
+    done: |_, log| {
+        log.iter()
+            .any(|l| l.contains("polling again after a backoff; retry 2 in"))
+    },
+};
+
 /// Runs the daemon of a robot on 2.0.0 against a server that offers `behaviour.body` on every
-/// poll (and asks to be polled again at once) for `window`; returns the server and the log.
+/// poll (and asks to be polled again at once) `until` the event; returns the server and the log.
 fn daemon_against(
     behaviour: Behaviour,
     version: &str,
-    window: Duration,
+    until: Until,
     edit_config: impl Fn(String) -> String,
 ) -> (tempfile::TempDir, Robot, Server, Vec<String>, Snapshot) {
     let dir = tempfile::tempdir().unwrap();
@@ -577,34 +593,35 @@ fn daemon_against(
     };
     let cancel = Arc::new(AtomicBool::new(false));
     let stop = Arc::clone(&cancel);
-    let started = Instant::now();
+    let mut stopping = Instant::now();
     let result = std::thread::scope(|s| {
         let daemon = s.spawn(|| r.run_daemon(&hooks, &cancel));
-        std::thread::sleep(window);
+        wait_for(until.what, BOUND, || {
+            (until.done)(&server, &lines.lock().unwrap())
+        });
+        stopping = Instant::now();
         stop.store(true, Ordering::Relaxed);
         daemon.join().unwrap()
     });
     result.unwrap();
     assert!(
-        started.elapsed() < window + Duration::from_secs(10),
+        stopping.elapsed() < Duration::from_secs(10),
         "the daemon did not stop promptly"
     );
     let log = lines.lock().unwrap().clone();
     (dir, r, server, log, before)
 }
 
-/// At most this many downloads of a refused offer in [`DAEMON_WINDOW`]: with a 100 ms initial
-/// backoff doubling to a 1 s ceiling (full jitter) the expected count is about 7 and 20 needs
-/// 16 delays of mean 0.5 s to add up to less than 3 s; a daemon that answers the offer again
-/// at once downloads it hundreds of times.
+/// At most this many downloads of a refused offer by the daemon's second backoff: one per
+/// refusal, two refusals; a daemon that answers the offer again at once downloads it hundreds
+/// of times before it backs off (or never does).
 const MAX_REFUSED_DOWNLOADS: usize = 20;
-const DAEMON_WINDOW: Duration = Duration::from_secs(3);
 
 fn assert_daemon_backs_off(server: &Server, log: &[String], expected: &str) {
     let downloads = server.bundle_requests().len();
     assert!(
         (2..=MAX_REFUSED_DOWNLOADS).contains(&downloads),
-        "{downloads} downloads of the refused bundle in {DAEMON_WINDOW:?}:\n{}",
+        "{downloads} downloads of the refused bundle by the second backoff:\n{}",
         log.join("\n")
     );
     let failures: Vec<_> = server
@@ -640,7 +657,7 @@ fn a_daemon_offered_an_old_bundle_forever_does_not_download_it_in_a_loop() {
             ..Default::default()
         },
         "1.0.0",
-        DAEMON_WINDOW,
+        BACKED_OFF_TWICE,
         |c| c,
     );
     assert_daemon_backs_off(
@@ -664,7 +681,12 @@ fn a_daemon_whose_download_stalls_mid_payload_retries_later_without_reporting_a_
             ..Default::default()
         },
         "2.1.0",
-        Duration::from_millis(3500),
+        Until {
+            what: "a second install after the first gave up",
+            done: |server, log| {
+                server.bundle_requests().len() >= 3 && log.iter().any(|l| l.contains("; retrying"))
+            },
+        },
         // Each install gives up after 2 stalls of 1 s.
         |c| {
             let c = c.replace("read_timeout_secs = 2", "read_timeout_secs = 1");
@@ -788,7 +810,7 @@ fn a_daemon_offered_a_tampered_bundle_forever_does_not_download_it_in_a_loop() {
             ..Default::default()
         },
         "2.1.0",
-        DAEMON_WINDOW,
+        BACKED_OFF_TWICE,
         |c| c,
     );
     assert_daemon_backs_off(

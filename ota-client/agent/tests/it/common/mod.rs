@@ -1,0 +1,4 @@
+//! What the agent's tests share beyond the test kit's robots (`ota_testkit::robot`): a small
+//! misbehaving HTTP server ([`http`]).
+
+pub mod http;
