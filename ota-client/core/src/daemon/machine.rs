@@ -78,7 +78,7 @@ enum Phase {
     Listing(Then),
     Sending {
         queue: VecDeque<ReportEvent>,
-        ev: ReportEvent,
+        id: u64,
         what: String,
         version: String,
         ends_offer: bool,
@@ -149,11 +149,6 @@ impl DaemonMachine {
     /// The backoff (for tests and tools).
     pub fn backoff(&self) -> &Backoff {
         &self.backoff
-    }
-
-    /// Whether a device token is stored (as far as the machine knows).
-    pub fn has_token(&self) -> bool {
-        self.has_token
     }
 
     /// Feeds `input` at `now` (any fixed origin) with a `random` word for jitter and new ids;
@@ -227,7 +222,7 @@ impl DaemonMachine {
             (
                 Phase::Sending {
                     queue,
-                    ev,
+                    id,
                     what,
                     version,
                     ends_offer,
@@ -250,12 +245,12 @@ impl DaemonMachine {
                 }
                 self.phase = Phase::Acking {
                     queue,
-                    id: ev.id,
+                    id,
                     suppressed: false,
                     ends_offer,
                     then,
                 };
-                Action::Ack { id: ev.id }
+                Action::Ack { id }
             }
             (
                 Phase::Acking {
@@ -411,7 +406,7 @@ impl DaemonMachine {
         let attach_log = request.status.is_bad();
         self.phase = Phase::Sending {
             queue,
-            ev,
+            id: ev.id,
             what,
             version,
             ends_offer,
