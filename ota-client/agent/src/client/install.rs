@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
-use ota_bundle_format::{BundleError, BundleReader};
+use ota_bundle_format::{BundleError, BundleReader, Manifest};
 use ota_client_core::machine::Context;
 use ota_client_core::{
     plan_install, step, ClassFacts, ConfigFacts, DeviceFacts, Event, ImageFacts, LiveFlip,
@@ -94,50 +94,8 @@ impl Client {
             &hash[..12]
         ));
 
-        let facts = ManifestFacts {
-            version: manifest.version.clone(),
-            compatible: manifest.compatible.clone(),
-            bundle_hash: hash.clone(),
-            images: manifest
-                .images
-                .iter()
-                .map(|i| ImageFacts {
-                    name: i.name.clone(),
-                    slot_class: i.slot_class.clone(),
-                    size: i.size,
-                })
-                .collect(),
-        };
-        let mut classes = BTreeMap::new();
-        for (name, class) in &self.config.slots {
-            let used = facts.images.iter().any(|i| &i.slot_class == name);
-            let size = |slot: Slot| -> Result<u64, ClientError> {
-                if !used {
-                    return Ok(0);
-                }
-                let path = class.path(slot);
-                slotio::capacity(path, class.size).map_err(|e| ClientError::Slot {
-                    class: name.clone(),
-                    slot,
-                    path: path.display().to_string(),
-                    detail: format!("cannot determine its size: {e}"),
-                })
-            };
-            classes.insert(
-                name.clone(),
-                ClassFacts {
-                    live: class.is_live(),
-                    size_a: size(Slot::A)?,
-                    size_b: size(Slot::B)?,
-                },
-            );
-        }
-        let config_facts = ConfigFacts {
-            compatible: self.config.compatible.clone(),
-            classes,
-            tries: self.config.bootloader.tries,
-            state_space_needed: STATE_SPACE_NEEDED,
-        };
+        let facts = manifest_facts(&manifest, &hash);
+        let config_facts = self.config_facts(&facts)?;
         let device = DeviceFacts {
             booted: s.booted,
             env: s.env,
@@ -276,6 +234,41 @@ impl Client {
         })
     }
 
+    /// What the planner needs of the configuration: each class's slot sizes (measured only for
+    /// the classes the bundle writes), the tries to arm, the state directory's needs.
+    fn config_facts(&self, facts: &ManifestFacts) -> Result<ConfigFacts, ClientError> {
+        let mut classes = BTreeMap::new();
+        for (name, class) in &self.config.slots {
+            let used = facts.images.iter().any(|i| &i.slot_class == name);
+            let size = |slot: Slot| -> Result<u64, ClientError> {
+                if !used {
+                    return Ok(0);
+                }
+                let path = class.path(slot);
+                slotio::capacity(path, class.size).map_err(|e| ClientError::Slot {
+                    class: name.clone(),
+                    slot,
+                    path: path.display().to_string(),
+                    detail: format!("cannot determine its size: {e}"),
+                })
+            };
+            classes.insert(
+                name.clone(),
+                ClassFacts {
+                    live: class.is_live(),
+                    size_a: size(Slot::A)?,
+                    size_b: size(Slot::B)?,
+                },
+            );
+        }
+        Ok(ConfigFacts {
+            compatible: self.config.compatible.clone(),
+            classes,
+            tries: self.config.bootloader.tries,
+            state_space_needed: STATE_SPACE_NEEDED,
+        })
+    }
+
     /// Switches live classes, runs the health checks, keeps or switches back.
     fn live_trial(
         &mut self,
@@ -317,5 +310,23 @@ impl Client {
                 Err(ClientError::LiveFailed(reason))
             }
         }
+    }
+}
+
+/// What the planner needs of the authenticated manifest.
+fn manifest_facts(manifest: &Manifest, hash: &str) -> ManifestFacts {
+    ManifestFacts {
+        version: manifest.version.clone(),
+        compatible: manifest.compatible.clone(),
+        bundle_hash: hash.to_string(),
+        images: manifest
+            .images
+            .iter()
+            .map(|i| ImageFacts {
+                name: i.name.clone(),
+                slot_class: i.slot_class.clone(),
+                size: i.size,
+            })
+            .collect(),
     }
 }
