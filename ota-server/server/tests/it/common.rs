@@ -1,12 +1,10 @@
 //! Test helpers: a real server on 127.0.0.1:0 over a temp data dir, bundles built in memory, and a device
 //! client speaking the protocol with reqwest.
 
-use std::io::Cursor;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ota_bundle_format::{build_bundle_to_vec, BundleSpec, ImageInput};
 use ota_keys::{SecretKey, TrustRoot};
 use ota_protocol::device::{
     EnrollRequest, EnrollResponse, PollRequest, PollResponse, ReportRequest, ReportStatus,
@@ -105,44 +103,13 @@ pub fn list(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-pub fn trust(keys: &[&SecretKey], threshold: u32) -> TrustRoot {
-    TrustRoot::new(1, threshold, keys.iter().map(|k| k.public_key()).collect()).unwrap()
-}
+pub use ota_testkit::release::trust_root as trust;
 
-/// Incompressible-ish bytes so payloads are large enough to tamper with in the middle.
-pub fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..len)
-        .map(|_| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (x >> 33) as u8
-        })
-        .collect()
-}
-
+/// A signed bundle of one 200 kB incompressible rootfs image (large enough to tamper with in the middle).
 pub fn bundle(keys: &[&SecretKey], version: &str, compatible: &str) -> Vec<u8> {
-    let spec = BundleSpec {
-        version: version.parse().unwrap(),
-        compatible: compatible.into(),
-        created: 1_700_000_000,
-        description: format!("test {version}"),
-        level: 1,
-        workers: 1,
-    };
-    let images = vec![ImageInput {
-        name: "rootfs.ext4".into(),
-        slot_class: "rootfs".into(),
-        reader: Box::new(Cursor::new(noise(version.len() as u64, 200_000))),
-    }];
-    let owned: Vec<SecretKey> = keys
-        .iter()
-        .map(|k| SecretKey::from_pem(&k.to_pem()).unwrap())
-        .collect();
-    build_bundle_to_vec(&spec, images, &owned).unwrap().1
+    let rootfs = ota_testkit::robot::noise(version.len() as u64, 200_000);
+    ota_testkit::robot::try_bundle_signed_by(keys, version, compatible, &[("rootfs", rootfs)])
+        .expect("bundle builds")
 }
 
 pub fn client() -> reqwest::Client {
