@@ -1,7 +1,7 @@
 //! Which slot is running: read at every start, never remembered, because only the kernel
 //! command line (set by the bootloader script) knows what actually booted.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use ota_client_core::Slot;
 
@@ -58,11 +58,6 @@ pub fn parse(text: &str, cmdline: bool) -> Option<Slot> {
     }
 }
 
-/// Writes the booted slot in the `file` format (used by simulations).
-pub fn write_file(path: &Path, slot: Slot) -> std::io::Result<()> {
-    std::fs::write(path, format!("{slot}\n"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,7 +101,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("missing"), "{e}");
-        write_file(&p, Slot::A).unwrap();
+        std::fs::write(&p, "A\n").unwrap();
         assert_eq!(detect(&BootedSlotConfig::File(p)).unwrap(), Slot::A);
     }
 }
