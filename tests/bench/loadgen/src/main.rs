@@ -18,6 +18,8 @@
 
 mod child;
 mod conn;
+mod phase;
+mod traffic;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -29,18 +31,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use hdrhistogram::Histogram;
-use hyper::body::Bytes;
 use hyper::header::HeaderValue;
 use hyper::{Method, StatusCode};
 use ota_protocol::admin::CreateRolloutRequest;
 use ota_protocol::client::{ApiClient, ClientOptions};
-use ota_protocol::device::{
-    EnrollRequest, EnrollResponse, PollRequest, PollResponse, Position, Telemetry,
-};
+use ota_protocol::device::EnrollResponse;
 
 use crate::child::ServerProcess;
 use crate::conn::{bearer, Conn, JSON};
+use crate::phase::{measured, ms, poll_phase, print_phase};
+use crate::traffic::{device_id, enroll_body, COMPATIBLE};
 
 /// Load benchmark of ota-server's device poll path (targets 127.0.0.1 only).
 #[derive(Parser, Debug)]
@@ -97,9 +97,6 @@ struct Args {
     target_p99_ms: f64,
 }
 
-const COMPATIBLE: &str = "acme-robot-v2";
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
 fn main() -> ExitCode {
     let args = Args::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -145,95 +142,6 @@ fn loopback_addr(url: &str) -> anyhow::Result<SocketAddr> {
         );
     }
     Ok(addr)
-}
-
-/// A small, fast PRNG (xorshift64*): telemetry values and nothing security-related.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in `[0, 1)`.
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-fn device_id(i: usize) -> String {
-    format!("robot-{i:05}")
-}
-
-fn is_canary(i: usize, percent: u32) -> bool {
-    (i % 100) < percent as usize
-}
-
-/// A poll like a robot sends it: versions and slots, plus telemetry that moves a little on every poll.
-fn poll_body(rng: &mut Rng, device: usize, uptime: u64) -> Bytes {
-    let mut metrics = BTreeMap::new();
-    metrics.insert("inference_latency_ms".to_string(), 35.0 + rng.unit() * 15.0);
-    metrics.insert("motor_temp_c".to_string(), 40.0 + rng.unit() * 20.0);
-    metrics.insert("wifi_rssi_dbm".to_string(), -70.0 + rng.unit() * 30.0);
-    let mut slots = BTreeMap::new();
-    slots.insert("A".to_string(), "1.0.0".to_string());
-    slots.insert("B".to_string(), "0.9.0".to_string());
-    let request = PollRequest {
-        compatible: COMPATIBLE.into(),
-        current_version: Some(semver::Version::new(1, 0, 0)),
-        booted_slot: Some("A".into()),
-        slots,
-        telemetry: Telemetry {
-            battery_percent: Some(20.0 + rng.unit() * 80.0),
-            position: Some(Position {
-                x: (device % 100) as f64 + rng.unit(),
-                y: (device / 100) as f64 - rng.unit(),
-                theta: Some(rng.unit() * std::f64::consts::TAU),
-                frame: Some("map".into()),
-            }),
-            cpu_percent: Some(rng.unit() * 100.0),
-            memory_used_bytes: Some(1_000_000_000 + rng.next() % 2_000_000_000),
-            memory_total_bytes: Some(4_294_967_296),
-            disk_used_bytes: Some(8_000_000_000 + rng.next() % 1_000_000_000),
-            disk_total_bytes: Some(32_000_000_000),
-            uptime_secs: Some(uptime),
-            metrics,
-        },
-    };
-    Bytes::from(serde_json::to_vec(&request).expect("a poll request serializes"))
-}
-
-fn enroll_body(i: usize, secret: &str, canary_percent: u32) -> Bytes {
-    let mut tags = BTreeMap::new();
-    tags.insert("site".to_string(), format!("warehouse-{}", i % 20));
-    tags.insert(
-        "model".to_string(),
-        match i % 3 {
-            0 => "picker",
-            _ => "carrier",
-        }
-        .to_string(),
-    );
-    tags.insert(
-        "ring".to_string(),
-        if is_canary(i, canary_percent) {
-            "canary"
-        } else {
-            "main"
-        }
-        .to_string(),
-    );
-    let request = EnrollRequest {
-        enrollment_secret: secret.into(),
-        device_id: device_id(i),
-        compatible: COMPATIBLE.into(),
-        tags,
-        request_id: format!("loadgen-{i}"),
-    };
-    Bytes::from(serde_json::to_vec(&request).expect("an enroll request serializes"))
 }
 
 /// Enrolls devices `0..n` with `concurrency` workers; returns their `Authorization` header values.
@@ -314,8 +222,7 @@ async fn enroll_all(
 /// Publishes a signed 1.1.0 bundle and rolls it out (single stage, 100 %) to the devices tagged ring=canary.
 /// Setup, not load: the typed API client (blocking, so run it off the async workers).
 fn create_rollout(base: &str, admin: &str, key: &ota_keys::SecretKey) -> anyhow::Result<u64> {
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let image: Vec<u8> = (0..64 * 1024).map(|_| rng.next() as u8).collect();
+    let image = ota_testkit::robot::noise(0x9E37_79B9_7F4A_7C15, 64 * 1024);
     let bundle =
         ota_testkit::robot::try_bundle_with(key, "1.1.0", COMPATIBLE, &[("rootfs", image)])
             .context("building the rollout bundle")?;
@@ -333,241 +240,6 @@ fn create_rollout(base: &str, admin: &str, key: &ota_keys::SecretKey) -> anyhow:
         })
         .context("creating the rollout")?;
     Ok(info.counts.targeted)
-}
-
-/// What one phase measured.
-struct PhaseResult {
-    /// Latency of the polls scheduled (rate) or sent (closed loop) inside the measured window, in µs.
-    latency: Histogram<u64>,
-    /// Polls answered 200 inside the measured window.
-    completed: u64,
-    /// Failed polls (transport errors, timeouts, non-200) during the whole phase, warm-up included.
-    errors: u64,
-    /// Polls answered with an update offer.
-    offers: u64,
-    /// A few error messages.
-    samples: Vec<String>,
-    /// Measured window.
-    window: Duration,
-}
-
-/// Runs one phase. `rate`: open-loop polls/s over all connections; `None`: closed loop (back-to-back).
-async fn poll_phase(
-    addr: SocketAddr,
-    tokens: Arc<Vec<HeaderValue>>,
-    connections: usize,
-    rate: Option<u64>,
-    warmup: Duration,
-    duration: Duration,
-) -> anyhow::Result<PhaseResult> {
-    let t0 = tokio::time::Instant::now() + Duration::from_millis(200);
-    let measure_from = t0 + warmup;
-    let end = measure_from + duration;
-    let interval = rate.map(|r| Duration::from_secs_f64(connections as f64 / r as f64));
-    let mut tasks = Vec::new();
-    for c in 0..connections {
-        let tokens = tokens.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut conn = Conn::new(addr, REQUEST_TIMEOUT)?;
-            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 2)?;
-            let mut rng = Rng(0x2545_F491_4F6C_DD1D ^ ((c as u64 + 1) * 0x9E37_79B9));
-            let (mut completed, mut errors, mut offers) = (0u64, 0u64, 0u64);
-            let mut samples = Vec::new();
-            // Spread the connections' schedules evenly over one interval.
-            let mut next = interval
-                .map(|i| t0 + i.mul_f64(c as f64 / connections as f64))
-                .unwrap_or(t0);
-            let mut k = 0usize;
-            loop {
-                let scheduled = match interval {
-                    Some(i) => {
-                        tokio::time::sleep_until(next).await;
-                        let s = next;
-                        next += i;
-                        s
-                    }
-                    None => {
-                        if k == 0 {
-                            tokio::time::sleep_until(t0).await;
-                        }
-                        tokio::time::Instant::now()
-                    }
-                };
-                if scheduled >= end {
-                    break;
-                }
-                let device = (c + k * connections) % tokens.len();
-                k += 1;
-                let body = poll_body(&mut rng, device, 86_400 + k as u64);
-                let result = conn
-                    .send(
-                        Method::POST,
-                        ota_protocol::paths::POLL,
-                        Some(&tokens[device]),
-                        Some(JSON),
-                        body,
-                    )
-                    .await;
-                let done = tokio::time::Instant::now();
-                let ok = match result {
-                    Ok((StatusCode::OK, answer)) => {
-                        match serde_json::from_slice::<PollResponse>(&answer) {
-                            Ok(p) => {
-                                offers += u64::from(p.update.is_some());
-                                true
-                            }
-                            Err(e) => {
-                                if samples.len() < 3 {
-                                    samples.push(format!("bad poll answer: {e}"));
-                                }
-                                false
-                            }
-                        }
-                    }
-                    Ok((status, answer)) => {
-                        if samples.len() < 3 {
-                            samples.push(format!(
-                                "HTTP {status}: {}",
-                                String::from_utf8_lossy(&answer)
-                            ));
-                        }
-                        false
-                    }
-                    Err(e) => {
-                        if samples.len() < 3 {
-                            samples.push(format!("{e:#}"));
-                        }
-                        false
-                    }
-                };
-                if !ok {
-                    errors += 1;
-                    continue;
-                }
-                if scheduled >= measure_from {
-                    let micros = done.duration_since(scheduled).as_micros().max(1);
-                    hist.saturating_record(u64::try_from(micros).unwrap_or(u64::MAX));
-                }
-                if done >= measure_from && done < end {
-                    completed += 1;
-                }
-            }
-            Ok::<_, anyhow::Error>((hist, completed, errors, offers, samples))
-        }));
-    }
-    let mut result = PhaseResult {
-        latency: Histogram::new_with_bounds(1, 60_000_000, 2)?,
-        completed: 0,
-        errors: 0,
-        offers: 0,
-        samples: Vec::new(),
-        window: duration,
-    };
-    for t in tasks {
-        let (hist, completed, errors, offers, samples) =
-            t.await.context("poll worker panicked")??;
-        result.latency.add(&hist)?;
-        result.completed += completed;
-        result.errors += errors;
-        result.offers += offers;
-        if result.samples.len() < 5 {
-            result.samples.extend(samples);
-        }
-    }
-    Ok(result)
-}
-
-fn ms(micros: u64) -> f64 {
-    micros as f64 / 1000.0
-}
-
-fn print_phase(name: &str, r: &PhaseResult, cpu: &CpuUse) -> f64 {
-    let rate = r.completed as f64 / r.window.as_secs_f64();
-    let h = &r.latency;
-    println!("{name}:");
-    println!(
-        "  polls/s     {rate:>10.0}   ({} answered in {:.0} s)",
-        r.completed,
-        r.window.as_secs_f64()
-    );
-    println!(
-        "  latency ms  p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
-        ms(h.value_at_quantile(0.50)),
-        ms(h.value_at_quantile(0.90)),
-        ms(h.value_at_quantile(0.99)),
-        ms(h.value_at_quantile(0.999)),
-        ms(h.max())
-    );
-    println!("  errors      {}   offers {}", r.errors, r.offers);
-    let secs = r.window.as_secs_f64();
-    let per_poll = |c: f64| c * 1e6 / r.completed.max(1) as f64;
-    if let Some(c) = cpu.server {
-        println!(
-            "  server CPU  {:.2} cores ({:.1} µs per poll)",
-            c / secs,
-            per_poll(c)
-        );
-    }
-    if let Some(c) = cpu.client {
-        println!(
-            "  client CPU  {:.2} cores ({:.1} µs per poll)",
-            c / secs,
-            per_poll(c)
-        );
-    }
-    if let Some(m) = cpu.machine {
-        let others = m - cpu.server.unwrap_or(0.0) - cpu.client.unwrap_or(0.0);
-        println!(
-            "  other CPU   {:.2} cores (other processes on this machine during the window)",
-            (others / secs).max(0.0)
-        );
-    }
-    for s in &r.samples {
-        println!("  error: {s}");
-    }
-    rate
-}
-
-/// CPU used during a phase's measured window: by the server, by this process, and by everything else on the
-/// machine (other builds and tests skew the figures; this makes that visible).
-struct CpuUse {
-    server: Option<f64>,
-    client: Option<f64>,
-    machine: Option<f64>,
-}
-
-/// Runs `f` (a phase) and samples CPU counters at the start and end of its measured window.
-async fn measured<F: std::future::Future<Output = anyhow::Result<PhaseResult>>>(
-    server_pid: Option<&str>,
-    warmup: Duration,
-    window: Duration,
-    f: F,
-) -> anyhow::Result<(PhaseResult, CpuUse)> {
-    fn sample(pid: Option<&str>) -> (Option<f64>, Option<f64>, Option<f64>) {
-        (
-            pid.and_then(child::cpu_seconds),
-            child::cpu_seconds("self"),
-            child::machine_busy_seconds(),
-        )
-    }
-    let pid = server_pid.map(str::to_string);
-    // The phase's clock starts 200 ms after it is called.
-    let sampler = tokio::spawn(async move {
-        tokio::time::sleep(warmup + Duration::from_millis(200)).await;
-        let start = sample(pid.as_deref());
-        tokio::time::sleep(window).await;
-        let end = sample(pid.as_deref());
-        (start, end)
-    });
-    let result = f.await?;
-    let (start, end) = sampler.await?;
-    let delta = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| b - a);
-    let cpu = CpuUse {
-        server: delta(start.0, end.0),
-        client: delta(start.1, end.1),
-        machine: delta(start.2, end.2),
-    };
-    Ok((result, cpu))
 }
 
 async fn run(args: Args) -> anyhow::Result<bool> {
@@ -749,24 +421,5 @@ mod tests {
         assert!(loopback_addr("http://10.0.0.1:8080").is_err());
         assert!(loopback_addr("https://127.0.0.1:8080").is_err());
         assert!(loopback_addr("http://example.com:80").is_err());
-    }
-
-    #[test]
-    fn poll_bodies_are_valid_protocol_requests() {
-        let mut rng = Rng(7);
-        let body = poll_body(&mut rng, 1234, 100);
-        let parsed: PollRequest = serde_json::from_slice(&body).unwrap();
-        assert_eq!(parsed.compatible, COMPATIBLE);
-        assert_eq!(parsed.telemetry.uptime_secs, Some(100));
-        assert!(parsed.telemetry.metrics.len() >= 3);
-        let other = poll_body(&mut rng, 1234, 101);
-        assert_ne!(body, other, "telemetry moves between polls");
-    }
-
-    #[test]
-    fn canary_share_matches_the_percentage() {
-        let n = (0..10_000).filter(|&i| is_canary(i, 10)).count();
-        assert_eq!(n, 1_000);
-        assert_eq!((0..100).filter(|&i| is_canary(i, 0)).count(), 0);
     }
 }
