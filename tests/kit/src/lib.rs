@@ -12,6 +12,9 @@
 //! * [`fleet`]: robots running the real daemon in threads against a server, their logs, and waits on rollouts.
 //! * [`proxy`]: a fault-injecting HTTP proxy between robots and a server.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 pub mod fleet;
 pub mod proxy;
 pub mod release;
