@@ -275,6 +275,7 @@ pub fn start(options: &DemoOptions, out: Arc<Mutex<dyn Write + Send>>) -> anyhow
         stages: Some(vec![20, 100]),
         failure_threshold: Some(0.25),
         name: Some(format!("{RELEASE_VERSION} to both warehouses")),
+        ..Default::default()
     })?;
     let id = rollout.rollout_id;
     say(&format!(

@@ -29,6 +29,9 @@ fn offer(version: &str) -> UpdateOffer {
         manifest_digest: format!("digest-{version}"),
         size: 1000,
         download_url: "/bundle".into(),
+        install_allowed: true,
+        revert: false,
+        require_confirmation: false,
     }
 }
 

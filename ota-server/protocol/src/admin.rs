@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::fleet::{GuardBreach, GuardRule, Schedule, StageRules, TargetFilter, Waiting};
+
 use crate::device::{ReportStatus, Telemetry};
 
 /// Answer to a bundle upload (`POST /api/bundles`).
@@ -98,6 +100,18 @@ pub struct DeviceInfo {
     pub last_status: Option<LastStatus>,
     /// Telemetry of the latest poll.
     pub telemetry: Option<Telemetry>,
+    /// Operator tags (merged over the reported ones for targeting).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Group.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Why it holds back an offered update, if it does.
+    #[serde(default)]
+    pub waiting: Option<Waiting>,
+    /// Its committed security floor.
+    #[serde(default)]
+    pub security_floor: Option<semver::Version>,
 }
 
 /// A stored status report.
@@ -135,7 +149,7 @@ pub struct DeviceDetail {
 }
 
 /// `POST /api/rollouts`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRolloutRequest {
     /// The bundle to roll out.
@@ -152,6 +166,30 @@ pub struct CreateRolloutRequest {
     /// Display name.
     #[serde(default)]
     pub name: Option<String>,
+    /// Which devices it targets (replaces `tags`; give one or the other). Evaluated continuously.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<TargetFilter>,
+    /// Soak time and stage deadline.
+    #[serde(default)]
+    pub rules: StageRules,
+    /// When robots may install; default: each robot's group schedule, or any time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+    /// Nothing is offered before this time (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<u64>,
+    /// Health rules; a breach pauses the rollout.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guards: Vec<GuardRule>,
+    /// How long the guards keep watching after the rollout completed.
+    #[serde(default)]
+    pub watch_secs: u64,
+    /// Robots wait for a local confirmation before rebooting.
+    #[serde(default)]
+    pub require_confirmation: bool,
+    /// A fleet revert: the bundle may be older than what robots run (never below their security floor).
+    #[serde(default)]
+    pub revert: bool,
 }
 
 /// Life of a rollout.
@@ -210,6 +248,12 @@ pub struct RolloutCounts {
     pub failed: u64,
     /// Reported rolled back.
     pub rolled_back: u64,
+    /// Stopped blocking their stage at its deadline without finishing.
+    #[serde(default)]
+    pub timed_out: u64,
+    /// Holding back the update (readiness check, window or confirmation).
+    #[serde(default)]
+    pub waiting: u64,
 }
 
 /// A rollout.
@@ -245,6 +289,36 @@ pub struct RolloutInfo {
     pub updated_at: u64,
     /// Device counts.
     pub counts: RolloutCounts,
+    /// Target filter (its `tags` equal `tags` above).
+    #[serde(default)]
+    pub filter: TargetFilter,
+    /// Stage rules.
+    #[serde(default)]
+    pub rules: StageRules,
+    /// Install schedule of the rollout itself (`None`: the groups' schedules).
+    #[serde(default)]
+    pub schedule: Option<Schedule>,
+    /// Scheduled start.
+    #[serde(default)]
+    pub start_at: Option<u64>,
+    /// Health rules.
+    #[serde(default)]
+    pub guards: Vec<GuardRule>,
+    /// Watch period after completion.
+    #[serde(default)]
+    pub watch_secs: u64,
+    /// Robots wait for a local confirmation before rebooting.
+    #[serde(default)]
+    pub require_confirmation: bool,
+    /// A fleet revert.
+    #[serde(default)]
+    pub revert: bool,
+    /// The guard breach that paused it, if one did.
+    #[serde(default)]
+    pub breach: Option<GuardBreach>,
+    /// When the current stage started (Unix seconds).
+    #[serde(default)]
+    pub stage_started_at: Option<u64>,
 }
 
 /// Status of one device within a rollout.
@@ -258,6 +332,12 @@ pub struct RolloutDevice {
     pub status: String,
     /// Last change.
     pub updated_at: u64,
+    /// Stopped blocking its stage at the deadline.
+    #[serde(default)]
+    pub timed_out: bool,
+    /// Why it holds back, if it does.
+    #[serde(default)]
+    pub waiting: Option<Waiting>,
 }
 
 /// `GET /api/rollouts/{id}`.

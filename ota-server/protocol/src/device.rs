@@ -96,7 +96,7 @@ pub struct Telemetry {
 }
 
 /// Poll request (`POST /api/device/poll`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PollRequest {
     /// Product / hardware string.
@@ -113,6 +113,16 @@ pub struct PollRequest {
     /// Telemetry.
     #[serde(default)]
     pub telemetry: Telemetry,
+    /// Why the robot holds back the offered update, if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<crate::fleet::Waiting>,
+    /// Manifest digest of a bundle downloaded, verified and written to the standby slot but not armed yet
+    /// (waiting for its install window or a confirmation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged: Option<String>,
+    /// The lowest version this robot will ever run again (its committed security floor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_floor: Option<semver::Version>,
 }
 
 /// An update the server offers a device.
@@ -132,6 +142,26 @@ pub struct UpdateOffer {
     pub size: u64,
     /// Where to download it, relative to the server's base URL. Supports `Range`.
     pub download_url: String,
+    /// `false` outside the install window: the robot may download, verify and write the standby slot, but must
+    /// not arm it or reboot until an offer says `true`.
+    #[serde(default = "yes")]
+    pub install_allowed: bool,
+    /// The operator rolls back to this release: a lower version than the running one is allowed (never one below
+    /// the robot's security floor). A robot whose other slot still holds exactly this bundle switches to it
+    /// without downloading.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub revert: bool,
+    /// The robot must wait for a local confirmation (`ota-client approve`) before it reboots into the update.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub require_confirmation: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Poll answer: when to poll next and, maybe, an update.
@@ -163,6 +193,9 @@ pub enum ReportStatus {
     Downloading,
     /// Writing the images to the inactive slot.
     Installing,
+    /// Downloaded, verified and written to the standby slot, not armed: waiting for the install window or a
+    /// confirmation.
+    Staged,
     /// About to reboot into the new slot.
     Rebooting,
     /// Booted the new version and committed it.
@@ -175,9 +208,10 @@ pub enum ReportStatus {
 
 impl ReportStatus {
     /// All statuses, in lifecycle order.
-    pub const ALL: [ReportStatus; 6] = [
+    pub const ALL: [ReportStatus; 7] = [
         ReportStatus::Downloading,
         ReportStatus::Installing,
+        ReportStatus::Staged,
         ReportStatus::Rebooting,
         ReportStatus::Success,
         ReportStatus::Failure,
@@ -189,6 +223,7 @@ impl ReportStatus {
         match self {
             ReportStatus::Downloading => "downloading",
             ReportStatus::Installing => "installing",
+            ReportStatus::Staged => "staged",
             ReportStatus::Rebooting => "rebooting",
             ReportStatus::Success => "success",
             ReportStatus::Failure => "failure",

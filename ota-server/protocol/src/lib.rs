@@ -3,6 +3,7 @@
 //! * [`device`]: what a robot sends and receives (enroll, poll, report), plus the small helpers a client needs
 //!   (poll delay with jitter, `Retry-After`).
 //! * [`admin`]: what release engineers, operators and the dashboard send and receive.
+//! * [`fleet`]: fleet operations: labels and groups, rollout targets, stage rules, windows, guards, history.
 //! * [`client`]: the typed HTTP client (feature `client`) and the retry / give up / re-authenticate decision.
 //!
 //! This crate has no server dependencies: only `serde` types and pure helpers, so the client can link it; the
@@ -15,6 +16,7 @@
 pub mod admin;
 pub mod client;
 pub mod device;
+pub mod fleet;
 
 use serde::{Deserialize, Serialize};
 

@@ -172,6 +172,19 @@ impl Rollout {
             created_at: r.created_at,
             updated_at: r.updated_at,
             counts,
+            filter: ota_protocol::fleet::TargetFilter {
+                tags: r.tags.clone(),
+                ..Default::default()
+            },
+            rules: Default::default(),
+            schedule: None,
+            start_at: None,
+            guards: Vec::new(),
+            watch_secs: 0,
+            require_confirmation: false,
+            revert: false,
+            breach: None,
+            stage_started_at: None,
         }
     }
 
@@ -187,6 +200,8 @@ impl Rollout {
                     rank: m.rank,
                     status: m.status.map_or("pending", ReportStatus::as_str).to_string(),
                     updated_at: m.updated_at,
+                    timed_out: false,
+                    waiting: None,
                 })
                 .collect(),
         }
@@ -344,6 +359,10 @@ pub fn device_info(r: &DeviceRecord) -> DeviceInfo {
         last_seen: r.state.last_seen,
         last_status: r.state.last_status.clone(),
         telemetry: r.state.telemetry.clone(),
+        labels: Default::default(),
+        group: None,
+        waiting: None,
+        security_floor: None,
     }
 }
 

@@ -288,6 +288,7 @@ fn run(program: Program) -> anyhow::Result<()> {
                     stages: Some(stages),
                     failure_threshold: Some(failure_threshold),
                     name,
+                    ..Default::default()
                 };
                 let info = remote(&r)?.create_rollout(&request)?;
                 print_json_or(&info, |i| {

@@ -32,6 +32,7 @@ fn rollout(admin: &ApiClient, bundle_id: &str, stages: Vec<u8>, threshold: f64) 
             stages: Some(stages),
             failure_threshold: Some(threshold),
             name: None,
+            ..Default::default()
         })
         .unwrap()
         .rollout_id

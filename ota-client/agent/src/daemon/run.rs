@@ -223,6 +223,9 @@ impl<'a> Daemon<'a> {
             booted_slot: status.booted.map(|s| s.to_string()),
             slots,
             telemetry,
+            waiting: None,
+            staged: None,
+            security_floor: None,
         };
         match self.server.device().poll(&req) {
             Ok(response) => {

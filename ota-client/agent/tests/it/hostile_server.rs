@@ -533,6 +533,9 @@ fn offer_of(r: &Robot, bundle: &[u8], version: &str) -> UpdateOffer {
         manifest_digest: reader.manifest_digest(),
         size: bundle.len() as u64,
         download_url: "/bundle.otab".into(),
+        install_allowed: true,
+        revert: false,
+        require_confirmation: false,
     }
 }
 

@@ -260,6 +260,9 @@ impl DeviceService {
                     manifest_digest: r.bundle.manifest_digest.clone(),
                     size: r.bundle.size,
                     download_url: ota_protocol::paths::bundle_download(&r.bundle.bundle_id),
+                    install_allowed: true,
+                    revert: false,
+                    require_confirmation: false,
                 });
                 break;
             }

@@ -237,6 +237,7 @@ fn create_rollout(base: &str, admin: &str, key: &ota_keys::SecretKey) -> anyhow:
             stages: Some(vec![100]),
             failure_threshold: Some(0.5),
             name: Some("ota-loadgen canary".into()),
+            ..Default::default()
         })
         .context("creating the rollout")?;
     Ok(info.counts.targeted)

@@ -64,6 +64,7 @@ pub(crate) fn poll_body(rng: &mut Rng, device: usize, uptime: u64) -> Bytes {
             uptime_secs: Some(uptime),
             metrics,
         },
+        ..Default::default()
     };
     Bytes::from(serde_json::to_vec(&request).expect("a poll request serializes"))
 }
