@@ -15,10 +15,15 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "fleet")]
 pub mod fleet;
+#[cfg(feature = "fleet")]
 pub mod proxy;
+#[cfg(feature = "fleet")]
 pub mod release;
+#[cfg(feature = "fleet")]
 pub mod robot;
+#[cfg(feature = "fleet")]
 pub mod server;
 pub mod sim;
 pub mod tools;
