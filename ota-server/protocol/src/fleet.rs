@@ -161,6 +161,26 @@ pub enum WaitPhase {
     Reboot,
 }
 
+impl WaitPhase {
+    /// All phases, in the order an update passes them.
+    pub const ALL: [WaitPhase; 3] = [WaitPhase::Download, WaitPhase::Install, WaitPhase::Reboot];
+
+    /// The wire name (also the readiness command's argument).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaitPhase::Download => "download",
+            WaitPhase::Install => "install",
+            WaitPhase::Reboot => "reboot",
+        }
+    }
+}
+
+impl std::fmt::Display for WaitPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// `PUT /api/devices/{id}/labels`: the operator's tags and group of a device. Operator tags override the
 /// device's reported facts of the same name.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
