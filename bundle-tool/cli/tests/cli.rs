@@ -238,6 +238,57 @@ fn create_sign_verify_info_extract() {
 }
 
 #[test]
+fn security_floor_is_written_shown_and_bounded() {
+    let ws = Workspace::new();
+    let create = |version: &str, floor: &str| {
+        let mut args = create_args(version, &["rootfs=rootfs.ext4"], "rel1.key", "f.otab");
+        args.extend([
+            "--security-floor".to_string(),
+            floor.to_string(),
+            "--force".into(),
+        ]);
+        ws.cmd()
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args(args)
+            .assert()
+    };
+    create("2.0.0", "1.5.0")
+        .success()
+        .stdout(predicate::str::contains("security floor 1.5.0"));
+    ws.cmd()
+        .args(["info", "f.otab"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("floor:       1.5.0"));
+    let out = ws
+        .cmd()
+        .args(["info", "--json", "f.otab"])
+        .output()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["manifest"]["security_floor"], "1.5.0");
+    create("1.0.0", "1.5.0")
+        .failure()
+        .stderr(predicate::str::contains(
+            "--security-floor 1.5.0 is above --version 1.0.0",
+        ));
+    // Without the flag the manifest has no floor at all (not even a null).
+    ws.create("b.otab", "1.0.0", &["rel1"]);
+    ws.cmd()
+        .args(["info", "b.otab"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("floor:").not());
+    let out = ws
+        .cmd()
+        .args(["info", "--json", "b.otab"])
+        .output()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(info["manifest"].get("security_floor").is_none(), "{info}");
+}
+
+#[test]
 fn reproducible_with_source_date_epoch() {
     let ws = Workspace::new();
     ws.create("a.otab", "1.0.0", &["rel1", "rel2"]);

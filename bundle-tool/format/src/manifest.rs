@@ -31,6 +31,12 @@ pub struct Manifest {
     /// Free-form release notes.
     #[serde(default)]
     pub description: String,
+    /// The lowest version that may ever run on a robot after it committed this bundle: signed, so no
+    /// server can forge it, and kept by the robot outside its A/B slots. Absent in most bundles; left
+    /// out of the bytes when absent, so bundles without it are byte-identical to those written before
+    /// the field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_floor: Option<semver::Version>,
     /// The images, in the order their payloads follow the signatures.
     pub images: Vec<ImageEntry>,
 }
@@ -131,6 +137,12 @@ impl Manifest {
         }
         if let Err(msg) = validate_compatible(&self.compatible) {
             return bad(msg);
+        }
+        if let Some(floor) = self.security_floor.as_ref().filter(|f| self.version < **f) {
+            return bad(format!(
+                "version {} is below the bundle's own security floor {floor}: no robot could ever run it",
+                self.version
+            ));
         }
         if self.images.is_empty() {
             return bad("the bundle lists no images".into());
@@ -246,6 +258,7 @@ mod tests {
             compatible: "acme-robot-v2".into(),
             created: 1_700_000_000,
             description: "test".into(),
+            security_floor: None,
             images: vec![ImageEntry {
                 name: "rootfs.ext4".into(),
                 slot_class: "rootfs".into(),
@@ -265,6 +278,34 @@ mod tests {
         let bytes = m.to_bytes();
         assert_eq!(bytes, m.to_bytes());
         assert_eq!(Manifest::from_bytes(&bytes).unwrap(), m);
+    }
+
+    #[test]
+    fn security_floor_is_optional_and_bounds_the_version() {
+        let m = sample();
+        let text = String::from_utf8(m.to_bytes()).unwrap();
+        assert!(
+            !text.contains("security_floor"),
+            "absent floor written: {text}"
+        );
+        let mut floored = sample();
+        floored.security_floor = Some(semver::Version::new(1, 2, 0));
+        let bytes = floored.to_bytes();
+        assert!(String::from_utf8_lossy(&bytes).contains("\"security_floor\": \"1.2.0\""));
+        assert_eq!(Manifest::from_bytes(&bytes).unwrap(), floored);
+        floored.security_floor = Some(semver::Version::new(1, 2, 3));
+        assert!(
+            Manifest::from_bytes(&floored.to_bytes()).is_ok(),
+            "a floor equal to the version is allowed"
+        );
+        floored.security_floor = Some(semver::Version::new(1, 3, 0));
+        let err = Manifest::from_bytes(&floored.to_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("version 1.2.3 is below the bundle's own security floor 1.3.0"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -247,6 +247,8 @@ pub struct BundleSpec {
     pub created: u64,
     /// Release notes.
     pub description: String,
+    /// The lowest version a robot may ever run once it committed this bundle (`None`: no floor).
+    pub security_floor: Option<semver::Version>,
     /// zstd level.
     pub level: i32,
     /// zstd worker threads (at least 1).
@@ -283,6 +285,7 @@ pub fn build_bundle<W: Write + Seek>(
         compatible: spec.compatible.clone(),
         created: spec.created,
         description: spec.description.clone(),
+        security_floor: spec.security_floor.clone(),
         images: images
             .iter()
             .map(|input| crate::manifest::ImageEntry {

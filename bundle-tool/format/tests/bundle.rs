@@ -20,6 +20,7 @@ fn spec(version: &str) -> BundleSpec {
         compatible: "acme-robot-v2".into(),
         created: 1_700_000_000,
         description: "test bundle".into(),
+        security_floor: None,
         level: 3,
         workers: 1,
     }
@@ -186,6 +187,74 @@ fn resigned(f: &Fixture, edit: impl FnOnce(&mut Manifest)) -> Vec<u8> {
     edit(&mut m);
     let bytes = m.to_bytes();
     reframe(f, &bytes, &sign_manifest(&bytes, &f.keys))
+}
+
+#[test]
+fn the_security_floor_is_signed_and_bounds_the_version() {
+    let f = fixture();
+    let t = trust(&[&f.keys[0], &f.keys[1]], 2);
+    let floored = resigned(&f, |m| m.security_floor = Some("1.2.0".parse().unwrap()));
+    let reader = BundleReader::open(floored.as_slice(), &t).unwrap();
+    assert_eq!(
+        reader.manifest().security_floor,
+        Some("1.2.0".parse().unwrap())
+    );
+    // Signed by the release keys, yet no robot could ever run it: refused before any payload. (The
+    // writer refuses to frame it, so the valid bundle's manifest and signatures are swapped in place.)
+    let mut m = f.manifest.clone();
+    m.security_floor = Some("1.2.0".parse().unwrap());
+    let valid_bytes = m.to_bytes();
+    m.security_floor = Some("2.0.0".parse().unwrap());
+    let impossible_bytes = m.to_bytes();
+    let mut impossible = floored.clone();
+    let swap = |bundle: &mut Vec<u8>, from: &[u8], to: &[u8]| {
+        assert_eq!(from.len(), to.len());
+        let at = bundle
+            .windows(from.len())
+            .position(|w| w == from)
+            .expect("present");
+        bundle[at..at + to.len()].copy_from_slice(to);
+    };
+    swap(&mut impossible, &valid_bytes, &impossible_bytes);
+    let sigs = |bytes: &[u8]| encode_signatures(&sign_manifest(bytes, &f.keys));
+    swap(&mut impossible, &sigs(&valid_bytes), &sigs(&impossible_bytes));
+    let err = BundleReader::open(impossible.as_slice(), &t)
+        .err()
+        .expect("a bundle below its own floor is refused")
+        .to_string();
+    assert!(
+        err.contains("version 1.2.3 is below the bundle's own security floor 2.0.0"),
+        "{err}"
+    );
+    // Nobody but the release keys can add or change it.
+    let mut m = f.manifest.clone();
+    m.security_floor = Some("1.0.0".parse().unwrap());
+    let bytes = m.to_bytes();
+    let forged = reframe(&f, &bytes, &sign_manifest(&f.manifest.to_bytes(), &f.keys));
+    assert!(BundleReader::open(forged.as_slice(), &t).is_err());
+}
+
+/// The manifest digest of a floor-less bundle built from fixed inputs, as written before the
+/// `security_floor` field existed: old bundles re-created without a floor stay byte-identical.
+const FLOORLESS_MANIFEST_DIGEST: &str =
+    "8a7d87df85b4bb495deb69fd6176b4ea2c3f8a57ee3ad56e6045707f433ccadc";
+
+#[test]
+fn bundles_without_a_floor_keep_their_bytes() {
+    let keys = vec![SecretKey::generate()];
+    let (manifest, bundle) = build_bundle_to_vec(
+        &spec("1.2.3"),
+        vec![ImageInput {
+            name: "rootfs.img".into(),
+            slot_class: "rootfs".into(),
+            reader: Box::new(Cursor::new(image_bytes(3, 10_000))),
+        }],
+        &keys,
+    )
+    .unwrap();
+    assert_eq!(manifest.security_floor, None);
+    let reader = BundleReader::open(bundle.as_slice(), &trust(&[&keys[0]], 1)).unwrap();
+    assert_eq!(reader.manifest_digest(), FLOORLESS_MANIFEST_DIGEST);
 }
 
 #[test]

@@ -34,6 +34,10 @@ pub struct Args {
     /// Release notes stored in the manifest.
     #[arg(long, default_value = "")]
     description: String,
+    /// The lowest version a robot may ever run after committing this bundle (semver, at most --version):
+    /// signed with the bundle, kept by the robot, so no server can take it below a security fix.
+    #[arg(long, value_name = "VERSION")]
+    security_floor: Option<semver::Version>,
     /// Compression threads (default: all cores). The output does not depend on it.
     #[arg(long)]
     threads: Option<u32>,
@@ -86,6 +90,12 @@ fn creation_time() -> Result<u64> {
 
 pub fn run(args: Args) -> Result<()> {
     validate_compatible(&args.compatible).map_err(anyhow::Error::msg)?;
+    if let Some(floor) = args.security_floor.as_ref().filter(|f| args.version < **f) {
+        bail!(
+            "--security-floor {floor} is above --version {}: no robot could ever run the bundle",
+            args.version
+        );
+    }
     let images = args
         .images
         .iter()
@@ -117,6 +127,7 @@ pub fn run(args: Args) -> Result<()> {
         compatible: args.compatible.clone(),
         created: creation_time()?,
         description: args.description.clone(),
+        security_floor: args.security_floor.clone(),
         level: args.level,
         workers: args
             .threads
@@ -146,6 +157,9 @@ fn print_summary(
         manifest.version,
         manifest.compatible
     );
+    if let Some(floor) = &manifest.security_floor {
+        println!("  security floor {floor}: robots that commit it never run a lower version");
+    }
     for image in &manifest.images {
         println!(
             "  {} -> {}: {} -> {} ({:.1} %)",

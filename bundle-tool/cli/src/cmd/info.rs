@@ -46,6 +46,9 @@ pub fn run(args: Args) -> Result<()> {
     println!("version:     {}", manifest.version);
     println!("compatible:  {}", manifest.compatible);
     println!("created:     {} (unix time)", manifest.created);
+    if let Some(floor) = &manifest.security_floor {
+        println!("floor:       {floor} (security floor: robots that commit it never run a lower version)");
+    }
     if !manifest.description.is_empty() {
         println!("description: {}", manifest.description);
     }
