@@ -1,7 +1,8 @@
 //! The client's own files in the data directory: the state (`state.json`, replaced through
 //! `ota_image_io::atomic`: random temp name, fsync, rename, fsync directory) and the lock that serialises
 //! writers (`lock`, an `flock` held for the whole operation and released by the kernel if
-//! the process dies).
+//! the process dies), and the robot's security floor (`security-floor`, a copy of the state's
+//! floor in its own file, so an operator who moves a corrupt state away does not lower it).
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -14,6 +15,8 @@ use ota_image_io::atomic::write_atomically;
 pub const STATE_FILE: &str = "state.json";
 /// File name of the lock in the data directory.
 pub const LOCK_FILE: &str = "lock";
+/// File name of the security floor in the data directory (one semver and a newline).
+pub const FLOOR_FILE: &str = "security-floor";
 /// Free space the data directory needs for a few generations of the state file.
 pub const STATE_SPACE_NEEDED: u64 = 256 * 1024;
 
@@ -33,6 +36,15 @@ pub enum StoreError {
     /// The state file is not valid (it is written atomically, so this means outside damage).
     #[error("state file {} is corrupt ({detail}); move it away to let the client start from what is running", path.display())]
     Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        detail: String,
+    },
+    /// The security floor file is not a version: never guessed, since a lower guess would let a
+    /// vulnerable release back in.
+    #[error("security floor file {} is corrupt ({detail}): write the floor this robot last committed (a version, e.g. 2.1.0) into it; nothing is installed or activated until then", path.display())]
+    FloorCorrupt {
         /// The file.
         path: PathBuf,
         /// The parser's message.
@@ -127,6 +139,37 @@ impl DataDir {
         })
     }
 
+    /// The security floor kept in its own file, or `None` if none was ever committed.
+    pub fn load_floor(&self) -> Result<Option<semver::Version>, StoreError> {
+        let path = self.dir.join(FLOOR_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Self::io("reading", &path)(e)),
+        };
+        // Fail closed: a damaged floor refuses operations instead of silently lowering it.
+        text.trim()
+            .parse()
+            .map(Some)
+            .map_err(|e: semver::Error| StoreError::FloorCorrupt {
+                path,
+                detail: e.to_string(),
+            })
+    }
+
+    /// Replaces the security floor atomically.
+    pub fn save_floor(&self, floor: &semver::Version) -> Result<(), StoreError> {
+        std::fs::create_dir_all(&self.dir).map_err(Self::io("creating", &self.dir))?;
+        let path = self.dir.join(FLOOR_FILE);
+        write_atomically(&path, format!("{floor}\n").as_bytes(), 0o644).map_err(|e| {
+            StoreError::Io {
+                op: e.op,
+                path: e.path,
+                error: e.source,
+            }
+        })
+    }
+
     /// Free bytes for unprivileged writers in the data directory (or its nearest existing
     /// ancestor, before it is created).
     pub fn free_space(&self) -> Result<u64, StoreError> {
@@ -161,6 +204,22 @@ mod tests {
         let e = d.load().unwrap_err().to_string();
         assert!(e.contains("corrupt") && e.contains("state.json"), "{e}");
         assert!(d.free_space().unwrap() > 0);
+    }
+
+    #[test]
+    fn floor_round_trip_and_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = DataDir::new(dir.path().join("ota"));
+        assert_eq!(d.load_floor().unwrap(), None);
+        d.save_floor(&"2.1.0".parse().unwrap()).unwrap();
+        assert_eq!(d.load_floor().unwrap(), Some("2.1.0".parse().unwrap()));
+        assert_eq!(
+            std::fs::read_to_string(d.path().join(FLOOR_FILE)).unwrap(),
+            "2.1.0\n"
+        );
+        std::fs::write(d.path().join(FLOOR_FILE), b"two").unwrap();
+        let e = d.load_floor().unwrap_err().to_string();
+        assert!(e.contains("corrupt") && e.contains("security-floor"), "{e}");
     }
 
     #[test]

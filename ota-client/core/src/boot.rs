@@ -141,6 +141,14 @@ pub fn decide_on_boot(
                 reason: format!("slot {booted} is {what}: it must not be committed"),
             };
         }
+        if let Some(below) = pending
+            .and_then(|p| crate::slot::check_floor(&p.version, state.security_floor.as_ref()).err())
+        {
+            return BootOutcome::AbortTrial {
+                slot: booted,
+                reason: below.to_string(),
+            };
+        }
         return BootOutcome::TrialBooted { slot: booted };
     }
     if any_bad(booted) {
@@ -185,6 +193,7 @@ mod tests {
             version: "2.0.0".parse().unwrap(),
             bundle_hash: "h".into(),
             live: vec![],
+            security_floor: None,
         });
         s
     }

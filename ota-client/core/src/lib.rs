@@ -11,23 +11,28 @@
 //! * [`boot`]: [`decide_on_boot`], what the client does after a (re)boot.
 //! * [`machine`]: [`step`], the one transition table for every state change, returning the
 //!   new state and the boot environment to write.
+//! * [`activate`]: [`plan_activation`], arming a slot that already holds a bundle (staged, or
+//!   a release committed before) without downloading it again.
 //! * [`daemon`]: [`daemon::DaemonMachine`], the fleet daemon's loop (enroll, report, poll,
 //!   install, reboot, back off) fed inputs and the time, returning actions.
 //!
 //! Invariants enforced here (and property-tested): a slot is armed for a trial boot only
 //! after it was fully written and verified; only the booted trial slot is ever committed;
 //! the primary slot changes only on that commit or on an operator's `mark-bad` towards a
-//! slot known to be good.
+//! slot known to be good; nothing below the robot's security floor (the highest floor of any
+//! committed bundle, raised only at commit) is ever armed, switched to or committed.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod activate;
 pub mod boot;
 pub mod daemon;
 pub mod machine;
 pub mod plan;
 pub mod slot;
 
+pub use activate::{plan_activation, Activation};
 pub use boot::{decide_on_boot, BootOutcome};
 pub use machine::{step, Context, Event, Order, StepError, Transition, WriteTarget};
 pub use plan::{
@@ -35,6 +40,7 @@ pub use plan::{
     ManifestFacts, PlannedWrite, Refusal,
 };
 pub use slot::{
-    parse_operator_slot, BootEnv, ClassSlots, ClientState, EventKind, InstallOutcome, LiveFlip,
-    LiveTrial, OutcomeKind, PendingTrial, ReportEvent, Slot, SlotRecord, SlotState,
+    check_floor, parse_operator_slot, raise_floor, BelowFloor, BootEnv, ClassSlots, ClientState,
+    EventKind, InstallOutcome, LiveFlip, LiveTrial, OutcomeKind, PendingTrial, ReportEvent, Slot,
+    SlotRecord, SlotState, StagedBundle,
 };

@@ -3,132 +3,14 @@
 //! situation and returns the new records, the environment to write (if any) and in which
 //! order to persist the two so that a power cut between them is recoverable.
 
+mod event;
+
+pub use event::{Context, Event, Order, StepError, Transition, WriteTarget};
+
 use crate::slot::{
-    BootEnv, ClientState, EventKind, InstallOutcome, LiveTrial, OutcomeKind, PendingTrial, Slot,
-    SlotState,
+    check_floor, raise_floor, BootEnv, ClientState, EventKind, InstallOutcome, OutcomeKind,
+    PendingTrial, Slot, SlotState,
 };
-
-/// One slot to be written.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WriteTarget {
-    /// Slot class.
-    pub class: String,
-    /// Target slot.
-    pub slot: Slot,
-    /// Whether the class is live (symlink-switched).
-    pub live: bool,
-}
-
-/// Something that happened or that the client wants to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// Install: the target slots are about to be written (they become unbootable first).
-    WriteStarted {
-        /// The slots.
-        targets: Vec<WriteTarget>,
-        /// Release version.
-        version: semver::Version,
-        /// Bundle identity.
-        bundle_hash: String,
-    },
-    /// Install: one slot was fully written, synced and verified.
-    WriteVerified {
-        /// Slot class.
-        class: String,
-        /// Slot.
-        slot: Slot,
-        /// Release version.
-        version: semver::Version,
-        /// Bundle identity.
-        bundle_hash: String,
-    },
-    /// Install: record the trial and arm the bootloader.
-    ArmTrial(PendingTrial),
-    /// Confirm: the booted trial slot is healthy (or an operator marked it good).
-    Commit,
-    /// Confirm: the environment already commits the booted slot; record it.
-    FinishCommit,
-    /// Confirm/operator: the booted trial slot failed; clear the trial.
-    TrialFailed {
-        /// Why.
-        reason: String,
-    },
-    /// Confirm: the bootloader fell back from the trial slot.
-    RolledBack {
-        /// Why.
-        reason: String,
-    },
-    /// Confirm: a recorded trial was never armed.
-    ArmInterrupted,
-    /// Confirm: `OTA_TRIAL` names a slot that is not on trial.
-    ClearStaleTrial,
-    /// Live install: about to switch symlinks.
-    LiveStarted(LiveTrial),
-    /// Live install: the switched slots are healthy.
-    LiveCommitted,
-    /// Live install: health failed (or the trial was interrupted); switched back.
-    LiveFailed {
-        /// Why.
-        reason: String,
-        /// Whether a power cut/restart interrupted it (vs. a failed check).
-        interrupted: bool,
-    },
-    /// Install failed before arming anything.
-    InstallFailed {
-        /// Why.
-        reason: String,
-        /// Release version, if known.
-        version: Option<semver::Version>,
-        /// Bundle identity, if known.
-        bundle_hash: Option<String>,
-    },
-    /// Operator: `slot` is good.
-    MarkGood {
-        /// The slot.
-        slot: Slot,
-    },
-    /// Operator: `slot` is bad.
-    MarkBad {
-        /// The slot.
-        slot: Slot,
-    },
-}
-
-/// Which of the two writes goes first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Order {
-    /// Persist the records, then write the environment.
-    StateFirst,
-    /// Write the environment, then persist the records.
-    EnvFirst,
-}
-
-/// The result of an allowed event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transition {
-    /// The new records.
-    pub state: ClientState,
-    /// The environment to write, if it changes.
-    pub env: Option<BootEnv>,
-    /// Persisting order.
-    pub order: Order,
-}
-
-/// Why an event is not allowed now.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct StepError(pub String);
-
-/// The facts `step` checks events against.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Context<'a> {
-    /// The boot environment now.
-    pub env: BootEnv,
-    /// The booted slot.
-    pub booted: Slot,
-    /// The boot-coupled slot classes.
-    pub boot_classes: &'a [String],
-}
 
 fn refuse<T>(msg: impl Into<String>) -> Result<T, StepError> {
     Err(StepError(msg.into()))
@@ -217,6 +99,8 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
                 rec.version = None;
                 rec.bundle_hash = None;
                 rec.note = None;
+                rec.security_floor = None;
+                rec.bundle_classes.clear();
                 if !t.live && env.trial == Some(t.slot) {
                     new_env = Some(BootEnv {
                         trial: None,
@@ -228,6 +112,8 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
             if state.pending_trial.is_some() {
                 return refuse("a trial is pending");
             }
+            // The staged bundle is overwritten (or, if elsewhere, no longer the one to offer).
+            next.staged = None;
             next.last_install = Some(InstallOutcome {
                 version: Some(version),
                 bundle_hash: Some(bundle_hash),
@@ -245,6 +131,8 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
             slot,
             version,
             bundle_hash,
+            security_floor,
+            bundle_classes,
         } => {
             if state.record(&class, slot).state != SlotState::Writing {
                 return refuse(format!("slot {class}/{slot} was not being written"));
@@ -253,9 +141,63 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
             rec.state = SlotState::Installed;
             rec.version = Some(version);
             rec.bundle_hash = Some(bundle_hash);
+            rec.security_floor = security_floor;
+            rec.bundle_classes = bundle_classes;
             Ok(keep(next))
         }
+        Event::Stage(staged) => {
+            if state.pending_trial.is_some() || env.armed_trial().is_some() {
+                return refuse("a trial is pending: nothing can be staged");
+            }
+            let held = |class: &String, slot: Slot| {
+                let r = state.record(class, slot);
+                r.state == SlotState::Installed
+                    && r.bundle_hash.as_deref() == Some(&staged.bundle_hash)
+            };
+            let boot_ok = staged.boot_slot.is_none_or(|slot| {
+                slot != booted
+                    && slot != env.primary
+                    && ctx.boot_classes.iter().all(|c| held(c, slot))
+            });
+            let any = state
+                .classes
+                .keys()
+                .any(|c| Slot::ALL.iter().any(|s| held(c, *s)));
+            if !boot_ok || !any {
+                return refuse(format!(
+                    "refusing to stage {}: not every image was fully written and verified",
+                    staged.version
+                ));
+            }
+            next.staged = Some(staged);
+            Ok(keep(next))
+        }
+        Event::Activate(trial) => {
+            let mut demoted = state.clone();
+            reprove(
+                &mut demoted,
+                &trial.bundle_hash,
+                trial
+                    .classes
+                    .iter()
+                    .map(|c| (c.as_str(), trial.slot))
+                    .chain(trial.live.iter().map(|f| (f.class.as_str(), f.to))),
+            );
+            step(&demoted, ctx, Event::ArmTrial(trial))
+        }
+        Event::ActivateLive(trial) => {
+            let mut demoted = state.clone();
+            reprove(
+                &mut demoted,
+                &trial.bundle_hash,
+                trial.flips.iter().map(|f| (f.class.as_str(), f.to)),
+            );
+            step(&demoted, ctx, Event::LiveStarted(trial))
+        }
         Event::ArmTrial(trial) => {
+            if let Err(below) = check_floor(&trial.version, state.security_floor.as_ref()) {
+                return refuse(below.to_string());
+            }
             if trial.slot == booted || booted != env.primary {
                 return refuse(format!(
                     "cannot arm slot {}: it is running or the robot is not on its primary",
@@ -302,6 +244,7 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
                 ..env
             };
             next.pending_trial = Some(trial);
+            next.staged = None;
             Ok(Transition {
                 state: next,
                 env: Some(new_env),
@@ -319,6 +262,12 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
                 return refuse(format!(
                     "slot {booted} is not booted on trial: not committing"
                 ));
+            }
+            if let (true, Err(below)) = (
+                commit,
+                check_floor(&p.version, state.security_floor.as_ref()),
+            ) {
+                return refuse(below.to_string());
             }
             if !commit && (env.primary != booted || env.armed_trial().is_some()) {
                 return refuse("the environment does not commit the booted slot");
@@ -340,6 +289,8 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
                 }
             }
             next.pending_trial = None;
+            next.security_floor =
+                raise_floor(state.security_floor.as_ref(), p.security_floor.as_ref());
             outcome(&mut next, Some(&p), Some(booted), OutcomeKind::Succeeded);
             next.push_event(
                 EventKind::Committed,
@@ -441,6 +392,9 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
             if state.live_trial.is_some() {
                 return refuse("a live trial is already in progress");
             }
+            if let Err(below) = check_floor(&trial.version, state.security_floor.as_ref()) {
+                return refuse(below.to_string());
+            }
             for f in &trial.flips {
                 let r = state.record(&f.class, f.to);
                 if r.state != SlotState::Installed
@@ -451,6 +405,13 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
                         f.class, f.to
                     ));
                 }
+            }
+            if next
+                .staged
+                .as_ref()
+                .is_some_and(|s| s.bundle_hash == trial.bundle_hash)
+            {
+                next.staged = None;
             }
             next.live_trial = Some(trial);
             Ok(keep(next))
@@ -465,6 +426,8 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
                 rec.note = None;
             }
             next.live_trial = None;
+            next.security_floor =
+                raise_floor(state.security_floor.as_ref(), t.security_floor.as_ref());
             let slot = t.flips.first().map(|f| f.to);
             next.last_install = Some(InstallOutcome {
                 version: Some(t.version.clone()),
@@ -578,6 +541,20 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
                         "refusing to mark the running slot {slot} bad: the other slot {other} is {st}, not known good, and would be the only slot left to boot"
                     ));
                 }
+                // Falling back is a revert: never below the floor (an unknown version neither).
+                if let Some(floor) = &state.security_floor {
+                    let below = ctx.boot_classes.iter().find_map(|c| {
+                        let v = state.record(c, other).version;
+                        v.as_ref()
+                            .is_none_or(|v| v < floor)
+                            .then(|| v.map_or("an unknown version".into(), |v| v.to_string()))
+                    });
+                    if let Some(v) = below {
+                        return refuse(format!(
+                            "refusing to mark the running slot {slot} bad: the other slot {other} holds {v}, below this robot's security floor {floor}"
+                        ));
+                    }
+                }
                 set_classes(
                     &mut next,
                     ctx.boot_classes,
@@ -611,6 +588,13 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
             if next.pending_trial.as_ref().is_some_and(|p| p.slot == slot) {
                 next.pending_trial = None;
             }
+            if next
+                .staged
+                .as_ref()
+                .is_some_and(|s| s.boot_slot == Some(slot))
+            {
+                next.staged = None;
+            }
             next.push_event(EventKind::MarkedBad, Some(slot), None, None, reason);
             let new_env = (env.trial == Some(slot)).then_some(env.clear_trial());
             Ok(Transition {
@@ -618,6 +602,22 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
                 env: new_env,
                 order: Order::StateFirst,
             })
+        }
+    }
+}
+
+/// An activated slot is re-proven by its trial: a known-good record of the bundle goes back to
+/// `Installed` (verified, not yet healthy on this run), so arming keeps its one rule (only
+/// `Installed` slots of the bundle are armed) and a `Bad` or rewritten slot is never armed.
+fn reprove<'a>(
+    state: &mut ClientState,
+    bundle_hash: &str,
+    slots: impl Iterator<Item = (&'a str, Slot)>,
+) {
+    for (class, slot) in slots {
+        let rec = state.record_mut(class, slot);
+        if rec.state == SlotState::Good && rec.bundle_hash.as_deref() == Some(bundle_hash) {
+            rec.state = SlotState::Installed;
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::slot::{BootEnv, ClientState, LiveFlip, Slot};
+use crate::slot::{check_floor, BelowFloor, BootEnv, ClientState, LiveFlip, Slot};
 
 /// What the verified manifest says (only the facts the planner needs).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +14,8 @@ pub struct ManifestFacts {
     pub compatible: String,
     /// Bundle identity (SHA-256 of the signed manifest).
     pub bundle_hash: String,
+    /// The bundle's signed security floor.
+    pub security_floor: Option<semver::Version>,
     /// Images in bundle order.
     pub images: Vec<ImageFacts>,
 }
@@ -87,11 +89,13 @@ pub struct DeviceFacts {
     pub state_dir_free: u64,
 }
 
-/// Operator choices.
+/// Operator (or rollout) choices. Neither ever goes below the robot's security floor.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct InstallOptions {
-    /// Accept a version lower than the installed one.
+    /// Accept a version lower than the installed one (the operator's manual override).
     pub allow_downgrade: bool,
+    /// The server's rollout is a revert: a lower version is expected.
+    pub revert: bool,
 }
 
 /// One image write.
@@ -118,6 +122,10 @@ pub struct InstallPlan {
     pub version: semver::Version,
     /// Bundle identity.
     pub bundle_hash: String,
+    /// The bundle's security floor (raised into the robot's at commit).
+    pub security_floor: Option<semver::Version>,
+    /// Every slot class the bundle writes, recorded with each slot.
+    pub bundle_classes: Vec<String>,
     /// The boot slot to try, if the bundle has boot-coupled images.
     pub boot_slot: Option<Slot>,
     /// The boot-coupled classes written.
@@ -171,6 +179,9 @@ pub enum Refusal {
         /// Slot capacity.
         capacity: u64,
     },
+    /// Below the robot's security floor: never, whatever the options.
+    #[error(transparent)]
+    BelowFloor(#[from] BelowFloor),
     /// Lower than what runs.
     #[error("version {new} is lower than the installed {current}: refusing a downgrade (use --allow-downgrade)")]
     Downgrade {
@@ -223,6 +234,7 @@ pub fn plan_install(
             robot: config.compatible.clone(),
         });
     }
+    check_floor(&manifest.version, state.security_floor.as_ref())?;
     let mut seen = BTreeSet::new();
     for image in &manifest.images {
         if !config.classes.contains_key(&image.slot_class) {
@@ -243,22 +255,7 @@ pub fn plan_install(
         }
     }
 
-    // The robot must run its committed slot with nothing pending.
-    if let Some(t) = &state.pending_trial {
-        return Err(Refusal::TrialPending(t.slot));
-    }
-    if let Some(t) = device.env.armed_trial() {
-        return Err(Refusal::TrialPending(t));
-    }
-    if state.live_trial.is_some() {
-        return Err(Refusal::LiveTrialPending);
-    }
-    if device.booted != device.env.primary {
-        return Err(Refusal::NotOnPrimary {
-            booted: device.booted,
-            primary: device.env.primary,
-        });
-    }
+    settled(state, device)?;
 
     let active = |class: &str, live: bool| -> Slot {
         if live {
@@ -302,26 +299,7 @@ pub fn plan_install(
         });
     }
 
-    if !options.allow_downgrade {
-        if let Some(current) = currents
-            .iter()
-            .flatten()
-            .filter(|v| **v > manifest.version)
-            .max()
-        {
-            return Err(Refusal::Downgrade {
-                new: manifest.version.clone(),
-                current: current.clone(),
-            });
-        }
-    }
-    if !currents.is_empty()
-        && currents
-            .iter()
-            .all(|v| v.as_ref() == Some(&manifest.version))
-    {
-        return Err(Refusal::AlreadyInstalled(manifest.version.clone()));
-    }
+    check_version(&manifest.version, &currents, options)?;
     if device.state_dir_free < config.state_space_needed {
         return Err(Refusal::NoSpaceForState {
             free: device.state_dir_free,
@@ -332,6 +310,8 @@ pub fn plan_install(
     Ok(InstallPlan {
         version: manifest.version.clone(),
         bundle_hash: manifest.bundle_hash.clone(),
+        security_floor: manifest.security_floor.clone(),
+        bundle_classes: seen.into_iter().collect(),
         boot_slot: touches_boot.then(|| device.booted.other()),
         boot_classes: if touches_boot {
             boot_classes
@@ -342,6 +322,49 @@ pub fn plan_install(
         live,
         tries: config.tries,
     })
+}
+
+/// The robot must run its committed slot with nothing pending before anything is written or
+/// armed.
+pub(crate) fn settled(state: &ClientState, device: &DeviceFacts) -> Result<(), Refusal> {
+    if let Some(t) = &state.pending_trial {
+        return Err(Refusal::TrialPending(t.slot));
+    }
+    if let Some(t) = device.env.armed_trial() {
+        return Err(Refusal::TrialPending(t));
+    }
+    if state.live_trial.is_some() {
+        return Err(Refusal::LiveTrialPending);
+    }
+    if device.booted != device.env.primary {
+        return Err(Refusal::NotOnPrimary {
+            booted: device.booted,
+            primary: device.env.primary,
+        });
+    }
+    Ok(())
+}
+
+/// Checks a version against the versions it replaces (`currents`, one per written class):
+/// lower only when asked (a revert or the operator's override), the same never. The floor is
+/// checked separately, before anything else.
+pub(crate) fn check_version(
+    version: &semver::Version,
+    currents: &[Option<semver::Version>],
+    options: InstallOptions,
+) -> Result<(), Refusal> {
+    if !options.allow_downgrade && !options.revert {
+        if let Some(current) = currents.iter().flatten().filter(|v| *v > version).max() {
+            return Err(Refusal::Downgrade {
+                new: version.clone(),
+                current: current.clone(),
+            });
+        }
+    }
+    if !currents.is_empty() && currents.iter().all(|v| v.as_ref() == Some(version)) {
+        return Err(Refusal::AlreadyInstalled(version.clone()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -384,6 +407,7 @@ mod tests {
             version: v(version),
             compatible: "robot".into(),
             bundle_hash: "h".repeat(64),
+            security_floor: None,
             images: images
                 .iter()
                 .map(|(c, s)| ImageFacts {
@@ -510,6 +534,7 @@ mod tests {
         let d = device(Slot::A);
         let opts = InstallOptions {
             allow_downgrade: true,
+            ..InstallOptions::default()
         };
         assert!(plan_install(
             &manifest("0.9.0", &[("rootfs", 10)]),
@@ -527,6 +552,45 @@ mod tests {
             opts
         )
         .is_err());
+    }
+
+    #[test]
+    fn revert_goes_down_to_the_floor_and_never_below() {
+        let mut s = running("3.0.0");
+        s.security_floor = Some(v("2.0.0"));
+        let d = device(Slot::A);
+        let revert = InstallOptions {
+            revert: true,
+            ..InstallOptions::default()
+        };
+        let manual = InstallOptions {
+            allow_downgrade: true,
+            ..InstallOptions::default()
+        };
+        for opts in [revert, manual] {
+            let m = manifest("2.0.0", &[("rootfs", 10)]);
+            assert!(plan_install(&m, &config(), &s, &d, opts).is_ok());
+            let m = manifest("1.9.9", &[("rootfs", 10)]);
+            let err = plan_install(&m, &config(), &s, &d, opts).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "version 1.9.9 is below this robot's security floor 2.0.0: refusing it, whatever the server says"
+            );
+        }
+        // without either option a lower version is a downgrade, as before
+        assert!(matches!(
+            plan(&manifest("2.5.0", &[("rootfs", 10)]), &s, &d),
+            Err(Refusal::Downgrade { .. })
+        ));
+        // an upgrade is checked against the floor too (an unknown running version)
+        let fresh = ClientState {
+            security_floor: Some(v("2.0.0")),
+            ..ClientState::default()
+        };
+        assert!(matches!(
+            plan(&manifest("1.0.0", &[("rootfs", 10)]), &fresh, &d),
+            Err(Refusal::BelowFloor(_))
+        ));
     }
 
     #[test]
@@ -558,6 +622,7 @@ mod tests {
             version: v("2.0.0"),
             bundle_hash: "x".into(),
             live: vec![],
+            security_floor: None,
         });
         assert_eq!(
             plan(&m, &s2, &device(Slot::A)),

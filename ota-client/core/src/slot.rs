@@ -78,6 +78,14 @@ pub struct SlotRecord {
     pub bundle_hash: Option<String>,
     /// Why it is in its state, when that matters (e.g. why it is bad).
     pub note: Option<String>,
+    /// The bundle's signed security floor, raised into the robot's floor when the bundle is
+    /// committed (also when it is activated again later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_floor: Option<semver::Version>,
+    /// Every slot class of the bundle it was written from: a slot holds "exactly that bundle"
+    /// only if each of them still does (empty in records written before this was kept).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bundle_classes: Vec<String>,
 }
 
 /// Both slots of a class.
@@ -124,6 +132,10 @@ pub struct PendingTrial {
     pub bundle_hash: String,
     /// Live classes written alongside, switched when the trial is committed.
     pub live: Vec<LiveFlip>,
+    /// The bundle's security floor, raised into the robot's at commit (not before: the trial
+    /// may still fall back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_floor: Option<semver::Version>,
 }
 
 /// One live class switched by its symlink.
@@ -147,6 +159,21 @@ pub struct LiveTrial {
     pub version: semver::Version,
     /// Bundle identity.
     pub bundle_hash: String,
+    /// The bundle's security floor, raised into the robot's when the switch is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_floor: Option<semver::Version>,
+}
+
+/// A bundle written and verified into the standby slots without being armed (a stage-only
+/// install): activating it later arms it without downloading again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedBundle {
+    /// Release version.
+    pub version: semver::Version,
+    /// Bundle identity (SHA-256 of the signed manifest): what activation is asked for.
+    pub bundle_hash: String,
+    /// The boot slot written, if the bundle has boot-coupled images.
+    pub boot_slot: Option<Slot>,
 }
 
 /// How the last install ended (so far).
@@ -237,6 +264,47 @@ pub struct ClientState {
     pub events: Vec<ReportEvent>,
     /// The id of the next event.
     pub next_event_id: u64,
+    /// The highest security floor of any bundle committed on this robot: nothing below it is
+    /// ever armed, switched to or committed again. Raised only at commit, never lowered. (The
+    /// agent also keeps a copy outside this file, so losing the state does not lose the floor.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_floor: Option<semver::Version>,
+    /// The bundle a stage-only install left in the standby slots, until it is activated or
+    /// overwritten.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged: Option<StagedBundle>,
+}
+
+/// Why a version may not run on this robot: below its security floor. One line naming both.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("version {version} is below this robot's security floor {floor}: refusing it, whatever the server says")]
+pub struct BelowFloor {
+    /// The refused version.
+    pub version: semver::Version,
+    /// The robot's floor.
+    pub floor: semver::Version,
+}
+
+/// Checks `version` against the robot's `floor` (no floor: anything goes).
+pub fn check_floor(
+    version: &semver::Version,
+    floor: Option<&semver::Version>,
+) -> Result<(), BelowFloor> {
+    match floor {
+        Some(floor) if version < floor => Err(BelowFloor {
+            version: version.clone(),
+            floor: floor.clone(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The higher of two floors: floors only ever rise.
+pub fn raise_floor(
+    floor: Option<&semver::Version>,
+    by: Option<&semver::Version>,
+) -> Option<semver::Version> {
+    floor.max(by).cloned()
 }
 
 /// Bound on stored unreported events, so a robot that is never polled cannot fill its disk.

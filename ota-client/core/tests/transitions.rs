@@ -88,6 +88,8 @@ fn event(spec: &EventSpec) -> Event {
             slot: *s,
             version: v,
             bundle_hash: HASH.into(),
+            security_floor: None,
+            bundle_classes: classes(),
         },
         EventSpec::Arm(s, t) => Event::ArmTrial(PendingTrial {
             slot: *s,
@@ -96,6 +98,7 @@ fn event(spec: &EventSpec) -> Event {
             version: v,
             bundle_hash: HASH.into(),
             live: vec![],
+            security_floor: None,
         }),
         EventSpec::Commit => Event::Commit,
         EventSpec::FinishCommit => Event::FinishCommit,

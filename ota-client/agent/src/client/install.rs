@@ -1,5 +1,5 @@
 //! `install`: verify, plan, stream into the standby slot, record, arm a trial boot (or switch live
-//! classes), each step persisted before the next.
+//! classes, or, stage-only, arm nothing), each step persisted before the next.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -7,8 +7,8 @@ use std::io::{self, Write};
 use ota_bundle_format::{BundleError, BundleReader, Manifest};
 use ota_client_core::machine::Context;
 use ota_client_core::{
-    plan_install, step, ClassFacts, ConfigFacts, DeviceFacts, Event, ImageFacts, LiveFlip,
-    LiveTrial, ManifestFacts, PendingTrial, Slot, WriteTarget,
+    plan_install, step, ClassFacts, ConfigFacts, DeviceFacts, Event, ImageFacts, LiveTrial,
+    ManifestFacts, PendingTrial, Slot, StagedBundle, WriteTarget,
 };
 
 use super::{Client, ClientError, InstallOptions, InstallReport, Progress, Session};
@@ -37,8 +37,9 @@ impl Write for ProgressWriter<'_> {
 
 impl Client {
     /// Installs a bundle: verify, plan, stream into the standby slot, record, then arm a
-    /// trial boot (or switch live classes). On failure the booted and primary slots and the
-    /// armed state are untouched, and the failure is recorded for the report.
+    /// trial boot (or switch live classes; with `stage_only`, record it as staged and stop).
+    /// On failure the booted and primary slots and the armed state are untouched, and the
+    /// failure is recorded for the report.
     pub fn install(
         &mut self,
         source: &BundleSource,
@@ -48,7 +49,14 @@ impl Client {
         let _lock = self.data.lock()?;
         let mut s = self.session()?;
         let result = self.install_locked(&mut s, source, options, progress);
-        if let Err(e) = &result {
+        self.record_failure(&mut s, &result);
+        result
+    }
+
+    /// Records a failed install or activation for the report (best effort: the failure itself
+    /// is what the caller reports). A live trial that failed recorded its own outcome.
+    pub(super) fn record_failure<T>(&mut self, s: &mut Session, result: &Result<T, ClientError>) {
+        if let Err(e) = result {
             if !self.dead && !matches!(e, ClientError::LiveFailed(_)) {
                 let (version, bundle_hash) = s
                     .bundle
@@ -59,13 +67,11 @@ impl Client {
                     version,
                     bundle_hash,
                 };
-                // Best effort: the failure itself is what the caller reports.
-                if let Ok(t) = self.transition(&s, failed) {
-                    let _ = self.apply(&mut s, t, "install-failed");
+                if let Ok(t) = self.transition(s, failed) {
+                    let _ = self.apply(s, t, "install-failed");
                 }
             }
         }
-        result
     }
 
     fn install_locked(
@@ -95,21 +101,15 @@ impl Client {
         ));
 
         let facts = manifest_facts(&manifest, &hash);
-        let config_facts = self.config_facts(&facts)?;
-        let device = DeviceFacts {
-            booted: s.booted,
-            env: s.env,
-            live_active: self.live_active()?,
-            state_dir_free: self.data.free_space()?,
-        };
+        let used: Vec<&str> = facts.images.iter().map(|i| i.slot_class.as_str()).collect();
+        let config_facts = self.config_facts(&used)?;
+        let device = self.device_facts(s)?;
         let plan = plan_install(
             &facts,
             &config_facts,
             &s.state,
             &device,
-            ota_client_core::InstallOptions {
-                allow_downgrade: options.allow_downgrade,
-            },
+            core_options(options),
         )?;
 
         // The targets become unbootable (state Writing, OTA_TRIAL cleared if it names them)
@@ -189,11 +189,28 @@ impl Client {
                     slot: w.slot,
                     version: plan.version.clone(),
                     bundle_hash: hash.clone(),
+                    security_floor: plan.security_floor.clone(),
+                    bundle_classes: plan.bundle_classes.clone(),
                 },
             )?;
             state_after = t.state;
         }
         self.save(s, state_after, "install:verified")?;
+
+        if options.stage_only {
+            progress.phase("staged: written and verified, nothing armed");
+            let staged = StagedBundle {
+                version: plan.version.clone(),
+                bundle_hash: hash.clone(),
+                boot_slot: plan.boot_slot,
+            };
+            self.event(s, Event::Stage(staged), "stage")?;
+            return Ok(InstallReport::Staged {
+                version: plan.version,
+                bundle_hash: hash,
+                slot: plan.boot_slot,
+            });
+        }
 
         if let Some(slot) = plan.boot_slot {
             progress.phase(&format!(
@@ -209,6 +226,7 @@ impl Client {
                     version: plan.version.clone(),
                     bundle_hash: hash.clone(),
                     live: plan.live.clone(),
+                    security_floor: plan.security_floor.clone(),
                 }),
                 "install:arm",
             )?;
@@ -226,7 +244,13 @@ impl Client {
         }
 
         progress.phase("switching live slots");
-        self.live_trial(s, plan.live.clone(), plan.version.clone(), hash.clone())?;
+        let trial = LiveTrial {
+            flips: plan.live.clone(),
+            version: plan.version.clone(),
+            bundle_hash: hash.clone(),
+            security_floor: plan.security_floor.clone(),
+        };
+        self.live_trial(s, Event::LiveStarted(trial))?;
         Ok(InstallReport::LiveSwitched {
             version: plan.version,
             bundle_hash: hash,
@@ -234,12 +258,23 @@ impl Client {
         })
     }
 
+    /// What the planner needs of the robot now.
+    pub(super) fn device_facts(&self, s: &Session) -> Result<DeviceFacts, ClientError> {
+        Ok(DeviceFacts {
+            booted: s.booted,
+            env: s.env,
+            live_active: self.live_active()?,
+            state_dir_free: self.data.free_space()?,
+        })
+    }
+
     /// What the planner needs of the configuration: each class's slot sizes (measured only for
-    /// the classes the bundle writes), the tries to arm, the state directory's needs.
-    fn config_facts(&self, facts: &ManifestFacts) -> Result<ConfigFacts, ClientError> {
+    /// the `used` classes, those the bundle writes), the tries to arm, the state directory's
+    /// needs.
+    pub(super) fn config_facts(&self, used: &[&str]) -> Result<ConfigFacts, ClientError> {
         let mut classes = BTreeMap::new();
         for (name, class) in &self.config.slots {
-            let used = facts.images.iter().any(|i| &i.slot_class == name);
+            let used = used.contains(&name.as_str());
             let size = |slot: Slot| -> Result<u64, ClientError> {
                 if !used {
                     return Ok(0);
@@ -269,23 +304,15 @@ impl Client {
         })
     }
 
-    /// Switches live classes, runs the health checks, keeps or switches back.
-    fn live_trial(
-        &mut self,
-        s: &mut Session,
-        flips: Vec<LiveFlip>,
-        version: semver::Version,
-        bundle_hash: String,
-    ) -> Result<(), ClientError> {
-        self.event(
-            s,
-            Event::LiveStarted(LiveTrial {
-                flips: flips.clone(),
-                version,
-                bundle_hash,
-            }),
-            "live:started",
-        )?;
+    /// Starts a live trial (`start`: [`Event::LiveStarted`] after writing,
+    /// [`Event::ActivateLive`] for slots written before), switches the classes, runs the
+    /// health checks, keeps or switches back.
+    pub(super) fn live_trial(&mut self, s: &mut Session, start: Event) -> Result<(), ClientError> {
+        let flips = match &start {
+            Event::LiveStarted(t) | Event::ActivateLive(t) => t.flips.clone(),
+            _ => Vec::new(),
+        };
+        self.event(s, start, "live:started")?;
         let health = self
             .switch_live(&flips, true, "live:forward")
             .map_err(|e| e.to_string())
@@ -313,12 +340,21 @@ impl Client {
     }
 }
 
+/// The planner's options: the floor binds both ways down.
+pub(super) fn core_options(options: &InstallOptions) -> ota_client_core::InstallOptions {
+    ota_client_core::InstallOptions {
+        allow_downgrade: options.allow_downgrade,
+        revert: options.revert,
+    }
+}
+
 /// What the planner needs of the authenticated manifest.
 fn manifest_facts(manifest: &Manifest, hash: &str) -> ManifestFacts {
     ManifestFacts {
         version: manifest.version.clone(),
         compatible: manifest.compatible.clone(),
         bundle_hash: hash.to_string(),
+        security_floor: manifest.security_floor.clone(),
         images: manifest
             .images
             .iter()

@@ -6,6 +6,7 @@
 //! persists each transition in the order the core prescribes. Named checkpoints between the
 //! writes let tests cut the power at every phase boundary ([`Hooks`]).
 
+mod activate;
 mod confirm;
 mod error;
 mod install;
@@ -18,7 +19,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ota_client_core::machine::Context;
-use ota_client_core::{step, BootEnv, ClientState, Event, LiveFlip, Order, Slot, Transition};
+use ota_client_core::{
+    raise_floor, step, BootEnv, ClientState, Event, LiveFlip, Order, Slot, Transition,
+};
 
 pub use error::ClientError;
 pub use options::{Hooks, InstallOptions, NoProgress, Progress};
@@ -39,9 +42,11 @@ struct Session {
     state: ClientState,
     env: BootEnv,
     booted: Slot,
-    /// The state differs from the persisted one (adopted factory slots).
+    /// The state differs from the persisted one (adopted factory slots, a floor to repair).
     dirty: bool,
     bundle: Option<(semver::Version, String)>,
+    /// The floor in its own file, written after the state whenever the state's is higher.
+    floor_on_disk: Option<semver::Version>,
 }
 
 /// The OTA client.
@@ -124,12 +129,17 @@ impl Client {
             BTreeMap::new()
         };
         state.adopt_running(&boot_classes, booted, &live_active);
+        // The floor is the higher of the two copies: the file survives a lost state, the state
+        // survives a power cut between its commit and the file's write.
+        let floor_on_disk = self.data.load_floor()?;
+        state.security_floor = raise_floor(state.security_floor.as_ref(), floor_on_disk.as_ref());
         Ok(Session {
-            dirty: loaded.as_ref() != Some(&state),
+            dirty: loaded.as_ref() != Some(&state) || floor_on_disk != state.security_floor,
             state,
             env,
             booted,
             bundle: None,
+            floor_on_disk,
         })
     }
 
@@ -141,6 +151,15 @@ impl Client {
     ) -> Result<(), ClientError> {
         self.checkpoint(&format!("{label}:before-state"))?;
         self.data.save(&state)?;
+        if let Some(floor) = state
+            .security_floor
+            .as_ref()
+            .filter(|f| s.floor_on_disk.as_ref() < Some(*f))
+        {
+            self.checkpoint(&format!("{label}:before-floor"))?;
+            self.data.save_floor(floor)?;
+            s.floor_on_disk = Some(floor.clone());
+        }
         s.state = state;
         s.dirty = false;
         self.checkpoint(&format!("{label}:after-state"))

@@ -49,4 +49,11 @@ pub struct InstallOptions {
     pub reboot: bool,
     /// Set to cancel a download.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Write and verify the standby slots and record them as staged, but arm nothing: a later
+    /// [`Client::activate`](super::Client::activate) with the bundle's digest arms them without
+    /// downloading again (download ahead of a maintenance window).
+    pub stage_only: bool,
+    /// The server's rollout says revert: a version lower than the running one is allowed, as long
+    /// as it is not below the robot's security floor.
+    pub revert: bool,
 }

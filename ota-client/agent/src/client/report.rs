@@ -22,6 +22,16 @@ pub enum InstallReport {
         /// Whether the reboot command was run.
         rebooting: bool,
     },
+    /// Stage only: the standby slots were written and verified, nothing was armed or switched;
+    /// [`Client::activate`](super::Client::activate) with `bundle_hash` arms them later.
+    Staged {
+        /// Release version.
+        version: semver::Version,
+        /// Bundle identity (SHA-256 of the signed manifest): what `activate` is given.
+        bundle_hash: String,
+        /// The boot slot written, if the bundle has boot-coupled images.
+        slot: Option<Slot>,
+    },
     /// Live classes were switched and passed their health checks.
     LiveSwitched {
         /// Release version.
@@ -99,4 +109,10 @@ pub struct Status {
     pub last_install: Option<InstallOutcome>,
     /// Events (rollbacks, failures, commits) not yet reported.
     pub unreported_events: Vec<ReportEvent>,
+    /// The digest of the bundle a stage-only install left in the standby slots, until it is
+    /// activated or overwritten (what the daemon reports as `PollRequest.staged`).
+    pub staged: Option<String>,
+    /// The robot's security floor: the highest floor of any committed bundle; nothing below it
+    /// is installed, activated or reverted to.
+    pub security_floor: Option<semver::Version>,
 }

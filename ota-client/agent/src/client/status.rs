@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use ota_client_core::{ClientState, ReportEvent, Slot, SlotState};
+use ota_client_core::{raise_floor, ClientState, ReportEvent, Slot, SlotState};
 
 use super::{Client, ClientError, SlotStatus, Status, TrialStatus};
 use crate::{booted, live};
@@ -27,6 +27,13 @@ impl Client {
             }
         };
         let mut state = state;
+        let floor_file = self
+            .data
+            .load_floor()
+            .map_err(|e| errors.push(e.to_string()))
+            .ok()
+            .flatten();
+        state.security_floor = raise_floor(state.security_floor.as_ref(), floor_file.as_ref());
         if let (Some(b), Some(e)) = (booted, env) {
             if b == e.primary && e.armed_trial().is_none() {
                 let live_active = if state.live_trial.is_none() {
@@ -90,6 +97,8 @@ impl Client {
             live_trial: state.live_trial,
             last_install: state.last_install,
             unreported_events: state.events,
+            staged: state.staged.map(|s| s.bundle_hash),
+            security_floor: state.security_floor,
         }
     }
 

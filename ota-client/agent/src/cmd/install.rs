@@ -15,6 +15,9 @@ pub struct Args {
     /// Reboot into the trial slot once it is armed.
     #[arg(long)]
     reboot: bool,
+    /// Write and verify the standby slot but do not arm it (`ota-client activate` arms it later).
+    #[arg(long, conflicts_with = "reboot")]
+    stage_only: bool,
 }
 
 /// A progress bar on a terminal, plain lines otherwise (journals, pipes).
@@ -65,6 +68,8 @@ pub fn run(config: Config, args: Args) -> anyhow::Result<()> {
         allow_downgrade: args.allow_downgrade,
         reboot: args.reboot,
         cancel: None,
+        stage_only: args.stage_only,
+        revert: false,
     };
     let report = client.install(&BundleSource::parse(&args.bundle), &options, &mut display)?;
     match report {
@@ -90,6 +95,14 @@ pub fn run(config: Config, args: Args) -> anyhow::Result<()> {
             } else {
                 println!("next: reboot; at boot `ota-client confirm` runs the health checks and commits slot {slot}, otherwise the bootloader falls back");
             }
+        }
+        InstallReport::Staged {
+            version,
+            bundle_hash,
+            ..
+        } => {
+            println!("staged {version}: written and verified, nothing armed");
+            println!("next: `ota-client activate {bundle_hash}` arms it for a trial boot");
         }
         InstallReport::LiveSwitched { version, flips, .. } => {
             for f in flips {

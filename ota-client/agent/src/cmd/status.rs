@@ -27,6 +27,10 @@ pub fn run(config: Config, args: Args) -> anyhow::Result<()> {
             Some(t) => println!("trial:      slot {} ({} tries left)", t.slot, t.tries_left),
             None => println!("trial:      none"),
         }
+        println!("floor:      {}", opt(&status.security_floor));
+        if let Some(staged) = &status.staged {
+            println!("staged:     {staged} (`ota-client activate {staged}` arms it)");
+        }
         for s in &status.slots {
             println!(
                 "  {}/{} {}{} {:<9} {:<10} {} {}",
