@@ -27,6 +27,12 @@ pub const RECENT_SAMPLES: usize = 16;
 pub const RECENT_BOOTS: usize = 16;
 /// Longest metric name kept.
 pub const MAX_NAME: usize = 64;
+/// At most one sample per device this often, unless its version changed: plenty for minute buckets (robots
+/// poll every minute by default), and it keeps a fleet polling every second from costing more.
+pub const MIN_SAMPLE_GAP: u64 = 5;
+/// Most buckets [`Recorder::take_closed`] returns at once: a whole fleet's buckets close at the same minute
+/// boundary, and storing them is spread over the following flushes instead.
+pub const MAX_TAKE: usize = 20_000;
 
 /// Start of the `width`-wide bucket holding `t`.
 pub fn align(t: u64, width: u64) -> u64 {
@@ -92,14 +98,17 @@ impl Bucket {
     }
 }
 
-/// Downsamples one metric's buckets: those past the retention (`at < now - retention_secs`) go, minute
+/// Downsamples one metric's buckets: those wholly past the retention (ending by `now - retention_secs`) go, minute
 /// buckets older than the last 24 hours (before the hour boundary [`FINE_SPAN`] ago) fold into hour buckets,
 /// the rest stay. Output is sorted by start, one bucket per (start, width). Idempotent.
 pub fn compact(buckets: &[Bucket], now: u64, retention_secs: u64) -> Vec<Bucket> {
     let oldest = now.saturating_sub(retention_secs);
     let coarse_before = align(now.saturating_sub(FINE_SPAN), HOUR);
     let mut out: BTreeMap<(u64, u64), Bucket> = BTreeMap::new();
-    for b in buckets.iter().filter(|b| b.at >= oldest && b.count > 0) {
+    for b in buckets
+        .iter()
+        .filter(|b| b.at + b.width > oldest && b.count > 0)
+    {
         let (at, width) = if b.at < coarse_before {
             (align(b.at, HOUR), HOUR)
         } else {
@@ -148,7 +157,8 @@ pub fn samples(t: &Telemetry) -> Vec<(&str, f64)> {
 #[derive(Clone, Debug, Default)]
 struct Series {
     open: Option<Bucket>,
-    recent: VecDeque<(u64, f64)>,
+    /// (time, version generation, value).
+    recent: VecDeque<(u64, u32, f64)>,
 }
 
 /// One device in memory.
@@ -158,17 +168,35 @@ pub struct DeviceRecent {
     boots: VecDeque<u64>,
     last_seen: Option<u64>,
     last_uptime: Option<u64>,
+    /// The version it runs, and a counter that moves whenever that changes (samples carry it).
+    version: Option<semver::Version>,
+    generation: u32,
 }
 
 impl DeviceRecent {
     /// Mean of the metric's recent samples taken at or after `since`; `None` without any.
     pub fn mean_since(&self, metric: &str, since: u64) -> Option<f64> {
+        self.mean_where(metric, |t, _| t >= since)
+    }
+
+    /// Mean of the metric's recent samples taken at or after `since` while the device ran `version` (its
+    /// current one); `None` without any, or when it runs another version now.
+    pub fn mean_on(&self, metric: &str, version: &semver::Version, since: u64) -> Option<f64> {
+        if self.version.as_ref() != Some(version) {
+            return None;
+        }
+        self.mean_where(metric, |t, generation| {
+            t >= since && generation == self.generation
+        })
+    }
+
+    fn mean_where(&self, metric: &str, keep: impl Fn(u64, u32) -> bool) -> Option<f64> {
         let series = self.series.get(metric)?;
         let (n, sum) = series
             .recent
             .iter()
-            .filter(|(t, _)| *t >= since)
-            .fold((0u32, 0.0), |(n, s), (_, v)| (n + 1, s + v));
+            .filter(|(t, g, _)| keep(*t, *g))
+            .fold((0u32, 0.0), |(n, s), (_, _, v)| (n + 1, s + v));
         (n > 0).then(|| sum / f64::from(n))
     }
 
@@ -204,9 +232,15 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Records one device's telemetry taken at `t`. A sample not newer than the device's previous one is
-    /// ignored (the same poll seen by a retried flush).
-    pub fn observe(&mut self, device_id: &str, t: u64, telemetry: &Telemetry) {
+    /// Records one device's telemetry taken at `t` while it ran `version`. A sample older than the device's
+    /// previous one is ignored.
+    pub fn observe(
+        &mut self,
+        device_id: &str,
+        t: u64,
+        version: Option<&semver::Version>,
+        telemetry: &Telemetry,
+    ) {
         if !self.devices.contains_key(device_id) {
             self.devices
                 .insert(device_id.to_string(), DeviceRecent::default());
@@ -214,10 +248,19 @@ impl Recorder {
         let Some(dev) = self.devices.get_mut(device_id) else {
             return;
         };
-        if dev.last_seen.is_some_and(|last| t <= last) {
+        let same_version = dev.version.as_ref() == version;
+        if dev
+            .last_seen
+            .is_some_and(|last| t < last || (same_version && t < last + MIN_SAMPLE_GAP))
+        {
             return;
         }
         dev.last_seen = Some(t);
+        if dev.version.as_ref() != version {
+            dev.version = version.cloned();
+            dev.generation = dev.generation.wrapping_add(1);
+        }
+        let generation = dev.generation;
         if let Some(up) = telemetry.uptime_secs {
             // A boot is the first uptime seen or one lower than the last; it happened `up` seconds ago.
             if dev.last_uptime.is_none_or(|last| up < last) {
@@ -243,7 +286,7 @@ impl Recorder {
             if series.recent.len() == RECENT_SAMPLES {
                 series.recent.pop_front();
             }
-            series.recent.push_back((t, value));
+            series.recent.push_back((t, generation, value));
             let sample = Bucket::sample(t, value);
             match &mut series.open {
                 Some(open) if open.at == minute => open.merge(&sample),
@@ -277,8 +320,9 @@ impl Recorder {
         self.devices.remove(device_id);
     }
 
-    /// Takes the buckets that are complete at `now` (their minute has passed); with `all`, also the open ones
-    /// (at shutdown: a bucket stored twice merges).
+    /// Takes the buckets that are complete at `now` (their minute has passed), at most about [`MAX_TAKE`]
+    /// (the rest come with the next calls); with `all`, every open one too, without limit (at shutdown: a
+    /// bucket stored twice merges).
     pub fn take_closed(&mut self, now: u64, all: bool) -> Vec<Row> {
         let current = align(now, MINUTE);
         let due: Vec<u64> = self
@@ -288,7 +332,21 @@ impl Recorder {
             .filter(|&m| all || m < current)
             .collect();
         for minute in due {
-            for id in self.open_minutes.remove(&minute).unwrap_or_default() {
+            let mut ids = self.open_minutes.remove(&minute).unwrap_or_default();
+            if !all && self.closed.len() >= MAX_TAKE {
+                self.open_minutes.insert(minute, ids);
+                break;
+            }
+            let keep = if all {
+                Vec::new()
+            } else {
+                let room = (MAX_TAKE - self.closed.len()).div_ceil(MAX_METRICS / 8);
+                ids.split_off(room.min(ids.len()))
+            };
+            if !keep.is_empty() {
+                self.open_minutes.insert(minute, keep);
+            }
+            for id in ids {
                 let Some(dev) = self.devices.get_mut(&id) else {
                     continue;
                 };
@@ -305,7 +363,21 @@ impl Recorder {
                 }
             }
         }
-        std::mem::take(&mut self.closed)
+        if all || self.closed.len() <= MAX_TAKE {
+            return std::mem::take(&mut self.closed);
+        }
+        let rest = self.closed.split_off(MAX_TAKE);
+        std::mem::replace(&mut self.closed, rest)
+    }
+
+    /// Closed buckets waiting to be stored.
+    pub fn unstored(&self) -> usize {
+        self.closed.len()
+    }
+
+    /// Puts back buckets the store refused, for the next flush.
+    pub fn requeue(&mut self, rows: Vec<Row>) {
+        self.closed.extend(rows);
     }
 
     /// Buckets of a device's metric not stored yet (open or waiting), for answering a history query.

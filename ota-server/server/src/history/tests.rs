@@ -34,9 +34,9 @@ fn samples_take_fixed_fields_and_free_metrics_but_no_position_or_nan() {
 #[test]
 fn the_recorder_closes_a_minute_when_it_has_passed_and_keeps_recent_samples() {
     let mut r = Recorder::default();
-    r.observe("r1", 600, &telemetry(40.0, 10));
-    r.observe("r1", 630, &telemetry(60.0, 40));
-    r.observe("r1", 630, &telemetry(1e9, 40)); // same poll again: ignored
+    r.observe("r1", 600, None, &telemetry(40.0, 10));
+    r.observe("r1", 630, None, &telemetry(60.0, 40));
+    r.observe("r1", 620, None, &telemetry(1e9, 40)); // older than the last: ignored
     assert!(
         r.take_closed(659, false).is_empty(),
         "minute 600 still open"
@@ -58,10 +58,63 @@ fn the_recorder_closes_a_minute_when_it_has_passed_and_keeps_recent_samples() {
 }
 
 #[test]
+fn mean_on_a_version_counts_only_samples_taken_on_it() {
+    let v1: semver::Version = "1.0.0".parse().unwrap();
+    let v2: semver::Version = "2.0.0".parse().unwrap();
+    let mut r = Recorder::default();
+    r.observe("r1", 600, Some(&v1), &telemetry(40.0, 10));
+    r.observe("r1", 600, Some(&v2), &telemetry(9999.0, 1)); // same second, after the update
+    let dev = r.device("r1").unwrap();
+    assert_eq!(dev.mean_on("inference_latency_ms", &v2, 600), Some(9999.0));
+    assert_eq!(
+        dev.mean_on("inference_latency_ms", &v1, 0),
+        None,
+        "runs 2.0.0 now"
+    );
+    assert_eq!(dev.mean_since("inference_latency_ms", 600), Some(5019.5));
+}
+
+#[test]
+fn a_device_is_sampled_at_most_every_few_seconds_unless_its_version_changed() {
+    let v2: semver::Version = "2.0.0".parse().unwrap();
+    let mut r = Recorder::default();
+    r.observe("r1", 600, None, &telemetry(40.0, 10));
+    r.observe("r1", 600 + MIN_SAMPLE_GAP - 1, None, &telemetry(50.0, 11));
+    r.observe(
+        "r1",
+        600 + MIN_SAMPLE_GAP - 1,
+        Some(&v2),
+        &telemetry(60.0, 1),
+    );
+    let open = r.unsaved("r1", "inference_latency_ms");
+    assert_eq!((open[0].count, open[0].min, open[0].max), (2, 40.0, 60.0));
+}
+
+#[test]
+fn a_fleet_closing_its_minute_at_once_is_handed_out_in_parts() {
+    let mut r = Recorder::default();
+    let devices = 2 * MAX_TAKE / 3;
+    for i in 0..devices {
+        r.observe(&format!("r{i}"), 600, None, &telemetry(1.0, 10));
+    }
+    let mut parts = Vec::new();
+    loop {
+        let rows = r.take_closed(700, false);
+        if rows.is_empty() {
+            break;
+        }
+        assert!(rows.len() <= MAX_TAKE);
+        parts.push(rows.len());
+    }
+    assert!(parts.len() > 1, "{parts:?}");
+    assert_eq!(parts.iter().sum::<usize>(), devices * 3);
+}
+
+#[test]
 fn a_new_minute_closes_the_previous_bucket_at_once() {
     let mut r = Recorder::default();
-    r.observe("r1", 600, &telemetry(40.0, 10));
-    r.observe("r1", 700, &telemetry(50.0, 110));
+    r.observe("r1", 600, None, &telemetry(40.0, 10));
+    r.observe("r1", 700, None, &telemetry(50.0, 110));
     let closed = r.take_closed(700, false);
     assert!(closed.iter().all(|row| row.bucket.at == 600));
     assert_eq!(closed.len(), 3);
@@ -75,9 +128,9 @@ fn a_new_minute_closes_the_previous_bucket_at_once() {
 #[test]
 fn boots_are_when_uptime_goes_down() {
     let mut r = Recorder::default();
-    r.observe("r1", 1000, &telemetry(1.0, 900)); // booted at 100
-    r.observe("r1", 1060, &telemetry(1.0, 960));
-    r.observe("r1", 1120, &telemetry(1.0, 5)); // booted at 1115
+    r.observe("r1", 1000, None, &telemetry(1.0, 900)); // booted at 100
+    r.observe("r1", 1060, None, &telemetry(1.0, 960));
+    r.observe("r1", 1120, None, &telemetry(1.0, 5)); // booted at 1115
     let dev = r.device("r1").unwrap();
     assert_eq!(dev.boots_since(0), 2);
     assert_eq!(dev.boots_since(1000), 1);
@@ -90,7 +143,7 @@ fn a_device_keeps_at_most_64_metrics() {
     for i in 0..100u64 {
         let mut t = Telemetry::default();
         t.metrics.insert(format!("m{i:03}"), 1.0);
-        r.observe("r1", 1000 + i, &t);
+        r.observe("r1", 1000 + MIN_SAMPLE_GAP * i, None, &t);
     }
     let rows = r.take_closed(10_000, true);
     let names: std::collections::BTreeSet<_> = rows.iter().map(|r| r.metric.clone()).collect();
@@ -141,7 +194,7 @@ proptest! {
                                           retention_days in 1u64..40) {
         let retention = retention_days * 86_400;
         let out = compact(&buckets, now, retention);
-        let kept: Vec<&Bucket> = buckets.iter().filter(|b| b.at >= now.saturating_sub(retention)).collect();
+        let kept: Vec<&Bucket> = buckets.iter().filter(|b| b.at + b.width > now.saturating_sub(retention)).collect();
         prop_assert_eq!(out.iter().map(|b| b.count).sum::<u64>(), kept.iter().map(|b| b.count).sum::<u64>());
         let sum_in: f64 = kept.iter().map(|b| b.sum).sum();
         let sum_out: f64 = out.iter().map(|b| b.sum).sum();
@@ -154,7 +207,7 @@ proptest! {
         }
         for b in &out {
             prop_assert_eq!(b.at % b.width, 0);
-            prop_assert!(b.at + HOUR > now.saturating_sub(retention));
+            prop_assert!(b.at + b.width > now.saturating_sub(retention));
             if b.width == HOUR {
                 prop_assert!(b.at < now.saturating_sub(FINE_SPAN));
             } else {
@@ -168,7 +221,7 @@ proptest! {
     /// However the samples of a minute are split between recorder flushes, the stored buckets add up to the
     /// same count and sum, and nothing is ever held for more than [`RECENT_SAMPLES`] per series.
     #[test]
-    fn recorder_loses_no_sample(values in proptest::collection::vec((1u64..30, -1e3f64..1e3), 1..80),
+    fn recorder_loses_no_sample(values in proptest::collection::vec((MIN_SAMPLE_GAP..30, -1e3f64..1e3), 1..80),
                                 flush_every in 1usize..10) {
         let mut r = Recorder::default();
         let mut t = 1_000_000u64;
@@ -177,7 +230,7 @@ proptest! {
             t += dt;
             let mut tel = Telemetry::default();
             tel.metrics.insert("m".into(), *v);
-            r.observe("d", t, &tel);
+            r.observe("d", t, None, &tel);
             if i % flush_every == 0 {
                 stored.extend(r.take_closed(t, false));
             }
