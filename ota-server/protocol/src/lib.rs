@@ -41,6 +41,8 @@ pub mod paths {
     pub const ROLLOUTS: &str = "/api/rollouts";
     /// `GET`: device inventory.
     pub const DEVICES: &str = "/api/devices";
+    /// `GET` (list) device groups; `PUT {GROUPS}/{name}` sets one.
+    pub const GROUPS: &str = "/api/groups";
     /// `GET`: server-sent events.
     pub const EVENTS: &str = "/api/events";
     /// `GET`: OpenAPI document.

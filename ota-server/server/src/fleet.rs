@@ -15,12 +15,14 @@ use ota_protocol::admin::{
     BundleInfo, DeviceInfo, Event, RolloutCounts, RolloutDetail, RolloutDevice, RolloutInfo,
 };
 use ota_protocol::device::ReportStatus;
+use ota_protocol::fleet::{GroupSettings, TargetFilter};
 use tokio::sync::broadcast;
 
 use crate::config::{Config, Secrets};
 use crate::error::{ServiceError, StoreError};
 use crate::metrics::Metrics;
 use crate::rollout::{self, Membership, Plan};
+use crate::schedule::CompiledSchedule;
 use crate::store::{BundleRecord, DeviceRecord, MemberRecord, RolloutRecord, Store};
 
 /// Seconds since the Unix epoch.
@@ -62,14 +64,24 @@ pub struct Rollout {
     pub record: RolloutRecord,
     /// The bundle it rolls out.
     pub bundle: BundleRecord,
-    /// Target devices in rank order.
+    /// Target devices in rank order: the initial members, then those that joined later.
     pub members: Vec<MemberRecord>,
     /// Device id to index in `members`.
     pub index: HashMap<String, usize>,
+    /// Join stage of each late member, in rank order (the decision input [`Plan::joined`]).
+    pub joined: Vec<usize>,
+    /// Its own maintenance windows, compiled once (the poll path asks them per offer).
+    pub schedule: Option<Arc<CompiledSchedule>>,
 }
 
-/// The decision inputs of a rollout row and its bundle.
-pub fn plan<'a>(record: &'a RolloutRecord, bundle: &'a BundleRecord) -> Plan<'a> {
+/// The decision inputs of a rollout row and its bundle at `now`; `joined` as in [`Plan::joined`].
+pub fn plan<'a>(
+    record: &'a RolloutRecord,
+    bundle: &'a BundleRecord,
+    joined: &'a [usize],
+    now: u64,
+) -> Plan<'a> {
+    let aim = &record.aim;
     Plan {
         state: record.state,
         stages: &record.stages,
@@ -79,6 +91,15 @@ pub fn plan<'a>(record: &'a RolloutRecord, bundle: &'a BundleRecord) -> Plan<'a>
         version: &bundle.version,
         failure_threshold: record.failure_threshold,
         bad_baseline: record.bad_baseline,
+        group: aim.group.as_deref(),
+        versions: aim.versions.as_ref(),
+        joined,
+        soak_secs: aim.rules.soak_secs,
+        deadline_secs: aim.rules.deadline_secs,
+        start_at: aim.start_at,
+        stage_started_at: record.stage_started_at,
+        stage_completed_at: record.stage_completed_at,
+        now,
     }
 }
 
@@ -86,10 +107,11 @@ pub fn plan<'a>(record: &'a RolloutRecord, bundle: &'a BundleRecord) -> Plan<'a>
 pub fn settle(
     record: &mut RolloutRecord,
     bundle: &BundleRecord,
+    joined: &[usize],
     statuses: &[Option<ReportStatus>],
     now: u64,
 ) -> bool {
-    let Some(settled) = rollout::settle(&plan(record, bundle), statuses) else {
+    let Some(settled) = rollout::settle(&plan(record, bundle, joined, now), statuses) else {
         return false;
     };
     if let Some(reason) = &settled.pause_reason {
@@ -98,29 +120,68 @@ pub fn settle(
     }
     record.state = settled.state;
     record.current_stage = settled.current_stage;
+    record.stage_started_at = settled.stage_started_at;
+    record.stage_completed_at = settled.stage_completed_at;
     record.updated_at = now;
     true
 }
 
+/// A device group in memory: its settings and their compiled windows.
+#[derive(Debug, Clone)]
+pub struct Group {
+    /// Settings as set.
+    pub settings: GroupSettings,
+    /// Windows, compiled once.
+    pub schedule: Arc<CompiledSchedule>,
+}
+
+impl Group {
+    /// Compiles a group's settings.
+    pub fn new(settings: GroupSettings) -> Result<Group, String> {
+        let schedule = Arc::new(CompiledSchedule::compile(&settings.schedule)?);
+        Ok(Group { settings, schedule })
+    }
+}
+
 impl Rollout {
-    /// A rollout with its members in rank order.
+    /// A rollout with its members in rank order. Its schedule was checked at creation; one that no longer
+    /// compiles (a time zone gone from the database) allows any time rather than blocking the fleet.
     pub fn new(record: RolloutRecord, bundle: BundleRecord, members: Vec<MemberRecord>) -> Self {
         let index = members
             .iter()
             .enumerate()
             .map(|(i, m)| (m.device_id.clone(), i))
             .collect();
+        let joined = members.iter().filter_map(|m| m.joined).collect();
+        let schedule = record.aim.schedule.as_ref().and_then(|s| {
+            CompiledSchedule::compile(s)
+                .map_err(|e| tracing::error!(rollout = record.rollout_id, "schedule ignored: {e}"))
+                .ok()
+                .map(Arc::new)
+        });
         Rollout {
             record,
             bundle,
             members,
             index,
+            joined,
+            schedule,
         }
     }
 
-    /// The decision inputs.
+    /// The decision inputs at `now`.
+    pub fn plan_at(&self, now: u64) -> Plan<'_> {
+        plan(&self.record, &self.bundle, &self.joined, now)
+    }
+
+    /// The decision inputs now.
     pub fn plan(&self) -> Plan<'_> {
-        plan(&self.record, &self.bundle)
+        self.plan_at(unix_now())
+    }
+
+    /// Number of initial members (ranked at creation).
+    pub fn initial(&self) -> u64 {
+        (self.members.len() - self.joined.len()) as u64
     }
 
     /// A device's place in it.
@@ -128,6 +189,7 @@ impl Rollout {
         self.index.get(device_id).map(|&i| Membership {
             rank: self.members[i].rank,
             status: self.members[i].status,
+            joined: self.members[i].joined,
         })
     }
 
@@ -136,23 +198,41 @@ impl Rollout {
         self.members.iter().map(|m| m.status).collect()
     }
 
-    /// The admin view.
+    /// The admin view (without what the robots say while waiting: see [`Rollout::info_with`]).
     pub fn info(&self) -> RolloutInfo {
+        self.info_with(None)
+    }
+
+    /// The admin view; with the fleet's devices, it counts the offered robots that say they are waiting.
+    pub fn info_with(&self, devices: Option<&HashMap<String, Arc<Mutex<Device>>>>) -> RolloutInfo {
         let plan = self.plan();
-        let targeted = self.members.len() as u64;
-        let offered = rollout::offered(&plan, targeted);
+        let initial = self.initial();
         let mut counts = RolloutCounts {
-            targeted,
-            offered,
+            targeted: self.members.len() as u64,
             ..RolloutCounts::default()
         };
-        for m in self.members.iter().take(offered as usize) {
+        for m in &self.members {
+            let membership = Membership {
+                rank: m.rank,
+                status: m.status,
+                joined: m.joined,
+            };
+            if !rollout::reached(&plan, initial, membership) {
+                continue;
+            }
+            counts.offered += 1;
+            counts.timed_out += u64::from(rollout::timed_out(&plan, initial, membership));
             match m.status {
                 None => counts.pending += 1,
                 Some(ReportStatus::Success) => counts.succeeded += 1,
                 Some(ReportStatus::Failure) => counts.failed += 1,
                 Some(ReportStatus::RolledBack) => counts.rolled_back += 1,
                 Some(_) => counts.in_progress += 1,
+            }
+            if !m.status.is_some_and(ReportStatus::is_terminal)
+                && devices.is_some_and(|d| waiting(d, &m.device_id).is_some())
+            {
+                counts.waiting += 1;
             }
         }
         let r = &self.record;
@@ -172,40 +252,63 @@ impl Rollout {
             created_at: r.created_at,
             updated_at: r.updated_at,
             counts,
-            filter: ota_protocol::fleet::TargetFilter {
+            filter: TargetFilter {
                 tags: r.tags.clone(),
-                ..Default::default()
+                group: r.aim.group.clone(),
+                versions: r.aim.versions.clone(),
             },
-            rules: Default::default(),
-            schedule: None,
-            start_at: None,
-            guards: Vec::new(),
-            watch_secs: 0,
-            require_confirmation: false,
-            revert: false,
-            breach: None,
-            stage_started_at: None,
+            rules: r.aim.rules.clone(),
+            schedule: r.aim.schedule.clone(),
+            start_at: r.aim.start_at,
+            guards: r.aim.guards.clone(),
+            watch_secs: r.aim.watch_secs,
+            require_confirmation: r.aim.require_confirmation,
+            revert: r.aim.revert,
+            breach: r.aim.breach.clone(),
+            stage_started_at: Some(r.stage_started_at),
         }
     }
 
-    /// The admin view with every member.
-    pub fn detail(&self) -> RolloutDetail {
+    /// The admin view with every member and what each waiting robot says.
+    pub fn detail(&self, devices: &HashMap<String, Arc<Mutex<Device>>>) -> RolloutDetail {
+        let plan = self.plan();
+        let initial = self.initial();
         RolloutDetail {
-            rollout: self.info(),
+            rollout: self.info_with(Some(devices)),
             devices: self
                 .members
                 .iter()
-                .map(|m| RolloutDevice {
-                    device_id: m.device_id.clone(),
-                    rank: m.rank,
-                    status: m.status.map_or("pending", ReportStatus::as_str).to_string(),
-                    updated_at: m.updated_at,
-                    timed_out: false,
-                    waiting: None,
+                .map(|m| {
+                    let membership = Membership {
+                        rank: m.rank,
+                        status: m.status,
+                        joined: m.joined,
+                    };
+                    let finished = m.status.is_some_and(ReportStatus::is_terminal);
+                    RolloutDevice {
+                        device_id: m.device_id.clone(),
+                        rank: m.rank,
+                        status: m.status.map_or("pending", ReportStatus::as_str).to_string(),
+                        updated_at: m.updated_at,
+                        timed_out: rollout::timed_out(&plan, initial, membership),
+                        waiting: (!finished)
+                            .then(|| waiting(devices, &m.device_id))
+                            .flatten(),
+                    }
                 })
                 .collect(),
         }
     }
+}
+
+/// What a device last said it waits for.
+fn waiting(
+    devices: &HashMap<String, Arc<Mutex<Device>>>,
+    device_id: &str,
+) -> Option<ota_protocol::fleet::Waiting> {
+    devices
+        .get(device_id)
+        .and_then(|d| lock(d).record.state.waiting.clone())
 }
 
 /// A device token's entry in the token map.
@@ -227,6 +330,8 @@ pub struct Fleet {
     pub bundles: BTreeMap<String, BundleRecord>,
     /// Rollouts by id.
     pub rollouts: BTreeMap<u64, Rollout>,
+    /// Device groups with settings, by name.
+    pub groups: BTreeMap<String, Group>,
 }
 
 impl Fleet {
@@ -268,6 +373,14 @@ impl Fleet {
                 .rollouts
                 .insert(record.rollout_id, Rollout::new(record, bundle, members));
         }
+        for (name, settings) in snapshot.groups {
+            match Group::new(settings) {
+                Ok(group) => {
+                    fleet.groups.insert(name, group);
+                }
+                Err(e) => tracing::error!(group = name, "group settings ignored: {e}"),
+            }
+        }
         Ok(fleet)
     }
 }
@@ -284,6 +397,11 @@ pub struct Shared {
     pub fleet: RwLock<Fleet>,
     /// Devices whose poll state awaits the write-behind flush.
     pub dirty: Mutex<HashSet<String>>,
+    /// Devices whose facts changed (enrolled, relabelled, another version): the rollout tick checks whether
+    /// they join rollouts.
+    pub joins: Mutex<HashSet<String>>,
+    /// Telemetry the write-behind flush saw: open history buckets and recent samples (for the guards).
+    pub history: Mutex<crate::history::Recorder>,
     /// Serialises synchronous commits (decide, commit, apply).
     pub writer: tokio::sync::Mutex<()>,
     /// Events for the dashboard.
@@ -307,6 +425,8 @@ impl Shared {
             store,
             fleet: RwLock::new(fleet),
             dirty: Mutex::new(HashSet::new()),
+            joins: Mutex::new(HashSet::new()),
+            history: Mutex::default(),
             writer: tokio::sync::Mutex::new(()),
             events,
             metrics: Metrics::default(),
@@ -346,6 +466,17 @@ pub fn validate_tags(tags: &BTreeMap<String, String>) -> Result<(), ServiceError
     Ok(())
 }
 
+/// The decision facts of a device (reported tags, operator labels and group, version).
+pub fn facts(r: &DeviceRecord) -> rollout::DeviceFacts<'_> {
+    rollout::DeviceFacts {
+        compatible: &r.compatible,
+        tags: &r.tags,
+        current_version: r.state.current_version.as_ref(),
+        labels: &r.labels.tags,
+        group: r.labels.group.as_deref(),
+    }
+}
+
 /// The admin view of a device.
 pub fn device_info(r: &DeviceRecord) -> DeviceInfo {
     DeviceInfo {
@@ -359,10 +490,10 @@ pub fn device_info(r: &DeviceRecord) -> DeviceInfo {
         last_seen: r.state.last_seen,
         last_status: r.state.last_status.clone(),
         telemetry: r.state.telemetry.clone(),
-        labels: Default::default(),
-        group: None,
-        waiting: None,
-        security_floor: None,
+        labels: r.labels.tags.clone(),
+        group: r.labels.group.clone(),
+        waiting: r.state.waiting.clone(),
+        security_floor: r.state.security_floor.clone(),
     }
 }
 

@@ -14,6 +14,8 @@
 //! [`cli`] is the admin command-line client. `ota-server/API.md` describes the HTTP API.
 
 #![forbid(unsafe_code)]
+// The OpenAPI schemas are large `json!` literals.
+#![recursion_limit = "256"]
 #![warn(missing_docs)]
 
 pub mod api;
@@ -22,9 +24,12 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod fleet;
+pub mod guards;
+pub mod history;
 pub mod metrics;
 pub mod openapi;
 pub mod rollout;
+pub mod schedule;
 pub mod server;
 pub mod services;
 pub mod state;

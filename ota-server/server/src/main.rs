@@ -11,6 +11,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use ota_protocol::admin::CreateRolloutRequest;
 use ota_protocol::client::ApiClient;
+use ota_protocol::fleet::{DeviceLabels, GroupSettings};
 use ota_server::cli;
 use ota_server::server::{self, Settings};
 
@@ -33,9 +34,12 @@ enum Command {
     /// Create, list and control staged rollouts.
     #[command(subcommand)]
     Rollout(RolloutCommand),
-    /// Look at the device inventory.
+    /// Look at the device inventory; label devices.
     #[command(subcommand)]
     Devices(DevicesCommand),
+    /// Device groups and their maintenance windows.
+    #[command(subcommand)]
+    Groups(GroupsCommand),
 }
 
 #[derive(Args)]
@@ -80,6 +84,12 @@ struct ServeArgs {
     /// Answer 503 when more device requests than this are in flight.
     #[arg(long, default_value_t = 4096)]
     max_inflight_device_requests: usize,
+    /// Delete telemetry history older than this many days.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    history_retention_days: u64,
+    /// Evaluate the rollouts' health guards this often, in milliseconds.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(100..))]
+    guard_interval_ms: u64,
 }
 
 #[derive(Args, Clone)]
@@ -116,6 +126,41 @@ enum RolloutCommand {
         /// Display name.
         #[arg(long)]
         name: Option<String>,
+        #[command(flatten)]
+        aim: cli::AimArgs,
+    },
+    /// Take a group back to an older release (robots whose other slot holds it switch without downloading).
+    Revert {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// The bundle id of the release to go back to.
+        #[arg(long = "to")]
+        bundle: String,
+        /// Cumulative stage percentages, ending at 100.
+        #[arg(long, value_delimiter = ',', default_value = "5,25,100")]
+        stages: Vec<u8>,
+        /// Pause automatically when (failed + rolled back) / offered exceeds this.
+        #[arg(long, default_value_t = 0.2)]
+        failure_threshold: f64,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        aim: cli::AimArgs,
+    },
+    /// Start the next stage now, whatever the current one's completion or soak.
+    Next {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Rollout id.
+        id: u64,
+    },
+    /// Offer the update again to the robots that failed or rolled back.
+    Retry {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Rollout id.
+        id: u64,
     },
     /// List rollouts.
     List {
@@ -165,6 +210,41 @@ enum DevicesCommand {
         remote: RemoteArgs,
         /// Device id.
         id: String,
+    },
+    /// Set a device's operator tags and group (replacing earlier ones; they override its reported tags).
+    Label {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Device id.
+        id: String,
+        /// Operator tag (key=value, repeatable).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Group (none: no group).
+        #[arg(long)]
+        group: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum GroupsCommand {
+    /// List groups with their sizes and windows.
+    List {
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Create or replace a group's maintenance windows.
+    Set {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Group name.
+        name: String,
+        /// Maintenance window `[DAYS@]HH:MM-HH:MM` (repeatable; none: any time).
+        #[arg(long = "window")]
+        windows: Vec<String>,
+        /// IANA time zone of the windows (default UTC).
+        #[arg(long)]
+        timezone: Option<String>,
     },
 }
 
@@ -224,6 +304,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     c.poll_jitter_secs = args.poll_jitter_secs;
     c.min_poll_interval = Duration::from_millis(args.min_poll_interval_ms);
     c.max_inflight_device_requests = args.max_inflight_device_requests;
+    c.history_retention_secs = args.history_retention_days * 86_400;
+    c.guard_interval = Duration::from_millis(args.guard_interval_ms);
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(ota_server::tls::load_server_config(cert, key)?),
         _ => None,
@@ -281,8 +363,9 @@ fn run(program: Program) -> anyhow::Result<()> {
                 stages,
                 failure_threshold,
                 name,
+                aim,
             } => {
-                let request = CreateRolloutRequest {
+                let mut request = CreateRolloutRequest {
                     bundle_id: bundle,
                     tags: cli::parse_tags(&tags)?,
                     stages: Some(stages),
@@ -290,6 +373,7 @@ fn run(program: Program) -> anyhow::Result<()> {
                     name,
                     ..Default::default()
                 };
+                aim.apply(&mut request)?;
                 let info = remote(&r)?.create_rollout(&request)?;
                 print_json_or(&info, |i| {
                     println!("created rollout\n{}", cli::format_rollout(i))
@@ -306,11 +390,47 @@ fn run(program: Program) -> anyhow::Result<()> {
                 print_json_or(&detail, |d| {
                     println!("{}", cli::format_rollout(&d.rollout));
                     for m in &d.devices {
-                        println!("  {:>5}  {:<24} {}", m.rank, m.device_id, m.status);
+                        let mut line = format!("  {:>5}  {:<24} {}", m.rank, m.device_id, m.status);
+                        if m.timed_out {
+                            line.push_str("  (timed out)");
+                        }
+                        if let Some(w) = &m.waiting {
+                            line.push_str(&format!("  waiting before {}: {}", w.phase, w.reason));
+                        }
+                        println!("{line}");
                     }
                 });
                 Ok(())
             }
+            RolloutCommand::Revert {
+                remote: r,
+                bundle,
+                stages,
+                failure_threshold,
+                name,
+                aim,
+            } => {
+                anyhow::ensure!(
+                    aim.group.is_some() || !aim.filter_tags.is_empty(),
+                    "say which robots to take back: --group G (or --filter-tag key=value)"
+                );
+                let mut request = CreateRolloutRequest {
+                    bundle_id: bundle,
+                    stages: Some(stages),
+                    failure_threshold: Some(failure_threshold),
+                    name,
+                    revert: true,
+                    ..Default::default()
+                };
+                aim.apply(&mut request)?;
+                let info = remote(&r)?.create_rollout(&request)?;
+                print_json_or(&info, |i| {
+                    println!("created revert rollout\n{}", cli::format_rollout(i))
+                });
+                Ok(())
+            }
+            RolloutCommand::Next { remote: r, id } => action(&r, id, "next"),
+            RolloutCommand::Retry { remote: r, id } => action(&r, id, "retry"),
             RolloutCommand::Pause { remote: r, id } => action(&r, id, "pause"),
             RolloutCommand::Resume { remote: r, id } => action(&r, id, "resume"),
             RolloutCommand::Abort { remote: r, id } => action(&r, id, "abort"),
@@ -335,6 +455,41 @@ fn run(program: Program) -> anyhow::Result<()> {
                         );
                     }
                 });
+                Ok(())
+            }
+            DevicesCommand::Label {
+                remote: r,
+                id,
+                tags,
+                group,
+            } => {
+                let labels = DeviceLabels {
+                    tags: cli::parse_tags(&tags)?,
+                    group,
+                };
+                let info = remote(&r)?.set_labels(&id, &labels)?;
+                print_json_or(&info, |d| println!("{}", cli::format_device(d)));
+                Ok(())
+            }
+        },
+        Command::Groups(cmd) => match cmd {
+            GroupsCommand::List { remote: r } => {
+                let list = remote(&r)?.groups()?;
+                print_list(&list, "no groups", cli::format_group);
+                Ok(())
+            }
+            GroupsCommand::Set {
+                remote: r,
+                name,
+                windows,
+                timezone,
+            } => {
+                let settings = GroupSettings {
+                    schedule: cli::parse_schedule(&windows, timezone.as_deref())?
+                        .unwrap_or_default(),
+                };
+                let info = remote(&r)?.put_group(&name, &settings)?;
+                print_json_or(&info, |g| println!("{}", cli::format_group(g)));
                 Ok(())
             }
         },

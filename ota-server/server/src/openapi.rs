@@ -13,6 +13,8 @@ pub enum Verb {
     Post,
     /// DELETE.
     Delete,
+    /// PUT.
+    Put,
 }
 
 impl Verb {
@@ -22,6 +24,7 @@ impl Verb {
             Verb::Get => "get",
             Verb::Post => "post",
             Verb::Delete => "delete",
+            Verb::Put => "put",
         }
     }
 
@@ -31,6 +34,7 @@ impl Verb {
             Verb::Get => MethodFilter::GET,
             Verb::Post => MethodFilter::POST,
             Verb::Delete => MethodFilter::DELETE,
+            Verb::Put => MethodFilter::PUT,
         }
     }
 }
@@ -77,6 +81,8 @@ pub struct RouteDoc {
     pub also: &'static [(u16, &'static str, &'static str)],
     /// Accepts a `Range` header (resumable download).
     pub range: bool,
+    /// Query parameters: name, whether required, description.
+    pub query: &'static [(&'static str, bool, &'static str)],
 }
 
 impl RouteDoc {
@@ -123,6 +129,12 @@ fn operation(route: &RouteDoc) -> Value {
         .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
         .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
         .collect();
+    for (name, required, description) in route.query {
+        params.push(
+            json!({"name": name, "in": "query", "required": required, "schema": {"type": "string"},
+            "description": description}),
+        );
+    }
     if route.range {
         params.push(
             json!({"name": "Range", "in": "header", "required": false, "schema": {"type": "string"},
@@ -211,10 +223,13 @@ fn schemas() -> Value {
         ],
         json!({
             "targeted": s("integer"), "offered": s("integer"), "pending": s("integer"), "in_progress": s("integer"),
-            "succeeded": s("integer"), "failed": s("integer"), "rolled_back": s("integer")
+            "succeeded": s("integer"), "failed": s("integer"), "rolled_back": s("integer"),
+            "timed_out": s("integer"), "waiting": s("integer")
         }),
     );
-    json!({
+    let nullable = |name: &str| json!({"allOf": [schema_ref(name)], "nullable": true});
+    let mut all = fleet_schemas();
+    let base = json!({
         "Error": obj(&["error"], json!({"error": s("string")})),
         "Health": obj(&["status"], json!({"status": s("string")})),
         "Telemetry": telemetry,
@@ -227,11 +242,13 @@ fn schemas() -> Value {
         })),
         "PollRequest": obj(&["compatible"], json!({
             "compatible": s("string"), "current_version": opt("string"), "booted_slot": opt("string"),
-            "slots": map_str, "telemetry": schema_ref("Telemetry")
+            "slots": map_str, "telemetry": schema_ref("Telemetry"), "waiting": nullable("Waiting"),
+            "staged": opt("string"), "security_floor": opt("string")
         })),
         "UpdateOffer": obj(&["rollout_id", "bundle_id", "version", "compatible", "manifest_digest", "size", "download_url"], json!({
             "rollout_id": s("integer"), "bundle_id": s("string"), "version": s("string"), "compatible": s("string"),
-            "manifest_digest": s("string"), "size": s("integer"), "download_url": s("string")
+            "manifest_digest": s("string"), "size": s("integer"), "download_url": s("string"),
+            "install_allowed": s("boolean"), "revert": s("boolean"), "require_confirmation": s("boolean")
         })),
         "PollResponse": obj(&["poll_interval_secs", "poll_jitter_secs", "update"], json!({
             "poll_interval_secs": s("integer"), "poll_jitter_secs": s("integer"),
@@ -260,7 +277,8 @@ fn schemas() -> Value {
             "device_id": s("string"), "compatible": s("string"), "tags": map_str, "current_version": opt("string"),
             "booted_slot": opt("string"), "slots": map_str, "enrolled_at": s("integer"), "last_seen": opt("integer"),
             "last_status": {"allOf": [schema_ref("LastStatus")], "nullable": true},
-            "telemetry": {"allOf": [schema_ref("Telemetry")], "nullable": true}
+            "telemetry": {"allOf": [schema_ref("Telemetry")], "nullable": true},
+            "labels": map_str, "group": opt("string"), "waiting": nullable("Waiting"), "security_floor": opt("string")
         })),
         "DeviceList": {"type": "array", "items": schema_ref("DeviceInfo")},
         "ReportRecord": report_record,
@@ -270,7 +288,10 @@ fn schemas() -> Value {
         "CreateRolloutRequest": obj(&["bundle_id"], json!({
             "bundle_id": s("string"), "tags": map_str,
             "stages": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 100}},
-            "failure_threshold": {"type": "number", "minimum": 0, "maximum": 1}, "name": s("string")
+            "failure_threshold": {"type": "number", "minimum": 0, "maximum": 1}, "name": s("string"),
+            "filter": schema_ref("TargetFilter"), "rules": schema_ref("StageRules"), "schedule": schema_ref("Schedule"),
+            "start_at": s("integer"), "require_confirmation": s("boolean"), "revert": s("boolean"),
+            "guards": {"type": "array", "items": schema_ref("GuardRule")}, "watch_secs": s("integer")
         })),
         "RolloutCounts": counts,
         "RolloutInfo": obj(&["rollout_id", "name", "bundle_id", "version", "compatible", "manifest_digest", "tags", "stages", "current_stage", "state", "failure_threshold", "created_at", "updated_at", "counts"], json!({
@@ -279,13 +300,62 @@ fn schemas() -> Value {
             "stages": {"type": "array", "items": s("integer")}, "current_stage": s("integer"),
             "state": {"type": "string", "enum": ["active", "paused", "aborted", "completed"]},
             "pause_reason": opt("string"), "failure_threshold": s("number"), "created_at": s("integer"),
-            "updated_at": s("integer"), "counts": schema_ref("RolloutCounts")
+            "updated_at": s("integer"), "counts": schema_ref("RolloutCounts"),
+            "filter": schema_ref("TargetFilter"), "rules": schema_ref("StageRules"), "schedule": nullable("Schedule"),
+            "start_at": opt("integer"), "require_confirmation": s("boolean"), "revert": s("boolean"),
+            "stage_started_at": opt("integer"),
+            "guards": {"type": "array", "items": schema_ref("GuardRule")}, "watch_secs": s("integer"),
+            "breach": nullable("GuardBreach")
         })),
         "RolloutList": {"type": "array", "items": schema_ref("RolloutInfo")},
         "RolloutDetail": obj(&["rollout", "devices"], json!({
             "rollout": schema_ref("RolloutInfo"),
             "devices": {"type": "array", "items": obj(&["device_id", "rank", "status", "updated_at"], json!({
-                "device_id": s("string"), "rank": s("integer"), "status": s("string"), "updated_at": s("integer")
+                "device_id": s("string"), "rank": s("integer"), "status": s("string"), "updated_at": s("integer"),
+                "timed_out": s("boolean"), "waiting": nullable("Waiting")
+            }))}
+        })),
+    });
+    if let (Value::Object(all), Value::Object(base)) = (&mut all, base) {
+        all.extend(base);
+    }
+    all
+}
+
+/// Schemas of fleet operations: labels, groups, filters, stage rules, windows, waiting robots.
+fn fleet_schemas() -> Value {
+    let s = |t: &str| json!({"type": t});
+    let map_str = json!({"type": "object", "additionalProperties": {"type": "string"}});
+    let days = json!({"type": "array", "items": {"type": "string", "enum": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]}});
+    json!({
+        "TargetFilter": obj(&[], json!({"tags": map_str, "group": s("string"), "versions": s("string")})),
+        "StageRules": obj(&[], json!({"soak_secs": s("integer"), "deadline_secs": s("integer")})),
+        "Window": obj(&["start", "end"], json!({"days": days, "start": s("string"), "end": s("string")})),
+        "Schedule": obj(&[], json!({
+            "windows": {"type": "array", "items": schema_ref("Window")}, "timezone": s("string")
+        })),
+        "Waiting": obj(&["phase", "reason"], json!({
+            "phase": {"type": "string", "enum": ["download", "install", "reboot"]}, "reason": s("string"),
+            "for_secs": s("integer")
+        })),
+        "DeviceLabels": obj(&[], json!({"tags": map_str, "group": {"type": "string", "nullable": true}})),
+        "GroupSettings": obj(&[], json!({"schedule": schema_ref("Schedule")})),
+        "GroupInfo": obj(&["name", "settings", "devices"], json!({
+            "name": s("string"), "settings": schema_ref("GroupSettings"), "devices": s("integer")
+        })),
+        "GroupList": {"type": "array", "items": schema_ref("GroupInfo")},
+        "GuardRule": obj(&["metric"], json!({
+            "metric": s("string"), "stat": {"type": "string", "enum": ["p95", "mean", "max"]},
+            "max": s("number"), "max_increase_percent": s("number"), "min_robots": s("integer")
+        })),
+        "GuardBreach": obj(&["rule", "updated", "robots", "at"], json!({
+            "rule": schema_ref("GuardRule"), "updated": s("number"), "baseline": {"type": "number", "nullable": true},
+            "robots": {"type": "array", "items": s("string")}, "at": s("integer")
+        })),
+        "MetricHistory": obj(&["device_id", "metric", "points"], json!({
+            "device_id": s("string"), "metric": s("string"),
+            "points": {"type": "array", "items": obj(&["at", "count", "min", "max", "mean"], json!({
+                "at": s("integer"), "count": s("integer"), "min": s("number"), "max": s("number"), "mean": s("number")
             }))}
         })),
     })

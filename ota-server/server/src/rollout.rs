@@ -2,10 +2,15 @@
 //! the facts of one device, these functions say whether to offer the update, whether the rollout advances a
 //! stage, completes, or pauses itself. The server calls them under its locks and persists what they decide.
 //!
-//! Model: the target set is fixed when the rollout is created ([`selects`] + [`rank_key`] order). Stage `k`
-//! covers the first [`stage_size`]`(N, stages[k])` devices in rank order. A device is offered the update when the
-//! rollout is active (or completed), the device is in a reached stage, its `compatible` matches, it does not run
-//! the version already, and it has not finished (success, failure, rollback) within this rollout.
+//! Model: the initial target set is chosen when the rollout is created ([`selects`] + [`rank_key`] order).
+//! Stage `k` covers the first [`stage_size`]`(N, stages[k])` initial devices in rank order. A device that
+//! matches later joins with the stage after the current one ([`join_stage`]); it never enters the stage under
+//! way. A device is offered the update when the rollout is active (or completed) and started, the device is in
+//! a reached stage, it still matches the filter ([`matches_filter`]) and `compatible`, it does not run the
+//! version already, and it has not finished (success, failure, rollback) within this rollout.
+//!
+//! Stage rules: a stage is done when every reached member finished or stopped blocking (its stage's deadline
+//! passed, or an operator moved on with `next`); the next stage starts `soak_secs` after that.
 
 use std::collections::BTreeMap;
 
@@ -37,6 +42,42 @@ pub struct Plan<'a> {
     pub failure_threshold: f64,
     /// Bad outcomes already acknowledged by a resume.
     pub bad_baseline: u64,
+    /// Group the filter requires.
+    pub group: Option<&'a str>,
+    /// Versions the filter requires the device to run.
+    pub versions: Option<&'a semver::VersionReq>,
+    /// Join stage of each member added after creation, in rank order (they rank after the initial members).
+    pub joined: &'a [usize],
+    /// Seconds a complete stage soaks before the next starts.
+    pub soak_secs: u64,
+    /// Seconds after a stage's start when unfinished members stop blocking it; 0: never.
+    pub deadline_secs: u64,
+    /// Nothing is offered before this instant.
+    pub start_at: Option<u64>,
+    /// When the current stage started.
+    pub stage_started_at: u64,
+    /// When the current stage became complete (soak running), if it is.
+    pub stage_completed_at: Option<u64>,
+    /// The instant the decision is made for (Unix seconds).
+    pub now: u64,
+}
+
+impl Plan<'_> {
+    /// Number of members in the initial target set (`statuses.len()` minus the late joiners).
+    fn initial(&self, members: usize) -> u64 {
+        members.saturating_sub(self.joined.len()) as u64
+    }
+
+    /// Whether the rollout has started (`start_at` passed).
+    pub fn started(&self) -> bool {
+        self.start_at.is_none_or(|t| self.now >= t)
+    }
+
+    /// Whether the current stage's deadline has passed.
+    pub fn deadline_passed(&self) -> bool {
+        self.deadline_secs > 0
+            && self.now >= self.stage_started_at.saturating_add(self.deadline_secs)
+    }
 }
 
 /// What the server knows about one device.
@@ -48,6 +89,24 @@ pub struct DeviceFacts<'a> {
     pub tags: &'a BTreeMap<String, String>,
     /// Running version.
     pub current_version: Option<&'a semver::Version>,
+    /// Operator tags (override `tags` of the same name).
+    pub labels: &'a BTreeMap<String, String>,
+    /// Operator group.
+    pub group: Option<&'a str>,
+}
+
+static NO_TAGS: BTreeMap<String, String> = BTreeMap::new();
+
+impl Default for DeviceFacts<'_> {
+    fn default() -> Self {
+        DeviceFacts {
+            compatible: "",
+            tags: &NO_TAGS,
+            current_version: None,
+            labels: &NO_TAGS,
+            group: None,
+        }
+    }
 }
 
 /// A device's place in a rollout.
@@ -57,6 +116,8 @@ pub struct Membership {
     pub rank: u64,
     /// Latest report in this rollout (`None`: nothing reported yet).
     pub status: Option<ReportStatus>,
+    /// The stage it joined at, for a member added after creation.
+    pub joined: Option<usize>,
 }
 
 /// Why nothing is offered.
@@ -89,12 +150,55 @@ pub fn tags_match(selector: &BTreeMap<String, String>, tags: &BTreeMap<String, S
     selector.iter().all(|(k, v)| tags.get(k) == Some(v))
 }
 
-/// Whether a device belongs in the target set of a new rollout: tags and `compatible` match and it does not run
-/// the version already.
+/// Whether a device's effective tags (reported facts overlaid by operator labels) carry every tag of the
+/// selector. Allocation-free: the poll path calls it.
+pub fn effective_tags_match(
+    selector: &BTreeMap<String, String>,
+    reported: &BTreeMap<String, String>,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    selector
+        .iter()
+        .all(|(k, v)| labels.get(k).or_else(|| reported.get(k)) == Some(v))
+}
+
+/// Whether a device matches the rollout's filter: tags, group and version range.
+pub fn matches_filter(plan: &Plan<'_>, device: &DeviceFacts<'_>) -> bool {
+    effective_tags_match(plan.tags, device.tags, device.labels)
+        && plan.group.is_none_or(|g| device.group == Some(g))
+        && plan
+            .versions
+            .is_none_or(|req| device.current_version.is_some_and(|v| req.matches(v)))
+}
+
+/// Whether a device belongs in the target set: it matches the filter and `compatible` and does not run the
+/// version already.
 pub fn selects(plan: &Plan<'_>, device: &DeviceFacts<'_>) -> bool {
-    tags_match(plan.tags, device.tags)
+    matches_filter(plan, device)
         && device.compatible == plan.compatible
         && device.current_version != Some(plan.version)
+}
+
+/// The stage a device that starts matching now joins: the one after the current stage, or the last stage
+/// itself when the rollout is already there (it has no later one).
+pub fn join_stage(plan: &Plan<'_>) -> usize {
+    (plan.current_stage + 1).min(plan.stages.len().saturating_sub(1))
+}
+
+/// Whether a member's stage has been reached. `initial` = size of the initial target set.
+pub fn reached(plan: &Plan<'_>, initial: u64, member: Membership) -> bool {
+    match member.joined {
+        Some(stage) => plan.current_stage >= stage,
+        None => member.rank < initial && member.rank < offered(plan, initial),
+    }
+}
+
+/// The stage index an initial member of rank `rank` belongs to (the first stage that covers it).
+fn stage_of(plan: &Plan<'_>, initial: u64, rank: u64) -> usize {
+    plan.stages
+        .iter()
+        .position(|&p| rank < stage_size(initial, p))
+        .unwrap_or(plan.stages.len())
 }
 
 /// The stable pseudo-random key that orders a rollout's targets (so stage 1 is a sample, not the alphabetically
@@ -127,20 +231,20 @@ pub fn offer(
     membership: Option<Membership>,
     device: &DeviceFacts<'_>,
 ) -> Result<(), NoOffer> {
-    if !matches!(plan.state, RolloutState::Active | RolloutState::Completed) {
+    if !matches!(plan.state, RolloutState::Active | RolloutState::Completed) || !plan.started() {
         return Err(NoOffer::NotActive);
     }
     let member = membership.ok_or(NoOffer::NotTargeted)?;
-    if member.rank >= targeted {
+    if member.joined.is_none() && member.rank >= targeted {
         return Err(NoOffer::NotTargeted);
     }
-    if !tags_match(plan.tags, device.tags) {
+    if !matches_filter(plan, device) {
         return Err(NoOffer::TagsDoNotMatch);
     }
     if device.compatible != plan.compatible {
         return Err(NoOffer::Incompatible);
     }
-    if member.rank >= offered(plan, targeted) {
+    if !reached(plan, targeted, member) {
         return Err(NoOffer::LaterStage);
     }
     if device.current_version == Some(plan.version) {
@@ -155,8 +259,7 @@ pub fn offer(
 /// Whether a device may download the rollout's bundle: it is in a reached stage of a rollout that is not
 /// aborted (a pause stops new offers, not downloads already under way).
 pub fn may_download(plan: &Plan<'_>, targeted: u64, membership: Option<Membership>) -> bool {
-    plan.state != RolloutState::Aborted
-        && membership.is_some_and(|m| m.rank < offered(plan, targeted))
+    plan.state != RolloutState::Aborted && membership.is_some_and(|m| reached(plan, targeted, m))
 }
 
 /// A change the rollout makes by itself.
@@ -168,6 +271,10 @@ pub enum Transition {
     Complete,
     /// Too many failures: pause with this reason.
     AutoPause(String),
+    /// Every reached member is done: the current stage starts soaking now.
+    Soak,
+    /// A member blocks the stage again (a retry, a late joiner in the last stage): the soak restarts later.
+    Reopen,
 }
 
 /// Counts over the offered devices.
@@ -179,18 +286,45 @@ pub struct StageTally {
     pub terminal: u64,
     /// Of them, failed or rolled back.
     pub bad: u64,
+    /// Of them, unfinished but no longer blocking (deadline passed, or passed over by `next`).
+    pub timed_out: u64,
 }
 
-/// Tallies the offered devices. `statuses` is indexed by rank (length = target set size).
+/// Whether an unfinished member in a reached stage has stopped blocking: the current stage's deadline passed,
+/// or it belongs to an earlier stage that was left without it (`next`, or an earlier deadline).
+pub fn timed_out(plan: &Plan<'_>, initial: u64, member: Membership) -> bool {
+    if member.status.is_some_and(ReportStatus::is_terminal) || !reached(plan, initial, member) {
+        return false;
+    }
+    let stage = member
+        .joined
+        .unwrap_or_else(|| stage_of(plan, initial, member.rank));
+    plan.deadline_passed() || stage < plan.current_stage
+}
+
+/// Tallies the reached members. `statuses` is indexed by rank: the initial members, then the late joiners of
+/// `plan.joined`.
 pub fn tally(plan: &Plan<'_>, statuses: &[Option<ReportStatus>]) -> StageTally {
-    let offered = offered(plan, statuses.len() as u64);
-    let mut t = StageTally {
-        offered,
-        ..StageTally::default()
-    };
-    for status in statuses.iter().take(offered as usize).flatten() {
-        t.terminal += u64::from(status.is_terminal());
-        t.bad += u64::from(status.is_bad());
+    let initial = plan.initial(statuses.len());
+    let mut t = StageTally::default();
+    for (rank, &status) in statuses.iter().enumerate() {
+        let joined = (rank as u64)
+            .checked_sub(initial)
+            .and_then(|i| plan.joined.get(i as usize).copied());
+        let m = Membership {
+            rank: rank as u64,
+            status,
+            joined,
+        };
+        if !reached(plan, initial, m) {
+            continue;
+        }
+        t.offered += 1;
+        if let Some(status) = status {
+            t.terminal += u64::from(status.is_terminal());
+            t.bad += u64::from(status.is_bad());
+        }
+        t.timed_out += u64::from(timed_out(plan, initial, m));
     }
     t
 }
@@ -198,7 +332,7 @@ pub fn tally(plan: &Plan<'_>, statuses: &[Option<ReportStatus>]) -> StageTally {
 /// The next automatic transition, if any. Apply it and call again until `None` (a stage whose devices all
 /// finished already advances at once).
 pub fn evaluate(plan: &Plan<'_>, statuses: &[Option<ReportStatus>]) -> Option<Transition> {
-    if plan.state != RolloutState::Active {
+    if plan.state != RolloutState::Active || !plan.started() {
         return None;
     }
     let t = tally(plan, statuses);
@@ -211,8 +345,17 @@ pub fn evaluate(plan: &Plan<'_>, statuses: &[Option<ReportStatus>]) -> Option<Tr
             100.0 * plan.failure_threshold
         )));
     }
-    if t.terminal < t.offered {
-        return None;
+    if t.terminal + t.timed_out < t.offered {
+        return plan
+            .stage_completed_at
+            .is_some()
+            .then_some(Transition::Reopen);
+    }
+    match plan.stage_completed_at {
+        _ if plan.soak_secs == 0 => {}
+        None => return Some(Transition::Soak),
+        Some(at) if plan.now < at.saturating_add(plan.soak_secs) => return None,
+        Some(_) => {}
     }
     if plan.current_stage + 1 < plan.stages.len() {
         Some(Transition::Advance(plan.current_stage + 1))
@@ -243,6 +386,10 @@ pub struct Settled {
     pub current_stage: usize,
     /// Set when the rollout paused itself.
     pub pause_reason: Option<String>,
+    /// When the current stage started.
+    pub stage_started_at: u64,
+    /// When the current stage became complete (soaking).
+    pub stage_completed_at: Option<u64>,
 }
 
 /// Applies [`evaluate`] until nothing changes. `None`: the rollout stays as it is.
@@ -252,12 +399,18 @@ pub fn settle(plan: &Plan<'_>, statuses: &[Option<ReportStatus>]) -> Option<Sett
     let mut changed = false;
     while let Some(transition) = evaluate(&plan, statuses) {
         match transition {
-            Transition::Advance(stage) => plan.current_stage = stage,
+            Transition::Advance(stage) => {
+                plan.current_stage = stage;
+                plan.stage_started_at = plan.now;
+                plan.stage_completed_at = None;
+            }
             Transition::Complete => plan.state = RolloutState::Completed,
             Transition::AutoPause(reason) => {
                 plan.state = RolloutState::Paused;
                 pause_reason = Some(reason);
             }
+            Transition::Soak => plan.stage_completed_at = Some(plan.now),
+            Transition::Reopen => plan.stage_completed_at = None,
         }
         changed = true;
     }
@@ -265,7 +418,47 @@ pub fn settle(plan: &Plan<'_>, statuses: &[Option<ReportStatus>]) -> Option<Sett
         state: plan.state,
         current_stage: plan.current_stage,
         pause_reason,
+        stage_started_at: plan.stage_started_at,
+        stage_completed_at: plan.stage_completed_at,
     })
+}
+
+/// `next`: the stage after the current one starts now, whatever its completion or soak. Refused unless the
+/// rollout is active or paused and has a later stage.
+pub fn next_stage(plan: &Plan<'_>) -> Result<usize, String> {
+    if !matches!(plan.state, RolloutState::Active | RolloutState::Paused) {
+        return Err(format!(
+            "it is {}; only an active or paused rollout moves to its next stage",
+            plan.state.as_str()
+        ));
+    }
+    if plan.current_stage + 1 >= plan.stages.len() {
+        return Err("it is already in its last stage".into());
+    }
+    Ok(plan.current_stage + 1)
+}
+
+/// `retry`: which members are offered again (their status resets to pending): the failed and rolled-back
+/// ones. Refused for an aborted rollout. A completed rollout with members to retry becomes active again.
+pub fn retry(
+    state: RolloutState,
+    statuses: &[Option<ReportStatus>],
+) -> Result<(Vec<usize>, RolloutState), String> {
+    if state == RolloutState::Aborted {
+        return Err("it is aborted".into());
+    }
+    let again: Vec<usize> = statuses
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.is_some_and(ReportStatus::is_bad))
+        .map(|(i, _)| i)
+        .collect();
+    let next = if state == RolloutState::Completed && !again.is_empty() {
+        RolloutState::Active
+    } else {
+        state
+    };
+    Ok((again, next))
 }
 
 /// A manual rollout action.
@@ -348,5 +541,7 @@ pub fn validate_threshold(threshold: f64) -> Result<(), String> {
     }
 }
 
+#[cfg(test)]
+mod stage_tests;
 #[cfg(test)]
 mod tests;

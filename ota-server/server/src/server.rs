@@ -42,6 +42,8 @@ impl Settings {
                 min_poll_interval: Duration::ZERO,
                 max_inflight_device_requests: 4096,
                 max_json_bytes: 256 * 1024,
+                history_retention_secs: 30 * 86_400,
+                guard_interval: Duration::from_secs(2),
             },
             admin_token: None,
             enrollment_secret: None,
@@ -156,6 +158,36 @@ async fn flush_loop(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver
                 if let Err(e) = state.flush().await {
                     tracing::error!("write-behind flush failed (will retry): {e}");
                 }
+                if let Err(e) = state.rollouts.tick().await {
+                    tracing::error!("rollout tick (late joiners, deadlines, soak) failed: {e}");
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// How often the stored telemetry history is downsampled and pruned.
+const COMPACT_EVERY: Duration = Duration::from_secs(3600);
+
+/// The health guards' tick ([`crate::services::watch`]), and the history's hourly compaction.
+async fn watch_loop(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(state.config().guard_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut compact = tokio::time::interval(COMPACT_EVERY);
+    compact.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = state.watch.tick(crate::fleet::unix_now()).await {
+                    tracing::error!("health guard evaluation failed (will retry): {e}");
+                }
+            }
+            _ = compact.tick() => {
+                match state.history.compact(crate::fleet::unix_now()).await {
+                    Ok(removed) => tracing::debug!("telemetry history compacted ({removed} rows folded or expired)"),
+                    Err(e) => tracing::error!("telemetry history compaction failed (will retry): {e}"),
+                }
             }
             _ = stop.changed() => return,
         }
@@ -171,6 +203,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let flusher = tokio::spawn(flush_loop(state.clone(), state.shutdown_signal()));
+    let watcher = tokio::spawn(watch_loop(state.clone(), state.shutdown_signal()));
     let app = crate::api::routes::app(state.clone());
     let st = state.clone();
     let signal = async move {
@@ -192,10 +225,16 @@ pub async fn serve(
     };
     state.begin_shutdown();
     let _ = flusher.await;
+    let _ = watcher.await;
     state
         .flush()
         .await
         .map_err(|e| anyhow::anyhow!("final flush of device state failed: {e}"))?;
+    state
+        .history
+        .flush(crate::fleet::unix_now(), true)
+        .await
+        .map_err(|e| anyhow::anyhow!("final flush of the telemetry history failed: {e}"))?;
     result.context("HTTP server failed")
 }
 

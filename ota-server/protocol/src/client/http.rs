@@ -17,6 +17,7 @@ use crate::device::{
     parse_retry_after, EnrollRequest, EnrollResponse, PollRequest, PollResponse, ReportRequest,
     ReportResponse,
 };
+use crate::fleet::{DeviceLabels, GroupInfo, GroupSettings, MetricHistory};
 use crate::{paths, ErrorBody};
 
 /// A failed call, in words an operator can act on. `Display` is one line: `path: HTTP status: message`.
@@ -202,6 +203,15 @@ impl ApiClient {
         self.call(self.http.post(self.url(path)).json(body), path)
     }
 
+    /// `PUT` a JSON body, decode the JSON answer.
+    pub fn put<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ApiError> {
+        self.call(self.http.put(self.url(path)).json(body), path)
+    }
+
     /// `DELETE` a resource, decode the JSON answer.
     pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
         self.call(self.http.delete(self.url(path)), path)
@@ -300,6 +310,46 @@ impl ApiClient {
     /// `GET /api/devices/{id}`: one device with its reports.
     pub fn device(&self, id: &str) -> Result<DeviceDetail, ApiError> {
         self.get(&format!("{}/{id}", paths::DEVICES))
+    }
+
+    /// `GET /api/devices/{id}/history?metric=NAME[&since=UNIX]`: a metric's downsampled history, oldest
+    /// first (default: the last 24 hours).
+    pub fn history(
+        &self,
+        device: &str,
+        metric: &str,
+        since: Option<u64>,
+    ) -> Result<MetricHistory, ApiError> {
+        // Metric names are free-form: percent-encode all but the unreserved characters.
+        let metric: String = metric
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    char::from(b).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let mut path = format!("{}/{device}/history?metric={metric}", paths::DEVICES);
+        if let Some(since) = since {
+            path.push_str(&format!("&since={since}"));
+        }
+        self.get(&path)
+    }
+
+    /// `PUT /api/devices/{id}/labels`: sets a device's operator tags and group.
+    pub fn set_labels(&self, id: &str, labels: &DeviceLabels) -> Result<DeviceInfo, ApiError> {
+        self.put(&format!("{}/{id}/labels", paths::DEVICES), labels)
+    }
+
+    /// `GET /api/groups`: device groups with their settings and sizes.
+    pub fn groups(&self) -> Result<Vec<GroupInfo>, ApiError> {
+        self.get(paths::GROUPS)
+    }
+
+    /// `PUT /api/groups/{name}`: creates or replaces a group's settings.
+    pub fn put_group(&self, name: &str, settings: &GroupSettings) -> Result<GroupInfo, ApiError> {
+        self.put(&format!("{}/{name}", paths::GROUPS), settings)
     }
 
     // --- plumbing ---

@@ -1,18 +1,20 @@
 //! The handlers: extract (caller, path, body), call a service, answer JSON. Which path and method reach each
 //! one is [`crate::api::routes::ROUTES`]'s business.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ota_protocol::admin::{CreateRolloutRequest, DeviceDetail};
 use ota_protocol::device::{EnrollRequest, PollRequest, ReportRequest};
+use ota_protocol::fleet::{DeviceLabels, GroupSettings};
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
@@ -53,7 +55,12 @@ pub async fn report(
     DeviceCaller(id): DeviceCaller,
     ApiJson(req): ApiJson<ReportRequest>,
 ) -> AppResult {
-    Ok(Json(state.devices.report(&id, req).await?).into_response())
+    let rollout = req.rollout_id;
+    let answer = state.devices.report(&id, req).await?;
+    if let (Some(rollout), false) = (rollout, answer.duplicate) {
+        state.watch.check_soon(rollout);
+    }
+    Ok(Json(answer).into_response())
 }
 
 /// `POST /api/bundles`: 201 when new, 200 when already stored.
@@ -127,6 +134,33 @@ pub async fn get_device(
     let device = state.devices.get(&id)?;
     let reports = state.devices.reports(&id, DEVICE_REPORTS).await?;
     Ok(Json(DeviceDetail { device, reports }).into_response())
+}
+
+/// `GET /api/devices/{device_id}/history?metric=NAME[&since=UNIX]`.
+pub async fn device_history(
+    State(state): St,
+    _: Admin,
+    Path(id): Path<String>,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> AppResult {
+    let metric = query.get("metric").ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "name the metric: ?metric=NAME, e.g. ?metric=inference_latency_ms",
+        )
+    })?;
+    let since = query
+        .get("since")
+        .map(|s| {
+            s.parse::<u64>().map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("since must be Unix seconds, not {s:?}"),
+                )
+            })
+        })
+        .transpose()?;
+    Ok(Json(state.history.query(&id, metric, since).await?).into_response())
 }
 
 /// `DELETE /api/devices/{device_id}`.
@@ -231,4 +265,39 @@ pub async fn events(State(state): St, _: Admin) -> Response {
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
+}
+
+/// `PUT /api/devices/{device_id}/labels`.
+pub async fn set_labels(
+    State(state): St,
+    _: Admin,
+    Path(id): Path<String>,
+    ApiJson(labels): ApiJson<DeviceLabels>,
+) -> AppResult {
+    Ok(Json(state.devices.set_labels(&id, labels).await?).into_response())
+}
+
+/// `GET /api/groups`.
+pub async fn list_groups(State(state): St, _: Admin) -> Response {
+    Json(state.devices.groups()).into_response()
+}
+
+/// `PUT /api/groups/{name}`.
+pub async fn put_group(
+    State(state): St,
+    _: Admin,
+    Path(name): Path<String>,
+    ApiJson(settings): ApiJson<GroupSettings>,
+) -> AppResult {
+    Ok(Json(state.devices.put_group(&name, settings).await?).into_response())
+}
+
+/// `POST /api/rollouts/{rollout_id}/next`.
+pub async fn next_stage(State(state): St, _: Admin, Path(id): Path<String>) -> AppResult {
+    Ok(Json(state.rollouts.next(rollout_id(&id)?).await?).into_response())
+}
+
+/// `POST /api/rollouts/{rollout_id}/retry`.
+pub async fn retry_rollout(State(state): St, _: Admin, Path(id): Path<String>) -> AppResult {
+    Ok(Json(state.rollouts.retry(rollout_id(&id)?).await?).into_response())
 }

@@ -44,6 +44,7 @@ const fn doc(method: Verb, path: &'static str, auth: Auth, summary: &'static str
         response: (200, "#any"),
         also: &[],
         range: false,
+        query: &[],
     }
 }
 
@@ -64,7 +65,7 @@ const fn with_body(mut r: Route, request: &'static str) -> Route {
 }
 
 use Auth::{Admin, AdminOrDevice, Device, EnrollmentSecret};
-use Verb::{Delete, Get, Post};
+use Verb::{Delete, Get, Post, Put};
 
 /// Every route the server serves.
 pub static ROUTES: &[Route] = &[
@@ -197,6 +198,53 @@ pub static ROUTES: &[Route] = &[
         (204, "#none"),
         |m| on(m, h::delete_device),
     ),
+    Route {
+        doc: RouteDoc {
+            response: (200, "MetricHistory"),
+            query: &[
+                ("metric", true, "metric name, e.g. inference_latency_ms"),
+                ("since", false, "Unix seconds; default: 24 hours ago"),
+            ],
+            ..doc(
+                Get,
+                "/api/devices/{device_id}/history",
+                Admin,
+                "A device's telemetry history of one metric (1-minute buckets for a day, hourly before)",
+            )
+        },
+        handler: |m| on(m, h::device_history),
+    },
+    with_body(
+        route(
+            doc(
+                Put,
+                "/api/devices/{device_id}/labels",
+                Admin,
+                "Set a device's operator tags and group (they override its reported tags)",
+            ),
+            (200, "DeviceInfo"),
+            |m| on(m, h::set_labels),
+        ),
+        "DeviceLabels",
+    ),
+    route(
+        doc(Get, "/api/groups", Admin, "Device groups with their settings and sizes"),
+        (200, "GroupList"),
+        |m| on(m, h::list_groups),
+    ),
+    with_body(
+        route(
+            doc(
+                Put,
+                "/api/groups/{name}",
+                Admin,
+                "Create or replace a group's settings (maintenance windows)",
+            ),
+            (200, "GroupInfo"),
+            |m| on(m, h::put_group),
+        ),
+        "GroupSettings",
+    ),
     route(
         doc(Get, "/api/rollouts", Admin, "List rollouts"),
         (200, "RolloutList"),
@@ -249,6 +297,26 @@ pub static ROUTES: &[Route] = &[
         ),
         (200, "RolloutInfo"),
         |m| on(m, h::abort_rollout),
+    ),
+    route(
+        doc(
+            Post,
+            "/api/rollouts/{rollout_id}/next",
+            Admin,
+            "Start the next stage now, whatever the current one's completion or soak",
+        ),
+        (200, "RolloutInfo"),
+        |m| on(m, h::next_stage),
+    ),
+    route(
+        doc(
+            Post,
+            "/api/rollouts/{rollout_id}/retry",
+            Admin,
+            "Offer the update again to failed and rolled-back robots",
+        ),
+        (200, "RolloutInfo"),
+        |m| on(m, h::retry_rollout),
     ),
     route(
         doc(
@@ -348,7 +416,7 @@ mod tests {
             seen += 1;
         }
         assert!(seen > 20);
-        assert_eq!(doc["paths"].as_object().unwrap().len(), 19);
+        assert_eq!(doc["paths"].as_object().unwrap().len(), 25);
         assert!(doc["paths"]["/static/{path}"]["get"].is_object());
     }
 }

@@ -36,12 +36,25 @@ impl Fixture {
             version: &self.version,
             failure_threshold: 0.2,
             bad_baseline: 0,
+            group: None,
+            versions: None,
+            joined: &[],
+            soak_secs: 0,
+            deadline_secs: 0,
+            start_at: None,
+            stage_started_at: 0,
+            stage_completed_at: None,
+            now: 0,
         }
     }
 }
 
 fn member(rank: u64, status: Option<ReportStatus>) -> Option<Membership> {
-    Some(Membership { rank, status })
+    Some(Membership {
+        rank,
+        status,
+        joined: None,
+    })
 }
 
 #[test]
@@ -65,6 +78,7 @@ fn offers_follow_the_stage() {
         compatible: "acme",
         tags: &t,
         current_version: Some(&old),
+        ..Default::default()
     };
     let p0 = f.plan(RolloutState::Active, 0);
     assert_eq!(offer(&p0, 5, member(0, None), &dev), Ok(()));
@@ -97,6 +111,7 @@ fn each_reason_for_no_offer() {
         compatible: "acme",
         tags: &good_tags,
         current_version: Some(&old),
+        ..Default::default()
     };
     let active = f.plan(RolloutState::Active, 0);
     assert_eq!(
@@ -159,7 +174,8 @@ fn selection_needs_every_tag_and_compatible_and_an_other_version() {
         &DeviceFacts {
             compatible: "acme",
             tags: &more,
-            current_version: Some(&old)
+            current_version: Some(&old),
+            ..Default::default()
         }
     ));
     assert!(!selects(
@@ -167,7 +183,8 @@ fn selection_needs_every_tag_and_compatible_and_an_other_version() {
         &DeviceFacts {
             compatible: "acme",
             tags: &none,
-            current_version: Some(&old)
+            current_version: Some(&old),
+            ..Default::default()
         }
     ));
     assert!(!selects(
@@ -175,7 +192,8 @@ fn selection_needs_every_tag_and_compatible_and_an_other_version() {
         &DeviceFacts {
             compatible: "nope",
             tags: &more,
-            current_version: Some(&old)
+            current_version: Some(&old),
+            ..Default::default()
         }
     ));
     assert!(!selects(
@@ -183,7 +201,8 @@ fn selection_needs_every_tag_and_compatible_and_an_other_version() {
         &DeviceFacts {
             compatible: "acme",
             tags: &more,
-            current_version: Some(&f.version)
+            current_version: Some(&f.version),
+            ..Default::default()
         }
     ));
     assert!(tags_match(&tags(&[]), &none));
@@ -361,6 +380,7 @@ proptest! {
                 compatible: if *compat_ok { "acme" } else { "other" },
                 tags: if *tag_ok { &matching } else { &elsewhere },
                 current_version: Some(if *on_version { &f.version } else { &old }),
+            ..Default::default()
             };
             if offer(&plan, targeted, membership, &dev).is_ok() {
                 offers += 1;
@@ -405,6 +425,7 @@ proptest! {
                     prop_assert!(tally.bad as f64 > threshold * tally.offered as f64);
                     plan.state = RolloutState::Paused;
                 }
+                Transition::Soak | Transition::Reopen => prop_assert!(false, "no soak configured"),
             }
         }
         prop_assert!(plan.current_stage < f.stages.len());

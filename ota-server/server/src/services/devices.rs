@@ -15,9 +15,11 @@ use ota_protocol::device::{
 
 use crate::error::ServiceError;
 use crate::fleet::{
-    device_info, lock, read, settle, unix_now, validate_tags, write, Device, Shared, TokenEntry,
+    device_info, facts, lock, read, settle, unix_now, validate_tags, write, Device, Shared,
+    TokenEntry,
 };
-use crate::rollout::{self, DeviceFacts};
+use crate::rollout;
+use crate::schedule;
 use crate::store::{DeviceRecord, ReportCommit};
 use crate::tokens::{self, Caller};
 
@@ -135,6 +137,7 @@ impl DeviceService {
                 token_id: token_id.clone(),
                 token_hash,
                 enrolled_at: unix_now(),
+                labels: Default::default(),
                 state: Default::default(),
             },
         };
@@ -163,6 +166,7 @@ impl DeviceService {
             dev.record.tags = record.tags.clone();
             device_info(&dev.record)
         };
+        lock(&shared.joins).insert(req.device_id.clone());
         shared.metrics.enrollments.fetch_add(1, Ordering::Relaxed);
         shared.emit(Event::DeviceUpdated(Box::new(info)));
         Ok(EnrollResponse {
@@ -222,23 +226,28 @@ impl DeviceService {
         }
         dev.last_poll = Some(now_instant);
         let rec = &mut dev.record;
-        let changed = rec.compatible != req.compatible
-            || rec.state.current_version != req.current_version
+        let facts_changed =
+            rec.compatible != req.compatible || rec.state.current_version != req.current_version;
+        let changed = facts_changed
             || rec.state.booted_slot != req.booted_slot
             || rec.state.slots != req.slots
+            || rec.state.waiting.as_ref().map(|w| (w.phase, &w.reason))
+                != req.waiting.as_ref().map(|w| (w.phase, &w.reason))
+            || rec.state.security_floor != req.security_floor
             || rec.state.last_seen.is_none();
         rec.compatible = req.compatible;
         rec.state.current_version = req.current_version;
         rec.state.booted_slot = req.booted_slot;
         rec.state.slots = req.slots;
         rec.state.telemetry = Some(req.telemetry);
-        rec.state.last_seen = Some(unix_now());
+        rec.state.waiting = req.waiting;
+        rec.state.staged = req.staged;
+        rec.state.security_floor = req.security_floor;
+        let now = unix_now();
+        rec.state.last_seen = Some(now);
 
-        let facts = DeviceFacts {
-            compatible: &rec.compatible,
-            tags: &rec.tags,
-            current_version: rec.state.current_version.as_ref(),
-        };
+        let facts = facts(rec);
+        let group = facts.group.and_then(|g| fleet.groups.get(g));
         let mut update = None;
         for r in fleet.rollouts.values().rev() {
             if !matches!(
@@ -251,7 +260,7 @@ impl DeviceService {
             if membership.is_none() {
                 continue;
             }
-            if rollout::offer(&r.plan(), r.members.len() as u64, membership, &facts).is_ok() {
+            if rollout::offer(&r.plan_at(now), r.initial(), membership, &facts).is_ok() {
                 update = Some(UpdateOffer {
                     rollout_id: r.record.rollout_id,
                     bundle_id: r.bundle.bundle_id.clone(),
@@ -260,9 +269,13 @@ impl DeviceService {
                     manifest_digest: r.bundle.manifest_digest.clone(),
                     size: r.bundle.size,
                     download_url: ota_protocol::paths::bundle_download(&r.bundle.bundle_id),
-                    install_allowed: true,
-                    revert: false,
-                    require_confirmation: false,
+                    install_allowed: schedule::install_allowed(
+                        r.schedule.as_deref(),
+                        group.map(|g| &*g.schedule),
+                        now,
+                    ),
+                    revert: r.record.aim.revert,
+                    require_confirmation: r.record.aim.require_confirmation,
                 });
                 break;
             }
@@ -271,6 +284,9 @@ impl DeviceService {
         drop(dev);
         drop(fleet);
         lock(&shared.dirty).insert(device_id.to_string());
+        if facts_changed {
+            lock(&shared.joins).insert(device_id.to_string());
+        }
         if update.is_some() {
             shared.metrics.offers.fetch_add(1, Ordering::Relaxed);
         }
@@ -300,6 +316,7 @@ impl DeviceService {
                 .collect()
         };
         let count = batch.len();
+        super::history::observe(shared, &batch);
         if let Err(err) = shared.blocking(move |s| s.save_device_states(&batch)).await {
             // Keep them dirty so the next flush retries.
             lock(&shared.dirty).extend(ids);
@@ -361,7 +378,7 @@ impl DeviceService {
                     let mut statuses = r.statuses();
                     statuses[i] = new;
                     let mut rec = r.record.clone();
-                    let changed = settle(&mut rec, &r.bundle, &statuses, now);
+                    let changed = settle(&mut rec, &r.bundle, &r.joined, &statuses, now);
                     (new.map(|s| (id, s)), changed.then_some(rec))
                 }
             }

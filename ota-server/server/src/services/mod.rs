@@ -3,4 +3,8 @@
 
 pub mod bundles;
 pub mod devices;
+pub mod groups;
+pub mod history;
 pub mod rollouts;
+pub mod stages;
+pub mod watch;

@@ -7,9 +7,12 @@ use std::sync::Arc;
 use ota_protocol::admin::{CreateRolloutRequest, Event, RolloutDetail, RolloutInfo, RolloutState};
 
 use crate::error::ServiceError;
-use crate::fleet::{lock, plan, read, settle, unix_now, validate_tags, write, Rollout, Shared};
-use crate::rollout::{self, Control, DeviceFacts, RolloutAction};
-use crate::store::{MemberRecord, RolloutRecord};
+use crate::fleet::{
+    facts, lock, plan, read, settle, unix_now, validate_tags, write, Rollout, Shared,
+};
+use crate::rollout::{self, Control, RolloutAction};
+use crate::schedule::CompiledSchedule;
+use crate::store::{MemberRecord, RolloutAim, RolloutRecord};
 
 /// Rollouts.
 #[derive(Clone)]
@@ -22,20 +25,22 @@ fn no_rollout(id: u64) -> ServiceError {
 impl RolloutService {
     /// All rollouts, newest first.
     pub fn list(&self) -> Vec<RolloutInfo> {
-        read(&self.0.fleet)
+        let fleet = read(&self.0.fleet);
+        fleet
             .rollouts
             .values()
             .rev()
-            .map(Rollout::info)
+            .map(|r| r.info_with(Some(&fleet.devices)))
             .collect()
     }
 
     /// One rollout with its devices.
     pub fn get(&self, id: u64) -> Result<RolloutDetail, ServiceError> {
-        read(&self.0.fleet)
+        let fleet = read(&self.0.fleet);
+        fleet
             .rollouts
             .get(&id)
-            .map(Rollout::detail)
+            .map(|r| r.detail(&fleet.devices))
             .ok_or_else(|| no_rollout(id))
     }
 
@@ -60,7 +65,29 @@ impl RolloutService {
             .failure_threshold
             .unwrap_or(rollout::DEFAULT_FAILURE_THRESHOLD);
         rollout::validate_threshold(threshold).map_err(ServiceError::Rejected)?;
-        validate_tags(&req.tags)?;
+        let filter = req.filter.unwrap_or_default();
+        let tags = if filter.tags.is_empty() {
+            req.tags
+        } else {
+            filter.tags
+        };
+        validate_tags(&tags)?;
+        if let Some(schedule) = &req.schedule {
+            CompiledSchedule::compile(schedule).map_err(ServiceError::Rejected)?;
+        }
+        crate::guards::validate(&req.guards).map_err(ServiceError::Rejected)?;
+        let aim = RolloutAim {
+            guards: req.guards,
+            watch_secs: req.watch_secs,
+            group: filter.group,
+            versions: filter.versions,
+            rules: req.rules,
+            schedule: req.schedule,
+            start_at: req.start_at,
+            require_confirmation: req.require_confirmation,
+            revert: req.revert,
+            ..RolloutAim::default()
+        };
         let _writer = shared.writer.lock().await;
         let now = unix_now();
         let bundle = read(&shared.fleet)
@@ -76,7 +103,7 @@ impl RolloutService {
                 .name
                 .unwrap_or_else(|| format!("{} {}", bundle.compatible, bundle.version)),
             bundle_id: bundle.bundle_id.clone(),
-            tags: req.tags,
+            tags,
             stages,
             current_stage: 0,
             state: RolloutState::Active,
@@ -85,20 +112,19 @@ impl RolloutService {
             bad_baseline: 0,
             created_at: now,
             updated_at: now,
+            stage_started_at: aim.start_at.map_or(now, |t| t.max(now)),
+            stage_completed_at: None,
+            aim,
         };
         let targets = {
             let fleet = read(&shared.fleet);
-            let plan = plan(&record, &bundle);
+            let plan = plan(&record, &bundle, &[], now);
             let ids = fleet
                 .devices
                 .values()
                 .filter_map(|d| {
                     let d = lock(d);
-                    let facts = DeviceFacts {
-                        compatible: &d.record.compatible,
-                        tags: &d.record.tags,
-                        current_version: d.record.state.current_version.as_ref(),
-                    };
+                    let facts = facts(&d.record);
                     rollout::selects(&plan, &facts).then(|| d.record.device_id.clone())
                 })
                 .collect();
@@ -113,10 +139,11 @@ impl RolloutService {
                 rank: rank as u64,
                 status: None,
                 updated_at: now,
+                joined: None,
             })
             .collect();
         let statuses = vec![None; members.len()];
-        settle(&mut record, &bundle, &statuses, now);
+        settle(&mut record, &bundle, &[], &statuses, now);
         let (rec, mem) = (record.clone(), members.clone());
         let id = shared
             .blocking(move |s| s.create_rollout(&rec, &mem))
@@ -155,9 +182,12 @@ impl RolloutService {
                     rec.state = state;
                     rec.pause_reason = pause_reason;
                     if action == RolloutAction::Resume {
+                        // The breach is acknowledged; the guards judge only what robots do from now on.
+                        rec.aim.acknowledged_at = Some(now);
+                        rec.aim.breach = None;
                         let statuses = r.statuses();
-                        rec.bad_baseline = rollout::tally(&r.plan(), &statuses).bad;
-                        settle(&mut rec, &r.bundle, &statuses, now);
+                        rec.bad_baseline = rollout::tally(&r.plan_at(now), &statuses).bad;
+                        settle(&mut rec, &r.bundle, &r.joined, &statuses, now);
                     }
                 }
             }

@@ -11,6 +11,10 @@ use std::collections::BTreeMap;
 
 use ota_protocol::admin::{ImageInfo, LastStatus, ReportRecord, RolloutState};
 use ota_protocol::device::{ReportStatus, Telemetry};
+use ota_protocol::fleet::{
+    DeviceLabels, GroupSettings, GuardBreach, GuardRule, Schedule, StageRules, Waiting,
+};
+use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
 
@@ -29,6 +33,8 @@ pub struct DeviceRecord {
     pub token_hash: [u8; 32],
     /// Enrollment time.
     pub enrolled_at: u64,
+    /// Operator tags and group.
+    pub labels: DeviceLabels,
     /// State reported by polls and reports.
     pub state: DeviceState,
 }
@@ -48,6 +54,12 @@ pub struct DeviceState {
     pub telemetry: Option<Telemetry>,
     /// Latest report.
     pub last_status: Option<LastStatus>,
+    /// Why the robot holds back an offered update, from its last poll.
+    pub waiting: Option<Waiting>,
+    /// Digest of a bundle written to its standby slot but not armed, from its last poll.
+    pub staged: Option<String>,
+    /// The lowest version the robot will still run, from its last poll.
+    pub security_floor: Option<semver::Version>,
 }
 
 /// A published bundle as stored.
@@ -98,6 +110,42 @@ pub struct RolloutRecord {
     pub created_at: u64,
     /// Last change.
     pub updated_at: u64,
+    /// Filter beyond tags, stage rules, schedule and offer flags.
+    pub aim: RolloutAim,
+    /// When the current stage started.
+    pub stage_started_at: u64,
+    /// When the current stage became complete (its soak started).
+    pub stage_completed_at: Option<u64>,
+}
+
+/// What a rollout targets and when, besides its tags, and how its guards watch it (stored as one JSON column).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RolloutAim {
+    /// Group the filter requires.
+    pub group: Option<String>,
+    /// Versions the filter requires.
+    pub versions: Option<semver::VersionReq>,
+    /// Soak and deadline.
+    pub rules: StageRules,
+    /// Maintenance windows of the rollout (else the group's).
+    pub schedule: Option<Schedule>,
+    /// Nothing is offered before this instant.
+    pub start_at: Option<u64>,
+    /// Robots wait for a local confirmation before rebooting.
+    pub require_confirmation: bool,
+    /// A revert to an older release.
+    pub revert: bool,
+    /// Health guards (evaluated by [`crate::services::watch`]).
+    pub guards: Vec<GuardRule>,
+    /// Seconds the guards keep watching after the rollout completed.
+    pub watch_secs: u64,
+    /// The guard breach that paused it, if one did.
+    pub breach: Option<GuardBreach>,
+    /// When it completed (the watch period runs from there).
+    pub completed_at: Option<u64>,
+    /// When an operator last resumed it: the guards judge only what robots did since.
+    pub acknowledged_at: Option<u64>,
 }
 
 /// One target device of a rollout.
@@ -111,6 +159,8 @@ pub struct MemberRecord {
     pub status: Option<ReportStatus>,
     /// Last change.
     pub updated_at: u64,
+    /// For a device that matched after creation: the stage it joined at.
+    pub joined: Option<usize>,
 }
 
 /// Everything the server loads at start.
@@ -122,6 +172,8 @@ pub struct Snapshot {
     pub bundles: Vec<BundleRecord>,
     /// Rollouts with their members in rank order.
     pub rollouts: Vec<(RolloutRecord, Vec<MemberRecord>)>,
+    /// Device groups with settings.
+    pub groups: Vec<(String, GroupSettings)>,
 }
 
 /// A report to commit, with the effects it has.
@@ -169,6 +221,30 @@ pub trait Store: Send + Sync + 'static {
     /// Commits a report and its effects in one transaction. Returns false (and changes nothing) when this
     /// device already sent a report with the same `report_id`.
     fn commit_report(&self, commit: &ReportCommit<'_>) -> Result<bool, StoreError>;
+    /// Sets a device's operator tags and group. Returns whether the device exists.
+    fn set_labels(&self, device_id: &str, labels: &DeviceLabels) -> Result<bool, StoreError>;
+    /// Creates or replaces a group's settings.
+    fn put_group(&self, name: &str, settings: &GroupSettings) -> Result<(), StoreError>;
+    /// Inserts or updates members of a rollout (late joiners, retried members) and its row, in one
+    /// transaction.
+    fn save_members(
+        &self,
+        rollout: &RolloutRecord,
+        members: &[MemberRecord],
+    ) -> Result<(), StoreError>;
     /// A device's reports, newest first.
     fn reports(&self, device_id: &str, limit: usize) -> Result<Vec<ReportRecord>, StoreError>;
+    /// Stores closed telemetry buckets ([`crate::history::Recorder::take_closed`]), merging each into a stored
+    /// bucket of the same device, metric and start.
+    fn save_history(&self, rows: &[crate::history::Row]) -> Result<(), StoreError>;
+    /// A device's stored buckets of a metric that end after `since`, oldest first.
+    fn history(
+        &self,
+        device_id: &str,
+        metric: &str,
+        since: u64,
+    ) -> Result<Vec<crate::history::Bucket>, StoreError>;
+    /// Downsamples the history ([`crate::history::compact`]: minutes older than a day into hours) and deletes
+    /// buckets older than `retention_secs`. Returns the rows removed.
+    fn compact_history(&self, now: u64, retention_secs: u64) -> Result<u64, StoreError>;
 }

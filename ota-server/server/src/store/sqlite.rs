@@ -9,11 +9,15 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use ota_protocol::fleet::{DeviceLabels, GroupSettings};
+
 use super::{
     BundleRecord, DeviceRecord, DeviceState, MemberRecord, ReportCommit, RolloutRecord, Snapshot,
     Store,
 };
 use crate::error::StoreError;
+
+mod history;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -83,6 +87,20 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX reports_by_device ON reports (device_id, id);
     ",
+    // 2: labels and groups, rollout filters, stage rules and schedules, what robots say while they wait.
+    "
+    ALTER TABLE devices ADD COLUMN labels TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE devices ADD COLUMN waiting TEXT;
+    ALTER TABLE devices ADD COLUMN staged TEXT;
+    ALTER TABLE devices ADD COLUMN security_floor TEXT;
+    CREATE TABLE device_groups (name TEXT PRIMARY KEY, settings TEXT NOT NULL);
+    ALTER TABLE rollouts ADD COLUMN aim TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE rollouts ADD COLUMN stage_started_at INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE rollouts ADD COLUMN stage_completed_at INTEGER;
+    ALTER TABLE rollout_devices ADD COLUMN joined_stage INTEGER;
+    ",
+    // 3: telemetry history.
+    history::MIGRATION,
 ];
 
 /// SQLite-backed [`Store`].
@@ -190,6 +208,7 @@ fn device_from_row(row: &Row<'_>) -> Result<DeviceRecord, StoreError> {
         token_id: row.get(3)?,
         token_hash: hash_from_hex(&row.get::<_, String>(4)?)?,
         enrolled_at: row.get::<_, i64>(5)? as u64,
+        labels: from_json("devices.labels", &row.get::<_, String>(12)?)?,
         state: DeviceState {
             current_version: version("devices.current_version", row.get(6)?)?,
             booted_slot: row.get(7)?,
@@ -197,6 +216,9 @@ fn device_from_row(row: &Row<'_>) -> Result<DeviceRecord, StoreError> {
             last_seen: row.get::<_, Option<i64>>(9)?.map(|v| v as u64),
             telemetry: opt_json("devices.telemetry", row.get(10)?)?,
             last_status: opt_json("devices.last_status", row.get(11)?)?,
+            waiting: opt_json("devices.waiting", row.get(13)?)?,
+            staged: row.get(14)?,
+            security_floor: version("devices.security_floor", row.get(15)?)?,
         },
     })
 }
@@ -219,7 +241,8 @@ fn report_from_row(row: &Row<'_>) -> Result<ReportRecord, StoreError> {
 fn write_rollout(conn: &Connection, r: &RolloutRecord) -> Result<(), StoreError> {
     let changed = conn.execute(
         "UPDATE rollouts SET name = ?2, current_stage = ?3, state = ?4, pause_reason = ?5, failure_threshold = ?6,
-             bad_baseline = ?7, updated_at = ?8 WHERE rollout_id = ?1",
+             bad_baseline = ?7, updated_at = ?8, stage_started_at = ?9, stage_completed_at = ?10, aim = ?11
+             WHERE rollout_id = ?1",
         params![
             r.rollout_id as i64,
             r.name,
@@ -228,11 +251,36 @@ fn write_rollout(conn: &Connection, r: &RolloutRecord) -> Result<(), StoreError>
             r.pause_reason,
             r.failure_threshold,
             r.bad_baseline as i64,
-            r.updated_at as i64
+            r.updated_at as i64,
+            r.stage_started_at as i64,
+            r.stage_completed_at.map(|v| v as i64),
+            to_json(&r.aim)
         ],
     )?;
     if changed == 0 {
         return Err(StoreError::Missing(format!("rollout {}", r.rollout_id)));
+    }
+    Ok(())
+}
+
+fn write_members(
+    conn: &Connection,
+    rollout_id: u64,
+    members: &[MemberRecord],
+) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT OR REPLACE INTO rollout_devices (rollout_id, device_id, rank, status, updated_at, joined_stage)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for m in members {
+        stmt.execute(params![
+            rollout_id as i64,
+            m.device_id,
+            m.rank as i64,
+            m.status.map(|s| s.as_str()),
+            m.updated_at as i64,
+            m.joined.map(|v| v as i64)
+        ])?;
     }
     Ok(())
 }
@@ -243,7 +291,7 @@ impl Store for SqliteStore {
         let mut snapshot = Snapshot::default();
         let mut stmt = conn.prepare(
             "SELECT device_id, compatible, tags, token_id, token_hash, enrolled_at, current_version, booted_slot,
-                    slots, last_seen, telemetry, last_status FROM devices",
+                    slots, last_seen, telemetry, last_status, labels, waiting, staged, security_floor FROM devices",
         )?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
@@ -273,7 +321,8 @@ impl Store for SqliteStore {
         }
         let mut stmt = conn.prepare(
             "SELECT rollout_id, name, bundle_id, tags, stages, current_stage, state, pause_reason, failure_threshold,
-                    bad_baseline, created_at, updated_at FROM rollouts ORDER BY rollout_id",
+                    bad_baseline, created_at, updated_at, aim, stage_started_at, stage_completed_at
+             FROM rollouts ORDER BY rollout_id",
         )?;
         let mut rows = stmt.query([])?;
         let mut rollouts = Vec::new();
@@ -295,10 +344,14 @@ impl Store for SqliteStore {
                 bad_baseline: row.get::<_, i64>(9)? as u64,
                 created_at: row.get::<_, i64>(10)? as u64,
                 updated_at: row.get::<_, i64>(11)? as u64,
+                aim: from_json("rollouts.aim", &row.get::<_, String>(12)?)?,
+                stage_started_at: row.get::<_, i64>(13)? as u64,
+                stage_completed_at: row.get::<_, Option<i64>>(14)?.map(|v| v as u64),
             });
         }
         let mut stmt = conn.prepare(
-            "SELECT device_id, rank, status, updated_at FROM rollout_devices WHERE rollout_id = ?1 ORDER BY rank",
+            "SELECT device_id, rank, status, updated_at, joined_stage FROM rollout_devices WHERE rollout_id = ?1
+             ORDER BY rank",
         )?;
         for rollout in rollouts {
             let mut members = Vec::new();
@@ -312,9 +365,16 @@ impl Store for SqliteStore {
                         .map(|s| status("rollout_devices.status", &s))
                         .transpose()?,
                     updated_at: row.get::<_, i64>(3)? as u64,
+                    joined: row.get::<_, Option<i64>>(4)?.map(|v| v as usize),
                 });
             }
             snapshot.rollouts.push((rollout, members));
+        }
+        let mut stmt = conn.prepare("SELECT name, settings FROM device_groups ORDER BY name")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let settings = from_json("device_groups.settings", &row.get::<_, String>(1)?)?;
+            snapshot.groups.push((row.get(0)?, settings));
         }
         Ok(snapshot)
     }
@@ -339,8 +399,8 @@ impl Store for SqliteStore {
     fn upsert_device(&self, d: &DeviceRecord) -> Result<(), StoreError> {
         self.conn().execute(
             "INSERT OR REPLACE INTO devices (device_id, compatible, tags, token_id, token_hash, enrolled_at,
-                 current_version, booted_slot, slots, last_seen, telemetry, last_status)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                 current_version, booted_slot, slots, last_seen, telemetry, last_status, labels)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             params![
                 d.device_id,
                 d.compatible,
@@ -354,6 +414,7 @@ impl Store for SqliteStore {
                 d.state.last_seen.map(|v| v as i64),
                 d.state.telemetry.as_ref().map(to_json),
                 d.state.last_status.as_ref().map(to_json),
+                to_json(&d.labels),
             ],
         )?;
         Ok(())
@@ -372,7 +433,8 @@ impl Store for SqliteStore {
         {
             let mut stmt = tx.prepare_cached(
                 "UPDATE devices SET current_version = ?2, booted_slot = ?3, slots = ?4, last_seen = ?5,
-                     telemetry = ?6, compatible = ?7 WHERE device_id = ?1",
+                     telemetry = ?6, compatible = ?7, waiting = ?8, staged = ?9, security_floor = ?10
+                 WHERE device_id = ?1",
             )?;
             for d in batch {
                 let s = &d.state;
@@ -384,6 +446,9 @@ impl Store for SqliteStore {
                     s.last_seen.map(|v| v as i64),
                     s.telemetry.as_ref().map(to_json),
                     d.compatible,
+                    s.waiting.as_ref().map(to_json),
+                    s.staged,
+                    s.security_floor.as_ref().map(|v| v.to_string()),
                 ])?;
             }
         }
@@ -430,8 +495,8 @@ impl Store for SqliteStore {
         let tx = conn.transaction()?;
         tx.execute(
             "INSERT INTO rollouts (name, bundle_id, tags, stages, current_stage, state, pause_reason,
-                 failure_threshold, bad_baseline, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                 failure_threshold, bad_baseline, created_at, updated_at, aim, stage_started_at, stage_completed_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             params![
                 r.name,
                 r.bundle_id,
@@ -443,27 +508,41 @@ impl Store for SqliteStore {
                 r.failure_threshold,
                 r.bad_baseline as i64,
                 r.created_at as i64,
-                r.updated_at as i64
+                r.updated_at as i64,
+                to_json(&r.aim),
+                r.stage_started_at as i64,
+                r.stage_completed_at.map(|v| v as i64)
             ],
         )?;
         let id = tx.last_insert_rowid();
-        {
-            let mut stmt = tx.prepare(
-                "INSERT INTO rollout_devices (rollout_id, device_id, rank, status, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            for m in members {
-                stmt.execute(params![
-                    id,
-                    m.device_id,
-                    m.rank as i64,
-                    m.status.map(|s| s.as_str()),
-                    m.updated_at as i64
-                ])?;
-            }
-        }
+        write_members(&tx, id as u64, members)?;
         tx.commit()?;
         Ok(id as u64)
+    }
+
+    fn set_labels(&self, device_id: &str, labels: &DeviceLabels) -> Result<bool, StoreError> {
+        Ok(self.conn().execute(
+            "UPDATE devices SET labels = ?2 WHERE device_id = ?1",
+            params![device_id, to_json(labels)],
+        )? > 0)
+    }
+
+    fn put_group(&self, name: &str, settings: &GroupSettings) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO device_groups (name, settings) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET settings = excluded.settings",
+            params![name, to_json(settings)],
+        )?;
+        Ok(())
+    }
+
+    fn save_members(&self, r: &RolloutRecord, members: &[MemberRecord]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        write_members(&tx, r.rollout_id, members)?;
+        write_rollout(&tx, r)?;
+        tx.commit()?;
+        Ok(())
     }
 
     fn update_rollout(&self, r: &RolloutRecord) -> Result<(), StoreError> {
@@ -512,6 +591,23 @@ impl Store for SqliteStore {
         Ok(true)
     }
 
+    fn save_history(&self, rows: &[crate::history::Row]) -> Result<(), StoreError> {
+        history::save(&mut self.conn(), rows)
+    }
+
+    fn history(
+        &self,
+        device_id: &str,
+        metric: &str,
+        since: u64,
+    ) -> Result<Vec<crate::history::Bucket>, StoreError> {
+        history::load(&self.conn(), device_id, metric, since)
+    }
+
+    fn compact_history(&self, now: u64, retention_secs: u64) -> Result<u64, StoreError> {
+        history::compact(&mut self.conn(), now, retention_secs)
+    }
+
     fn reports(&self, device_id: &str, limit: usize) -> Result<Vec<ReportRecord>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
@@ -541,6 +637,7 @@ mod tests {
             token_id: format!("tid-{id}"),
             token_hash: [7; 32],
             enrolled_at: 10,
+            labels: Default::default(),
             state: DeviceState::default(),
         }
     }

@@ -4,8 +4,10 @@
 mod cli;
 mod common;
 mod dashboard_browser;
+mod guards;
 mod observability;
 mod rollout_flow;
 mod security;
+mod targets;
 mod tls_and_restart;
 mod uploads;

@@ -51,7 +51,7 @@ async fn openapi_lists_exactly_the_served_routes() {
         }
     }
     let served = served();
-    assert_eq!(served.len(), 22);
+    assert_eq!(served.len(), 28);
     assert_eq!(documented, served);
     // Every documented route is really routed: the router's fallback (404 "no such route") or 405 never answers.
     for (method, path) in &served {
@@ -63,6 +63,7 @@ async fn openapi_lists_exactly_the_served_routes() {
                 ("bundle_id", &zeros),
                 ("device_id", "nobody"),
                 ("rollout_id", "1"),
+                ("name", "night"),
             ],
         );
         let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();

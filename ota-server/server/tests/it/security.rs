@@ -139,6 +139,7 @@ async fn devices_are_confined_to_their_own_data() {
         ("bundle_id", bundle_id.as_str()),
         ("rollout_id", rid_text.as_str()),
         ("device_id", "robot-a"),
+        ("name", "night"),
     ];
     for route in routes_with(|auth| auth == Auth::Admin) {
         let (method, path) = (method_of(route), concrete(route.doc.path, &vars));

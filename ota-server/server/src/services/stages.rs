@@ -1,0 +1,198 @@
+//! The stage side of rollouts over time: late joiners, deadlines, soak and start times (the periodic
+//! [`RolloutService::tick`]), and the operator's `next` and `retry`. Decisions are [`crate::rollout`]'s; this
+//! takes the writer lock, commits through the store and then applies to memory.
+
+use ota_protocol::admin::{Event, RolloutInfo, RolloutState};
+
+use crate::error::ServiceError;
+use crate::fleet::{facts, lock, read, settle, unix_now, write, Shared};
+use crate::rollout;
+use crate::services::rollouts::RolloutService;
+use crate::store::{MemberRecord, RolloutRecord};
+
+/// A rollout change to commit: its new row and the members added or reset.
+struct Change {
+    id: u64,
+    record: RolloutRecord,
+    members: Vec<MemberRecord>,
+}
+
+fn no_rollout(id: u64) -> ServiceError {
+    ServiceError::NotFound(format!("no rollout {id}"))
+}
+
+impl RolloutService {
+    /// Adds devices whose facts changed to the rollouts they now match (at the next stage), and applies the
+    /// transitions time brings (deadline, soak, scheduled start). Runs once a second; returns how many rollouts
+    /// changed.
+    pub async fn tick(&self) -> Result<usize, ServiceError> {
+        let shared = &self.0;
+        let _writer = shared.writer.lock().await;
+        let candidates: Vec<String> = std::mem::take(&mut *lock(&shared.joins))
+            .into_iter()
+            .collect();
+        let now = unix_now();
+        let changes = {
+            let fleet = read(&shared.fleet);
+            let mut changes = Vec::new();
+            for (&id, r) in &fleet.rollouts {
+                if r.record.state == RolloutState::Aborted {
+                    continue;
+                }
+                let plan = r.plan_at(now);
+                let stage = rollout::join_stage(&plan);
+                let mut new: Vec<MemberRecord> = Vec::new();
+                for device_id in &candidates {
+                    if r.index.contains_key(device_id)
+                        || new.iter().any(|m| &m.device_id == device_id)
+                    {
+                        continue;
+                    }
+                    let Some(dev) = fleet.devices.get(device_id) else {
+                        continue;
+                    };
+                    if rollout::selects(&plan, &facts(&lock(dev).record)) {
+                        new.push(MemberRecord {
+                            device_id: device_id.clone(),
+                            rank: (r.members.len() + new.len()) as u64,
+                            status: None,
+                            updated_at: now,
+                            joined: Some(stage),
+                        });
+                    }
+                }
+                if r.record.state != RolloutState::Active && new.is_empty() {
+                    continue;
+                }
+                let mut joined = r.joined.clone();
+                joined.extend(new.iter().map(|_| stage));
+                let mut statuses = r.statuses();
+                statuses.extend(new.iter().map(|_| None));
+                let mut record = r.record.clone();
+                let settled = settle(&mut record, &r.bundle, &joined, &statuses, now);
+                if settled || !new.is_empty() {
+                    record.updated_at = now;
+                    changes.push(Change {
+                        id,
+                        record,
+                        members: new,
+                    });
+                }
+            }
+            changes
+        };
+        if changes.is_empty() {
+            return Ok(0);
+        }
+        let count = changes.len();
+        self.commit(changes).await?;
+        Ok(count)
+    }
+
+    /// `next`: starts the rollout's next stage now, whatever the current one's completion or soak.
+    pub async fn next(&self, id: u64) -> Result<RolloutInfo, ServiceError> {
+        let _writer = self.0.writer.lock().await;
+        let now = unix_now();
+        let record = {
+            let fleet = read(&self.0.fleet);
+            let r = fleet.rollouts.get(&id).ok_or_else(|| no_rollout(id))?;
+            let stage = rollout::next_stage(&r.plan_at(now)).map_err(|why| {
+                ServiceError::Conflict(format!("cannot move rollout {id} to its next stage: {why}"))
+            })?;
+            let mut record = r.record.clone();
+            record.current_stage = stage;
+            record.stage_started_at = now;
+            record.stage_completed_at = None;
+            record.updated_at = now;
+            record
+        };
+        self.commit(vec![Change {
+            id,
+            record,
+            members: Vec::new(),
+        }])
+        .await?;
+        self.info(id)
+    }
+
+    /// `retry`: failed and rolled-back members are offered again (their status resets to pending).
+    pub async fn retry(&self, id: u64) -> Result<RolloutInfo, ServiceError> {
+        let _writer = self.0.writer.lock().await;
+        let now = unix_now();
+        let change = {
+            let fleet = read(&self.0.fleet);
+            let r = fleet.rollouts.get(&id).ok_or_else(|| no_rollout(id))?;
+            let (again, state) = rollout::retry(r.record.state, &r.statuses()).map_err(|why| {
+                ServiceError::Conflict(format!("cannot retry rollout {id}: {why}"))
+            })?;
+            let members: Vec<MemberRecord> = again
+                .into_iter()
+                .map(|i| MemberRecord {
+                    status: None,
+                    updated_at: now,
+                    ..r.members[i].clone()
+                })
+                .collect();
+            let mut record = r.record.clone();
+            record.state = state;
+            record.updated_at = now;
+            // The reset members no longer count against the failure threshold.
+            record.bad_baseline = 0;
+            let mut statuses = r.statuses();
+            for m in &members {
+                statuses[r.index[&m.device_id]] = None;
+            }
+            settle(&mut record, &r.bundle, &r.joined, &statuses, now);
+            Change {
+                id,
+                record,
+                members,
+            }
+        };
+        self.commit(vec![change]).await?;
+        self.info(id)
+    }
+
+    fn info(&self, id: u64) -> Result<RolloutInfo, ServiceError> {
+        let fleet = read(&self.0.fleet);
+        fleet
+            .rollouts
+            .get(&id)
+            .map(|r| r.info_with(Some(&fleet.devices)))
+            .ok_or_else(|| no_rollout(id))
+    }
+
+    /// Commits changes (each in its own transaction), applies them to memory and tells the dashboard.
+    async fn commit(&self, changes: Vec<Change>) -> Result<(), ServiceError> {
+        let shared: &Shared = &self.0;
+        for change in changes {
+            let (record, members) = (change.record.clone(), change.members.clone());
+            shared
+                .blocking(move |s| s.save_members(&record, &members))
+                .await?;
+            let info = {
+                let mut fleet = write(&shared.fleet);
+                let fleet = &mut *fleet;
+                let Some(r) = fleet.rollouts.get_mut(&change.id) else {
+                    continue;
+                };
+                r.record = change.record;
+                for m in change.members {
+                    match r.index.get(&m.device_id) {
+                        Some(&i) => r.members[i] = m,
+                        None => {
+                            if let Some(stage) = m.joined {
+                                r.joined.push(stage);
+                            }
+                            r.index.insert(m.device_id.clone(), r.members.len());
+                            r.members.push(m);
+                        }
+                    }
+                }
+                r.info_with(Some(&fleet.devices))
+            };
+            shared.emit(Event::RolloutUpdated(Box::new(info)));
+        }
+        Ok(())
+    }
+}
