@@ -9,5 +9,6 @@ mod observability;
 mod rollout_flow;
 mod security;
 mod targets;
+mod targets_cli;
 mod tls_and_restart;
 mod uploads;
