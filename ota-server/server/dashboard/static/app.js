@@ -348,7 +348,9 @@
           el("td", {}, el("strong", {}, `#${r.rollout_id}`), " ", r.name,
             el("div", { class: "muted small", title: r.bundle_id }, `created ${ago(r.created_at)}`)),
           el("td", {}, r.version, el("div", { class: "muted small" }, r.compatible)),
-          el("td", {}, tags.length ? tagChips(r.tags) : el("span", { class: "muted" }, "all devices")),
+          el("td", {}, tags.length ? tagChips(r.tags) : el("span", { class: "muted" }, "all devices"),
+            r.filter && r.filter.group ? el("div", { class: "muted small" }, `group ${r.filter.group}`) : null,
+            r.revert ? el("div", { class: "small" }, "revert") : null),
           el("td", { class: "col-stage" }, `${r.current_stage + 1} of ${r.stages.length}`,
             el("div", { class: "muted small" },
               r.stages.length > 1 ? `${stage ?? "?"} % (${r.stages.join(" → ")} %)` : `${stage ?? "?"} %`)),
@@ -356,7 +358,8 @@
             r.pause_reason ? el("div", { class: "reason small" }, r.pause_reason) : null),
           el("td", { class: "col-progress" }, bar,
             el("div", { class: "small" },
-              `${done} of ${c.targeted} done (${pct} %) · ${c.in_progress} in progress · ${c.offered} offered`)),
+              `${done} of ${c.targeted} done (${pct} %) · ${c.in_progress} in progress · ${c.offered} offered`
+              + (c.waiting ? ` · ${c.waiting} waiting` : "") + (c.timed_out ? ` · ${c.timed_out} timed out` : ""))),
           el("td", { class: "num col-failures" },
             el("span", { class: c.failed + c.rolled_back ? "fail-count" : "muted" }, `${c.failed + c.rolled_back}`),
             el("div", { class: "muted small" }, `${c.failed} failed · ${c.rolled_back} rolled back`),
@@ -390,6 +393,8 @@
       d.device_id, d.compatible, d.current_version, d.booted_slot,
       d.last_status && d.last_status.status, health(d).text,
       ...Object.entries(d.tags || {}).map(([k, v]) => `${k}=${v}`),
+      ...Object.entries(d.labels || {}).map(([k, v]) => `${k}=${v}`),
+      d.group, d.waiting && "waiting",
     ].filter(Boolean).join(" ").toLowerCase();
     return q.split(/\s+/).every((w) => hay.includes(w));
   }
@@ -441,13 +446,15 @@
     row.append(
       el("th", { scope: "row", class: "col-device" }, open),
       el("td", { class: "col-compatible" }, d.compatible),
-      el("td", { class: "col-tags" }, tagChips(d.tags)),
+      el("td", { class: "col-tags" }, tagChips({ ...(d.tags || {}), ...(d.labels || {}) }),
+        d.group ? el("div", { class: "muted small" }, `group ${d.group}`) : null),
       el("td", { class: "col-version" }, d.current_version || el("span", { class: "muted" }, "unknown")),
       el("td", { class: "col-slot", title: slots || null }, d.booted_slot || "–"),
       el("td", { class: "col-seen", "data-ts": d.last_seen ?? "", title: absolute(d.last_seen) }, ago(d.last_seen)),
       el("td", { class: "col-status", title: ls ? [ls.error, ls.reason, absolute(ls.at)].filter(Boolean).join(" · ") : null },
         ls ? statusBadge(ls.status, ls.rollout_id ? el("span", { class: "badge-extra" }, ` #${ls.rollout_id}`) : null)
-          : el("span", { class: "muted" }, "–")),
+          : el("span", { class: "muted" }, "–"),
+        d.waiting ? el("div", { class: "reason small" }, `waiting before ${d.waiting.phase}: ${d.waiting.reason}`) : null),
       el("td", { class: `num col-battery${battery !== undefined && battery < 20 ? " low" : ""}` },
         battery === undefined || battery === null ? "–" : `${Math.round(battery)} %`),
       el("td", { class: "col-health" }, el("span", { class: `health h-${h.level}` }, h.level === "ok" ? "ok" : `⚠ ${h.text}`)),

@@ -427,6 +427,30 @@ async fn dashboard_shows_fleet_and_applies_live_reports() {
         .await;
     assert_eq!(escaped, json!([format!("site={hostile}"), 0, 0, true]));
 
+    // A robot that holds back says why, and the row shows it live.
+    let mut waiting = poll_body("1.0.0", COMPATIBLE);
+    waiting.waiting = Some(
+        serde_json::from_value(json!({"phase": "install", "reason": "on a mission <b>now</b>"}))
+            .unwrap(),
+    );
+    let answer = c
+        .post(server.url("/api/device/poll"))
+        .bearer_auth(&other)
+        .json(&waiting)
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success());
+    session
+        .wait_for(
+            "the waiting reason",
+            Duration::from_secs(2),
+            "const r = document.querySelector('tr[data-device-id=\"robot-0100\"]'); return r && [r.textContent, r.querySelectorAll('b').length]",
+            json!([]),
+            |v| v[0].as_str().is_some_and(|t| t.contains("waiting before install: on a mission <b>now</b>")) && v[1] == 0,
+        )
+        .await;
+
     // Live: a report changes the row without a reload, well within 2 s.
     session
         .js("window.__sameDocument = 42; return null", json!([]))
