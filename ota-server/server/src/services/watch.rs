@@ -1,0 +1,191 @@
+//! The guard evaluator: on a periodic tick (and after each report of a rollout), every rollout the guards watch
+//! (active, or completed less than `watch_secs` ago) is judged by [`crate::guards`] on its robots' recent
+//! telemetry; a breach pauses it, names the rule, the metric, the values and the robots, stores the breach and
+//! tells the dashboard. The scan takes read locks only; a breach is re-judged and applied under the writer lock,
+//! so it takes effect exactly once.
+
+use std::sync::Arc;
+
+use ota_protocol::admin::{Event, RolloutState};
+use ota_protocol::device::ReportStatus;
+use ota_protocol::fleet::{GuardBreach, GuardRule};
+
+use crate::error::ServiceError;
+use crate::fleet::{lock, read, write, Rollout, Shared};
+use crate::guards::{self, Decision, Observed, Sides};
+use crate::history::Recorder;
+
+/// The window a not-yet-updated robot's values are averaged over.
+pub const BASELINE_WINDOW_SECS: u64 = 600;
+
+/// Guard evaluation.
+#[derive(Clone)]
+pub struct WatchService(pub(crate) Arc<Shared>);
+
+/// The values of one rule over a rollout's members: updated robots since their success (and since the last
+/// resume), the others over the last [`BASELINE_WINDOW_SECS`] (none for a revert: only a fixed bound applies).
+fn sides(r: &Rollout, rule: &GuardRule, recorder: &Recorder, now: u64) -> Sides {
+    let ack = r.record.aim.acknowledged_at.unwrap_or(0);
+    let started = r.record.created_at.max(ack);
+    let window = now.saturating_sub(BASELINE_WINDOW_SECS);
+    let mut out = Sides::default();
+    for m in &r.members {
+        let dev = recorder.device(&m.device_id);
+        let since = m.updated_at.max(ack);
+        let updated = m.status == Some(ReportStatus::Success);
+        let value = match rule.metric.as_str() {
+            guards::ROLLBACKS => {
+                let installed = matches!(
+                    m.status,
+                    Some(ReportStatus::Success | ReportStatus::RolledBack)
+                );
+                if installed && m.updated_at > ack {
+                    let rolled_back = m.status == Some(ReportStatus::RolledBack);
+                    out.updated.push(Observed {
+                        device_id: m.device_id.clone(),
+                        value: if rolled_back { 1.0 } else { 0.0 },
+                    });
+                }
+                continue;
+            }
+            guards::REBOOTS if updated => dev
+                .filter(|d| d.seen_since(since))
+                .map(|d| d.boots_since(since) as f64),
+            guards::REBOOTS => dev
+                .filter(|d| d.seen_since(window))
+                .map(|d| d.boots_since(started) as f64),
+            metric if updated => dev.and_then(|d| d.mean_on(metric, &r.bundle.version, ack)),
+            metric => dev.and_then(|d| d.mean_since(metric, window)),
+        };
+        let Some(value) = value else { continue };
+        let side = if updated {
+            &mut out.updated
+        } else if r.record.aim.revert {
+            continue;
+        } else {
+            &mut out.baseline
+        };
+        side.push(Observed {
+            device_id: m.device_id.clone(),
+            value,
+        });
+    }
+    out
+}
+
+/// Whether the guards watch `r` at `now`, and the first breach if they do.
+fn judge(r: &Rollout, recorder: &Recorder, now: u64) -> (bool, Option<GuardBreach>) {
+    let aim = &r.record.aim;
+    // A completed rollout not marked yet completed just now (the tick marks it).
+    let completed_at = aim.completed_at.or(Some(now));
+    let watched = !aim.guards.is_empty()
+        && guards::watching(r.record.state, completed_at, aim.watch_secs, now);
+    if !watched {
+        return (false, None);
+    }
+    let breach = guards::first_breach(&aim.guards, |rule| sides(r, rule, recorder, now), now);
+    (true, breach)
+}
+
+impl WatchService {
+    /// Judges every watched rollout; pauses the breached ones. Returns the ids it paused.
+    pub async fn tick(&self, now: u64) -> Result<Vec<u64>, ServiceError> {
+        let due: Vec<u64> = {
+            let fleet = read(&self.0.fleet);
+            let recorder = lock(&self.0.history);
+            fleet
+                .rollouts
+                .values()
+                .filter(|r| {
+                    let unmarked = r.record.state == RolloutState::Completed
+                        && r.record.aim.completed_at.is_none()
+                        && !r.record.aim.guards.is_empty();
+                    unmarked || judge(r, &recorder, now).1.is_some()
+                })
+                .map(|r| r.record.rollout_id)
+                .collect()
+        };
+        let mut paused = Vec::new();
+        for id in due {
+            if self.apply(id, now).await? {
+                paused.push(id);
+            }
+        }
+        Ok(paused)
+    }
+
+    /// Judges one rollout (after one of its robots reported). Returns whether it paused it.
+    pub async fn check(&self, id: u64, now: u64) -> Result<bool, ServiceError> {
+        let breached = {
+            let fleet = read(&self.0.fleet);
+            let recorder = lock(&self.0.history);
+            fleet
+                .rollouts
+                .get(&id)
+                .is_some_and(|r| judge(r, &recorder, now).1.is_some())
+        };
+        if breached {
+            self.apply(id, now).await
+        } else {
+            Ok(false)
+        }
+    }
+
+    /// Judges one rollout in the background, e.g. after a report (whose answer does not wait for it).
+    pub fn check_soon(&self, id: u64) {
+        let watch = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = watch.check(id, crate::fleet::unix_now()).await {
+                tracing::error!(rollout = id, "health guard evaluation failed: {e}");
+            }
+        });
+    }
+
+    /// Under the writer lock: judges the rollout again, marks when it completed, and pauses it on a breach.
+    async fn apply(&self, id: u64, now: u64) -> Result<bool, ServiceError> {
+        let shared = &self.0;
+        let _writer = shared.writer.lock().await;
+        let (mut record, decision) = {
+            let fleet = read(&shared.fleet);
+            let Some(r) = fleet.rollouts.get(&id) else {
+                return Ok(false);
+            };
+            let (watched, breach) = judge(r, &lock(&shared.history), now);
+            (r.record.clone(), guards::decide(watched, breach))
+        };
+        let mut changed = false;
+        if record.state == RolloutState::Completed && record.aim.completed_at.is_none() {
+            record.aim.completed_at = Some(now);
+            changed = true;
+        }
+        let paused = match decision {
+            Decision::Keep => false,
+            Decision::Pause { reason, breach } => {
+                tracing::warn!(rollout = id, "{reason}");
+                record.state = RolloutState::Paused;
+                record.pause_reason = Some(reason);
+                record.aim.breach = Some(breach);
+                record.updated_at = now;
+                changed = true;
+                true
+            }
+        };
+        if !changed {
+            return Ok(false);
+        }
+        let rec = record.clone();
+        shared.blocking(move |s| s.update_rollout(&rec)).await?;
+        let info = {
+            let mut fleet = write(&shared.fleet);
+            let Some(r) = fleet.rollouts.get_mut(&id) else {
+                return Ok(false);
+            };
+            r.record = record;
+            r.info()
+        };
+        if paused {
+            shared.emit(Event::RolloutUpdated(Box::new(info)));
+        }
+        Ok(paused)
+    }
+}
