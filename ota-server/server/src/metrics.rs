@@ -14,7 +14,7 @@ pub struct Metrics {
     /// Polls answered with an offer.
     pub offers: AtomicU64,
     /// Reports per status, in [`ReportStatus::ALL`] order.
-    pub reports: [AtomicU64; 6],
+    pub reports: [AtomicU64; ReportStatus::ALL.len()],
     /// Enrollments (including retries).
     pub enrollments: AtomicU64,
     /// Uploads stored.
