@@ -22,8 +22,9 @@ pub const BASELINE_WINDOW_SECS: u64 = 600;
 #[derive(Clone)]
 pub struct WatchService(pub(crate) Arc<Shared>);
 
-/// The values of one rule over a rollout's members: updated robots since their success (and since the last
-/// resume), the others over the last [`BASELINE_WINDOW_SECS`] (none for a revert: only a fixed bound applies).
+/// The values of one rule over a rollout's members: each updated robot's samples taken on the new version
+/// (since the last resume), each other member's over the last [`BASELINE_WINDOW_SECS`] (none for a revert: only a
+/// fixed bound applies). `rollbacks` and `reboots` count events instead (see [`guards::ROLLBACKS`]).
 fn sides(r: &Rollout, rule: &GuardRule, recorder: &Recorder, now: u64) -> Sides {
     let ack = r.record.aim.acknowledged_at.unwrap_or(0);
     let started = r.record.created_at.max(ack);
