@@ -25,20 +25,32 @@ pub struct CommandResult {
     pub status: String,
     /// The end of stdout+stderr, lossily decoded.
     pub output_tail: String,
+    /// The first line of stdout (a readiness check's answer), trimmed.
+    pub first_line: String,
 }
+
+/// Bytes of stdout kept for [`CommandResult::first_line`].
+const HEAD_BYTES: usize = 512;
 
 /// Runs `argv` with a timeout.
 pub fn run(argv: &[String], timeout: Duration) -> CommandResult {
+    run_with_env(argv, &[], timeout)
+}
+
+/// Runs `argv` with a timeout and these extra environment variables.
+pub fn run_with_env(argv: &[String], env: &[(String, String)], timeout: Duration) -> CommandResult {
     let fail = |status: String| CommandResult {
         success: false,
         status,
         output_tail: String::new(),
+        first_line: String::new(),
     };
     let Some((program, args)) = argv.split_first() else {
         return fail("empty command".into());
     };
     let mut child = match Command::new(program)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -49,25 +61,32 @@ pub fn run(argv: &[String], timeout: Duration) -> CommandResult {
         Err(e) => return fail(format!("cannot start {program}: {e}")),
     };
     let tail = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let head = Arc::new(Mutex::new(Vec::<u8>::new()));
     let readers: Vec<_> = [
         child
             .stdout
             .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            .map(|s| (Box::new(s) as Box<dyn Read + Send>, true)),
         child
             .stderr
             .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            .map(|s| (Box::new(s) as Box<dyn Read + Send>, false)),
     ]
     .into_iter()
     .flatten()
-    .map(|mut stream| {
+    .map(|(mut stream, is_stdout)| {
         let tail = Arc::clone(&tail);
+        let head = Arc::clone(&head);
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n) = stream.read(&mut buf) {
                 if n == 0 {
                     break;
+                }
+                if is_stdout {
+                    let mut h = head.lock().unwrap_or_else(|e| e.into_inner());
+                    let keep = HEAD_BYTES.saturating_sub(h.len()).min(n);
+                    h.extend_from_slice(&buf[..keep]);
                 }
                 let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
                 t.extend_from_slice(&buf[..n]);
@@ -99,16 +118,24 @@ pub fn run(argv: &[String], timeout: Duration) -> CommandResult {
     let output = String::from_utf8_lossy(&tail.lock().unwrap_or_else(|e| e.into_inner()))
         .trim()
         .to_string();
+    let first_line = String::from_utf8_lossy(&head.lock().unwrap_or_else(|e| e.into_inner()))
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string();
     match status {
         Ok(s) => CommandResult {
             success: s.success(),
             status: s.to_string(),
             output_tail: output,
+            first_line,
         },
         Err(()) => CommandResult {
             success: false,
             status: format!("killed after {} s timeout", timeout.as_secs_f32()),
             output_tail: output,
+            first_line,
         },
     }
 }
@@ -181,6 +208,19 @@ mod tests {
         assert!(big.output_tail.len() <= TAIL_BYTES && big.output_tail.ends_with("END"));
         let missing = run(&["/nonexistent/check".to_string()], Duration::from_secs(1));
         assert!(!missing.success && missing.status.contains("cannot start"));
+    }
+
+    #[test]
+    fn the_first_stdout_line_and_extra_environment() {
+        let r = run_with_env(
+            &sh("echo warming up >&2; echo \"on a mission: $MISSION\"; echo second; exit 1"),
+            &[("MISSION".into(), "pick 42".into())],
+            Duration::from_secs(10),
+        );
+        assert!(!r.success);
+        assert_eq!(r.first_line, "on a mission: pick 42");
+        let silent = run(&sh("exit 1"), Duration::from_secs(10));
+        assert_eq!(silent.first_line, "");
     }
 
     #[test]

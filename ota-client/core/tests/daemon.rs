@@ -9,6 +9,9 @@ use ota_client_core::{EventKind, ReportEvent, Slot};
 use ota_protocol::device::{PollResponse, ReportStatus, UpdateOffer};
 use proptest::prelude::*;
 
+#[path = "daemon/gates.rs"]
+mod gates;
+
 const SECOND: Duration = Duration::from_secs(1);
 
 fn settings() -> Settings {
@@ -17,6 +20,7 @@ fn settings() -> Settings {
         server_url: "https://ota.example".into(),
         backoff_initial: Duration::from_millis(100),
         backoff_max: Duration::from_secs(60),
+        gates: vec![],
     }
 }
 
@@ -43,6 +47,7 @@ fn polled(update: Option<UpdateOffer>) -> Input {
             update,
         },
         armed: false,
+        held: false,
     }
 }
 
@@ -379,6 +384,7 @@ fn an_armed_offer_the_robot_did_not_reboot_into_reboots_without_installing() {
             update: Some(offer("2.0.0")),
         },
         armed: true,
+        held: false,
     });
     assert_eq!(sent_status(&a), ReportStatus::Rebooting);
     assert!(d.saved.clone().unwrap().active.unwrap().rebooting);
@@ -782,6 +788,10 @@ proptest! {
                 }
                 Action::Wait { .. } => Input::Woke,
                 Action::Exit(_) => unreachable!(),
+                Action::Stage(_) | Action::Activate(_) | Action::CheckReady { .. } | Action::CheckApproval { .. } => {
+                    prop_assert!(false, "no gates, nothing held: {action:?}");
+                    unreachable!()
+                }
             };
             last_failure = match &input {
                 Input::Failed(fl) => Some((action.clone(), fl.clone())),

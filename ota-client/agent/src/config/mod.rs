@@ -78,7 +78,25 @@ pub struct Config {
     pub http: HttpConfig,
     /// The fleet server `ota-client daemon` polls (`[server]`); `None` without one.
     pub server: Option<ServerConfig>,
+    /// The robot's own say before an update (`[readiness]`); `None`: always ready.
+    pub readiness: Option<ReadinessConfig>,
 }
+
+/// `[readiness]`: a command the robot stack answers before the daemon downloads, installs or
+/// reboots, so an update never starts in the middle of a mission or at 3 % battery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadinessConfig {
+    /// argv; run with the phase (`download`, `install`, `reboot`) as one more argument and the
+    /// offer in `OTA_*` environment variables. Exit 0: go; else the first line it prints is why not.
+    pub command: Vec<String>,
+    /// Killed (and counted as "not ready") after this long.
+    pub timeout: Duration,
+    /// The phases it gates.
+    pub phases: Vec<ota_protocol::fleet::WaitPhase>,
+}
+
+/// The readiness check's default timeout.
+pub const DEFAULT_READINESS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `[server]`: what `ota-client daemon` needs to enroll, poll and report.
 #[derive(Debug, Clone, PartialEq, Eq)]

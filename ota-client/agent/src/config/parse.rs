@@ -5,10 +5,16 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::raw::{RawBooted, RawBootloader, RawClass, RawConfig, RawHealth, RawHttp, RawServer};
+use ota_protocol::fleet::WaitPhase;
+
+use super::raw::{
+    RawBooted, RawBootloader, RawClass, RawCommand, RawConfig, RawHealth, RawHttp, RawReadiness,
+    RawServer,
+};
 use super::{
     BootedSlotConfig, BootloaderConfig, BootloaderKind, ClassConfig, Config, ConfigError,
-    HealthCheck, HttpConfig, SecretSource, ServerConfig, DEFAULT_DATA_DIR, DEFAULT_TRIES,
+    HealthCheck, HttpConfig, ReadinessConfig, SecretSource, ServerConfig, DEFAULT_DATA_DIR,
+    DEFAULT_READINESS_TIMEOUT, DEFAULT_TRIES,
 };
 
 /// Builds the error for an invalid value: (dotted key, what is wrong and what is expected).
@@ -55,8 +61,13 @@ impl Config {
             None => None,
             Some(r) => Some(parse_server(r, &invalid)?),
         };
+        let readiness = match raw.readiness {
+            None => None,
+            Some(r) => Some(parse_readiness(r, &invalid)?),
+        };
         Ok(Config {
             server,
+            readiness,
             source: path.to_path_buf(),
             compatible: raw.compatible,
             trust_root: raw.trust_root,
@@ -313,6 +324,47 @@ fn parse_server(r: RawServer, invalid: Invalid) -> Result<ServerConfig, ConfigEr
         telemetry_command: r.telemetry_command,
         backoff_initial,
         backoff_max,
+    })
+}
+
+/// `[readiness]`: a non-empty command, a timeout, the phases it gates (default: all, each once).
+fn parse_readiness(r: RawReadiness, invalid: Invalid) -> Result<ReadinessConfig, ConfigError> {
+    let command = match r.command {
+        RawCommand::Program(p) => vec![p],
+        RawCommand::Argv(argv) => argv,
+    };
+    if command.first().is_none_or(|p| p.trim().is_empty()) {
+        return Err(invalid(
+            "readiness.command",
+            "must name a program, e.g. \"/usr/bin/robot-ready\" or [\"robot-ready\", \"--json\"]",
+        ));
+    }
+    if r.timeout_secs == Some(0) {
+        return Err(invalid("readiness.timeout_secs", "must be greater than 0"));
+    }
+    let phases = r.phases.unwrap_or_else(|| WaitPhase::ALL.to_vec());
+    if phases.is_empty() {
+        return Err(invalid(
+            "readiness.phases",
+            "must name at least one of \"download\", \"install\", \"reboot\" (remove [readiness] to gate nothing)",
+        ));
+    }
+    if let Some(p) = phases
+        .iter()
+        .enumerate()
+        .find_map(|(i, p)| phases[..i].contains(p).then_some(p))
+    {
+        return Err(invalid(
+            "readiness.phases",
+            &format!("\"{p}\" is listed twice"),
+        ));
+    }
+    Ok(ReadinessConfig {
+        command,
+        timeout: r
+            .timeout_secs
+            .map_or(DEFAULT_READINESS_TIMEOUT, Duration::from_secs),
+        phases,
     })
 }
 

@@ -23,6 +23,24 @@ pub(super) struct RawConfig {
     pub(super) http: Option<RawHttp>,
     #[serde(default)]
     pub(super) server: Option<RawServer>,
+    #[serde(default)]
+    pub(super) readiness: Option<RawReadiness>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawReadiness {
+    pub(super) command: RawCommand,
+    pub(super) timeout_secs: Option<u64>,
+    pub(super) phases: Option<Vec<ota_protocol::fleet::WaitPhase>>,
+}
+
+/// A command as a program path (run without a shell) or an argv list.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawCommand {
+    Program(String),
+    Argv(Vec<String>),
 }
 
 #[derive(Deserialize)]

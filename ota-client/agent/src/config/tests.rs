@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ota_protocol::fleet::WaitPhase;
+
 use super::*;
 
 const MINIMAL: &str = r#"
@@ -85,6 +87,59 @@ fn the_shipped_example_parses() {
     assert!(server.telemetry_command.is_some());
     assert_eq!(c.http.low_speed_limit, 1024);
     assert_eq!(c.http.low_speed_time, Duration::from_secs(60));
+    let readiness = c.readiness.unwrap();
+    assert_eq!(readiness.command, vec!["/usr/bin/robot-ready"]);
+    assert_eq!(readiness.phases, WaitPhase::ALL);
+}
+
+#[test]
+fn readiness_section() {
+    assert_eq!(
+        parse(MINIMAL).unwrap().readiness,
+        None,
+        "no section: always ready"
+    );
+    let c = parse(&format!(
+        "{MINIMAL}[readiness]\ncommand = \"/usr/bin/ready\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.readiness,
+        Some(ReadinessConfig {
+            command: vec!["/usr/bin/ready".into()],
+            timeout: DEFAULT_READINESS_TIMEOUT,
+            phases: WaitPhase::ALL.to_vec(),
+        })
+    );
+    let c = parse(&format!(
+        "{MINIMAL}[readiness]\ncommand = [\"ready\", \"--battery\", \"30\"]\ntimeout_secs = 3\nphases = [\"reboot\", \"download\"]\n"
+    ))
+    .unwrap();
+    let r = c.readiness.unwrap();
+    assert_eq!(r.command, vec!["ready", "--battery", "30"]);
+    assert_eq!(r.timeout, Duration::from_secs(3));
+    assert_eq!(r.phases, vec![WaitPhase::Reboot, WaitPhase::Download]);
+    for (bad, key) in [
+        ("command = \"\"", "readiness.command"),
+        ("command = []", "readiness.command"),
+        (
+            "command = \"x\"\ntimeout_secs = 0",
+            "readiness.timeout_secs",
+        ),
+        ("command = \"x\"\nphases = []", "readiness.phases"),
+        (
+            "command = \"x\"\nphases = [\"reboot\", \"reboot\"]",
+            "readiness.phases",
+        ),
+        (
+            "command = \"x\"\nphases = [\"mission\"]",
+            "readiness.phases",
+        ),
+        ("command = \"x\"\nbattery = 3", "battery"),
+    ] {
+        let e = err(&format!("{MINIMAL}[readiness]\n{bad}\n"));
+        assert!(e.contains(key), "{bad}: {e}");
+    }
 }
 
 #[test]

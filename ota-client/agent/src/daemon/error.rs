@@ -34,6 +34,9 @@ pub enum DaemonError {
     /// The client cannot be opened.
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// `ota-client approve` without a digest while the daemon works on no update.
+    #[error("no update is waiting for confirmation; name one with --digest")]
+    NothingToApprove,
     /// The HTTP client cannot be set up.
     #[error("cannot set up HTTP: {0}")]
     Http(String),

@@ -86,7 +86,7 @@ impl Files {
     }
 }
 
-fn file_error(e: FileError) -> DaemonError {
+pub(super) fn file_error(e: FileError) -> DaemonError {
     DaemonError::File {
         op: e.op,
         path: e.path,

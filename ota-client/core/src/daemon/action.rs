@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use ota_protocol::device::{PollResponse, ReportRequest, ReportStatus, UpdateOffer};
+use ota_protocol::fleet::WaitPhase;
 
 pub use ota_protocol::client::ErrorKind;
 
@@ -20,6 +21,8 @@ pub struct Settings {
     pub backoff_initial: Duration,
     /// The longest backoff.
     pub backoff_max: Duration,
+    /// The phases the robot's readiness check gates (empty: it has none).
+    pub gates: Vec<WaitPhase>,
 }
 
 /// What happened: the first input is [`Input::Start`]; each later one answers the last
@@ -39,8 +42,15 @@ pub enum Input {
         response: PollResponse,
         /// The offered bundle is armed.
         armed: bool,
+        /// A slot other than the booted one holds the offered bundle (staged, or a release the
+        /// robot ran before): arm it instead of downloading.
+        held: bool,
     },
-    /// [`Action::Install`]: how the install ended.
+    /// [`Action::CheckReady`]: the readiness check's answer.
+    Ready(Readiness),
+    /// [`Action::CheckApproval`]: whether `ota-client approve` confirmed the bundle.
+    Approved(bool),
+    /// [`Action::Install`], [`Action::Stage`], [`Action::Activate`]: how it ended.
     Installed(InstallResult),
     /// The last action failed.
     Failed(Failure),
@@ -50,9 +60,22 @@ pub enum Input {
     Cancelled,
 }
 
-/// How an install ended.
+/// What the robot's readiness check said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// Go ahead.
+    Go,
+    /// Not now, and why (the check's first output line, or why it could not run).
+    Wait(String),
+}
+
+/// How an install, a staging or an activation ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InstallResult {
+    /// [`Action::Stage`]: written and verified in the standby slot, not armed.
+    Staged,
+    /// [`Action::Activate`]: no slot holds the bundle after all; it has to be downloaded.
+    NotHeld,
     /// Written, verified and armed: reboot.
     TrialArmed {
         /// The slot armed.
@@ -99,6 +122,24 @@ pub enum Action {
     Poll,
     /// Install the offer (progress reports are the caller's): answer [`Input::Installed`].
     Install(UpdateOffer),
+    /// Download the offer and write the standby slot without arming it (install options
+    /// `stage_only`): answer [`Input::Installed`] ([`InstallResult::Staged`]).
+    Stage(UpdateOffer),
+    /// Arm the slot that already holds the offer's bundle, without downloading: answer
+    /// [`Input::Installed`] ([`InstallResult::TrialArmed`] or [`InstallResult::NotHeld`]).
+    Activate(UpdateOffer),
+    /// Run the readiness check for `phase` with the offer's details: answer [`Input::Ready`].
+    CheckReady {
+        /// The step it gates.
+        phase: WaitPhase,
+        /// The offer, for the check's environment.
+        offer: UpdateOffer,
+    },
+    /// Look for a local confirmation of this bundle: answer [`Input::Approved`].
+    CheckApproval {
+        /// The bundle's identity.
+        manifest_digest: String,
+    },
     /// Reboot the robot.
     Reboot,
     /// Wait `delay` (until `until`, on the time given to the machine), then [`Input::Woke`].
@@ -118,6 +159,8 @@ impl Action {
     pub fn interruptible(&self) -> bool {
         match self {
             Action::Enroll | Action::ListEvents | Action::Poll | Action::Install(_) => true,
+            Action::Stage(_) | Action::Activate(_) => true,
+            Action::CheckReady { .. } | Action::CheckApproval { .. } => true,
             Action::Wait { .. } => true,
             Action::Send { request, .. } => request.status != ReportStatus::Rebooting,
             Action::ForgetToken | Action::Ack { .. } | Action::Reboot | Action::Exit(_) => false,

@@ -2,7 +2,9 @@
 //!
 //! One cycle: enroll if there is no token; report every unreported client event in order,
 //! acknowledging each only after the server has it (at least once, under a stable id); poll;
-//! on an offer report `downloading`, install, then report `rebooting` and reboot. A cycle
+//! on an offer run the [`plan`]'s steps (report `downloading`, install, report `rebooting`,
+//! reboot; or stage, arm later), stopping at the first readiness check or confirmation that
+//! says wait: that offer is held until the next poll, which reports why. A cycle
 //! that ends without an offer waits the server's poll interval (with its jitter) and resets
 //! the backoff; a failed one backs off (a give-up for at least half the longest backoff, a
 //! 401 after forgetting the token). An offer whose install failed is reported at once and
@@ -13,50 +15,16 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use ota_protocol::device::{PollResponse, ReportStatus, UpdateOffer};
+use ota_protocol::fleet::{WaitPhase, Waiting};
 
-use super::action::{Action, ErrorKind, Exit, Failure, Input, InstallResult, Level, Settings};
+use super::action::{Action, ErrorKind, Exit, Input, InstallResult, Level, Readiness, Settings};
 use super::backoff::Backoff;
+use super::gates::{describe, plan, Held, Step, WAITING_FOR_CONFIRMATION};
+use super::hold::Holds;
 use super::report::{event_offer, event_report, status_report};
 use super::state::{enroll_request_id, ActiveOffer, DaemonState};
+use super::verdict::{offer_failed, Verdict};
 use crate::slot::{EventKind, ReportEvent};
-
-/// How a failed cycle is retried.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Verdict {
-    /// Back off, honouring `Retry-After`.
-    Retry {
-        why: String,
-        retry_after: Option<Duration>,
-    },
-    /// Forget the token and enroll again after a backoff.
-    Reenroll(String),
-    /// Retrying soon cannot help: wait at least half the longest backoff.
-    Permanent(String),
-}
-
-impl Verdict {
-    fn retry(why: String) -> Verdict {
-        Verdict::Retry {
-            why,
-            retry_after: None,
-        }
-    }
-
-    /// A failed request to the server (other than enrolling).
-    fn of(f: Failure) -> Verdict {
-        match f.kind {
-            ErrorKind::Retry => Verdict::Retry {
-                why: f.why,
-                retry_after: f.retry_after,
-            },
-            ErrorKind::Reauthenticate => Verdict::Reenroll(format!(
-                "the server no longer accepts this device's token ({})",
-                f.message
-            )),
-            ErrorKind::GiveUp => Verdict::Permanent(f.why),
-        }
-    }
-}
 
 /// What follows the event reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,13 +60,24 @@ enum Phase {
         then: Then,
     },
     Polling,
-    Downloading(UpdateOffer),
-    Installing(UpdateOffer),
+    /// Working on an offer: doing one step, the rest to follow.
+    Offer(Run, Step),
     ReportingFailure(semver::Version),
     AnnouncingReboot(semver::Version),
     Rebooting(semver::Version),
     Waiting,
     Exited(Exit),
+}
+
+/// An offer being worked on in this cycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Run {
+    offer: UpdateOffer,
+    steps: VecDeque<Step>,
+    /// The wait before the next poll, once the steps are done or held.
+    poll_delay: Duration,
+    /// Downloaded in this cycle (an activation that finds nothing does not download again).
+    downloaded: bool,
 }
 
 /// The daemon's decisions; see the [module](self) docs.
@@ -113,6 +92,7 @@ pub struct DaemonMachine {
     phase: Phase,
     last: Action,
     log: Vec<(Level, String)>,
+    holds: Holds,
 }
 
 impl DaemonMachine {
@@ -128,7 +108,14 @@ impl DaemonMachine {
             phase: Phase::Idle,
             last: Action::Exit(Exit::Stopped),
             log: Vec::new(),
+            holds: Holds::default(),
         }
+    }
+
+    /// Why the robot holds the offered update back, for the poll just asked for
+    /// ([`Action::Poll`]); `None` when it does not.
+    pub fn waiting(&self) -> Option<&Waiting> {
+        self.holds.waiting()
     }
 
     /// The records to persist.
@@ -213,7 +200,7 @@ impl DaemonMachine {
                 self.list(Then::Poll)
             }
             (Phase::Enrolling, Input::Failed(f)) => {
-                let v = self.enroll_verdict(f);
+                let v = Verdict::enroll(f, &self.state.device_id);
                 self.fail(now, random, v)
             }
             (Phase::Listing(then), Input::Events(events)) => {
@@ -274,16 +261,15 @@ impl DaemonMachine {
             (Phase::Acking { .. }, Input::Failed(f)) => {
                 self.fail(now, random, Verdict::retry(f.why))
             }
-            (Phase::Polling, Input::Polled { response, armed }) => {
-                self.polled(now, random, response, armed)
-            }
-            (Phase::Downloading(offer), Input::Done) => {
-                self.phase = Phase::Installing(offer.clone());
-                Action::Install(offer)
-            }
-            (Phase::Installing(offer), Input::Installed(result)) => {
-                self.installed(now, random, offer, result)
-            }
+            (
+                Phase::Polling,
+                Input::Polled {
+                    response,
+                    armed,
+                    held,
+                },
+            ) => self.polled(now, random, response, armed, held),
+            (Phase::Offer(run, doing), input) => self.offer_answer(now, random, run, doing, input),
             (Phase::ReportingFailure(version), Input::Done) => {
                 self.state.active = None;
                 self.changed = true;
@@ -307,10 +293,9 @@ impl DaemonMachine {
                 Verdict::retry(format!("the reboot into {version} failed: {}", f.why)),
             ),
             (Phase::Waiting, Input::Woke) => self.cycle(),
-            (
-                Phase::Polling | Phase::Downloading(_) | Phase::ReportingFailure(_),
-                Input::Failed(f),
-            ) => self.fail(now, random, Verdict::of(f)),
+            (Phase::Polling | Phase::ReportingFailure(_), Input::Failed(f)) => {
+                self.fail(now, random, Verdict::of(f))
+            }
             (phase, _) => {
                 // Not an answer to the last action: ignore it.
                 self.phase = phase;
@@ -373,6 +358,7 @@ impl DaemonMachine {
         let Some(ev) = queue.pop_front() else {
             return match then {
                 Then::Poll => {
+                    self.holds.report(now);
                     self.phase = Phase::Polling;
                     Action::Poll
                 }
@@ -424,73 +410,197 @@ impl DaemonMachine {
         random: u64,
         response: PollResponse,
         armed: bool,
+        in_slot: bool,
     ) -> Action {
         let Some(offer) = response.update.clone() else {
+            self.holds.clear();
             self.say(Level::Debug, "polled: no update".into());
             self.backoff.reset();
             return self.wait(now, response.next_poll_delay(random as u32));
         };
         self.say(Level::Debug, format!("polled: offered {}", offer.version));
+        self.holds.offered(&offer.manifest_digest);
         let mut active = ActiveOffer::from_offer(&offer);
-        if armed {
-            active.rebooting = true;
-            self.state.active = Some(active);
-            self.changed = true;
-            self.say(
-                Level::Info,
-                format!(
-                    "{} is armed for a trial boot but the robot did not reboot: rebooting",
-                    offer.version
-                ),
-            );
-            return self.announce_reboot();
+        if let Some(old) = self.state.active.as_ref().filter(|a| a.same_offer(&active)) {
+            active.staged = old.staged;
         }
         if self.state.active.as_ref() != Some(&active) {
             self.state.active = Some(active.clone());
             self.changed = true;
         }
-        self.say(
-            Level::Info,
-            format!(
-                "update {} offered (rollout {}, {} bytes): downloading and installing",
-                offer.version, offer.rollout_id, offer.size
+        let held = Held {
+            armed,
+            in_slot,
+            staged_reported: active.staged,
+        };
+        let steps = plan(&offer, held, &self.settings.gates);
+        // Asking again about a held offer at every poll is routine; its answer is logged.
+        let level = if self.holds.holding() {
+            Level::Debug
+        } else {
+            Level::Info
+        };
+        self.say(level, describe(&offer, armed, &steps));
+        let run = Run {
+            offer,
+            steps: steps.into(),
+            poll_delay: response.next_poll_delay(random as u32),
+            downloaded: false,
+        };
+        self.next_step(now, run)
+    }
+
+    /// Carries out the next step of `run`; when none is left, waits for the next poll.
+    fn next_step(&mut self, now: Duration, mut run: Run) -> Action {
+        let Some(step) = run.steps.pop_front() else {
+            self.backoff.reset();
+            return self.wait(now, run.poll_delay);
+        };
+        let offer = run.offer.clone();
+        let action = match step {
+            Step::Check(phase) => Action::CheckReady { phase, offer },
+            Step::Approval => Action::CheckApproval {
+                manifest_digest: offer.manifest_digest,
+            },
+            Step::ReportDownloading | Step::ReportStaged => {
+                let (status, progress) = match step {
+                    Step::ReportDownloading => (ReportStatus::Downloading, Some(0)),
+                    _ => (ReportStatus::Staged, None),
+                };
+                let active = ActiveOffer::from_offer(&offer);
+                Action::Send {
+                    request: status_report(&self.state.instance, &active, status, progress, None),
+                    attach_log: false,
+                }
+            }
+            Step::Install => Action::Install(offer),
+            Step::Stage => Action::Stage(offer),
+            Step::Activate => Action::Activate(offer),
+            Step::Reboot => {
+                let mut active = ActiveOffer::from_offer(&offer);
+                active.rebooting = true;
+                active.staged = self.state.active.as_ref().is_some_and(|a| a.staged);
+                self.state.active = Some(active);
+                self.changed = true;
+                return self.announce_reboot();
+            }
+        };
+        self.phase = Phase::Offer(run, step);
+        action
+    }
+
+    /// The answer to a step of an offer.
+    fn offer_answer(
+        &mut self,
+        now: Duration,
+        random: u64,
+        run: Run,
+        doing: Step,
+        input: Input,
+    ) -> Action {
+        match (doing, input) {
+            (Step::Check(phase), Input::Ready(Readiness::Go)) => {
+                self.holds.go(phase);
+                self.next_step(now, run)
+            }
+            (Step::Check(phase), Input::Ready(Readiness::Wait(reason))) => {
+                self.hold(now, run, phase, reason)
+            }
+            (Step::Approval, Input::Approved(true)) => {
+                self.holds.go(WaitPhase::Reboot);
+                self.next_step(now, run)
+            }
+            (Step::Approval, Input::Approved(false)) => self.hold(
+                now,
+                run,
+                WaitPhase::Reboot,
+                WAITING_FOR_CONFIRMATION.to_string(),
             ),
-        );
-        let request = status_report(
-            &self.state.instance,
-            &active,
-            ReportStatus::Downloading,
-            Some(0),
-            None,
-        );
-        self.phase = Phase::Downloading(offer);
-        Action::Send {
-            request,
-            attach_log: false,
+            (Step::ReportDownloading | Step::ReportStaged, Input::Done) => {
+                if doing == Step::ReportStaged {
+                    if let Some(a) = self.state.active.as_mut() {
+                        a.staged = true;
+                        self.changed = true;
+                    }
+                }
+                self.next_step(now, run)
+            }
+            (Step::ReportDownloading | Step::ReportStaged, Input::Failed(f)) => {
+                self.fail(now, random, Verdict::of(f))
+            }
+            (Step::Install | Step::Stage | Step::Activate, Input::Installed(result)) => {
+                self.installed(now, random, run, doing, result)
+            }
+            (doing, _) => {
+                // Not an answer to the last action: ignore it.
+                self.phase = Phase::Offer(run, doing);
+                self.last.clone()
+            }
         }
     }
 
+    /// A check said wait: hold the offer and poll again (reporting why) after the interval.
+    fn hold(&mut self, now: Duration, run: Run, phase: WaitPhase, reason: String) -> Action {
+        let news = self
+            .holds
+            .hold(now, &run.offer.manifest_digest, phase, &reason);
+        self.say(
+            if news { Level::Info } else { Level::Debug },
+            format!(
+                "the {phase} of {} waits: {reason}; asking again at the next poll",
+                run.offer.version
+            ),
+        );
+        self.backoff.reset();
+        self.wait(now, run.poll_delay)
+    }
+
+    /// How an install, a staging or an activation ended.
     fn installed(
         &mut self,
         now: Duration,
         random: u64,
-        offer: UpdateOffer,
+        mut run: Run,
+        doing: Step,
         result: InstallResult,
     ) -> Action {
-        let version = offer.version.clone();
+        let version = run.offer.version.clone();
         match result {
-            InstallResult::TrialArmed { slot } => {
-                let mut active = ActiveOffer::from_offer(&offer);
-                active.rebooting = true;
-                self.state.active = Some(active);
-                self.changed = true;
+            InstallResult::Staged => {
+                run.downloaded = true;
                 self.say(
                     Level::Info,
+                    format!("{version} downloaded and written to the standby slot, not armed"),
+                );
+                self.next_step(now, run)
+            }
+            InstallResult::NotHeld if run.downloaded => self.fail(
+                now,
+                random,
+                Verdict::retry(format!("{version} was staged but no slot holds it now")),
+            ),
+            InstallResult::NotHeld => {
+                self.say(
+                    Level::Info,
+                    format!("{version} is not in a slot after all: downloading it"),
+                );
+                let held = Held {
+                    staged_reported: self.state.active.as_ref().is_some_and(|a| a.staged),
+                    ..Held::default()
+                };
+                run.steps = plan(&run.offer, held, &self.settings.gates).into();
+                self.next_step(now, run)
+            }
+            InstallResult::TrialArmed { slot } => {
+                let line = if doing == Step::Activate {
+                    format!("{version} was already in slot {slot}: armed it for a trial boot without downloading")
+                } else {
                     format!(
                         "{version} written to slot {slot} and armed for a trial boot: rebooting"
-                    ),
-                );
-                self.announce_reboot()
+                    )
+                };
+                self.say(Level::Info, line);
+                self.next_step(now, run)
             }
             InstallResult::LiveSwitched { classes } => {
                 self.say(
@@ -548,7 +658,7 @@ impl DaemonMachine {
                 }
                 // The client could not record it: report it here, or the server would offer
                 // the same update forever.
-                let active = ActiveOffer::from_offer(&offer);
+                let active = ActiveOffer::from_offer(&run.offer);
                 let request = status_report(
                     &self.state.instance,
                     &active,
@@ -578,25 +688,6 @@ impl DaemonMachine {
         Action::Send {
             request,
             attach_log: false,
-        }
-    }
-
-    fn enroll_verdict(&self, f: Failure) -> Verdict {
-        match (f.kind, f.status) {
-            (ErrorKind::Retry, _) => Verdict::of(f),
-            (ErrorKind::Reauthenticate, _) => Verdict::Permanent(format!(
-                "enrollment refused: {} (check [server] enrollment_secret)",
-                f.message
-            )),
-            (ErrorKind::GiveUp, Some(409)) => Verdict::Permanent(format!(
-                "enrollment refused: {} (another robot enrolled as {}; an operator must delete that device on the server, or set [server] device_id)",
-                f.message, self.state.device_id
-            )),
-            (ErrorKind::GiveUp, Some(_)) => {
-                Verdict::Permanent(format!("enrollment refused: {}", f.message))
-            }
-            // Not the server's answer (the secret file is unreadable): as it is.
-            (ErrorKind::GiveUp, None) => Verdict::Permanent(f.why),
         }
     }
 
@@ -630,10 +721,4 @@ impl DaemonMachine {
             }
         }
     }
-}
-
-fn offer_failed(version: &semver::Version) -> Verdict {
-    Verdict::retry(format!(
-        "the offer of {version} failed; polling again after a backoff"
-    ))
 }

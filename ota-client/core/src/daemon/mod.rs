@@ -12,6 +12,7 @@
 //!   `installing` progress report is due ([`ProgressThrottle`]).
 //! * [`state`]: the persisted [`DaemonState`] (identity, the offer worked on).
 //! * [`action`]: what the machine is told ([`Input`]) and asks for ([`Action`]).
+//! * [`gates`]: the steps of an offer and the robot's own checks before each ([`plan`]).
 //! * [`machine`]: [`DaemonMachine`], the loop's decisions.
 //!
 //! Failures come with the typed [`ErrorKind`] of `ota_protocol::client` (retry / give up /
@@ -19,12 +20,18 @@
 
 pub mod action;
 pub mod backoff;
+pub mod gates;
+mod hold;
 pub mod machine;
 pub mod report;
 pub mod state;
+mod verdict;
 
-pub use action::{Action, ErrorKind, Exit, Failure, Input, InstallResult, Level, Settings};
+pub use action::{
+    Action, ErrorKind, Exit, Failure, Input, InstallResult, Level, Readiness, Settings,
+};
 pub use backoff::{Backoff, MAX_RETRY_AFTER};
+pub use gates::{plan, Held, Step, WAITING_FOR_CONFIRMATION};
 pub use machine::DaemonMachine;
 pub use report::{
     event_offer, event_report, progress_report, status_report, ProgressThrottle, PROGRESS_INTERVAL,

@@ -15,6 +15,9 @@ pub struct ActiveOffer {
     pub manifest_digest: String,
     /// The trial was armed and the reboot requested.
     pub rebooting: bool,
+    /// Written to the standby slot ahead of its install, and reported `staged`.
+    #[serde(default)]
+    pub staged: bool,
 }
 
 impl ActiveOffer {
@@ -26,7 +29,13 @@ impl ActiveOffer {
             version: offer.version.clone(),
             manifest_digest: offer.manifest_digest.clone(),
             rebooting: false,
+            staged: false,
         }
+    }
+
+    /// Whether `other` is the same offer (the same bundle from the same rollout).
+    pub fn same_offer(&self, other: &ActiveOffer) -> bool {
+        self.rollout_id == other.rollout_id && self.manifest_digest == other.manifest_digest
     }
 }
 
