@@ -26,6 +26,10 @@ pub struct Config {
     pub max_inflight_device_requests: usize,
     /// Largest JSON body.
     pub max_json_bytes: usize,
+    /// Telemetry history older than this is deleted.
+    pub history_retention_secs: u64,
+    /// How often the health guards are evaluated.
+    pub guard_interval: Duration,
 }
 
 impl Config {

@@ -13,7 +13,9 @@ use crate::fleet::Shared;
 use crate::metrics::{Gauges, Metrics};
 use crate::services::bundles::BundleService;
 use crate::services::devices::DeviceService;
+use crate::services::history::HistoryService;
 use crate::services::rollouts::RolloutService;
+use crate::services::watch::WatchService;
 use crate::store::Store;
 use crate::tokens::Caller;
 
@@ -25,6 +27,10 @@ pub struct AppState {
     pub rollouts: RolloutService,
     /// Published bundles.
     pub bundles: BundleService,
+    /// Telemetry history.
+    pub history: HistoryService,
+    /// Health-guard evaluation.
+    pub watch: WatchService,
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     inflight: AtomicUsize,
@@ -52,6 +58,8 @@ impl AppState {
             devices: DeviceService(shared.clone()),
             rollouts: RolloutService(shared.clone()),
             bundles: BundleService(shared.clone()),
+            history: HistoryService(shared.clone()),
+            watch: WatchService(shared.clone()),
             shared,
             shutdown,
             inflight: AtomicUsize::new(0),
@@ -86,9 +94,11 @@ impl AppState {
         self.devices.authenticate(token)
     }
 
-    /// Persists pending device state (the write-behind flush).
+    /// Persists pending device state (the write-behind flush) and the telemetry history buckets closed by now.
     pub async fn flush(&self) -> Result<usize, ServiceError> {
-        self.devices.flush().await
+        let count = self.devices.flush().await?;
+        self.history.flush(crate::fleet::unix_now(), false).await?;
+        Ok(count)
     }
 
     /// Subscribes to events.
