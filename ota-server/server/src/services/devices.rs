@@ -193,6 +193,7 @@ impl DeviceService {
             }
         }
         lock(&shared.dirty).remove(device_id);
+        lock(&shared.history).forget(device_id);
         shared.emit(Event::DeviceDeleted(DeviceDeletedEvent {
             device_id: device_id.to_string(),
         }));
