@@ -61,7 +61,12 @@ impl RolloutService {
                         });
                     }
                 }
-                if r.record.state != RolloutState::Active && new.is_empty() {
+                // Without joiners, only a deadline, a soak or a start time can change an active rollout.
+                let aim = &r.record.aim;
+                let timed = aim.rules.deadline_secs > 0
+                    || aim.rules.soak_secs > 0
+                    || aim.start_at.is_some();
+                if new.is_empty() && (r.record.state != RolloutState::Active || !timed) {
                     continue;
                 }
                 let mut joined = r.joined.clone();

@@ -385,6 +385,33 @@ async fn labels_groups_and_rules_survive_a_restart() {
     .await;
     assert_eq!(status, StatusCode::CREATED, "{info}");
     assert_eq!(info["counts"]["targeted"], 1);
+    let id = info["rollout_id"].as_u64().unwrap();
+    // A robot that joins later keeps its place (and its join stage) across the restart; so does what it said.
+    let late = enroll(&c, &server, "r2", &[], COMPATIBLE).await;
+    let mut body = poll_body("1.1.0", COMPATIBLE);
+    body.waiting =
+        Some(serde_json::from_value(json!({"phase": "download", "reason": "charging"})).unwrap());
+    c.post(server.url("/api/device/poll"))
+        .bearer_auth(&late)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(put("/api/devices/r2/labels", json!({"group": "g"}))
+        .await
+        .unwrap()
+        .status()
+        .is_success());
+    let mut joined = false;
+    for _ in 0..100 {
+        let detail = admin_get(&c, &server, &format!("/api/rollouts/{id}")).await;
+        if detail["devices"].as_array().unwrap().len() == 2 {
+            joined = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(joined, "r2 joins the rollout");
     server.stop().await;
 
     let server = TestServer::start(settings(dir.path(), &trust_root)).await;
@@ -402,5 +429,22 @@ async fn labels_groups_and_rules_survive_a_restart() {
         rollouts[0]["rules"],
         json!({"soak_secs": 60, "deadline_secs": 600})
     );
+    assert_eq!(rollouts[0]["counts"]["targeted"], 2);
+    assert_eq!(
+        rollouts[0]["counts"]["offered"], 2,
+        "a one-stage rollout takes its late joiner at once"
+    );
+    let detail = admin_get(&c, &server, &format!("/api/rollouts/{id}")).await;
+    assert_eq!(detail["devices"][1]["device_id"], "r2");
+    assert_eq!(detail["devices"][1]["rank"], 1);
+    assert_eq!(detail["devices"][1]["waiting"]["reason"], "charging");
+    let late = poll(
+        &c,
+        &server,
+        &enroll(&c, &server, "r2", &[], COMPATIBLE).await,
+        "1.1.0",
+    )
+    .await;
+    assert!(late.update.is_some());
     server.stop().await;
 }
