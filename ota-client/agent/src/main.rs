@@ -27,6 +27,9 @@ struct Program {
 enum Command {
     /// Install a signed bundle (file or http(s) URL) into the standby slot and arm a trial boot.
     Install(cmd::install::Args),
+    /// Arm a slot that already holds a bundle (staged with `install --stage-only`, or a
+    /// release committed before) for a trial boot, without downloading it again.
+    Activate(cmd::activate::Args),
     /// Show slots, the pending trial, the last install and unreported events.
     Status(cmd::status::Args),
     /// Mark a slot good (default: the booted one; commits a trial boot).
@@ -46,6 +49,7 @@ fn run(program: Program) -> anyhow::Result<()> {
     let config = ota_client::Config::load(&program.config)?;
     match program.command {
         Command::Install(args) => cmd::install::run(config, args),
+        Command::Activate(args) => cmd::activate::run(config, args),
         Command::Status(args) => cmd::status::run(config, args),
         Command::MarkGood(args) => cmd::mark::run(config, args, true),
         Command::MarkBad(args) => cmd::mark::run(config, args, false),

@@ -44,12 +44,13 @@ pub enum ClientError {
         /// What the download decided about it.
         kind: ErrorKind,
     },
-    /// The planner refused the install.
+    /// The planner refused the install. (Not a `source`: the message already says it, and
+    /// error chains would print it twice.)
     #[error("install refused: {0}")]
-    Refused(#[from] Refusal),
-    /// The transition table refused the operation.
+    Refused(Refusal),
+    /// The transition table refused the operation (the message says it, as above).
     #[error("refused: {0}")]
-    Step(#[from] StepError),
+    Step(StepError),
     /// A slot device or file.
     #[error("slot {class}/{slot} ({path}): {detail}")]
     Slot {
@@ -102,6 +103,18 @@ pub enum ClientError {
     /// A test hook cut the power here (never happens outside tests).
     #[error("simulated power cut at {0}")]
     PowerCut(String),
+}
+
+impl From<Refusal> for ClientError {
+    fn from(r: Refusal) -> Self {
+        ClientError::Refused(r)
+    }
+}
+
+impl From<StepError> for ClientError {
+    fn from(e: StepError) -> Self {
+        ClientError::Step(e)
+    }
 }
 
 impl ClientError {

@@ -1,5 +1,6 @@
 //! One module per subcommand: an `Args` struct and a `run` function.
 
+pub mod activate;
 pub mod confirm;
 pub mod daemon;
 pub mod install;

@@ -5,6 +5,7 @@
 
 mod common;
 mod daemon_cli;
+mod floor;
 mod hostile_server;
 mod http;
 mod kill;

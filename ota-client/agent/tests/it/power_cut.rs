@@ -1,4 +1,4 @@
-//! Power cuts at every phase boundary of install/confirm/mark-bad (through the client's
+//! Power cuts at every phase boundary of install/confirm/mark-bad/stage/activate (through the client's
 //! checkpoint hook) and at random byte offsets while a slot is written (a writer that stops
 //! after N bytes). After each cut the robot reboots through the shipped GRUB script; the
 //! slot it boots must hold a complete verified image, the client must settle, and a new
@@ -110,6 +110,12 @@ enum Scenario {
     LiveUnhealthy,
     MixedHealthy,
     MarkBadFallback,
+    /// A stage-only install, its activation, the trial boot.
+    StageActivate,
+    /// Back to the release still in the other slot, by activation.
+    RevertActivate,
+    /// A release carrying a security floor, committed (the floor is raised at that commit).
+    FloorCommit,
 }
 
 const VERSIONS: &[&str] = &["2.0.0", "9.0.0"];
@@ -121,12 +127,12 @@ fn client(r: &Robot, cut: &Cut) -> Client {
 }
 
 fn install(r: &Robot, cut: &Cut, bundle: &[u8]) -> bool {
+    install_with(r, cut, bundle, &InstallOptions::default())
+}
+
+fn install_with(r: &Robot, cut: &Cut, bundle: &[u8], options: &InstallOptions) -> bool {
     let p = r.put("bundle.otab", bundle);
-    let res = client(r, cut).install(
-        &BundleSource::File(p),
-        &InstallOptions::default(),
-        &mut NoProgress,
-    );
+    let res = client(r, cut).install(&BundleSource::File(p), options, &mut NoProgress);
     if let Err(e) = &res {
         if !cut.fired() {
             // Only the intended failures (failed health checks) are allowed without a cut.
@@ -135,6 +141,15 @@ fn install(r: &Robot, cut: &Cut, bundle: &[u8]) -> bool {
                 "unexpected install failure: {e}"
             );
         }
+    }
+    !cut.fired()
+}
+
+fn activate(r: &Robot, cut: &Cut, bundle: &[u8], revert: bool) -> bool {
+    let res = client(r, cut).activate(&super::floor::digest(bundle), revert);
+    match res {
+        Ok(slot) => assert!(slot.is_some() || cut.fired(), "nothing to activate"),
+        Err(e) => assert!(cut.fired(), "unexpected activation failure: {e}"),
     }
     !cut.fired()
 }
@@ -192,6 +207,34 @@ fn run(r: &Robot, scenario: Scenario, cut: &Cut) -> bool {
             r.client().mark_good(Some(Slot::A)).unwrap();
             let _ = client(r, cut).mark_bad(None);
             !cut.fired()
+        }
+        Scenario::StageActivate => {
+            let stage = InstallOptions {
+                stage_only: true,
+                ..InstallOptions::default()
+            };
+            let bundle = rootfs_bundle("2.0.0");
+            install_with(r, cut, &bundle, &stage) && activate(r, cut, &bundle, false) && {
+                r.reboot();
+                confirm(r, cut)
+            }
+        }
+        Scenario::RevertActivate => {
+            // Setup without cuts: 2.0.0 committed in B, then 9.0.0 in A.
+            for version in ["2.0.0", "9.0.0"] {
+                r.install(&rootfs_bundle(version)).unwrap();
+                r.reboot_and_confirm().1.unwrap();
+            }
+            activate(r, cut, &rootfs_bundle("2.0.0"), true) && {
+                r.reboot();
+                confirm(r, cut)
+            }
+        }
+        Scenario::FloorCommit => {
+            install(r, cut, &super::floor::floored_bundle("2.0.0", "2.0.0")) && {
+                r.reboot();
+                confirm(r, cut)
+            }
         }
     }
 }
@@ -323,6 +366,53 @@ fn cuts_at_every_live_and_mark_boundary() {
     assert!(total >= 15, "{total} cut points");
 }
 
+/// The floor after a cut: raised exactly when the floored release is the committed one (a cut
+/// between the state and the floor file loses nothing: the state's copy repairs the file).
+fn assert_floor_follows_the_commit(r: &Robot, context: &str) {
+    let st = r.status();
+    let primary = st.primary.expect("a primary");
+    let committed_fix = r.slot_bytes("rootfs", primary) == rootfs_image("2.0.0")
+        && r.slot_state("rootfs", primary) == "good";
+    let expected = committed_fix.then(|| "2.0.0".parse().unwrap());
+    assert_eq!(st.security_floor, expected, "{context}");
+}
+
+#[test]
+fn cuts_at_every_stage_activate_and_floor_boundary() {
+    let mut total = 0;
+    for backend in [Backend::Grub, Backend::File] {
+        for s in [Scenario::StageActivate, Scenario::RevertActivate] {
+            total += cut_every_checkpoint(s, backend);
+        }
+    }
+    // The floor: every cut, then the robot settles with the floor matching what it committed,
+    // and a later update keeps it (and writes it to its own file).
+    let probe = Robot::new(Backend::Grub);
+    let record = Cut::new(None, None);
+    assert!(run(&probe, Scenario::FloorCommit, &record));
+    let names = record.names.lock().unwrap().clone();
+    assert!(
+        names.iter().any(|n| n.ends_with(":before-floor")),
+        "{names:?}"
+    );
+    for (i, name) in names.iter().enumerate() {
+        let r = Robot::new(Backend::Grub);
+        let cut = Cut::new(Some(i), None);
+        assert!(!run(&r, Scenario::FloorCommit, &cut), "cut {i} fired");
+        let context = format!("FloorCommit cut at #{i} {name}");
+        settle(&r, &context);
+        assert_floor_follows_the_commit(&r, &context);
+        let floor = r.status().security_floor;
+        update_after_cut(&r, &context);
+        assert_eq!(r.status().security_floor, floor, "{context}");
+        let file = std::fs::read_to_string(r.path("data/security-floor")).ok();
+        assert_eq!(file, floor.map(|f| format!("{f}\n")), "{context}");
+    }
+    total += names.len();
+    eprintln!("{total} checkpoint cuts (stage, activate, floor)");
+    assert!(total >= 30, "{total} cut points");
+}
+
 #[test]
 fn cuts_at_every_boundary_file_backend() {
     let mut total = 0;
@@ -417,6 +507,9 @@ fn power_cut_campaign() {
         Scenario::LiveUnhealthy,
         Scenario::MixedHealthy,
         Scenario::MarkBadFallback,
+        Scenario::StageActivate,
+        Scenario::RevertActivate,
+        Scenario::FloorCommit,
     ];
     // How many checkpoints each scenario passes (learned once, without cuts).
     let checkpoints: Vec<usize> = scenarios
@@ -447,7 +540,11 @@ fn power_cut_campaign() {
             Backend::File
         };
         let live = matches!(scenario, Scenario::LiveHealthy | Scenario::LiveUnhealthy);
-        let cut = if next(2) == 0 || matches!(scenario, Scenario::MarkBadFallback) {
+        let no_writes = matches!(
+            scenario,
+            Scenario::MarkBadFallback | Scenario::RevertActivate
+        );
+        let cut = if next(2) == 0 || no_writes {
             Cut::new(Some(next(checkpoints[which] as u64) as usize), None)
         } else {
             let size = if live { MODEL_SIZE } else { ROOTFS_SIZE };
