@@ -11,15 +11,18 @@ use ota_client_core::daemon::{
     Action, ActiveOffer, DaemonMachine, Exit, Failure, Input, InstallResult, Level,
     ProgressThrottle, Settings,
 };
+use ota_client_core::ReportEvent;
 use ota_protocol::device::{EnrollRequest, PollRequest, ReportRequest, UpdateOffer};
 
 use super::api::{failure, Server};
+use super::approval::approved;
 use super::error::DaemonError;
 use super::files::{default_device_id, Files};
 use super::hooks::DaemonHooks;
 use super::log::{Log, LOG_FILE};
 use super::progress::Reporter;
-use crate::client::{Client, InstallOptions, InstallReport};
+use super::readiness;
+use crate::client::{Client, ClientError, InstallOptions, InstallReport, Status};
 use crate::config::{Config, ServerConfig};
 use crate::source::{BundleSource, HttpRequest};
 use crate::telemetry::Sampler;
@@ -81,6 +84,11 @@ impl<'a> Daemon<'a> {
             server_url: server_config.url.clone(),
             backoff_initial: server_config.backoff_initial,
             backoff_max: server_config.backoff_max,
+            gates: config
+                .readiness
+                .as_ref()
+                .map(|r| r.phases.clone())
+                .unwrap_or_default(),
         };
         let machine = DaemonMachine::new(settings, saved, token.is_some());
         server.set_token(token);
@@ -142,7 +150,17 @@ impl<'a> Daemon<'a> {
                     Err(e) => Input::Failed(Failure::retry(e.to_string())),
                 },
                 Action::Poll => self.poll(),
-                Action::Install(offer) => self.install(&offer),
+                Action::Install(offer) => self.install(&offer, false),
+                Action::Stage(offer) => self.install(&offer, true),
+                Action::Activate(offer) => self.activate(&offer),
+                Action::CheckReady { phase, offer } => Input::Ready(readiness::check(
+                    self.client.config().readiness.as_ref(),
+                    phase,
+                    &offer,
+                )),
+                Action::CheckApproval { manifest_digest } => {
+                    Input::Approved(approved(&self.client.config().data_dir, &manifest_digest))
+                }
                 Action::Reboot => self.reboot(),
                 Action::Wait { delay, .. } => {
                     if self.hooks.clock.sleep(delay, self.cancel) {
@@ -223,9 +241,9 @@ impl<'a> Daemon<'a> {
             booted_slot: status.booted.map(|s| s.to_string()),
             slots,
             telemetry,
-            waiting: None,
-            staged: None,
-            security_floor: None,
+            waiting: self.machine.waiting().cloned(),
+            staged: status.staged.clone(),
+            security_floor: status.security_floor.clone(),
         };
         match self.server.device().poll(&req) {
             Ok(response) => {
@@ -237,20 +255,24 @@ impl<'a> Daemon<'a> {
                             .as_ref()
                             .is_some_and(|p| p.bundle_hash == offer.manifest_digest)
                 });
-                Input::Polled { response, armed }
+                let held = response
+                    .update
+                    .as_ref()
+                    .is_some_and(|offer| holds(&status, &offer.manifest_digest));
+                Input::Polled {
+                    response,
+                    armed,
+                    held,
+                }
             }
             Err(e) => Input::Failed(failure(&e)),
         }
     }
 
-    /// Downloads and installs the offer exactly like `ota-client install`, reporting progress.
-    fn install(&mut self, offer: &UpdateOffer) -> Input {
-        let before = self
-            .client
-            .status()
-            .unreported_events
-            .last()
-            .map_or(0, |e| e.id + 1);
+    /// Downloads and installs the offer exactly like `ota-client install`, reporting progress;
+    /// `stage_only`: writes the standby slot without arming it.
+    fn install(&mut self, offer: &UpdateOffer, stage_only: bool) -> Input {
+        let before = self.next_event_id();
         let source = BundleSource::Http(HttpRequest::bearer(
             &self.server.url(&offer.download_url),
             self.server.token(),
@@ -268,29 +290,55 @@ impl<'a> Daemon<'a> {
             allow_downgrade: false,
             reboot: false,
             cancel: Some(Arc::clone(self.cancel)),
-            ..InstallOptions::default()
+            stage_only,
+            revert: offer.revert,
         };
         let result = match self.client.install(&source, &options, &mut progress) {
             Ok(InstallReport::TrialArmed { slot, .. }) => InstallResult::TrialArmed { slot },
             Ok(InstallReport::LiveSwitched { flips, .. }) => InstallResult::LiveSwitched {
                 classes: flips.into_iter().map(|f| f.class).collect(),
             },
-            Ok(report @ InstallReport::Staged { .. }) => {
-                unreachable!("the daemon does not stage yet: {report:?}")
-            }
-            Err(e) => InstallResult::Failed {
-                failure: Failure::new(e.kind(), e.to_string()),
-                cancelled: self.cancelled(),
-                new_events: self
-                    .client
-                    .status()
-                    .unreported_events
-                    .into_iter()
-                    .filter(|ev| ev.id >= before)
-                    .collect(),
-            },
+            Ok(InstallReport::Staged { .. }) => InstallResult::Staged,
+            Err(e) => self.failed(&e, before),
         };
         Input::Installed(result)
+    }
+
+    /// Arms the slot that already holds the offer's bundle, without downloading.
+    fn activate(&mut self, offer: &UpdateOffer) -> Input {
+        let before = self.next_event_id();
+        Input::Installed(
+            match self.client.activate(&offer.manifest_digest, offer.revert) {
+                Ok(Some(slot)) => InstallResult::TrialArmed { slot },
+                Ok(None) => InstallResult::NotHeld,
+                Err(e) => self.failed(&e, before),
+            },
+        )
+    }
+
+    /// The id the client's next event gets.
+    fn next_event_id(&self) -> u64 {
+        self.client
+            .status()
+            .unreported_events
+            .last()
+            .map_or(0, |e| e.id + 1)
+    }
+
+    /// A failed install or activation, with the events the client recorded since `before`.
+    fn failed(&self, e: &ClientError, before: u64) -> InstallResult {
+        let new_events: Vec<ReportEvent> = self
+            .client
+            .status()
+            .unreported_events
+            .into_iter()
+            .filter(|ev| ev.id >= before)
+            .collect();
+        InstallResult::Failed {
+            failure: Failure::new(e.kind(), e.to_string()),
+            cancelled: self.cancelled(),
+            new_events,
+        }
     }
 
     fn reboot(&mut self) -> Input {
@@ -303,4 +351,14 @@ impl<'a> Daemon<'a> {
             Err(e) => Input::Failed(Failure::retry(e)),
         }
     }
+}
+
+/// Whether a slot other than the booted one holds the bundle `digest` (staged, or a release
+/// the robot ran before): the machine then asks [`Client::activate`] before downloading.
+fn holds(status: &Status, digest: &str) -> bool {
+    status.staged.as_deref() == Some(digest)
+        || status
+            .slots
+            .iter()
+            .any(|s| !s.live && !s.active && s.bundle_hash.as_deref() == Some(digest))
 }
