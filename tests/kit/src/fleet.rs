@@ -30,6 +30,8 @@ pub struct FleetRobot {
     pub robot: Arc<Robot>,
     /// Its version when the daemon started.
     pub version_before: Option<semver::Version>,
+    /// Set to stop this robot's daemon.
+    cancel: Arc<AtomicBool>,
 }
 
 /// What a robot of a [`Fleet`] is.
@@ -45,14 +47,80 @@ pub struct RobotPlan {
     pub healthy_after_update: bool,
     /// Its `telemetry_command` (the robot stack's battery, position, ...).
     pub telemetry_command: Option<Vec<String>>,
+    /// A readiness command gating these phases (see [`RobotSpec::readiness`]); `None`: no `[readiness]`.
+    pub readiness: Option<Vec<String>>,
+    /// The `inference_latency_ms` its running model shows; replaces `telemetry_command` when set.
+    pub model_latency: Option<ModelLatency>,
+}
+
+impl RobotPlan {
+    /// A healthy robot `id` on `factory_version` with `tags` and nothing else.
+    pub fn new(id: &str, factory_version: &str, tags: &[(&str, &str)]) -> RobotPlan {
+        RobotPlan {
+            id: id.to_string(),
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            factory_version: Some(factory_version.to_string()),
+            healthy_after_update: true,
+            telemetry_command: None,
+            readiness: None,
+            model_latency: None,
+        }
+    }
+}
+
+/// The inference latency a robot reports, as a property of the model it runs: its telemetry command compares
+/// the active model slot with each listed release's model image and reports that release's latency (else
+/// `default_ms`), so a slower model shows up in telemetry exactly while it runs, and goes away on a revert.
+#[derive(Clone, Debug, Default)]
+pub struct ModelLatency {
+    /// Latency of any model not listed (the factory's, ...).
+    pub default_ms: f64,
+    /// Release version -> latency of its model.
+    pub by_version: BTreeMap<String, f64>,
+    /// Other telemetry members to report with it, as JSON object members (`"battery_percent": 80`; no single
+    /// quotes); empty for none.
+    pub fields: String,
+}
+
+impl ModelLatency {
+    /// Writes the reference models under `dir/models` and returns the telemetry command for a robot in `dir`
+    /// whose model slots are `model_size` bytes.
+    pub fn command(&self, dir: &Path, model_size: usize) -> anyhow::Result<Vec<String>> {
+        let models = dir.join("models");
+        std::fs::create_dir_all(&models)?;
+        let mut script = format!("lat={}\n", self.default_ms);
+        for (version, ms) in &self.by_version {
+            let reference = models.join(format!("{version}.bin"));
+            std::fs::write(
+                &reference,
+                crate::robot::model_image_of_size(version, model_size),
+            )?;
+            script.push_str(&format!(
+                "if cmp -s {:?} {:?}; then lat={ms}; fi\n",
+                dir.join("model_current").display().to_string(),
+                reference.display().to_string()
+            ));
+        }
+        let fields = if self.fields.is_empty() {
+            String::new()
+        } else {
+            format!("{}, ", self.fields)
+        };
+        script.push_str(&format!(
+            "printf '{{{fields}\"metrics\": {{\"inference_latency_ms\": %s}}}}\\n' \"$lat\"\n"
+        ));
+        Ok(vec!["sh".into(), "-c".into(), script])
+    }
 }
 
 /// Simulated robots, each running the daemon in a thread.
 pub struct Fleet {
     /// The robots.
     pub robots: Vec<FleetRobot>,
-    cancel: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
+    threads: Vec<(String, JoinHandle<()>)>,
     log: FleetLog,
 }
 
@@ -68,14 +136,24 @@ impl Fleet {
     ) -> anyhow::Result<Fleet> {
         let mut robots = Vec::new();
         for p in plans {
+            let robot_dir = dir.join(&p.id);
+            let telemetry_command = match &p.model_latency {
+                Some(latency) => Some(
+                    latency
+                        .command(&robot_dir, spec.model_size)
+                        .with_context(|| format!("writing {}'s reference models", p.id))?,
+                ),
+                None => p.telemetry_command.clone(),
+            };
             let mut spec = spec.clone();
+            spec.readiness = p.readiness.clone();
             spec.server = Some(ServerSpec {
                 device_id: p.id.clone(),
                 tags: p.tags.clone(),
-                telemetry_command: p.telemetry_command.clone(),
+                telemetry_command,
                 ..server.clone()
             });
-            let robot = Robot::create(&dir.join(&p.id), &spec);
+            let robot = Robot::create(&robot_dir, &spec);
             if let Some(v) = &p.factory_version {
                 robot
                     .provision(key, v)
@@ -90,11 +168,11 @@ impl Fleet {
                 tags: p.tags.clone(),
                 robot: Arc::new(robot),
                 version_before,
+                cancel: Arc::new(AtomicBool::new(false)),
             });
         }
         Ok(Fleet {
             robots,
-            cancel: Arc::new(AtomicBool::new(false)),
             threads: Vec::new(),
             log,
         })
@@ -106,7 +184,7 @@ impl Fleet {
             let robot = Arc::clone(&r.robot);
             let id = r.id.clone();
             let log = Arc::clone(&self.log);
-            let cancel = Arc::clone(&self.cancel);
+            let cancel = Arc::clone(&r.cancel);
             let clock = Arc::clone(&clock);
             let thread = std::thread::Builder::new()
                 .name(id.clone())
@@ -123,14 +201,29 @@ impl Fleet {
                     }
                 })
                 .expect("spawn a robot thread");
-            self.threads.push(thread);
+            self.threads.push((r.id.clone(), thread));
         }
     }
 
     /// Stops every daemon (as SIGTERM would) and waits for them.
     pub fn stop(&mut self) {
-        self.cancel.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
+        for r in &self.robots {
+            r.cancel.store(true, Ordering::Relaxed);
+        }
+        for (_, t) in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+
+    /// Switches one robot off: stops its daemon (as a power cut between polls would) and waits for it. The
+    /// others keep running.
+    pub fn switch_off(&mut self, id: &str) {
+        if let Some(r) = self.robot(id) {
+            r.cancel.store(true, Ordering::Relaxed);
+        }
+        let (off, on): (Vec<_>, Vec<_>) = self.threads.drain(..).partition(|(t, _)| t == id);
+        self.threads = on;
+        for (_, t) in off {
             let _ = t.join();
         }
     }

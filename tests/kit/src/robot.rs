@@ -85,7 +85,12 @@ pub fn rootfs_image(version: &str) -> Vec<u8> {
 
 /// The model image of `version`.
 pub fn model_image(version: &str) -> Vec<u8> {
-    image(seed(version, 2), MODEL_SIZE)
+    model_image_of_size(version, MODEL_SIZE)
+}
+
+/// The model image of `version` for model slots of `size` bytes (what [`Robot::model_image`] gives).
+pub fn model_image_of_size(version: &str, size: usize) -> Vec<u8> {
+    image(seed(version, 2), size)
 }
 
 fn seed(version: &str, class: u64) -> u64 {
@@ -127,13 +132,28 @@ pub fn try_bundle_signed_by(
     compatible: &str,
     images: &[(&str, Vec<u8>)],
 ) -> Result<Vec<u8>, BundleError> {
+    try_bundle_with_floor(keys, version, None, compatible, images)
+}
+
+/// Like [`try_bundle_signed_by`], with a signed security floor (the lowest version a robot may run after
+/// committing this bundle).
+pub fn try_bundle_with_floor(
+    keys: &[&SecretKey],
+    version: &str,
+    security_floor: Option<&str>,
+    compatible: &str,
+    images: &[(&str, Vec<u8>)],
+) -> Result<Vec<u8>, BundleError> {
+    let parse = |v: &str| {
+        v.parse::<semver::Version>()
+            .map_err(|e| BundleError::NotABundle(format!("bad version {v}: {e}")))
+    };
     let spec = BundleSpec {
-        version: version
-            .parse()
-            .map_err(|e| BundleError::NotABundle(format!("bad version {version}: {e}")))?,
+        version: parse(version)?,
         compatible: compatible.into(),
         created: 1_700_000_000,
         description: String::new(),
+        security_floor: security_floor.map(parse).transpose()?,
         level: 1,
         workers: 1,
     };
@@ -225,6 +245,10 @@ pub struct RobotSpec {
     /// The release public key (PEM) the robot trusts.
     pub trust_pem: String,
     pub server: Option<ServerSpec>,
+    /// The robot's own say before an update: `Some(phases)` writes a `[readiness]` section whose command
+    /// (`ready.sh` in the robot's dir) gates those phases (`download`, `install`, `reboot`; empty: the
+    /// client's default). It answers "go" unless [`Robot::set_busy`] gave it a reason to wait.
+    pub readiness: Option<Vec<String>>,
 }
 
 impl RobotSpec {
@@ -236,6 +260,7 @@ impl RobotSpec {
             model_size: MODEL_SIZE,
             trust_pem: release_key().public_key().to_pem(),
             server: None,
+            readiness: None,
         }
     }
 }
@@ -359,8 +384,37 @@ retry_delay_ms = 20
             cmdline = p("cmdline"),
             healthy = p("healthy"),
         );
+        let readiness = match &spec.readiness {
+            None => String::new(),
+            Some(phases) => {
+                let script = d.join("ready.sh");
+                std::fs::write(
+                    &script,
+                    format!(
+                        "#!/bin/sh\n# The robot stack's answer: busy (first line says why) or ready.\nif [ -f {busy:?} ]; then head -n 1 {busy:?}; exit 1; fi\necho ready\n",
+                        busy = p("busy")
+                    ),
+                )
+                .unwrap();
+                std::fs::set_permissions(
+                    &script,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o755),
+                )
+                .unwrap();
+                let phases = if phases.is_empty() {
+                    String::new()
+                } else {
+                    let list: Vec<String> = phases.iter().map(|ph| format!("{ph:?}")).collect();
+                    format!("phases = [{}]\n", list.join(", "))
+                };
+                format!(
+                    "\n[readiness]\ncommand = {:?}\ntimeout_secs = 5\n{phases}",
+                    script.display().to_string()
+                )
+            }
+        };
         let config_path = d.join("client.toml");
-        std::fs::write(&config_path, format!("{config}{server}")).unwrap();
+        std::fs::write(&config_path, format!("{config}{readiness}{server}")).unwrap();
         Robot {
             root: d.to_path_buf(),
             _temp: None,
@@ -524,6 +578,17 @@ retry_delay_ms = 20
     pub fn booted(&self) -> Slot {
         let text = std::fs::read_to_string(self.path("cmdline")).unwrap();
         Slot::from_cmdline(&text).unwrap()
+    }
+
+    /// What the robot's readiness command (see [`RobotSpec::readiness`]) answers: `Some(reason)` makes it
+    /// print `reason` and say "wait", `None` makes it say "go".
+    pub fn set_busy(&self, reason: Option<&str>) {
+        match reason {
+            Some(r) => std::fs::write(self.path("busy"), format!("{r}\n")).unwrap(),
+            None => {
+                let _ = std::fs::remove_file(self.path("busy"));
+            }
+        }
     }
 
     pub fn set_healthy(&self, healthy: bool) {

@@ -1,4 +1,5 @@
 //! The test kit's own tests, one binary: the shipped boot scripts against the contract, and the kit's server.
 
 mod boot_scripts;
+mod fleet;
 mod server;
