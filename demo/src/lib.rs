@@ -9,6 +9,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod guard;
+
+pub use guard::{GuardStory, GROUP, SLOW_MODEL_MS, SLOW_VERSION};
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -22,7 +26,7 @@ use ota_protocol::admin::{CreateRolloutRequest, RolloutState};
 use ota_protocol::client::ApiClient;
 use ota_protocol::device::ReportStatus;
 use ota_testkit::fleet::{
-    booted_version, stamp, wait_devices, wait_rollout, Fleet, FleetLog, RobotPlan,
+    booted_version, stamp, wait_devices, wait_rollout, Fleet, FleetLog, ModelLatency, RobotPlan,
 };
 use ota_testkit::release::Release;
 use ota_testkit::robot::{Backend, RobotSpec, ServerSpec};
@@ -60,8 +64,11 @@ pub struct Summary {
     /// Robots rolled back.
     pub rolled_back: usize,
     /// Whether the outcome is the expected one (all but the unhealthy robot updated, that
-    /// one rolled back).
+    /// one rolled back; then the second story's as expected).
     pub as_expected: bool,
+    /// The second story (the slower model halted by its guard and reverted); `None` when the first
+    /// did not go as expected.
+    pub guard: Option<GuardStory>,
 }
 
 /// Options of [`run`].
@@ -199,18 +206,20 @@ pub fn start(options: &DemoOptions, out: Arc<Mutex<dyn Write + Send>>) -> anyhow
             )]),
             factory_version: Some(FACTORY_VERSION.to_string()),
             healthy_after_update: i != options.failing_robot,
-            // What the robot stack would print: battery and position on the warehouse map.
-            telemetry_command: Some(vec![
-                "sh".into(),
-                "-c".into(),
-                format!(
-                    r#"echo '{{"battery_percent": {}, "position": {{"x": {}.5, "y": {}.0, "theta": 1.57, "frame": "map"}}, "metrics": {{"inference_latency_ms": {}}}}}'"#,
+            telemetry_command: None,
+            readiness: None,
+            // What the robot stack would print: battery and position on the warehouse map, and how long its
+            // perception model takes (1.2.0's new model is slower).
+            model_latency: Some(ModelLatency {
+                default_ms: 38.0 + i as f64,
+                by_version: BTreeMap::from([(SLOW_VERSION.to_string(), SLOW_MODEL_MS)]),
+                fields: format!(
+                    r#""battery_percent": {}, "position": {{"x": {}.5, "y": {}.0, "theta": 1.57, "frame": "map"}}"#,
                     97 - 6 * i,
                     4 * i,
-                    i % 3,
-                    38 + i
+                    i % 3
                 ),
-            ]),
+            }),
         })
         .collect();
     let verbose = options.verbose;
@@ -323,7 +332,26 @@ pub fn start(options: &DemoOptions, out: Arc<Mutex<dyn Write + Send>>) -> anyhow
         Ok::<_, ()>(settled.then_some(()))
     });
 
-    let summary = summarize(&fleet, &admin, &server, options.failing_robot)?;
+    let mut summary = summarize(&fleet, &admin, &server, options.failing_robot)?;
+    if summary.as_expected {
+        let updated = summary
+            .rows
+            .iter()
+            .filter(|r| r.outcome == "updated")
+            .map(|r| r.robot.clone())
+            .collect();
+        let story = guard::run(&guard::Stage {
+            admin: &admin,
+            fleet: &fleet,
+            release: &release,
+            release_bundle_id: &published.bundle_id,
+            updated,
+            timeout: options.timeout,
+            say: &say,
+        })?;
+        summary.as_expected &= story.as_expected;
+        summary.guard = Some(story);
+    }
     Ok(Demo {
         server,
         fleet,
@@ -394,6 +422,7 @@ fn summarize(
         updated,
         rolled_back,
         as_expected,
+        guard: None,
     })
 }
 
@@ -415,15 +444,19 @@ pub fn format_summary(s: &Summary) -> String {
             r.robot, r.site, r.before, r.after, r.booted, outcome
         ));
     }
+    let first_as_expected = s.guard.is_some();
     out.push_str(&format!(
         "{} updated, {} rolled back{}\n",
         s.updated,
         s.rolled_back,
-        if s.as_expected {
+        if first_as_expected {
             " (as expected)"
         } else {
             " (NOT the expected outcome)"
         }
     ));
+    if let Some(g) = &s.guard {
+        out.push_str(&guard::format(g));
+    }
     out
 }

@@ -1,8 +1,9 @@
 //! `ota-demo`: one command that shows the whole OTA system working. Starts the server,
 //! makes release keys, builds, signs and publishes a release, provisions five simulated
 //! robots, rolls the release out in stages and prints what every robot does, then a
-//! summary and the dashboard URL. Serves until Ctrl-C, or exits after the summary with
-//! `--exit-when-done` (status 1 if the outcome is not 4 updated + 1 rolled back).
+//! summary and the dashboard URL. Then a second story: release 1.2.0's slower model is halted by its latency
+//! guard and the operator reverts the group. Serves until Ctrl-C, or exits after the summary with
+//! `--exit-when-done` (status 1 if the outcome is not 4 updated + 1 rolled back, 1.2.0 halted and reverted).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -27,6 +27,8 @@ pub fn plans(n: usize, unhealthy: &[usize]) -> Vec<RobotPlan> {
                     90 - i
                 ),
             ]),
+            readiness: None,
+            model_latency: None,
         })
         .collect()
 }
@@ -70,4 +72,20 @@ pub fn release_bundle(version: &str) -> Vec<u8> {
 /// The trust root of the tests' release key.
 pub fn trust() -> ota_keys::TrustRoot {
     ota_testkit::release::trust_root(&[release_key()], 1)
+}
+
+/// Like [`release_bundle`], carrying a signed security floor.
+pub fn release_bundle_with_floor(version: &str, floor: &str) -> Vec<u8> {
+    let r = ota_testkit::robot::Robot::new(Backend::Grub);
+    ota_testkit::robot::try_bundle_with_floor(
+        &[release_key()],
+        version,
+        Some(floor),
+        ota_testkit::robot::COMPATIBLE,
+        &[
+            ("rootfs", r.rootfs_image(version)),
+            ("model", r.model_image(version)),
+        ],
+    )
+    .expect("bundle builds")
 }

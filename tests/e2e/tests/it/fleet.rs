@@ -1,16 +1,13 @@
-//! End to end: a real `ota-server` (in process, SQLite, HTTP on 127.0.0.1) and real
-//! `ota-client daemon` loops on simulated robots that boot through the shipped GRUB script.
-//! Every wait is bounded.
+//! The update itself end to end: staged rollouts, rollbacks, interrupted and refused downloads, tampered
+//! uploads, device authorization, a server restart and an outage.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ota_client::daemon::Level;
 use ota_client::Slot;
 use ota_e2e::{fleet, plans, release_bundle, trust};
-use ota_protocol::admin::{BundleInfo, CreateRolloutRequest, RolloutDetail, RolloutState};
-use ota_protocol::client::{ApiClient, ApiError};
+use ota_protocol::admin::{BundleInfo, RolloutState};
 use ota_protocol::device::ReportStatus;
 use ota_protocol::paths;
 use ota_testkit::fleet::{wait_devices, wait_rollout, LogLines};
@@ -18,60 +15,9 @@ use ota_testkit::proxy::{Mode, Proxy};
 use ota_testkit::server::{ServerHandle, ServerOptions};
 use ota_testkit::wait::wait_for;
 
-const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn server(dir: &std::path::Path) -> ServerHandle {
-    ServerHandle::start(&ServerOptions::new(&dir.join("server"), trust())).unwrap()
-}
-
-fn rollout(admin: &ApiClient, bundle_id: &str, stages: Vec<u8>, threshold: f64) -> u64 {
-    admin
-        .create_rollout(&CreateRolloutRequest {
-            bundle_id: bundle_id.into(),
-            tags: BTreeMap::new(),
-            stages: Some(stages),
-            failure_threshold: Some(threshold),
-            name: None,
-            ..Default::default()
-        })
-        .unwrap()
-        .rollout_id
-}
-
-fn all_finished(d: &RolloutDetail) -> bool {
-    d.devices
-        .iter()
-        .all(|m| ReportStatus::parse(&m.status).is_some_and(ReportStatus::is_terminal))
-}
-
-/// The daemon logs this after every poll that brought no update.
-const POLLED: &str = "polled: no update";
-
-/// Waits until each of `robots` has polled `n` more times than `before` (its count of [`POLLED`] lines then).
-fn wait_polls(lines: &LogLines, robots: &[String], before: &[usize], n: usize) {
-    for (robot, before) in robots.iter().zip(before) {
-        wait_for(
-            &format!("{robot} to poll {n} more times"),
-            Duration::from_secs(20),
-            || lines.count(Some(robot), POLLED) >= before + n,
-        );
-    }
-}
-
-fn poll_counts(lines: &LogLines, robots: &[String]) -> Vec<usize> {
-    robots
-        .iter()
-        .map(|r| lines.count(Some(r), POLLED))
-        .collect()
-}
-
-/// The HTTP status of a call's answer (200 for any success).
-fn status<T>(result: Result<T, ApiError>) -> u16 {
-    match result {
-        Ok(_) => 200,
-        Err(e) => e.status.unwrap_or_else(|| panic!("no answer: {e}")),
-    }
-}
+use crate::common::{
+    all_finished, poll_counts, rollout, server, status, wait_polls, ROLLOUT_TIMEOUT,
+};
 
 #[test]
 fn rollout_updates_the_fleet_pauses_at_the_threshold_and_resumes_by_hand() {
