@@ -1,5 +1,5 @@
 //! Telemetry history: the write-behind flush hands the polled devices' telemetry to the recorder
-//! ([`observe`]), closed buckets are stored right after each flush, old ones are downsampled and pruned
+//! (`observe`), closed buckets are stored right after each flush, old ones are downsampled and pruned
 //! hourly, and `GET /api/devices/{id}/history` reads them. Nothing here runs on a poll.
 
 use std::sync::Arc;
