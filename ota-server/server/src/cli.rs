@@ -283,6 +283,14 @@ fn weekday_name(d: Weekday) -> &'static str {
     }
 }
 
+/// One history point: bucket start, samples, mean, min and max.
+pub fn format_point(p: &ota_protocol::fleet::HistoryPoint) -> String {
+    format!(
+        "{:>12}  n {:>4}  mean {:>12.3}  min {:>12.3}  max {:>12.3}",
+        p.at, p.count, p.mean, p.min, p.max
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

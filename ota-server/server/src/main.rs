@@ -224,6 +224,19 @@ enum DevicesCommand {
         #[arg(long)]
         group: Option<String>,
     },
+    /// Show a device's telemetry history of one metric (1-minute buckets for a day, hourly before).
+    History {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Device id.
+        id: String,
+        /// Metric, e.g. inference_latency_ms or battery_percent.
+        #[arg(long)]
+        metric: String,
+        /// From this time (Unix seconds or RFC 3339; default: 24 hours ago).
+        #[arg(long, value_parser = cli::parse_instant)]
+        since: Option<u64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -439,6 +452,23 @@ fn run(program: Program) -> anyhow::Result<()> {
             DevicesCommand::List { remote: r } => {
                 let list = remote(&r)?.devices()?;
                 print_list(&list, "no devices enrolled", cli::format_device);
+                Ok(())
+            }
+            DevicesCommand::History {
+                remote: r,
+                id,
+                metric,
+                since,
+            } => {
+                let history = remote(&r)?.history(&id, &metric, since)?;
+                print_json_or(&history, |h| {
+                    if h.points.is_empty() {
+                        println!("no {} samples from {}", h.metric, h.device_id);
+                    }
+                    for p in &h.points {
+                        println!("{}", cli::format_point(p));
+                    }
+                });
                 Ok(())
             }
             DevicesCommand::Show { remote: r, id } => {

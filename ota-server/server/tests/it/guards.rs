@@ -369,5 +369,41 @@ async fn the_command_line_creates_a_rollout_with_guards_and_a_watch_period() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("METRIC[:STAT]>BOUND"), "{stderr}");
+
+    // `devices history` prints a robot's buckets.
+    let token = enroll(&c, &server, "r-cli", &[], COMPATIBLE).await;
+    poll_with(&c, &server, &token, "1.0.0", 43.25).await;
+    let base = server.base.clone();
+    let mut printed = String::new();
+    for _ in 0..100 {
+        let base = base.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_ota-server"))
+                .args([
+                    "devices",
+                    "history",
+                    "r-cli",
+                    "--metric",
+                    "inference_latency_ms",
+                ])
+                .args(["--server", &base, "--token", ADMIN])
+                .env_remove("OTA_JSON")
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        printed = String::from_utf8_lossy(&out.stdout).into_owned();
+        if printed.contains("mean       43.250") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(printed.contains("n    1  mean       43.250"), "{printed}");
     server.stop().await;
 }
