@@ -43,6 +43,9 @@ enum Command {
     /// Enroll with the fleet server ([server] in the config), poll, install offered updates
     /// and report, until SIGTERM.
     Daemon,
+    /// Approve the reboot into the update the daemon waits on (rollouts that require a
+    /// confirmation on the robot).
+    Approve(cmd::approve::Args),
 }
 
 fn run(program: Program) -> anyhow::Result<()> {
@@ -56,6 +59,7 @@ fn run(program: Program) -> anyhow::Result<()> {
         Command::Confirm => cmd::confirm::run(config),
         Command::Trust(args) => cmd::trust::run(config, args),
         Command::Daemon => cmd::daemon::run(config),
+        Command::Approve(args) => cmd::approve::run(config, args),
     }
 }
 

@@ -1,6 +1,7 @@
 //! One module per subcommand: an `Args` struct and a `run` function.
 
 pub mod activate;
+pub mod approve;
 pub mod confirm;
 pub mod daemon;
 pub mod install;

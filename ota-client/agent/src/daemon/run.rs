@@ -309,7 +309,21 @@ impl<'a> Daemon<'a> {
         let before = self.next_event_id();
         Input::Installed(
             match self.client.activate(&offer.manifest_digest, offer.revert) {
-                Ok(Some(slot)) => InstallResult::TrialArmed { slot },
+                Ok(Some(slot)) => {
+                    // A live-only bundle is switched (and checked) by the activation itself.
+                    let status = self.client.status();
+                    match status.trial {
+                        Some(_) => InstallResult::TrialArmed { slot },
+                        None => InstallResult::LiveSwitched {
+                            classes: status
+                                .slots
+                                .into_iter()
+                                .filter(|s| s.live && s.active && s.slot == slot)
+                                .map(|s| s.class)
+                                .collect(),
+                        },
+                    }
+                }
                 Ok(None) => InstallResult::NotHeld,
                 Err(e) => self.failed(&e, before),
             },

@@ -6,6 +6,7 @@
 mod common;
 mod daemon_cli;
 mod floor;
+mod gates;
 mod hostile_server;
 mod http;
 mod kill;
