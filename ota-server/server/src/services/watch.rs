@@ -190,3 +190,110 @@ impl WatchService {
         Ok(paused)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ota_protocol::device::Telemetry;
+
+    use super::*;
+    use crate::store::{BundleRecord, MemberRecord, RolloutAim, RolloutRecord};
+
+    fn rollout(revert: bool, members: &[(&str, Option<ReportStatus>, u64)]) -> Rollout {
+        let record = RolloutRecord {
+            rollout_id: 1,
+            name: "r".into(),
+            bundle_id: "b".into(),
+            tags: Default::default(),
+            stages: vec![100],
+            current_stage: 0,
+            state: RolloutState::Active,
+            pause_reason: None,
+            failure_threshold: 1.0,
+            bad_baseline: 0,
+            created_at: 100,
+            updated_at: 100,
+            aim: RolloutAim {
+                revert,
+                acknowledged_at: Some(150),
+                ..RolloutAim::default()
+            },
+            stage_started_at: 100,
+            stage_completed_at: None,
+        };
+        let bundle = BundleRecord {
+            bundle_id: "b".into(),
+            version: "2.0.0".parse().unwrap(),
+            compatible: "acme".into(),
+            manifest_digest: "d".into(),
+            size: 1,
+            description: String::new(),
+            uploaded_at: 0,
+            images: Vec::new(),
+        };
+        let members = members
+            .iter()
+            .enumerate()
+            .map(|(rank, (id, status, at))| MemberRecord {
+                device_id: id.to_string(),
+                rank: rank as u64,
+                status: *status,
+                updated_at: *at,
+                joined: None,
+            })
+            .collect();
+        Rollout::new(record, bundle, members)
+    }
+
+    fn latency(recorder: &mut Recorder, id: &str, t: u64, version: &str, value: f64) {
+        let mut telemetry = Telemetry::default();
+        telemetry.metrics.insert("lat".into(), value);
+        recorder.observe(id, t, Some(&version.parse().unwrap()), &telemetry);
+    }
+
+    fn ids(side: &[Observed]) -> Vec<(&str, f64)> {
+        side.iter()
+            .map(|o| (o.device_id.as_str(), o.value))
+            .collect()
+    }
+
+    #[test]
+    fn updated_robots_count_samples_on_the_new_version_and_the_rest_form_the_baseline() {
+        let mut rec = Recorder::default();
+        latency(&mut rec, "up", 200, "1.0.0", 40.0);
+        latency(&mut rec, "up", 300, "2.0.0", 90.0);
+        latency(&mut rec, "back", 300, "1.0.0", 45.0); // reported success, then went back to 1.0.0
+        latency(&mut rec, "old", 300, "1.0.0", 41.0);
+        let members = [
+            ("up", Some(ReportStatus::Success), 250),
+            ("back", Some(ReportStatus::Success), 250),
+            ("old", None, 100),
+        ];
+        let rule = crate::guards::parse_rule("lat>+10%").unwrap();
+        let s = sides(&rollout(false, &members), &rule, &rec, 400);
+        assert_eq!(ids(&s.updated), [("up", 90.0)]);
+        assert_eq!(ids(&s.baseline), [("old", 41.0)]);
+        let s = sides(&rollout(true, &members), &rule, &rec, 400);
+        assert!(s.baseline.is_empty(), "a revert has no baseline");
+        let s = sides(
+            &rollout(false, &members),
+            &rule,
+            &rec,
+            300 + BASELINE_WINDOW_SECS + 1,
+        );
+        assert!(s.baseline.is_empty(), "baseline samples are recent ones");
+    }
+
+    #[test]
+    fn rollbacks_count_installs_since_the_last_resume() {
+        let members = [
+            ("ok", Some(ReportStatus::Success), 200),
+            ("bad", Some(ReportStatus::RolledBack), 200),
+            ("acked", Some(ReportStatus::RolledBack), 150),
+            ("failed", Some(ReportStatus::Failure), 200),
+        ];
+        let rule = crate::guards::parse_rule("rollbacks:max>0").unwrap();
+        let s = sides(&rollout(false, &members), &rule, &Recorder::default(), 300);
+        assert_eq!(ids(&s.updated), [("ok", 0.0), ("bad", 1.0)]);
+        assert!(s.baseline.is_empty());
+    }
+}
