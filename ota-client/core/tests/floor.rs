@@ -97,6 +97,11 @@ enum Op {
     /// Arming what the other slot holds directly, past the planner (a buggy or hostile
     /// caller): the transition table alone must hold the floor.
     RawArmOther,
+    /// Arming any release in any slot past the planner: refused unless the slot holds it.
+    RawArm {
+        release: Release,
+        slot: Slot,
+    },
     Reboot,
     RebootKernelFails,
     /// `confirm` with the given health result.
@@ -117,6 +122,8 @@ fn op() -> impl Strategy<Value = Op> {
         }),
         2 => any::<bool>().prop_map(|revert| Op::ActivateOther { revert }),
         2 => Just(Op::RawArmOther),
+        1 => (release(), prop_oneof![Just(Slot::A), Just(Slot::B)])
+            .prop_map(|(release, slot)| Op::RawArm { release, slot }),
         3 => Just(Op::Reboot),
         1 => Just(Op::RebootKernelFails),
         4 => any::<bool>().prop_map(Op::Confirm),
@@ -379,6 +386,11 @@ impl Robot {
         }
         if let Some(p) = &self.state.pending_trial {
             prop_assert!(check_floor(&p.version, floor).is_ok(), "pending {:?}", p);
+            // Armed (or about to be) only where the recorded digest is the trial's.
+            let r = self.state.record("rootfs", p.slot);
+            if env.armed_trial() == Some(p.slot) || r.state == SlotState::Installed {
+                prop_assert_eq!(r.bundle_hash.as_deref(), Some(p.bundle_hash.as_str()));
+            }
         }
         if let Some(staged) = &self.state.staged {
             if let Some(slot) = staged.boot_slot {
@@ -425,6 +437,18 @@ proptest! {
                         };
                         r.apply(Event::Activate(trial), &mut None)?;
                     }
+                }
+                Op::RawArm { release, slot } => {
+                    let trial = PendingTrial {
+                        slot,
+                        classes: boot_classes(),
+                        armed_tries: 2,
+                        version: v(release.version),
+                        bundle_hash: release.hash(),
+                        live: vec![],
+                        security_floor: release.floor.map(v),
+                    };
+                    r.apply(Event::Activate(trial), &mut None)?;
                 }
                 Op::Reboot => r.reboot(false),
                 Op::RebootKernelFails => r.reboot(true),

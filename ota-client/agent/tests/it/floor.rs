@@ -266,6 +266,28 @@ fn a_staged_live_bundle_is_switched_on_activation() {
 }
 
 #[test]
+fn a_staged_mixed_bundle_switches_its_model_when_the_trial_commits() {
+    let r = Robot::new(Backend::File);
+    let bundle = mixed_bundle("2.0.0");
+    let options = InstallOptions {
+        stage_only: true,
+        ..InstallOptions::default()
+    };
+    r.install_bytes(&bundle, &options).unwrap();
+    assert_eq!(r.model_link(), Slot::A);
+    assert_eq!(
+        r.client().activate(&digest(&bundle), false).unwrap(),
+        Some(Slot::B)
+    );
+    assert_eq!(r.model_link(), Slot::A, "the model waits for the commit");
+    let (booted, res) = r.reboot_and_confirm();
+    res.unwrap();
+    assert_eq!(booted, Slot::B);
+    assert_eq!(r.model_link(), Slot::B);
+    assert_eq!(r.slot_bytes("model", Slot::B), model_image("2.0.0"));
+}
+
+#[test]
 fn a_new_install_replaces_the_staged_bundle() {
     let r = Robot::new(Backend::Grub);
     let staged = rootfs_bundle("2.0.0");
