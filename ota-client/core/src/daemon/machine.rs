@@ -14,71 +14,18 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use ota_protocol::device::{PollResponse, ReportStatus, UpdateOffer};
+use ota_protocol::device::{PollResponse, ReportStatus};
 use ota_protocol::fleet::{WaitPhase, Waiting};
 
 use super::action::{Action, ErrorKind, Exit, Input, InstallResult, Level, Readiness, Settings};
 use super::backoff::Backoff;
 use super::gates::{describe, plan, Held, Step, WAITING_FOR_CONFIRMATION};
 use super::hold::Holds;
+use super::phase::{Phase, Run, Then};
 use super::report::{event_offer, event_report, status_report};
 use super::state::{enroll_request_id, ActiveOffer, DaemonState};
 use super::verdict::{offer_failed, Verdict};
 use crate::slot::{EventKind, ReportEvent};
-
-/// What follows the event reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Then {
-    Poll,
-    Fail(Verdict),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Phase {
-    Idle,
-    /// Forgetting the token for a new identity.
-    NewIdentity {
-        warn: bool,
-    },
-    /// Forgetting the token after a 401.
-    Reenroll(String),
-    Enrolling,
-    Listing(Then),
-    Sending {
-        queue: VecDeque<ReportEvent>,
-        id: u64,
-        what: String,
-        version: String,
-        ends_offer: bool,
-        then: Then,
-    },
-    Acking {
-        queue: VecDeque<ReportEvent>,
-        id: u64,
-        suppressed: bool,
-        ends_offer: bool,
-        then: Then,
-    },
-    Polling,
-    /// Working on an offer: doing one step, the rest to follow.
-    Offer(Run, Step),
-    ReportingFailure(semver::Version),
-    AnnouncingReboot(semver::Version),
-    Rebooting(semver::Version),
-    Waiting,
-    Exited(Exit),
-}
-
-/// An offer being worked on in this cycle.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Run {
-    offer: UpdateOffer,
-    steps: VecDeque<Step>,
-    /// The wait before the next poll, once the steps are done or held.
-    poll_delay: Duration,
-    /// Downloaded in this cycle (an activation that finds nothing does not download again).
-    downloaded: bool,
-}
 
 /// The daemon's decisions; see the [module](self) docs.
 #[derive(Debug, Clone)]

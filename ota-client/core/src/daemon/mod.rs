@@ -23,6 +23,7 @@ pub mod backoff;
 pub mod gates;
 mod hold;
 pub mod machine;
+mod phase;
 pub mod report;
 pub mod state;
 mod verdict;
