@@ -463,6 +463,39 @@ fn cuts_at_random_byte_offsets_while_writing_rootfs() {
 }
 
 #[test]
+fn cuts_at_random_byte_offsets_while_staging() {
+    for (i, limit) in offsets(24, ROOTFS_SIZE as u64, 13).into_iter().enumerate() {
+        let backend = if i % 2 == 0 {
+            Backend::Grub
+        } else {
+            Backend::File
+        };
+        let r = Robot::new(backend);
+        let cut = Cut::new(None, Some(limit));
+        assert!(
+            !run(&r, Scenario::StageActivate, &cut),
+            "cut at byte {limit} fired"
+        );
+        let st = r.status();
+        assert_eq!(st.trial, None, "a partly written slot was armed");
+        assert_eq!(
+            st.staged, None,
+            "a partly written slot was recorded as staged"
+        );
+        // Nothing half-written can be activated.
+        let held = r
+            .client()
+            .activate(&super::floor::digest(&rootfs_bundle("2.0.0")), false)
+            .unwrap();
+        assert_eq!(held, None, "byte {limit}");
+        recover_and_update(
+            &r,
+            &format!("stage write cut at byte {limit} ({backend:?})"),
+        );
+    }
+}
+
+#[test]
 fn cuts_at_random_byte_offsets_while_writing_live_and_mixed() {
     for (i, limit) in offsets(50, MODEL_SIZE as u64, 11).into_iter().enumerate() {
         let r = Robot::new(Backend::Grub);
