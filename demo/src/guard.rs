@@ -182,6 +182,21 @@ pub(crate) fn run(stage: &Stage) -> anyhow::Result<GuardStory> {
         .filter(|m| m.status == "pending")
         .map(|m| m.device_id.clone())
         .collect();
+    // The server knows a robot runs 1.2.0 from its next poll (the success report comes first); the revert
+    // aims at the robots running something else than 1.1.0.
+    let slow: semver::Version = SLOW_VERSION.parse()?;
+    let polled = ota_testkit::wait::poll(stage.timeout, || {
+        let devices = admin.devices()?;
+        let seen = took.iter().all(|id| {
+            devices
+                .iter()
+                .any(|d| &d.device_id == id && d.current_version.as_ref() == Some(&slow))
+        });
+        Ok::<_, anyhow::Error>(seen.then_some(()))
+    })?;
+    if polled.is_none() {
+        bail!("{} did not poll with {SLOW_VERSION}", took.join(", "));
+    }
     admin.rollout_action(id, "abort")?;
     say(&format!(
         "the operator aborts rollout {id} ({} never got {SLOW_VERSION}) and reverts {GROUP} to {RELEASE_VERSION}",
