@@ -19,9 +19,9 @@
 mod child;
 mod conn;
 mod phase;
+mod rollouts;
 mod traffic;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,14 +33,12 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use hyper::header::HeaderValue;
 use hyper::{Method, StatusCode};
-use ota_protocol::admin::CreateRolloutRequest;
-use ota_protocol::client::{ApiClient, ClientOptions};
 use ota_protocol::device::EnrollResponse;
 
 use crate::child::ServerProcess;
 use crate::conn::{bearer, Conn, JSON};
 use crate::phase::{measured, ms, poll_phase, print_phase};
-use crate::traffic::{device_id, enroll_body, COMPATIBLE};
+use crate::traffic::{device_id, enroll_body};
 
 /// Load benchmark of ota-server's device poll path (targets 127.0.0.1 only).
 #[derive(Parser, Debug)]
@@ -86,6 +84,10 @@ struct Args {
     /// Percent of devices tagged ring=canary and targeted by a rollout (their polls get an offer; 0: no rollout).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=100))]
     canary_percent: u32,
+    /// Active rollouts during the run: the canary one plus this many minus one aimed at a site and robot model
+    /// each, with stages, soak, deadline and guards on latency and error rate (needs --canary-percent > 0).
+    #[arg(long, default_value_t = 50)]
+    rollouts: usize,
     /// Client runtime worker threads.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -219,30 +221,6 @@ async fn enroll_all(
         .collect())
 }
 
-/// Publishes a signed 1.1.0 bundle and rolls it out (single stage, 100 %) to the devices tagged ring=canary.
-/// Setup, not load: the typed API client (blocking, so run it off the async workers).
-fn create_rollout(base: &str, admin: &str, key: &ota_keys::SecretKey) -> anyhow::Result<u64> {
-    let image = ota_testkit::robot::noise(0x9E37_79B9_7F4A_7C15, 64 * 1024);
-    let bundle =
-        ota_testkit::robot::try_bundle_with(key, "1.1.0", COMPATIBLE, &[("rootfs", image)])
-            .context("building the rollout bundle")?;
-    let api = ApiClient::new(&ClientOptions::new(base))?
-        .with_token(admin)
-        .with_timeout(Duration::from_secs(60));
-    let published = api.publish_bytes(bundle).context("publishing the bundle")?;
-    let info = api
-        .create_rollout(&CreateRolloutRequest {
-            bundle_id: published.bundle_id,
-            tags: BTreeMap::from([("ring".to_string(), "canary".to_string())]),
-            stages: Some(vec![100]),
-            failure_threshold: Some(0.5),
-            name: Some("ota-loadgen canary".into()),
-            ..Default::default()
-        })
-        .context("creating the rollout")?;
-    Ok(info.counts.targeted)
-}
-
 async fn run(args: Args) -> anyhow::Result<bool> {
     if args.devices == 0 || args.connections == 0 || args.duration_secs == 0 {
         bail!("--devices, --connections and --duration-secs must be positive");
@@ -315,11 +293,18 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         match signing_key {
             Some(key) => {
                 let (base, token) = (format!("http://{addr}"), admin_token.clone());
-                let targeted =
-                    tokio::task::spawn_blocking(move || create_rollout(&base, &token, &key))
-                        .await
-                        .context("the rollout setup panicked")??;
-                println!("rollout of 1.1.0 to ring=canary: {targeted} devices targeted (their polls get an offer)");
+                let count = args.rollouts.max(1);
+                let (canary, total) = tokio::task::spawn_blocking(move || {
+                    rollouts::create(&base, &token, &key, count)
+                })
+                .await
+                .context("the rollout setup panicked")??;
+                println!(
+                    "{count} active rollouts: 1.1.0 to ring=canary ({canary} devices targeted, their polls get an offer), \
+                     {} aimed at a site and model with guards ({} members)",
+                    count - 1,
+                    total - canary
+                );
             }
             None => println!("no --signing-key for the --server: no rollout, polls get no offers"),
         }

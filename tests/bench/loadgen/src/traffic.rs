@@ -26,6 +26,11 @@ impl Rng {
     }
 }
 
+/// Sites the devices are spread over (tag `site=warehouse-N`).
+pub(crate) const SITES: usize = 20;
+/// Robot models (tag `model`): a third of the devices are pickers, the rest carriers.
+pub(crate) const MODELS: [&str; 2] = ["picker", "carrier"];
+
 pub(crate) fn device_id(i: usize) -> String {
     format!("robot-{i:05}")
 }
@@ -40,6 +45,7 @@ pub(crate) fn poll_body(rng: &mut Rng, device: usize, uptime: u64) -> Bytes {
     metrics.insert("inference_latency_ms".to_string(), 35.0 + rng.unit() * 15.0);
     metrics.insert("motor_temp_c".to_string(), 40.0 + rng.unit() * 20.0);
     metrics.insert("wifi_rssi_dbm".to_string(), -70.0 + rng.unit() * 30.0);
+    metrics.insert("error_rate".to_string(), rng.unit() * 0.02);
     let mut slots = BTreeMap::new();
     slots.insert("A".to_string(), "1.0.0".to_string());
     slots.insert("B".to_string(), "0.9.0".to_string());
@@ -71,12 +77,13 @@ pub(crate) fn poll_body(rng: &mut Rng, device: usize, uptime: u64) -> Bytes {
 
 pub(crate) fn enroll_body(i: usize, secret: &str, canary_percent: u32) -> Bytes {
     let mut tags = BTreeMap::new();
-    tags.insert("site".to_string(), format!("warehouse-{}", i % 20));
+    tags.insert("site".to_string(), format!("warehouse-{}", i % SITES));
     tags.insert(
         "model".to_string(),
-        match i % 3 {
-            0 => "picker",
-            _ => "carrier",
+        if i.is_multiple_of(3) {
+            MODELS[0]
+        } else {
+            MODELS[1]
         }
         .to_string(),
     );
