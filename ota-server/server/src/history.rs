@@ -31,8 +31,9 @@ pub const MAX_NAME: usize = 64;
 /// poll every minute by default), and it keeps a fleet polling every second from costing more.
 pub const MIN_SAMPLE_GAP: u64 = 5;
 /// Most buckets [`Recorder::take_closed`] returns at once: a whole fleet's buckets close at the same minute
-/// boundary, and storing them is spread over the following flushes instead.
-pub const MAX_TAKE: usize = 20_000;
+/// boundary, and storing them is spread over the following flushes instead (10,000 robots with 10 metrics:
+/// 100,000 buckets a minute, stored over 20 flushes).
+pub const MAX_TAKE: usize = 5_000;
 
 /// Start of the `width`-wide bucket holding `t`.
 pub fn align(t: u64, width: u64) -> u64 {

@@ -36,8 +36,40 @@ fn bucket(row: &Row<'_>, first: usize) -> Result<Bucket, rusqlite::Error> {
     })
 }
 
-/// Stores a bucket, merging it into one already stored for the same device, metric and start.
+/// Writes a bucket; with `replace`, over the stored one of the same device, metric and start. Returns whether
+/// it was written.
+fn write(
+    conn: &Connection,
+    device_id: &str,
+    metric: &str,
+    b: &Bucket,
+    replace: bool,
+) -> Result<bool, StoreError> {
+    let verb = if replace { "REPLACE" } else { "IGNORE" };
+    let written = conn
+        .prepare_cached(&format!(
+            "INSERT OR {verb} INTO metric_history (device_id, metric, width, at, count, min, max, sum)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+        ))?
+        .execute(params![
+            device_id,
+            metric,
+            b.width as i64,
+            b.at as i64,
+            b.count as i64,
+            b.min,
+            b.max,
+            b.sum
+        ])?;
+    Ok(written > 0)
+}
+
+/// Stores a bucket, merging it into one already stored for the same device, metric and start (rare: a bucket
+/// stored at shutdown and again after a restart within its minute, or an hour folded into twice).
 fn put(conn: &Connection, device_id: &str, metric: &str, b: &Bucket) -> Result<(), StoreError> {
+    if write(conn, device_id, metric, b, false)? {
+        return Ok(());
+    }
     let existing = conn
         .prepare_cached(
             "SELECT width, at, count, min, max, sum FROM metric_history
@@ -52,20 +84,7 @@ fn put(conn: &Connection, device_id: &str, metric: &str, b: &Bucket) -> Result<(
         e.merge(b);
         e
     });
-    conn.prepare_cached(
-        "INSERT OR REPLACE INTO metric_history (device_id, metric, width, at, count, min, max, sum)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?
-    .execute(params![
-        device_id,
-        metric,
-        merged.width as i64,
-        merged.at as i64,
-        merged.count as i64,
-        merged.min,
-        merged.max,
-        merged.sum
-    ])?;
+    write(conn, device_id, metric, &merged, true)?;
     Ok(())
 }
 
