@@ -75,6 +75,13 @@ pub fn format_rollout(r: &RolloutInfo) -> String {
     if r.revert {
         line.push_str(" (revert)");
     }
+    if !r.guards.is_empty() {
+        let rules: Vec<String> = r.guards.iter().map(crate::guards::format_rule).collect();
+        line.push_str(&format!(" guards {}", rules.join(" ")));
+        if r.watch_secs > 0 {
+            line.push_str(&format!(" watch {}s", r.watch_secs));
+        }
+    }
     if let Some(reason) = &r.pause_reason {
         line.push_str(&format!("\n      paused: {reason}"));
     }

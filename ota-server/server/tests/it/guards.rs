@@ -365,6 +365,21 @@ async fn the_command_line_creates_a_rollout_with_guards_and_a_watch_period() {
             {"metric": "rollbacks", "stat": "max", "max": 0.0, "min_robots": 1}
         ])
     );
+    let (base, id) = (server.base.clone(), info["rollout_id"].to_string());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ota-server"))
+            .args(["rollout", "show", &id, "--server", &base, "--token", ADMIN])
+            .env_remove("OTA_JSON")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("guards inference_latency_ms:p95>+20% rollbacks:max>0 watch 600s"),
+        "{shown}"
+    );
     let out = run("inference_latency_ms:p50>3").await.unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
