@@ -87,7 +87,14 @@ fn the_shipped_example_parses() {
     assert!(server.telemetry_command.is_some());
     assert_eq!(c.http.low_speed_limit, 1024);
     assert_eq!(c.http.low_speed_time, Duration::from_secs(60));
-    let readiness = c.readiness.unwrap();
+    // The readiness check ships commented out (a missing program would hold every update); uncommented, it
+    // is the documented one.
+    assert!(c.readiness.is_none());
+    let uncommented = text.replace("# [readiness]", "[readiness]").replace(
+        "# command = \"/usr/bin/robot-ready\"",
+        "command = \"/usr/bin/robot-ready\"",
+    );
+    let readiness = parse(&uncommented).unwrap().readiness.unwrap();
     assert_eq!(readiness.command, vec!["/usr/bin/robot-ready"]);
     assert_eq!(readiness.phases, WaitPhase::ALL);
 }
