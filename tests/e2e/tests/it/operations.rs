@@ -694,3 +694,34 @@ fn no_robot_goes_below_its_security_floor_whatever_the_server_says() {
         );
     }
 }
+
+#[test]
+fn a_rollout_that_requires_confirmation_waits_for_approve_before_the_reboot() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path());
+    let admin = server.admin();
+    let lines = LogLines::default();
+    let fleet = started(dir.path(), &server, &plans(1, &[]), &lines);
+    let published = admin.publish_bytes(release_bundle("1.1.0")).unwrap();
+    let id = create(&admin, &published.bundle_id, &[100], |r| {
+        r.require_confirmation = true;
+    });
+    // Downloaded and written, then it waits before rebooting and says so.
+    let d = wait_rollout(&admin, id, ROLLOUT_TIMEOUT, |d| {
+        member(d, "robot-1").waiting.is_some()
+    })
+    .unwrap();
+    let waiting = member(&d, "robot-1").waiting.clone().unwrap();
+    assert_eq!(waiting.phase, WaitPhase::Reboot, "{waiting:?}");
+    assert!(waiting.reason.contains("confirmation"), "{waiting:?}");
+    let robot = &fleet.robot("robot-1").unwrap().robot;
+    assert_eq!(robot.booted(), Slot::B, "no reboot before the approval");
+    assert!(!reports(&admin, "robot-1", id).contains(&ReportStatus::Rebooting));
+
+    // Someone at the robot runs `ota-client approve`.
+    ota_client::daemon::approve(&robot.config().data_dir, Some(&published.manifest_digest))
+        .unwrap();
+    let d = wait_rollout(&admin, id, ROLLOUT_TIMEOUT, done).unwrap();
+    assert_eq!(d.rollout.counts.succeeded, 1, "{:?}", d.rollout.counts);
+    assert_eq!(robot.booted(), Slot::A);
+}
