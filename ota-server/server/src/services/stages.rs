@@ -35,32 +35,37 @@ impl RolloutService {
         let changes = {
             let fleet = read(&shared.fleet);
             let mut changes = Vec::new();
-            for (&id, r) in &fleet.rollouts {
-                if r.record.state == RolloutState::Aborted {
+            let live: Vec<_> = fleet
+                .rollouts
+                .iter()
+                .filter(|(_, r)| r.record.state != RolloutState::Aborted)
+                .map(|(&id, r)| {
+                    let plan = r.plan_at(now);
+                    let stage = rollout::join_stage(&plan);
+                    (id, r, plan, stage)
+                })
+                .collect();
+            // Each candidate's facts once, against every rollout (`candidates` has no duplicates).
+            let mut joiners: Vec<Vec<MemberRecord>> = vec![Vec::new(); live.len()];
+            for device_id in &candidates {
+                let Some(dev) = fleet.devices.get(device_id) else {
                     continue;
-                }
-                let plan = r.plan_at(now);
-                let stage = rollout::join_stage(&plan);
-                let mut new: Vec<MemberRecord> = Vec::new();
-                for device_id in &candidates {
-                    if r.index.contains_key(device_id)
-                        || new.iter().any(|m| &m.device_id == device_id)
-                    {
-                        continue;
-                    }
-                    let Some(dev) = fleet.devices.get(device_id) else {
-                        continue;
-                    };
-                    if rollout::selects(&plan, &facts(&lock(dev).record)) {
+                };
+                let dev = lock(dev);
+                let facts = facts(&dev.record);
+                for ((_, r, plan, stage), new) in live.iter().zip(joiners.iter_mut()) {
+                    if !r.index.contains_key(device_id) && rollout::selects(plan, &facts) {
                         new.push(MemberRecord {
                             device_id: device_id.clone(),
                             rank: (r.members.len() + new.len()) as u64,
                             status: None,
                             updated_at: now,
-                            joined: Some(stage),
+                            joined: Some(*stage),
                         });
                     }
                 }
+            }
+            for ((id, r, _, stage), new) in live.into_iter().zip(joiners) {
                 // Without joiners, only a deadline, a soak or a start time can change an active rollout.
                 let aim = &r.record.aim;
                 let timed = aim.rules.deadline_secs > 0
