@@ -555,6 +555,19 @@ fn a_latency_guard_pauses_the_rollout_and_names_the_rule_and_the_robots() {
     assert!(!breach.robots.is_empty());
     for r in &breach.robots {
         assert!(updated.contains(&r.as_str()), "{r} named but not updated");
+        // The history shows the model before and after the update.
+        let history = admin.history(r, "inference_latency_ms", None).unwrap();
+        let low = history
+            .points
+            .iter()
+            .map(|p| p.min)
+            .fold(f64::MAX, f64::min);
+        let high = history
+            .points
+            .iter()
+            .map(|p| p.max)
+            .fold(f64::MIN, f64::max);
+        assert!(low <= 40.0 && high >= 95.0, "{r}: {history:?}");
     }
     // Paused: the rest keep their model.
     let rest: Vec<String> = d
