@@ -589,7 +589,7 @@ fn a_latency_guard_pauses_the_rollout_and_names_the_rule_and_the_robots() {
 }
 
 #[test]
-fn a_revert_takes_the_robots_back_by_switching_slots_without_a_download() {
+fn a_revert_takes_the_robots_back_by_switching_slots_and_downloads_only_where_needed() {
     let dir = tempfile::tempdir().unwrap();
     let server = server(dir.path());
     let admin = server.admin();
@@ -599,7 +599,12 @@ fn a_revert_takes_the_robots_back_by_switching_slots_without_a_download() {
         dir.path(),
         &proxy.base,
         &server,
-        &slow_model_plans(3),
+        &{
+            // robot-3 left the factory on 0.9.0: its other slot will not hold 1.0.0.
+            let mut robots = slow_model_plans(3);
+            robots[2].factory_version = Some("0.9.0".into());
+            robots
+        },
         lines.sink(),
     );
     fleet.start(Arc::new(SystemClock));
@@ -651,7 +656,19 @@ fn a_revert_takes_the_robots_back_by_switching_slots_without_a_download() {
         .filter(|s| s.path.ends_with("/download") && s.path.contains(&previous.bundle_id))
         .map(|s| s.path)
         .collect();
-    assert!(fetched.is_empty(), "the other slot held 1.0.0: {fetched:?}");
+    assert_eq!(
+        fetched.len(),
+        1,
+        "only robot-3 downloads 1.0.0: {fetched:?}"
+    );
+    for robot in ["robot-1", "robot-2"] {
+        let statuses = reports(&admin, robot, revert);
+        assert!(
+            !statuses.contains(&ReportStatus::Downloading),
+            "{robot}'s other slot held 1.0.0: {statuses:?}"
+        );
+    }
+    assert!(reports(&admin, "robot-3", revert).contains(&ReportStatus::Downloading));
 }
 
 #[test]
