@@ -755,3 +755,66 @@ fn a_rollout_that_requires_confirmation_waits_for_approve_before_the_reboot() {
     assert_eq!(d.rollout.counts.succeeded, 1, "{:?}", d.rollout.counts);
     assert_eq!(robot.booted(), Slot::A);
 }
+
+#[test]
+fn operator_tags_override_the_robots_own_and_aim_the_rollout() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path());
+    let admin = server.admin();
+    let lines = LogLines::default();
+    let _fleet = started(dir.path(), &server, &plans(2, &[]), &lines);
+    // Both robots say site=warehouse-1; the operator knows robot-2 moved.
+    admin
+        .set_labels(
+            "robot-2",
+            &DeviceLabels {
+                tags: BTreeMap::from([("site".to_string(), "warehouse-2".to_string())]),
+                group: None,
+            },
+        )
+        .unwrap();
+    let published = admin.publish_bytes(release_bundle("1.1.0")).unwrap();
+    let id = create(&admin, &published.bundle_id, &[100], |r| {
+        r.filter = Some(site("warehouse-2"));
+    });
+    let d = wait_rollout(&admin, id, ROLLOUT_TIMEOUT, |d| {
+        d.rollout.counts.succeeded == 1 && all_finished(d)
+    })
+    .unwrap();
+    let members: Vec<&str> = d.devices.iter().map(|m| m.device_id.as_str()).collect();
+    assert_eq!(members, ["robot-2"]);
+    let robot1 = ["robot-1".to_string()];
+    let before = poll_counts(&lines, &robot1);
+    wait_polls(&lines, &robot1, &before, 2);
+    assert!(reports(&admin, "robot-1", id).is_empty());
+}
+
+#[test]
+fn nothing_is_offered_before_the_rollouts_start_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path());
+    let admin = server.admin();
+    let lines = LogLines::default();
+    let fleet = started(dir.path(), &server, &plans(2, &[]), &lines);
+    let published = admin.publish_bytes(release_bundle("1.1.0")).unwrap();
+    let unix_now = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let start_at = unix_now() + 12;
+    let id = create(&admin, &published.bundle_id, &[100], |r| {
+        r.start_at = Some(start_at);
+    });
+    let ids = fleet.ids();
+    let before = poll_counts(&lines, &ids);
+    wait_polls(&lines, &ids, &before, 2);
+    assert!(unix_now() < start_at, "the robots polled before the start");
+    for r in &ids {
+        assert!(reports(&admin, r, id).is_empty(), "{r} was offered early");
+    }
+    let d = wait_rollout(&admin, id, ROLLOUT_TIMEOUT, done).unwrap();
+    assert_eq!(d.rollout.counts.succeeded, 2, "{:?}", d.rollout.counts);
+    assert!(unix_now() >= start_at);
+}
