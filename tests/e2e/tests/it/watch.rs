@@ -1,5 +1,6 @@
 //! Rollouts an operator watches and undoes (issue 10), end to end: stage deadlines, retries and a manual next
-//! stage, a health guard on inference latency, a fleet revert and the security floor.
+//! stage, health guards (inference latency while the rollout runs, error rate in the watch period after it
+//! completed), a fleet revert and the security floor.
 
 use std::sync::Arc;
 
@@ -342,4 +343,58 @@ fn no_robot_goes_below_its_security_floor_whatever_the_server_says() {
             r.robot.rootfs_image("1.1.0")
         );
     }
+}
+
+#[test]
+fn a_guard_keeps_watching_after_the_rollout_completed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path());
+    let admin = server.admin();
+    let lines = LogLines::default();
+    // The robots report what their stack wrote last (nothing at first).
+    let mut robots = plans(2, &[]);
+    for p in &mut robots {
+        let file = dir.path().join(&p.id).join("telemetry.json");
+        p.telemetry_command = Some(vec![
+            "sh".into(),
+            "-c".into(),
+            format!(
+                "cat {:?} 2>/dev/null || echo '{{}}'",
+                file.display().to_string()
+            ),
+        ]);
+    }
+    let _fleet = started(dir.path(), &server, &robots, &lines);
+    let published = admin.publish_bytes(release_bundle("1.1.0")).unwrap();
+    let guard = GuardRule {
+        metric: "error_rate".into(),
+        stat: GuardStat::Mean,
+        max: Some(0.1),
+        max_increase_percent: None,
+        min_robots: 1,
+    };
+    let id = create(&admin, &published.bundle_id, &[100], |r| {
+        r.guards = vec![guard.clone()];
+        r.watch_secs = 600;
+    });
+    let d = wait_rollout(&admin, id, ROLLOUT_TIMEOUT, done).unwrap();
+    assert!(d.rollout.breach.is_none());
+    // Hours later in the field: robot-2's new release starts failing its tasks.
+    std::fs::write(
+        dir.path().join("robot-2").join("telemetry.json"),
+        r#"{"metrics": {"error_rate": 0.6}}"#,
+    )
+    .unwrap();
+    let d = wait_rollout(&admin, id, ROLLOUT_TIMEOUT, |d| {
+        d.rollout.state == RolloutState::Paused
+    })
+    .unwrap();
+    let breach = d.rollout.breach.clone().expect("the breach is stored");
+    assert_eq!(breach.rule, guard);
+    assert_eq!(breach.robots, ["robot-2"]);
+    let reason = d.rollout.pause_reason.unwrap_or_default();
+    assert!(reason.contains("error_rate"), "{reason}");
+    // Seen: resuming puts it back to completed.
+    let resumed = admin.rollout_action(id, "resume").unwrap();
+    assert_eq!(resumed.state, RolloutState::Completed);
 }
