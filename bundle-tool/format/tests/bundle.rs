@@ -217,7 +217,11 @@ fn the_security_floor_is_signed_and_bounds_the_version() {
     };
     swap(&mut impossible, &valid_bytes, &impossible_bytes);
     let sigs = |bytes: &[u8]| encode_signatures(&sign_manifest(bytes, &f.keys));
-    swap(&mut impossible, &sigs(&valid_bytes), &sigs(&impossible_bytes));
+    swap(
+        &mut impossible,
+        &sigs(&valid_bytes),
+        &sigs(&impossible_bytes),
+    );
     let err = BundleReader::open(impossible.as_slice(), &t)
         .err()
         .expect("a bundle below its own floor is refused")
