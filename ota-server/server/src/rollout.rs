@@ -351,17 +351,18 @@ pub fn evaluate(plan: &Plan<'_>, statuses: &[Option<ReportStatus>]) -> Option<Tr
             .is_some()
             .then_some(Transition::Reopen);
     }
+    // The soak gates the next stage only: a finished last stage completes at once, and the guards' watch period
+    // (not a soak) keeps judging the fleet after that.
+    if plan.current_stage + 1 >= plan.stages.len() {
+        return Some(Transition::Complete);
+    }
     match plan.stage_completed_at {
         _ if plan.soak_secs == 0 => {}
         None => return Some(Transition::Soak),
         Some(at) if plan.now < at.saturating_add(plan.soak_secs) => return None,
         Some(_) => {}
     }
-    if plan.current_stage + 1 < plan.stages.len() {
-        Some(Transition::Advance(plan.current_stage + 1))
-    } else {
-        Some(Transition::Complete)
-    }
+    Some(Transition::Advance(plan.current_stage + 1))
 }
 
 /// A device's status in a rollout after it reports `reported`: a finished device may only move to another final

@@ -283,6 +283,20 @@ proptest! {
         }
     }
 
+    /// A finished last stage completes at once, whatever its soak (the soak only gates a next stage).
+    #[test]
+    fn the_last_stage_completes_without_soaking(
+        members in 1usize..20,
+        soak in 1u64..100,
+        now in 0u64..300,
+    ) {
+        let statuses = vec![Some(Success); members];
+        let f = Fixture::new(&[50, 100]);
+        let mut plan = f.plan(RolloutState::Active, 1, now);
+        plan.soak_secs = soak;
+        prop_assert_eq!(evaluate(&plan, &statuses), Some(Transition::Complete));
+    }
+
     /// Deadlines and soak: a stage never advances while a reached member blocks it before the deadline, nor
     /// before its soak has passed.
     #[test]

@@ -119,9 +119,11 @@ fn next_starts_the_next_stage_before_the_soak_ends() {
 
     let info = admin.rollout_action(id, "next").unwrap();
     assert_eq!(info.current_stage, 1);
-    // The last stage soaks too before the rollout counts as completed; every robot is offered at once.
+    // Every robot is offered at once; the soak gates only a next stage, so the finished last stage completes.
     let d = wait_rollout(&admin, id, ROLLOUT_TIMEOUT, |d| {
-        d.rollout.counts.succeeded == 4 && all_finished(d)
+        d.rollout.counts.succeeded == 4
+            && all_finished(d)
+            && d.rollout.state == RolloutState::Completed
     })
     .unwrap();
     assert_eq!(d.rollout.current_stage, 1);
