@@ -76,10 +76,33 @@ fn temp_name(target: &Path) -> OsString {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^= x >> 31;
-    let mut name = OsString::from(".");
-    name.push(target.file_name().unwrap_or_default());
-    name.push(format!(".{x:016x}.tmp"));
+    let mut name = temp_prefix(target);
+    name.push(format!("{x:016x}{TEMP_SUFFIX}"));
     name
+}
+
+/// Ends every temp name, so a sweep can tell a power cut's leftovers from other files.
+const TEMP_SUFFIX: &str = ".tmp";
+
+/// `.<file name>.`: what every temp name for `target` starts with.
+fn temp_prefix(target: &Path) -> OsString {
+    let mut prefix = OsString::from(".");
+    prefix.push(target.file_name().unwrap_or_default());
+    prefix.push(".");
+    prefix
+}
+
+/// A fresh random path beside `target` for writers that make the new entry themselves (a symlink to rename over
+/// a link, say) but want the same unguessable, sweepable names as [`AtomicFile`]. The caller creates it
+/// exclusively and picks another on `AlreadyExists`.
+pub fn temp_path(target: &Path) -> PathBuf {
+    parent_dir(target).join(temp_name(target))
+}
+
+/// Whether `name` (an entry of `target`'s directory) is one of `target`'s temp names, e.g. left by a power cut.
+pub fn is_temp_of(target: &Path, name: &std::ffi::OsStr) -> bool {
+    let (name, prefix) = (name.to_string_lossy(), temp_prefix(target));
+    name.starts_with(&*prefix.to_string_lossy()) && name.ends_with(TEMP_SUFFIX)
 }
 
 /// A file being written that replaces `path` only when [`commit`](AtomicFile::commit)ted.
@@ -240,6 +263,24 @@ mod tests {
         let b = temp_name(p);
         assert_ne!(a, b);
         assert!(a.to_string_lossy().starts_with(".state."));
+    }
+
+    #[test]
+    fn temp_paths_are_beside_the_target_and_recognised() {
+        let p = Path::new("/x/state");
+        let t = temp_path(p);
+        assert_eq!(t.parent(), Some(Path::new("/x")));
+        assert_ne!(t, temp_path(p));
+        assert!(is_temp_of(p, t.file_name().unwrap()));
+        assert!(!is_temp_of(p, std::ffi::OsStr::new("state")));
+        assert!(!is_temp_of(
+            p,
+            std::ffi::OsStr::new(".other.0123456789abcdef.tmp")
+        ));
+        assert!(!is_temp_of(
+            p,
+            std::ffi::OsStr::new(".state.0123456789abcdef.new")
+        ));
     }
 
     #[test]

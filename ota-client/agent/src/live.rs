@@ -4,10 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use ota_client_core::Slot;
-use ota_image_io::atomic::{parent_dir, sync_dir};
+use ota_image_io::atomic::{is_temp_of, parent_dir, sync_dir, temp_path};
 
 use crate::config::ClassConfig;
-use crate::random::random_u64;
 
 /// A symlink problem.
 #[derive(Debug, thiserror::Error)]
@@ -55,20 +54,25 @@ pub fn active(class: &ClassConfig) -> Result<Slot, LinkError> {
     }
 }
 
-/// Ends the names of new links before they are renamed over the class's link.
-const TEMP_SUFFIX: &str = ".ota-new";
+/// How earlier clients ended the names of new links (`.<link>.<hex>.ota-new`); still swept.
+const OLD_TEMP_SUFFIX: &str = ".ota-new";
 
 /// Removes new links a power cut left before their rename (symlinks only: removing one never
 /// touches what it points at). Best effort: a leftover costs a directory entry, nothing more.
-fn remove_leftovers(dir: &Path, prefix: &str) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
+fn remove_leftovers(link: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent_dir(link)) else {
         return;
     };
+    let old_prefix = format!(
+        ".{}.",
+        link.file_name().unwrap_or_default().to_string_lossy()
+    );
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let name = name.to_string_lossy();
         let is_link = entry.file_type().is_ok_and(|t| t.is_symlink());
-        if is_link && name.starts_with(prefix) && name.ends_with(TEMP_SUFFIX) {
+        let lossy = name.to_string_lossy();
+        let old = lossy.starts_with(&old_prefix) && lossy.ends_with(OLD_TEMP_SUFFIX);
+        if is_link && (old || is_temp_of(link, &name)) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
@@ -86,13 +90,9 @@ pub fn switch(class: &ClassConfig, slot: Slot) -> Result<(), LinkError> {
         move |error| LinkError { op, path, error }
     };
     let dir = parent_dir(link);
-    let prefix = format!(
-        ".{}.",
-        link.file_name().unwrap_or_default().to_string_lossy()
-    );
-    remove_leftovers(dir, &prefix);
+    remove_leftovers(link);
     let tmp = loop {
-        let tmp = dir.join(format!("{prefix}{:016x}{TEMP_SUFFIX}", random_u64()));
+        let tmp = temp_path(link);
         match std::os::unix::fs::symlink(class.path(slot), &tmp) {
             Ok(()) => break tmp,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -141,6 +141,13 @@ mod tests {
         assert!(
             std::fs::symlink_metadata(&leftover).is_err(),
             "a power cut's leftover is removed"
+        );
+        let leftover = temp_path(&dir.path().join("current"));
+        std::os::unix::fs::symlink(class.path(Slot::B), &leftover).unwrap();
+        switch(&class, Slot::A).unwrap();
+        assert!(
+            std::fs::symlink_metadata(&leftover).is_err(),
+            "a leftover under the shared temp name is removed too"
         );
         std::fs::remove_file(dir.path().join("current")).unwrap();
         std::os::unix::fs::symlink("/elsewhere", dir.path().join("current")).unwrap();
