@@ -57,29 +57,17 @@ impl Client {
                             .push(format!("health checks passed: committed slot {slot}"));
                     }
                     Err(f) => {
-                        let reason = f.reason();
-                        self.event(
+                        return Err(self.fail_trial(
                             &mut s,
-                            Event::TrialFailed {
-                                reason: reason.clone(),
-                            },
+                            slot,
+                            f.reason(),
                             "confirm:trial-failed",
-                        )?;
-                        self.reboot()?;
-                        return Err(ClientError::TrialFailed { slot, reason });
+                        ))
                     }
                 }
             }
             BootOutcome::AbortTrial { slot, reason } => {
-                self.event(
-                    &mut s,
-                    Event::TrialFailed {
-                        reason: reason.clone(),
-                    },
-                    "confirm:abort-trial",
-                )?;
-                self.reboot()?;
-                return Err(ClientError::TrialFailed { slot, reason });
+                return Err(self.fail_trial(&mut s, slot, reason, "confirm:abort-trial"))
             }
             BootOutcome::RolledBack { slot, reason } => {
                 self.event(
@@ -121,6 +109,24 @@ impl Client {
             BootOutcome::Inconsistent { reason } => return Err(ClientError::Inconsistent(reason)),
         }
         Ok(report)
+    }
+
+    /// Gives up the booted trial: records why and reboots into the committed slot. The error says why the
+    /// trial failed, or why recording it or rebooting did.
+    fn fail_trial(
+        &mut self,
+        s: &mut Session,
+        slot: Slot,
+        reason: String,
+        label: &str,
+    ) -> ClientError {
+        let failed = Event::TrialFailed {
+            reason: reason.clone(),
+        };
+        match self.event(s, failed, label).and_then(|()| self.reboot()) {
+            Ok(()) => ClientError::TrialFailed { slot, reason },
+            Err(e) => e,
+        }
     }
 
     /// Commits the booted trial slot (or records a commit the environment already holds),
