@@ -2,6 +2,8 @@
 //! response to `Range: bytes=<pos>-` continues the same file exactly at `pos`. Pure: facts in,
 //! verdicts out.
 
+use ota_protocol::client::ErrorKind;
+
 /// What identifies the file on the server, sent back as `If-Range`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Validator {
@@ -57,7 +59,8 @@ pub fn classify(status: u16) -> StatusClass {
         ),
         404 | 410 => StatusClass::Permanent("the server does not have this bundle (check the URL)"),
         416 => StatusClass::Permanent("the server cannot serve the requested range"),
-        408 | 425 | 429 | 500..=599 => StatusClass::Retry,
+        // Which statuses are passing is the API client's rule, decided once.
+        _ if ErrorKind::for_status(status) == ErrorKind::Retry => StatusClass::Retry,
         _ => StatusClass::Permanent("unexpected response"),
     }
 }
