@@ -55,6 +55,20 @@ pub struct Device {
     pub record: DeviceRecord,
     /// When it last polled (for the minimum poll interval).
     pub last_poll: Option<Instant>,
+    /// The version a success report said it committed since its last poll ([`rollout::runs_after_report`]);
+    /// the next poll says what it runs again. Not stored: a restart waits for that poll.
+    pub committed: Option<semver::Version>,
+}
+
+impl Device {
+    /// The decision facts of the device, running what it last committed if it has not polled since.
+    pub fn facts(&self) -> rollout::DeviceFacts<'_> {
+        let mut facts = facts(&self.record);
+        if let Some(v) = &self.committed {
+            facts.current_version = Some(v);
+        }
+        facts
+    }
 }
 
 /// A rollout in memory.
@@ -355,6 +369,7 @@ impl Fleet {
                 Arc::new(Mutex::new(Device {
                     record,
                     last_poll: None,
+                    committed: None,
                 })),
             );
         }

@@ -171,6 +171,15 @@ pub fn matches_filter(plan: &Plan<'_>, device: &DeviceFacts<'_>) -> bool {
             .is_none_or(|req| device.current_version.is_some_and(|v| req.matches(v)))
 }
 
+/// The version a report says the device runs from now on: a success means the release is committed and
+/// booted, before the device's next poll says so (a revert created in between must take it back).
+pub fn runs_after_report(
+    status: ReportStatus,
+    version: Option<&semver::Version>,
+) -> Option<&semver::Version> {
+    version.filter(|_| status == ReportStatus::Success)
+}
+
 /// Whether a device belongs in the target set: it matches the filter and `compatible` and does not run the
 /// version already.
 pub fn selects(plan: &Plan<'_>, device: &DeviceFacts<'_>) -> bool {

@@ -473,6 +473,33 @@ fn manual_actions() {
 }
 
 proptest! {
+    /// Only a success says what a device runs (the reported version); a revert to another version then selects
+    /// it, whatever its last poll said.
+    #[test]
+    fn a_success_says_what_a_device_runs(
+        status in proptest::sample::select(ReportStatus::ALL.to_vec()),
+        reported in 0u64..4,
+        polled in 0u64..4,
+    ) {
+        let reported = semver::Version::new(reported, 0, 0);
+        let polled = semver::Version::new(polled, 0, 0);
+        let runs = runs_after_report(status, Some(&reported));
+        prop_assert_eq!(runs, (status == Success).then_some(&reported));
+        prop_assert_eq!(runs_after_report(status, None), None);
+        let f = Fixture::new(&[100]);
+        let labels = tags(&[]);
+        let device = DeviceFacts {
+            compatible: "acme",
+            tags: &f.tags,
+            current_version: runs.or(Some(&polled)),
+            labels: &labels,
+            group: None,
+        };
+        let revert = f.plan(RolloutState::Active, 0);
+        let runs_it = device.current_version == Some(&f.version);
+        prop_assert_eq!(selects(&revert, &device), !runs_it);
+    }
+
     /// A finished status stays finished: only another final status replaces it; any report of an unfinished
     /// device is taken as is.
     #[test]

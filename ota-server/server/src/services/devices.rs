@@ -159,6 +159,7 @@ impl DeviceService {
                     Arc::new(Mutex::new(Device {
                         record: record.clone(),
                         last_poll: None,
+                        committed: None,
                     }))
                 });
             let mut dev = lock(slot);
@@ -226,6 +227,7 @@ impl DeviceService {
             }
         }
         dev.last_poll = Some(now_instant);
+        dev.committed = None;
         let rec = &mut dev.record;
         let facts_changed =
             rec.compatible != req.compatible || rec.state.current_version != req.current_version;
@@ -407,6 +409,7 @@ impl DeviceService {
         }
         shared.metrics.report(req.status);
         // Apply.
+        let mut joined = false;
         let (device, rollout_info) = {
             let mut fleet = write(&shared.fleet);
             let mut rollout_info = None;
@@ -426,10 +429,20 @@ impl DeviceService {
                 let mut d = lock(d);
                 d.record.state.last_status = Some(last_status);
                 d.record.state.last_seen = Some(now);
+                if let Some(v) = rollout::runs_after_report(req.status, req.version.as_ref()) {
+                    if d.facts().current_version != Some(v) {
+                        // A rollout created before its next poll (a revert) must already see what it runs.
+                        d.committed = Some(v.clone());
+                        joined = true;
+                    }
+                }
                 device_info(&d.record)
             });
             (device, rollout_info)
         };
+        if joined {
+            lock(&shared.joins).insert(device_id.to_string());
+        }
         shared.emit(Event::Report(Box::new(ReportEvent {
             device_id: device_id.to_string(),
             report: record,

@@ -7,9 +7,7 @@ use std::sync::Arc;
 use ota_protocol::admin::{CreateRolloutRequest, Event, RolloutDetail, RolloutInfo, RolloutState};
 
 use crate::error::ServiceError;
-use crate::fleet::{
-    facts, lock, plan, read, settle, unix_now, validate_tags, write, Rollout, Shared,
-};
+use crate::fleet::{lock, plan, read, settle, unix_now, validate_tags, write, Rollout, Shared};
 use crate::rollout::{self, Control, RolloutAction};
 use crate::schedule::CompiledSchedule;
 use crate::store::{MemberRecord, RolloutAim, RolloutRecord};
@@ -124,7 +122,7 @@ impl RolloutService {
                 .values()
                 .filter_map(|d| {
                     let d = lock(d);
-                    let facts = facts(&d.record);
+                    let facts = d.facts();
                     rollout::selects(&plan, &facts).then(|| d.record.device_id.clone())
                 })
                 .collect();

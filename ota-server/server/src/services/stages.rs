@@ -5,7 +5,7 @@
 use ota_protocol::admin::{Event, RolloutInfo, RolloutState};
 
 use crate::error::ServiceError;
-use crate::fleet::{facts, lock, read, settle, unix_now, write, Shared};
+use crate::fleet::{lock, read, settle, unix_now, write, Shared};
 use crate::rollout;
 use crate::services::rollouts::RolloutService;
 use crate::store::{MemberRecord, RolloutRecord};
@@ -52,7 +52,7 @@ impl RolloutService {
                     continue;
                 };
                 let dev = lock(dev);
-                let facts = facts(&dev.record);
+                let facts = dev.facts();
                 for ((_, r, plan, stage), new) in live.iter().zip(joiners.iter_mut()) {
                     if !r.index.contains_key(device_id) && rollout::selects(plan, &facts) {
                         new.push(MemberRecord {

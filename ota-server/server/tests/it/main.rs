@@ -6,6 +6,7 @@ mod common;
 mod dashboard_browser;
 mod guards;
 mod observability;
+mod reverts;
 mod rollout_flow;
 mod security;
 mod targets;
