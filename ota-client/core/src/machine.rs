@@ -8,12 +8,37 @@ mod event;
 pub use event::{Context, Event, Order, StepError, Transition, WriteTarget};
 
 use crate::slot::{
-    check_floor, raise_floor, BootEnv, ClientState, EventKind, InstallOutcome, OutcomeKind,
-    PendingTrial, Slot, SlotState,
+    check_floor, raise_floor, BootEnv, ClientState, EventKind, InstallOutcome, LiveTrial,
+    OutcomeKind, PendingTrial, Slot, SlotState,
 };
 
 fn refuse<T>(msg: impl Into<String>) -> Result<T, StepError> {
     Err(StepError(msg.into()))
+}
+
+/// Ends the live trial `t` (kept or undone): its switched classes become `to` with `note`, the trial is cleared
+/// and `outcome` recorded as the last install. Returns the slot it switched to, for the event.
+fn end_live_trial(
+    next: &mut ClientState,
+    t: &LiveTrial,
+    to: SlotState,
+    note: Option<&str>,
+    outcome: OutcomeKind,
+) -> Option<Slot> {
+    for f in &t.flips {
+        let rec = next.record_mut(&f.class, f.to);
+        rec.state = to;
+        rec.note = note.map(str::to_string);
+    }
+    next.live_trial = None;
+    let slot = t.flips.first().map(|f| f.to);
+    next.last_install = Some(InstallOutcome {
+        version: Some(t.version.clone()),
+        bundle_hash: Some(t.bundle_hash.clone()),
+        slot,
+        outcome,
+    });
+    slot
 }
 
 fn set_classes(
@@ -420,21 +445,9 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
             let Some(t) = state.live_trial.clone() else {
                 return refuse("no live trial in progress");
             };
-            for f in &t.flips {
-                let rec = next.record_mut(&f.class, f.to);
-                rec.state = SlotState::Good;
-                rec.note = None;
-            }
-            next.live_trial = None;
+            let slot = end_live_trial(&mut next, &t, SlotState::Good, None, OutcomeKind::Succeeded);
             next.security_floor =
                 raise_floor(state.security_floor.as_ref(), t.security_floor.as_ref());
-            let slot = t.flips.first().map(|f| f.to);
-            next.last_install = Some(InstallOutcome {
-                version: Some(t.version.clone()),
-                bundle_hash: Some(t.bundle_hash.clone()),
-                slot,
-                outcome: OutcomeKind::Succeeded,
-            });
             next.push_event(
                 EventKind::LiveCommitted,
                 slot,
@@ -451,21 +464,10 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
             let Some(t) = state.live_trial.clone() else {
                 return refuse("no live trial in progress");
             };
-            for f in &t.flips {
-                let rec = next.record_mut(&f.class, f.to);
-                rec.state = SlotState::Bad;
-                rec.note = Some(reason.clone());
-            }
-            next.live_trial = None;
-            let slot = t.flips.first().map(|f| f.to);
-            next.last_install = Some(InstallOutcome {
-                version: Some(t.version.clone()),
-                bundle_hash: Some(t.bundle_hash.clone()),
-                slot,
-                outcome: OutcomeKind::Failed {
-                    reason: reason.clone(),
-                },
-            });
+            let failed = OutcomeKind::Failed {
+                reason: reason.clone(),
+            };
+            let slot = end_live_trial(&mut next, &t, SlotState::Bad, Some(&reason), failed);
             let kind = if interrupted {
                 EventKind::LiveInterrupted
             } else {
