@@ -95,7 +95,11 @@ impl RolloutService {
             return Ok(0);
         }
         let count = changes.len();
-        self.commit(changes).await?;
+        if let Err(e) = self.commit(changes).await {
+            // Not lost: the next tick tries these devices again (the members committed already are skipped).
+            lock(&shared.joins).extend(candidates);
+            return Err(e);
+        }
         Ok(count)
     }
 

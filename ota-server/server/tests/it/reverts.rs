@@ -195,3 +195,41 @@ async fn a_completed_revert_takes_back_a_robot_that_comes_onto_the_release_later
     assert_eq!(detail["rollout"]["counts"]["succeeded"], 1, "{detail}");
     site.server.stop().await;
 }
+
+/// A database error while the rollout tick adds a robot does not lose it: the next tick adds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_robot_is_not_lost_when_the_database_refuses_it_once() {
+    let key = SecretKey::generate();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(settings(dir.path(), &trust(&[&key], 1))).await;
+    let site = Site {
+        server,
+        c: client(),
+        _dir: dir,
+    };
+    site.publish(&key, "3.0.0").await;
+    let previous = site.publish(&key, "2.0.0").await;
+    let token = enroll(&site.c, &site.server, "r1", &[("site", "w9")], COMPATIBLE).await;
+    site.poll(&token, "2.0.0").await;
+    let revert = site
+        .create(
+            json!({"bundle_id": previous, "stages": [100], "revert": true,
+                       "filter": {"tags": {"site": "w9"}}}),
+        )
+        .await;
+    let db = rusqlite::Connection::open(site.server.data_dir.join("ota.sqlite")).unwrap();
+    db.busy_timeout(Duration::from_secs(10)).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER refuse BEFORE INSERT ON rollout_devices BEGIN SELECT RAISE(FAIL, 'disk full'); END;",
+    )
+    .unwrap();
+    // The robot comes onto 3.0.0 (one poll: its facts change once); the tick fails to add it meanwhile.
+    assert!(site.poll(&token, "3.0.0").await.update.is_none());
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let detail = site.rollout(revert).await;
+    assert_eq!(detail["rollout"]["counts"]["targeted"], 0, "{detail}");
+    db.execute_batch("DROP TRIGGER refuse;").unwrap();
+    let offer = site.offered(&token, "3.0.0", revert).await.update.unwrap();
+    assert!(offer.revert);
+    site.server.stop().await;
+}
