@@ -5,8 +5,8 @@ use std::str::FromStr;
 
 use ed25519_dalek::pkcs8::spki::der::pem::{self, LineEnding};
 use ed25519_dalek::pkcs8::{
-    spki::SubjectPublicKeyInfoRef, EncodePrivateKey, EncodePublicKey, KeypairBytes, PrivateKeyInfo,
-    ALGORITHM_OID,
+    spki::SubjectPublicKeyInfoRef, EncodePrivateKey, EncodePublicKey, KeypairBytes,
+    ObjectIdentifier, PrivateKeyInfo, ALGORITHM_OID,
 };
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use rand_core::OsRng;
@@ -18,6 +18,18 @@ use crate::KeyError;
 
 const PUBLIC_LABEL: &str = "PUBLIC KEY";
 const PRIVATE_LABEL: &str = "PRIVATE KEY";
+
+/// Refuses a key of another algorithm (an RSA or P-256 PEM, say), naming its OID.
+fn require_ed25519(oid: ObjectIdentifier) -> Result<(), KeyError> {
+    if oid == ALGORITHM_OID {
+        Ok(())
+    } else {
+        Err(KeyError::NotEd25519 {
+            path: None,
+            oid: oid.to_string(),
+        })
+    }
+}
 
 /// Short stable key id: first 8 bytes of SHA-256 of the raw 32-byte ed25519 public
 /// key, shown as 16 lowercase hex chars.
@@ -161,12 +173,7 @@ impl PublicKey {
         let bad = |detail: String| KeyError::BadPem { path: None, detail };
         let spki = SubjectPublicKeyInfoRef::try_from(der.as_slice())
             .map_err(|e| bad(format!("not a SubjectPublicKeyInfo structure: {e}")))?;
-        if spki.algorithm.oid != ALGORITHM_OID {
-            return Err(KeyError::NotEd25519 {
-                path: None,
-                oid: spki.algorithm.oid.to_string(),
-            });
-        }
+        require_ed25519(spki.algorithm.oid)?;
         if spki.algorithm.parameters.is_some() {
             return Err(bad(
                 "ed25519 algorithm identifier must not have parameters".into()
@@ -263,12 +270,7 @@ impl SecretKey {
         let bad = |detail: String| KeyError::BadPem { path: None, detail };
         let info = PrivateKeyInfo::try_from(der.as_slice())
             .map_err(|e| bad(format!("not a PKCS#8 private key: {e}")))?;
-        if info.algorithm.oid != ALGORITHM_OID {
-            return Err(KeyError::NotEd25519 {
-                path: None,
-                oid: info.algorithm.oid.to_string(),
-            });
-        }
+        require_ed25519(info.algorithm.oid)?;
         let mut keypair = KeypairBytes::try_from(info)
             .map_err(|e| bad(format!("malformed ed25519 private key: {e}")))?;
         let signing = SigningKey::try_from(&keypair);
