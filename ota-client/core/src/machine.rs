@@ -41,6 +41,12 @@ fn end_live_trial(
     slot
 }
 
+/// Records the operator's mark-bad of `slot`: its boot classes become bad with `reason`, and the event is kept.
+fn record_marked_bad(next: &mut ClientState, classes: &[String], slot: Slot, reason: &str) {
+    set_classes(next, classes, slot, SlotState::Bad, Some(reason));
+    next.push_event(EventKind::MarkedBad, Some(slot), None, None, reason);
+}
+
 fn set_classes(
     state: &mut ClientState,
     classes: &[String],
@@ -557,14 +563,7 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
                         ));
                     }
                 }
-                set_classes(
-                    &mut next,
-                    ctx.boot_classes,
-                    slot,
-                    SlotState::Bad,
-                    Some(reason),
-                );
-                next.push_event(EventKind::MarkedBad, Some(slot), None, None, reason);
+                record_marked_bad(&mut next, ctx.boot_classes, slot, reason);
                 return Ok(Transition {
                     state: next,
                     env: Some(BootEnv {
@@ -580,13 +579,7 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
                     "refusing to mark the committed slot {slot} bad while slot {booted} runs on trial: confirm or mark-bad the trial first"
                 ));
             }
-            set_classes(
-                &mut next,
-                ctx.boot_classes,
-                slot,
-                SlotState::Bad,
-                Some(reason),
-            );
+            record_marked_bad(&mut next, ctx.boot_classes, slot, reason);
             if next.pending_trial.as_ref().is_some_and(|p| p.slot == slot) {
                 next.pending_trial = None;
             }
@@ -597,7 +590,6 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
             {
                 next.staged = None;
             }
-            next.push_event(EventKind::MarkedBad, Some(slot), None, None, reason);
             let new_env = (env.trial == Some(slot)).then_some(env.clear_trial());
             Ok(Transition {
                 state: next,
