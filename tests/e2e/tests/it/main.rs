@@ -4,4 +4,5 @@
 mod aim;
 mod common;
 mod fleet;
+mod processes;
 mod watch;
