@@ -176,6 +176,33 @@ pub fn parse_schedule(
     Ok(Some(schedule))
 }
 
+/// A rollout's stages, failure threshold and name: `ota-server rollout create|revert` options.
+#[derive(clap::Args, Clone, Debug)]
+pub struct PlanArgs {
+    /// Cumulative stage percentages, ending at 100.
+    #[arg(long, value_delimiter = ',', default_value = "5,25,100")]
+    pub stages: Vec<u8>,
+    /// Pause automatically when (failed + rolled back) / offered exceeds this.
+    #[arg(long, default_value_t = 0.2)]
+    pub failure_threshold: f64,
+    /// Display name.
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+impl PlanArgs {
+    /// The create request for `bundle_id` with these options.
+    pub fn request(self, bundle_id: String) -> CreateRolloutRequest {
+        CreateRolloutRequest {
+            bundle_id,
+            stages: Some(self.stages),
+            failure_threshold: Some(self.failure_threshold),
+            name: self.name,
+            ..Default::default()
+        }
+    }
+}
+
 /// Where and when a rollout goes: `ota-server rollout create|revert` options beyond bundle and stages.
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct AimArgs {

@@ -117,15 +117,8 @@ enum RolloutCommand {
         /// Select devices with this tag (key=value, repeatable; none: all compatible devices).
         #[arg(long = "tag")]
         tags: Vec<String>,
-        /// Cumulative stage percentages, ending at 100.
-        #[arg(long, value_delimiter = ',', default_value = "5,25,100")]
-        stages: Vec<u8>,
-        /// Pause automatically when (failed + rolled back) / offered exceeds this.
-        #[arg(long, default_value_t = 0.2)]
-        failure_threshold: f64,
-        /// Display name.
-        #[arg(long)]
-        name: Option<String>,
+        #[command(flatten)]
+        plan: cli::PlanArgs,
         #[command(flatten)]
         aim: cli::AimArgs,
     },
@@ -136,15 +129,8 @@ enum RolloutCommand {
         /// The bundle id of the release to go back to.
         #[arg(long = "to")]
         bundle: String,
-        /// Cumulative stage percentages, ending at 100.
-        #[arg(long, value_delimiter = ',', default_value = "5,25,100")]
-        stages: Vec<u8>,
-        /// Pause automatically when (failed + rolled back) / offered exceeds this.
-        #[arg(long, default_value_t = 0.2)]
-        failure_threshold: f64,
-        /// Display name.
-        #[arg(long)]
-        name: Option<String>,
+        #[command(flatten)]
+        plan: cli::PlanArgs,
         #[command(flatten)]
         aim: cli::AimArgs,
     },
@@ -365,6 +351,19 @@ fn print_list<T: serde::Serialize>(items: &[T], none: &str, line: impl Fn(&T) ->
     });
 }
 
+/// `rollout create` and `rollout revert`: the aim applied to the request, the rollout created and printed.
+fn create(
+    r: &RemoteArgs,
+    mut request: CreateRolloutRequest,
+    aim: &cli::AimArgs,
+    what: &str,
+) -> anyhow::Result<()> {
+    aim.apply(&mut request)?;
+    let info = remote(r)?.create_rollout(&request)?;
+    print_json_or(&info, |i| println!("{what}\n{}", cli::format_rollout(i)));
+    Ok(())
+}
+
 fn run(program: Program) -> anyhow::Result<()> {
     match program.command {
         Command::Serve(args) => serve(args),
@@ -373,25 +372,14 @@ fn run(program: Program) -> anyhow::Result<()> {
                 remote: r,
                 bundle,
                 tags,
-                stages,
-                failure_threshold,
-                name,
+                plan,
                 aim,
             } => {
-                let mut request = CreateRolloutRequest {
-                    bundle_id: bundle,
+                let request = CreateRolloutRequest {
                     tags: cli::parse_tags(&tags)?,
-                    stages: Some(stages),
-                    failure_threshold: Some(failure_threshold),
-                    name,
-                    ..Default::default()
+                    ..plan.request(bundle)
                 };
-                aim.apply(&mut request)?;
-                let info = remote(&r)?.create_rollout(&request)?;
-                print_json_or(&info, |i| {
-                    println!("created rollout\n{}", cli::format_rollout(i))
-                });
-                Ok(())
+                create(&r, request, &aim, "created rollout")
             }
             RolloutCommand::List { remote: r } => {
                 let list = remote(&r)?.rollouts()?;
@@ -418,29 +406,18 @@ fn run(program: Program) -> anyhow::Result<()> {
             RolloutCommand::Revert {
                 remote: r,
                 bundle,
-                stages,
-                failure_threshold,
-                name,
+                plan,
                 aim,
             } => {
                 anyhow::ensure!(
                     aim.group.is_some() || !aim.filter_tags.is_empty(),
                     "say which robots to take back: --group G (or --filter-tag key=value)"
                 );
-                let mut request = CreateRolloutRequest {
-                    bundle_id: bundle,
-                    stages: Some(stages),
-                    failure_threshold: Some(failure_threshold),
-                    name,
+                let request = CreateRolloutRequest {
                     revert: true,
-                    ..Default::default()
+                    ..plan.request(bundle)
                 };
-                aim.apply(&mut request)?;
-                let info = remote(&r)?.create_rollout(&request)?;
-                print_json_or(&info, |i| {
-                    println!("created revert rollout\n{}", cli::format_rollout(i))
-                });
-                Ok(())
+                create(&r, request, &aim, "created revert rollout")
             }
             RolloutCommand::Next { remote: r, id } => action(&r, id, "next"),
             RolloutCommand::Retry { remote: r, id } => action(&r, id, "retry"),
