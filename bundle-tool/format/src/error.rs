@@ -97,6 +97,9 @@ pub enum BundleError {
     /// The (signed) manifest is malformed or violates a format rule.
     #[error("manifest is invalid: {0}")]
     BadManifest(String),
+    /// A chunked image's index disagrees with itself or with the manifest.
+    #[error("chunk index is invalid: {0}")]
+    BadIndex(String),
     /// A payload entry's length differs from the manifest.
     #[error("payload of image '{image}' is {found} bytes but the manifest says {expected}")]
     PayloadSizeMismatch {

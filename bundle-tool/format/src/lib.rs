@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod chunked;
 pub mod error;
 pub mod framing;
 mod hash_thread;
@@ -29,7 +30,7 @@ pub mod reader;
 pub mod writer;
 
 pub use error::BundleError;
-pub use manifest::{manifest_digest, ImageEntry, Manifest};
+pub use manifest::{manifest_digest, ChunkedInfo, DeltaBase, ImageEntry, Manifest};
 pub use reader::{BundleReader, ImageReader, UnverifiedBundle};
 pub use writer::{
     build_bundle, build_bundle_to_vec, compress_image, sign_manifest, BundleSpec, BundleWriter,

@@ -12,6 +12,9 @@ use crate::FORMAT_VERSION;
 /// The only payload kind of format version 1: the whole image, compressed. Chunked and delta payloads will be new
 /// kinds, so an old client refuses them by name instead of misreading them.
 pub const PAYLOAD_FULL: &str = "full";
+/// Content-defined chunks grouped into independently compressed frames, with an index and optional deltas
+/// against a named base release (see [`crate::chunked`]).
+pub const PAYLOAD_CHUNKED: &str = "chunked";
 /// The only compression of format version 1.
 pub const COMPRESSION_ZSTD: &str = "zstd";
 
@@ -61,12 +64,81 @@ pub struct ImageEntry {
     pub payload_sha256: String,
     /// SHA-256 of the uncompressed image, lowercase hex: the content's identity, checked by `verify`.
     pub sha256: String,
+    /// The index and delta entries of a `chunked` payload; absent (and left out of the bytes) for `full`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<ChunkedInfo>,
+}
+
+/// What the manifest signs of a chunked payload: the index entry and the delta entry, by size and digest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkedInfo {
+    /// Exact size of the `index/<name>` entry.
+    pub index_size: u64,
+    /// SHA-256 of the index entry, lowercase hex.
+    pub index_sha256: String,
+    /// Exact size of the `delta/<name>` entry (present iff `base` is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta_size: Option<u64>,
+    /// SHA-256 of the delta entry, lowercase hex (present iff `base` is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta_sha256: Option<String>,
+    /// The release the deltas were computed against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<DeltaBase>,
+}
+
+/// The base release of a delta: robots whose active slot holds exactly this image use the deltas.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeltaBase {
+    /// Bundle id (manifest digest) of the base bundle, as robots record it.
+    pub bundle: String,
+    /// Version of the base bundle (informational, for people).
+    pub version: semver::Version,
+    /// Size of the base image.
+    pub size: u64,
+    /// SHA-256 of the base image, lowercase hex.
+    pub sha256: String,
 }
 
 impl ImageEntry {
     /// The tar entry path of this image's payload.
     pub fn entry_path(&self) -> String {
         format!("images/{}", self.name)
+    }
+
+    /// The tar entry path of a chunked image's index.
+    pub fn index_path(&self) -> String {
+        format!("index/{}", self.name)
+    }
+
+    /// The tar entry path of a chunked image's deltas.
+    pub fn delta_path(&self) -> String {
+        format!("delta/{}", self.name)
+    }
+
+    /// The chunked payload's index and delta facts, for a `chunked` image.
+    pub fn chunked(&self) -> Option<&ChunkedInfo> {
+        self.chunks
+            .as_ref()
+            .filter(|_| self.payload == PAYLOAD_CHUNKED)
+    }
+
+    /// The expected SHA-256 of the index entry as bytes.
+    pub fn index_sha256_bytes(&self) -> Result<[u8; 32], BundleError> {
+        let info = self.chunked().ok_or_else(|| {
+            BundleError::BadManifest(format!("image '{}' is not chunked", self.name))
+        })?;
+        digest_bytes(&self.name, "chunks.index_sha256", &info.index_sha256)
+    }
+
+    /// The expected SHA-256 of the delta entry as bytes, when the image has deltas.
+    pub fn delta_sha256_bytes(&self) -> Result<Option<[u8; 32]>, BundleError> {
+        match self.chunked().and_then(|c| c.delta_sha256.as_deref()) {
+            Some(hex) => digest_bytes(&self.name, "chunks.delta_sha256", hex).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The expected SHA-256 of the uncompressed content as bytes.
@@ -165,11 +237,27 @@ impl Manifest {
                     image.slot_class
                 ));
             }
-            if image.payload != PAYLOAD_FULL {
-                return bad(format!(
-                    "image '{}' has payload kind '{}', which this version does not support (supported: {PAYLOAD_FULL}); update the client",
-                    image.name, image.payload
-                ));
+            match (image.payload.as_str(), &image.chunks) {
+                (PAYLOAD_FULL, None) => {}
+                (PAYLOAD_CHUNKED, Some(info)) => validate_chunked(image, info)?,
+                (PAYLOAD_FULL, Some(_)) => {
+                    return bad(format!(
+                        "image '{}' is a full payload but lists chunks",
+                        image.name
+                    ))
+                }
+                (PAYLOAD_CHUNKED, None) => {
+                    return bad(format!(
+                        "image '{}' is chunked but its manifest entry has no chunks",
+                        image.name
+                    ))
+                }
+                (other, _) => {
+                    return bad(format!(
+                        "image '{}' has payload kind '{other}', which this version does not support (supported: {PAYLOAD_FULL}, {PAYLOAD_CHUNKED}); update the client",
+                        image.name
+                    ))
+                }
             }
             if image.compression != COMPRESSION_ZSTD {
                 return bad(format!(
@@ -186,6 +274,38 @@ impl Manifest {
     /// The image for a slot class, if the bundle has one.
     pub fn image_for_class(&self, slot_class: &str) -> Option<&ImageEntry> {
         self.images.iter().find(|i| i.slot_class == slot_class)
+    }
+}
+
+/// The rules of a chunked image's manifest entry: both digests well formed, the delta entry present exactly
+/// when a base is named, and index sizes that a reader can hold.
+fn validate_chunked(image: &ImageEntry, info: &ChunkedInfo) -> Result<(), BundleError> {
+    let bad = |msg: String| {
+        Err(BundleError::BadManifest(format!(
+            "image '{}': {msg}",
+            image.name
+        )))
+    };
+    digest_bytes(&image.name, "chunks.index_sha256", &info.index_sha256)?;
+    if info.index_size < crate::chunked::HEADER_LEN as u64
+        || info.index_size > crate::chunked::MAX_INDEX
+    {
+        return bad(format!(
+            "chunks.index_size {} is outside {}..={}",
+            info.index_size,
+            crate::chunked::HEADER_LEN,
+            crate::chunked::MAX_INDEX
+        ));
+    }
+    match (&info.base, info.delta_size, &info.delta_sha256) {
+        (None, None, None) => Ok(()),
+        (Some(base), Some(_), Some(sha)) => {
+            digest_bytes(&image.name, "chunks.delta_sha256", sha)?;
+            digest_bytes(&image.name, "chunks.base.sha256", &base.sha256)?;
+            digest_bytes(&image.name, "chunks.base.bundle", &base.bundle)?;
+            Ok(())
+        }
+        _ => bad("chunks.base, chunks.delta_size and chunks.delta_sha256 must be all present or all absent".into()),
     }
 }
 
@@ -268,6 +388,7 @@ mod tests {
                 compressed_size: 20,
                 payload_sha256: "cd".repeat(32),
                 sha256: "ab".repeat(32),
+                chunks: None,
             }],
         }
     }

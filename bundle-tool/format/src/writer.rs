@@ -297,6 +297,7 @@ pub fn build_bundle<W: Write + Seek>(
                 compressed_size: u64::MAX,
                 payload_sha256: "0".repeat(64),
                 sha256: "0".repeat(64),
+                chunks: None,
             })
             .collect(),
     };
