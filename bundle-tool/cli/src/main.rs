@@ -43,7 +43,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let program = Program::parse();
+    let program = ota_packaging::parse_or_generate::<Program>();
     let result = match program.command {
         Command::Keygen(args) => cmd::keygen::run(args),
         Command::KeyId(args) => cmd::keygen::run_key_id(args),

@@ -64,7 +64,7 @@ fn run(program: Program) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let program = Program::parse();
+    let program = ota_packaging::parse_or_generate::<Program>();
     match run(program) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

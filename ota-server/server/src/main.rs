@@ -517,7 +517,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match run(Program::parse()) {
+    match run(ota_packaging::parse_or_generate::<Program>()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("ota-server: error: {err:#}");
