@@ -1,10 +1,11 @@
 //! A fault-injecting HTTP proxy on 127.0.0.1 between robots and a server: cut a download mid-body, play
 //! dead, answer 503 with `Retry-After`, fail downloads with a status, follow a restarted server to its new
-//! port. It records every request it saw, with what it did to it.
+//! port, slow downloads down. It records every request it saw, with what it did to it, and counts the bytes it relayed
+//! from the server for downloads.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,6 +43,10 @@ struct Shared {
     /// Answer every download with this status.
     fail_downloads: Mutex<Option<u16>>,
     seen: Mutex<Vec<Seen>>,
+    /// Relay download responses at most this many bytes per second (`None`: as fast as they come).
+    download_rate: Mutex<Option<u64>>,
+    /// Response bytes (head and body) relayed from the server for downloads.
+    download_bytes: AtomicU64,
     stop: AtomicBool,
 }
 
@@ -64,6 +69,8 @@ impl Proxy {
             cut_next_download: Mutex::new(None),
             fail_downloads: Mutex::new(None),
             seen: Mutex::new(Vec::new()),
+            download_rate: Mutex::new(None),
+            download_bytes: AtomicU64::new(0),
             stop: AtomicBool::new(false),
         });
         let s = Arc::clone(&shared);
@@ -104,6 +111,16 @@ impl Proxy {
     /// Answers every bundle download with `status` (`None`: forward again).
     pub fn fail_downloads(&self, status: Option<u16>) {
         *self.shared.fail_downloads.lock().unwrap() = status;
+    }
+
+    /// Relays download responses at most `bytes_per_sec` (`None`: at full speed), for a slow link.
+    pub fn set_download_rate(&self, bytes_per_sec: Option<u64>) {
+        *self.shared.download_rate.lock().unwrap() = bytes_per_sec;
+    }
+
+    /// Response bytes (head and body) relayed from the server for downloads so far: what the robots' link carried.
+    pub fn download_bytes(&self) -> u64 {
+        self.shared.download_bytes.load(Ordering::SeqCst)
     }
 
     /// The requests so far.
@@ -216,10 +233,15 @@ fn handle(client: TcpStream, s: &Shared) -> std::io::Result<()> {
     upstream.flush()?;
     let mut sent = 0usize;
     let mut buf = [0u8; 8192];
+    let started = Instant::now();
     loop {
         let n = upstream.read(&mut buf)?;
         if n == 0 {
             break;
+        }
+        if is_download {
+            s.download_bytes.fetch_add(n as u64, Ordering::SeqCst);
+            pace(*s.download_rate.lock().unwrap(), started, sent + n);
         }
         let n = match cut {
             Some(limit) if sent + n >= limit => {
@@ -235,4 +257,15 @@ fn handle(client: TcpStream, s: &Shared) -> std::io::Result<()> {
         sent += n;
     }
     client.flush()
+}
+
+/// Sleeps until `bytes` are due at `rate` bytes per second since `started`.
+fn pace(rate: Option<u64>, started: Instant, bytes: usize) {
+    let Some(rate) = rate.filter(|r| *r > 0) else {
+        return;
+    };
+    let due = started + Duration::from_secs_f64(bytes as f64 / rate as f64);
+    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+        std::thread::sleep(wait);
+    }
 }
