@@ -13,6 +13,7 @@
 //!   new state and the boot environment to write.
 //! * [`activate`]: [`plan_activation`], arming a slot that already holds a bundle (staged, or
 //!   a release committed before) without downloading it again.
+//! * [`resume`]: [`resume::resume_point`], which part of an interrupted download a restarted install keeps.
 //! * [`daemon`]: [`daemon::DaemonMachine`], the fleet daemon's loop (enroll, report, poll,
 //!   install, reboot, back off) fed inputs and the time, returning actions.
 //!
@@ -30,6 +31,7 @@ pub mod boot;
 pub mod daemon;
 pub mod machine;
 pub mod plan;
+pub mod resume;
 pub mod slot;
 
 pub use activate::{plan_activation, Activation};
