@@ -47,6 +47,8 @@ struct Shared {
     download_rate: Mutex<Option<u64>>,
     /// Response bytes (head and body) relayed from the server for downloads.
     download_bytes: AtomicU64,
+    /// A header line added to every forwarded request.
+    add_header: Mutex<Option<String>>,
     stop: AtomicBool,
 }
 
@@ -71,6 +73,7 @@ impl Proxy {
             seen: Mutex::new(Vec::new()),
             download_rate: Mutex::new(None),
             download_bytes: AtomicU64::new(0),
+            add_header: Mutex::new(None),
             stop: AtomicBool::new(false),
         });
         let s = Arc::clone(&shared);
@@ -116,6 +119,12 @@ impl Proxy {
     /// Relays download responses at most `bytes_per_sec` (`None`: at full speed), for a slow link.
     pub fn set_download_rate(&self, bytes_per_sec: Option<u64>) {
         *self.shared.download_rate.lock().unwrap() = bytes_per_sec;
+    }
+
+    /// Adds `line` (`Name: value`) to every request it forwards (`None`: none), e.g. the `Authorization` a robot's
+    /// daemon would send, for a client run without one.
+    pub fn add_header(&self, line: Option<String>) {
+        *self.shared.add_header.lock().unwrap() = line;
     }
 
     /// Response bytes (head and body) relayed from the server for downloads so far: what the robots' link carried.
@@ -164,6 +173,9 @@ fn handle(client: TcpStream, s: &Shared) -> std::io::Result<()> {
             _ => {}
         }
         head.extend_from_slice(h.as_bytes());
+    }
+    if let Some(line) = s.add_header.lock().unwrap().as_deref() {
+        head.extend_from_slice(format!("{line}\r\n").as_bytes());
     }
     head.extend_from_slice(b"Connection: close\r\n\r\n");
     let mut body = vec![0u8; length];
