@@ -6,15 +6,17 @@
 #   tests/bench/run.sh --json /tmp/b.json    # extra arguments go to `ota-bench bundle`
 #   SCENARIO=install tests/bench/run.sh      # ota-client install (file and http://127.0.0.1) vs zstd -d
 #   SCENARIO=install IMG_MB=256 CONTENT_MB=190 OUT=/tmp/ota-bench-256 tests/bench/run.sh   # same, 256 MiB image
+#   SCENARIO=delta LEVEL=19 tests/bench/run.sh          # issue 11: v1 -> v2 delta, wire bytes, vs zstd (1 run)
+#   SCENARIO=delta V1=/tmp/otabench/rootfs-v1.ext4 V2=/tmp/otabench/rootfs-v2.ext4 tests/bench/run.sh   # given pair
 #
-# Environment: LEVEL (3), RUNS (5), SCENARIO (bundle or install), plus make-image.sh's OUT, IMG_MB, CONTENT_MB,
-# FORCE.
+# Environment: LEVEL (3), RUNS (5; 1 for delta), SCENARIO (bundle, install or delta), V1/V2 (delta: use this image
+# pair instead of make-image.sh's), plus make-image.sh's OUT, IMG_MB, CONTENT_MB, FORCE.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 LEVEL="${LEVEL:-3}"
-RUNS="${RUNS:-5}"
 SCENARIO="${SCENARIO:-bundle}"
+if [[ "$SCENARIO" == delta ]]; then RUNS="${RUNS:-1}"; else RUNS="${RUNS:-5}"; fi
 
 # Tools the benchmark runs: GNU time (peak RSS), zstd (baseline), e2fsprogs (image; make-image.sh checks too).
 need=()
@@ -30,10 +32,19 @@ fi
 
 packages=(-p ota-bundle-tool -p ota-bench)
 [[ "$SCENARIO" != install ]] || packages+=(-p ota-client)
+[[ "$SCENARIO" != delta ]] || packages+=(-p ota-client -p ota-server)
 echo "run.sh: cargo build --release ${packages[*]}" >&2
 (cd "$ROOT" && cargo build --release "${packages[@]}")
 TARGET_DIR="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+
+if [[ "$SCENARIO" == delta ]]; then
+  if [[ -z "${V1:-}" || -z "${V2:-}" ]]; then
+    V1="$(V2=1 "$HERE/make-image.sh" | tail -n 1)"
+    V2="$(dirname "$V1")/rootfs-v2.ext4"
+  fi
+  exec "$TARGET_DIR/release/ota-bench" delta --v1 "$V1" --v2 "$V2" --level "$LEVEL" --runs "$RUNS" "$@"
+fi
 
 IMAGE="$("$HERE/make-image.sh" | tail -n 1)"
 [[ -f "$IMAGE" ]] || { echo "run.sh: make-image.sh gave no image" >&2; exit 1; }

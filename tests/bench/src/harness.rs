@@ -29,6 +29,20 @@ pub struct Sample {
     pub max_rss_kib: u64,
 }
 
+/// Peak resident memory of the measured program itself (not of GNU time), split as the kernel accounts it: anonymous
+/// (heap, stacks: what the program really holds) and file-backed (mapped files and the binary, which the kernel can
+/// drop at any time). Polled from `/proc/<pid>/status` every [`MEMORY_POLL`].
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct MemoryPeak {
+    /// Largest `RssAnon` seen, KiB.
+    pub anon_kib: u64,
+    /// Largest `RssFile` seen, KiB.
+    pub file_kib: u64,
+}
+
+/// How often [`MemoryPeak`] is sampled.
+pub const MEMORY_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// A command measured as one row of a report. Its standard output goes to /dev/null.
 #[derive(Debug)]
 pub struct Case {
@@ -42,8 +56,11 @@ pub struct Case {
     remove_before: Vec<PathBuf>,
     uncache_before: Vec<PathBuf>,
     fsync_after: Option<PathBuf>,
+    watch_memory: bool,
     /// Measured runs, in order.
     pub samples: Vec<Sample>,
+    /// With [`Case::watch_memory`]: the memory peaks of each run, in order.
+    pub memory: Vec<MemoryPeak>,
 }
 
 impl Case {
@@ -58,7 +75,9 @@ impl Case {
             remove_before: Vec::new(),
             uncache_before: Vec::new(),
             fsync_after: None,
+            watch_memory: false,
             samples: Vec::new(),
+            memory: Vec::new(),
         }
     }
 
@@ -101,6 +120,12 @@ impl Case {
         self
     }
 
+    /// Polls the program's anonymous and file-backed RSS while it runs (into [`Case::memory`]).
+    pub fn watch_memory(mut self) -> Self {
+        self.watch_memory = true;
+        self
+    }
+
     /// The command line, for logs.
     pub fn command_line(&self) -> String {
         let mut line = self.program.display().to_string();
@@ -135,9 +160,26 @@ impl Case {
             .stderr(Stdio::from(File::create(&stderr_log)?));
 
         let start = Instant::now();
-        let status = command
-            .status()
+        let mut child = command
+            .spawn()
             .with_context(|| format!("cannot run {GNU_TIME} (apt-get install time)"))?;
+        let status = if self.watch_memory {
+            let mut peak = MemoryPeak::default();
+            let status = loop {
+                if let Some(status) = child.try_wait()? {
+                    break status;
+                }
+                if let Some((anon, file)) = program_rss(child.id()) {
+                    peak.anon_kib = peak.anon_kib.max(anon);
+                    peak.file_kib = peak.file_kib.max(file);
+                }
+                std::thread::sleep(MEMORY_POLL);
+            };
+            self.memory.push(peak);
+            status
+        } else {
+            child.wait()?
+        };
         if status.success() {
             if let Some(path) = &self.fsync_after {
                 File::open(path)
@@ -165,6 +207,24 @@ impl Case {
         self.samples.push(sample);
         Ok(sample)
     }
+}
+
+/// `RssAnon` and `RssFile` (KiB) of the program GNU time (`time_pid`) runs, while it runs.
+fn program_rss(time_pid: u32) -> Option<(u64, u64)> {
+    let children = fs::read_to_string(format!("/proc/{time_pid}/task/{time_pid}/children")).ok()?;
+    let pid: u32 = children.split_whitespace().next()?.parse().ok()?;
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some((field("RssAnon:")?, field("RssFile:")?))
 }
 
 /// Reads the fields we need from the report of GNU `time -v`.
@@ -336,6 +396,23 @@ mod tests {
         assert!(s.wall_s > 0.0 && s.max_rss_kib > 0);
         let mut failing = Case::new("false", "false", find_program("false").unwrap());
         assert!(failing.run_once(dir.path()).is_err());
+    }
+
+    #[test]
+    fn watches_the_memory_of_the_program_not_of_time() {
+        if !ota_testkit::tools::require_all(&[GNU_TIME, "sleep"]) {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut case = Case::new("sleep", "sleep", find_program("sleep").unwrap())
+            .args(["0.2"])
+            .watch_memory();
+        case.run_once(dir.path()).unwrap();
+        let [peak] = case.memory.as_slice() else {
+            panic!("{:?}", case.memory)
+        };
+        assert!(peak.file_kib > 0 && peak.anon_kib > 0, "{peak:?}");
+        assert!(peak.anon_kib + peak.file_kib < 64 * 1024, "{peak:?}");
     }
 
     #[test]

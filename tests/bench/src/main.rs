@@ -3,12 +3,13 @@
 //! Every scenario is a subcommand. A scenario builds [`harness::Case`]s (one external command each: the tool under
 //! test and its baselines), runs them interleaved with [`harness::run_interleaved`] so the noise of a shared
 //! machine falls on all of them alike, and reports medians, MB/s, ratios to the baseline, peak RSS (GNU time) and
-//! pass/fail against its targets with [`report`]. A scenario is a module (`bundle.rs`, `install.rs`) plus one
-//! variant of [`Scenario`].
+//! pass/fail against its targets with [`report`]. A scenario is a module (`bundle.rs`, `install.rs`, `delta.rs`)
+//! plus one variant of [`Scenario`].
 
 #![forbid(unsafe_code)]
 
 mod bundle;
+mod delta;
 mod harness;
 mod install;
 mod report;
@@ -32,6 +33,8 @@ enum Scenario {
     Bundle(bundle::Args),
     /// ota-client install (file and http://127.0.0.1) into a file slot vs zstd -d of the same payload.
     Install(install::Args),
+    /// Issue 11 on a v1 -> v2 pair: delta bundle size, bytes on the wire, delta and full install vs zstd, memory.
+    Delta(delta::Args),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
     let result = match program.scenario {
         Scenario::Bundle(args) => bundle::run(args),
         Scenario::Install(args) => install::run(args),
+        Scenario::Delta(args) => delta::run(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
