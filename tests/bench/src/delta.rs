@@ -332,6 +332,17 @@ impl Robot {
     }
 }
 
+/// `work/<release>/rootfs.ext4`, a symbolic link to `image`.
+fn same_name(work: &Path, release: &str, image: &Path) -> Result<PathBuf> {
+    let dir = work.join(release);
+    fs::create_dir_all(&dir)?;
+    let link = dir.join("rootfs.ext4");
+    remove_path(&link)?;
+    std::os::unix::fs::symlink(image, &link)
+        .with_context(|| format!("cannot link {}", link.display()))?;
+    Ok(link)
+}
+
 /// Copies the regular files of `from` (flat) into a fresh `to`.
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     remove_path(to)?;
@@ -425,11 +436,14 @@ pub fn run(args: Args) -> Result<bool> {
             temp_dir.path().to_path_buf()
         }
     };
+    // A delta bundle pairs its image with the base's image of the same name, as a release pipeline that always
+    // names its image rootfs.ext4 does: both images are given under that name.
+    let (v1, v2) = (same_name(&work, "v1", &v1)?, same_name(&work, "v2", &v2)?);
     let level = args.level;
     eprintln!(
         "ota-bench delta: {} -> {} ({:.0} MiB), level {level}, {} run(s), work dir {}",
-        v1.display(),
-        v2.display(),
+        args.v1.display(),
+        args.v2.display(),
         v2_bytes as f64 / 1048576.0,
         args.runs,
         work.display()
@@ -714,8 +728,8 @@ pub fn run(args: Args) -> Result<bool> {
     println!();
     println!(
         "ota-bench delta: {} -> {} ({:.1} MB), level {level}, {} run(s), medians; MB/s = v2 image bytes / wall",
-        v1.display(),
-        v2.display(),
+        args.v1.display(),
+        args.v2.display(),
         mb(v2_bytes),
         args.runs
     );
@@ -732,8 +746,8 @@ pub fn run(args: Args) -> Result<bool> {
             .collect();
         let report = Report {
             scenario: "delta",
-            v1: &v1,
-            v2: &v2,
+            v1: &args.v1,
+            v2: &args.v2,
             level,
             runs: args.runs,
             sizes: &sizes,
