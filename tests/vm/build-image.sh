@@ -11,7 +11,7 @@
 #   $OUT/bundles.img   FAT "OTABUNDLE" (second virtio disk, the guest has no network): signed bundles
 #                        good (2.0.0), next (3.0.0), unhealthy (2.1.0, health check fails), panic (2.2.0, init
 #                        dies), other (2.0.0 for compatible other-robot), old (1.5.0), tampered-payload,
-#                        tampered-manifest
+#                        tampered-manifest, delta (3.0.0 built --delta-from good)
 #   $OUT/slots/*.ext4  every slot image (host-side checksums), $OUT/layout (partition offsets for the driver)
 #
 # A slot image holds boot/vmlinuz (the Debian kernel) and boot/initrd.img: busybox, the kernel modules
@@ -97,9 +97,11 @@ mk_slot panic 2.2.0 panic
 mk_slot old 1.5.0 good
 
 # ---- bundles -----------------------------------------------------------------------------------------
-mk_bundle() { # NAME SLOTIMAGE VERSION COMPATIBLE
-  "$BUNDLE" create --version "$3" --compatible "$4" --image "rootfs=$OUT/slots/$2.ext4" \
-    --key "$OUT/release.key" --level 3 -o "$OUT/bundles/$1.otab" >&2
+mk_bundle() { # NAME SLOTIMAGE VERSION COMPATIBLE [CREATE ARGS...]
+  # Every release names its image rootfs.ext4, as a release pipeline does (a delta pairs images by name).
+  mkdir -p "$W/release-$1" && ln -sf "$OUT/slots/$2.ext4" "$W/release-$1/rootfs.ext4"
+  "$BUNDLE" create --version "$3" --compatible "$4" --image "rootfs=$W/release-$1/rootfs.ext4" \
+    --key "$OUT/release.key" --level 3 "${@:5}" -o "$OUT/bundles/$1.otab" >&2
 }
 mk_bundle good good 2.0.0 $COMPATIBLE
 mk_bundle next next 3.0.0 $COMPATIBLE
@@ -107,6 +109,8 @@ mk_bundle unhealthy unhealthy 2.1.0 $COMPATIBLE
 mk_bundle panic panic 2.2.0 $COMPATIBLE
 mk_bundle old old 1.5.0 $COMPATIBLE
 mk_bundle other good 2.0.0 other-robot
+# 3.0.0 as a delta against good (2.0.0): a robot on good fetches only what changed.
+mk_bundle delta next 3.0.0 $COMPATIBLE --delta-from "$OUT/bundles/good.otab"
 # Tampered copies of "good": one byte flipped in the middle (payload), and the manifest's version
 # string changed in place (same length, so framing stays intact and only the signature can catch it).
 cp "$OUT/bundles/good.otab" "$OUT/bundles/tampered-payload.otab"

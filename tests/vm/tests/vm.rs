@@ -409,3 +409,58 @@ fn scenario_6_factory_env_never_written() -> Result<()> {
     finish("scenario 6", t);
     Ok(())
 }
+
+/// 7. A delta bundle under the real GRUB: the robot takes 2.0.0 (`good`) and commits it, then installs 3.0.0
+///    built `--delta-from` good (`delta`): the client rebuilds it into slot A from what slot B already holds plus
+///    the bundle's deltas, every chunk checked against the signed index and the whole image against the
+///    manifest; GRUB boots A on trial and `confirm` commits it.
+#[test]
+fn scenario_7_delta_install() -> Result<()> {
+    let Some((_g, img)) = setup("scenario 7: delta bundle, trial boot, commit") else {
+        return Ok(());
+    };
+    let t = Instant::now();
+    let mut vm = img.vm("s7", None)?;
+    let b = vm.boot("install good")?;
+    expect_boot(&b, "A", "1.0.0")?;
+    b.check(b.rc("install good") == Some(0), "install of good failed")?;
+    expect_env(&vm, "A", "B", "3")?;
+
+    // On the trial boot of 2.0.0: commit it, then install 3.0.0 from the delta bundle (its base is 2.0.0,
+    // which the state now records for slot B).
+    let b = vm.boot("confirm;install delta;status")?;
+    expect_boot(&b, "B", "2.0.0")?;
+    b.check(b.rc("confirm") == Some(0), "confirm of 2.0.0 failed")?;
+    b.check(
+        b.rc("install delta") == Some(0),
+        "install of the delta bundle failed",
+    )?;
+    expect_env(&vm, "B", "A", "3")?;
+    vm.expect_slot_content(img, "A", "next")?;
+    vm.expect_slot_content(img, "B", "good")?;
+    let st = status(&b)?;
+    ensure!(st["primary"] == "B", "primary moved before the trial: {st}");
+
+    let b = vm.boot("confirm;status")?;
+    expect_boot(&b, "A", "3.0.0")?;
+    b.check(
+        b.rc("confirm") == Some(0),
+        "confirm on the trial boot of the delta-installed release failed",
+    )?;
+    expect_env(&vm, "A", "", "*")?;
+    let st = status(&b)?;
+    ensure!(
+        st["primary"] == "A" && st["booted"] == "A",
+        "status after commit: {st}"
+    );
+    ensure!(
+        slot_state(&st, "A") == "good",
+        "slot A not good after commit: {st}"
+    );
+    let b = vm.boot("status")?;
+    expect_boot(&b, "A", "3.0.0")?;
+    vm.expect_slot_content(img, "A", "next")?;
+    img.discard_run(&vm.name)?;
+    finish("scenario 7", t);
+    Ok(())
+}
