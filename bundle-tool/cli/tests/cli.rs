@@ -52,11 +52,13 @@ impl Workspace {
         c
     }
 
-    /// Builds `out` signed by the given keys.
+    /// Builds `out` signed by the given keys, with the `full` payload these tests check byte by byte.
     fn create(&self, out: &str, version: &str, keys: &[&str]) {
         let mut c = self.cmd();
         c.env("SOURCE_DATE_EPOCH", "1700000000").args([
             "create",
+            "--payload",
+            "full",
             "--version",
             version,
             "--compatible",
@@ -623,4 +625,118 @@ fn openssl_and_tar_interop() {
             fs::read(ws.file("rootfs.ext4")).unwrap()
         );
     }
+}
+
+/// `create` of rootfs.ext4 for slot class `class`, with extra arguments, at a fixed time.
+fn create_chunked(
+    ws: &Workspace,
+    out: &str,
+    version: &str,
+    class: &str,
+    extra: &[&str],
+) -> assert_cmd::assert::Assert {
+    let mut c = ws.cmd();
+    c.env("SOURCE_DATE_EPOCH", "1700000000")
+        .args([
+            "create",
+            "--version",
+            version,
+            "--compatible",
+            "acme-robot-v2",
+        ])
+        .args([
+            "--image",
+            &format!("{class}=rootfs.ext4"),
+            "--key",
+            "rel1.key",
+            "--level",
+            "3",
+            "-o",
+            out,
+        ])
+        .args(extra);
+    c.assert()
+}
+
+fn manifest_of(ws: &Workspace, bundle: &str) -> serde_json::Value {
+    let out = ws.cmd().args(["info", "--json", bundle]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["manifest"].clone()
+}
+
+#[test]
+fn chunked_by_default_with_deltas_from_an_earlier_release() {
+    let ws = Workspace::new();
+    create_chunked(&ws, "v1.otab", "1.0.0", "rootfs", &[]).success();
+    let v1 = manifest_of(&ws, "v1.otab");
+    assert_eq!(v1["images"][0]["payload"], "chunked");
+    assert!(v1["images"][0]["chunks"]["base"].is_null());
+
+    let mut rootfs = fs::read(ws.file("rootfs.ext4")).unwrap();
+    rootfs.splice(700_000..700_000, b"a new config file ".repeat(900));
+    fs::write(ws.file("rootfs.ext4"), &rootfs).unwrap();
+    create_chunked(
+        &ws,
+        "v2.otab",
+        "2.0.0",
+        "rootfs",
+        &["--delta-from", "v1.otab", "--threads", "1"],
+    )
+    .success()
+    .stdout(
+        predicate::str::contains("deltas").and(predicate::str::contains("against version 1.0.0")),
+    );
+    let v2 = manifest_of(&ws, "v2.otab");
+    let chunks = &v2["images"][0]["chunks"];
+    assert_eq!(chunks["base"]["version"], "1.0.0");
+    assert_eq!(chunks["base"]["sha256"], v1["images"][0]["sha256"]);
+    let delta = chunks["delta_size"].as_u64().unwrap();
+    assert!(delta > 0 && delta < 20_000, "delta entry {delta} bytes");
+
+    // Same inputs, keys and time: the same bytes, whatever the thread count.
+    create_chunked(
+        &ws,
+        "v2b.otab",
+        "2.0.0",
+        "rootfs",
+        &["--delta-from", "v1.otab", "--threads", "3"],
+    )
+    .success();
+    assert_eq!(
+        fs::read(ws.file("v2.otab")).unwrap(),
+        fs::read(ws.file("v2b.otab")).unwrap()
+    );
+}
+
+#[test]
+fn delta_from_refuses_bases_that_cannot_serve() {
+    let ws = Workspace::new();
+    create_chunked(&ws, "full.otab", "1.0.0", "rootfs", &["--payload", "full"]).success();
+    create_chunked(&ws, "model.otab", "1.0.0", "model", &[]).success();
+    let before = ws.entries();
+    for (base, extra, names) in [
+        ("full.otab", None, "image 'rootfs.ext4'"),
+        ("model.otab", None, "slot class 'model', not 'rootfs'"),
+        ("missing.otab", None, "missing.otab"),
+        (
+            "model.otab",
+            Some("full"),
+            "--delta-from needs the chunked payload",
+        ),
+    ] {
+        let mut extra_args = vec!["--delta-from", base];
+        if let Some(kind) = extra {
+            extra_args.extend(["--payload", kind]);
+        }
+        let out = create_chunked(&ws, "v2.otab", "2.0.0", "rootfs", &extra_args)
+            .code(1)
+            .stderr(predicate::str::contains(names));
+        let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+        assert_eq!(stderr.lines().count(), 1, "one-line error: {stderr}");
+    }
+    assert_eq!(ws.entries(), before, "nothing written");
 }

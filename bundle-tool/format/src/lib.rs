@@ -27,14 +27,15 @@ pub mod framing;
 mod hash_thread;
 pub mod manifest;
 pub mod reader;
+pub mod write;
 pub mod writer;
 
 pub use error::BundleError;
 pub use manifest::{manifest_digest, ChunkedInfo, DeltaBase, ImageEntry, Manifest};
 pub use reader::{BundleReader, ImageReader, UnverifiedBundle};
 pub use writer::{
-    build_bundle, build_bundle_to_vec, compress_image, sign_manifest, BundleSpec, BundleWriter,
-    ImageInput,
+    build_bundle, build_bundle_to_vec, build_chunked_bundle, compress_image, sign_manifest,
+    BundleSpec, BundleWriter, ImageInput, ReadSeek, SeekableImage,
 };
 
 /// The bundle format version this crate reads and writes.

@@ -1,4 +1,5 @@
 //! Producing bundles: compress an image (hashing it on the way), then frame the manifest, signatures and payloads.
+//! Chunked images are written by [`crate::write`]; this module frames them like full ones.
 //! Everything writes to caller-supplied `Write`s; choosing files, temp names and renames is the caller's job.
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -6,13 +7,17 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use ota_keys::{SecretKey, Signature};
 use sha2::{Digest, Sha256};
 
+use crate::chunked::{ChunkParams, MAX_INDEX};
 use crate::error::BundleError;
 use crate::framing::{
     entry_header, format_marker, padding_len, BLOCK, FORMAT_ENTRY, MANIFEST_ENTRY, SIGNATURES_ENTRY,
 };
 use crate::hash_thread;
-use crate::manifest::Manifest;
+use crate::manifest::{
+    ChunkedInfo, DeltaBase, ImageEntry, Manifest, COMPRESSION_ZSTD, PAYLOAD_CHUNKED, PAYLOAD_FULL,
+};
 use crate::reader::SignatureBlock;
+use crate::write::{write_chunked_image, BaseBundle, ChunkedSettings};
 
 /// What compressing an image measured: the values its manifest entry needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -258,20 +263,161 @@ pub struct BundleSpec {
 /// Write buffer in front of the output while compressing: zstd hands out its output in small pieces.
 const OUTPUT_BUFFER: usize = 1 << 20;
 
-/// Builds and signs a complete bundle into `out`, compressing each image once, straight into its final place.
-///
-/// The manifest comes first in a bundle but needs the compressed sizes and digests, which are known only after
-/// compressing. So the room for the header entries is reserved first: every manifest field is known up front
-/// except two numbers per image (sizes), whose longest spelling (20 digits) is assumed, and the signature block's
-/// length depends only on the number of keys. The payloads are compressed behind that room, and the header is
-/// written last, the manifest padded with spaces to the reserved length (JSON allows them; the padding is signed
-/// like every other manifest byte). Nothing is staged or copied, so building needs no temporary disk space.
+/// Builds and signs a complete bundle of `full` payloads into `out`, compressing each image once, straight into
+/// its final place (see [`build_with`] for how).
 pub fn build_bundle<W: Write + Seek>(
-    mut out: W,
+    out: W,
     spec: &BundleSpec,
     images: Vec<ImageInput<'_>>,
     keys: &[SecretKey],
     mut progress: impl FnMut(u64),
+) -> Result<(Manifest, W), BundleError> {
+    let entries = images
+        .iter()
+        .map(|input| placeholder(&input.name, &input.slot_class))
+        .collect();
+    let mut readers: Vec<_> = images.into_iter().map(|i| Some(i.reader)).collect();
+    build_with(out, spec, entries, keys, |out, i, entry| {
+        let io_err = |e| BundleError::io("writing the bundle", e);
+        let reader = readers[i].take().expect("each image is written once");
+        let header_at = out.stream_position().map_err(io_err)?;
+        out.write_all(&[0u8; BLOCK]).map_err(io_err)?;
+        let mut buffered = io::BufWriter::with_capacity(OUTPUT_BUFFER, &mut *out);
+        let measured = compress_image(
+            reader,
+            &mut buffered,
+            spec.level,
+            spec.workers,
+            &mut progress,
+        )
+        .and_then(|measured| buffered.flush().map(|()| measured))
+        .map_err(|e| BundleError::io(format!("compressing image '{}'", entry.name), e))?;
+        drop(buffered);
+        out.write_all(&[0u8; BLOCK][..padding_len(measured.compressed_size)])
+            .map_err(io_err)?;
+        entry.size = measured.size;
+        entry.compressed_size = measured.compressed_size;
+        entry.payload_sha256 = measured.payload_sha256;
+        entry.sha256 = measured.sha256;
+        let end = out.stream_position().map_err(io_err)?;
+        out.seek(SeekFrom::Start(header_at)).map_err(io_err)?;
+        out.write_all(&entry_header(
+            &entry.entry_path(),
+            entry.compressed_size,
+            spec.created,
+        )?)
+        .map_err(io_err)?;
+        out.seek(SeekFrom::Start(end)).map_err(io_err)?;
+        Ok(())
+    })
+}
+
+/// An image of a chunked bundle: read twice (once to cut it, once to compress it), so it must seek.
+pub struct SeekableImage<'a> {
+    /// Image name (file name inside the bundle).
+    pub name: String,
+    /// Slot class it installs into.
+    pub slot_class: String,
+    /// The uncompressed image.
+    pub reader: Box<dyn ReadSeek + 'a>,
+}
+
+/// `Read + Seek` as one trait, for boxing.
+pub trait ReadSeek: Read + Seek {}
+impl<T: Read + Seek + ?Sized> ReadSeek for T {}
+
+/// Builds and signs a bundle of `chunked` payloads into `out` (see [`crate::write`]); with `base`, each image also
+/// gets deltas against the base bundle's image of the same name, which must be chunked and of the same slot class.
+pub fn build_chunked_bundle<W: Write + Seek, B: Read + Seek>(
+    out: W,
+    spec: &BundleSpec,
+    params: ChunkParams,
+    images: Vec<SeekableImage<'_>>,
+    mut base: Option<&mut BaseBundle<B>>,
+    keys: &[SecretKey],
+    mut progress: impl FnMut(u64),
+) -> Result<(Manifest, W), BundleError> {
+    let mut entries = Vec::with_capacity(images.len());
+    for input in &images {
+        let mut entry = placeholder(&input.name, &input.slot_class);
+        let delta_base = match base.as_deref() {
+            Some(b) => {
+                let old = b.entry_for(&input.name, &input.slot_class)?;
+                Some(DeltaBase {
+                    bundle: b.bundle_id().to_string(),
+                    version: b.manifest().version.clone(),
+                    size: old.size,
+                    sha256: old.sha256.clone(),
+                })
+            }
+            None => None,
+        };
+        entry.payload = PAYLOAD_CHUNKED.into();
+        // The longest spelling each number can take, as for the sizes.
+        entry.chunks = Some(ChunkedInfo {
+            index_size: MAX_INDEX,
+            index_sha256: "0".repeat(64),
+            delta_size: delta_base.as_ref().map(|_| u64::MAX),
+            delta_sha256: delta_base.as_ref().map(|_| "0".repeat(64)),
+            base: delta_base,
+        });
+        entries.push(entry);
+    }
+    let settings = ChunkedSettings {
+        params,
+        level: spec.level,
+        workers: spec.workers.max(1) as usize,
+    };
+    let mut readers: Vec<_> = images.into_iter().map(|i| Some(i.reader)).collect();
+    build_with(out, spec, entries, keys, |out, i, entry| {
+        let reader = readers[i].take().expect("each image is written once");
+        let base_image = match base.as_deref_mut() {
+            Some(b) => Some(b.image(&entry.name, &entry.slot_class)?),
+            None => None,
+        };
+        write_chunked_image(
+            out,
+            spec.created,
+            entry,
+            reader,
+            base_image,
+            &settings,
+            &mut progress,
+        )
+    })
+}
+
+/// A manifest entry whose every field has its final length or longer: the sizes are at their longest spelling
+/// (20 digits), the digests are zeros.
+fn placeholder(name: &str, slot_class: &str) -> ImageEntry {
+    ImageEntry {
+        name: name.to_string(),
+        slot_class: slot_class.to_string(),
+        payload: PAYLOAD_FULL.into(),
+        compression: COMPRESSION_ZSTD.into(),
+        size: u64::MAX,
+        compressed_size: u64::MAX,
+        payload_sha256: "0".repeat(64),
+        sha256: "0".repeat(64),
+        chunks: None,
+    }
+}
+
+/// Builds and signs a complete bundle into `out`, `write_image(out, i, entry)` writing the entries of image `i`
+/// at the current position of `out` and filling in `entry`.
+///
+/// The manifest comes first in a bundle but needs the compressed sizes and digests, which are known only after
+/// compressing. So the room for the header entries is reserved first: every manifest field is known up front
+/// except the numbers and digests of each image, whose longest spelling the `entries` hold, and the signature
+/// block's length depends only on the number of keys. The payloads are written behind that room, and the header is
+/// written last, the manifest padded with spaces to the reserved length (JSON allows them; the padding is signed
+/// like every other manifest byte). Nothing is staged or copied, so building needs no temporary disk space.
+fn build_with<W: Write + Seek>(
+    mut out: W,
+    spec: &BundleSpec,
+    entries: Vec<ImageEntry>,
+    keys: &[SecretKey],
+    mut write_image: impl FnMut(&mut W, usize, &mut ImageEntry) -> Result<(), BundleError>,
 ) -> Result<(Manifest, W), BundleError> {
     if keys.is_empty() {
         return Err(BundleError::Usage(
@@ -286,20 +432,7 @@ pub fn build_bundle<W: Write + Seek>(
         created: spec.created,
         description: spec.description.clone(),
         security_floor: spec.security_floor.clone(),
-        images: images
-            .iter()
-            .map(|input| crate::manifest::ImageEntry {
-                name: input.name.clone(),
-                slot_class: input.slot_class.clone(),
-                payload: crate::manifest::PAYLOAD_FULL.into(),
-                compression: crate::manifest::COMPRESSION_ZSTD.into(),
-                size: u64::MAX,
-                compressed_size: u64::MAX,
-                payload_sha256: "0".repeat(64),
-                sha256: "0".repeat(64),
-                chunks: None,
-            })
-            .collect(),
+        images: entries,
     };
     manifest.validate()?;
     let manifest_len = manifest.to_bytes().len();
@@ -314,34 +447,14 @@ pub fn build_bundle<W: Write + Seek>(
     let header_len =
         entry_len(format_marker().len()) + entry_len(manifest_len) + entry_len(signatures_len);
     out.seek(SeekFrom::Start(header_len)).map_err(io_err)?;
-
-    let mut header_offsets = Vec::new();
-    for (input, entry) in images.into_iter().zip(manifest.images.iter_mut()) {
-        let header_at = out.stream_position().map_err(io_err)?;
-        out.write_all(&[0u8; BLOCK]).map_err(io_err)?;
-        let mut buffered = io::BufWriter::with_capacity(OUTPUT_BUFFER, &mut out);
-        let measured = compress_image(
-            input.reader,
-            &mut buffered,
-            spec.level,
-            spec.workers,
-            &mut progress,
-        )
-        .and_then(|measured| buffered.flush().map(|()| measured))
-        .map_err(|e| BundleError::io(format!("compressing image '{}'", input.name), e))?;
-        drop(buffered);
-        out.write_all(&[0u8; BLOCK][..padding_len(measured.compressed_size)])
-            .map_err(io_err)?;
-        entry.size = measured.size;
-        entry.compressed_size = measured.compressed_size;
-        entry.payload_sha256 = measured.payload_sha256;
-        entry.sha256 = measured.sha256;
-        header_offsets.push(header_at);
+    for (i, entry) in manifest.images.iter_mut().enumerate() {
+        write_image(&mut out, i, entry)?;
     }
     out.write_all(&[0u8; 2 * BLOCK]).map_err(io_err)?;
     manifest.validate()?;
 
     let mut manifest_bytes = manifest.to_bytes();
+    debug_assert!(manifest_bytes.len() <= manifest_len);
     let newline = manifest_bytes.pop();
     manifest_bytes.resize(manifest_len - 1, b' ');
     manifest_bytes.extend(newline);
@@ -350,15 +463,6 @@ pub fn build_bundle<W: Write + Seek>(
     out.seek(SeekFrom::Start(0)).map_err(io_err)?;
     BundleWriter::new(&mut out, &manifest_bytes, &signatures)?;
     debug_assert_eq!(out.stream_position().ok(), Some(header_len));
-    for (at, image) in header_offsets.into_iter().zip(&manifest.images) {
-        out.seek(SeekFrom::Start(at)).map_err(io_err)?;
-        out.write_all(&entry_header(
-            &image.entry_path(),
-            image.compressed_size,
-            manifest.created,
-        )?)
-        .map_err(io_err)?;
-    }
     out.seek(SeekFrom::Start(end)).map_err(io_err)?;
     out.flush().map_err(io_err)?;
     Ok((manifest, out))

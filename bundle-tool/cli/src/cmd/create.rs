@@ -5,8 +5,12 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
+use ota_bundle_format::chunked::DEFAULT_PARAMS;
 use ota_bundle_format::manifest::{validate_compatible, validate_image_name, validate_slot_class};
-use ota_bundle_format::{build_bundle, BundleSpec, ImageInput, DEFAULT_LEVEL};
+use ota_bundle_format::write::BaseBundle;
+use ota_bundle_format::{
+    build_bundle, build_chunked_bundle, BundleSpec, ImageInput, SeekableImage, DEFAULT_LEVEL,
+};
 use ota_image_io::WriteBehindFile;
 
 use crate::output::{human_bytes, progress_bar, AtomicOutput};
@@ -41,12 +45,31 @@ pub struct Args {
     /// Compression threads (default: all cores). The output does not depend on it.
     #[arg(long)]
     threads: Option<u32>,
+    /// Payload kind. `chunked` (the default) cuts each image into content-defined chunks in independently
+    /// compressed frames: robots fetch only what they lack and decode on all cores, for about 2 % more bytes than
+    /// `full`. `full` is one zstd stream per image, for robots whose client predates chunked bundles.
+    #[arg(long, value_enum, default_value_t = PayloadKind::Chunked)]
+    payload: PayloadKind,
+    /// An earlier chunked bundle to encode deltas against: robots running it download only compact deltas of what
+    /// changed (others fall back to the plain frames). Each image must have an image of the same name and slot
+    /// class in OLD.
+    #[arg(long, value_name = "OLD.otab")]
+    delta_from: Option<PathBuf>,
     /// Replace OUT if it exists.
     #[arg(long)]
     force: bool,
     /// Output bundle file.
     #[arg(short, long, value_name = "OUT")]
     output: PathBuf,
+}
+
+/// `--payload`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PayloadKind {
+    /// Chunked frames, delta-capable.
+    Chunked,
+    /// One zstd stream per image.
+    Full,
 }
 
 struct ImageArg {
@@ -106,8 +129,22 @@ pub fn run(args: Args) -> Result<()> {
         .iter()
         .map(|p| ota_keys::load_secret_key(p))
         .collect::<Result<Vec<_>, _>>()?;
+    if args.payload == PayloadKind::Full && args.delta_from.is_some() {
+        bail!("--delta-from needs the chunked payload; drop --payload full");
+    }
+    // Opened first, so a base that cannot serve is refused before anything is written.
+    let mut base = args
+        .delta_from
+        .as_ref()
+        .map(|path| {
+            let file = File::open(path)
+                .with_context(|| format!("cannot open the base bundle {}", path.display()))?;
+            BaseBundle::open(file)
+                .with_context(|| format!("cannot use {} as a delta base", path.display()))
+        })
+        .transpose()?;
     let mut total = 0;
-    let mut inputs = Vec::new();
+    let mut files = Vec::new();
     for image in &images {
         let file = File::open(&image.path)
             .with_context(|| format!("cannot open image {}", image.path.display()))?;
@@ -116,11 +153,7 @@ pub fn run(args: Args) -> Result<()> {
             bail!("image {} is not a regular file", image.path.display());
         }
         total += meta.len();
-        inputs.push(ImageInput {
-            name: image.name.clone(),
-            slot_class: image.class.clone(),
-            reader: Box::new(file),
-        });
+        files.push(file);
     }
     let spec = BundleSpec {
         version: args.version.clone(),
@@ -134,12 +167,50 @@ pub fn run(args: Args) -> Result<()> {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32)),
     };
     let mut out = AtomicOutput::create(&args.output, args.force)?;
-    let bar = progress_bar(total, "compressing");
     // The bundle's pages go to disk while it is being compressed, so the closing fsync is short.
     let target = WriteBehindFile::new(out.file());
-    let (manifest, _) = build_bundle(target, &spec, inputs, &keys, |n| bar.inc(n))
-        .with_context(|| format!("cannot build {}", args.output.display()))?;
-    bar.finish_and_clear();
+    let built = match args.payload {
+        PayloadKind::Full => {
+            let bar = progress_bar(total, "compressing");
+            let inputs = images
+                .iter()
+                .zip(files)
+                .map(|(image, file)| ImageInput {
+                    name: image.name.clone(),
+                    slot_class: image.class.clone(),
+                    reader: Box::new(file),
+                })
+                .collect();
+            let built = build_bundle(target, &spec, inputs, &keys, |n| bar.inc(n));
+            bar.finish_and_clear();
+            built
+        }
+        PayloadKind::Chunked => {
+            // Each image is read twice: once to cut it into chunks, once to compress its frames.
+            let bar = progress_bar(2 * total, "chunking and compressing");
+            let inputs = images
+                .iter()
+                .zip(files)
+                .map(|(image, file)| SeekableImage {
+                    name: image.name.clone(),
+                    slot_class: image.class.clone(),
+                    reader: Box::new(file),
+                })
+                .collect();
+            let built = build_chunked_bundle(
+                target,
+                &spec,
+                DEFAULT_PARAMS,
+                inputs,
+                base.as_mut(),
+                &keys,
+                |n| bar.inc(n),
+            );
+            bar.finish_and_clear();
+            built
+        }
+    };
+    let (manifest, _) = built.with_context(|| format!("cannot build {}", args.output.display()))?;
     out.commit()?;
     print_summary(&args.output, &manifest, &keys)
 }
@@ -169,6 +240,18 @@ fn print_summary(
             human_bytes(image.compressed_size),
             100.0 * image.compressed_size as f64 / image.size.max(1) as f64
         );
+        if let Some(info) = image.chunked() {
+            let mut line = format!("    chunked: index {}", human_bytes(info.index_size));
+            if let (Some(base), Some(delta)) = (&info.base, info.delta_size) {
+                line += &format!(
+                    ", deltas {} against version {} (bundle {})",
+                    human_bytes(delta),
+                    base.version,
+                    &base.bundle[..12]
+                );
+            }
+            println!("{line}");
+        }
     }
     let ids: Vec<String> = keys.iter().map(|k| k.key_id().to_string()).collect();
     println!("  signed by {}", ids.join(", "));

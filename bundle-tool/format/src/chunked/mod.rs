@@ -19,6 +19,3 @@ pub use index::{
 };
 pub use layout::{BundleLayout, ImageSpans, Span};
 pub use plan::{plan_fetch, ChunkSource, FetchPlan, Have};
-
-#[cfg(test)]
-pub(crate) mod tests;

@@ -1,0 +1,272 @@
+//! Pass 1 of a chunked image: cut it into content-defined chunks, hash each one, and group them into frames.
+//! Reads the image once, front to back, holding at most one read buffer of it.
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+
+use fastcdc::v2020::FastCDC;
+use sha2::{Digest, Sha256};
+
+use crate::chunked::{ChunkParams, ChunkRecord, NO_BASE};
+use crate::hash_thread::{self, HashFeed};
+
+/// Read buffer of the chunker: many chunks per refill, so the leftover copied to its front stays small.
+const READ_BUFFER: usize = 4 << 20;
+/// Read buffers handed to the whole-image hasher ahead of it.
+const HASH_QUEUE: usize = 4;
+/// A frame ends after at most this many chunks.
+pub const FRAME_MAX_CHUNKS: u32 = 64;
+/// A frame ends once it holds at least this many bytes (so it never exceeds this plus one maximal chunk).
+pub const FRAME_TARGET_RAW: u64 = 4 << 20;
+/// A frame ends after a chunk whose digest's first byte has these bits clear (one chunk in 16 on average):
+/// frame ends then depend on content, so an insertion early in an image does not shift every later frame.
+const FRAME_END_MASK: u8 = 0x0f;
+
+/// Calls `on_chunk` with each FastCDC v2020 chunk of `input` (normalisation level 1), in order, and returns the
+/// number of bytes read. The cut points are those of fastcdc's `StreamCDC` with the same parameters: a cut only
+/// depends on the `max` bytes after the previous one, and the buffer always holds that many unless at the end.
+pub fn for_each_chunk<R: Read>(
+    mut input: R,
+    params: ChunkParams,
+    mut on_chunk: impl FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<u64> {
+    let max = params.max as usize;
+    let mut buf = vec![0u8; READ_BUFFER.max(2 * max)];
+    let (mut len, mut total, mut eof) = (0usize, 0u64, false);
+    loop {
+        while !eof && len < buf.len() {
+            match input.read(&mut buf[len..]) {
+                Ok(0) => eof = true,
+                Ok(n) => {
+                    len += n;
+                    total += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let cdc = FastCDC::new(&buf[..len], params.min, params.avg, params.max);
+        let mut start = 0;
+        while start < len && (eof || len - start >= max) {
+            let (_, end) = cdc.cut(start, len - start);
+            on_chunk(&buf[start..end])?;
+            start = end;
+        }
+        if eof {
+            return Ok(total);
+        }
+        buf.copy_within(start..len, 0);
+        len -= start;
+    }
+}
+
+/// Decides where frames end, chunk by chunk (pure).
+#[derive(Debug, Default, Clone)]
+pub struct FrameGrouper {
+    chunks: u32,
+    raw: u64,
+}
+
+impl FrameGrouper {
+    /// Adds the next chunk; true when the frame ends after it.
+    pub fn push(&mut self, size: u32, sha256: &[u8; 32]) -> bool {
+        self.chunks += 1;
+        self.raw += u64::from(size);
+        let end = sha256[0] & FRAME_END_MASK == 0
+            || self.chunks >= FRAME_MAX_CHUNKS
+            || self.raw >= FRAME_TARGET_RAW;
+        if end {
+            *self = FrameGrouper::default();
+        }
+        end
+    }
+
+    /// True when chunks were pushed since the last frame end.
+    pub fn is_open(&self) -> bool {
+        self.chunks > 0
+    }
+}
+
+/// What pass 1 learnt about an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scan {
+    /// Chunks in image order, with their base offsets when a base was given.
+    pub chunks: Vec<ChunkRecord>,
+    /// Chunk count of each frame, in order.
+    pub frames: Vec<u32>,
+    /// Image size.
+    pub size: u64,
+    /// SHA-256 of the whole image.
+    pub sha256: [u8; 32],
+}
+
+/// Pass 1: chunks, chunk digests and frames of `input`, its whole digest hashed on a thread of its own. `hints`
+/// maps chunk digests of the base image to their first offset there.
+pub fn scan<R: Read>(
+    input: R,
+    params: ChunkParams,
+    hints: Option<&HashMap<[u8; 32], u64>>,
+    mut progress: impl FnMut(u64),
+) -> io::Result<Scan> {
+    let mut chunks = Vec::new();
+    let mut frames = Vec::new();
+    let mut grouper = FrameGrouper::default();
+    let mut in_frame = 0u32;
+    let (size, sha256) = std::thread::scope(|scope| {
+        let (feed, hasher) = hash_thread::spawn(scope, HASH_QUEUE);
+        let tee = Tee { inner: input, feed };
+        let size = for_each_chunk(tee, params, |bytes| {
+            let sha256: [u8; 32] = Sha256::digest(bytes).into();
+            let size = bytes.len() as u32;
+            in_frame += 1;
+            if grouper.push(size, &sha256) {
+                frames.push(std::mem::take(&mut in_frame));
+            }
+            let base_offset = hints
+                .and_then(|h| h.get(&sha256).copied())
+                .unwrap_or(NO_BASE);
+            chunks.push(ChunkRecord {
+                size,
+                sha256,
+                base_offset,
+            });
+            progress(bytes.len() as u64);
+            Ok(())
+        });
+        // The tee (and so the feed) was moved into the chunker and is dropped by now: the hasher ends.
+        let digest = hasher.join().expect("the hashing thread does not panic");
+        size.map(|size| (size, digest))
+    })?;
+    if in_frame > 0 {
+        frames.push(in_frame);
+    }
+    Ok(Scan {
+        chunks,
+        frames,
+        size,
+        sha256,
+    })
+}
+
+/// Hands a copy of everything read to the whole-image hasher.
+struct Tee<R> {
+    inner: R,
+    feed: HashFeed,
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0 {
+            let mut copy = self.feed.recycled.try_recv().unwrap_or_default();
+            copy.clear();
+            copy.extend_from_slice(&buf[..n]);
+            self.feed
+                .to_hasher
+                .send(copy)
+                .map_err(|_| io::Error::other("the hashing thread stopped"))?;
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunked::DEFAULT_PARAMS;
+    use proptest::prelude::*;
+
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn cuts_like_fastcdc_on_the_whole_buffer_whatever_the_read_sizes() {
+        let data = noise(3 * READ_BUFFER + 12345, 7);
+        let expected: Vec<usize> = FastCDC::new(
+            &data,
+            DEFAULT_PARAMS.min,
+            DEFAULT_PARAMS.avg,
+            DEFAULT_PARAMS.max,
+        )
+        .map(|c| c.length)
+        .collect();
+        struct Dribble<'a>(&'a [u8]);
+        impl Read for Dribble<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                let n = buf.len().min(self.0.len()).min(100_003);
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let mut got = Vec::new();
+        let total = for_each_chunk(Dribble(&data), DEFAULT_PARAMS, |c| {
+            got.push(c.len());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(total, data.len() as u64);
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn scan_hashes_the_whole_image_and_hints_base_chunks() {
+        let data = noise(2 << 20, 3);
+        let plain = scan(&data[..], DEFAULT_PARAMS, None, |_| {}).unwrap();
+        assert_eq!(plain.sha256, <[u8; 32]>::from(Sha256::digest(&data)));
+        assert_eq!(plain.size, data.len() as u64);
+        assert!(plain.chunks.iter().all(|c| c.base_offset == NO_BASE));
+        let hints: HashMap<[u8; 32], u64> = [(plain.chunks[1].sha256, 99)].into();
+        let hinted = scan(&data[..], DEFAULT_PARAMS, Some(&hints), |_| {}).unwrap();
+        assert_eq!(hinted.chunks[1].base_offset, 99);
+        assert_eq!(
+            hinted
+                .chunks
+                .iter()
+                .filter(|c| c.base_offset == NO_BASE)
+                .count(),
+            plain.chunks.len() - 1
+        );
+        let empty = scan(&[][..], DEFAULT_PARAMS, None, |_| {}).unwrap();
+        assert!(empty.chunks.is_empty() && empty.frames.is_empty());
+    }
+
+    proptest! {
+        #[test]
+        fn frames_cover_every_chunk_within_their_limits(
+            sizes in proptest::collection::vec((1u32..=256 << 10, any::<u8>()), 1..400)
+        ) {
+            let mut grouper = FrameGrouper::default();
+            let (mut frames, mut open, mut raw) = (Vec::new(), 0u32, 0u64);
+            for (size, first) in &sizes {
+                let mut sha = [0xffu8; 32];
+                sha[0] = *first;
+                open += 1;
+                raw += u64::from(*size);
+                if grouper.push(*size, &sha) {
+                    prop_assert!(first & 0x0f == 0 || open == FRAME_MAX_CHUNKS || raw >= FRAME_TARGET_RAW);
+                    prop_assert!(raw < FRAME_TARGET_RAW + (256 << 10));
+                    frames.push(open);
+                    open = 0;
+                    raw = 0;
+                } else {
+                    prop_assert!(first & 0x0f != 0 && open < FRAME_MAX_CHUNKS && raw < FRAME_TARGET_RAW);
+                }
+                prop_assert_eq!(grouper.is_open(), open > 0);
+            }
+            if open > 0 {
+                frames.push(open);
+            }
+            prop_assert_eq!(frames.iter().map(|&n| n as usize).sum::<usize>(), sizes.len());
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! The work of one frame (compress its chunks as one zstd frame) and of one delta, done on the pool's threads.
+//! Both first check the bytes read again against the digests of pass 1: an image that changed between the passes
+//! would otherwise give a bundle whose index lies.
+
+use sha2::{Digest, Sha256};
+
+use crate::chunked::ChunkRecord;
+use crate::error::BundleError;
+use crate::write::delta::encode_checked_delta;
+
+/// A compressed frame or delta and what the index records of it.
+pub struct Compressed {
+    /// The zstd frame.
+    pub bytes: Vec<u8>,
+    /// SHA-256 of `bytes`.
+    pub sha256: [u8; 32],
+    /// Uncompressed bytes it holds (for progress).
+    pub raw_len: u64,
+}
+
+/// The error for bytes that no longer match pass 1.
+fn changed(image: &str) -> BundleError {
+    BundleError::io(
+        format!("reading image '{image}'"),
+        std::io::Error::other("it changed while the bundle was being built"),
+    )
+}
+
+/// Compresses a frame holding `chunks` (whose records pass 1 made) at `level`.
+pub fn compress_frame(
+    image: &str,
+    raw: Vec<u8>,
+    chunks: &[ChunkRecord],
+    level: i32,
+) -> Result<Compressed, BundleError> {
+    let mut at = 0usize;
+    for chunk in chunks {
+        let end = at + chunk.size as usize;
+        if raw
+            .get(at..end)
+            .is_none_or(|b| <[u8; 32]>::from(Sha256::digest(b)) != chunk.sha256)
+        {
+            return Err(changed(image));
+        }
+        at = end;
+    }
+    let bytes = zstd::bulk::compress(&raw, level)
+        .map_err(|e| BundleError::io(format!("compressing image '{image}'"), e))?;
+    Ok(Compressed {
+        sha256: Sha256::digest(&bytes).into(),
+        bytes,
+        raw_len: raw.len() as u64,
+    })
+}
+
+/// Encodes the chunk `raw` (recorded as `chunk`) against `reference` at `level`.
+pub fn compress_delta(
+    image: &str,
+    raw: Vec<u8>,
+    chunk: &ChunkRecord,
+    reference: Vec<u8>,
+    level: i32,
+) -> Result<Compressed, BundleError> {
+    if <[u8; 32]>::from(Sha256::digest(&raw)) != chunk.sha256 {
+        return Err(changed(image));
+    }
+    let bytes = encode_checked_delta(&raw, &chunk.sha256, &reference, level)
+        .map_err(|e| BundleError::io(format!("encoding a delta of image '{image}'"), e))?;
+    Ok(Compressed {
+        sha256: Sha256::digest(&bytes).into(),
+        bytes,
+        raw_len: raw.len() as u64,
+    })
+}
