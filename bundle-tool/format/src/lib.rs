@@ -25,6 +25,7 @@ pub mod chunked;
 pub mod error;
 pub mod framing;
 mod hash_thread;
+pub mod head;
 pub mod manifest;
 pub mod reader;
 pub mod write;

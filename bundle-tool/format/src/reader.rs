@@ -16,11 +16,18 @@ use sha2::{Digest, Sha256};
 
 use crate::error::BundleError;
 use crate::framing::{
-    self, check_format_marker, parse_header, BLOCK, FORMAT_ENTRY, MANIFEST_ENTRY,
-    MAX_FORMAT_ENTRY_LEN, MAX_MANIFEST_LEN, MAX_SIGNATURES_LEN, SIGNATURES_ENTRY,
+    check_format_marker, FORMAT_ENTRY, MANIFEST_ENTRY, MAX_FORMAT_ENTRY_LEN, MAX_MANIFEST_LEN,
+    MAX_SIGNATURES_LEN, SIGNATURES_ENTRY,
 };
 use crate::hash_thread::{self, HashFeed};
 use crate::manifest::{manifest_digest, ImageEntry, Manifest};
+
+mod chunked;
+mod source;
+
+use chunked::ChunkedPayload;
+pub use chunked::{index_limits, verify_index};
+use source::{finish_archive, Source};
 
 /// Chunk size of the decode/hash/write pipeline: 1 MiB chunks take a quarter of the thread hand-offs of 256 KiB
 /// ones (5-10 % less CPU for verify and extract of a 1 GiB image); the pipeline then holds up to ~12 MiB.
@@ -67,127 +74,6 @@ const MAX_WINDOW_LOG: u32 = 24;
 pub struct SignatureBlock {
     /// Signatures over the exact manifest bytes.
     pub signatures: Vec<Signature>,
-}
-
-/// Counts bytes and remembers how the underlying stream ended, so errors can say "truncated at byte N" or name
-/// the I/O failure instead of blaming the decoder.
-struct Source<R> {
-    inner: R,
-    offset: u64,
-    hit_eof: bool,
-    io_error: bool,
-}
-
-impl<R: Read> Read for Source<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self.inner.read(buf) {
-            Ok(0) if !buf.is_empty() => {
-                self.hit_eof = true;
-                Ok(0)
-            }
-            Ok(n) => {
-                self.offset += n as u64;
-                Ok(n)
-            }
-            Err(e) => {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    self.io_error = true;
-                }
-                Err(e)
-            }
-        }
-    }
-}
-
-impl<R: Read> Source<R> {
-    fn new(inner: R) -> Self {
-        Source {
-            inner,
-            offset: 0,
-            hit_eof: false,
-            io_error: false,
-        }
-    }
-
-    /// Fills `buf` completely or reports truncation.
-    fn read_full(&mut self, buf: &mut [u8], inside: &str) -> Result<(), BundleError> {
-        let mut filled = 0;
-        while filled < buf.len() {
-            match self.read(&mut buf[filled..]) {
-                Ok(0) => {
-                    return Err(BundleError::Truncated {
-                        offset: self.offset,
-                        inside: inside.to_string(),
-                    })
-                }
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(BundleError::io(format!("reading {inside}"), e)),
-            }
-        }
-        Ok(())
-    }
-
-    fn read_header(&mut self, expected: &str) -> Result<Option<framing::EntryHeader>, BundleError> {
-        let offset = self.offset;
-        let mut block = [0u8; BLOCK];
-        self.read_full(&mut block, &format!("the header of {expected}"))?;
-        parse_header(&block, offset)
-    }
-
-    /// Reads the header of the entry that must come next, insisting on its exact path.
-    fn expect_entry(
-        &mut self,
-        path: &str,
-        seen: &[String],
-    ) -> Result<framing::EntryHeader, BundleError> {
-        match self.read_header(&format!("'{path}'"))? {
-            None => Err(BundleError::UnexpectedEntry {
-                found: "end of archive".into(),
-                expected: format!("'{path}'"),
-            }),
-            Some(h) if h.path == path => Ok(h),
-            Some(h) if seen.contains(&h.path) => Err(BundleError::DuplicateEntry { path: h.path }),
-            Some(h) => Err(BundleError::UnexpectedEntry {
-                found: h.path,
-                expected: format!("'{path}'"),
-            }),
-        }
-    }
-
-    /// Reads a small entry's content (bounded by `limit`) and skips its padding.
-    fn read_small_entry(
-        &mut self,
-        header: &framing::EntryHeader,
-        what: &'static str,
-        limit: u64,
-    ) -> Result<Vec<u8>, BundleError> {
-        if header.size > limit {
-            return Err(BundleError::TooLarge {
-                what,
-                size: header.size,
-                limit,
-            });
-        }
-        let mut content = vec![0u8; header.size as usize];
-        self.read_full(&mut content, &format!("'{}'", header.path))?;
-        self.skip_padding(header.size, &header.path)?;
-        Ok(content)
-    }
-
-    /// Skips (and checks) the zero padding after an entry.
-    fn skip_padding(&mut self, size: u64, path: &str) -> Result<(), BundleError> {
-        let mut pad = [0u8; BLOCK];
-        let pad = &mut pad[..framing::padding_len(size)];
-        self.read_full(pad, &format!("the padding after '{path}'"))?;
-        if pad.iter().any(|&b| b != 0) {
-            return Err(BundleError::CorruptHeader {
-                offset: self.offset,
-                detail: format!("non-zero padding after '{path}'"),
-            });
-        }
-        Ok(())
-    }
 }
 
 /// A bundle whose manifest and signatures have been read but not yet checked. Use [`UnverifiedBundle::verify`]
@@ -264,10 +150,14 @@ impl<R: Read> UnverifiedBundle<R> {
         Manifest::from_bytes(&self.manifest_bytes)
     }
 
+    /// Bytes read so far: after [`UnverifiedBundle::read`], the length of the head (the three leading entries).
+    pub fn position(&self) -> u64 {
+        self.src.offset
+    }
+
     /// Checks the signatures against `trust`, then parses and validates the manifest.
     pub fn verify(self, trust: &TrustRoot) -> Result<BundleReader<R>, BundleError> {
-        let signed_by = trust.verify_threshold(&self.manifest_bytes, &self.signatures)?;
-        let manifest = Manifest::from_bytes(&self.manifest_bytes)?;
+        let (manifest, signed_by) = authenticate(&self.manifest_bytes, &self.signatures, trust)?;
         Ok(BundleReader {
             src: self.src,
             manifest,
@@ -301,12 +191,32 @@ impl<R: Read> UnverifiedBundle<R> {
     }
 }
 
-/// The entry paths that precede the payload after `images`: meeting one of them again is a duplicate entry.
+/// The one check that makes a manifest trusted: signatures over its exact bytes meet `trust`'s threshold, then
+/// it parses and validates. The streaming reader and [`crate::head`] both go through it.
+pub(crate) fn authenticate(
+    manifest_bytes: &[u8],
+    signatures: &[Signature],
+    trust: &TrustRoot,
+) -> Result<(Manifest, Vec<KeyId>), BundleError> {
+    let signed_by = trust.verify_threshold(manifest_bytes, signatures)?;
+    let manifest = Manifest::from_bytes(manifest_bytes)?;
+    Ok((manifest, signed_by))
+}
+
+/// The entry paths that precede the entries of the image after `images`: meeting one of them again is a
+/// duplicate entry.
 fn entries_before(images: &[ImageEntry]) -> Vec<String> {
     [FORMAT_ENTRY, MANIFEST_ENTRY, SIGNATURES_ENTRY]
         .into_iter()
         .map(String::from)
-        .chain(images.iter().map(ImageEntry::entry_path))
+        .chain(images.iter().flat_map(|image| match image.chunked() {
+            Some(info) => {
+                let mut paths = vec![image.index_path(), image.entry_path()];
+                paths.extend(info.base.as_ref().map(|_| image.delta_path()));
+                paths
+            }
+            None => vec![image.entry_path()],
+        }))
         .collect()
 }
 
@@ -319,34 +229,6 @@ fn check_payload_size(image: &ImageEntry, found: u64) -> Result<(), BundleError>
         });
     }
     Ok(())
-}
-
-/// Checks the two zero blocks that end the archive and that nothing follows them.
-fn finish_archive<R: Read>(src: &mut Source<R>) -> Result<(), BundleError> {
-    for _ in 0..2 {
-        let offset = src.offset;
-        let mut block = [0u8; BLOCK];
-        src.read_full(&mut block, "the end-of-archive marker")?;
-        if block.iter().any(|&b| b != 0) {
-            return Err(match parse_header(&block, offset) {
-                Ok(Some(h)) => BundleError::UnexpectedEntry {
-                    found: h.path,
-                    expected: "the end of the bundle".into(),
-                },
-                _ => BundleError::TrailingData { offset },
-            });
-        }
-    }
-    let offset = src.offset;
-    let mut probe = [0u8; 1];
-    loop {
-        match src.read(&mut probe) {
-            Ok(0) => return Ok(()),
-            Ok(_) => return Err(BundleError::TrailingData { offset }),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(BundleError::io("reading the end of the bundle", e)),
-        }
-    }
 }
 
 /// A bundle whose manifest is authenticated. Read its images in manifest order with [`BundleReader::next_image`],
@@ -403,10 +285,27 @@ impl<R: Read> BundleReader<R> {
             return Ok(None);
         };
         let seen = entries_before(&self.manifest.images[..self.next_image]);
-        let header = self.src.expect_entry(&image.entry_path(), &seen)?;
-        check_payload_size(&image, header.size)?;
         let expected_payload_sha256 = image.payload_sha256_bytes()?;
         let expected_content_sha256 = image.sha256_bytes()?;
+        if image.chunked().is_some() {
+            let payload = ChunkedPayload::open(&mut self.src, &image, seen)?;
+            self.next_image += 1;
+            self.image_pending = true;
+            return Ok(Some(ImageReader {
+                decoder: None,
+                chunked: Some(payload),
+                image,
+                expected_payload_sha256,
+                payload_digest: None,
+                expected_content_sha256,
+                content_hasher: None,
+                produced: 0,
+                pending_flag: &mut self.image_pending,
+                done: false,
+            }));
+        }
+        let header = self.src.expect_entry(&image.entry_path(), &seen)?;
+        check_payload_size(&image, header.size)?;
         self.next_image += 1;
         self.image_pending = true;
         let tap = PayloadTap {
@@ -420,6 +319,7 @@ impl<R: Read> BundleReader<R> {
             .map_err(|e| BundleError::io("configuring the zstd decoder", e))?;
         Ok(Some(ImageReader {
             decoder: Some(decoder),
+            chunked: None,
             image,
             expected_payload_sha256,
             payload_digest: None,
@@ -496,6 +396,8 @@ impl<T: Read> Read for PayloadTap<T> {
 /// threads.
 pub struct ImageReader<'a, R> {
     decoder: Option<Decoder<'a, R>>,
+    /// A chunked image's frames (then `decoder` is `None`).
+    chunked: Option<ChunkedPayload<'a, R>>,
     image: ImageEntry,
     expected_payload_sha256: [u8; 32],
     /// The payload digest, once hashed inline to the end.
@@ -522,11 +424,23 @@ impl<R: Read> ImageReader<'_, R> {
     /// skips it, because a sequential SHA-256 of the whole image would cost as much time as decoding it.
     pub fn check_content_digest(mut self) -> Self {
         self.content_hasher = Some(Sha256::new());
+        if let Some(payload) = self.chunked.as_mut() {
+            payload.check_chunks = true;
+        }
         self
     }
 
     /// Decodes into `buf` without hashing, enforcing the exact size. Returns 0 at the checked end of the payload.
     fn decode(&mut self, buf: &mut [u8]) -> Result<usize, BundleError> {
+        if let Some(payload) = self.chunked.as_mut() {
+            let n = payload.read(buf)?;
+            self.produced += n as u64;
+            if n == 0 && !buf.is_empty() {
+                self.payload_digest = Some(payload.finish()?);
+                self.chunked = None;
+            }
+            return Ok(n);
+        }
         let Some(decoder) = self.decoder.as_mut() else {
             return Ok(0);
         };
@@ -629,6 +543,13 @@ impl<R: Read> ImageReader<'_, R> {
     /// payload and write the output (the writer also hashes the content when [`Self::check_content_digest`] asked
     /// for it). Returns the number of bytes written once the size and digests have been verified.
     pub fn copy_to<W: Write + Send>(mut self, writer: &mut W) -> Result<u64, BundleError> {
+        if let Some(payload) = self.chunked.take() {
+            let content_hasher = self.content_hasher.take();
+            let (written, payload_digest, content_digest) =
+                payload.copy_to(writer, content_hasher)?;
+            self.check_digests(payload_digest, content_digest)?;
+            return Ok(written);
+        }
         let (write_tx, write_rx) = mpsc::sync_channel::<Chunk>(PIPELINE_DEPTH);
         let (recycle_tx, recycle_rx) = mpsc::channel::<Chunk>();
         let content_hasher = self.content_hasher.take();

@@ -19,3 +19,6 @@ pub use index::{
 };
 pub use layout::{BundleLayout, ImageSpans, Span};
 pub use plan::{plan_fetch, ChunkSource, FetchPlan, Have};
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,214 @@
+//! The stream reader on chunked bundles: honest ones read back exactly (by `Read` and by `copy_to`, with and
+//! without content checks); every damaged part is refused naming it, before a byte of the damaged frame is out.
+
+use std::io::Read;
+
+use crate::chunked::tests::fixture::{self, image_bytes, Parts, CHUNK, PER_FRAME};
+use crate::chunked::ChunkIndex;
+use crate::error::BundleError;
+use crate::reader::{index_limits, BundleReader};
+
+fn images() -> (Vec<u8>, Vec<u8>) {
+    let base = image_bytes(1, 60_000);
+    let mut image = base.clone();
+    image[10_000..14_000].fill(3);
+    image.extend_from_slice(&image_bytes(5, 7_777));
+    (base, image)
+}
+
+/// Reads the one image of `bundle` through `copy_to` (or `Read`), returning what came out and the verdict.
+fn read(
+    bundle: &[u8],
+    trust: &ota_keys::TrustRoot,
+    copy: bool,
+    check: bool,
+) -> (Vec<u8>, Result<(), BundleError>) {
+    let mut out = Vec::new();
+    let result = (|| {
+        let mut reader = BundleReader::open(bundle, trust)?;
+        let mut image = reader.next_image()?.expect("one image");
+        if check {
+            image = image.check_content_digest();
+        }
+        if copy {
+            image.copy_to(&mut out)?;
+        } else {
+            let mut buf = [0u8; 1000];
+            loop {
+                match image.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => out.extend_from_slice(&buf[..n]),
+                    Err(e) => return Err(BundleError::from_io("reading", e)),
+                }
+            }
+        }
+        reader.finish().map(|_| ())
+    })();
+    (out, result)
+}
+
+#[test]
+fn honest_chunked_bundles_read_back_exactly() {
+    let (base, image) = images();
+    for base in [None, Some(&base[..])] {
+        let built = fixture::build(&image, base);
+        for copy in [false, true] {
+            for check in [false, true] {
+                let (out, result) = read(&built.bundle, &built.trust, copy, check);
+                result.unwrap_or_else(|e| panic!("copy {copy} check {check}: {e}"));
+                assert!(out == image, "copy {copy} check {check}");
+            }
+        }
+    }
+}
+
+/// Builds a bundle from honest parts changed by `tamper`, and reads it every way; each must fail with an error
+/// containing `expect`, and no byte of frame `first_bad_frame` or later may have come out.
+fn refused(tamper: impl Fn(&mut Parts), expect: &str, first_bad_frame: usize) {
+    let (base, image) = images();
+    let (_, mut parts) = fixture::parts(&image, Some(&base));
+    tamper(&mut parts);
+    let built = fixture::frame(&parts);
+    for copy in [false, true] {
+        for check in [false, true] {
+            let (out, result) = read(&built.bundle, &built.trust, copy, check);
+            let err = result
+                .err()
+                .unwrap_or_else(|| panic!("accepted ({expect})"))
+                .to_string();
+            assert!(
+                err.contains(expect),
+                "copy {copy} check {check}: got '{err}', wanted '{expect}'"
+            );
+            let limit = first_bad_frame
+                .saturating_mul(CHUNK * PER_FRAME)
+                .min(image.len());
+            assert!(
+                out.len() <= limit,
+                "{} bytes out, the bad frame starts at {limit}",
+                out.len()
+            );
+            assert_eq!(out[..], image[..out.len()], "what came out is the image");
+        }
+    }
+}
+
+#[test]
+fn a_frame_with_a_flipped_byte_is_refused_before_its_bytes_are_out() {
+    refused(|p| p.frames[2][5] ^= 0x40, "frame 2 (payload bytes", 2);
+}
+
+#[test]
+fn swapped_frames_are_refused() {
+    refused(|p| p.frames.swap(1, 2), "frame 1 (payload bytes", 1);
+}
+
+#[test]
+fn an_index_whose_digest_differs_is_refused() {
+    refused(
+        |p| p.index[40] ^= 1,
+        "chunk index of image 'rootfs.ext4' does not match its SHA-256",
+        0,
+    );
+    // Reordered records (two chunk records swapped) are a different index too.
+    refused(
+        |p| {
+            let frames = u32::from_le_bytes(p.index[12..16].try_into().unwrap()) as usize;
+            let chunks = crate::chunked::HEADER_LEN + frames * 40;
+            let (a, b) = p.index[chunks..].split_at_mut(44);
+            a.swap_with_slice(&mut b[..44]);
+        },
+        "chunks.index_sha256",
+        0,
+    );
+}
+
+#[test]
+fn an_index_entry_of_another_size_is_refused() {
+    refused(|p| p.index.push(0), "the entry 'index/rootfs.ext4' is", 0);
+}
+
+#[test]
+fn a_signed_index_that_lies_about_a_chunk_is_refused_by_the_content_check() {
+    let (base, image) = images();
+    let (_, mut parts) = fixture::parts(&image, Some(&base));
+    let limits = index_limits(&parts.manifest.images[0]).unwrap();
+    let mut index = ChunkIndex::decode(&parts.index, &limits).unwrap();
+    index.chunks[4].sha256[0] ^= 1;
+    parts.index = index.encode();
+    parts.seal_index();
+    let built = fixture::frame(&parts);
+    let (_, result) = read(&built.bundle, &built.trust, true, true);
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("chunk 4 (image bytes 12000..15000)"), "{err}");
+    // Without the content check the frames' digests alone decide, as for the slot write.
+    let (out, result) = read(&built.bundle, &built.trust, true, false);
+    result.unwrap();
+    assert!(out == image);
+}
+
+#[test]
+fn a_truncated_delta_entry_is_refused() {
+    refused(
+        |p| {
+            p.delta.pop();
+        },
+        "the entry 'delta/rootfs.ext4' is",
+        usize::MAX,
+    );
+    // The file itself cut inside the delta entry.
+    let (base, image) = images();
+    let built = fixture::build(&image, Some(&base));
+    let layout = crate::chunked::BundleLayout::new(
+        built.manifest_bytes.len() as u64,
+        built.signatures_len,
+        &built.manifest,
+    );
+    let delta = layout.entry("delta/rootfs.ext4").unwrap();
+    let cut = &built.bundle[..(delta.offset + delta.len / 2) as usize];
+    let (_, result) = read(cut, &built.trust, true, false);
+    let err = result.unwrap_err().to_string();
+    assert!(
+        err.contains("truncated") && err.contains("'delta/rootfs.ext4'"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_modified_delta_entry_is_refused() {
+    refused(
+        |p| p.delta[3] ^= 1,
+        "delta entry of image 'rootfs.ext4' does not match",
+        usize::MAX,
+    );
+}
+
+#[test]
+fn a_missing_delta_entry_is_refused() {
+    let (base, image) = images();
+    let (_, parts) = fixture::parts(&image, Some(&base));
+    let with = fixture::frame(&parts);
+    let layout = crate::chunked::BundleLayout::new(
+        with.manifest_bytes.len() as u64,
+        with.signatures_len,
+        &with.manifest,
+    );
+    let delta = layout.entry("delta/rootfs.ext4").unwrap();
+    let mut without = with.bundle[..(delta.offset as usize - 512)].to_vec();
+    without.extend_from_slice(&[0u8; 1024]);
+    let (_, result) = read(&without, &with.trust, true, false);
+    let err = result.unwrap_err().to_string();
+    assert!(
+        err.contains("found end of archive") || err.contains("expected 'delta/rootfs.ext4'"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_payload_of_another_size_is_refused() {
+    refused(
+        |p| p.frames.last_mut().unwrap().push(0),
+        "payload of image 'rootfs.ext4' is",
+        0,
+    );
+}
