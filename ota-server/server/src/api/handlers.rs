@@ -7,16 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ota_protocol::admin::{CreateRolloutRequest, DeviceDetail};
 use ota_protocol::device::{EnrollRequest, PollRequest, ReportRequest};
 use ota_protocol::fleet::{DeviceLabels, GroupSettings};
-use tower::ServiceExt;
-use tower_http::services::ServeFile;
 
 use crate::api::error::ApiError;
 use crate::api::extract::{Admin, AnyCaller, ApiJson, DeviceCaller};
@@ -96,20 +94,17 @@ pub async fn get_bundle(State(state): St, _: Admin, Path(id): Path<String>) -> A
     Ok(Json(state.bundles.get(&id)?).into_response())
 }
 
-/// `GET /api/bundles/{bundle_id}/download` (Range supported).
+/// `GET`/`HEAD /api/bundles/{bundle_id}/download`: the whole file, one range or several
+/// ([`crate::api::download`]).
 pub async fn download(
     State(state): St,
     AnyCaller(caller): AnyCaller,
     Path(id): Path<String>,
-    request: Request,
+    method: Method,
+    headers: HeaderMap,
 ) -> AppResult {
     let path = state.bundles.download(&caller, &id)?;
-    // Blob names have no extension, so the content type is application/octet-stream.
-    let response = ServeFile::new(path)
-        .oneshot(request)
-        .await
-        .map_err(|e| ApiError::internal("reading the bundle file", e))?;
-    Ok(response.map(Body::new))
+    crate::api::download::respond(&method, &headers, path, &id).await
 }
 
 /// `GET /api/devices`.

@@ -162,13 +162,16 @@ pub static ROUTES: &[Route] = &[
     Route {
         doc: RouteDoc {
             response: (200, "#binary"),
-            also: &[(206, "partial content (Range)", "#binary")],
+            also: &[
+                (206, "one range, or several as multipart/byteranges", "#binary"),
+                (416, "overlapping, out-of-file or more than 64 ranges", "Error"),
+            ],
             range: true,
             ..doc(
                 Get,
                 "/api/bundles/{bundle_id}/download",
                 AdminOrDevice,
-                "Download a bundle (supports Range)",
+                "Download a bundle (also HEAD; Range with up to 64 ranges, If-Range on the ETag)",
             )
         },
         handler: |m| on(m, h::download),

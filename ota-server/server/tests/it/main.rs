@@ -4,6 +4,7 @@
 mod cli;
 mod common;
 mod dashboard_browser;
+mod download;
 mod guards;
 mod observability;
 mod reverts;
