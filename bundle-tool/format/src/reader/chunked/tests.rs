@@ -212,3 +212,111 @@ fn a_payload_of_another_size_is_refused() {
         0,
     );
 }
+
+/// Builds a chunked bundle with the production writer.
+fn written(
+    images: &[(&str, &str, &[u8])],
+    base: Option<&[u8]>,
+    key: &ota_keys::SecretKey,
+) -> Vec<u8> {
+    use std::io::Cursor;
+    let inputs = images
+        .iter()
+        .map(|(name, class, data)| crate::SeekableImage {
+            name: name.to_string(),
+            slot_class: class.to_string(),
+            reader: Box::new(Cursor::new(data.to_vec())),
+        })
+        .collect();
+    let mut base = base.map(|b| crate::write::BaseBundle::open(Cursor::new(b.to_vec())).unwrap());
+    let spec = crate::BundleSpec {
+        version: "2.0.0".parse().unwrap(),
+        compatible: "acme-robot-v2".into(),
+        created: 1_700_000_000,
+        description: String::new(),
+        security_floor: None,
+        level: 3,
+        workers: 2,
+    };
+    let (_, out) = crate::build_chunked_bundle(
+        Cursor::new(Vec::new()),
+        &spec,
+        crate::chunked::DEFAULT_PARAMS,
+        inputs,
+        base.as_mut(),
+        std::slice::from_ref(key),
+        |_| {},
+    )
+    .unwrap();
+    out.into_inner()
+}
+
+#[test]
+fn bundles_from_the_writer_read_back_and_lay_out_as_their_head_says() {
+    let key = ota_keys::SecretKey::generate();
+    let trust = ota_keys::TrustRoot::new(1, 1, vec![key.public_key()]).unwrap();
+    let v1: Vec<u8> = (0..900_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let mut v2 = v1[..300_000].to_vec();
+    v2.extend_from_slice(&image_bytes(7, 50_000));
+    v2.extend_from_slice(&v1[300_000..]);
+    let app = image_bytes(3, 70_000);
+    let old = written(
+        &[("rootfs.ext4", "rootfs", &v1), ("app.img", "app", &app)],
+        None,
+        &key,
+    );
+    let new = written(
+        &[("rootfs.ext4", "rootfs", &v2), ("app.img", "app", &app)],
+        Some(&old),
+        &key,
+    );
+    for (bundle, images) in [(&old, [&v1, &app]), (&new, [&v2, &app])] {
+        for (copy, check) in [(true, true), (false, false), (true, false)] {
+            let mut reader = BundleReader::open(&bundle[..], &trust).unwrap();
+            for expected in images {
+                let mut image = reader.next_image().unwrap().unwrap();
+                if check {
+                    image = image.check_content_digest();
+                }
+                let mut out = Vec::new();
+                if copy {
+                    image.copy_to(&mut out).unwrap();
+                } else {
+                    image.read_to_end(&mut out).unwrap();
+                }
+                assert!(&out == expected);
+            }
+            reader.finish().unwrap();
+        }
+        let crate::head::HeadParse::Complete(head) =
+            crate::head::parse_head(&bundle[..64 << 10]).unwrap()
+        else {
+            panic!("a small head fits the first fetch");
+        };
+        let head = head.verify(&trust).unwrap();
+        assert_eq!(head.layout.total_len(), bundle.len() as u64);
+        for image in &head.manifest.images {
+            let span = head
+                .layout
+                .image(&head.manifest, &image.name)
+                .unwrap()
+                .index
+                .unwrap();
+            head.index(
+                &image.name,
+                &bundle[span.offset as usize..span.end() as usize],
+            )
+            .unwrap();
+        }
+    }
+    let manifest = crate::UnverifiedBundle::read(&new[..])
+        .unwrap()
+        .manifest_unverified()
+        .unwrap();
+    assert!(
+        manifest.images[0].chunks.as_ref().unwrap().base.is_some(),
+        "the new bundle has deltas"
+    );
+}
