@@ -4,102 +4,10 @@
 //! slot it boots must hold a complete verified image, the client must settle, and a new
 //! install must succeed and be confirmed.
 
-use std::io::{self, Write};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-
-use ota_client::slotio::SlotWriter;
-use ota_client::{BundleSource, Client, Hooks, InstallOptions, NoProgress, Slot};
+use ota_client::{BundleSource, Client, InstallOptions, NoProgress, Slot};
 use ota_testkit::robot::*;
 
-/// Cut after this many checkpoints (`None`: record them all).
-#[derive(Clone)]
-struct Cut {
-    at: Option<usize>,
-    seen: Arc<AtomicUsize>,
-    names: Arc<Mutex<Vec<String>>>,
-    dead: Arc<AtomicBool>,
-    /// Stop writing slots after this many bytes (per writer).
-    write_limit: Option<u64>,
-}
-
-impl Cut {
-    fn new(at: Option<usize>, write_limit: Option<u64>) -> Cut {
-        Cut {
-            at,
-            seen: Arc::default(),
-            names: Arc::default(),
-            dead: Arc::default(),
-            write_limit,
-        }
-    }
-
-    fn hooks(&self) -> Hooks {
-        let me = self.clone();
-        let crash_at = Arc::new(move |name: &str| {
-            if me.dead.load(Ordering::SeqCst) {
-                return true;
-            }
-            let n = me.seen.fetch_add(1, Ordering::SeqCst);
-            me.names.lock().unwrap().push(name.to_string());
-            if me.at == Some(n) {
-                me.dead.store(true, Ordering::SeqCst);
-            }
-            me.dead.load(Ordering::SeqCst)
-        });
-        let wrap_writer = self.write_limit.map(|limit| {
-            let dead = Arc::clone(&self.dead);
-            Arc::new(move |inner: Box<dyn SlotWriter>| -> Box<dyn SlotWriter> {
-                Box::new(CutWriter {
-                    inner,
-                    left: limit,
-                    dead: Arc::clone(&dead),
-                })
-            }) as Arc<dyn Fn(Box<dyn SlotWriter>) -> Box<dyn SlotWriter> + Send + Sync>
-        });
-        Hooks {
-            crash_at: Some(crash_at),
-            wrap_writer,
-        }
-    }
-
-    fn fired(&self) -> bool {
-        self.dead.load(Ordering::SeqCst)
-    }
-}
-
-/// Writes the first `left` bytes, then the power is gone.
-struct CutWriter {
-    inner: Box<dyn SlotWriter>,
-    left: u64,
-    dead: Arc<AtomicBool>,
-}
-
-impl Write for CutWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.dead.load(Ordering::SeqCst) || self.left == 0 {
-            self.dead.store(true, Ordering::SeqCst);
-            return Err(io::Error::other("power cut"));
-        }
-        let n = buf.len().min(self.left as usize);
-        let n = self.inner.write(&buf[..n])?;
-        self.left -= n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-impl SlotWriter for CutWriter {
-    fn sync(&mut self) -> io::Result<()> {
-        if self.dead.load(Ordering::SeqCst) {
-            return Err(io::Error::other("power cut"));
-        }
-        self.inner.sync()
-    }
-}
+use super::common::cut::{self, Cut};
 
 #[derive(Debug, Clone, Copy)]
 enum Scenario {
@@ -248,26 +156,9 @@ fn recover_and_update(r: &Robot, context: &str) {
 /// Reboots until the client has nothing left to finish, checking after every boot that the
 /// slot booted holds a complete image (a failure here is a brick).
 fn settle(r: &Robot, context: &str) {
-    r.set_healthy(true);
-    for round in 0..6 {
-        r.reboot();
-        r.assert_boots_good_slot(VERSIONS, &format!("{context}, reboot {round}"));
-        let res = r.client().confirm();
-        r.assert_boots_good_slot(VERSIONS, &format!("{context}, after confirm {round}"));
-        let st = r.status();
-        if res.is_ok()
-            && st.trial.is_none()
-            && st.pending_trial.is_none()
-            && st.live_trial.is_none()
-            && st.booted == st.primary
-        {
-            break;
-        }
-        assert!(
-            round < 5,
-            "{context}: the client never settled: {res:?} {st:?}"
-        );
-    }
+    cut::settle(r, context, &|r: &Robot, c: &str| {
+        r.assert_boots_good_slot(VERSIONS, c)
+    });
 }
 
 /// Proves the robot still takes an update (a failure here is a strand).
