@@ -20,7 +20,7 @@ use crate::random::random_u64;
 /// Why a request or a body read failed, for the retry and give-up messages: a stall names
 /// itself and the read timeout; anything else lists its causes (reqwest's own message alone,
 /// e.g. "error decoding response body", names neither).
-fn describe(e: &(dyn std::error::Error + 'static), read_timeout: Duration) -> String {
+pub(super) fn describe(e: &(dyn std::error::Error + 'static), read_timeout: Duration) -> String {
     let mut text = String::new();
     let mut cur = Some(e);
     while let Some(err) = cur {
@@ -46,6 +46,52 @@ fn describe(e: &(dyn std::error::Error + 'static), read_timeout: Duration) -> St
         cur = err.source();
     }
     text
+}
+
+/// The extra request headers (a device's `Authorization`), values marked sensitive so they are never logged.
+pub(super) fn header_map(extra: &[(String, String)]) -> Result<header::HeaderMap, SourceError> {
+    let mut headers = header::HeaderMap::new();
+    for (name, value) in extra {
+        let name = header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| SourceError::Setup(format!("invalid HTTP header name {name:?}")))?;
+        let mut value = header::HeaderValue::from_str(value)
+            .map_err(|_| SourceError::Setup(format!("invalid value for HTTP header {name}")))?;
+        value.set_sensitive(true);
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
+/// THE blocking HTTP client of bundle downloads (streamed and ranged): timeouts and extra CA from `cfg`.
+pub(super) fn build_client(cfg: &HttpConfig) -> Result<Client, SourceError> {
+    let mut builder = Client::builder()
+        .connect_timeout(cfg.connect_timeout)
+        // reqwest's blocking timeout applies to each operation (sending, every body
+        // read), i.e. it is a stall timeout, not a limit on the whole download.
+        .timeout(cfg.read_timeout);
+    if let Some(ca) = &cfg.ca_file {
+        for cert in load_ca_certificates(ca).map_err(|e| SourceError::Setup(e.message))? {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| SourceError::Setup(e.to_string()))
+}
+
+/// Sleeps `delay` before a retry, waking every 50 ms to stop at once when `cancel` is set.
+pub(super) fn sleep_unless_cancelled(
+    delay: Duration,
+    cancel: Option<&AtomicBool>,
+) -> Result<(), SourceError> {
+    let until = Instant::now() + delay;
+    while Instant::now() < until {
+        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(SourceError::Cancelled);
+        }
+        std::thread::sleep((until - Instant::now()).min(Duration::from_millis(50)));
+    }
+    Ok(())
 }
 
 /// A resuming HTTP body.
@@ -76,7 +122,7 @@ enum Attempt {
     Fatal(SourceError),
 }
 
-fn header_str(resp: &Response, name: header::HeaderName) -> Option<String> {
+pub(super) fn header_str(resp: &Response, name: header::HeaderName) -> Option<String> {
     resp.headers()
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -92,28 +138,8 @@ impl HttpReader {
         cancel: Option<Arc<AtomicBool>>,
         failure: ReadFailure,
     ) -> Result<HttpReader, SourceError> {
-        let mut headers = header::HeaderMap::new();
-        for (name, value) in extra {
-            let name = header::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| SourceError::Setup(format!("invalid HTTP header name {name:?}")))?;
-            let mut value = header::HeaderValue::from_str(value)
-                .map_err(|_| SourceError::Setup(format!("invalid value for HTTP header {name}")))?;
-            value.set_sensitive(true);
-            headers.append(name, value);
-        }
-        let mut builder = Client::builder()
-            .connect_timeout(cfg.connect_timeout)
-            // reqwest's blocking timeout applies to each operation (sending, every body
-            // read), i.e. it is a stall timeout, not a limit on the whole download.
-            .timeout(cfg.read_timeout);
-        if let Some(ca) = &cfg.ca_file {
-            for cert in load_ca_certificates(ca).map_err(|e| SourceError::Setup(e.message))? {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        let client = builder
-            .build()
-            .map_err(|e| SourceError::Setup(e.to_string()))?;
+        let headers = header_map(extra)?;
+        let client = build_client(cfg)?;
         Ok(HttpReader {
             client,
             url: url.to_string(),
@@ -210,14 +236,7 @@ impl HttpReader {
             random_u64(),
             self.retry_after.take(),
         );
-        let until = Instant::now() + delay;
-        while Instant::now() < until {
-            if self.cancelled() {
-                return Err(SourceError::Cancelled);
-            }
-            std::thread::sleep((until - Instant::now()).min(Duration::from_millis(50)));
-        }
-        Ok(())
+        sleep_unless_cancelled(delay, self.cancel.as_deref())
     }
 
     pub(super) fn connect(&mut self) -> Result<(), SourceError> {

@@ -10,11 +10,14 @@
 //! at once; a body that stalls for the read timeout counts as a dropped connection.
 //!
 //! The pure parts are apart from the I/O: [`resume`] (which response continues a download),
-//! [`retry`] (how long to wait); [`http`] is the reader that applies them.
+//! [`retry`] (how long to wait); [`http`] is the reader that applies them. [`ranges`] reads chosen byte
+//! ranges of a bundle (a file, or a server answering multi-range requests, read strictly by `multipart`).
 
 mod error;
 mod failure;
 mod http;
+mod multipart;
+pub mod ranges;
 pub mod resume;
 pub mod retry;
 

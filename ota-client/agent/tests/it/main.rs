@@ -11,4 +11,5 @@ mod hostile_server;
 mod http;
 mod kill;
 mod power_cut;
+mod ranges;
 mod scenarios;
