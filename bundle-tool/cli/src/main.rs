@@ -35,6 +35,8 @@ enum Command {
     Info(cmd::info::Args),
     /// Verify a bundle and write its uncompressed images into a directory.
     Extract(cmd::extract::Args),
+    /// Tell what a robot running OLD downloads to install a chunked NEW bundle (nothing is verified).
+    DownloadSize(cmd::download_size::Args),
     /// Create, co-sign and check trust roots (the keys robots trust and how many must sign).
     #[command(subcommand)]
     Trust(cmd::trust::Command),
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => cmd::verify::run(args),
         Command::Info(args) => cmd::info::run(args),
         Command::Extract(args) => cmd::extract::run(args),
+        Command::DownloadSize(args) => cmd::download_size::run(args),
         Command::Trust(command) => cmd::trust::run(command),
         Command::Publish(args) => cmd::publish::run(args),
     };

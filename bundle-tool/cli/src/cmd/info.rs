@@ -1,42 +1,95 @@
-//! `ota-bundle info`: what a bundle says about itself. Reads only the head of the file and checks nothing, so
-//! it works without keys (and says so).
+//! `ota-bundle info`: what a bundle says about itself. Reads only the head of the file (and the indexes of
+//! chunked images, checked against the manifest) and checks no signature, so it works without keys (and says so).
 
 use std::path::PathBuf;
 
 use anyhow::Result;
-use ota_bundle_format::{manifest_digest, UnverifiedBundle};
+use ota_bundle_format::chunked::ChunkIndex;
+use ota_bundle_format::ImageEntry;
+use serde::Serialize;
 
-use super::{describe, open_bundle};
+use super::bundle_file::BundleFile;
 use crate::output::human_bytes;
 
 /// Arguments of `info`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Print JSON (manifest, manifest digest, signature key ids) instead of text.
+    /// Print JSON (manifest, manifest digest, signature key ids, chunk statistics) instead of text.
     #[arg(long)]
     json: bool,
     /// The bundle to show.
     bundle: PathBuf,
 }
 
+/// What a chunked image's index says, for people: how finely it is cut and what a delta install would use.
+#[derive(Serialize)]
+struct ChunkStats {
+    image: String,
+    chunks: usize,
+    frames: usize,
+    average_chunk: u64,
+    index_size: u64,
+    deltas: usize,
+    delta_size: Option<u64>,
+    base_version: Option<String>,
+    base_bundle: Option<String>,
+}
+
+impl ChunkStats {
+    fn of(image: &ImageEntry, index: &ChunkIndex) -> ChunkStats {
+        let info = image
+            .chunked()
+            .expect("an index belongs to a chunked image");
+        ChunkStats {
+            image: image.name.clone(),
+            chunks: index.chunks.len(),
+            frames: index.frames.len(),
+            average_chunk: image.size / index.chunks.len().max(1) as u64,
+            index_size: info.index_size,
+            deltas: index.deltas.len(),
+            delta_size: info.delta_size,
+            base_version: info.base.as_ref().map(|b| b.version.to_string()),
+            base_bundle: info.base.as_ref().map(|b| b.bundle.clone()),
+        }
+    }
+
+    fn print(&self) {
+        println!(
+            "             chunked: {} chunks (average {}) in {} frames, index {}",
+            self.chunks,
+            human_bytes(self.average_chunk),
+            self.frames,
+            human_bytes(self.index_size)
+        );
+        if let (Some(version), Some(bundle)) = (&self.base_version, &self.base_bundle) {
+            println!(
+                "             delta base: version {version}, bundle {}: {} deltas, {}",
+                &bundle[..bundle.len().min(12)],
+                self.deltas,
+                human_bytes(self.delta_size.unwrap_or(0))
+            );
+        }
+    }
+}
+
 pub fn run(args: Args) -> Result<()> {
-    let (reader, _bar) = open_bundle(&args.bundle, "reading")?;
-    let head = UnverifiedBundle::read(reader).map_err(|e| describe(&args.bundle, e))?;
-    let manifest = head
-        .manifest_unverified()
-        .map_err(|e| describe(&args.bundle, e))?;
-    let digest = manifest_digest(head.manifest_bytes());
-    let key_ids: Vec<String> = head
-        .signatures()
-        .iter()
-        .map(|s| s.key_id.to_string())
-        .collect();
+    let mut bundle = BundleFile::open(&args.bundle)?;
+    let manifest = bundle.manifest.clone();
+    let mut stats = Vec::new();
+    for image in &manifest.images {
+        if let Some(index) = bundle.index(image)? {
+            stats.push(ChunkStats::of(image, &index));
+        }
+    }
+    let digest = &bundle.bundle_id;
+    let key_ids = &bundle.key_ids;
     if args.json {
         let value = serde_json::json!({
             "manifest": manifest,
             "manifest_sha256": digest,
             "signatures": key_ids,
             "verified": false,
+            "chunk_stats": stats,
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
@@ -66,6 +119,9 @@ pub fn run(args: Args) -> Result<()> {
             image.sha256,
             image.payload_sha256
         );
+        if let Some(stats) = stats.iter().find(|s| s.image == image.name) {
+            stats.print();
+        }
     }
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! One module per subcommand, each with its clap `Args` and a `run` function.
 
+pub mod bundle_file;
 pub mod create;
+pub mod download_size;
 pub mod extract;
 pub mod info;
 pub mod keygen;
