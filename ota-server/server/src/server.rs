@@ -149,12 +149,15 @@ pub fn open(settings: Settings) -> anyhow::Result<Opened> {
     Ok(Opened { state, generated })
 }
 
+/// Also feeds systemd's watchdog: a server whose flusher stops ticking (a wedged runtime or store) is restarted.
 async fn flush_loop(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let dog = ota_packaging::Notifier::from_env();
     loop {
         tokio::select! {
             _ = tick.tick() => {
+                dog.alive();
                 if let Err(e) = state.flush().await {
                     tracing::error!("write-behind flush failed (will retry): {e}");
                 }
@@ -206,8 +209,13 @@ pub async fn serve(
     let watcher = tokio::spawn(watch_loop(state.clone(), state.shutdown_signal()));
     let app = crate::api::routes::app(state.clone());
     let st = state.clone();
+    let notifier = ota_packaging::Notifier::from_env();
+    if let Err(e) = notifier.ready() {
+        tracing::warn!("cannot tell systemd the server is ready ($NOTIFY_SOCKET): {e}");
+    }
     let signal = async move {
         shutdown.await;
+        notifier.stopping();
         st.begin_shutdown();
     };
     let result = match tls {

@@ -35,6 +35,7 @@ mod log;
 mod progress;
 mod readiness;
 mod run;
+mod watchdog;
 
 pub use approval::{approve, Approval, APPROVAL_FILE};
 pub use clock::{Clock, ScaledClock, SystemClock};

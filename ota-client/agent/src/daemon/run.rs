@@ -22,10 +22,12 @@ use super::hooks::DaemonHooks;
 use super::log::{Log, LOG_FILE};
 use super::progress::Reporter;
 use super::readiness;
+use super::watchdog::{self, Watched};
 use crate::client::{Client, ClientError, InstallOptions, InstallReport, Status};
 use crate::config::{Config, ServerConfig};
 use crate::source::{BundleSource, HttpRequest};
 use crate::telemetry::Sampler;
+use ota_packaging::Notifier;
 
 /// Runs the daemon for `config` until `cancel` is set ([`Exit::Stopped`]) or a reboot was
 /// started ([`Exit::Rebooted`]).
@@ -58,6 +60,8 @@ struct Daemon<'a> {
     sampler: Sampler,
     telemetry_problem: Option<String>,
     start: Instant,
+    /// systemd's readiness and watchdog (no-op outside a `Type=notify` unit).
+    dog: Notifier,
 }
 
 impl<'a> Daemon<'a> {
@@ -104,6 +108,7 @@ impl<'a> Daemon<'a> {
             machine,
             telemetry_problem: None,
             start: hooks.clock.now(),
+            dog: Notifier::from_env(),
         })
     }
 
@@ -117,8 +122,13 @@ impl<'a> Daemon<'a> {
 
     /// Runs until the machine says to stop; only files that cannot be written end it early.
     fn run(&mut self) -> Result<Exit, DaemonError> {
+        if let Err(e) = self.dog.ready() {
+            let line = format!("cannot tell systemd the daemon is ready ($NOTIFY_SOCKET): {e}");
+            self.log.line(Level::Warn, &line);
+        }
         let mut input = Input::Start;
         loop {
+            self.dog.alive();
             let action = self
                 .machine
                 .step(self.now(), self.hooks.clock.random(), input);
@@ -163,7 +173,7 @@ impl<'a> Daemon<'a> {
                 }
                 Action::Reboot => self.reboot(),
                 Action::Wait { delay, .. } => {
-                    if self.hooks.clock.sleep(delay, self.cancel) {
+                    if watchdog::sleep(self.hooks.clock.as_ref(), delay, self.cancel, &self.dog) {
                         Input::Woke
                     } else {
                         Input::Cancelled
@@ -292,6 +302,10 @@ impl<'a> Daemon<'a> {
             cancel: Some(Arc::clone(self.cancel)),
             stage_only,
             revert: offer.revert,
+        };
+        let mut progress = Watched {
+            inner: &mut progress,
+            dog: &self.dog,
         };
         let result = match self.client.install(&source, &options, &mut progress) {
             Ok(InstallReport::TrialArmed { slot, .. }) => InstallResult::TrialArmed { slot },
