@@ -94,6 +94,46 @@ pub(super) fn sleep_unless_cancelled(
     Ok(())
 }
 
+/// The low-speed check of one connection: a connection that averages fewer than
+/// [`HttpConfig::low_speed_limit`] bytes per second over [`HttpConfig::low_speed_time`] counts as failed, so
+/// a server trickling a byte just inside every read timeout cannot hold a robot for as long as it likes.
+pub(super) struct SpeedWindow {
+    start: Instant,
+    bytes: u64,
+}
+
+impl SpeedWindow {
+    /// A window starting now (at each new connection).
+    pub(super) fn new() -> SpeedWindow {
+        SpeedWindow {
+            start: Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    /// Counts `n` new bytes. Returns whether the window has delivered enough to count as progress, and the
+    /// failure to record when a window ended below the limit.
+    pub(super) fn account(&mut self, n: usize, cfg: &HttpConfig) -> (bool, Option<String>) {
+        let needed = (cfg.low_speed_limit as f64 * cfg.low_speed_time.as_secs_f64()) as u64;
+        self.bytes += n as u64;
+        let enough = cfg.low_speed_limit == 0 || self.bytes >= needed;
+        let elapsed = self.start.elapsed();
+        if elapsed < cfg.low_speed_time {
+            return (enough, None);
+        }
+        let slow = (!enough).then(|| {
+            format!(
+                "the server sent only {} bytes in {:.1} s, below the low-speed limit of {} bytes/s",
+                self.bytes,
+                elapsed.as_secs_f64(),
+                cfg.low_speed_limit
+            )
+        });
+        *self = SpeedWindow::new();
+        (enough, slow)
+    }
+}
+
 /// A resuming HTTP body.
 pub(super) struct HttpReader {
     client: Client,
@@ -107,9 +147,8 @@ pub(super) struct HttpReader {
     validator: Validator,
     started: bool,
     failures: u32,
-    /// Start of the current low-speed window, and bytes received in it.
-    window_start: Instant,
-    window_bytes: u64,
+    /// The current low-speed window.
+    window: SpeedWindow,
     cancel: Option<Arc<AtomicBool>>,
     /// The `Retry-After` of the last refused request, for the next wait.
     retry_after: Option<Duration>,
@@ -151,8 +190,7 @@ impl HttpReader {
             validator: Validator::default(),
             started: false,
             failures: 0,
-            window_start: Instant::now(),
-            window_bytes: 0,
+            window: SpeedWindow::new(),
             cancel,
             retry_after: None,
             failure,
@@ -247,8 +285,7 @@ impl HttpReader {
             match self.request() {
                 Ok(r) => {
                     self.body = Some(r);
-                    self.window_start = Instant::now();
-                    self.window_bytes = 0;
+                    self.window = SpeedWindow::new();
                     return Ok(());
                 }
                 Err(Attempt::Fatal(e)) => return Err(e),
@@ -257,34 +294,14 @@ impl HttpReader {
         }
     }
 
-    /// Bytes a connection must deliver per low-speed window.
-    fn low_speed_bytes(&self) -> u64 {
-        (self.cfg.low_speed_limit as f64 * self.cfg.low_speed_time.as_secs_f64()) as u64
-    }
-
     /// Counts `n` new bytes: a window that has delivered enough is real progress (the failure count starts
     /// again); a window that ends below the limit is a failed attempt. Returns the failure to record, if any.
     fn account(&mut self, n: usize) -> Option<String> {
-        self.window_bytes += n as u64;
-        if self.cfg.low_speed_limit == 0 || self.window_bytes >= self.low_speed_bytes() {
+        let (enough, slow) = self.window.account(n, &self.cfg);
+        if enough {
             self.failures = 0;
         }
-        let elapsed = self.window_start.elapsed();
-        if elapsed < self.cfg.low_speed_time {
-            return None;
-        }
-        let slow = self.cfg.low_speed_limit > 0 && self.window_bytes < self.low_speed_bytes();
-        let why = slow.then(|| {
-            format!(
-                "the server sent only {} bytes in {:.1} s, below the low-speed limit of {} bytes/s",
-                self.window_bytes,
-                elapsed.as_secs_f64(),
-                self.cfg.low_speed_limit
-            )
-        });
-        self.window_start = Instant::now();
-        self.window_bytes = 0;
-        why
+        slow
     }
 }
 

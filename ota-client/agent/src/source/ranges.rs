@@ -15,7 +15,9 @@ use reqwest::blocking::{Client, Response};
 use reqwest::header;
 
 use super::error::SourceError;
-use super::http::{build_client, describe, header_map, header_str, sleep_unless_cancelled};
+use super::http::{
+    build_client, describe, header_map, header_str, sleep_unless_cancelled, SpeedWindow,
+};
 pub use super::multipart::RangeSink;
 use super::multipart::{boundary, content_range, read_parts, read_single, BodyError};
 use super::resume::{classify, parse_content_range, StatusClass, Validator};
@@ -39,9 +41,13 @@ pub trait RangeSource: Send {
     }
     /// Reads the given ascending, non-overlapping byte ranges and hands each part's bytes, in order, to
     /// `sink` (streamed in pieces: `sink(range_index, bytes)` may be called several times per range).
-    /// Errors name the source.
-    fn read_ranges(&mut self, ranges: &[Span], sink: &mut RangeSink<'_>)
-        -> Result<(), SourceError>;
+    /// Errors name the source. (`&'s mut RangeSink<'s>` is `&mut dyn FnMut(usize, &[u8]) -> Result<(),
+    /// SourceError>` spelled out; implementations may write either.)
+    fn read_ranges<'s>(
+        &mut self,
+        ranges: &[Span],
+        sink: &'s mut RangeSink<'s>,
+    ) -> Result<(), SourceError>;
     /// Bytes received from the network so far (0 for files), headers and multipart framing included.
     fn wire_bytes(&self) -> u64;
 }
@@ -135,10 +141,10 @@ impl RangeSource for FileRanges {
         self.len
     }
 
-    fn read_ranges(
+    fn read_ranges<'s>(
         &mut self,
         ranges: &[Span],
-        sink: &mut RangeSink<'_>,
+        sink: &'s mut RangeSink<'s>,
     ) -> Result<(), SourceError> {
         check_ranges(ranges, self.len)
             .map_err(|e| self.error(e, io::ErrorKind::InvalidInput.into()))?;
@@ -186,8 +192,11 @@ pub struct HttpRanges {
     len: u64,
     validator: Validator,
     wire: u64,
-    /// Failed attempts in a row without a delivered byte.
+    /// Failed attempts in a row without progress.
     failures: u32,
+    /// The low-speed window of the current connection, and whether it delivered enough to be progress.
+    window: SpeedWindow,
+    enough: bool,
     retry_after: Option<std::time::Duration>,
 }
 
@@ -201,17 +210,27 @@ fn head_size(resp: &Response) -> u64 {
     headers as u64 + 17
 }
 
-/// Counts the bytes read through it.
-struct Counting<'a, R> {
+/// Counts the bytes read through it and applies the low-speed check (a connection below the limit ends
+/// with an error, as a dropped one).
+struct Metered<'a, R> {
     inner: R,
-    count: &'a mut u64,
+    wire: &'a mut u64,
+    window: &'a mut SpeedWindow,
+    /// Set once the window delivered enough to count as progress.
+    enough: &'a mut bool,
+    cfg: &'a HttpConfig,
 }
 
-impl<R: Read> Read for Counting<'_, R> {
+impl<R: Read> Read for Metered<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        *self.count += n as u64;
-        Ok(n)
+        *self.wire += n as u64;
+        let (enough, slow) = self.window.account(n, self.cfg);
+        *self.enough |= enough;
+        match slow {
+            Some(why) => Err(io::Error::new(io::ErrorKind::TimedOut, why)),
+            None => Ok(n),
+        }
     }
 }
 
@@ -234,6 +253,8 @@ impl HttpRanges {
             validator: Validator::default(),
             wire: 0,
             failures: 0,
+            window: SpeedWindow::new(),
+            enough: false,
             retry_after: None,
         };
         loop {
@@ -264,14 +285,24 @@ impl HttpRanges {
         if validator.if_range().is_none() {
             return Ok(false);
         }
-        let mut body = Counting {
-            inner: resp,
-            count: &mut self.wire,
-        };
+        let mut body = self.metered(resp);
         read_single(&mut body, 1, &mut |_, _| Ok(())).map_err(|e| self.body_error(e))?;
         self.len = len;
         self.validator = validator;
         Ok(true)
+    }
+
+    /// The body of a new connection, metered.
+    fn metered(&mut self, resp: Response) -> Metered<'_, Response> {
+        self.window = SpeedWindow::new();
+        self.enough = false;
+        Metered {
+            inner: resp,
+            wire: &mut self.wire,
+            window: &mut self.window,
+            enough: &mut self.enough,
+            cfg: &self.cfg,
+        }
     }
 
     fn cancelled(&self) -> bool {
@@ -390,10 +421,7 @@ impl HttpRanges {
             Some(Err(e)) => return Err(self.wrong(e)),
             Some(Ok(boundary)) => {
                 let spans: Vec<(u64, u64)> = asked.iter().map(|(_, s)| (s.offset, s.len)).collect();
-                let mut body = Counting {
-                    inner: resp,
-                    count: &mut self.wire,
-                };
+                let mut body = self.metered(resp);
                 read_parts(&mut body, &boundary, &spans, total, &mut deliver)
             }
             None => {
@@ -409,10 +437,7 @@ impl HttpRanges {
                         "Content-Range {single:?}, {want_range:?} was asked"
                     )));
                 }
-                let mut body = Counting {
-                    inner: resp,
-                    count: &mut self.wire,
-                };
+                let mut body = self.metered(resp);
                 read_single(&mut body, want.len, &mut deliver)
             }
         };
@@ -425,10 +450,10 @@ impl RangeSource for HttpRanges {
         self.len
     }
 
-    fn read_ranges(
+    fn read_ranges<'s>(
         &mut self,
         ranges: &[Span],
-        sink: &mut RangeSink<'_>,
+        sink: &'s mut RangeSink<'s>,
     ) -> Result<(), SourceError> {
         check_ranges(ranges, self.len).map_err(|detail| SourceError::CannotResume {
             url: self.url.clone(),
@@ -445,7 +470,8 @@ impl RangeSource for HttpRanges {
                 Ok(()) => self.failures = 0,
                 Err(Attempt::Fatal(e)) => return Err(e),
                 Err(Attempt::Retry(why)) => {
-                    if done.iter().sum::<u64>() > before {
+                    // Bytes delivered at a good pace are progress; a trickle is not.
+                    if self.enough && done.iter().sum::<u64>() > before {
                         self.failures = 0;
                     }
                     self.failed(why)?;

@@ -120,6 +120,8 @@ enum Lie {
     DropOnce,
     /// No ranges at all (200 to the probe).
     NoRanges,
+    /// Data answers trickle a byte every 20 ms.
+    Trickle,
 }
 
 struct Scripted {
@@ -228,6 +230,22 @@ impl Scripted {
                     }
                     _ => answer(&file, &asked, "\"v1\"", 0),
                 };
+                if lie == Lie::Trickle && !probe {
+                    // Headers at once, then the body a byte at a time until the client hangs up.
+                    let head = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    let _ = stream.write_all(&out[..head]);
+                    for b in &out[head..] {
+                        std::thread::sleep(Duration::from_millis(20));
+                        if stream
+                            .write_all(&[*b])
+                            .and_then(|_| stream.flush())
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                    continue;
+                }
                 let _ = stream.write_all(&out);
             }
         });
@@ -299,6 +317,27 @@ fn a_dropped_answer_is_asked_again_only_for_what_is_missing() {
         retry[0].0 > 60_000 && retry[0].0 + retry[0].1 == 90_000,
         "{seen:?}"
     );
+}
+
+#[test]
+fn a_trickling_server_is_given_up_on() {
+    let server = Scripted::start(noise(3, 100_000), Lie::Trickle);
+    let http = HttpConfig {
+        low_speed_limit: 1000,
+        low_speed_time: Duration::from_millis(300),
+        ..quick_http()
+    };
+    let mut source = HttpRanges::open(&server.url, &[], &http, None)
+        .unwrap()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = read_all(&mut source, &ranges_of_the_test()).unwrap_err();
+    assert!(
+        matches!(err, SourceError::GaveUp { attempts: 4, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("low-speed limit"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
 }
 
 #[test]
