@@ -112,7 +112,7 @@ struct Report<'a> {
 }
 
 /// SHA-256 of the first `len` bytes of `path`, as lowercase hex.
-fn sha256_prefix(path: &Path, len: u64) -> Result<String> {
+pub(crate) fn sha256_prefix(path: &Path, len: u64) -> Result<String> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut reader = file.take(len);
     let mut hasher = Sha256::new();
