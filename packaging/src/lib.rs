@@ -6,7 +6,9 @@
 //! * [`service`]: systemd readiness and watchdog notifications (`Type=notify`, `WatchdogSec=`);
 //!   no-ops when the process was not started by systemd.
 //!
-//! `build-debs.sh` (beside this crate) builds the Debian packages from the release binaries.
+//! `build-debs.sh` (beside this crate) builds the Debian packages from the release binaries;
+//! this crate's `[package.metadata.deb]` variants describe them (its `description` is their
+//! one-line synopsis).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
