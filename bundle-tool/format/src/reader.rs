@@ -169,26 +169,88 @@ impl<R: Read> UnverifiedBundle<R> {
     }
 
     /// Streams the raw compressed payloads to `sink(image, payload_reader)` in order, checking entry names and
-    /// sizes against the (unverified) manifest, then checks the end of the archive. Used to re-sign a bundle
-    /// without recompressing it.
+    /// sizes against the (unverified) manifest, then checks the end of the archive. The index and delta entries
+    /// of chunked images are read past (a chunked payload is itself one zstd stream of the whole image).
     pub fn for_each_raw_payload(
-        mut self,
+        self,
         mut sink: impl FnMut(&ImageEntry, &mut dyn Read) -> Result<(), BundleError>,
     ) -> Result<(), BundleError> {
-        let manifest = self.manifest_unverified()?;
-        for (index, image) in manifest.images.iter().enumerate() {
-            let seen = entries_before(&manifest.images[..index]);
-            let header = self.src.expect_entry(&image.entry_path(), &seen)?;
-            check_payload_size(image, header.size)?;
-            let mut take = (&mut self.src).take(header.size);
-            sink(image, &mut take)?;
-            if take.limit() != 0 {
-                return Err(BundleError::Usage("payload was not read to its end".into()));
+        self.for_each_raw_entry(|image, path, content| {
+            if path == image.entry_path() {
+                sink(image, content)
+            } else {
+                io::copy(content, &mut io::sink())
+                    .map(drop)
+                    .map_err(|e| BundleError::io(format!("reading '{path}'"), e))
             }
-            self.src.skip_padding(header.size, &header.path)?;
+        })
+    }
+
+    /// Streams every entry after the head to `sink(image, entry_path, content)` in order (a chunked image's
+    /// index, payload and delta entries), checking names and sizes against the (unverified) manifest, then checks
+    /// the end of the archive. Used to re-sign a bundle without recompressing it.
+    pub fn for_each_raw_entry(
+        mut self,
+        mut sink: impl FnMut(&ImageEntry, &str, &mut dyn Read) -> Result<(), BundleError>,
+    ) -> Result<(), BundleError> {
+        let manifest = self.manifest_unverified()?;
+        let mut seen = entries_before(&[]);
+        for image in &manifest.images {
+            for (path, size) in image_entries(image) {
+                let header = self.src.expect_entry(&path, &seen)?;
+                check_entry_size(image, &path, size, header.size)?;
+                let mut take = (&mut self.src).take(header.size);
+                sink(image, &path, &mut take)?;
+                if take.limit() != 0 {
+                    return Err(BundleError::Usage(format!(
+                        "'{path}' was not read to its end"
+                    )));
+                }
+                self.src.skip_padding(header.size, &path)?;
+                seen.push(path);
+            }
         }
         finish_archive(&mut self.src)
     }
+}
+
+/// The entries of one image in file order, with the sizes the manifest gives them.
+fn image_entries(image: &ImageEntry) -> Vec<(String, u64)> {
+    let Some(info) = image.chunked() else {
+        return vec![(image.entry_path(), image.compressed_size)];
+    };
+    let mut entries = vec![
+        (image.index_path(), info.index_size),
+        (image.entry_path(), image.compressed_size),
+    ];
+    entries.extend(info.delta_size.map(|size| (image.delta_path(), size)));
+    entries
+}
+
+/// An entry of `image` must have exactly the size the manifest gives it.
+fn check_entry_size(
+    image: &ImageEntry,
+    path: &str,
+    expected: u64,
+    found: u64,
+) -> Result<(), BundleError> {
+    if path == image.entry_path() {
+        return check_payload_size(image, found);
+    }
+    if found != expected {
+        let field = if path == image.index_path() {
+            "chunks.index_size"
+        } else {
+            "chunks.delta_size"
+        };
+        return Err(BundleError::CorruptPayload {
+            image: image.name.clone(),
+            detail: format!(
+                "the entry '{path}' is {found} bytes, but the manifest says {expected} ({field})"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The one check that makes a manifest trusted: signatures over its exact bytes meet `trust`'s threshold, then
@@ -209,14 +271,7 @@ fn entries_before(images: &[ImageEntry]) -> Vec<String> {
     [FORMAT_ENTRY, MANIFEST_ENTRY, SIGNATURES_ENTRY]
         .into_iter()
         .map(String::from)
-        .chain(images.iter().flat_map(|image| match image.chunked() {
-            Some(info) => {
-                let mut paths = vec![image.index_path(), image.entry_path()];
-                paths.extend(info.base.as_ref().map(|_| image.delta_path()));
-                paths
-            }
-            None => vec![image.entry_path()],
-        }))
+        .chain(images.iter().flat_map(image_entries).map(|(path, _)| path))
         .collect()
 }
 

@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use sha2::{Digest, Sha256};
 
 use super::source::Source;
-use super::{check_payload_size, MAX_WINDOW_LOG};
+use super::{check_entry_size, check_payload_size, MAX_WINDOW_LOG};
 use crate::chunked::{ChunkIndex, FrameSpan, IndexLimits, MAX_INDEX};
 use crate::error::BundleError;
 use crate::manifest::ImageEntry;
@@ -96,6 +96,8 @@ pub(super) struct ChunkedPayload<'a, R> {
     frames: Frames,
     /// Also check every chunk's digest.
     pub(super) check_chunks: bool,
+    /// The manifest entry.
+    entry: ImageEntry,
     payload_path: String,
     compressed_size: u64,
     delta: Option<DeltaEntry>,
@@ -232,6 +234,7 @@ impl<'a, R: io::Read> ChunkedPayload<'a, R> {
                 spans,
             },
             check_chunks: false,
+            entry: image.clone(),
             payload_path,
             compressed_size: image.compressed_size,
             delta,
@@ -275,15 +278,7 @@ impl<'a, R: io::Read> ChunkedPayload<'a, R> {
         src.skip_padding(self.compressed_size, &self.payload_path)?;
         if let Some(delta) = &self.delta {
             let header = src.expect_entry(&delta.path, &self.seen)?;
-            if header.size != delta.size {
-                return Err(BundleError::CorruptPayload {
-                    image: self.frames.image.clone(),
-                    detail: format!(
-                        "the entry '{}' is {} bytes, but the manifest says {} (chunks.delta_size)",
-                        delta.path, header.size, delta.size
-                    ),
-                });
-            }
+            check_entry_size(&self.entry, &delta.path, delta.size, header.size)?;
             let mut hasher = Sha256::new();
             let mut piece = vec![0u8; DELTA_PIECE.min(delta.size as usize)];
             let mut left = delta.size;

@@ -320,3 +320,58 @@ fn bundles_from_the_writer_read_back_and_lay_out_as_their_head_says() {
         "the new bundle has deltas"
     );
 }
+
+#[test]
+fn raw_entries_stream_every_entry_and_raw_payloads_decode_to_the_image() {
+    let (base, image) = images();
+    let (_, parts) = fixture::parts(&image, Some(&base));
+    let built = fixture::frame(&parts);
+    let mut entries = Vec::new();
+    crate::UnverifiedBundle::read(&built.bundle[..])
+        .unwrap()
+        .for_each_raw_entry(|_, path, content| {
+            let mut bytes = Vec::new();
+            content.read_to_end(&mut bytes).unwrap();
+            entries.push((path.to_string(), bytes));
+            Ok(())
+        })
+        .unwrap();
+    let expected = vec![
+        ("index/rootfs.ext4".to_string(), parts.index.clone()),
+        ("images/rootfs.ext4".to_string(), parts.frames.concat()),
+        ("delta/rootfs.ext4".to_string(), parts.delta.clone()),
+    ];
+    assert!(entries == expected);
+    let mut payloads = Vec::new();
+    crate::UnverifiedBundle::read(&built.bundle[..])
+        .unwrap()
+        .for_each_raw_payload(|_, content| {
+            let mut bytes = Vec::new();
+            content.read_to_end(&mut bytes).unwrap();
+            payloads.push(bytes);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(payloads.len(), 1);
+    assert!(
+        zstd::decode_all(&payloads[0][..]).unwrap() == image,
+        "the frames are one zstd stream"
+    );
+
+    // A delta entry one byte longer than the manifest says.
+    let mut longer = parts;
+    longer.delta.push(0);
+    let built = fixture::frame(&longer);
+    let err = crate::UnverifiedBundle::read(&built.bundle[..])
+        .unwrap()
+        .for_each_raw_entry(|_, _, content| {
+            std::io::copy(content, &mut std::io::sink()).unwrap();
+            Ok(())
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("'delta/rootfs.ext4' is") && err.contains("chunks.delta_size"),
+        "{err}"
+    );
+}
