@@ -542,6 +542,44 @@ mod tests {
         assert!(err.to_string().contains("missing"), "{err}");
     }
 
+    /// An implementation may spell the sink's type out, as the trait's documentation says.
+    struct Spelled;
+
+    impl RangeSource for Spelled {
+        fn len(&self) -> u64 {
+            1
+        }
+
+        #[allow(clippy::type_complexity)]
+        fn read_ranges(
+            &mut self,
+            ranges: &[Span],
+            sink: &mut dyn FnMut(usize, &[u8]) -> Result<(), SourceError>,
+        ) -> Result<(), SourceError> {
+            ranges
+                .iter()
+                .enumerate()
+                .try_for_each(|(i, _)| sink(i, b"x"))
+        }
+
+        fn wire_bytes(&self) -> u64 {
+            0
+        }
+    }
+
+    #[test]
+    fn the_sink_may_be_spelled_out() {
+        let mut source: Box<dyn RangeSource> = Box::new(Spelled);
+        let mut got = Vec::new();
+        source
+            .read_ranges(&[span(0, 1)], &mut |i, b| {
+                got.push((i, b.to_vec()));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(got, [(0, b"x".to_vec())]);
+    }
+
     proptest! {
         /// Delivering requests one after the other (each answered in full or in part) asks for every byte
         /// exactly once, at most 64 ranges per request, in ascending order.
