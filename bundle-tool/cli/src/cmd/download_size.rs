@@ -248,4 +248,4 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -125,3 +125,39 @@ pub fn run(args: Args) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmd::download_size::tests::{chunked, versions};
+
+    #[test]
+    fn stats_of_a_delta_bundle() {
+        let dir = tempfile::tempdir().unwrap();
+        let (v1, v2) = versions();
+        let old = chunked(dir.path(), "old.otab", &v1, None);
+        let new = chunked(dir.path(), "new.otab", &v2, Some(&old));
+        let old_id = BundleFile::open(&old).unwrap().bundle_id;
+        let mut bundle = BundleFile::open(&new).unwrap();
+        let image = bundle.manifest.images[0].clone();
+        let index = bundle.index(&image).unwrap().unwrap();
+        let stats = ChunkStats::of(&image, &index);
+        assert_eq!(stats.chunks, index.chunks.len());
+        assert_eq!(
+            stats.average_chunk,
+            v2.len() as u64 / index.chunks.len() as u64
+        );
+        assert!(stats.frames >= 1 && stats.deltas >= 1);
+        assert_eq!(stats.base_version.as_deref(), Some("1.0.0"));
+        assert_eq!(stats.base_bundle, Some(old_id));
+        assert_eq!(stats.index_size, image.chunked().unwrap().index_size);
+        assert!(stats.delta_size.unwrap() > 0);
+        let json = serde_json::to_value(&stats).unwrap();
+        assert_eq!(json["chunks"], index.chunks.len());
+        // A full image has no index.
+        let full = super::super::download_size::tests::full(dir.path(), "full.otab", &v1);
+        let mut full = BundleFile::open(&full).unwrap();
+        let entry = full.manifest.images[0].clone();
+        assert!(full.index(&entry).unwrap().is_none());
+    }
+}

@@ -40,7 +40,7 @@ fn image(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
-fn chunked(dir: &Path, name: &str, data: &[u8], base: Option<&Path>) -> PathBuf {
+pub(crate) fn chunked(dir: &Path, name: &str, data: &[u8], base: Option<&Path>) -> PathBuf {
     let mut base = base.map(|p| BaseBundle::open(std::fs::File::open(p).unwrap()).unwrap());
     let inputs = vec![SeekableImage {
         name: "rootfs.ext4".into(),
@@ -62,7 +62,7 @@ fn chunked(dir: &Path, name: &str, data: &[u8], base: Option<&Path>) -> PathBuf 
     path
 }
 
-fn full(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+pub(crate) fn full(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
     let inputs = vec![ImageInput {
         name: "rootfs.ext4".into(),
         slot_class: "rootfs".into(),
@@ -78,7 +78,7 @@ fn run_estimate(old: &Path, new: &Path) -> Result<Estimate> {
     estimate(&mut BundleFile::open(old)?, &mut BundleFile::open(new)?)
 }
 
-fn versions() -> (Vec<u8>, Vec<u8>) {
+pub(crate) fn versions() -> (Vec<u8>, Vec<u8>) {
     let v1 = image(1, 3_000_000);
     let mut v2 = v1[..1_000_000].to_vec();
     v2.extend_from_slice(&image(2, 100_000));
