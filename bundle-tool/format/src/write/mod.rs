@@ -13,7 +13,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use sha2::{Digest, Sha256};
 
-use crate::chunked::{ChunkIndex, ChunkParams, DeltaRecord, FrameRecord, MAX_INDEX, NO_BASE};
+use crate::chunked::{ChunkIndex, ChunkParams, ChunkRecord, DeltaRecord, FrameRecord, MAX_INDEX};
 use crate::error::BundleError;
 use crate::framing::{entry_header, padding_len, BLOCK};
 use crate::manifest::{ChunkedInfo, ImageEntry, PAYLOAD_CHUNKED};
@@ -67,19 +67,60 @@ where
             "image '{name}' is empty; an empty image can only be bundled with the full payload"
         )));
     }
-    let frame_chunks = scan.frames;
+    // Frame sizes and digests are filled in as the frames are compressed.
     let mut index = ChunkIndex {
         params: settings.params,
-        frames: Vec::with_capacity(frame_chunks.len()),
+        frames: scan
+            .frames
+            .iter()
+            .map(|&chunks| FrameRecord {
+                chunks,
+                compressed_size: 0,
+                sha256: [0; 32],
+            })
+            .collect(),
         chunks: scan.chunks,
         deltas: Vec::new(),
     };
     let offsets = index.chunk_offsets();
-    let windows = base
-        .as_ref()
-        .map(|b| delta::reference_windows(&index.chunks, &offsets, b.size()))
-        .unwrap_or_default();
-    let index_len = ChunkIndex::encoded_len(index.chunks.len(), frame_chunks.len(), windows.len());
+    let level = delta::delta_level(settings.level);
+
+    // Which chunks get deltas: every chunk missing from the base, except those of new frames whose deltas would
+    // cost more than a fifth of their bytes (a trial encoding tells): robots fetch those frames instead.
+    let mut windows = Vec::new();
+    if let Some(base) = base.as_mut() {
+        windows = delta::reference_windows(&index.chunks, &offsets, base.size());
+        let new = delta::new_frames(&index);
+        let frame_of = index.frame_of_chunks();
+        let trial: Vec<_> = windows
+            .iter()
+            .copied()
+            .filter(|w| new[frame_of[w.0]])
+            .collect();
+        let mut cost = vec![0u64; index.frames.len()];
+        let mut k = 0;
+        run_deltas(
+            &name,
+            &mut image,
+            base,
+            &index.chunks,
+            &offsets,
+            &trial,
+            level,
+            settings.workers,
+            |done| {
+                cost[frame_of[trial[k].0]] += done.bytes.len() as u64;
+                k += 1;
+                Ok(())
+            },
+        )?;
+        let spans = index.frame_spans();
+        windows.retain(|w| {
+            let f = frame_of[w.0];
+            !new[f] || delta::worth_deltas(spans[f].raw_size, cost[f])
+        });
+    }
+    let index_len = ChunkIndex::encoded_len(index.chunks.len(), index.frames.len(), windows.len());
     if index_len > MAX_INDEX {
         return Err(BundleError::TooLarge {
             what: "chunk index",
@@ -101,9 +142,11 @@ where
     {
         let chunks = &index.chunks;
         let frames = &mut index.frames;
+        let frame_chunks: Vec<u32> = frames.iter().map(|f| f.chunks).collect();
         let mut sink = io::BufWriter::with_capacity(OUTPUT_BUFFER, &mut *out);
         let mut first = 0usize;
         let mut next_frame = frame_chunks.iter();
+        let mut done_frames = 0;
         pool::ordered_map(
             settings.workers,
             || {
@@ -125,11 +168,9 @@ where
                 sink.write_all(&done.bytes).map_err(out_err)?;
                 payload_hash.update(&done.bytes);
                 payload_len += done.bytes.len() as u64;
-                frames.push(FrameRecord {
-                    chunks: frame_chunks[frames.len()],
-                    compressed_size: done.bytes.len() as u32,
-                    sha256: done.sha256,
-                });
+                frames[done_frames].compressed_size = done.bytes.len() as u32;
+                frames[done_frames].sha256 = done.sha256;
+                done_frames += 1;
                 progress(done.raw_len);
                 Ok(())
             },
@@ -145,42 +186,30 @@ where
     let delta_at = out.stream_position().map_err(out_err)?;
     if let Some(base) = base.as_mut() {
         out.write_all(&[0u8; BLOCK]).map_err(out_err)?;
-        let chunks = &index.chunks;
         let deltas = &mut index.deltas;
-        let missing: Vec<usize> = (0..chunks.len())
-            .filter(|&i| chunks[i].base_offset == NO_BASE)
-            .collect();
-        let mut jobs = missing.iter().zip(&windows);
-        let level = delta::delta_level(settings.level);
         let mut sink = io::BufWriter::with_capacity(OUTPUT_BUFFER, &mut *out);
-        pool::ordered_map(
+        let mut k = 0;
+        run_deltas(
+            &name,
+            &mut image,
+            base,
+            &index.chunks,
+            &offsets,
+            &windows,
+            level,
             settings.workers,
-            || {
-                let Some((&chunk, &(ref_offset, ref_len))) = jobs.next() else {
-                    return Ok(None);
-                };
-                let mut raw = vec![0u8; chunks[chunk].size as usize];
-                image
-                    .seek(SeekFrom::Start(offsets[chunk]))
-                    .and_then(|_| image.read_exact(&mut raw))
-                    .map_err(read_err)?;
-                let reference = base.read_at(ref_offset, ref_len as usize)?;
-                Ok(Some((raw, chunk, reference)))
-            },
-            |(raw, chunk, reference)| {
-                frames::compress_delta(&name, raw, &chunks[chunk], reference, level)
-            },
             |done| {
                 sink.write_all(&done.bytes).map_err(out_err)?;
                 delta_hash.update(&done.bytes);
                 delta_len += done.bytes.len() as u64;
-                let k = deltas.len();
+                let (chunk, ref_offset, ref_len) = windows[k];
                 deltas.push(DeltaRecord {
-                    chunk: missing[k] as u32,
+                    chunk: chunk as u32,
                     compressed_size: done.bytes.len() as u32,
-                    ref_offset: windows[k].0,
-                    ref_len: windows[k].1,
+                    ref_offset,
+                    ref_len,
                 });
+                k += 1;
                 Ok(())
             },
         )?;
@@ -228,6 +257,42 @@ where
         base: with_base,
     });
     Ok(())
+}
+
+/// Encodes the deltas of `windows` ((chunk, reference offset, reference length), in chunk order) on `workers`
+/// threads and hands them to `sink` in that order. The chunks are read again from `image` and checked.
+#[allow(clippy::too_many_arguments)]
+fn run_deltas<R: Read + Seek, B: Read + Seek>(
+    name: &str,
+    image: &mut R,
+    base: &mut BaseImage<'_, B>,
+    chunks: &[ChunkRecord],
+    offsets: &[u64],
+    windows: &[(usize, u64, u32)],
+    level: i32,
+    workers: usize,
+    sink: impl FnMut(frames::Compressed) -> Result<(), BundleError>,
+) -> Result<(), BundleError> {
+    let mut jobs = windows.iter();
+    pool::ordered_map(
+        workers,
+        || {
+            let Some(&(chunk, ref_offset, ref_len)) = jobs.next() else {
+                return Ok(None);
+            };
+            let mut raw = vec![0u8; chunks[chunk].size as usize];
+            image
+                .seek(SeekFrom::Start(offsets[chunk]))
+                .and_then(|_| image.read_exact(&mut raw))
+                .map_err(|e| BundleError::io(format!("reading image '{name}'"), e))?;
+            let reference = base.read_at(ref_offset, ref_len as usize)?;
+            Ok(Some((raw, chunk, reference)))
+        },
+        |(raw, chunk, reference)| {
+            frames::compress_delta(name, raw, &chunks[chunk], reference, level)
+        },
+        sink,
+    )
 }
 
 #[cfg(test)]

@@ -229,6 +229,7 @@ fn a_delta_costs_less_than_the_plain_frames_and_decodes_against_the_base() {
         missing.len(),
         index.chunks.len()
     );
+    // Every chunk missing from the base has a delta: the content is like the base's, so deltas pay everywhere.
     assert_eq!(
         index
             .deltas
@@ -271,6 +272,59 @@ fn a_delta_costs_less_than_the_plain_frames_and_decodes_against_the_base() {
         delta_size * 2 < plain,
         "deltas {delta_size} bytes, plain {plain}"
     );
+}
+
+#[test]
+fn new_content_unlike_the_base_is_left_to_its_frames() {
+    let keys = [SecretKey::generate()];
+    let v1 = image(6, 4 << 20);
+    let mut x = 77u64;
+    let noise: Vec<u8> = (0..(6 << 20))
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let mut v2 = v1[..2 << 20].to_vec();
+    v2.extend_from_slice(&noise);
+    v2.extend_from_slice(&v1[2 << 20..]);
+    let (_, old) = chunked(&[("rootfs.ext4", "rootfs", &v1)], None, 2, &keys).unwrap();
+    let (manifest, bundle) =
+        chunked(&[("rootfs.ext4", "rootfs", &v2)], Some(&old), 2, &keys).unwrap();
+    let (_, layout, indexes) = open(&bundle);
+    let index = &indexes[0];
+    assert_eq!(decode_frames(&bundle, &layout, &manifest, 0), v2);
+    let spans = index.frame_spans();
+    let frame_of = index.frame_of_chunks();
+    let with_delta: Vec<usize> = index.deltas.iter().map(|d| d.chunk as usize).collect();
+    let mut left_to_frames = 0;
+    for (i, c) in index.chunks.iter().enumerate() {
+        let span = spans[frame_of[i]];
+        let frame = &index.chunks[span.first_chunk..span.first_chunk + span.chunks];
+        let frame_is_new = frame.iter().all(|c| c.base_offset == NO_BASE);
+        if c.base_offset == NO_BASE && !with_delta.contains(&i) {
+            assert!(
+                frame_is_new,
+                "chunk {i} lost its delta in a frame the robot may not fetch"
+            );
+            left_to_frames += 1;
+        }
+        if !frame_is_new && c.base_offset == NO_BASE {
+            assert!(
+                with_delta.contains(&i),
+                "chunk {i} of a mixed frame has no delta"
+            );
+        }
+    }
+    assert!(
+        left_to_frames > 10,
+        "{left_to_frames} noise chunks left to frames"
+    );
+    // Noise costs its size as a delta: only the chunks of mixed frames have one.
+    let info = manifest.images[0].chunks.as_ref().unwrap();
+    assert!(info.delta_size.unwrap() < noise.len() as u64 - 10 * 16_384);
 }
 
 #[test]
