@@ -139,20 +139,23 @@ impl<R: io::Read> FrameSource<'_, R> {
 }
 
 impl Frames {
-    /// Decodes frame `i` (already checked) into `out`: exactly its chunks' size, each chunk checked if asked.
+    fn corrupt(&self, detail: String) -> BundleError {
+        BundleError::CorruptPayload {
+            image: self.image.clone(),
+            detail,
+        }
+    }
+
+    /// Decodes frame `i` (already checked) into `out`: exactly its chunks' size.
     fn decode(
         &self,
         decoder: &mut zstd::bulk::Decompressor<'static>,
         i: usize,
         compressed: &[u8],
-        check_chunks: bool,
         out: &mut Vec<u8>,
     ) -> Result<(), BundleError> {
         let span = &self.spans[i];
-        let corrupt = |detail: String| BundleError::CorruptPayload {
-            image: self.image.clone(),
-            detail,
-        };
+        let corrupt = |detail: String| self.corrupt(detail);
         out.clear();
         out.reserve_exact(span.raw_size as usize);
         decoder
@@ -165,21 +168,25 @@ impl Frames {
                 span.raw_size
             )));
         }
-        if check_chunks {
-            let chunks = &self.index.chunks[span.first_chunk..span.first_chunk + span.chunks];
-            let mut at = 0usize;
-            for (k, chunk) in chunks.iter().enumerate() {
-                let bytes = &out[at..at + chunk.size as usize];
-                if <[u8; 32]>::from(Sha256::digest(bytes)) != chunk.sha256 {
-                    return Err(corrupt(format!(
-                        "chunk {} (image bytes {}..{}) does not match its SHA-256 in the index",
-                        span.first_chunk + k,
-                        span.image_offset + at as u64,
-                        span.image_offset + (at + bytes.len()) as u64
-                    )));
-                }
-                at += bytes.len();
+        Ok(())
+    }
+
+    /// Checks every chunk of decoded frame `i` against its digest in the index.
+    fn check_chunks(&self, i: usize, raw: &[u8]) -> Result<(), BundleError> {
+        let span = &self.spans[i];
+        let chunks = &self.index.chunks[span.first_chunk..span.first_chunk + span.chunks];
+        let mut at = 0usize;
+        for (k, chunk) in chunks.iter().enumerate() {
+            let bytes = &raw[at..at + chunk.size as usize];
+            if <[u8; 32]>::from(Sha256::digest(bytes)) != chunk.sha256 {
+                return Err(self.corrupt(format!(
+                    "chunk {} (image bytes {}..{}) does not match its SHA-256 in the index",
+                    span.first_chunk + k,
+                    span.image_offset + at as u64,
+                    span.image_offset + (at + bytes.len()) as u64
+                )));
             }
+            at += bytes.len();
         }
         Ok(())
     }
@@ -256,13 +263,11 @@ impl<'a, R: io::Read> ChunkedPayload<'a, R> {
                 Some(decoder) => decoder,
                 empty => empty.insert(frame_decoder()?),
             };
-            self.frames.decode(
-                decoder,
-                i,
-                &self.compressed,
-                self.check_chunks,
-                &mut self.out,
-            )?;
+            self.frames
+                .decode(decoder, i, &self.compressed, &mut self.out)?;
+            if self.check_chunks {
+                self.frames.check_chunks(i, &self.out)?;
+            }
             self.out_pos = 0;
         }
         let n = buf.len().min(self.out.len() - self.out_pos);
@@ -304,15 +309,15 @@ impl<'a, R: io::Read> ChunkedPayload<'a, R> {
     }
 
     /// Streams the whole image into `writer`: this thread reads and checks frames, a second one decodes them, a
-    /// third writes (hashing the whole content when `content_hasher` is given). Returns the bytes written, the
-    /// payload digest and the content digest.
+    /// third writes (checking the chunks and hashing the whole content first when asked to, which balances the
+    /// two busy threads). Returns the bytes written, the payload digest and the content digest.
     pub(super) fn copy_to<W: Write + Send>(
         mut self,
         writer: &mut W,
         content_hasher: Option<Sha256>,
     ) -> Result<Copied, BundleError> {
         let (to_decoder, decoder_rx) = mpsc::sync_channel::<(usize, Vec<u8>)>(FRAMES_IN_FLIGHT);
-        let (to_writer, writer_rx) = mpsc::sync_channel::<Vec<u8>>(FRAMES_IN_FLIGHT);
+        let (to_writer, writer_rx) = mpsc::sync_channel::<(usize, Vec<u8>)>(FRAMES_IN_FLIGHT);
         let (compressed_back, compressed_free) = mpsc::channel::<Vec<u8>>();
         let (raw_back, raw_free) = mpsc::channel::<Vec<u8>>();
         let frames = &self.frames;
@@ -323,30 +328,38 @@ impl<'a, R: io::Read> ChunkedPayload<'a, R> {
                 let mut decoder = frame_decoder()?;
                 for (i, compressed) in decoder_rx {
                     let mut out = raw_free.try_recv().unwrap_or_default();
-                    frames.decode(&mut decoder, i, &compressed, check_chunks, &mut out)?;
+                    frames.decode(&mut decoder, i, &compressed, &mut out)?;
                     // The reader may have stopped; then nobody takes the buffer back.
                     let _ = compressed_back.send(compressed);
-                    if to_writer.send(out).is_err() {
+                    if to_writer.send((i, out)).is_err() {
                         // The writer failed; its error is reported below.
                         return Ok(());
                     }
                 }
                 Ok(())
             });
-            let writer_thread = scope.spawn(move || -> io::Result<(u64, Option<[u8; 32]>)> {
-                let mut content_hasher = content_hasher;
-                let mut written = 0u64;
-                for raw in writer_rx {
-                    if let Some(hasher) = content_hasher.as_mut() {
-                        hasher.update(&raw);
+            let write_failed = |error| BundleError::WriteFailed {
+                image: frames.image.clone(),
+                error,
+            };
+            let writer_thread =
+                scope.spawn(move || -> Result<(u64, Option<[u8; 32]>), BundleError> {
+                    let mut content_hasher = content_hasher;
+                    let mut written = 0u64;
+                    for (i, raw) in writer_rx {
+                        if check_chunks {
+                            frames.check_chunks(i, &raw)?;
+                        }
+                        if let Some(hasher) = content_hasher.as_mut() {
+                            hasher.update(&raw);
+                        }
+                        writer.write_all(&raw).map_err(write_failed)?;
+                        written += raw.len() as u64;
+                        let _ = raw_back.send(raw);
                     }
-                    writer.write_all(&raw)?;
-                    written += raw.len() as u64;
-                    let _ = raw_back.send(raw);
-                }
-                writer.flush()?;
-                Ok((written, content_hasher.map(|h| h.finalize().into())))
-            });
+                    writer.flush().map_err(write_failed)?;
+                    Ok((written, content_hasher.map(|h| h.finalize().into())))
+                });
             let read = (|| -> Result<(), BundleError> {
                 loop {
                     let mut buf = compressed_free.try_recv().unwrap_or_default();
@@ -368,14 +381,13 @@ impl<'a, R: io::Read> ChunkedPayload<'a, R> {
         });
         read?;
         decoded?;
-        let write_failed = |error| BundleError::WriteFailed {
-            image: self.frames.image.clone(),
-            error,
-        };
-        let (written, content_digest) = written.map_err(write_failed)?;
+        let (written, content_digest) = written?;
         let expected: u64 = self.frames.spans.iter().map(|s| s.raw_size).sum();
         if written != expected {
-            return Err(write_failed(io::Error::other("the writer stopped early")));
+            return Err(BundleError::WriteFailed {
+                image: self.frames.image.clone(),
+                error: io::Error::other("the writer stopped early"),
+            });
         }
         let payload_digest = self.finish()?;
         Ok((written, payload_digest, content_digest))
