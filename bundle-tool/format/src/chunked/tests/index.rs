@@ -272,6 +272,37 @@ fn structural_cases() -> Vec<Case> {
             "deltas add up to 100 bytes",
         ),
         (
+            "frame record duplicated",
+            Box::new(|i, l| {
+                i.frames.push(i.frames[1].clone());
+                l.compressed_size += 900
+            }),
+            "frame 2 runs past the last chunk",
+        ),
+        (
+            "frame record missing",
+            Box::new(|i, l| {
+                i.frames.pop();
+                l.compressed_size -= 900
+            }),
+            "frames hold 2 chunks, but it lists 5",
+        ),
+        (
+            "chunk record duplicated",
+            Box::new(|i, _| {
+                let c = i.chunks[2].clone();
+                i.chunks.insert(2, c)
+            }),
+            "chunks add up to 9500 bytes",
+        ),
+        (
+            "chunk record missing",
+            Box::new(|i, _| {
+                i.chunks.pop();
+            }),
+            "chunks add up to 7500 bytes",
+        ),
+        (
             "no chunks, no frames",
             Box::new(|i, _| {
                 i.chunks.clear();
@@ -296,7 +327,7 @@ fn every_structural_fault_is_refused_with_its_own_message() {
         );
         messages.insert(msg);
     }
-    assert!(messages.len() >= 24, "messages are specific: {messages:?}");
+    assert!(messages.len() >= 28, "messages are specific: {messages:?}");
 }
 
 #[test]

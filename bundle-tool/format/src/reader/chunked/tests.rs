@@ -297,7 +297,17 @@ fn bundles_from_the_writer_read_back_and_lay_out_as_their_head_says() {
         };
         let head = head.verify(&trust).unwrap();
         assert_eq!(head.layout.total_len(), bundle.len() as u64);
+        let at = |span: crate::chunked::Span| &bundle[span.offset as usize..span.end() as usize];
+        let hex_sha = |bytes: &[u8]| hex::encode(fixture::sha(bytes));
         for image in &head.manifest.images {
+            let spans = head.layout.image(&head.manifest, &image.name).unwrap();
+            assert_eq!(hex_sha(at(spans.payload)), image.payload_sha256);
+            let info = image.chunked().unwrap();
+            assert_eq!(spans.delta.map(|d| hex_sha(at(d))), info.delta_sha256);
+            assert_eq!(
+                spans.index.map(|i| hex_sha(at(i))),
+                Some(info.index_sha256.clone())
+            );
             let span = head
                 .layout
                 .image(&head.manifest, &image.name)
