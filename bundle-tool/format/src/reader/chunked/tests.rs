@@ -385,3 +385,28 @@ fn raw_entries_stream_every_entry_and_raw_payloads_decode_to_the_image() {
         "{err}"
     );
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(96))]
+
+    /// No byte of a chunked bundle (head, index, frames, delta, padding, end blocks) can change without the
+    /// bundle being refused, and a damaged bundle never makes the reader panic or hand out a wrong byte.
+    #[test]
+    fn every_changed_byte_is_refused(at in proptest::prelude::any::<proptest::sample::Index>(), xor in 1u8..=255) {
+        use std::sync::OnceLock;
+        static BUILT: OnceLock<fixture::Built> = OnceLock::new();
+        let built = BUILT.get_or_init(|| {
+            let (base, image) = images();
+            fixture::build(&image, Some(&base))
+        });
+        let (_, image) = images();
+        let mut bundle = built.bundle.clone();
+        let at = at.index(bundle.len());
+        bundle[at] ^= xor;
+        for copy in [false, true] {
+            let (out, result) = read(&bundle, &built.trust, copy, false);
+            proptest::prop_assert!(result.is_err(), "byte {} changed and accepted", at);
+            proptest::prop_assert!(out[..] == image[..out.len()], "a wrong byte came out");
+        }
+    }
+}
