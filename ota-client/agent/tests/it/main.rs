@@ -3,6 +3,7 @@
 //! environment variables or changes the working directory; each robot lives in its own
 //! temporary directory.
 
+mod chunked;
 mod common;
 mod daemon_cli;
 mod floor;
@@ -11,5 +12,6 @@ mod hostile_server;
 mod http;
 mod kill;
 mod power_cut;
+mod power_cut_delta;
 mod ranges;
 mod scenarios;

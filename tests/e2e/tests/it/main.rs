@@ -5,4 +5,5 @@ mod aim;
 mod common;
 mod fleet;
 mod processes;
+mod resume;
 mod watch;
