@@ -1,11 +1,12 @@
 //! The verifying stream reader. It reads a bundle front to back exactly once, from any `Read` (a file, an HTTP
 //! body), authenticates the manifest before it reads a byte of payload, and checks every payload against the
-//! manifest while it streams. Nothing is buffered beyond small fixed chunks, so memory does not grow with images.
+//! manifest while it streams. Nothing is buffered beyond small fixed chunks (a few frames of at most 8 MiB for a
+//! chunked image), so memory does not grow with images.
 //!
-//! A payload's bytes reach the caller *before* its digest can be checked (that is what streaming means): the
-//! caller must treat what it wrote as untrusted until the image stream has returned end-of-file successfully and
-//! [`BundleReader::finish`] has passed. The client marks the target slot unbootable before the first byte for
-//! exactly this reason.
+//! A `full` payload's bytes reach the caller *before* its digest can be checked (that is what streaming means):
+//! the caller must treat what it wrote as untrusted until the image stream has returned end-of-file successfully
+//! and [`BundleReader::finish`] has passed. The client marks the target slot unbootable before the first byte for
+//! exactly this reason. A `chunked` payload ([`crate::chunked`]) hands out only frames whose digest has been checked.
 
 use std::io::{self, BufReader, Read, Take, Write};
 use std::sync::mpsc;
