@@ -23,6 +23,40 @@ impl SlotWriter for ImageWriter {
     }
 }
 
+/// Opens a slot for writing from `offset` on: [`ImageWriter`] from offset 0, else (continuing an interrupted
+/// write, at a chunk boundary that need not be aligned for `O_DIRECT`) a buffered writer positioned there.
+pub fn open_slot_at(path: &Path, offset: u64) -> io::Result<Box<dyn SlotWriter>> {
+    if offset == 0 {
+        return Ok(Box::new(ImageWriter::open_slot(path)?));
+    }
+    let mut file = std::fs::OpenOptions::new().write(true).open(path)?;
+    file.seek(SeekFrom::Start(offset))?;
+    Ok(Box::new(ContinuedWriter(io::BufWriter::with_capacity(
+        1 << 20,
+        file,
+    ))))
+}
+
+/// A slot written from the middle on, through the page cache.
+struct ContinuedWriter(io::BufWriter<File>);
+
+impl Write for ContinuedWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl SlotWriter for ContinuedWriter {
+    fn sync(&mut self) -> io::Result<()> {
+        self.0.flush()?;
+        self.0.get_ref().sync_data()
+    }
+}
+
 /// A slot's capacity: `explicit` if configured, else a block device's size (seek to its
 /// end) or a regular file's length.
 pub fn capacity(path: &Path, explicit: Option<u64>) -> io::Result<u64> {

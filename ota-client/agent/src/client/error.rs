@@ -100,6 +100,22 @@ pub enum ClientError {
         /// The OS error.
         error: io::Error,
     },
+    /// A chunk read from the active slot no longer has the bytes the update planned with.
+    #[error("the active slot {class} changed while the update read it (chunk at offset {offset}); nothing was armed")]
+    ActiveSlotChanged {
+        /// Slot class.
+        class: String,
+        /// Offset of the chunk in the active slot.
+        offset: u64,
+    },
+    /// The active slot could not be read to reuse its chunks.
+    #[error("cannot read the active slot {class} to reuse its chunks: {detail}")]
+    ActiveSlotUnreadable {
+        /// Slot class.
+        class: String,
+        /// Why.
+        detail: String,
+    },
     /// A test hook cut the power here (never happens outside tests).
     #[error("simulated power cut at {0}")]
     PowerCut(String),
@@ -142,6 +158,8 @@ impl ClientError {
             | ClientError::Inconsistent(_)
             | ClientError::Command { .. }
             | ClientError::File { .. }
+            | ClientError::ActiveSlotChanged { .. }
+            | ClientError::ActiveSlotUnreadable { .. }
             | ClientError::PowerCut(_) => ErrorKind::GiveUp,
         }
     }

@@ -2,19 +2,19 @@
 //! classes, or, stage-only, arm nothing), each step persisted before the next.
 
 use std::collections::BTreeMap;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 
 use ota_bundle_format::{BundleError, BundleReader, Manifest};
 use ota_client_core::machine::Context;
 use ota_client_core::{
     plan_install, step, ClassFacts, ConfigFacts, DeviceFacts, Event, ImageFacts, LiveTrial,
-    ManifestFacts, PendingTrial, Slot, StagedBundle, WriteTarget,
+    ManifestFacts, PendingTrial, PlannedWrite, Slot, StagedBundle, WriteTarget,
 };
 
-use super::{Client, ClientError, InstallOptions, InstallReport, Progress, Session};
+use super::{chunked, Client, ClientError, InstallOptions, InstallReport, Progress, Session};
 use crate::command::run_health_checks;
 use crate::slotio::{self, ImageWriter, SlotWriter};
-use crate::source::{self, BundleSource};
+use crate::source::{self, BundleSource, ReadFailure};
 use crate::store::STATE_SPACE_NEEDED;
 
 /// Counts bytes for the progress display on their way into the slot.
@@ -83,16 +83,34 @@ impl Client {
     ) -> Result<InstallReport, ClientError> {
         progress.phase(&format!("opening {source}"));
         let trust = ota_keys::load_trust_root(&self.config.trust_root)?;
-        let opened = source::open(source, &self.config.http, options.cancel.clone())?;
-        // A bundle error after the download failed is the download's, of the kind it decided.
-        let failure = opened.failure;
-        let bundle_err = |error: BundleError| match failure.kind() {
-            Some(kind) => ClientError::Download { error, kind },
-            None => ClientError::Bundle(error),
+        // A chunked bundle from a file or a server answering ranges goes through the range engine; anything
+        // else streams as always. A URL is streamed first, so a full bundle costs exactly today's requests.
+        let ranged = match source {
+            BundleSource::File(path) => chunked::ranged::open_file(path, &trust)?,
+            _ => None,
         };
-        let mut reader = BundleReader::open(opened.reader, &trust).map_err(bundle_err)?;
-        let manifest = reader.manifest().clone();
-        let hash = reader.manifest_digest();
+        let mut body = match ranged {
+            Some(r) => Body::Ranged(Box::new(r)),
+            None => {
+                let streamed = self.open_stream(source, options, &trust)?;
+                let reader = &streamed.reader;
+                match chunked::ranged::switch_to_ranges(
+                    source,
+                    self,
+                    options.cancel.clone(),
+                    &trust,
+                    reader.manifest(),
+                    &reader.manifest_digest(),
+                )? {
+                    Some(r) => Body::Ranged(Box::new(r)),
+                    None => Body::Stream(Box::new(streamed)),
+                }
+            }
+        };
+        let (manifest, hash) = match &body {
+            Body::Stream(b) => (b.reader.manifest().clone(), b.reader.manifest_digest()),
+            Body::Ranged(r) => (r.head.manifest.clone(), r.head.bundle_id.clone()),
+        };
         s.bundle = Some((manifest.version.clone(), hash.clone()));
         progress.phase(&format!(
             "bundle {} ({}) is signed by the trusted keys",
@@ -133,43 +151,23 @@ impl Client {
             "install:write-started",
         )?;
 
+        // The progress of an interrupted write of another bundle is about to be overwritten.
+        chunked::journal::discard_other(&self.journal_path(), &hash)?;
+
         for w in &plan.writes {
-            let image = reader.next_image().map_err(bundle_err)?.ok_or_else(|| {
-                BundleError::Usage(format!("the bundle ended before image '{}'", w.image))
-            })?;
-            debug_assert_eq!(image.entry().name, w.image);
-            let path = self.config.slots[&w.class].path(w.slot).to_path_buf();
-            let slot_err = |detail: String| ClientError::Slot {
-                class: w.class.clone(),
-                slot: w.slot,
-                path: path.display().to_string(),
-                detail,
-            };
-            let file = ImageWriter::open_slot(&path)
-                .map_err(|e| slot_err(format!("cannot open for writing: {e}")))?;
-            let mut writer: Box<dyn SlotWriter> = Box::new(file);
-            if let Some(wrap) = &self.hooks.wrap_writer {
-                writer = wrap(writer);
-            }
             progress.image_started(&w.image, &w.class, w.slot, w.size);
-            let mut counting = ProgressWriter {
-                inner: &mut *writer,
-                progress: &mut *progress,
-            };
-            // Only a failed write is the slot's problem. Anything else (the download gave up
-            // or was cancelled, a corrupt or modified payload) is the bundle's: the daemon
-            // tells an outage (retried later) from a verdict (reported) by that error.
-            image.copy_to(&mut counting).map_err(|e| match e {
-                BundleError::WriteFailed { .. } => slot_err(e.to_string()),
-                other => bundle_err(other),
-            })?;
-            writer
-                .sync()
-                .map_err(|e| slot_err(format!("syncing: {e}")))?;
+            match &mut body {
+                Body::Stream(b) => self.write_streamed(w, b, progress)?,
+                Body::Ranged(r) => {
+                    self.write_ranged(s, w, r, progress)?;
+                }
+            }
             progress.image_finished();
             self.checkpoint(&format!("install:{}-synced", w.class))?;
         }
-        reader.finish().map_err(bundle_err)?;
+        if let Body::Stream(b) = body {
+            b.reader.finish().map_err(|e| stream_error(&b.failure, e))?;
+        }
         self.checkpoint("install:bundle-finished")?;
 
         // Record every written slot as verified in one atomic state write.
@@ -196,6 +194,8 @@ impl Client {
             state_after = t.state;
         }
         self.save(s, state_after, "install:verified")?;
+        // Verified and recorded: nothing left to resume.
+        chunked::journal::remove(&self.journal_path())?;
 
         if options.stage_only {
             progress.phase("staged: written and verified, nothing armed");
@@ -256,6 +256,66 @@ impl Client {
             bundle_hash: hash,
             flips: plan.live,
         })
+    }
+
+    /// Opens `source` for today's streaming install and authenticates its head.
+    fn open_stream(
+        &self,
+        source: &BundleSource,
+        options: &InstallOptions,
+        trust: &ota_keys::TrustRoot,
+    ) -> Result<Streamed, ClientError> {
+        let opened = source::open(source, &self.config.http, options.cancel.clone())?;
+        let failure = opened.failure;
+        let reader: BundleReader<Box<dyn Read + Send>> =
+            match BundleReader::open(opened.reader, trust) {
+                Ok(reader) => reader,
+                Err(error) => return Err(stream_error(&failure, error)),
+            };
+        Ok(Streamed { reader, failure })
+    }
+
+    /// Streams the next image of the bundle into its slot (the streaming path).
+    fn write_streamed(
+        &mut self,
+        w: &PlannedWrite,
+        b: &mut Streamed,
+        progress: &mut dyn Progress,
+    ) -> Result<(), ClientError> {
+        let image = b
+            .reader
+            .next_image()
+            .map_err(|e| stream_error(&b.failure, e))?
+            .ok_or_else(|| {
+                BundleError::Usage(format!("the bundle ended before image '{}'", w.image))
+            })?;
+        debug_assert_eq!(image.entry().name, w.image);
+        let path = self.config.slots[&w.class].path(w.slot).to_path_buf();
+        let slot_err = |detail: String| ClientError::Slot {
+            class: w.class.clone(),
+            slot: w.slot,
+            path: path.display().to_string(),
+            detail,
+        };
+        let file = ImageWriter::open_slot(&path)
+            .map_err(|e| slot_err(format!("cannot open for writing: {e}")))?;
+        let mut writer: Box<dyn SlotWriter> = Box::new(file);
+        if let Some(wrap) = &self.hooks.wrap_writer {
+            writer = wrap(writer);
+        }
+        let mut counting = ProgressWriter {
+            inner: &mut *writer,
+            progress: &mut *progress,
+        };
+        // Only a failed write is the slot's problem. Anything else (the download gave up
+        // or was cancelled, a corrupt or modified payload) is the bundle's: the daemon
+        // tells an outage (retried later) from a verdict (reported) by that error.
+        let failure = b.failure.clone();
+        image.copy_to(&mut counting).map_err(|e| match e {
+            BundleError::WriteFailed { .. } => slot_err(e.to_string()),
+            other => stream_error(&failure, other),
+        })?;
+        writer.sync().map_err(|e| slot_err(format!("syncing: {e}")))
     }
 
     /// What the planner needs of the robot now.
@@ -337,6 +397,28 @@ impl Client {
                 Err(ClientError::LiveFailed(reason))
             }
         }
+    }
+}
+
+/// Where the bundle's bytes come from.
+enum Body {
+    /// Read front to back (today's path; any bundle).
+    Stream(Box<Streamed>),
+    /// Read by ranges (chunked bundles from a file or a server answering ranges).
+    Ranged(Box<chunked::ranged::Ranged>),
+}
+
+/// A bundle being streamed.
+struct Streamed {
+    reader: BundleReader<Box<dyn Read + Send>>,
+    failure: ReadFailure,
+}
+
+/// A bundle error after the download failed is the download's, of the kind it decided.
+fn stream_error(failure: &ReadFailure, error: BundleError) -> ClientError {
+    match failure.kind() {
+        Some(kind) => ClientError::Download { error, kind },
+        None => ClientError::Bundle(error),
     }
 }
 

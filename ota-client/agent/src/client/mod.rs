@@ -7,6 +7,7 @@
 //! writes let tests cut the power at every phase boundary ([`Hooks`]).
 
 mod activate;
+pub mod chunked;
 mod confirm;
 mod error;
 mod install;
