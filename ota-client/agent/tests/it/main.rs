@@ -4,6 +4,7 @@
 //! temporary directory.
 
 mod chunked;
+mod chunked;
 mod common;
 mod daemon_cli;
 mod floor;
