@@ -4,7 +4,6 @@
 //! temporary directory.
 
 mod chunked;
-mod chunked;
 mod common;
 mod daemon_cli;
 mod floor;
