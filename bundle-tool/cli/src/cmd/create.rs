@@ -145,6 +145,7 @@ pub fn run(args: Args) -> Result<()> {
         .transpose()?;
     let mut total = 0;
     let mut files = Vec::new();
+    let mut stamps = Vec::new();
     for image in &images {
         let file = File::open(&image.path)
             .with_context(|| format!("cannot open image {}", image.path.display()))?;
@@ -153,6 +154,7 @@ pub fn run(args: Args) -> Result<()> {
             bail!("image {} is not a regular file", image.path.display());
         }
         total += meta.len();
+        stamps.push(stamp(&image.path)?);
         files.push(file);
     }
     let spec = BundleSpec {
@@ -211,8 +213,23 @@ pub fn run(args: Args) -> Result<()> {
         }
     };
     let (manifest, _) = built.with_context(|| format!("cannot build {}", args.output.display()))?;
+    for (image, before) in images.iter().zip(&stamps) {
+        if stamp(&image.path)? != *before {
+            bail!(
+                "image {} changed while the bundle was being built; build again once it is final",
+                image.path.display()
+            );
+        }
+    }
     out.commit()?;
     print_summary(&args.output, &manifest, &keys)
+}
+
+/// What changes when a file is written to: a chunked image is read twice, and must not change in between.
+fn stamp(path: &Path) -> Result<(u64, Option<SystemTime>)> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read image {}", path.display()))?;
+    Ok((meta.len(), meta.modified().ok()))
 }
 
 fn print_summary(

@@ -383,3 +383,59 @@ fn a_damaged_base_is_refused() {
     let err = chunked(&[("rootfs.ext4", "rootfs", &v2)], Some(&old), 1, &keys).unwrap_err();
     assert!(err.to_string().contains("base bundle frame"), "{err}");
 }
+
+/// An image that reads differently from its second pass on: a file rewritten while `create` reads it.
+struct Rewritten {
+    data: Cursor<Vec<u8>>,
+    rewinds: u32,
+}
+
+impl std::io::Read for Rewritten {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let at = self.data.position();
+        let n = self.data.read(buf)?;
+        if self.rewinds >= 2 && at + (n as u64) > 1000 {
+            for b in &mut buf[..n] {
+                *b = b.wrapping_add(1);
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl std::io::Seek for Rewritten {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        if to == std::io::SeekFrom::Start(0) {
+            self.rewinds += 1;
+        }
+        self.data.seek(to)
+    }
+}
+
+#[test]
+fn an_image_that_changes_between_the_passes_fails_the_build() {
+    let keys = [SecretKey::generate()];
+    let inputs = vec![SeekableImage {
+        name: "rootfs.ext4".into(),
+        slot_class: "rootfs".into(),
+        reader: Box::new(Rewritten {
+            data: Cursor::new(image(7, 1 << 20)),
+            rewinds: 0,
+        }),
+    }];
+    let err = build_chunked_bundle::<_, Cursor<Vec<u8>>>(
+        Cursor::new(Vec::new()),
+        &spec(2),
+        DEFAULT_PARAMS,
+        inputs,
+        None,
+        &keys,
+        |_| {},
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("image 'rootfs.ext4': it changed while the bundle was being built"),
+        "{err}"
+    );
+}
