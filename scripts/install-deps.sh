@@ -14,6 +14,7 @@ packages=(
   time               # /usr/bin/time -v for peak RSS in benchmarks
   tar
   ca-certificates
+  binutils man-db systemd  # packaging test: strip, man, systemd-analyze (dpkg is always there)
 )
 # Extra groups, opt-in by argument: "browser" (dashboard test), "vm" (QEMU full-system tests).
 for group in "$@"; do
