@@ -22,6 +22,10 @@ pub struct DownloadJournal {
     pub image_sha256: String,
     /// The slot holds verified bytes of the image up to here, synced before the journal was written.
     pub verified_upto: u64,
+    /// Where the bundle was read from (a path or URL): a restarted install from the same place reads it by
+    /// ranges from its first request, since the bundle is known to be chunked.
+    #[serde(default)]
+    pub origin: String,
 }
 
 /// How many bytes of the standby slot a write of `image_sha256` from `bundle` into `class`/`slot` may keep:
@@ -44,6 +48,12 @@ pub fn resume_point(
         }
         _ => 0,
     }
+}
+
+/// Whether an install from `origin` should read by ranges from its first request: the journal says an
+/// interrupted write of a chunked bundle from there can be continued.
+pub fn resumes_from(journal: Option<&DownloadJournal>, origin: &str) -> bool {
+    journal.is_some_and(|j| !j.origin.is_empty() && j.origin == origin && j.verified_upto > 0)
 }
 
 /// Whether a journal must be removed when `bundle` starts writing: it belongs to another bundle, whose
@@ -70,6 +80,7 @@ mod tests {
             slot: Slot::B,
             image_sha256: "ab".repeat(32),
             verified_upto: 64 << 20,
+            origin: "https://server/b1".into(),
         }
     }
 
@@ -92,6 +103,17 @@ mod tests {
         assert_eq!(
             resume_point(Some(&j), "b1", "rootfs", Slot::B, &"cd".repeat(32)),
             0
+        );
+        assert!(resumes_from(Some(&j), "https://server/b1"));
+        assert!(!resumes_from(Some(&j), "https://server/b2"));
+        assert!(!resumes_from(None, "https://server/b1"));
+        let old: DownloadJournal = serde_json::from_str(
+            r#"{"bundle":"b1","class":"rootfs","slot":"B","image_sha256":"ab","verified_upto":5}"#,
+        )
+        .unwrap();
+        assert!(
+            !resumes_from(Some(&old), ""),
+            "a journal without an origin names none"
         );
         assert!(journal_is_stale(&j, "b2"));
         assert!(!journal_is_stale(&j, "b1"));
@@ -130,6 +152,7 @@ mod tests {
                     slot: if a { Slot::A } else { Slot::B },
                     image_sha256,
                     verified_upto,
+                    origin: String::new(),
                 },
             )
     }

@@ -84,10 +84,11 @@ impl Client {
         progress.phase(&format!("opening {source}"));
         let trust = ota_keys::load_trust_root(&self.config.trust_root)?;
         // A chunked bundle from a file or a server answering ranges goes through the range engine; anything
-        // else streams as always. A URL is streamed first, so a full bundle costs exactly today's requests.
+        // else streams as always. A URL is streamed first, so a full bundle costs exactly today's requests,
+        // unless the download journal says it continues a chunked bundle from that URL.
         let ranged = match source {
             BundleSource::File(path) => chunked::ranged::open_file(path, &trust)?,
-            _ => None,
+            _ => chunked::ranged::resume_url(source, self, options.cancel.clone(), &trust)?,
         };
         let mut body = match ranged {
             Some(r) => Body::Ranged(Box::new(r)),

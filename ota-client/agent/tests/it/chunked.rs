@@ -556,3 +556,69 @@ fn an_active_slot_changed_during_an_install_fails_it_with_nothing_armed() {
     );
     assert_eq!(r.status().trial, None);
 }
+
+/// A chunked bundle from a URL is streamed first (its kind is unknown) and switched to ranges once its head
+/// shows it is chunked; an install cut after its image was written and journalled, restarted from the same
+/// URL, reads by ranges from its first request and fetches no frame again.
+#[test]
+fn a_restarted_install_from_the_same_url_reads_by_ranges_from_its_first_request() {
+    use ota_client::source::HttpRequest;
+    use ota_protocol::client::{ApiClient, ClientOptions};
+    use ota_testkit::proxy::Proxy;
+    use ota_testkit::server::{ServerHandle, ServerOptions};
+
+    let rel = releases();
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerHandle::start(&ServerOptions::new(
+        &dir.path().join("server"),
+        trust_root(&[release_key()], 1),
+    ))
+    .unwrap();
+    let admin = ApiClient::new(&ClientOptions::new(&server.base))
+        .unwrap()
+        .with_token(&server.admin_token);
+    let id = admin.publish_bytes(rel.b2_plain.clone()).unwrap().bundle_id;
+    let proxy = Proxy::start(server.addr);
+    let source = BundleSource::Http(HttpRequest::bearer(
+        &format!("{}/api/bundles/{id}/download", proxy.base),
+        &server.admin_token,
+    ));
+    let robot_dir = tempfile::tempdir().unwrap();
+    let r = robot_on_v1(robot_dir.path());
+    let standby = r.booted().other();
+
+    let mut client = r.client();
+    client.set_hooks(Hooks {
+        crash_at: Some(Arc::new(|name: &str| name == "install:rootfs-synced")),
+        wrap_writer: None,
+    });
+    let err = client
+        .install(&source, &InstallOptions::default(), &mut NoProgress)
+        .unwrap_err();
+    assert!(matches!(err, ClientError::PowerCut(_)), "{err}");
+    let first = proxy.seen();
+    assert_eq!(first[0].range, None, "a URL is streamed first: {first:?}");
+    assert!(first.iter().any(|s| s.range.is_some()), "{first:?}");
+    assert!(r.path("data/download.json").exists());
+
+    let before = first.len();
+    let mut phases = Phases::default();
+    r.client()
+        .install(&source, &InstallOptions::default(), &mut phases)
+        .unwrap();
+    let again = &proxy.seen()[before..];
+    assert!(
+        again
+            .iter()
+            .filter(|s| s.path.ends_with("/download"))
+            .all(|s| s.range.is_some()),
+        "the restarted install streamed: {again:?}"
+    );
+    assert!(
+        phases.0.iter().any(|p| p.contains("(0 frames, 0 deltas)")),
+        "{:?}",
+        phases.0
+    );
+    assert_eq!(r.slot_bytes("rootfs", standby), rel.v2);
+    assert!(!r.path("data/download.json").exists());
+}

@@ -174,6 +174,7 @@ pub fn write_image(
             slot: job.slot,
             image_sha256: image.sha256.clone(),
             verified_upto: resumed_upto,
+            origin: job.origin.to_string(),
         },
         path: job.journal,
         every: job.journal_every,

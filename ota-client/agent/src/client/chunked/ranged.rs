@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use ota_bundle_format::head::{parse_head, HeadParse, VerifiedHead, FIRST_FETCH};
 use ota_bundle_format::Manifest;
+use ota_client_core::resume;
 use ota_client_core::{PlannedWrite, Slot};
 use ota_keys::TrustRoot;
 
@@ -75,6 +76,34 @@ pub fn switch_to_ranges(
         .into());
     }
     Ok(Some(ranged))
+}
+
+/// Opens a URL by ranges from the first request when the download journal says an interrupted write of a
+/// chunked bundle from this very URL can be continued (a bundle of unknown kind is streamed first, see
+/// [`switch_to_ranges`]). `None`: no such journal, the server does not answer ranges, or the bundle is not
+/// chunked after all.
+pub fn resume_url(
+    source: &BundleSource,
+    client: &Client,
+    cancel: Option<Arc<AtomicBool>>,
+    trust: &TrustRoot,
+) -> Result<Option<Ranged>, ClientError> {
+    let (url, headers) = match source {
+        BundleSource::File(_) => return Ok(None),
+        BundleSource::Url(url) => (url.as_str(), &[][..]),
+        BundleSource::Http(r) => (r.url.as_str(), r.headers.as_slice()),
+    };
+    let journal = journal::load(&client.journal_path());
+    if !resume::resumes_from(journal.as_ref(), url) {
+        return Ok(None);
+    }
+    let Some(ranges) = HttpRanges::open(url, headers, &client.config.http, cancel)? else {
+        return Ok(None);
+    };
+    match open_head(Box::new(ranges), url.to_string(), trust) {
+        Err(ClientError::Bundle(_)) => Ok(None),
+        other => other,
+    }
 }
 
 fn all_chunked(manifest: &Manifest) -> bool {
