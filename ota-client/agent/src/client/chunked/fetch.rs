@@ -14,7 +14,7 @@ pub const COALESCE_GAP: u64 = 4096;
 /// At most this many ranges per request (the server's multi-range limit).
 const MAX_RANGES: usize = 64;
 /// At most this many bytes per request (the fetch's share of the memory budget).
-const MAX_REQUEST: u64 = 8 << 20;
+const MAX_REQUEST: u64 = 4 << 20;
 
 /// Reads `ranges` (ascending, disjoint) of `source` into one buffer each. A source that hands over other
 /// lengths than asked is refused, naming `origin`.

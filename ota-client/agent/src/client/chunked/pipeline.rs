@@ -280,7 +280,9 @@ pub fn run(
     hash: Option<Sha256>,
 ) -> Result<(u64, Option<[u8; 32]>), ClientError> {
     let workers = thread::available_parallelism().map_or(2, |n| n.get());
-    let in_flight = (workers + 2).min(6);
+    // Each unit holds at most a frame's input and output (4 MiB raw from the writer, 8 MiB by the format):
+    // with the fetch's request and the two small queues, anonymous memory stays well under 64 MiB.
+    let in_flight = (workers + 1).min(4);
     let items: Vec<Span> = units.iter().filter_map(|u| u.fetch).collect();
     let requests = fetch::requests(&items);
     let (job_tx, job_rx) = sync_channel::<Job>(in_flight);
