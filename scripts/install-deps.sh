@@ -2,7 +2,24 @@
 # Installs the Debian packages the tests, the demo and the benchmarks use: the real bootloader tools the
 # env-file tests compare against, openssl for key/signature interop, zstd and e2fsprogs for the benchmarks.
 # Idempotent and quick when everything is present. Needs root or sudo.
+# Never removes, downgrades or replaces what is there: a package installed at any version (even a newer one
+# from elsewhere, or held) is left alone, it says what it will install first, and apt runs with --no-remove
+# (and without --allow-downgrades), so a plan that would remove or downgrade anything stops instead.
 set -euo pipefail
+
+# The decision, without I/O (tested by packaging/tests/it/install_deps.rs): reads
+# `dpkg-query -W -f='${Package}\t${db:Status-Status}\n'` lines on stdin and prints, once each and in order,
+# the wanted packages that are not on the machine at any version (unknown to dpkg, or only config files left).
+to_install() {
+  awk -F'\t' -v want="$*" '
+    $2 != "" && $2 != "not-installed" && $2 != "config-files" { present[$1] = 1 }
+    END {
+      n = split(want, w, " ")
+      for (i = 1; i <= n; i++) if (!(w[i] in present) && !(w[i] in seen)) { seen[w[i]] = 1; print w[i] }
+    }'
+}
+# Sourced (by the test): the function only.
+if [ "${BASH_SOURCE[0]}" != "$0" ]; then return 0; fi
 
 packages=(
   openssl            # key and signature interop tests
@@ -26,10 +43,8 @@ for group in "$@"; do
   esac
 done
 
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
+mapfile -t missing < <(dpkg-query -W -f='${Package}\t${db:Status-Status}\n' "${packages[@]}" 2>/dev/null \
+                        | to_install "${packages[@]}")
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 sudo=""
@@ -37,11 +52,11 @@ if [ "$(id -u)" -ne 0 ]; then
   command -v sudo >/dev/null || { echo "install-deps.sh: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
   sudo="sudo"
 fi
-echo "installing: ${missing[*]}"
+echo "install-deps.sh: installing (with what they depend on; nothing is removed or downgraded): ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 # The first apt run on a fresh machine sometimes fails transiently: try twice.
 for attempt in 1 2; do
-  if $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"; then
+  if $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends --no-remove "${missing[@]}"; then
     exit 0
   fi
   echo "install-deps.sh: apt-get failed (attempt $attempt)" >&2
