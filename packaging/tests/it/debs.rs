@@ -262,6 +262,8 @@ fn packages_install_work_and_purge_without_a_trace() {
             "{p} --version: {version}"
         );
     }
+    let scratch = tempfile::tempdir().unwrap();
+    crate::notify::server_and_daemon_notify_systemd(Path::new("/usr/bin"), scratch.path());
 
     // Purged: no file, directory, conffile or user left.
     run(

@@ -2,3 +2,4 @@
 
 mod debs;
 mod install_deps;
+mod notify;
