@@ -697,6 +697,30 @@ fn chunked_by_default_with_deltas_from_an_earlier_release() {
     let delta = chunks["delta_size"].as_u64().unwrap();
     assert!(delta > 0 && delta < 20_000, "delta entry {delta} bytes");
 
+    // A chunked bundle with deltas is co-signed, verified and extracted like any other.
+    ws.cmd()
+        .args([
+            "sign",
+            "--key",
+            "rel2.key",
+            "-o",
+            "v2-signed.otab",
+            "v2.otab",
+        ])
+        .assert()
+        .success();
+    for trust in ["rel1.pub", "rel2.pub"] {
+        ws.cmd()
+            .args(["verify", "--trust", trust, "v2-signed.otab"])
+            .assert()
+            .success();
+    }
+    ws.cmd()
+        .args(["extract", "--trust", "rel2.pub", "v2-signed.otab", "out"])
+        .assert()
+        .success();
+    assert_eq!(fs::read(ws.file("out/rootfs.ext4")).unwrap(), rootfs);
+
     // Same inputs, keys and time: the same bytes, whatever the thread count.
     create_chunked(
         &ws,

@@ -7,7 +7,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use ota_keys::{SecretKey, Signature};
 use sha2::{Digest, Sha256};
 
-use crate::chunked::{ChunkParams, MAX_INDEX};
+use crate::chunked::{BundleLayout, ChunkParams, MAX_INDEX};
 use crate::error::BundleError;
 use crate::framing::{
     entry_header, format_marker, padding_len, BLOCK, FORMAT_ENTRY, MANIFEST_ENTRY, SIGNATURES_ENTRY,
@@ -131,11 +131,14 @@ pub fn encode_signatures(signatures: &[Signature]) -> Vec<u8> {
     bytes
 }
 
-/// Frames a bundle into `out`: header entries first, then each image's compressed payload in manifest order.
+/// Frames a bundle into `out`: header entries first, then each image's entries (a full image's payload; a chunked
+/// image's index, payload and deltas) in manifest order, as [`BundleLayout`] lists them.
 pub struct BundleWriter<W: Write> {
     out: W,
-    manifest: Manifest,
-    next_image: usize,
+    /// The entries after the head, (path, size), in file order.
+    entries: Vec<(String, u64)>,
+    next: usize,
+    mtime: u64,
 }
 
 impl<W: Write> BundleWriter<W> {
@@ -147,67 +150,85 @@ impl<W: Write> BundleWriter<W> {
     ) -> Result<Self, BundleError> {
         let manifest = Manifest::from_bytes(manifest_bytes)?;
         let mtime = manifest.created;
+        let signature_bytes = encode_signatures(signatures);
         write_entry(&mut out, FORMAT_ENTRY, &format_marker(), mtime)?;
         write_entry(&mut out, MANIFEST_ENTRY, manifest_bytes, mtime)?;
-        write_entry(
-            &mut out,
-            SIGNATURES_ENTRY,
-            &encode_signatures(signatures),
-            mtime,
-        )?;
+        write_entry(&mut out, SIGNATURES_ENTRY, &signature_bytes, mtime)?;
+        let layout = BundleLayout::new(
+            manifest_bytes.len() as u64,
+            signature_bytes.len() as u64,
+            &manifest,
+        );
+        let entries = layout.entries()[3..]
+            .iter()
+            .map(|(path, span)| (path.clone(), span.len))
+            .collect();
         Ok(BundleWriter {
             out,
-            manifest,
-            next_image: 0,
+            entries,
+            next: 0,
+            mtime,
         })
     }
 
-    /// Appends the next image's compressed payload; it must be exactly `compressed_size` bytes long.
-    pub fn add_payload(&mut self, mut payload: impl Read) -> Result<(), BundleError> {
-        let image = self
-            .manifest
-            .images
-            .get(self.next_image)
-            .ok_or_else(|| BundleError::Usage("more payloads than manifest images".into()))?
-            .clone();
-        let header = entry_header(
-            &image.entry_path(),
-            image.compressed_size,
-            self.manifest.created,
-        )?;
+    /// Appends the next image's compressed payload (a full image's only entry); it must be exactly
+    /// `compressed_size` bytes long.
+    pub fn add_payload(&mut self, payload: impl Read) -> Result<(), BundleError> {
+        let path = self
+            .entries
+            .get(self.next)
+            .map(|(path, _)| path.clone())
+            .ok_or_else(|| BundleError::Usage("more payloads than manifest images".into()))?;
+        self.add_entry(&path, payload)
+    }
+
+    /// Appends the next entry, which must be `path` and exactly as long as the manifest says.
+    pub fn add_entry(&mut self, path: &str, mut content: impl Read) -> Result<(), BundleError> {
+        let (expected, size) = self
+            .entries
+            .get(self.next)
+            .cloned()
+            .ok_or_else(|| BundleError::Usage(format!("'{path}' is past the last entry")))?;
+        if path != expected {
+            return Err(BundleError::UnexpectedEntry {
+                found: path.to_string(),
+                expected: format!("'{expected}'"),
+            });
+        }
+        let header = entry_header(path, size, self.mtime)?;
         self.out
             .write_all(&header)
             .map_err(|e| BundleError::io("writing the bundle", e))?;
-        let copied = io::copy(
-            &mut (&mut payload).take(image.compressed_size),
-            &mut self.out,
-        )
-        .map_err(|e| BundleError::io(format!("copying the payload of '{}'", image.name), e))?;
+        let copied = io::copy(&mut (&mut content).take(size), &mut self.out)
+            .map_err(|e| BundleError::io(format!("copying '{path}'"), e))?;
         let mut probe = [0u8; 1];
-        let longer = payload
+        let longer = content
             .read(&mut probe)
-            .map_err(|e| BundleError::io(format!("reading the payload of '{}'", image.name), e))?;
-        if copied != image.compressed_size || longer != 0 {
+            .map_err(|e| BundleError::io(format!("reading '{path}'"), e))?;
+        if copied != size || longer != 0 {
             return Err(BundleError::PayloadSizeMismatch {
-                image: image.name.clone(),
-                expected: image.compressed_size,
+                image: path
+                    .split_once('/')
+                    .map_or(path, |(_, name)| name)
+                    .to_string(),
+                expected: size,
                 found: copied + longer as u64,
             });
         }
         self.out
-            .write_all(&[0u8; BLOCK][..padding_len(image.compressed_size)])
+            .write_all(&[0u8; BLOCK][..padding_len(size)])
             .map_err(|e| BundleError::io("writing the bundle", e))?;
-        self.next_image += 1;
+        self.next += 1;
         Ok(())
     }
 
     /// Writes the end-of-archive marker and returns the output.
     pub fn finish(mut self) -> Result<W, BundleError> {
-        if self.next_image != self.manifest.images.len() {
+        if self.next != self.entries.len() {
             return Err(BundleError::Usage(format!(
-                "{} of {} payloads written",
-                self.next_image,
-                self.manifest.images.len()
+                "{} of {} payload entries written",
+                self.next,
+                self.entries.len()
             )));
         }
         self.out

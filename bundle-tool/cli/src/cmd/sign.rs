@@ -45,7 +45,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut out = AtomicOutput::create(&target, args.output.is_none())?;
     let mut writer = BundleWriter::new(out.file(), &manifest_bytes, &signatures)
         .map_err(|e| describe(&args.bundle, e))?;
-    head.for_each_raw_payload(|_, payload| writer.add_payload(payload))
+    head.for_each_raw_entry(|_, path, content| writer.add_entry(path, content))
         .map_err(|e| describe(&args.bundle, e))?;
     writer.finish().map_err(|e| describe(&target, e))?;
     bar.finish_and_clear();

@@ -80,6 +80,11 @@ impl BundleLayout {
         }
     }
 
+    /// Every entry's path and data span, in file order.
+    pub fn entries(&self) -> &[(String, Span)] {
+        &self.entries
+    }
+
     /// The data span of an entry.
     pub fn entry(&self, path: &str) -> Option<Span> {
         self.entries
