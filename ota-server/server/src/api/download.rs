@@ -9,16 +9,16 @@
 //! ETag (`"<bundle id>"`; a bundle's bytes never change under its id); any other validator (a date, a weak
 //! tag) does not match and the whole file is sent.
 
-use std::io::SeekFrom;
+use std::collections::VecDeque;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
 use rand_core::{OsRng, RngCore};
-use tokio::fs::File;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::api::error::ApiError;
 
@@ -191,43 +191,58 @@ fn multipart(ranges: &[ByteRange], total: u64, boundary: &str) -> (Vec<Piece>, u
     (pieces, length)
 }
 
-/// Streams `pieces`, reading file ranges from `file` in [`CHUNK`]-sized reads.
-fn body_stream(file: File, pieces: Vec<Piece>) -> impl Stream<Item = std::io::Result<Bytes>> {
-    struct St {
-        file: File,
-        pieces: std::vec::IntoIter<Piece>,
-        /// Bytes left of the file range being sent (the file is positioned at its next byte).
-        left: u64,
-    }
-    let st = St {
-        file,
-        pieces: pieces.into_iter(),
-        left: 0,
-    };
-    stream::try_unfold(st, |mut st| async move {
-        loop {
-            if st.left > 0 {
-                let want = st.left.min(CHUNK as u64) as usize;
-                let mut buf = Vec::with_capacity(want);
-                let n = (&mut st.file).take(want as u64).read_buf(&mut buf).await?;
-                if n == 0 {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "the bundle file is shorter than it was",
-                    ));
-                }
-                st.left -= n as u64;
-                return Ok(Some((Bytes::from(buf), st)));
+/// Fills the next body chunk of about [`CHUNK`] bytes from the front of `pieces` (framing and file bytes
+/// together: few large writes, whatever the size of the parts), consuming what it took.
+fn fill(file: &std::fs::File, pieces: &mut VecDeque<Piece>) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(CHUNK);
+    while buf.len() < CHUNK {
+        let Some(piece) = pieces.front_mut() else {
+            break;
+        };
+        match piece {
+            Piece::Literal(bytes) => {
+                buf.extend_from_slice(bytes);
+                pieces.pop_front();
             }
-            match st.pieces.next() {
-                None => return Ok(None),
-                Some(Piece::Literal(b)) => return Ok(Some((b, st))),
-                Some(Piece::File(r)) => {
-                    st.file.seek(SeekFrom::Start(r.first)).await?;
-                    st.left = r.len();
+            Piece::File(range) => {
+                let want = range.len().min((CHUNK - buf.len()) as u64);
+                let start = buf.len();
+                buf.resize(start + want as usize, 0);
+                file.read_exact_at(&mut buf[start..], range.first)
+                    .map_err(|e| match e.kind() {
+                        std::io::ErrorKind::UnexpectedEof => {
+                            std::io::Error::new(e.kind(), "the bundle file is shorter than it was")
+                        }
+                        _ => e,
+                    })?;
+                if want == range.len() {
+                    pieces.pop_front();
+                } else {
+                    range.first += want;
                 }
             }
         }
+    }
+    Ok(buf)
+}
+
+/// Streams `pieces`: one blocking task per chunk reads it (a `pread` per part in it).
+fn body_stream(
+    file: std::fs::File,
+    pieces: Vec<Piece>,
+) -> impl Stream<Item = std::io::Result<Bytes>> {
+    let st = (Arc::new(file), VecDeque::from(pieces));
+    stream::try_unfold(st, |(file, mut pieces)| async move {
+        if pieces.is_empty() {
+            return Ok(None);
+        }
+        let reader = file.clone();
+        let (chunk, pieces) = tokio::task::spawn_blocking(move || {
+            fill(&reader, &mut pieces).map(|chunk| (chunk, pieces))
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        Ok(Some((Bytes::from(chunk), (file, pieces))))
     })
 }
 
@@ -246,14 +261,14 @@ pub async fn respond(
     path: PathBuf,
     id: &str,
 ) -> Result<Response, ApiError> {
-    let file = File::open(&path)
-        .await
-        .map_err(|e| ApiError::internal("opening the bundle file", e))?;
-    let len = file
-        .metadata()
-        .await
-        .map_err(|e| ApiError::internal("reading the bundle file", e))?
-        .len();
+    let (file, len) = tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(&path)?;
+        let len = file.metadata()?.len();
+        Ok::<_, std::io::Error>((file, len))
+    })
+    .await
+    .map_err(|e| ApiError::internal("opening the bundle file", e))?
+    .map_err(|e| ApiError::internal("opening the bundle file", e))?;
     let etag = format!("\"{id}\"");
     let plan = plan(
         header_str(headers, header::RANGE),
@@ -441,6 +456,42 @@ mod tests {
             panic!()
         };
         assert!(first.starts_with(b"--B\r\n"));
+    }
+
+    #[test]
+    fn chunks_cross_part_boundaries_and_add_up_to_the_body() {
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b");
+        std::fs::write(&path, &data).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let ranges = [r(900_000, 999_999), r(3, 3), r(10, 600_009)];
+        let (pieces, length) = multipart(&ranges, 1_000_000, "B");
+        let mut expected = Vec::new();
+        for p in &pieces {
+            match p {
+                Piece::Literal(b) => expected.extend_from_slice(b),
+                Piece::File(x) => {
+                    expected.extend_from_slice(&data[x.first as usize..=x.last as usize])
+                }
+            }
+        }
+        let mut pieces = VecDeque::from(pieces);
+        let mut body = Vec::new();
+        let mut chunks = 0;
+        while !pieces.is_empty() {
+            let chunk = fill(&file, &mut pieces).unwrap();
+            assert!(chunk.len() <= CHUNK + 200, "{}", chunk.len());
+            body.extend_from_slice(&chunk);
+            chunks += 1;
+        }
+        assert_eq!(body.len() as u64, length);
+        assert!(body == expected);
+        assert_eq!(chunks, (length as usize).div_ceil(CHUNK));
+        // A file that shrank under the server is an error, not a short body.
+        let mut past = VecDeque::from([Piece::File(r(999_990, 1_000_009))]);
+        let err = fill(&file, &mut past).unwrap_err();
+        assert!(err.to_string().contains("shorter"), "{err}");
     }
 
     proptest! {
