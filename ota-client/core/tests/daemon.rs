@@ -36,6 +36,7 @@ fn offer(version: &str) -> UpdateOffer {
         install_allowed: true,
         revert: false,
         require_confirmation: false,
+        chunked: false,
     }
 }
 

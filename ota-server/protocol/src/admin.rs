@@ -37,6 +37,14 @@ pub struct ImageInfo {
     pub size: u64,
     /// SHA-256 of the uncompressed image.
     pub sha256: String,
+    /// Payload kind: `full` or `chunked` (delta-capable, read by ranges).
+    #[serde(default = "full_payload")]
+    pub payload: String,
+}
+
+/// Records stored before payload kinds existed were all `full`.
+fn full_payload() -> String {
+    "full".into()
 }
 
 /// A published bundle.

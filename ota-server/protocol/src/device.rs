@@ -154,6 +154,10 @@ pub struct UpdateOffer {
     /// The robot must wait for a local confirmation (`ota-client approve`) before it reboots into the update.
     #[serde(default, skip_serializing_if = "is_false")]
     pub require_confirmation: bool,
+    /// Every image of the bundle is chunked: the robot asks by byte ranges from its first request and fetches
+    /// only what it lacks (a robot that ignores the field streams the head first and then switches).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub chunked: bool,
 }
 
 fn yes() -> bool {

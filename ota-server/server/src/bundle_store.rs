@@ -143,6 +143,7 @@ fn verify(source: impl Read, trust: &TrustRoot) -> Result<BundleRecord, ServiceE
                 slot_class: i.slot_class,
                 size: i.size,
                 sha256: i.sha256,
+                payload: i.payload,
             })
             .collect(),
     })

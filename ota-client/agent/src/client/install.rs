@@ -85,10 +85,11 @@ impl Client {
         let trust = ota_keys::load_trust_root(&self.config.trust_root)?;
         // A chunked bundle from a file or a server answering ranges goes through the range engine; anything
         // else streams as always. A URL is streamed first, so a full bundle costs exactly today's requests,
-        // unless the download journal says it continues a chunked bundle from that URL.
+        // unless the request asks for ranges first (the daemon) or the download journal says it continues a
+        // chunked bundle from that URL.
         let ranged = match source {
             BundleSource::File(path) => chunked::ranged::open_file(path, &trust)?,
-            _ => chunked::ranged::resume_url(source, self, options.cancel.clone(), &trust)?,
+            _ => chunked::ranged::open_url_by_ranges(source, self, options.cancel.clone(), &trust)?,
         };
         let mut body = match ranged {
             Some(r) => Body::Ranged(Box::new(r)),

@@ -77,6 +77,7 @@ mod tests {
             install_allowed: true,
             revert: true,
             require_confirmation: false,
+            chunked: false,
         }
     }
 

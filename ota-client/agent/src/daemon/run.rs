@@ -283,10 +283,13 @@ impl<'a> Daemon<'a> {
     /// `stage_only`: writes the standby slot without arming it.
     fn install(&mut self, offer: &UpdateOffer, stage_only: bool) -> Input {
         let before = self.next_event_id();
-        let source = BundleSource::Http(HttpRequest::bearer(
-            &self.server.url(&offer.download_url),
-            self.server.token(),
-        ));
+        // A chunked bundle is read by ranges from the first request: no streamed bytes to drop.
+        let mut request =
+            HttpRequest::bearer(&self.server.url(&offer.download_url), self.server.token());
+        if offer.chunked {
+            request = request.ranges_first();
+        }
+        let source = BundleSource::Http(request);
         let mut progress = Reporter {
             api: self.server.progress(),
             log: &self.log,

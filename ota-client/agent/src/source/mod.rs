@@ -58,6 +58,9 @@ pub struct HttpRequest {
     pub url: String,
     /// Extra request headers (name, value).
     pub headers: Vec<(String, String)>,
+    /// Ask by ranges from the first request: the server is known to answer them (the fleet server), so a
+    /// chunked bundle costs no streamed bytes that the range engine then drops.
+    pub ranges_first: bool,
 }
 
 impl HttpRequest {
@@ -66,7 +69,14 @@ impl HttpRequest {
         HttpRequest {
             url: url.to_string(),
             headers: vec![("authorization".into(), format!("Bearer {token}"))],
+            ranges_first: false,
         }
+    }
+
+    /// The same request, asked by ranges from the first request.
+    pub fn ranges_first(mut self) -> HttpRequest {
+        self.ranges_first = true;
+        self
     }
 }
 
@@ -196,6 +206,7 @@ mod tests {
         let bad = HttpRequest {
             url: "http://x/b".into(),
             headers: vec![("bad name".into(), "v".into())],
+            ranges_first: false,
         };
         let err = open(&BundleSource::Http(bad), &HttpConfig::default(), None)
             .err()

@@ -536,6 +536,7 @@ fn offer_of(r: &Robot, bundle: &[u8], version: &str) -> UpdateOffer {
         install_allowed: true,
         revert: false,
         require_confirmation: false,
+        chunked: false,
     }
 }
 

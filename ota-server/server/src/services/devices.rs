@@ -279,6 +279,7 @@ impl DeviceService {
                     ),
                     revert: r.record.aim.revert,
                     require_confirmation: r.record.aim.require_confirmation,
+                    chunked: r.bundle.images.iter().all(|i| i.payload == "chunked"),
                 });
                 break;
             }

@@ -78,23 +78,23 @@ pub fn switch_to_ranges(
     Ok(Some(ranged))
 }
 
-/// Opens a URL by ranges from the first request when the download journal says an interrupted write of a
-/// chunked bundle from this very URL can be continued (a bundle of unknown kind is streamed first, see
-/// [`switch_to_ranges`]). `None`: no such journal, the server does not answer ranges, or the bundle is not
-/// chunked after all.
-pub fn resume_url(
+/// Opens a URL by ranges from the first request when the request asks for it (the daemon, whose fleet server
+/// answers ranges) or the download journal says an interrupted write of a chunked bundle from this very URL can
+/// be continued (otherwise a bundle of unknown kind is streamed first, see [`switch_to_ranges`]). `None`: none of
+/// these, the server does not answer ranges, or the bundle is not chunked after all.
+pub fn open_url_by_ranges(
     source: &BundleSource,
     client: &Client,
     cancel: Option<Arc<AtomicBool>>,
     trust: &TrustRoot,
 ) -> Result<Option<Ranged>, ClientError> {
-    let (url, headers) = match source {
+    let (url, headers, first) = match source {
         BundleSource::File(_) => return Ok(None),
-        BundleSource::Url(url) => (url.as_str(), &[][..]),
-        BundleSource::Http(r) => (r.url.as_str(), r.headers.as_slice()),
+        BundleSource::Url(url) => (url.as_str(), &[][..], false),
+        BundleSource::Http(r) => (r.url.as_str(), r.headers.as_slice(), r.ranges_first),
     };
     let journal = journal::load(&client.journal_path());
-    if !resume::resumes_from(journal.as_ref(), url) {
+    if !first && !resume::resumes_from(journal.as_ref(), url) {
         return Ok(None);
     }
     let Some(ranges) = HttpRanges::open(url, headers, &client.config.http, cancel)? else {
