@@ -18,6 +18,11 @@ pub struct Args {
     /// Write and verify the standby slot but do not arm it (`ota-client activate` arms it later).
     #[arg(long, conflicts_with = "reboot")]
     stage_only: bool,
+    /// The URL names a chunked bundle: read it by byte ranges from the first request, fetching only what this
+    /// robot lacks (the daemon does this whenever the server's offer says the bundle is chunked). Without it
+    /// a URL is streamed until its head shows a chunked bundle, then read by ranges.
+    #[arg(long)]
+    chunked: bool,
 }
 
 /// A progress bar on a terminal, plain lines otherwise (journals, pipes).
@@ -71,7 +76,17 @@ pub fn run(config: Config, args: Args) -> anyhow::Result<()> {
         stage_only: args.stage_only,
         revert: false,
     };
-    let report = client.install(&BundleSource::parse(&args.bundle), &options, &mut display)?;
+    let source = match BundleSource::parse(&args.bundle) {
+        BundleSource::Url(url) if args.chunked => {
+            BundleSource::Http(ota_client::source::HttpRequest {
+                url,
+                headers: Vec::new(),
+                ranges_first: true,
+            })
+        }
+        other => other,
+    };
+    let report = client.install(&source, &options, &mut display)?;
     match report {
         InstallReport::TrialArmed {
             version,

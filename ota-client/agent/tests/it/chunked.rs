@@ -622,3 +622,55 @@ fn a_restarted_install_from_the_same_url_reads_by_ranges_from_its_first_request(
     assert_eq!(r.slot_bytes("rootfs", standby), rel.v2);
     assert!(!r.path("data/download.json").exists());
 }
+
+/// The daemon's path for a chunked offer: a robot on v1 asks by ranges from its first request (no streamed
+/// bytes to drop), and the server sends little more than the index and the deltas.
+#[test]
+fn a_chunked_offer_is_read_by_ranges_from_the_first_request_and_sends_only_what_is_missing() {
+    use ota_client::source::HttpRequest;
+    use ota_protocol::client::{ApiClient, ClientOptions};
+    use ota_testkit::proxy::Proxy;
+    use ota_testkit::server::{ServerHandle, ServerOptions};
+
+    let rel = releases();
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerHandle::start(&ServerOptions::new(
+        &dir.path().join("server"),
+        trust_root(&[release_key()], 1),
+    ))
+    .unwrap();
+    let admin = ApiClient::new(&ClientOptions::new(&server.base))
+        .unwrap()
+        .with_token(&server.admin_token);
+    let id = admin.publish_bytes(rel.b2.clone()).unwrap().bundle_id;
+    let proxy = Proxy::start(server.addr);
+    let source = BundleSource::Http(
+        HttpRequest::bearer(
+            &format!("{}/api/bundles/{id}/download", proxy.base),
+            &server.admin_token,
+        )
+        .ranges_first(),
+    );
+    let robot_dir = tempfile::tempdir().unwrap();
+    let r = robot_on_v1(robot_dir.path());
+    let standby = r.booted().other();
+    r.client()
+        .install(&source, &InstallOptions::default(), &mut NoProgress)
+        .unwrap();
+    let seen = proxy.seen();
+    let downloads: Vec<_> = seen
+        .iter()
+        .filter(|s| s.path.ends_with("/download"))
+        .collect();
+    assert!(
+        downloads.iter().all(|s| s.range.is_some()),
+        "a request streamed: {downloads:?}"
+    );
+    let sent = proxy.download_bytes();
+    assert!(
+        sent < rel.b2.len() as u64 / 4,
+        "the server sent {sent} of a {}-byte bundle",
+        rel.b2.len()
+    );
+    assert_eq!(r.slot_bytes("rootfs", standby), rel.v2);
+}
