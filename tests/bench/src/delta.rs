@@ -35,8 +35,8 @@ use crate::harness::{
 use crate::install::sha256_prefix;
 use crate::report::{table, Row, RowSpec};
 use setup::{
-    copy_dir, fill_noise, same_name, setup, Robot, Server, Tools, ADMIN_TOKEN, COMPATIBLE,
-    SLOT_CLASS,
+    copy_dir, fill_noise, ranged_bytes, same_name, setup, Robot, Server, Tools, ADMIN_TOKEN,
+    COMPATIBLE, SLOT_CLASS,
 };
 
 /// Peers' bytes on the wire for a robot on v1 installing v2, same pair, measured on this machine (MB = 10^6).
@@ -111,6 +111,7 @@ struct Report<'a> {
     runs: u32,
     sizes: &'a Sizes,
     wire_bytes: &'a [(String, Vec<u64>)],
+    ranged_bytes: &'a [(String, Vec<u64>)],
     memory: &'a [(String, Vec<crate::harness::MemoryPeak>)],
     rows: &'a [Row],
     verdicts: &'a [Verdict],
@@ -226,6 +227,9 @@ pub fn run(args: Args) -> Result<bool> {
 
     // --- setup: key, v1 chunked (untimed) ---
     let key = work.join("bench-key");
+    // A work directory given again: a new key (keygen never overwrites one).
+    remove_path(&key.with_extension("key"))?;
+    remove_path(&key.with_extension("pub"))?;
     setup(
         Command::new(&t.ota_bundle).arg("keygen").arg(&key),
         "ota-bundle keygen",
@@ -356,6 +360,7 @@ pub fn run(args: Args) -> Result<bool> {
     warm_page_cache(&zst)?;
     let mut wire: Vec<(String, Vec<u64>)> =
         cases.iter().map(|c| (c.name.clone(), Vec::new())).collect();
+    let mut asked = wire.clone();
     eprintln!("installs vs zstd -d, interleaved:");
     let n = cases.len();
     for round in 0..args.runs as usize {
@@ -374,13 +379,15 @@ pub fn run(args: Args) -> Result<bool> {
                 }
                 _ => {}
             }
-            let before = proxy.download_bytes();
+            let (before, seen_before) = (proxy.download_bytes(), proxy.seen().len());
             let s = cases[i].run_once(&work)?;
             let sent = proxy.download_bytes() - before;
+            let ranged = ranged_bytes(&proxy.seen()[seen_before..]);
             wire[i].1.push(sent);
+            asked[i].1.push(ranged);
             let mem = cases[i].memory.last().copied().unwrap_or_default();
             eprintln!(
-                "  round {}/{} {:<15} {:>8.3} s wall {:>7.2} s cpu {:>7.1} MiB RSS ({:.1} anon, {:.1} file) {:>9.2} MB from the server",
+                "  round {}/{} {:<15} {:>8.3} s wall {:>7.2} s cpu {:>7.1} MiB RSS ({:.1} anon, {:.1} file) {:>9.2} MB from the server ({:.2} MB asked for by ranges)",
                 round + 1,
                 args.runs,
                 cases[i].name,
@@ -389,7 +396,8 @@ pub fn run(args: Args) -> Result<bool> {
                 s.max_rss_kib as f64 / 1024.0,
                 mem.anon_kib as f64 / 1024.0,
                 mem.file_kib as f64 / 1024.0,
-                mb(sent)
+                mb(sent),
+                mb(ranged)
             );
         }
     }
@@ -422,10 +430,15 @@ pub fn run(args: Args) -> Result<bool> {
     ];
     let rows: Vec<Row> = specs.iter().map(|s| Row::new(s, v2_bytes)).collect();
     let find = |name: &str| rows.iter().find(|r| r.name == name).expect("row exists");
-    let wire_of = |name: &str| {
-        let w = &wire.iter().find(|(n, _)| n == name).expect("case exists").1;
+    let median_of = |table: &[(String, Vec<u64>)], name: &str| {
+        let w = &table
+            .iter()
+            .find(|(n, _)| n == name)
+            .expect("case exists")
+            .1;
         median(&w.iter().map(|&b| b as f64).collect::<Vec<_>>()) as u64
     };
+    let wire_of = |name: &str| median_of(&wire, name);
     let mem_of = |name: &str| {
         let c = all.iter().find(|c| c.name == name).expect("case exists");
         let anon = c.memory.iter().map(|m| m.anon_kib).max().unwrap_or(0);
@@ -442,8 +455,10 @@ pub fn run(args: Args) -> Result<bool> {
             format!("{:.2} MB", mb(delta_wire)),
             format!("<= {MAX_WIRE_MB} MB"),
             format!(
-                "zchunk {ZCHUNK_MB} MB, casync {CASYNC_MB} MB, full bundle {:.1} MB, this bundle whole {:.1} MB",
+                "zchunk {ZCHUNK_MB} MB, casync {CASYNC_MB} MB, full bundle {:.1} MB; of ours asked for by ranges \
+                 {:.2} MB (the rest: a streamed answer dropped for ranges); nothing to reuse {:.1} MB",
                 mb(sizes.v2_full_bundle),
+                mb(median_of(&asked, "install-delta")),
                 mb(wire_of("install-full"))
             ),
             mb(delta_wire) <= MAX_WIRE_MB,
@@ -527,6 +542,7 @@ pub fn run(args: Args) -> Result<bool> {
             runs: args.runs,
             sizes: &sizes,
             wire_bytes: &wire,
+            ranged_bytes: &asked,
             memory: &memory,
             rows: &rows,
             verdicts: &verdicts,

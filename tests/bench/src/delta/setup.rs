@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+use ota_testkit::proxy::Seen;
+
 use crate::harness::{remove_path, Case};
 
 pub const COMPATIBLE: &str = "ota-bench";
@@ -127,6 +129,9 @@ impl Robot {
             cmdline: dir.join("cmdline"),
             slots: [dir.join("slot-a.img"), dir.join("slot-b.img")],
         };
+        // A work directory given again: the robot starts without state.
+        remove_path(&robot.data_dir)?;
+        remove_path(&robot.state_file)?;
         for slot in &robot.slots {
             let f = OpenOptions::new()
                 .write(true)
@@ -240,6 +245,21 @@ pub fn fill_noise(path: &Path, len: u64) -> Result<()> {
     Ok(())
 }
 
+/// Bundle bytes the client asked for by ranges in `seen` (the `bytes=0-0` probe left out): what its plan reads,
+/// without what the server pushed into an answer the client dropped (a streamed request given up for ranges).
+pub fn ranged_bytes(seen: &[Seen]) -> u64 {
+    seen.iter()
+        .filter(|s| s.path.ends_with("/download"))
+        .filter_map(|s| s.range.as_deref())
+        .filter(|r| r.trim() != "bytes=0-0")
+        .flat_map(|r| r.trim().trim_start_matches("bytes=").split(','))
+        .filter_map(|r| {
+            let (a, b) = r.trim().split_once('-')?;
+            Some(b.parse::<u64>().ok()? + 1 - a.parse::<u64>().ok()?)
+        })
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use std::fs::File;
@@ -286,5 +306,24 @@ mod tests {
         assert_eq!(bytes.len(), 3 << 20);
         assert!(bytes[..1000].iter().filter(|&&b| b == 0).count() < 50);
         assert_eq!(&bytes[(3 << 20) - 5..], &[0; 5]);
+    }
+
+    #[test]
+    fn counts_the_bytes_of_ranges_asked_for() {
+        let seen = |path: &str, range: Option<&str>| Seen {
+            at: std::time::Instant::now(),
+            method: "GET".into(),
+            path: path.into(),
+            range: range.map(str::to_string),
+            fate: "forward",
+        };
+        let all = [
+            seen("/api/bundles/x/download", None),
+            seen("/api/bundles/x/download", Some("bytes=0-0")),
+            seen("/api/bundles/x/download", Some("bytes=0-99, 200-299")),
+            seen("/api/devices/poll", Some("bytes=0-99")),
+            seen("/api/bundles/x/download", Some("bytes=1000-1000")),
+        ];
+        assert_eq!(ranged_bytes(&all), 201);
     }
 }
