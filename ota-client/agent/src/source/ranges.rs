@@ -219,10 +219,14 @@ struct Metered<'a, R> {
     /// Set once the window delivered enough to count as progress.
     enough: &'a mut bool,
     cfg: &'a HttpConfig,
+    cancel: Option<&'a AtomicBool>,
 }
 
 impl<R: Read> Read for Metered<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(io::Error::other("download cancelled"));
+        }
         let n = self.inner.read(buf)?;
         *self.wire += n as u64;
         let (enough, slow) = self.window.account(n, self.cfg);
@@ -302,6 +306,7 @@ impl HttpRanges {
             window: &mut self.window,
             enough: &mut self.enough,
             cfg: &self.cfg,
+            cancel: self.cancel.as_deref(),
         }
     }
 
@@ -370,6 +375,9 @@ impl HttpRanges {
 
     /// Records a failed attempt; sleeps the backoff or gives up.
     fn failed(&mut self, why: String) -> Result<(), SourceError> {
+        if self.cancelled() {
+            return Err(SourceError::Cancelled);
+        }
         self.failures += 1;
         if self.failures > self.cfg.retries {
             return Err(SourceError::GaveUp {
@@ -399,6 +407,14 @@ impl HttpRanges {
         if let (Some(pinned), Some(now)) = (&self.validator.etag, &etag) {
             if pinned != now {
                 return Err(self.changed(format!("ETag {pinned} became {now}")));
+            }
+        }
+        if self.validator.etag.is_none() {
+            let now = header_str(&resp, header::LAST_MODIFIED);
+            if let (Some(pinned), Some(now)) = (&self.validator.last_modified, &now) {
+                if pinned != now {
+                    return Err(self.changed(format!("Last-Modified {pinned} became {now}")));
+                }
             }
         }
         let status = resp.status().as_u16();

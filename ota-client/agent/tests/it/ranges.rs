@@ -116,6 +116,8 @@ enum Lie {
     Ignored,
     /// Another ETag (the file changed).
     Changed,
+    /// No ETag, and another Last-Modified date (the file changed).
+    ChangedDate,
     /// The first data answer stops halfway through its body.
     DropOnce,
     /// No ranges at all (200 to the probe).
@@ -144,12 +146,17 @@ fn parse_range(value: &str) -> Vec<(u64, u64)> {
 
 /// The raw answer to a request for `asked` of `file`.
 fn answer(file: &[u8], asked: &[(u64, u64)], etag: &str, shift: u64) -> Vec<u8> {
+    // An ETag, or a date standing in for one.
+    let validator = match etag.strip_prefix("date:") {
+        Some(date) => format!("Last-Modified: {date}"),
+        None => format!("ETag: {etag}"),
+    };
     let total = file.len();
     let part = |o: u64, l: u64| &file[(o + shift) as usize..(o + shift + l) as usize];
     let cr = |o: u64, l: u64| format!("bytes {}-{}/{total}", o + shift, o + shift + l - 1);
     if let [(o, l)] = asked {
         let mut out = format!(
-            "HTTP/1.1 206 Partial Content\r\nContent-Length: {l}\r\nContent-Range: {}\r\nETag: {etag}\r\nConnection: close\r\n\r\n",
+            "HTTP/1.1 206 Partial Content\r\nContent-Length: {l}\r\nContent-Range: {}\r\n{validator}\r\nConnection: close\r\n\r\n",
             cr(*o, *l)
         )
         .into_bytes();
@@ -166,7 +173,7 @@ fn answer(file: &[u8], asked: &[(u64, u64)], etag: &str, shift: u64) -> Vec<u8> 
     }
     body.extend_from_slice(b"\r\n--XB--\r\n");
     let mut out = format!(
-        "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Type: multipart/byteranges; boundary=XB\r\nETag: {etag}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Type: multipart/byteranges; boundary=XB\r\n{validator}\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .into_bytes();
@@ -219,6 +226,12 @@ impl Scripted {
                         out
                     }
                     Lie::Changed if !probe => answer(&file, &asked, "\"v2\"", 0),
+                    Lie::ChangedDate if probe => {
+                        answer(&file, &asked, "date:Sat, 05 Dec 2026 10:00:00 GMT", 0)
+                    }
+                    Lie::ChangedDate => {
+                        answer(&file, &asked, "date:Sat, 05 Dec 2026 11:00:00 GMT", 0)
+                    }
                     Lie::Shifted if !probe => answer(&file, &asked, "\"v1\"", 1),
                     Lie::Reversed if !probe => {
                         asked.reverse();
@@ -279,6 +292,7 @@ fn a_server_that_lies_in_its_range_answer_is_caught_and_named() {
         (Lie::Shifted, "bytes 11-1010/100000"),
         (Lie::Ignored, "ignored the range request"),
         (Lie::Changed, "changed on the server"),
+        (Lie::ChangedDate, "Last-Modified"),
     ] {
         let (server, result) = read_scripted(lie);
         let err = result.expect_err(&format!("{lie:?} passed"));
@@ -338,6 +352,24 @@ fn a_trickling_server_is_given_up_on() {
     );
     assert!(err.to_string().contains("low-speed limit"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn a_cancelled_read_stops_at_once() {
+    let server = Scripted::start(noise(3, 100_000), Lie::Trickle);
+    let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut source = HttpRanges::open(&server.url, &[], &quick_http(), Some(cancel.clone()))
+        .unwrap()
+        .unwrap();
+    let flag = cancel.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let started = std::time::Instant::now();
+    let err = read_all(&mut source, &ranges_of_the_test()).unwrap_err();
+    assert!(matches!(err, SourceError::Cancelled), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(2));
 }
 
 #[test]
