@@ -236,6 +236,33 @@ fn packages_install_work_and_purge_without_a_trace() {
         "postinst created no /var/lib/ota"
     );
     run("systemd-analyze", &["verify", UNITS[0], UNITS[1], UNITS[2]]);
+    for (unit, lines) in [
+        (
+            UNITS[0],
+            &[
+                "Type=notify",
+                "WatchdogSec=",
+                "ExecStart=/usr/bin/ota-client daemon",
+            ][..],
+        ),
+        (
+            UNITS[2],
+            &[
+                "Type=notify",
+                "WatchdogSec=",
+                "User=ota-server",
+                "StateDirectory=ota-server",
+            ][..],
+        ),
+    ] {
+        let text = std::fs::read_to_string(unit).unwrap();
+        for line in lines {
+            assert!(
+                text.lines().any(|l| l.starts_with(line)),
+                "{unit} lacks {line}"
+            );
+        }
+    }
     for (unit, max) in MAX_EXPOSURE {
         let score = exposure(&format!("/lib/systemd/system/{unit}"));
         println!("systemd-analyze security {unit}: {score}");
