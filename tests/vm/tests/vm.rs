@@ -435,6 +435,15 @@ fn scenario_7_delta_install() -> Result<()> {
         b.rc("install delta") == Some(0),
         "install of the delta bundle failed",
     )?;
+    // The client's plan line: what it fetched from the bundle, and that it rebuilt the rest from slot B.
+    b.check(
+        b.log.lines().any(|l| {
+            l.contains(": fetching ")
+                && l.contains(" deltas)")
+                && l.contains("from the active slot")
+        }),
+        "the client did not plan the install from the active slot and the deltas",
+    )?;
     expect_env(&vm, "B", "A", "3")?;
     vm.expect_slot_content(img, "A", "next")?;
     vm.expect_slot_content(img, "B", "good")?;
