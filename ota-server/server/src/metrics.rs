@@ -138,7 +138,7 @@ pub fn render(m: &Metrics, gauges: &Gauges) -> String {
         o,
         "ota_downloads_total",
         counter,
-        "Bundle downloads started.",
+        "Bundle download requests answered (a range install makes several: probe, head, index, parts).",
         value(get(&m.downloads)),
     );
     family(

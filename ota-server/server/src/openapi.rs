@@ -138,7 +138,7 @@ fn operation(route: &RouteDoc) -> Value {
     if route.range {
         params.push(
             json!({"name": "Range", "in": "header", "required": false, "schema": {"type": "string"},
-            "description": "bytes=START-[END] to resume a download; answered with 206"}),
+            "description": "bytes=A-B[,C-D...]: one range (206 with Content-Range) or up to 64 (206 multipart/byteranges, parts in the order asked); resumed and delta downloads use it"}),
         );
     }
     if !params.is_empty() {

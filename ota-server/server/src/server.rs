@@ -220,6 +220,12 @@ pub async fn serve(
     };
     let result = match tls {
         None => {
+            // Small answers (a poll, a multi-range part) go out at once instead of waiting on Nagle and the
+            // client's delayed ACK (~7 ms per multi-range request without it).
+            use axum::serve::ListenerExt;
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             axum::serve(listener, app)
                 .with_graceful_shutdown(signal)
                 .await

@@ -71,6 +71,7 @@ impl TlsListener {
                     },
                     () = tx.closed() => return,
                 };
+                let _ = tcp.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
