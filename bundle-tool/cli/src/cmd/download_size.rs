@@ -31,9 +31,8 @@ pub struct Args {
 }
 
 /// Ranges the client asks for in one HTTP request.
-pub const RANGES_PER_REQUEST: u64 = 64;
-/// Neighbouring ranges at most this far apart are fetched as one, as the client does.
-pub const COALESCE_GAP: u64 = 4096;
+pub const RANGES_PER_REQUEST: u64 = ota_bundle_format::chunked::RANGES_PER_REQUEST as u64;
+pub use ota_bundle_format::chunked::COALESCE_GAP;
 
 /// One image's share of the download.
 #[derive(Debug, Serialize)]

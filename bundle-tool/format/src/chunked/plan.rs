@@ -7,6 +7,12 @@ use std::collections::HashMap;
 use super::index::{ChunkIndex, NO_BASE};
 use super::layout::{ImageSpans, Span};
 
+/// Ranges closer than this are fetched as one: the gap's bytes cost less than another multipart part's headers
+/// or another round trip. The client and `ota-bundle download-size` both plan with it.
+pub const COALESCE_GAP: u64 = 4096;
+/// At most this many ranges in one HTTP request (the server's multi-range limit).
+pub const RANGES_PER_REQUEST: usize = 64;
+
 /// Where one chunk of the new image comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChunkSource {

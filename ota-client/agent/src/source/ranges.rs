@@ -26,7 +26,7 @@ use crate::config::HttpConfig;
 use crate::random::random_u64;
 
 /// Most ranges asked in one request (the server refuses more; longer lists are split).
-pub const MAX_RANGES_PER_REQUEST: usize = 64;
+pub use ota_bundle_format::chunked::RANGES_PER_REQUEST as MAX_RANGES_PER_REQUEST;
 
 /// Bytes read from a local file per piece handed to the sink.
 const FILE_PIECE: usize = 1024 * 1024;

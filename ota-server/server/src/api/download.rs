@@ -23,7 +23,7 @@ use rand_core::{OsRng, RngCore};
 use crate::api::error::ApiError;
 
 /// Most ranges one request may ask for (a client with more splits them over several requests).
-pub const MAX_RANGES: usize = 64;
+pub use ota_bundle_format::chunked::RANGES_PER_REQUEST as MAX_RANGES;
 
 /// Bytes read from disk per body chunk: large enough that a full download runs at disk/loopback speed.
 const CHUNK: usize = 256 * 1024;

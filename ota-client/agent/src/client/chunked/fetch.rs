@@ -9,10 +9,9 @@ use crate::client::ClientError;
 use crate::source::ranges::RangeSource;
 use crate::source::SourceError;
 
-/// Ranges closer than this are fetched as one (the gap costs less than another part or round trip).
-pub const COALESCE_GAP: u64 = 4096;
-/// At most this many ranges per request (the server's multi-range limit).
-const MAX_RANGES: usize = 64;
+pub use ota_bundle_format::chunked::COALESCE_GAP;
+// At most this many ranges per request (the server's multi-range limit).
+use ota_bundle_format::chunked::RANGES_PER_REQUEST as MAX_RANGES;
 /// At most this many bytes per request (the fetch's share of the memory budget).
 const MAX_REQUEST: u64 = 4 << 20;
 
