@@ -10,6 +10,11 @@
 //! two zero blocks, then end of file                                  nothing may follow
 //! ```
 //!
+//! A `chunked` image (see [`chunked`]) has three entries instead of one: `index/<name>` (the chunk index, whose
+//! digest the manifest signs), `images/<name>` (independently compressed frames of content-defined chunks) and,
+//! when built against a base release, `delta/<name>` (chunks encoded against the base image). Robots that hold
+//! most of an image fetch only what they lack, by byte range ([`head`], [`chunked::layout`], [`chunked::plan`]).
+//!
 //! Because the manifest and its signatures come first, a reader authenticates the manifest before it has read a
 //! byte of payload, then checks each payload's exact compressed size, uncompressed size and SHA-256 while it
 //! streams. The reader accepts only this exact entry sequence: no links, no tar extensions, no extra, missing,
