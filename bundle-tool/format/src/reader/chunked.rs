@@ -19,7 +19,7 @@ use crate::error::BundleError;
 use crate::manifest::ImageEntry;
 
 /// Frames queued between the reading, decoding and writing threads of [`ChunkedPayload::copy_to`]: with frames
-/// of ~1.5 MiB (8 MiB at most) the pipeline holds a few MiB.
+/// of ~4 MiB (8 MiB at most) the pipeline holds a few MiB.
 const FRAMES_IN_FLIGHT: usize = 2;
 /// Piece size when hashing the delta entry.
 const DELTA_PIECE: usize = 1 << 20;

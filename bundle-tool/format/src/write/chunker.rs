@@ -15,12 +15,14 @@ const READ_BUFFER: usize = 4 << 20;
 /// Read buffers handed to the whole-image hasher ahead of it.
 const HASH_QUEUE: usize = 4;
 /// A frame ends after at most this many chunks.
-pub const FRAME_MAX_CHUNKS: u32 = 64;
+pub const FRAME_MAX_CHUNKS: u32 = 128;
 /// A frame ends once it holds at least this many bytes (so it never exceeds this plus one maximal chunk).
-pub const FRAME_TARGET_RAW: u64 = 4 << 20;
-/// A frame ends after a chunk whose digest's first byte has these bits clear (one chunk in 16 on average):
-/// frame ends then depend on content, so an insertion early in an image does not shift every later frame.
-const FRAME_END_MASK: u8 = 0x0f;
+pub const FRAME_TARGET_RAW: u64 = 6 << 20;
+/// A frame ends after a chunk whose digest's first byte has these bits clear (one chunk in 64 on average, ~4 MiB
+/// frames): frame ends then depend on content, so an insertion early in an image does not shift every later
+/// frame. Larger frames compress better (at level 19, 1.09x the single-stream payload on the 1 GiB pair, against
+/// 1.14x with one chunk in 16) at the cost of larger fetches for robots that are not on the delta base.
+const FRAME_END_MASK: u8 = 0x3f;
 
 /// Calls `on_chunk` with each FastCDC v2020 chunk of `input` (normalisation level 1), in order, and returns the
 /// number of bytes read. The cut points are those of fastcdc's `StreamCDC` with the same parameters: a cut only
@@ -253,13 +255,13 @@ mod tests {
                 open += 1;
                 raw += u64::from(*size);
                 if grouper.push(*size, &sha) {
-                    prop_assert!(first & 0x0f == 0 || open == FRAME_MAX_CHUNKS || raw >= FRAME_TARGET_RAW);
+                    prop_assert!(first & FRAME_END_MASK == 0 || open == FRAME_MAX_CHUNKS || raw >= FRAME_TARGET_RAW);
                     prop_assert!(raw < FRAME_TARGET_RAW + (256 << 10));
                     frames.push(open);
                     open = 0;
                     raw = 0;
                 } else {
-                    prop_assert!(first & 0x0f != 0 && open < FRAME_MAX_CHUNKS && raw < FRAME_TARGET_RAW);
+                    prop_assert!(first & FRAME_END_MASK != 0 && open < FRAME_MAX_CHUNKS && raw < FRAME_TARGET_RAW);
                 }
                 prop_assert_eq!(grouper.is_open(), open > 0);
             }

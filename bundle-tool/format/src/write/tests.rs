@@ -277,9 +277,10 @@ fn a_delta_costs_less_than_the_plain_frames_and_decodes_against_the_base() {
 #[test]
 fn new_content_unlike_the_base_is_left_to_its_frames() {
     let keys = [SecretKey::generate()];
-    let v1 = image(6, 4 << 20);
+    // Noise spanning several whole frames (~4 MiB each).
+    let v1 = image(6, 8 << 20);
     let mut x = 77u64;
-    let noise: Vec<u8> = (0..(6 << 20))
+    let noise: Vec<u8> = (0..(16 << 20))
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 7;
@@ -287,9 +288,9 @@ fn new_content_unlike_the_base_is_left_to_its_frames() {
             x as u8
         })
         .collect();
-    let mut v2 = v1[..2 << 20].to_vec();
+    let mut v2 = v1[..4 << 20].to_vec();
     v2.extend_from_slice(&noise);
-    v2.extend_from_slice(&v1[2 << 20..]);
+    v2.extend_from_slice(&v1[4 << 20..]);
     let (_, old) = chunked(&[("rootfs.ext4", "rootfs", &v1)], None, 2, &keys).unwrap();
     let (manifest, bundle) =
         chunked(&[("rootfs.ext4", "rootfs", &v2)], Some(&old), 2, &keys).unwrap();

@@ -79,10 +79,11 @@ fn run_estimate(old: &Path, new: &Path) -> Result<Estimate> {
 }
 
 pub(crate) fn versions() -> (Vec<u8>, Vec<u8>) {
-    let v1 = image(1, 3_000_000);
-    let mut v2 = v1[..1_000_000].to_vec();
+    // Several frames of ~4 MiB, so a robot off the base reuses the frames the insertion did not touch.
+    let v1 = image(1, 24_000_000);
+    let mut v2 = v1[..8_000_000].to_vec();
     v2.extend_from_slice(&image(2, 100_000));
-    v2.extend_from_slice(&v1[1_000_000..]);
+    v2.extend_from_slice(&v1[8_000_000..]);
     (v1, v2)
 }
 
