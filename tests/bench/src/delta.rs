@@ -326,26 +326,27 @@ pub fn run(args: Args) -> Result<bool> {
     fill_noise(&fresh.slots[0], slot_bytes)?;
     drop_page_cache(&fresh.slots[0])?;
 
+    // `--chunked`: ranges from the first request, as the daemon asks for a bundle its offer says is chunked.
     let mut cases = vec![
         on_v1.install_case(
             &t,
             "install-delta",
             "robot on v1: install v2 (delta bundle)",
-            &url(&ids[1]),
+            &["--chunked", &url(&ids[1])],
             &on_v1.slots[0],
         ),
         fresh.install_case(
             &t,
             "install-full",
             "nothing to reuse: install v2 (same bundle)",
-            &url(&ids[1]),
+            &["--chunked", &url(&ids[1])],
             &fresh.slots[1],
         ),
         fresh.install_case(
             &t,
             "install-legacy",
             "nothing to reuse: install v2 (--payload full)",
-            &url(&ids[2]),
+            &[&url(&ids[2])],
             &fresh.slots[1],
         ),
         Case::new(

@@ -187,12 +187,13 @@ impl Robot {
         t: &Tools,
         name: &str,
         label: &str,
-        url: &str,
+        install: &[&str],
         target: &Path,
     ) -> Case {
         Case::new(name, label, &t.ota_client)
             .args(["--config".as_ref(), self.config.as_os_str()])
-            .args(["install", url])
+            .args(["install"])
+            .args(install)
             .uncache_before(target)
             .watch_memory()
     }
