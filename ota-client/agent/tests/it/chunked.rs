@@ -21,8 +21,9 @@ use ota_keys::SecretKey;
 use ota_testkit::release::trust_root;
 use ota_testkit::robot::{image, noise, release_key, Backend, Robot, RobotSpec, COMPATIBLE};
 
-/// Image and slot size: 2 MiB, about 130 chunks of [`PARAMS`].
-const SIZE: usize = 2 << 20;
+/// Image and slot size: 24 MiB, several ~4 MiB frames of chunks of [`PARAMS`], so an edit near the middle leaves
+/// most frames unfetched.
+const SIZE: usize = 24 << 20;
 const PARAMS: ChunkParams = ChunkParams {
     min: 4 << 10,
     avg: 16 << 10,
