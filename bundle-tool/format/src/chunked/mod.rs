@@ -18,7 +18,10 @@ pub use index::{
     DEFAULT_PARAMS, HEADER_LEN, MAX_FRAME_RAW, MAX_INDEX, MAX_REF, NO_BASE,
 };
 pub use layout::{BundleLayout, ImageSpans, Span};
-pub use plan::{plan_fetch, ChunkSource, FetchPlan, Have, COALESCE_GAP, RANGES_PER_REQUEST};
+pub use plan::{
+    keep_scanning, plan_fetch, ChunkSource, FetchPlan, Have, COALESCE_GAP, RANGES_PER_REQUEST,
+    SCAN_PROBE,
+};
 
 #[cfg(test)]
 pub(crate) mod tests;

@@ -13,6 +13,16 @@ pub const COALESCE_GAP: u64 = 4096;
 /// At most this many ranges in one HTTP request (the server's multi-range limit).
 pub const RANGES_PER_REQUEST: usize = 64;
 
+/// How much of its active slot a robot off the delta base cuts before it decides the slot is worth cutting.
+pub const SCAN_PROBE: u64 = 64 << 20;
+
+/// Whether to go on cutting the active slot after `scanned` bytes: a slot whose first [`SCAN_PROBE`] bytes share
+/// no data (chunks that are not all zeros) with the new image is blank or unrelated, and cutting the rest would
+/// cost a robot with nothing to reuse a second pass over its slot.
+pub fn keep_scanning(scanned: u64, shares_data: bool) -> bool {
+    shares_data || scanned < SCAN_PROBE
+}
+
 /// Where one chunk of the new image comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChunkSource {

@@ -250,3 +250,13 @@ fn on_base_uses_deltas_and_hints_and_fetches_only_them() {
     assert_eq!(plan.deltas, vec![0]);
     assert_eq!(plan.wire_bytes, 900 + 100);
 }
+
+#[test]
+fn a_slot_is_cut_past_the_probe_only_when_it_shares_data() {
+    use crate::chunked::{keep_scanning, SCAN_PROBE};
+    assert!(keep_scanning(0, false));
+    assert!(keep_scanning(SCAN_PROBE - 1, false));
+    assert!(!keep_scanning(SCAN_PROBE, false));
+    assert!(keep_scanning(SCAN_PROBE, true));
+    assert!(keep_scanning(u64::MAX, true));
+}

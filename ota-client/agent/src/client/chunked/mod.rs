@@ -115,7 +115,8 @@ pub fn write_image(
                 "looking for reusable chunks in the active slot {}",
                 job.class
             ));
-            Some(scan::scan(path, len, index.params).map_err(|e| {
+            let wanted = index.chunks.iter().map(|c| c.sha256).collect();
+            Some(scan::scan(path, len, index.params, &wanted).map_err(|e| {
                 ClientError::ActiveSlotUnreadable {
                     class: job.class.to_string(),
                     detail: e.to_string(),
