@@ -94,6 +94,61 @@ pub(super) fn sleep_unless_cancelled(
     Ok(())
 }
 
+/// Failed attempts in a row without progress, and the wait the server last asked for: the retry policy both the
+/// streaming and the ranged reader follow (bounded attempts, backoff with jitter, never sooner than Retry-After,
+/// a cancel wins).
+#[derive(Debug, Default)]
+pub(super) struct Retries {
+    failures: u32,
+    retry_after: Option<Duration>,
+}
+
+impl Retries {
+    /// Real progress: the count of failures starts again.
+    pub(super) fn progressed(&mut self) {
+        self.failures = 0;
+    }
+
+    /// A 408/425/429/5xx answer: keeps its `Retry-After` for the next wait and says what failed.
+    pub(super) fn refused(&mut self, resp: &Response, status: u16) -> String {
+        self.retry_after = header_str(resp, header::RETRY_AFTER)
+            .as_deref()
+            .and_then(ota_protocol::device::parse_retry_after);
+        match self.retry_after {
+            Some(d) => format!("HTTP {status} (Retry-After: {} s)", d.as_secs()),
+            None => format!("HTTP {status}"),
+        }
+    }
+
+    /// Records a failed attempt at `url`; sleeps the backoff or gives up.
+    pub(super) fn failed(
+        &mut self,
+        url: &str,
+        cfg: &HttpConfig,
+        cancel: Option<&AtomicBool>,
+        why: String,
+    ) -> Result<(), SourceError> {
+        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(SourceError::Cancelled);
+        }
+        self.failures += 1;
+        if self.failures > cfg.retries {
+            return Err(SourceError::GaveUp {
+                url: url.to_string(),
+                attempts: self.failures,
+                last: why,
+            });
+        }
+        let delay = retry_wait(
+            self.failures,
+            cfg.retry_delay,
+            random_u64(),
+            self.retry_after.take(),
+        );
+        sleep_unless_cancelled(delay, cancel)
+    }
+}
+
 /// The low-speed check of one connection: a connection that averages fewer than
 /// [`HttpConfig::low_speed_limit`] bytes per second over [`HttpConfig::low_speed_time`] counts as failed, so
 /// a server trickling a byte just inside every read timeout cannot hold a robot for as long as it likes.
@@ -146,12 +201,10 @@ pub(super) struct HttpReader {
     pub(super) total: Option<u64>,
     validator: Validator,
     started: bool,
-    failures: u32,
+    retries: Retries,
     /// The current low-speed window.
     window: SpeedWindow,
     cancel: Option<Arc<AtomicBool>>,
-    /// The `Retry-After` of the last refused request, for the next wait.
-    retry_after: Option<Duration>,
     /// Where the kind of the error that ends the body is left for the installer.
     failure: ReadFailure,
 }
@@ -189,10 +242,9 @@ impl HttpReader {
             total: None,
             validator: Validator::default(),
             started: false,
-            failures: 0,
+            retries: Retries::default(),
             window: SpeedWindow::new(),
             cancel,
-            retry_after: None,
             failure,
         })
     }
@@ -217,16 +269,7 @@ impl HttpReader {
         let status = resp.status().as_u16();
         match classify(status) {
             StatusClass::Ok => {}
-            StatusClass::Retry => {
-                self.retry_after = header_str(&resp, header::RETRY_AFTER)
-                    .as_deref()
-                    .and_then(ota_protocol::device::parse_retry_after);
-                let why = match self.retry_after {
-                    Some(d) => format!("HTTP {status} (Retry-After: {} s)", d.as_secs()),
-                    None => format!("HTTP {status}"),
-                };
-                return Err(Attempt::Retry(why));
-            }
+            StatusClass::Retry => return Err(Attempt::Retry(self.retries.refused(&resp, status))),
             StatusClass::Permanent(hint) => {
                 return Err(Attempt::Fatal(SourceError::Permanent {
                     url: self.url.clone(),
@@ -260,21 +303,8 @@ impl HttpReader {
 
     /// Records a failure without progress; sleeps the backoff or gives up.
     fn failed(&mut self, why: String) -> Result<(), SourceError> {
-        self.failures += 1;
-        if self.failures > self.cfg.retries {
-            return Err(SourceError::GaveUp {
-                url: self.url.clone(),
-                attempts: self.failures,
-                last: why,
-            });
-        }
-        let delay = retry_wait(
-            self.failures,
-            self.cfg.retry_delay,
-            random_u64(),
-            self.retry_after.take(),
-        );
-        sleep_unless_cancelled(delay, self.cancel.as_deref())
+        self.retries
+            .failed(&self.url, &self.cfg, self.cancel.as_deref(), why)
     }
 
     pub(super) fn connect(&mut self) -> Result<(), SourceError> {
@@ -299,7 +329,7 @@ impl HttpReader {
     fn account(&mut self, n: usize) -> Option<String> {
         let (enough, slow) = self.window.account(n, &self.cfg);
         if enough {
-            self.failures = 0;
+            self.retries.progressed();
         }
         slow
     }

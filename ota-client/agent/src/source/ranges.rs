@@ -15,15 +15,11 @@ use reqwest::blocking::{Client, Response};
 use reqwest::header;
 
 use super::error::SourceError;
-use super::http::{
-    build_client, describe, header_map, header_str, sleep_unless_cancelled, SpeedWindow,
-};
+use super::http::{build_client, describe, header_map, header_str, Retries, SpeedWindow};
 pub use super::multipart::RangeSink;
 use super::multipart::{boundary, content_range, read_parts, read_single, BodyError};
 use super::resume::{classify, parse_content_range, StatusClass, Validator};
-use super::retry::retry_wait;
 use crate::config::HttpConfig;
-use crate::random::random_u64;
 
 /// Most ranges asked in one request (the server refuses more; longer lists are split).
 pub use ota_bundle_format::chunked::RANGES_PER_REQUEST as MAX_RANGES_PER_REQUEST;
@@ -192,12 +188,11 @@ pub struct HttpRanges {
     len: u64,
     validator: Validator,
     wire: u64,
-    /// Failed attempts in a row without progress.
-    failures: u32,
+    /// Failed attempts in a row without progress, and the server's last Retry-After.
+    retries: Retries,
     /// The low-speed window of the current connection, and whether it delivered enough to be progress.
     window: SpeedWindow,
     enough: bool,
-    retry_after: Option<std::time::Duration>,
 }
 
 /// Rough size of a response's status line and headers.
@@ -256,10 +251,9 @@ impl HttpRanges {
             len: 0,
             validator: Validator::default(),
             wire: 0,
-            failures: 0,
+            retries: Retries::default(),
             window: SpeedWindow::new(),
             enough: false,
-            retry_after: None,
         };
         loop {
             match source.probe() {
@@ -359,12 +353,7 @@ impl HttpRanges {
         let status = resp.status().as_u16();
         match classify(status) {
             StatusClass::Ok => Ok(resp),
-            StatusClass::Retry => {
-                self.retry_after = header_str(&resp, header::RETRY_AFTER)
-                    .as_deref()
-                    .and_then(ota_protocol::device::parse_retry_after);
-                Err(Attempt::Retry(format!("HTTP {status}")))
-            }
+            StatusClass::Retry => Err(Attempt::Retry(self.retries.refused(&resp, status))),
             StatusClass::Permanent(hint) => Err(Attempt::Fatal(SourceError::Permanent {
                 url: self.url.clone(),
                 status,
@@ -375,24 +364,8 @@ impl HttpRanges {
 
     /// Records a failed attempt; sleeps the backoff or gives up.
     fn failed(&mut self, why: String) -> Result<(), SourceError> {
-        if self.cancelled() {
-            return Err(SourceError::Cancelled);
-        }
-        self.failures += 1;
-        if self.failures > self.cfg.retries {
-            return Err(SourceError::GaveUp {
-                url: self.url.clone(),
-                attempts: self.failures,
-                last: why,
-            });
-        }
-        let delay = retry_wait(
-            self.failures,
-            self.cfg.retry_delay,
-            random_u64(),
-            self.retry_after.take(),
-        );
-        sleep_unless_cancelled(delay, self.cancel.as_deref())
+        self.retries
+            .failed(&self.url, &self.cfg, self.cancel.as_deref(), why)
     }
 
     /// One request for `asked` (range index, rest of the range); `done` counts the bytes delivered.
@@ -483,12 +456,12 @@ impl RangeSource for HttpRanges {
             }
             let before: u64 = done.iter().sum();
             match self.fetch(&asked, &mut done, sink) {
-                Ok(()) => self.failures = 0,
+                Ok(()) => self.retries.progressed(),
                 Err(Attempt::Fatal(e)) => return Err(e),
                 Err(Attempt::Retry(why)) => {
                     // Bytes delivered at a good pace are progress; a trickle is not.
                     if self.enough && done.iter().sum::<u64>() > before {
-                        self.failures = 0;
+                        self.retries.progressed();
                     }
                     self.failed(why)?;
                 }
