@@ -21,6 +21,8 @@ use ota_keys::SecretKey;
 use ota_testkit::release::trust_root;
 use ota_testkit::robot::{image, noise, release_key, Backend, Robot, RobotSpec, COMPATIBLE};
 
+use crate::common::served::Served;
+
 /// Image and slot size: 24 MiB, several ~4 MiB frames of chunks of [`PARAMS`], so an edit near the middle leaves
 /// most frames unfetched.
 const SIZE: usize = 24 << 20;
@@ -563,27 +565,9 @@ fn an_active_slot_changed_during_an_install_fails_it_with_nothing_armed() {
 /// URL, reads by ranges from its first request and fetches no frame again.
 #[test]
 fn a_restarted_install_from_the_same_url_reads_by_ranges_from_its_first_request() {
-    use ota_client::source::HttpRequest;
-    use ota_protocol::client::{ApiClient, ClientOptions};
-    use ota_testkit::proxy::Proxy;
-    use ota_testkit::server::{ServerHandle, ServerOptions};
-
     let rel = releases();
-    let dir = tempfile::tempdir().unwrap();
-    let server = ServerHandle::start(&ServerOptions::new(
-        &dir.path().join("server"),
-        trust_root(&[release_key()], 1),
-    ))
-    .unwrap();
-    let admin = ApiClient::new(&ClientOptions::new(&server.base))
-        .unwrap()
-        .with_token(&server.admin_token);
-    let id = admin.publish_bytes(rel.b2_plain.clone()).unwrap().bundle_id;
-    let proxy = Proxy::start(server.addr);
-    let source = BundleSource::Http(HttpRequest::bearer(
-        &format!("{}/api/bundles/{id}/download", proxy.base),
-        &server.admin_token,
-    ));
+    let served = Served::publish(&rel.b2_plain);
+    let (proxy, source) = (&served.proxy, served.source());
     let robot_dir = tempfile::tempdir().unwrap();
     let r = robot_on_v1(robot_dir.path());
     let standby = r.booted().other();
@@ -628,30 +612,10 @@ fn a_restarted_install_from_the_same_url_reads_by_ranges_from_its_first_request(
 /// bytes to drop), and the server sends little more than the index and the deltas.
 #[test]
 fn a_chunked_offer_is_read_by_ranges_from_the_first_request_and_sends_only_what_is_missing() {
-    use ota_client::source::HttpRequest;
-    use ota_protocol::client::{ApiClient, ClientOptions};
-    use ota_testkit::proxy::Proxy;
-    use ota_testkit::server::{ServerHandle, ServerOptions};
-
     let rel = releases();
-    let dir = tempfile::tempdir().unwrap();
-    let server = ServerHandle::start(&ServerOptions::new(
-        &dir.path().join("server"),
-        trust_root(&[release_key()], 1),
-    ))
-    .unwrap();
-    let admin = ApiClient::new(&ClientOptions::new(&server.base))
-        .unwrap()
-        .with_token(&server.admin_token);
-    let id = admin.publish_bytes(rel.b2.clone()).unwrap().bundle_id;
-    let proxy = Proxy::start(server.addr);
-    let source = BundleSource::Http(
-        HttpRequest::bearer(
-            &format!("{}/api/bundles/{id}/download", proxy.base),
-            &server.admin_token,
-        )
-        .ranges_first(),
-    );
+    let served = Served::publish(&rel.b2);
+    let proxy = &served.proxy;
+    let source = BundleSource::Http(served.request().ranges_first());
     let robot_dir = tempfile::tempdir().unwrap();
     let r = robot_on_v1(robot_dir.path());
     let standby = r.booted().other();

@@ -12,12 +12,12 @@ use std::sync::OnceLock;
 use ota_bundle_format::chunked::{ChunkParams, DEFAULT_PARAMS};
 use ota_bundle_format::write::BaseBundle;
 use ota_bundle_format::{build_chunked_bundle, BundleSpec, SeekableImage, UnverifiedBundle};
-use ota_client::source::HttpRequest;
 use ota_client::{BundleSource, InstallOptions, InstallReport, NoProgress, Progress, Slot};
 use ota_keys::SecretKey;
 use ota_testkit::robot::{image, noise, release_key, Backend, Robot, RobotSpec, COMPATIBLE};
 
 use super::common::cut::{self, Cut};
+use super::common::served::Served;
 
 /// Image and slot size of the many small cuts: 2 MiB, about 130 chunks of the small parameters.
 const SMALL: usize = 2 << 20;
@@ -390,32 +390,10 @@ fn cuts_at_random_points_of_a_delta_install_file_backend() {
 /// test kit's proxy, which records the ranges asked for.
 #[test]
 fn a_cut_past_a_journal_point_resumes_with_fewer_bytes() {
-    use ota_protocol::client::{ApiClient, ClientOptions};
-    use ota_testkit::proxy::Proxy;
-    use ota_testkit::release::trust_root;
-    use ota_testkit::server::{ServerHandle, ServerOptions};
-
     let rel = big();
-    let dir = tempfile::tempdir().unwrap();
-    let server = ServerHandle::start(&ServerOptions::new(
-        &dir.path().join("server"),
-        trust_root(&[release_key()], 1),
-    ))
-    .unwrap();
-    let admin = ApiClient::new(&ClientOptions::new(&server.base))
-        .unwrap()
-        .with_token(&server.admin_token);
-    let v2_id = admin
-        .publish_bytes(rel.v2.bundle.clone())
-        .unwrap()
-        .bundle_id;
-    let proxy = Proxy::start(server.addr);
-    let source = || {
-        BundleSource::Http(HttpRequest::bearer(
-            &format!("{}/api/bundles/{v2_id}/download", proxy.base),
-            &server.admin_token,
-        ))
-    };
+    let served = Served::publish(&rel.v2.bundle);
+    let proxy = &served.proxy;
+    let source = || served.source();
     let install = |r: &Robot, cut: &Cut| {
         let mut client = r.client();
         client.set_hooks(cut.hooks());
