@@ -3,23 +3,20 @@
 //! The engine is driven directly where the bytes a source handed out are counted, and through
 //! [`Client::install`] where the end result matters (nothing armed on an error).
 
-use std::io::{self, Cursor, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use ota_bundle_format::chunked::{ChunkParams, Span};
 use ota_bundle_format::head::{parse_head, HeadParse, VerifiedHead};
-use ota_bundle_format::write::BaseBundle;
-use ota_bundle_format::{build_chunked_bundle, BundleSpec, SeekableImage};
 use ota_client::client::chunked::{self, Host, ImageJob, ImageStats};
 use ota_client::slotio::{self, SlotWriter};
 use ota_client::source::ranges::{FileRanges, RangeSink, RangeSource};
 use ota_client::source::SourceError;
 use ota_client::{BundleSource, ClientError, Hooks, InstallOptions, NoProgress, Progress, Slot};
-use ota_keys::SecretKey;
 use ota_testkit::release::trust_root;
-use ota_testkit::robot::{image, noise, release_key, Backend, Robot, RobotSpec, COMPATIBLE};
+use ota_testkit::robot::{image, noise, release_key, Backend, Robot, RobotSpec};
 
 use crate::common::served::Served;
 
@@ -59,33 +56,7 @@ fn edited(prev: &[u8], seed: u64) -> Vec<u8> {
 }
 
 fn bundle(version: &str, rootfs: &[u8], base: Option<&[u8]>) -> Vec<u8> {
-    let spec = BundleSpec {
-        version: version.parse().unwrap(),
-        compatible: COMPATIBLE.into(),
-        created: 1_700_000_000,
-        description: String::new(),
-        security_floor: None,
-        level: 3,
-        workers: 1,
-    };
-    let images = vec![SeekableImage {
-        name: "rootfs.img".into(),
-        slot_class: "rootfs".into(),
-        reader: Box::new(Cursor::new(rootfs.to_vec())),
-    }];
-    let mut base = base.map(|b| BaseBundle::open(Cursor::new(b.to_vec())).unwrap());
-    let key = SecretKey::from_pem(&release_key().to_pem()).unwrap();
-    let (_, out) = build_chunked_bundle(
-        Cursor::new(Vec::new()),
-        &spec,
-        PARAMS,
-        images,
-        base.as_mut(),
-        &[key],
-        |_| {},
-    )
-    .unwrap();
-    out.into_inner()
+    crate::common::chunked_bundle(version, rootfs, base, PARAMS)
 }
 
 fn releases() -> &'static Releases {

@@ -10,12 +10,11 @@ use std::io::Cursor;
 use std::sync::OnceLock;
 
 use ota_bundle_format::chunked::{ChunkParams, DEFAULT_PARAMS};
-use ota_bundle_format::write::BaseBundle;
-use ota_bundle_format::{build_chunked_bundle, BundleSpec, SeekableImage, UnverifiedBundle};
+use ota_bundle_format::UnverifiedBundle;
 use ota_client::{BundleSource, InstallOptions, InstallReport, NoProgress, Progress, Slot};
-use ota_keys::SecretKey;
-use ota_testkit::robot::{image, noise, release_key, Backend, Robot, RobotSpec, COMPATIBLE};
+use ota_testkit::robot::{image, noise, Backend, Robot, RobotSpec};
 
+use super::common::chunked_bundle;
 use super::common::cut::{self, Cut};
 use super::common::served::Served;
 
@@ -60,42 +59,6 @@ fn next_release(prev: &[u8], seed: u64) -> Vec<u8> {
     out.splice(insert_at..insert_at, inserted);
     out.truncate(len);
     out
-}
-
-/// A chunked bundle of `version` with `rootfs` (against `base`'s image when given), signed by the release key.
-fn chunked_bundle(
-    version: &str,
-    rootfs: &[u8],
-    base: Option<&[u8]>,
-    params: ChunkParams,
-) -> Vec<u8> {
-    let spec = BundleSpec {
-        version: version.parse().unwrap(),
-        compatible: COMPATIBLE.into(),
-        created: 1_700_000_000,
-        description: String::new(),
-        security_floor: None,
-        level: 3,
-        workers: 1,
-    };
-    let images = vec![SeekableImage {
-        name: "rootfs.img".into(),
-        slot_class: "rootfs".into(),
-        reader: Box::new(Cursor::new(rootfs.to_vec())),
-    }];
-    let mut base = base.map(|b| BaseBundle::open(Cursor::new(b.to_vec())).expect("a base bundle"));
-    let key = SecretKey::from_pem(&release_key().to_pem()).unwrap();
-    let (_, out) = build_chunked_bundle(
-        Cursor::new(Vec::new()),
-        &spec,
-        params,
-        images,
-        base.as_mut(),
-        &[key],
-        |_| {},
-    )
-    .expect("the bundle builds");
-    out.into_inner()
 }
 
 fn releases(size: usize, params: ChunkParams) -> Releases {
