@@ -32,6 +32,8 @@ packages=(
   tar
   ca-certificates
   binutils man-db systemd  # packaging test: strip, man, systemd-analyze (dpkg is always there)
+  postgresql         # initdb, postgres: throwaway clusters for the PostgreSQL store tests (ota_testkit::postgres)
+  haproxy            # ota-server replicas test: the load balancer in front of three replicas
 )
 # Extra groups, opt-in by argument: "browser" (dashboard test), "vm" (QEMU full-system tests).
 for group in "$@"; do

@@ -11,12 +11,14 @@
 //! * [`release`]: release keys and trust roots.
 //! * [`fleet`]: robots running the real daemon in threads against a server, their logs, and waits on rollouts.
 //! * [`proxy`]: a fault-injecting HTTP proxy between robots and a server.
+//! * [`postgres`]: a throwaway PostgreSQL cluster per test process, a fresh database per call.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 #[cfg(feature = "fleet")]
 pub mod fleet;
+pub mod postgres;
 #[cfg(feature = "fleet")]
 pub mod proxy;
 #[cfg(feature = "fleet")]
