@@ -11,10 +11,12 @@ use crate::device::{ReportStatus, Telemetry};
 
 /// Answer to a bundle upload (`POST /api/bundles`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PublishResponse {
     /// SHA-256 of the bundle file.
     pub bundle_id: String,
     /// Version the bundle installs.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub version: semver::Version,
     /// The bundle's `compatible`.
     pub compatible: String,
@@ -28,6 +30,7 @@ pub struct PublishResponse {
 
 /// One image of a published bundle.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ImageInfo {
     /// Image name.
     pub name: String,
@@ -49,10 +52,12 @@ fn full_payload() -> String {
 
 /// A published bundle.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BundleInfo {
     /// SHA-256 of the bundle file.
     pub bundle_id: String,
     /// Version.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub version: semver::Version,
     /// Product / hardware string.
     pub compatible: String,
@@ -70,12 +75,14 @@ pub struct BundleInfo {
 
 /// The latest report of a device.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LastStatus {
     /// Status.
     pub status: ReportStatus,
     /// Rollout it was about.
     pub rollout_id: Option<u64>,
     /// Version it was about.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub version: Option<semver::Version>,
     /// When it was received.
     pub at: u64,
@@ -87,6 +94,7 @@ pub struct LastStatus {
 
 /// A device in the inventory.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeviceInfo {
     /// Device id.
     pub device_id: String,
@@ -95,6 +103,7 @@ pub struct DeviceInfo {
     /// Tags.
     pub tags: BTreeMap<String, String>,
     /// Running version.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub current_version: Option<semver::Version>,
     /// Booted slot.
     pub booted_slot: Option<String>,
@@ -119,17 +128,20 @@ pub struct DeviceInfo {
     pub waiting: Option<Waiting>,
     /// Its committed security floor.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub security_floor: Option<semver::Version>,
 }
 
 /// A stored status report.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReportRecord {
     /// The device's report id.
     pub report_id: String,
     /// Rollout.
     pub rollout_id: Option<u64>,
     /// Version.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub version: Option<semver::Version>,
     /// Manifest digest.
     pub manifest_digest: Option<String>,
@@ -149,6 +161,7 @@ pub struct ReportRecord {
 
 /// `GET /api/devices/{id}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeviceDetail {
     /// The device.
     pub device: DeviceInfo,
@@ -158,6 +171,7 @@ pub struct DeviceDetail {
 
 /// `POST /api/rollouts`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateRolloutRequest {
     /// The bundle to roll out.
@@ -202,6 +216,7 @@ pub struct CreateRolloutRequest {
 
 /// Life of a rollout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RolloutState {
     /// Offering to the current stage.
@@ -241,6 +256,7 @@ impl RolloutState {
 
 /// Per-rollout device counts.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RolloutCounts {
     /// Devices in the target set.
     pub targeted: u64,
@@ -266,6 +282,7 @@ pub struct RolloutCounts {
 
 /// A rollout.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RolloutInfo {
     /// Id.
     pub rollout_id: u64,
@@ -274,6 +291,7 @@ pub struct RolloutInfo {
     /// Bundle.
     pub bundle_id: String,
     /// Version of the bundle.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub version: semver::Version,
     /// `compatible` of the bundle.
     pub compatible: String,
@@ -331,6 +349,7 @@ pub struct RolloutInfo {
 
 /// Status of one device within a rollout.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RolloutDevice {
     /// Device id.
     pub device_id: String,
@@ -350,6 +369,7 @@ pub struct RolloutDevice {
 
 /// `GET /api/rollouts/{id}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RolloutDetail {
     /// The rollout.
     pub rollout: RolloutInfo,
@@ -359,6 +379,7 @@ pub struct RolloutDetail {
 
 /// Data of a `report` event.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReportEvent {
     /// Reporting device.
     pub device_id: String,
@@ -368,6 +389,7 @@ pub struct ReportEvent {
 
 /// Data of a `device_deleted` event.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeviceDeletedEvent {
     /// The forgotten device.
     pub device_id: String,

@@ -19,6 +19,7 @@ pub const MAX_LOG_TAIL: usize = 64 * 1024;
 
 /// Enrollment request (`POST /api/devices/enroll`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
     /// The fleet enrollment secret.
@@ -37,6 +38,7 @@ pub struct EnrollRequest {
 
 /// Enrollment answer. The token is shown only here; the server stores a hash.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EnrollResponse {
     /// The enrolled device id.
     pub device_id: String,
@@ -50,6 +52,7 @@ pub struct EnrollResponse {
 
 /// A robot's position (its own map frame or WGS84, as `frame` says).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Position {
     /// X (metres) or longitude.
     pub x: f64,
@@ -65,6 +68,7 @@ pub struct Position {
 
 /// Telemetry sent with each poll. Every field is optional.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Telemetry {
     /// Battery charge, 0-100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -97,12 +101,14 @@ pub struct Telemetry {
 
 /// Poll request (`POST /api/device/poll`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PollRequest {
     /// Product / hardware string.
     pub compatible: String,
     /// Version of the running system; `None` when unknown.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub current_version: Option<semver::Version>,
     /// Slot the system booted from, e.g. `A`.
     #[serde(default)]
@@ -122,17 +128,20 @@ pub struct PollRequest {
     pub staged: Option<String>,
     /// The lowest version this robot will ever run again (its committed security floor).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub security_floor: Option<semver::Version>,
 }
 
 /// An update the server offers a device.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UpdateOffer {
     /// The rollout this offer belongs to; quote it in every report.
     pub rollout_id: u64,
     /// SHA-256 of the bundle file.
     pub bundle_id: String,
     /// Version the bundle installs.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub version: semver::Version,
     /// The bundle's `compatible`.
     pub compatible: String,
@@ -170,6 +179,7 @@ fn is_false(b: &bool) -> bool {
 
 /// Poll answer: when to poll next and, maybe, an update.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PollResponse {
     /// Base delay before the next poll.
     pub poll_interval_secs: u32,
@@ -191,6 +201,7 @@ impl PollResponse {
 
 /// Stages of installing an update, as reported by the device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ReportStatus {
     /// Downloading the bundle.
@@ -256,6 +267,7 @@ impl ReportStatus {
 
 /// Status report (`POST /api/device/report`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReportRequest {
     /// Unique per report; reuse it when retrying the same report (1-128 characters).
@@ -265,6 +277,7 @@ pub struct ReportRequest {
     pub rollout_id: Option<u64>,
     /// Version being installed.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub version: Option<semver::Version>,
     /// Manifest digest of the bundle being installed.
     #[serde(default)]
@@ -317,6 +330,7 @@ impl ReportRequest {
 
 /// Report answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReportResponse {
     /// The report is stored.
     pub accepted: bool,

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 /// `compatible` always has to match too. Evaluated continuously: a device that matches later (newly enrolled,
 /// relabelled, updated to a version in range) joins the rollout's next stage.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TargetFilter {
     /// The device must carry every one of these tags (its reported facts merged with the operator's labels).
@@ -22,11 +23,13 @@ pub struct TargetFilter {
     pub group: Option<String>,
     /// The device's running version must satisfy this requirement (e.g. `>=2.0, <2.4`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub versions: Option<semver::VersionReq>,
 }
 
 /// Day of the week, Monday first (ISO 8601).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 #[allow(missing_docs)]
 pub enum Weekday {
@@ -42,6 +45,7 @@ pub enum Weekday {
 /// A recurring maintenance window in local time: on each of `days`, from `start` to `end` (`"HH:MM"`). An `end`
 /// at or before `start` runs past midnight into the next day (the window belongs to the day it starts on).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Window {
     /// Days the window opens on; empty means every day.
@@ -56,6 +60,7 @@ pub struct Window {
 /// When installs may happen: a list of windows in an IANA time zone (e.g. `Europe/Berlin`). No windows means
 /// any time.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
     /// Windows; empty: any time.
@@ -68,6 +73,7 @@ pub struct Schedule {
 
 /// The statistic a guard computes over a set of robots' recent values of a metric.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum GuardStat {
     /// 95th percentile.
@@ -86,6 +92,7 @@ pub enum GuardStat {
 /// updated robots (and, for the comparison, as many not-yet-updated ones) have reported the metric, the rule
 /// is not evaluated.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GuardRule {
     /// Metric name.
@@ -110,6 +117,7 @@ fn one() -> u32 {
 
 /// A guard that fired: which rule, the values compared and the updated robots that were worst.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GuardBreach {
     /// The rule, as configured.
     pub rule: GuardRule,
@@ -125,6 +133,7 @@ pub struct GuardBreach {
 
 /// Stage rules of a rollout.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct StageRules {
     /// Time a stage must have been complete (and healthy) before the next starts.
@@ -138,6 +147,7 @@ pub struct StageRules {
 
 /// Why a robot holds back an offered update, as it reports in its polls.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Waiting {
     /// The step it waits before.
@@ -151,6 +161,7 @@ pub struct Waiting {
 
 /// The steps a robot gates separately.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum WaitPhase {
     /// Before downloading.
@@ -184,6 +195,7 @@ impl std::fmt::Display for WaitPhase {
 /// `PUT /api/devices/{id}/labels`: the operator's tags and group of a device. Operator tags override the
 /// device's reported facts of the same name.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DeviceLabels {
     /// Operator tags.
@@ -196,6 +208,7 @@ pub struct DeviceLabels {
 
 /// `PUT /api/groups/{name}`: settings shared by a group's devices.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GroupSettings {
     /// When the group's robots may install, unless a rollout sets its own schedule.
@@ -205,6 +218,7 @@ pub struct GroupSettings {
 
 /// A group as listed by `GET /api/groups`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GroupInfo {
     /// Name.
     pub name: String,
@@ -216,6 +230,7 @@ pub struct GroupInfo {
 
 /// One downsampled point of a metric's history.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HistoryPoint {
     /// Start of the bucket (Unix seconds).
     pub at: u64,
@@ -232,6 +247,7 @@ pub struct HistoryPoint {
 /// `GET /api/devices/{id}/history?metric=NAME[&since=UNIX]`: a metric's history, oldest first, with the
 /// device's update events for marking on a time axis.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MetricHistory {
     /// Device.
     pub device_id: String,
