@@ -218,7 +218,8 @@ impl Cluster {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
-            .is_none_or(|k| k.is_finished())
+            .map(|k| k.is_finished())
+            .unwrap_or(true)
     }
 
     /// The server's log so far.
