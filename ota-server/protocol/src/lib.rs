@@ -15,6 +15,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod defaults;
 pub mod device;
 pub mod fleet;
 

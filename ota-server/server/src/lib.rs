@@ -32,6 +32,7 @@ pub mod rollout;
 pub mod schedule;
 pub mod server;
 pub mod services;
+pub mod settings;
 pub mod state;
 pub mod store;
 pub mod tls;

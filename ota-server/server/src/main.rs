@@ -2,18 +2,22 @@
 
 #![forbid(unsafe_code)]
 
+use std::ffi::OsString;
+use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
-use clap::{Args, Parser, Subcommand};
+use anyhow::Context;
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use ota_protocol::admin::CreateRolloutRequest;
 use ota_protocol::client::ApiClient;
+use ota_protocol::defaults;
 use ota_protocol::fleet::{DeviceLabels, GroupSettings};
 use ota_server::cli;
 use ota_server::server::{self, Settings};
+use ota_server::settings;
 
 /// Polls are small allocations on many threads; glibc malloc took 14 % of the server's CPU under load.
 #[global_allocator]
@@ -42,24 +46,36 @@ enum Command {
     Groups(GroupsCommand),
 }
 
+/// `serve`'s flags. Each is also a key of the config file (`settings::file`), so a new flag needs nothing more
+/// than its line here and in docs/server-config.md (a test compares the two).
 #[derive(Args)]
 struct ServeArgs {
+    /// TOML config file; its keys are these flags without the `--` (default: /etc/ota-server/config.toml if it
+    /// exists). Command line > environment > file > default.
+    #[arg(long, env = "OTA_SERVER_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(long, default_value = defaults::DEFAULT_LISTEN)]
     listen: SocketAddr,
     /// Directory for the database, bundle store and generated secrets.
     #[arg(long, default_value = "./ota-data")]
     data_dir: PathBuf,
-    /// Trust root uploads are checked against (trust JSON or a single release .pub). Default: DATA_DIR/trust.json
-    /// or DATA_DIR/trust.pub.
-    #[arg(long)]
-    trust: Option<PathBuf>,
+    /// Trust root uploads are checked against (trust JSON or a single release .pub). Kept in the data directory
+    /// on first start; later only the same root or a successor signed by the kept one replaces it.
+    #[arg(long, alias = "trust", value_name = "FILE")]
+    trust_root: Option<PathBuf>,
     /// Admin token (default: DATA_DIR/admin-token, generated on first start).
-    #[arg(long, env = "OTA_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(long, env = defaults::ADMIN_TOKEN_ENV, hide_env_values = true)]
     admin_token: Option<String>,
+    /// File holding the admin token (instead of --admin-token, so no config file needs to hold it).
+    #[arg(long, conflicts_with = "admin_token", value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
     /// Fleet enrollment secret (default: DATA_DIR/enrollment-secret, generated on first start).
-    #[arg(long, env = "OTA_ENROLLMENT_SECRET", hide_env_values = true)]
+    #[arg(long, env = defaults::ENROLLMENT_SECRET_ENV, hide_env_values = true)]
     enrollment_secret: Option<String>,
+    /// File holding the fleet enrollment secret (instead of --enrollment-secret).
+    #[arg(long, conflicts_with = "enrollment_secret", value_name = "FILE")]
+    enrollment_secret_file: Option<PathBuf>,
     /// TLS certificate chain (PEM); serve HTTPS. Needs --tls-key.
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -95,14 +111,17 @@ struct ServeArgs {
 #[derive(Args, Clone)]
 struct RemoteArgs {
     /// Server base URL.
-    #[arg(long, env = "OTA_SERVER_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(long, env = defaults::SERVER_URL_ENV, default_value = defaults::DEFAULT_SERVER_URL)]
     server: String,
     /// Admin token.
-    #[arg(long, env = "OTA_SERVER_TOKEN", hide_env_values = true)]
+    #[arg(long, env = defaults::ADMIN_TOKEN_ENV, hide_env_values = true)]
     token: String,
     /// PEM CA certificate to trust for an HTTPS server with a private CA.
     #[arg(long)]
     ca_file: Option<PathBuf>,
+    /// Print the API's JSON answer instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -251,20 +270,54 @@ fn remote(args: &RemoteArgs) -> anyhow::Result<ApiClient> {
     cli::connect(&args.server, &args.token, args.ca_file.as_deref())
 }
 
-fn find_trust(args: &ServeArgs) -> anyhow::Result<PathBuf> {
-    if let Some(path) = &args.trust {
-        return Ok(path.clone());
-    }
-    for name in ["trust.json", "trust.pub"] {
-        let path = args.data_dir.join(name);
-        if path.exists() {
-            return Ok(path);
+/// A secret given directly or as a file (its content without the final newline); `None`: neither.
+fn secret(
+    value: Option<String>,
+    file: Option<&Path>,
+    what: &str,
+) -> anyhow::Result<Option<String>> {
+    match (value, file) {
+        (Some(v), _) => Ok(Some(v)),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the {what} file {}", path.display()))?;
+            Ok(Some(text.trim_end_matches(['\n', '\r']).to_string()))
         }
+        (None, None) => Ok(None),
     }
-    bail!(
-        "no trust root: pass --trust PATH (a trust root JSON or a release .pub key) or put one at {}",
-        args.data_dir.join("trust.json").display()
-    )
+}
+
+/// The program with the config file's keys put in front of `serve`'s command-line arguments; unchanged when
+/// there is no config file (none given and none at the default path).
+fn with_config_file(program: Program) -> anyhow::Result<Program> {
+    let Command::Serve(args) = &program.command else {
+        return Ok(program);
+    };
+    let (path, required) = match &args.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(settings::file::DEFAULT_CONFIG_PATH), false),
+    };
+    let Some(text) = settings::file::read(&path, required)? else {
+        return Ok(program);
+    };
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let mut definition = Program::command();
+    definition.build();
+    let matches = definition.clone().try_get_matches_from(&argv)?;
+    let (serve_definition, serve_matches) = definition
+        .find_subcommand("serve")
+        .zip(matches.subcommand_matches("serve"))
+        .context("`serve` expected")?;
+    let extra = settings::file::file_args(serve_definition, &text, &path, |id| {
+        settings::file::set_by_user(serve_matches, id)
+    })?;
+    let at = argv
+        .iter()
+        .position(|a| a == "serve")
+        .context("`serve` expected")?
+        + 1;
+    let full = argv[..at].iter().chain(&extra).chain(&argv[at..]).cloned();
+    Ok(Program::try_parse_from(full)?)
 }
 
 async fn shutdown_signal() {
@@ -290,12 +343,27 @@ async fn shutdown_signal() {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let trust_path = find_trust(&args)?;
-    let trust = ota_keys::load_trust_root(&trust_path)
-        .with_context(|| format!("cannot load the trust root {}", trust_path.display()))?;
+    std::fs::create_dir_all(&args.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            args.data_dir.display()
+        )
+    })?;
+    let (trust, changed) = settings::trust::keep(&args.data_dir, args.trust_root.as_deref())?;
+    if let Some(line) = changed {
+        tracing::info!("{line}");
+    }
     let mut settings = Settings::new(args.data_dir.clone(), trust);
-    settings.admin_token = args.admin_token.clone();
-    settings.enrollment_secret = args.enrollment_secret.clone();
+    settings.admin_token = secret(
+        args.admin_token.clone(),
+        args.admin_token_file.as_deref(),
+        "admin token",
+    )?;
+    settings.enrollment_secret = secret(
+        args.enrollment_secret.clone(),
+        args.enrollment_secret_file.as_deref(),
+        "enrollment secret",
+    )?;
     let c = &mut settings.config;
     c.max_upload_bytes = args.max_upload_bytes;
     c.allowed_compatible = args.allowed_compatible.clone();
@@ -328,8 +396,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     })
 }
 
-fn print_json_or<T: serde::Serialize>(value: &T, lines: impl FnOnce(&T)) {
-    if std::env::var_os("OTA_JSON").is_some() {
+/// `value` as the API's JSON with `--json`, else as text lines.
+fn print_json_or<T: serde::Serialize>(json: bool, value: &T, lines: impl FnOnce(&T)) {
+    if json {
         println!(
             "{}",
             serde_json::to_string_pretty(value).unwrap_or_default()
@@ -340,8 +409,13 @@ fn print_json_or<T: serde::Serialize>(value: &T, lines: impl FnOnce(&T)) {
 }
 
 /// A list as JSON, or one formatted line per item (`none` when it is empty).
-fn print_list<T: serde::Serialize>(items: &[T], none: &str, line: impl Fn(&T) -> String) {
-    print_json_or(&items, |items| {
+fn print_list<T: serde::Serialize>(
+    json: bool,
+    items: &[T],
+    none: &str,
+    line: impl Fn(&T) -> String,
+) {
+    print_json_or(json, &items, |items| {
         if items.is_empty() {
             println!("{none}");
         }
@@ -360,7 +434,9 @@ fn create(
 ) -> anyhow::Result<()> {
     aim.apply(&mut request)?;
     let info = remote(r)?.create_rollout(&request)?;
-    print_json_or(&info, |i| println!("{what}\n{}", cli::format_rollout(i)));
+    print_json_or(r.json, &info, |i| {
+        println!("{what}\n{}", cli::format_rollout(i))
+    });
     Ok(())
 }
 
@@ -383,12 +459,12 @@ fn run(program: Program) -> anyhow::Result<()> {
             }
             RolloutCommand::List { remote: r } => {
                 let list = remote(&r)?.rollouts()?;
-                print_list(&list, "no rollouts", cli::format_rollout);
+                print_list(r.json, &list, "no rollouts", cli::format_rollout);
                 Ok(())
             }
             RolloutCommand::Show { remote: r, id } => {
                 let detail = remote(&r)?.rollout(id)?;
-                print_json_or(&detail, |d| {
+                print_json_or(r.json, &detail, |d| {
                     println!("{}", cli::format_rollout(&d.rollout));
                     for m in &d.devices {
                         let mut line = format!("  {:>5}  {:<24} {}", m.rank, m.device_id, m.status);
@@ -428,7 +504,7 @@ fn run(program: Program) -> anyhow::Result<()> {
         Command::Devices(cmd) => match cmd {
             DevicesCommand::List { remote: r } => {
                 let list = remote(&r)?.devices()?;
-                print_list(&list, "no devices enrolled", cli::format_device);
+                print_list(r.json, &list, "no devices enrolled", cli::format_device);
                 Ok(())
             }
             DevicesCommand::History {
@@ -438,7 +514,7 @@ fn run(program: Program) -> anyhow::Result<()> {
                 since,
             } => {
                 let history = remote(&r)?.history(&id, &metric, since)?;
-                print_json_or(&history, |h| {
+                print_json_or(r.json, &history, |h| {
                     if h.points.is_empty() {
                         println!("no {} samples from {}", h.metric, h.device_id);
                     }
@@ -450,7 +526,7 @@ fn run(program: Program) -> anyhow::Result<()> {
             }
             DevicesCommand::Show { remote: r, id } => {
                 let detail = remote(&r)?.device(&id)?;
-                print_json_or(&detail, |d| {
+                print_json_or(r.json, &detail, |d| {
                     println!("{}", cli::format_device(&d.device));
                     for rep in &d.reports {
                         println!(
@@ -475,14 +551,14 @@ fn run(program: Program) -> anyhow::Result<()> {
                     group,
                 };
                 let info = remote(&r)?.set_labels(&id, &labels)?;
-                print_json_or(&info, |d| println!("{}", cli::format_device(d)));
+                print_json_or(r.json, &info, |d| println!("{}", cli::format_device(d)));
                 Ok(())
             }
         },
         Command::Groups(cmd) => match cmd {
             GroupsCommand::List { remote: r } => {
                 let list = remote(&r)?.groups()?;
-                print_list(&list, "no groups", cli::format_group);
+                print_list(r.json, &list, "no groups", cli::format_group);
                 Ok(())
             }
             GroupsCommand::Set {
@@ -496,7 +572,7 @@ fn run(program: Program) -> anyhow::Result<()> {
                         .unwrap_or_default(),
                 };
                 let info = remote(&r)?.put_group(&name, &settings)?;
-                print_json_or(&info, |g| println!("{}", cli::format_group(g)));
+                print_json_or(r.json, &info, |g| println!("{}", cli::format_group(g)));
                 Ok(())
             }
         },
@@ -505,7 +581,7 @@ fn run(program: Program) -> anyhow::Result<()> {
 
 fn action(r: &RemoteArgs, id: u64, verb: &str) -> anyhow::Result<()> {
     let info = remote(r)?.rollout_action(id, verb)?;
-    print_json_or(&info, |i| println!("{}", cli::format_rollout(i)));
+    print_json_or(r.json, &info, |i| println!("{}", cli::format_rollout(i)));
     Ok(())
 }
 
@@ -516,8 +592,12 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(defaults::use_colour(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ))
         .init();
-    match run(ota_packaging::parse_or_generate::<Program>()) {
+    match with_config_file(ota_packaging::parse_or_generate::<Program>()).and_then(run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("ota-server: error: {err:#}");
@@ -529,27 +609,9 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn cli_definition_is_consistent() {
         Program::command().debug_assert();
-    }
-
-    #[test]
-    fn missing_trust_root_names_the_flag() {
-        let dir = tempfile::tempdir().unwrap();
-        let program = Program::try_parse_from([
-            "ota-server",
-            "serve",
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-        ])
-        .unwrap();
-        let Command::Serve(args) = program.command else {
-            panic!("serve expected")
-        };
-        let err = find_trust(&args).unwrap_err().to_string();
-        assert!(err.contains("--trust"), "{err}");
     }
 }

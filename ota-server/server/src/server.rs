@@ -226,15 +226,21 @@ pub async fn serve(
             let listener = listener.tap_io(|tcp| {
                 let _ = tcp.set_nodelay(true);
             });
-            axum::serve(listener, app)
-                .with_graceful_shutdown(signal)
-                .await
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(signal)
+            .await
         }
         Some(config) => {
             let listener = crate::tls::TlsListener::new(listener, config)?;
-            axum::serve(listener, app)
-                .with_graceful_shutdown(signal)
-                .await
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<crate::api::audit_log::PeerAddr>(),
+            )
+            .with_graceful_shutdown(signal)
+            .await
         }
     };
     state.begin_shutdown();

@@ -424,7 +424,13 @@ impl ApiClient {
         let (kind, message) = if e.is_builder() {
             (
                 ErrorKind::GiveUp,
-                format!("invalid request: {}", one_line(e)),
+                // reqwest's "builder error: ..." wrapper says nothing an operator can act on; its cause does.
+                format!(
+                    "invalid request to the server at {}: {} (expected a URL such as {})",
+                    self.base,
+                    root_cause(e),
+                    crate::defaults::DEFAULT_SERVER_URL
+                ),
             )
         } else if e.is_timeout() {
             (

@@ -3,6 +3,7 @@
 //! [`error::ApiError`] maps service errors to statuses.
 
 pub mod assets;
+pub mod audit_log;
 pub mod download;
 pub mod error;
 pub mod extract;

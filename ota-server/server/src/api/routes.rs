@@ -373,6 +373,10 @@ pub fn app(state: Arc<AppState>) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(json_limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            super::audit_log::audit_log,
+        ))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -44,8 +44,7 @@ async fn run(
     tokio::task::spawn_blocking(move || {
         let mut cmd = Command::new(program);
         cmd.args(args)
-            .env_remove("OTA_JSON")
-            .env_remove("OTA_SERVER_TOKEN")
+            .env_remove("OTA_ADMIN_TOKEN")
             .env_remove("OTA_SERVER_URL");
         for (k, v) in env {
             cmd.env(k, v);
@@ -125,7 +124,7 @@ async fn publish_and_manage_rollouts_from_the_command_line() {
         v.extend(["--server".to_string(), base.clone()]);
         v
     };
-    let token_env = vec![("OTA_SERVER_TOKEN", ADMIN)];
+    let token_env = vec![("OTA_ADMIN_TOKEN", ADMIN)];
     for (list, none) in [
         (["rollout", "list"], "no rollouts\n"),
         (["devices", "list"], "no devices enrolled\n"),
@@ -186,8 +185,8 @@ async fn publish_and_manage_rollouts_from_the_command_line() {
     }
     let out = run(
         server_cli.clone(),
-        remote(&["rollout", "list"]),
-        vec![("OTA_SERVER_TOKEN", ADMIN), ("OTA_JSON", "1")],
+        remote(&["rollout", "list", "--json"]),
+        token_env.clone(),
     )
     .await;
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -231,7 +230,7 @@ async fn publish_and_manage_rollouts_from_the_command_line() {
     let out = run(
         server_cli.clone(),
         remote(&["devices", "list"]),
-        vec![("OTA_SERVER_TOKEN", "bad")],
+        vec![("OTA_ADMIN_TOKEN", "bad")],
     )
     .await;
     assert!(!out.status.success() && text(&out).1.contains("401"));

@@ -343,7 +343,7 @@ async fn the_command_line_creates_a_rollout_with_guards_and_a_watch_period() {
                     "--watch",
                     "10m",
                 ])
-                .env("OTA_JSON", "1")
+                .arg("--json")
                 .env_remove("OTA_SERVER_URL")
                 .env_remove("OTA_SERVER_TOKEN")
                 .output()

@@ -10,6 +10,7 @@ mod observability;
 mod reverts;
 mod rollout_flow;
 mod security;
+mod serve_config;
 mod targets;
 mod targets_cli;
 mod tls_and_restart;

@@ -23,7 +23,7 @@ async fn cli(base: &str, args: &[&str]) -> Output {
             .args(all)
             .env_remove("OTA_SERVER_TOKEN")
             .env_remove("OTA_SERVER_URL")
-            .env("OTA_JSON", "1")
+            .arg("--json")
             .output()
             .unwrap()
     })
