@@ -31,17 +31,20 @@ packages=(
   time               # /usr/bin/time -v for peak RSS in benchmarks
   tar
   ca-certificates
+  python3-venv       # scripts/openapi-validator.sh: openapi-spec-validator from PyPI in a cached virtualenv
   binutils man-db systemd  # packaging test: strip, man, systemd-analyze (dpkg is always there)
   postgresql         # initdb, postgres: throwaway clusters for the PostgreSQL store tests (ota_testkit::postgres)
   haproxy            # ota-server replicas test: the load balancer in front of three replicas
 )
-# Extra groups, opt-in by argument: "browser" (dashboard test), "vm" (QEMU full-system tests).
+# Extra groups, opt-in by argument: "browser" (dashboard test), "vm" (QEMU full-system tests), "bench"
+# (tests/bench's download scenario: nginx as the baseline).
 for group in "$@"; do
   case "$group" in
     browser) packages+=(chromium chromium-driver fonts-dejavu-core) ;;
     vm) packages+=(qemu-system-x86 ovmf grub-efi-amd64-bin grub-common mtools dosfstools e2fsprogs gdisk
                    linux-image-amd64 busybox-static cpio) ;;
-    *) echo "install-deps.sh: unknown group '$group' (known: browser, vm)" >&2; exit 2 ;;
+    bench) packages+=(nginx curl) ;;
+    *) echo "install-deps.sh: unknown group '$group' (known: browser, vm, bench)" >&2; exit 2 ;;
   esac
 done
 

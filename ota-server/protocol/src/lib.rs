@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 /// The body of every 4xx/5xx answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// What went wrong, phrased for an operator.
     pub error: String,

@@ -85,6 +85,13 @@ impl AppState {
                 devices: self.devices.count(),
                 bundles: self.bundles.count(),
                 rollouts_by_state: self.rollouts.count_by_state(),
+                devices_by_version: crate::metrics::fleet::devices_by_version(
+                    self.devices
+                        .list()
+                        .iter()
+                        .map(|d| d.current_version.as_ref()),
+                ),
+                rollouts: crate::metrics::fleet::rollout_progress(&self.rollouts.list()),
             },
         )
     }

@@ -14,6 +14,9 @@ use subtle::ConstantTimeEq;
 /// Prefix of device tokens.
 pub const DEVICE_TOKEN_PREFIX: &str = "ota1.";
 
+/// Least length of a token or secret an operator chooses (admin token, enrollment secret, scrape token).
+pub const MIN_SECRET_LEN: usize = 16;
+
 /// Who a token identifies.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Caller {

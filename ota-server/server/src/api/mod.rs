@@ -8,4 +8,5 @@ pub mod download;
 pub mod error;
 pub mod extract;
 pub mod handlers;
+pub mod latency;
 pub mod routes;

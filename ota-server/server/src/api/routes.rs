@@ -85,7 +85,7 @@ pub static ROUTES: &[Route] = &[
         |m| on(m, h::healthz),
     ),
     route(
-        doc(Get, "/metrics", Admin, "Prometheus metrics"),
+        doc(Get, "/metrics", Auth::Scrape, "Prometheus metrics"),
         (200, "#text"),
         |m| on(m, h::metrics),
     ),
@@ -384,6 +384,10 @@ pub fn app(state: Arc<AppState>) -> Router {
             )
             .into_response()
         }))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            super::latency::observe,
+        ))
         .with_state(state)
 }
 
