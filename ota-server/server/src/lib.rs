@@ -21,6 +21,7 @@
 pub mod api;
 pub mod bundle_store;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod fleet;
