@@ -1,14 +1,18 @@
 //! `/metrics` (today's counters, latency histograms, devices by version, rollout progress, the scrape token),
-//! `/api/openapi.json` (every documented route is served, every served route documented), the dashboard files,
-//! write-behind persistence of polls, and the router used in-process with tower's oneshot.
+//! `/api/openapi.json` (every documented route is served, every served route documented, each operation's
+//! security that of its route; checked by openapi-spec-validator and exercised by schemathesis, both installed
+//! by scripts/openapi-tools.sh), the dashboard files, write-behind persistence of polls, and the router used
+//! in-process with tower's oneshot.
 
 use std::collections::BTreeSet;
+use std::process::Command;
 
 use crate::common::*;
 use axum::body::Body;
 use axum::http::Request;
 use http_body_util::BodyExt;
 use ota_keys::SecretKey;
+use ota_server::openapi::Auth;
 use ota_server::store::sqlite::SqliteStore;
 use ota_server::store::Store;
 use reqwest::{Method, StatusCode};
@@ -272,4 +276,151 @@ async fn overloaded_device_endpoints_answer_503_with_retry_after() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// The command running `tool` (`validator` or `schemathesis`), installed on first use; when the install
+/// fails (no python3-venv, no network) the bare tool name, which `require` then reports (fails under CI,
+/// skips elsewhere).
+fn openapi_tool(tool: &str) -> String {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/openapi-tools.sh"
+    );
+    match Command::new("bash").arg(script).arg(tool).output() {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        Ok(out) => {
+            eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+            format!("openapi-{tool}")
+        }
+        Err(e) => {
+            eprintln!("cannot run {script}: {e}");
+            format!("openapi-{tool}")
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_document_passes_openapi_spec_validator() {
+    let command = openapi_tool("validator");
+    if !ota_testkit::tools::require(&command) {
+        return;
+    }
+    let key = SecretKey::generate();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(settings(dir.path(), &trust(&[&key], 1))).await;
+    let text = client()
+        .get(server.url("/api/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    server.stop().await;
+    let file = dir.path().join("openapi.json");
+    std::fs::write(&file, &text).unwrap();
+    let out = Command::new(&command).arg(&file).output().unwrap();
+    assert!(
+        out.status.success(),
+        "openapi-spec-validator refused the served document:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // And it notices a broken one (the check is not a no-op): a path parameter no operation declares.
+    let mut broken: serde_json::Value = serde_json::from_str(&text).unwrap();
+    broken["paths"]["/api/bundles/{bundle_id}"]["get"]
+        .as_object_mut()
+        .unwrap()
+        .remove("parameters");
+    std::fs::write(&file, broken.to_string()).unwrap();
+    let out = Command::new(&command).arg(&file).output().unwrap();
+    assert!(
+        !out.status.success(),
+        "a document with an undeclared path parameter passed"
+    );
+}
+
+#[test]
+fn each_operation_asks_for_the_tokens_its_route_accepts() {
+    let doc = ota_server::api::routes::document();
+    for route in ota_server::api::routes::ROUTES {
+        let op = &doc["paths"][route.doc.openapi_path()][route.doc.method.as_str()];
+        let schemes: Vec<&str> = op["security"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .flat_map(|s| s.as_object().unwrap().keys().map(String::as_str))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let expected: &[&str] = match route.doc.auth {
+            Auth::Admin => &["adminToken"],
+            Auth::Device => &["deviceToken"],
+            Auth::AdminOrDevice => &["adminToken", "deviceToken"],
+            Auth::Scrape => &["adminToken", "metricsToken"],
+            Auth::None | Auth::EnrollmentSecret => &[],
+        };
+        assert_eq!(
+            schemes,
+            expected,
+            "{} {}",
+            route.doc.method.as_str(),
+            route.doc.path
+        );
+    }
+}
+
+/// A short schemathesis run (a few examples per operation, fixed seed): no operation answers 5xx, and every
+/// answer matches its documented status, content type and schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_no_server_error_and_no_undocumented_answer() {
+    let command = openapi_tool("schemathesis");
+    if !ota_testkit::tools::require(&command) {
+        return;
+    }
+    let key = SecretKey::generate();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(settings(dir.path(), &trust(&[&key], 1))).await;
+    let schema = server.url("/api/openapi.json");
+    let base = server.url("");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(&command)
+            .args(["run", &schema, "--base-url", &base, "--experimental=openapi-3.1"])
+            .args(["--header", &format!("Authorization: Bearer {ADMIN}")])
+            .args([
+                "--checks",
+                "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+                "--hypothesis-max-examples",
+                "8",
+                "--hypothesis-seed",
+                "14",
+                "--hypothesis-deadline",
+                "5000",
+                "--request-timeout",
+                "5000",
+                // An event stream never ends.
+                "--exclude-path",
+                "/api/events",
+            ])
+            .env("SCHEMATHESIS_HOOKS", "")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    server.stop().await;
+    let report = String::from_utf8_lossy(&out.stdout);
+    for line in report.lines().filter(|l| l.contains(" passed")) {
+        eprintln!("schemathesis: {}", line.trim());
+    }
+    assert!(
+        report.contains("response_schema_conformance"),
+        "schemathesis ran no checks:\n{report}"
+    );
+    assert!(
+        out.status.success(),
+        "schemathesis found problems:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
