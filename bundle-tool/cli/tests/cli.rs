@@ -213,7 +213,10 @@ fn create_sign_verify_info_extract() {
         .assert()
         .success()
         .stdout(predicate::str::contains("compatible:  acme-robot-v2"))
-        .stdout(predicate::str::contains("payload sha256 "));
+        .stdout(predicate::str::contains("payload sha256 "))
+        // the manifest's Unix time, in words (RFC 3339, UTC); --json above keeps the number
+        .stdout(predicate::str::is_match(r"created: +20\d\d-\d\d-\d\dT\d\d:\d\d:\d\dZ\n").unwrap());
+    assert!(info["manifest"]["created"].is_u64());
     let payload_sha = info["manifest"]["images"][0]["payload_sha256"]
         .as_str()
         .unwrap();
@@ -763,4 +766,34 @@ fn delta_from_refuses_bases_that_cannot_serve() {
         assert_eq!(stderr.lines().count(), 1, "one-line error: {stderr}");
     }
     assert_eq!(ws.entries(), before, "nothing written");
+}
+
+/// `publish` defaults to the server URL `ota-server` listens on by default and reads the same variables as
+/// `ota-server`'s admin commands.
+#[test]
+fn publish_agrees_with_the_server_on_defaults() {
+    ota_bundle()
+        .args(["publish", "--help"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("[default: http://127.0.0.1:8080]"))
+        .stdout(predicate::str::contains("OTA_SERVER_URL"))
+        .stdout(predicate::str::contains("OTA_ADMIN_TOKEN"))
+        .stdout(predicate::str::contains("--json"));
+    // A URL that is no URL is said in our words, not reqwest's.
+    ota_bundle()
+        .args([
+            "publish",
+            "--server",
+            "ota.example.com",
+            "--token",
+            "t",
+            "x.otab",
+        ])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "server URL \"ota.example.com\" must start with http://",
+        ))
+        .stderr(predicate::str::contains("builder error").not());
 }

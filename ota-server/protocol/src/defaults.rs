@@ -18,8 +18,25 @@ pub fn use_colour(is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool
     is_terminal && !matches!(no_color, Some(v) if !v.is_empty())
 }
 
+/// A Unix time as RFC 3339 in UTC (`2026-12-24T21:00:00Z`) for the tools' text output; `--json` keeps the
+/// number, as the API sends it.
+#[cfg(feature = "cli")]
+pub fn utc_time(secs: u64) -> String {
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| jiff::Timestamp::from_second(s).ok())
+        .map_or_else(|| format!("{secs} (Unix time)"), |t| t.to_string())
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn times_are_rfc3339_in_utc() {
+        assert_eq!(super::utc_time(1_798_146_000), "2026-12-24T21:00:00Z");
+        assert_eq!(super::utc_time(0), "1970-01-01T00:00:00Z");
+        assert!(super::utc_time(u64::MAX).contains("Unix time"));
+    }
+
     use std::ffi::OsStr;
 
     #[test]

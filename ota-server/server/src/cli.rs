@@ -104,7 +104,7 @@ pub fn format_device(d: &DeviceInfo) -> String {
             .as_ref()
             .map_or("-".to_string(), ToString::to_string),
         d.booted_slot.as_deref().unwrap_or("-"),
-        d.last_seen.map_or("never".to_string(), |t| t.to_string()),
+        d.last_seen.map_or("never".to_string(), format_time),
         d.last_status.as_ref().map_or("-", |s| s.status.as_str()),
         tags
     );
@@ -120,6 +120,8 @@ pub fn format_device(d: &DeviceInfo) -> String {
     }
     line
 }
+
+pub use ota_protocol::defaults::utc_time as format_time;
 
 /// Parses a duration: seconds, or a number with `s`, `m`, `h` or `d` (`90s`, `30m`, `2h`, `1d`).
 pub fn parse_duration(text: &str) -> Result<u64, String> {
@@ -320,8 +322,12 @@ fn weekday_name(d: Weekday) -> &'static str {
 /// One history point: bucket start, samples, mean, min and max.
 pub fn format_point(p: &ota_protocol::fleet::HistoryPoint) -> String {
     format!(
-        "{:>12}  n {:>4}  mean {:>12.3}  min {:>12.3}  max {:>12.3}",
-        p.at, p.count, p.mean, p.min, p.max
+        "{:>20}  n {:>4}  mean {:>12.3}  min {:>12.3}  max {:>12.3}",
+        format_time(p.at),
+        p.count,
+        p.mean,
+        p.min,
+        p.max
     )
 }
 
@@ -349,6 +355,14 @@ mod tests {
         assert!(parse_schedule(&[], Some("Europe/Berlin")).is_err());
         assert!(parse_schedule(&["mon@10:00-11:00".into()], Some("Nowhere/Town")).is_err());
         assert_eq!(parse_schedule(&[], None).unwrap(), None);
+    }
+
+    proptest::proptest! {
+        /// Every time the text output shows reads back as the same instant.
+        #[test]
+        fn shown_times_read_back(secs in 0u64..253_402_300_799) {
+            proptest::prop_assert_eq!(parse_instant(&format_time(secs)), Ok(secs));
+        }
     }
 
     #[test]

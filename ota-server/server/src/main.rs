@@ -57,7 +57,7 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = defaults::DEFAULT_LISTEN)]
     listen: SocketAddr,
-    /// Directory for the database, bundle store and generated secrets.
+    /// Directory for the database, bundle store, trust root and generated secrets.
     #[arg(long, default_value = "./ota-data")]
     data_dir: PathBuf,
     /// Trust root uploads are checked against (trust JSON or a single release .pub). Kept in the data directory
@@ -531,7 +531,7 @@ fn run(program: Program) -> anyhow::Result<()> {
                     for rep in &d.reports {
                         println!(
                             "  {}  {:<12} rollout {}  {}",
-                            rep.received_at,
+                            cli::format_time(rep.received_at),
                             rep.status.as_str(),
                             rep.rollout_id.map_or("-".to_string(), |r| r.to_string()),
                             rep.error.as_deref().or(rep.reason.as_deref()).unwrap_or("")
@@ -613,5 +613,47 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Program::command().debug_assert();
+    }
+
+    /// The example config the Debian package installs is one the server accepts.
+    #[test]
+    fn the_shipped_example_config_is_valid() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/config/ota-server.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut definition = Program::command();
+        definition.build();
+        let serve = definition.find_subcommand("serve").unwrap();
+        let args = settings::file::file_args(serve, &text, &path, |_| false).unwrap();
+        assert!(
+            args.contains(&OsString::from("--data-dir=/var/lib/ota-server")),
+            "{args:?}"
+        );
+    }
+
+    /// docs/server-config.md lists every `serve` flag as a config key; `OTA_BLESS_DOCS=1 cargo test -p
+    /// ota-server --bin ota-server` rewrites the table after a flag was added or changed.
+    #[test]
+    fn the_config_reference_lists_every_serve_flag() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/server-config.md");
+        let page = std::fs::read_to_string(&path).unwrap();
+        let (begin, end) = ("<!-- keys:begin -->\n", "<!-- keys:end -->");
+        let start = page.find(begin).expect("keys:begin marker") + begin.len();
+        let stop = page.find(end).expect("keys:end marker");
+        let mut definition = Program::command();
+        definition.build();
+        let table = settings::file::reference_table(definition.find_subcommand("serve").unwrap());
+        if page[start..stop] != table {
+            if std::env::var_os("OTA_BLESS_DOCS").is_some() {
+                std::fs::write(&path, format!("{}{table}{}", &page[..start], &page[stop..]))
+                    .unwrap();
+            } else {
+                panic!(
+                    "{} does not list serve's flags as they are; run OTA_BLESS_DOCS=1 cargo test -p ota-server \\
+                     --bin ota-server and check the diff. Expected:\n{table}",
+                    path.display()
+                );
+            }
+        }
     }
 }

@@ -98,7 +98,10 @@ pub fn run(args: Args) -> Result<()> {
     println!("format:      {}", manifest.format_version);
     println!("version:     {}", manifest.version);
     println!("compatible:  {}", manifest.compatible);
-    println!("created:     {} (unix time)", manifest.created);
+    println!(
+        "created:     {}",
+        ota_protocol::defaults::utc_time(manifest.created)
+    );
     if let Some(floor) = &manifest.security_floor {
         println!("floor:       {floor} (security floor: robots that commit it never run a lower version)");
     }

@@ -5,16 +5,20 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use ota_protocol::client::{ApiClient, ClientOptions, ErrorKind};
+use ota_protocol::defaults;
 
 /// Arguments of `publish`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Server base URL, e.g. https://ota.example.com:8443.
-    #[arg(long, env = "OTA_SERVER_URL")]
+    /// Server base URL, e.g. https://ota.example.com:8443 (the same default as `ota-server`'s).
+    #[arg(long, env = defaults::SERVER_URL_ENV, default_value = defaults::DEFAULT_SERVER_URL)]
     server: String,
     /// Admin token of the server.
-    #[arg(long, env = "OTA_SERVER_TOKEN", hide_env_values = true)]
+    #[arg(long, env = defaults::ADMIN_TOKEN_ENV, hide_env_values = true)]
     token: String,
+    /// Print the server's JSON answer instead of a line.
+    #[arg(long)]
+    json: bool,
     /// PEM CA certificate to trust (for a server with a private CA).
     #[arg(long)]
     ca_file: Option<PathBuf>,
@@ -35,6 +39,10 @@ pub fn run(args: Args) -> Result<()> {
         };
         anyhow::Error::new(e).context(what)
     })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&published)?);
+        return Ok(());
+    }
     println!(
         "{} {}: bundle id {} version {} for '{}' ({} bytes)",
         if published.deduplicated {

@@ -67,6 +67,58 @@ pub fn keys(serve: &Command) -> Vec<&Arg> {
         .collect()
 }
 
+/// The Markdown table of every key (docs/server-config.md holds it between `<!-- keys:begin -->` and
+/// `<!-- keys:end -->`; a test of the binary checks the two agree, so the page cannot drift from the flags).
+pub fn reference_table(serve: &Command) -> String {
+    let mut out =
+        String::from("| Key | Value | Default | Environment | Meaning |\n|---|---|---|---|---|\n");
+    for arg in keys(serve) {
+        let value = match arg.get_action() {
+            ArgAction::SetTrue | ArgAction::SetFalse => "true / false".to_string(),
+            action => {
+                let name = arg
+                    .get_value_names()
+                    .and_then(|n| n.first())
+                    .map_or_else(|| arg.get_id().as_str().to_uppercase(), ToString::to_string);
+                if matches!(action, ArgAction::Append) || arg.get_value_delimiter().is_some() {
+                    format!("list of {name}")
+                } else {
+                    name
+                }
+            }
+        };
+        let default: Vec<String> = arg
+            .get_default_values()
+            .iter()
+            .map(|v| v.to_string_lossy().into_owned())
+            .collect();
+        let cell = |s: String| {
+            if s.is_empty() {
+                "-".to_string()
+            } else {
+                format!("`{s}`")
+            }
+        };
+        let help = arg
+            .get_help()
+            .map(|h| h.to_string().replace('\n', " ").replace('|', "\\|"))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} |\n",
+            arg.get_long().unwrap_or_default(),
+            value,
+            cell(default.join(",")),
+            cell(
+                arg.get_env()
+                    .map(|e| e.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            ),
+            help
+        ));
+    }
+    out
+}
+
 /// Whether the user set the argument `id` on the command line or through its environment variable (then the
 /// file's value for it does not count).
 pub fn set_by_user(matches: &ArgMatches, id: &str) -> bool {

@@ -97,6 +97,24 @@ async fn publish_and_manage_rollouts_from_the_command_line() {
     );
     let out = run(tool.clone(), publish_args(ADMIN, &good), vec![]).await;
     assert!(text(&out).0.starts_with("ALREADY PUBLISHED"));
+    // --json prints the API's answer; the server URL and token come from the variables ota-server uses too.
+    let out = run(
+        tool.clone(),
+        vec![
+            "publish".into(),
+            "--json".into(),
+            good.display().to_string(),
+        ],
+        vec![
+            ("OTA_SERVER_URL", base.clone().leak()),
+            ("OTA_ADMIN_TOKEN", ADMIN),
+        ],
+    )
+    .await;
+    let answer: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {:?}", text(&out)));
+    assert_eq!(answer["bundle_id"], sha.as_str());
+    assert_eq!(answer["deduplicated"], true);
     let out = run(tool.clone(), publish_args(ADMIN, &bad), vec![]).await;
     let (_, stderr) = text(&out);
     assert!(!out.status.success());
@@ -136,7 +154,7 @@ async fn publish_and_manage_rollouts_from_the_command_line() {
 
     let c = client();
     for i in 0..4 {
-        enroll(
+        let token = enroll(
             &c,
             &server,
             &format!("robot-{i}"),
@@ -144,6 +162,9 @@ async fn publish_and_manage_rollouts_from_the_command_line() {
             COMPATIBLE,
         )
         .await;
+        if i == 0 {
+            poll(&c, &server, &token, "1.0.0").await;
+        }
     }
     let out = run(
         server_cli.clone(),
@@ -218,6 +239,12 @@ async fn publish_and_manage_rollouts_from_the_command_line() {
     assert_eq!(
         stdout.lines().filter(|l| l.starts_with("robot-")).count(),
         4,
+        "{stdout}"
+    );
+    // Times are RFC 3339 in UTC in the text, Unix seconds only in --json.
+    let robot0 = stdout.lines().find(|l| l.starts_with("robot-0")).unwrap();
+    assert!(
+        robot0.contains("last seen 20") && robot0.contains("Z "),
         "{stdout}"
     );
     let out = run(
