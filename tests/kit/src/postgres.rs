@@ -426,4 +426,36 @@ mod tests {
             assert!(!dir.exists(), "the temp dir goes with the cluster");
         }
     }
+
+    #[test]
+    fn the_cluster_stops_when_the_process_exits() {
+        const NAME: &str = "postgres::tests::the_cluster_stops_when_the_process_exits";
+        if std::env::var_os("OTA_KIT_PG_CHILD").is_some() {
+            let Some(db) = fresh_database() else {
+                std::process::exit(3)
+            };
+            println!("CLUSTER_DIR={}", db.cluster().dir().display());
+            // Exits without running a destructor, as a killed test binary would.
+            std::process::exit(0);
+        }
+        if bin_dir().is_none() {
+            return;
+        }
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", NAME, "--nocapture"])
+            .env("OTA_KIT_PG_CHILD", "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let dir = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("CLUSTER_DIR="))
+            .unwrap_or_else(|| panic!("{stdout}{}", String::from_utf8_lossy(&out.stderr)));
+        let dir = PathBuf::from(dir);
+        crate::wait::wait_for(
+            "the cluster of an exited process to stop and go",
+            Duration::from_secs(20),
+            || !dir.exists(),
+        );
+    }
 }
