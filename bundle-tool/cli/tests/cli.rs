@@ -191,6 +191,22 @@ fn create_sign_verify_info_extract() {
         .assert()
         .success()
         .stdout(predicate::str::contains("OK b.otab: version 1.0.0"));
+    let out = ws
+        .cmd()
+        .args(["verify", "--json", "--trust", "trust.json", "b.otab"])
+        .output()
+        .unwrap();
+    let verified: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(verified["ok"], true);
+    assert_eq!(verified["version"], "1.0.0");
+    assert_eq!(verified["signed_by"].as_array().unwrap().len(), 2);
+    let out = ws
+        .cmd()
+        .args(["trust", "show", "--json", "trust.json"])
+        .output()
+        .unwrap();
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["signed"]["threshold"], 2);
     // A single .pub works as a trust root.
     ws.cmd()
         .args(["verify", "--trust", "rel2.pub", "b.otab"])

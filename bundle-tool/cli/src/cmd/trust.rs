@@ -70,6 +70,9 @@ pub struct VerifyArgs {
 pub struct ShowArgs {
     /// The trust root file.
     root: PathBuf,
+    /// Print the trust root file's JSON (canonical form) instead of lines.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(command: Command) -> Result<()> {
@@ -158,6 +161,10 @@ fn verify(args: VerifyArgs) -> Result<()> {
 
 fn show(args: ShowArgs) -> Result<()> {
     let root = read_signed(&args.root)?;
+    if args.json {
+        print!("{}", root.to_json_pretty());
+        return Ok(());
+    }
     println!("version:    {}", root.signed.version);
     println!("threshold:  {}", root.signed.threshold);
     for id in root.signed.key_ids() {

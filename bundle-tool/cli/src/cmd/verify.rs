@@ -15,6 +15,10 @@ pub struct Args {
     trust: PathBuf,
     /// The bundle to check.
     bundle: PathBuf,
+    /// Print the result as JSON (`ok`, `version`, `compatible`, `images`, `signed_by`, `threshold`,
+    /// `manifest_sha256`) instead of a line.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -27,6 +31,19 @@ pub fn run(args: Args) -> Result<()> {
         .map_err(|e| describe(&args.bundle, e))?;
     let manifest = bundle.finish().map_err(|e| describe(&args.bundle, e))?;
     bar.finish_and_clear();
+    if args.json {
+        let value = serde_json::json!({
+            "ok": true,
+            "version": manifest.version.to_string(),
+            "compatible": manifest.compatible,
+            "images": manifest.images.len(),
+            "signed_by": signed_by,
+            "threshold": trust.threshold,
+            "manifest_sha256": digest.to_string(),
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
     println!(
         "OK {}: version {} for '{}', {} image(s), signed by {} ({} of {} required), manifest sha256 {}",
         args.bundle.display(),
