@@ -45,3 +45,21 @@ pub async fn observe(State(state): State<Arc<AppState>>, request: Request, next:
     );
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn any_method_a_client_sends_gets_one_of_a_few_labels(name in "[A-Z]{1,12}") {
+            let method = Method::from_bytes(name.as_bytes()).unwrap();
+            let label = method_label(&method);
+            let known = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
+            prop_assert!(known.contains(&label) || label == "other");
+            prop_assert_eq!(known.contains(&name.as_str()), label == name);
+        }
+    }
+}
