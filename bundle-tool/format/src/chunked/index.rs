@@ -25,8 +25,12 @@ pub const CHUNK_LEN: usize = 44;
 pub const DELTA_LEN: usize = 24;
 /// Largest index a reader accepts: it is held in memory on the robot (a 1 GiB image needs about 0.5 MB).
 pub const MAX_INDEX: u64 = 32 << 20;
-/// Largest uncompressed frame: bounds what one decode step holds in memory.
-pub const MAX_FRAME_RAW: u64 = 8 << 20;
+/// Largest uncompressed frame (frames are decoded in pieces, so this bounds the compressed bytes a decode holds,
+/// not its output).
+pub const MAX_FRAME_RAW: u64 = 24 << 20;
+/// Largest zstd window of a plain frame (8 MiB, zstd's own choice up to level 19): the writer caps it, readers
+/// refuse more. Decoding a frame in pieces holds one window, whatever the frame's size.
+pub const FRAME_WINDOW_LOG_MAX: u32 = 23;
 /// Largest delta reference, read from the base image on the robot.
 pub const MAX_REF: u32 = 4 << 20;
 /// `base_offset` of a chunk the base image does not hold.

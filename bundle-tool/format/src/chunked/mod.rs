@@ -15,7 +15,7 @@ pub mod plan;
 
 pub use index::{
     ChunkIndex, ChunkParams, ChunkRecord, DeltaRecord, FrameRecord, FrameSpan, IndexLimits,
-    DEFAULT_PARAMS, HEADER_LEN, MAX_FRAME_RAW, MAX_INDEX, MAX_REF, NO_BASE,
+    DEFAULT_PARAMS, FRAME_WINDOW_LOG_MAX, HEADER_LEN, MAX_FRAME_RAW, MAX_INDEX, MAX_REF, NO_BASE,
 };
 pub use layout::{BundleLayout, ImageSpans, Span};
 pub use plan::{

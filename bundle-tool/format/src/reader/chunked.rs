@@ -4,23 +4,30 @@
 //!
 //! Unlike a `full` payload, a chunked one never hands out a byte it has not checked: each frame's compressed bytes
 //! are hashed against the index before the frame is decoded, and the frame must decode to exactly its chunks'
-//! size. With [`super::ImageReader::check_content_digest`] every chunk's digest is checked as well (the whole
-//! image's digest is checked by the image reader as for every payload).
+//! size. With [`super::ImageReader::check_content_digest`] every chunk's digest is checked as well, before a
+//! byte of the chunk is handed out (the whole image's digest is checked by the image reader as for every
+//! payload). Frames are decoded in pieces ([`PIECE`]), so memory holds a compressed frame, one zstd window and a
+//! chunk or two, whatever the frame size.
 
 use std::io::{self, Write};
 use std::sync::mpsc;
 
 use sha2::{Digest, Sha256};
 
+use zstd::zstd_safe::{DCtx, DParameter, InBuffer, OutBuffer};
+
 use super::source::Source;
-use super::{check_entry_size, check_payload_size, MAX_WINDOW_LOG};
-use crate::chunked::{ChunkIndex, FrameSpan, IndexLimits, MAX_INDEX};
+use super::{check_entry_size, check_payload_size};
+use crate::chunked::{ChunkIndex, FrameSpan, IndexLimits, FRAME_WINDOW_LOG_MAX, MAX_INDEX};
 use crate::error::BundleError;
 use crate::manifest::ImageEntry;
 
-/// Frames queued between the reading, decoding and writing threads of [`ChunkedPayload::copy_to`]: with frames
-/// of ~4 MiB (8 MiB at most) the pipeline holds a few MiB.
-const FRAMES_IN_FLIGHT: usize = 2;
+/// Compressed frames queued between the reading and the decoding thread of [`ChunkedPayload::copy_to`].
+const FRAMES_IN_FLIGHT: usize = 1;
+/// Decoded pieces queued between the decoding and the writing thread.
+const PIECES_IN_FLIGHT: usize = 4;
+/// Frames are decoded in pieces of at most this size.
+const PIECE: usize = 1 << 20;
 /// Piece size when hashing the delta entry.
 const DELTA_PIECE: usize = 1 << 20;
 
@@ -103,9 +110,11 @@ pub(super) struct ChunkedPayload<'a, R> {
     delta: Option<DeltaEntry>,
     /// Entry paths met so far (for duplicate detection of the delta entry).
     seen: Vec<String>,
-    /// For the `Read` path: the current decoded frame and how much of it was handed out.
-    decoder: Option<zstd::bulk::Decompressor<'static>>,
+    /// For the `Read` path: the frame being decoded, its compressed bytes, checked bytes not yet handed out
+    /// and how much of them was.
+    decoding: Option<FrameDecoder>,
     compressed: Vec<u8>,
+    gate: ChunkGate,
     out: Vec<u8>,
     out_pos: usize,
 }
@@ -146,60 +155,153 @@ impl Frames {
         }
     }
 
-    /// Decodes frame `i` (already checked) into `out`: exactly its chunks' size.
+    /// Decodes frame `i` (already checked) in pieces, handing each to `piece`: exactly its chunks' size.
     fn decode(
         &self,
-        decoder: &mut zstd::bulk::Decompressor<'static>,
         i: usize,
         compressed: &[u8],
-        out: &mut Vec<u8>,
+        mut piece: impl FnMut(Vec<u8>) -> Result<bool, BundleError>,
     ) -> Result<(), BundleError> {
-        let span = &self.spans[i];
-        let corrupt = |detail: String| self.corrupt(detail);
-        out.clear();
-        out.reserve_exact(span.raw_size as usize);
-        decoder
-            .decompress_to_buffer(compressed, out)
-            .map_err(|e| corrupt(format!("frame {i} does not decode: {e}")))?;
-        if out.len() as u64 != span.raw_size {
-            return Err(corrupt(format!(
-                "frame {i} decodes to {} bytes, but its chunks add up to {}",
-                out.len(),
-                span.raw_size
-            )));
-        }
-        Ok(())
-    }
-
-    /// Checks every chunk of decoded frame `i` against its digest in the index.
-    fn check_chunks(&self, i: usize, raw: &[u8]) -> Result<(), BundleError> {
-        let span = &self.spans[i];
-        let chunks = &self.index.chunks[span.first_chunk..span.first_chunk + span.chunks];
-        let mut at = 0usize;
-        for (k, chunk) in chunks.iter().enumerate() {
-            let bytes = &raw[at..at + chunk.size as usize];
-            if <[u8; 32]>::from(Sha256::digest(bytes)) != chunk.sha256 {
-                return Err(self.corrupt(format!(
-                    "chunk {} (image bytes {}..{}) does not match its SHA-256 in the index",
-                    span.first_chunk + k,
-                    span.image_offset + at as u64,
-                    span.image_offset + (at + bytes.len()) as u64
-                )));
+        let mut decoder = FrameDecoder::new(i);
+        loop {
+            let mut out = Vec::with_capacity(PIECE);
+            let more = decoder.next_piece(self, compressed, &mut out)?;
+            if !out.is_empty() && !piece(out)? {
+                return Ok(());
             }
-            at += bytes.len();
+            if !more {
+                return Ok(());
+            }
         }
-        Ok(())
     }
 }
 
-/// A frame decoder whose window is bounded like the full payload's.
-fn frame_decoder() -> Result<zstd::bulk::Decompressor<'static>, BundleError> {
-    let mut decoder = zstd::bulk::Decompressor::new()
-        .map_err(|e| BundleError::io("starting the zstd decoder", e))?;
-    decoder
-        .set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(MAX_WINDOW_LOG))
-        .map_err(|e| BundleError::io("configuring the zstd decoder", e))?;
-    Ok(decoder)
+/// One frame being decoded in pieces.
+struct FrameDecoder {
+    frame: usize,
+    dctx: DCtx<'static>,
+    /// Compressed bytes consumed.
+    read: usize,
+    /// Bytes decoded.
+    decoded: u64,
+}
+
+impl FrameDecoder {
+    fn new(frame: usize) -> Self {
+        FrameDecoder {
+            frame,
+            dctx: DCtx::create(),
+            read: 0,
+            decoded: 0,
+        }
+    }
+
+    /// Decodes the next piece of the frame (at most `out`'s capacity, at least a byte) into `out`; false once
+    /// the frame is done and found to hold exactly its chunks' size.
+    fn next_piece(
+        &mut self,
+        frames: &Frames,
+        compressed: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<bool, BundleError> {
+        let (i, raw) = (self.frame, frames.spans[self.frame].raw_size);
+        let corrupt = |detail: String| frames.corrupt(detail);
+        let zstd_err = |code| {
+            corrupt(format!(
+                "frame {i} does not decode: {}",
+                zstd::zstd_safe::get_error_name(code)
+            ))
+        };
+        if self.read == 0 && self.decoded == 0 {
+            self.dctx
+                .set_parameter(DParameter::WindowLogMax(FRAME_WINDOW_LOG_MAX))
+                .map_err(zstd_err)?;
+        }
+        out.clear();
+        let mut from = InBuffer::around(&compressed[self.read..]);
+        let left = loop {
+            let left = self
+                .dctx
+                .decompress_stream(&mut OutBuffer::around(out), &mut from)
+                .map_err(zstd_err)?;
+            if left == 0 || !out.is_empty() || from.pos() == compressed.len() - self.read {
+                break left;
+            }
+        };
+        self.read += from.pos();
+        self.decoded += out.len() as u64;
+        if self.decoded > raw {
+            return Err(corrupt(format!(
+                "frame {i} decodes to more than {raw} bytes, but its chunks add up to {raw}"
+            )));
+        }
+        if left != 0 {
+            if out.is_empty() {
+                return Err(corrupt(format!(
+                    "frame {i} does not decode: it is truncated"
+                )));
+            }
+            return Ok(true);
+        }
+        if self.read != compressed.len() {
+            return Err(corrupt(format!(
+                "frame {i} does not decode: {} bytes follow it",
+                compressed.len() - self.read
+            )));
+        }
+        if self.decoded != raw {
+            return Err(corrupt(format!(
+                "frame {i} decodes to {} bytes, but its chunks add up to {raw}",
+                self.decoded
+            )));
+        }
+        Ok(false)
+    }
+}
+
+/// Holds decoded bytes back until the chunk they belong to matched its digest (when chunks are checked).
+#[derive(Default)]
+struct ChunkGate {
+    /// The next chunk to check.
+    next: usize,
+    /// Its image offset.
+    offset: u64,
+    /// Bytes of it (and what follows) decoded so far.
+    pending: Vec<u8>,
+}
+
+impl ChunkGate {
+    /// Adds decoded bytes; appends to `out` those of every chunk completed and checked.
+    fn feed(
+        &mut self,
+        frames: &Frames,
+        bytes: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), BundleError> {
+        self.pending.extend_from_slice(bytes);
+        let mut at = 0usize;
+        while let Some(chunk) = frames.index.chunks.get(self.next) {
+            let size = chunk.size as usize;
+            if self.pending.len() - at < size {
+                break;
+            }
+            let piece = &self.pending[at..at + size];
+            if <[u8; 32]>::from(Sha256::digest(piece)) != chunk.sha256 {
+                return Err(frames.corrupt(format!(
+                    "chunk {} (image bytes {}..{}) does not match its SHA-256 in the index",
+                    self.next,
+                    self.offset,
+                    self.offset + size as u64
+                )));
+            }
+            out.extend_from_slice(piece);
+            at += size;
+            self.offset += size as u64;
+            self.next += 1;
+        }
+        self.pending.drain(..at);
+        Ok(())
+    }
 }
 
 impl<'a, R: io::Read> ChunkedPayload<'a, R> {
@@ -246,8 +348,9 @@ impl<'a, R: io::Read> ChunkedPayload<'a, R> {
             compressed_size: image.compressed_size,
             delta,
             seen,
-            decoder: None,
+            decoding: None,
             compressed: Vec::new(),
+            gate: ChunkGate::default(),
             out: Vec::new(),
             out_pos: 0,
         })
@@ -256,17 +359,27 @@ impl<'a, R: io::Read> ChunkedPayload<'a, R> {
     /// Hands out checked image bytes; 0 after the last frame (then call [`Self::finish`]).
     pub(super) fn read(&mut self, buf: &mut [u8]) -> Result<usize, BundleError> {
         while self.out_pos == self.out.len() {
-            let Some(i) = self.source.next(&self.frames, &mut self.compressed)? else {
-                return Ok(0);
-            };
-            let decoder = match &mut self.decoder {
+            let decoder = match &mut self.decoding {
                 Some(decoder) => decoder,
-                empty => empty.insert(frame_decoder()?),
+                idle => {
+                    let Some(i) = self.source.next(&self.frames, &mut self.compressed)? else {
+                        return Ok(0);
+                    };
+                    idle.insert(FrameDecoder::new(i))
+                }
             };
-            self.frames
-                .decode(decoder, i, &self.compressed, &mut self.out)?;
+            let mut piece = std::mem::take(&mut self.out);
+            piece.reserve(PIECE);
+            let more = decoder.next_piece(&self.frames, &self.compressed, &mut piece)?;
+            if !more {
+                self.decoding = None;
+            }
             if self.check_chunks {
-                self.frames.check_chunks(i, &self.out)?;
+                let mut out = Vec::with_capacity(piece.len());
+                self.gate.feed(&self.frames, &piece, &mut out)?;
+                self.out = out;
+            } else {
+                self.out = piece;
             }
             self.out_pos = 0;
         }
@@ -308,31 +421,32 @@ impl<'a, R: io::Read> ChunkedPayload<'a, R> {
         Ok(self.source.payload_hasher.finalize_reset().into())
     }
 
-    /// Streams the whole image into `writer`: this thread reads and checks frames, a second one decodes them, a
-    /// third writes (checking the chunks and hashing the whole content first when asked to, which balances the
-    /// two busy threads). Returns the bytes written, the payload digest and the content digest.
+    /// Streams the whole image into `writer`: this thread reads and checks frames, a second one decodes them in
+    /// pieces, a third writes (checking the chunks and hashing the whole content first when asked to, which
+    /// balances the two busy threads). Returns the bytes written, the payload digest and the content digest.
     pub(super) fn copy_to<W: Write + Send>(
         mut self,
         writer: &mut W,
         content_hasher: Option<Sha256>,
     ) -> Result<Copied, BundleError> {
         let (to_decoder, decoder_rx) = mpsc::sync_channel::<(usize, Vec<u8>)>(FRAMES_IN_FLIGHT);
-        let (to_writer, writer_rx) = mpsc::sync_channel::<(usize, Vec<u8>)>(FRAMES_IN_FLIGHT);
+        let (to_writer, writer_rx) = mpsc::sync_channel::<Vec<u8>>(PIECES_IN_FLIGHT);
         let (compressed_back, compressed_free) = mpsc::channel::<Vec<u8>>();
-        let (raw_back, raw_free) = mpsc::channel::<Vec<u8>>();
         let frames = &self.frames;
         let check_chunks = self.check_chunks;
         let source = &mut self.source;
         let (read, decoded, written) = std::thread::scope(|scope| {
             let decoder_thread = scope.spawn(move || -> Result<(), BundleError> {
-                let mut decoder = frame_decoder()?;
                 for (i, compressed) in decoder_rx {
-                    let mut out = raw_free.try_recv().unwrap_or_default();
-                    frames.decode(&mut decoder, i, &compressed, &mut out)?;
+                    // The writer may have failed; its error is reported below.
+                    let mut open = true;
+                    frames.decode(i, &compressed, |piece| {
+                        open = to_writer.send(piece).is_ok();
+                        Ok(open)
+                    })?;
                     // The reader may have stopped; then nobody takes the buffer back.
                     let _ = compressed_back.send(compressed);
-                    if to_writer.send((i, out)).is_err() {
-                        // The writer failed; its error is reported below.
+                    if !open {
                         return Ok(());
                     }
                 }
@@ -346,16 +460,21 @@ impl<'a, R: io::Read> ChunkedPayload<'a, R> {
                 scope.spawn(move || -> Result<(u64, Option<[u8; 32]>), BundleError> {
                     let mut content_hasher = content_hasher;
                     let mut written = 0u64;
-                    for (i, raw) in writer_rx {
-                        if check_chunks {
-                            frames.check_chunks(i, &raw)?;
-                        }
+                    let mut gate = ChunkGate::default();
+                    let mut checked = Vec::new();
+                    for piece in writer_rx {
+                        let raw = if check_chunks {
+                            checked.clear();
+                            gate.feed(frames, &piece, &mut checked)?;
+                            &checked
+                        } else {
+                            &piece
+                        };
                         if let Some(hasher) = content_hasher.as_mut() {
-                            hasher.update(&raw);
+                            hasher.update(raw);
                         }
-                        writer.write_all(&raw).map_err(write_failed)?;
+                        writer.write_all(raw).map_err(write_failed)?;
                         written += raw.len() as u64;
-                        let _ = raw_back.send(raw);
                     }
                     writer.flush().map_err(write_failed)?;
                     Ok((written, content_hasher.map(|h| h.finalize().into())))

@@ -7,7 +7,7 @@ use std::io::{self, Read};
 use fastcdc::v2020::FastCDC;
 use sha2::{Digest, Sha256};
 
-use crate::chunked::{ChunkParams, ChunkRecord, NO_BASE};
+use crate::chunked::{ChunkParams, ChunkRecord, MAX_FRAME_RAW, NO_BASE};
 use crate::hash_thread::{self, HashFeed};
 
 /// Read buffer of the chunker: many chunks per refill, so the leftover copied to its front stays small.
@@ -15,13 +15,20 @@ const READ_BUFFER: usize = 4 << 20;
 /// Read buffers handed to the whole-image hasher ahead of it.
 const HASH_QUEUE: usize = 4;
 /// A frame ends after at most this many chunks.
-pub const FRAME_MAX_CHUNKS: u32 = 128;
-/// A frame ends once it holds at least this many bytes (so it never exceeds this plus one maximal chunk).
-pub const FRAME_TARGET_RAW: u64 = 6 << 20;
-/// A frame ends after a chunk whose digest's first byte has these bits clear (one chunk in 64 on average, ~4 MiB
-/// frames): frame ends then depend on content, so an insertion early in an image does not shift every later
-/// frame. Larger frames compress better (at level 19, 1.09x the single-stream payload on the 1 GiB pair, against
-/// 1.14x with one chunk in 16) at the cost of larger fetches for robots that are not on the delta base.
+pub const FRAME_MAX_CHUNKS: u32 = 2048;
+/// No frame ends on its content before it holds this many average chunks (10 MiB with the default parameters):
+/// frames of ~15 MiB lose little against one zstd stream (independent frames each restart with an empty
+/// window), yet two cores still decode in parallel. In average chunks, so small test images still get frames.
+pub const FRAME_MIN_AVG_CHUNKS: u64 = 160;
+/// A frame ends once it holds at least this many average chunks (20 MiB with the default parameters; so it never
+/// exceeds this plus one maximal chunk, and never [`MAX_FRAME_RAW`]).
+pub const FRAME_FULL_AVG_CHUNKS: u64 = 320;
+/// Past [`FRAME_MIN_AVG_CHUNKS`], a frame ends after a chunk whose digest's first byte has these bits clear (one chunk
+/// in 64, ~6 MiB of a typical image, so frames average ~15 MiB): frame ends then depend on content, so an
+/// insertion early in an image does not shift every later frame (hits are sparse against the minimum, so
+/// frames end where they ended before right after an insertion, or within a few frames), and a robot that is
+/// not on the delta base still finds most of the old release's frames unchanged. Larger frames compress better
+/// at the cost of larger fetches for such robots.
 const FRAME_END_MASK: u8 = 0x3f;
 
 /// Calls `on_chunk` with each FastCDC v2020 chunk of `input` (normalisation level 1), in order, and returns the
@@ -63,22 +70,41 @@ pub fn for_each_chunk<R: Read>(
 }
 
 /// Decides where frames end, chunk by chunk (pure).
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct FrameGrouper {
     chunks: u32,
     raw: u64,
+    /// No content-defined end before this many bytes.
+    min: u64,
+    /// A frame ends once it holds this many bytes (lower when chunks may be so large that one more would pass
+    /// [`MAX_FRAME_RAW`]).
+    full: u64,
 }
 
 impl FrameGrouper {
+    /// A grouper for chunks cut with `params`.
+    pub fn new(params: ChunkParams) -> Self {
+        let avg = u64::from(params.avg);
+        let full =
+            (FRAME_FULL_AVG_CHUNKS * avg).min(MAX_FRAME_RAW.saturating_sub(u64::from(params.max)));
+        FrameGrouper {
+            chunks: 0,
+            raw: 0,
+            min: (FRAME_MIN_AVG_CHUNKS * avg).min(full),
+            full,
+        }
+    }
+
     /// Adds the next chunk; true when the frame ends after it.
     pub fn push(&mut self, size: u32, sha256: &[u8; 32]) -> bool {
         self.chunks += 1;
         self.raw += u64::from(size);
-        let end = sha256[0] & FRAME_END_MASK == 0
+        let end = (sha256[0] & FRAME_END_MASK == 0 && self.raw >= self.min)
             || self.chunks >= FRAME_MAX_CHUNKS
-            || self.raw >= FRAME_TARGET_RAW;
+            || self.raw >= self.full;
         if end {
-            *self = FrameGrouper::default();
+            self.chunks = 0;
+            self.raw = 0;
         }
         end
     }
@@ -112,7 +138,7 @@ pub fn scan<R: Read>(
 ) -> io::Result<Scan> {
     let mut chunks = Vec::new();
     let mut frames = Vec::new();
-    let mut grouper = FrameGrouper::default();
+    let mut grouper = FrameGrouper::new(params);
     let mut in_frame = 0u32;
     let (size, sha256) = std::thread::scope(|scope| {
         let (feed, hasher) = hash_thread::spawn(scope, HASH_QUEUE);
@@ -242,26 +268,83 @@ mod tests {
         assert!(empty.chunks.is_empty() && empty.frames.is_empty());
     }
 
+    /// Frame ends of `chunks` ((size, first digest byte)), as image offsets.
+    fn frame_ends(chunks: &[(u32, u8)]) -> Vec<u64> {
+        let mut g = FrameGrouper::new(DEFAULT_PARAMS);
+        let mut at = 0u64;
+        let mut out = Vec::new();
+        for (size, first) in chunks {
+            at += u64::from(*size);
+            let mut sha = [0xffu8; 32];
+            sha[0] = *first;
+            if g.push(*size, &sha) {
+                out.push(at);
+            }
+        }
+        out
+    }
+
+    /// Frame ends depend on content (past the minimum): after an insertion, frames end where they ended before
+    /// right away in nearly every case, within a few frames always, and from then on every later one does too.
+    #[test]
+    fn frames_resynchronise_after_an_insertion() {
+        let (mut at_once, mut cases) = (0, 0);
+        for seed in 1..=64u64 {
+            let chunks: Vec<(u32, u8)> = noise(6000 * 3, seed)
+                .chunks(3)
+                .map(|c| (16 << 10 | u32::from(c[0]) << 9 | u32::from(c[1]), c[2]))
+                .collect();
+            let before = frame_ends(&chunks);
+            for inserted in [1, 17, 90] {
+                let mut shifted = chunks[..inserted].to_vec();
+                shifted.push((40 << 10, 0xff));
+                shifted.extend_from_slice(&chunks[inserted..]);
+                let after: Vec<u64> = frame_ends(&shifted)
+                    .into_iter()
+                    .map(|e| e - (40 << 10))
+                    .collect();
+                let k = after
+                    .iter()
+                    .position(|e| before.binary_search(e).is_ok())
+                    .expect("frames resynchronise");
+                assert!(k <= 6, "seed {seed}: {before:?} {after:?}");
+                let at = before.binary_search(&after[k]).unwrap();
+                assert_eq!(after[k..], before[at..], "seed {seed}");
+                cases += 1;
+                at_once += usize::from(k <= 1);
+            }
+        }
+        assert!(at_once * 100 >= cases * 95, "{at_once} of {cases} at once");
+    }
+
     proptest! {
         #[test]
         fn frames_cover_every_chunk_within_their_limits(
-            sizes in proptest::collection::vec((1u32..=256 << 10, any::<u8>()), 1..400)
+            max_chunk in prop_oneof![Just(256u32 << 10), Just(16u32 << 20)],
+            sizes in proptest::collection::vec((1u32..=256 << 10, any::<u8>()), 1..1000)
         ) {
-            let mut grouper = FrameGrouper::default();
+            let params = ChunkParams { max: max_chunk, ..DEFAULT_PARAMS };
+            let mut grouper = FrameGrouper::new(params);
+            let full = (FRAME_FULL_AVG_CHUNKS * u64::from(params.avg))
+                .min(MAX_FRAME_RAW - u64::from(max_chunk));
+            let min = (FRAME_MIN_AVG_CHUNKS * u64::from(params.avg)).min(full);
             let (mut frames, mut open, mut raw) = (Vec::new(), 0u32, 0u64);
             for (size, first) in &sizes {
+                let size = (*size).min(max_chunk);
                 let mut sha = [0xffu8; 32];
                 sha[0] = *first;
                 open += 1;
-                raw += u64::from(*size);
-                if grouper.push(*size, &sha) {
-                    prop_assert!(first & FRAME_END_MASK == 0 || open == FRAME_MAX_CHUNKS || raw >= FRAME_TARGET_RAW);
-                    prop_assert!(raw < FRAME_TARGET_RAW + (256 << 10));
+                raw += u64::from(size);
+                let content_end = first & FRAME_END_MASK == 0 && raw >= min;
+                if grouper.push(size, &sha) {
+                    prop_assert!(content_end || open == FRAME_MAX_CHUNKS || raw >= full);
+                    prop_assert!(raw < full + u64::from(max_chunk));
+                    prop_assert!(raw <= MAX_FRAME_RAW);
                     frames.push(open);
                     open = 0;
                     raw = 0;
                 } else {
-                    prop_assert!(first & FRAME_END_MASK != 0 && open < FRAME_MAX_CHUNKS && raw < FRAME_TARGET_RAW);
+                    prop_assert!(!content_end && open < FRAME_MAX_CHUNKS && raw < full);
                 }
                 prop_assert_eq!(grouper.is_open(), open > 0);
             }
@@ -270,5 +353,6 @@ mod tests {
             }
             prop_assert_eq!(frames.iter().map(|&n| n as usize).sum::<usize>(), sizes.len());
         }
+
     }
 }

@@ -157,7 +157,7 @@ fn decode_frames(bundle: &[u8], layout: &BundleLayout, manifest: &Manifest, i: u
 #[test]
 fn chunked_round_trip_of_several_images() {
     let keys = [SecretKey::generate()];
-    let rootfs = image(1, 3 << 20);
+    let rootfs = image(1, 40 << 20);
     let model = image(2, 40_000);
     let (manifest, bundle) = chunked(
         &[
@@ -188,7 +188,7 @@ fn chunked_round_trip_of_several_images() {
     }
     assert!(
         indexes[0].frames.len() > 1,
-        "a 3 MiB image has several frames"
+        "a 40 MiB image has several frames (of 12 to 20 MiB)"
     );
     // Frames are compressed: the whole payload is well below the image.
     assert!(manifest.images[0].compressed_size * 2 < rootfs.len() as u64);
@@ -277,10 +277,10 @@ fn a_delta_costs_less_than_the_plain_frames_and_decodes_against_the_base() {
 #[test]
 fn new_content_unlike_the_base_is_left_to_its_frames() {
     let keys = [SecretKey::generate()];
-    // Noise spanning several whole frames (~4 MiB each).
+    // Noise spanning several whole frames (12 to 20 MiB each).
     let v1 = image(6, 8 << 20);
     let mut x = 77u64;
-    let noise: Vec<u8> = (0..(16 << 20))
+    let noise: Vec<u8> = (0..(64 << 20))
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 7;

@@ -5,6 +5,7 @@ use std::sync::mpsc::SyncSender;
 
 use ota_bundle_format::chunked::Span;
 
+use super::flow::Flow;
 use crate::client::ClientError;
 use crate::source::ranges::RangeSource;
 use crate::source::SourceError;
@@ -113,17 +114,26 @@ pub fn requests(items: &[Span]) -> Vec<Request> {
     out
 }
 
-/// Runs the requests one after the other and sends each item's bytes, in order. Stops at the first error (sent
-/// on) or when the pipeline hung up. Returns the bytes fetched.
+/// Runs the requests one after the other and sends each item's bytes, in order. Before each request it takes
+/// its items' `costs` from the input budget of `flow` (the workers give them back), so fetched bytes never pile
+/// up ahead of the decoders. Stops at the first error (sent on), when the pipeline hung up or the run stopped.
+/// Returns the bytes fetched.
 pub fn run(
     source: &mut dyn RangeSource,
     origin: &str,
     requests: &[Request],
+    costs: &[u64],
+    flow: &Flow,
     items: &SyncSender<Result<Vec<u8>, ClientError>>,
 ) -> u64 {
     let mut fetched = 0;
+    let mut costs = costs.iter();
     for r in requests {
-        let parts = match fetch(source, origin, &r.ranges) {
+        let cost: u64 = costs.by_ref().take(r.items.len()).sum();
+        if !flow.take_input(cost) {
+            return fetched;
+        }
+        let mut parts = match fetch(source, origin, &r.ranges) {
             Ok(parts) => parts,
             Err(e) => {
                 let _ = items.send(Err(e));
@@ -137,8 +147,13 @@ pub fn run(
                 at += 1;
             }
             let range = r.ranges[at];
-            let start = (item.offset - range.offset) as usize;
-            let bytes = parts[at][start..start + item.len as usize].to_vec();
+            // A range that is one item (a large frame) is handed over as it is, not copied.
+            let bytes = if range == *item {
+                std::mem::take(&mut parts[at])
+            } else {
+                let start = (item.offset - range.offset) as usize;
+                parts[at][start..start + item.len as usize].to_vec()
+            };
             if items.send(Ok(bytes)).is_err() {
                 return fetched;
             }

@@ -9,6 +9,7 @@
 //! caller records the slot as verified only after this returned `Ok`, then removes the download journal.
 
 pub mod fetch;
+pub mod flow;
 pub mod journal;
 pub mod pipeline;
 pub mod ranged;

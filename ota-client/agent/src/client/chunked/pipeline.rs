@@ -1,28 +1,31 @@
 //! The range engine's pipeline: work units in image order (a frame to decode, a run of local chunks to read and
-//! verify, a delta to decode against the active slot), processed by one worker per core with a bounded number
-//! in flight, written in order to the standby slot; the whole-image digest on its own thread.
+//! verify, a delta to decode against the active slot), processed by one worker per core (three at most), their
+//! output handed over in pieces and written in order to the standby slot under the byte budgets of [`flow`]; the
+//! whole-image digest on its own thread.
 
-use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Mutex;
 use std::thread;
 
-use ota_bundle_format::chunked::{ChunkIndex, ChunkSource, FetchPlan, FrameSpan, Span};
+use ota_bundle_format::chunked::{
+    ChunkIndex, ChunkSource, FetchPlan, FrameSpan, Span, FRAME_WINDOW_LOG_MAX,
+};
 use ota_bundle_format::write::decode_delta;
 use ota_bundle_format::BundleError;
 use sha2::{Digest, Sha256};
-use zstd::zstd_safe::{DCtx, DParameter};
+use zstd::zstd_safe::{DCtx, DParameter, InBuffer, OutBuffer};
 
 use super::fetch;
+use super::flow::{Flow, Out, INPUT_BUDGET, OUTPUT_BUDGET, PIECE};
 use crate::client::ClientError;
 use crate::source::ranges::RangeSource;
 
 /// A run of local chunks is read as one unit up to this size.
 const MAX_LOCAL_RUN: u64 = 4 << 20;
-/// Frames are decoded with at most this window (16 MiB, as the format allows).
-const WINDOW_LOG_MAX: u32 = 24;
+/// At most this many decoders: each holds one frame window (8 MiB at most) besides the budgets.
+const MAX_WORKERS: usize = 3;
 
 /// What one unit does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,8 +180,15 @@ impl Inputs<'_> {
         Ok(buf)
     }
 
-    /// Runs one unit.
-    pub fn process(&self, unit: &Unit, input: Option<Vec<u8>>) -> Result<Vec<u8>, ClientError> {
+    /// Runs one unit, handing its output to `emit` in pieces (of at most [`PIECE`] bytes for frames, a chunk
+    /// otherwise), each checked before it is handed over. Stops early, without error, when `emit` says the run
+    /// stopped.
+    pub fn process(
+        &self,
+        unit: &Unit,
+        input: Option<Vec<u8>>,
+        emit: &mut dyn FnMut(Vec<u8>) -> bool,
+    ) -> Result<(), ClientError> {
         match unit.work {
             Work::Frame { frame, skip } => {
                 let input = input.expect("frames are fetched");
@@ -188,23 +198,11 @@ impl Inputs<'_> {
                         "frame {frame} does not match its SHA-256 in the index"
                     )));
                 }
-                let raw = self.frames[frame].raw_size as usize;
-                let out = decode_frame(&input, raw)
-                    .map_err(|e| self.corrupt(format!("frame {frame} does not decode: {e}")))?;
-                if out.len() != raw {
-                    return Err(self.corrupt(format!(
-                        "frame {frame} decodes to {} bytes, the index says {raw}",
-                        out.len()
-                    )));
-                }
-                Ok(if skip == 0 {
-                    out
-                } else {
-                    out[skip as usize..].to_vec()
-                })
+                let raw = self.frames[frame].raw_size;
+                decode_frame(&input, raw, skip, emit)
+                    .map_err(|e| self.corrupt(format!("frame {frame} {e}")))
             }
             Work::Local { first, count } => {
-                let mut out = Vec::with_capacity(unit.len as usize);
                 for i in first..first + count {
                     let ChunkSource::Local { offset } = self.sources[i] else {
                         unreachable!("local runs hold local chunks")
@@ -214,9 +212,11 @@ impl Inputs<'_> {
                     if Sha256::digest(&bytes).as_slice() != chunk.sha256 {
                         return Err(self.changed(offset));
                     }
-                    out.extend_from_slice(&bytes);
+                    if !emit(bytes) {
+                        return Ok(());
+                    }
                 }
-                Ok(out)
+                Ok(())
             }
             Work::Delta { delta, chunk } => {
                 let input = input.expect("deltas are fetched");
@@ -229,7 +229,8 @@ impl Inputs<'_> {
                         if out.len() == c.size as usize
                             && Sha256::digest(&out).as_slice() == c.sha256 =>
                     {
-                        Ok(out)
+                        emit(out);
+                        Ok(())
                     }
                     _ => Err(self.corrupt(format!(
                         "delta {delta} (chunk {chunk}) decoded against the active slot {} does not match \
@@ -242,15 +243,61 @@ impl Inputs<'_> {
     }
 }
 
-/// Decodes one plain frame of at most `capacity` bytes (deltas: the writer's [`decode_delta`]).
-fn decode_frame(input: &[u8], capacity: usize) -> Result<Vec<u8>, String> {
+/// Decodes one plain frame (already checked against its digest) of exactly `raw` bytes in pieces of at most
+/// [`PIECE`], dropping the first `skip` bytes; holds one window (at most [`FRAME_WINDOW_LOG_MAX`]), never the
+/// frame's whole output. The error completes "frame N ...".
+fn decode_frame(
+    input: &[u8],
+    raw: u64,
+    skip: u64,
+    emit: &mut dyn FnMut(Vec<u8>) -> bool,
+) -> Result<(), String> {
+    let name = |code| format!("does not decode: {}", zstd::zstd_safe::get_error_name(code));
     let mut dctx = DCtx::create();
-    let name = |code| zstd::zstd_safe::get_error_name(code).to_string();
-    dctx.set_parameter(DParameter::WindowLogMax(WINDOW_LOG_MAX))
+    dctx.set_parameter(DParameter::WindowLogMax(FRAME_WINDOW_LOG_MAX))
         .map_err(name)?;
-    let mut out = Vec::with_capacity(capacity);
-    dctx.decompress(&mut out, input).map_err(name)?;
-    Ok(out)
+    let mut from = InBuffer::around(input);
+    let mut total = 0u64;
+    loop {
+        let mut piece = Vec::with_capacity(PIECE);
+        let left = dctx
+            .decompress_stream(&mut OutBuffer::around(&mut piece), &mut from)
+            .map_err(name)?;
+        let start = total;
+        total += piece.len() as u64;
+        if total > raw {
+            return Err(format!(
+                "decodes to more than {raw} bytes, the index says {raw}"
+            ));
+        }
+        if total > skip {
+            let keep = (skip.saturating_sub(start)) as usize;
+            let piece = if keep == 0 {
+                piece
+            } else {
+                piece[keep..].to_vec()
+            };
+            if !emit(piece) {
+                return Ok(());
+            }
+        }
+        if left == 0 {
+            break;
+        }
+        if from.pos() == input.len() && total == start {
+            return Err("does not decode: the frame is truncated".into());
+        }
+    }
+    if from.pos() != input.len() {
+        return Err(format!(
+            "does not decode: {} bytes follow the frame",
+            input.len() - from.pos()
+        ));
+    }
+    if total != raw {
+        return Err(format!("decodes to {total} bytes, the index says {raw}"));
+    }
+    Ok(())
 }
 
 /// Where the pipeline's output goes, in image order.
@@ -259,19 +306,23 @@ pub trait Sink {
     fn write(&mut self, bytes: &[u8], end: u64) -> Result<(), ClientError>;
 }
 
-/// Where a worker's result for one unit arrives.
-type Answer = Receiver<Result<Vec<u8>, ClientError>>;
-
-/// A job for a worker: the unit, its fetched bytes, where to send the result.
+/// A job for a worker: the unit (number `seq` in order), its fetched bytes and what they count in the input
+/// budget.
 struct Job {
+    seq: usize,
     unit: Unit,
     input: Option<Vec<u8>>,
-    reply: SyncSender<Result<Vec<u8>, ClientError>>,
+    cost: u64,
 }
 
-/// Runs the units: fetch on its own thread, one worker per core, at most `in_flight` units decoded ahead of
-/// the writer, output to `sink` in order and (with `hash`) into the whole-image digest on its own thread.
-/// Returns the bytes fetched and the digest of everything hashed.
+/// What a unit's fetched bytes count in the input budget.
+fn input_cost(unit: &Unit) -> u64 {
+    unit.fetch.map_or(0, |f| f.len)
+}
+
+/// Runs the units: fetch on its own thread, one worker per core (at most [`MAX_WORKERS`]), fetched inputs and
+/// decoded output within [`INPUT_BUDGET`] and [`OUTPUT_BUDGET`], output to `sink` in order and (with `hash`) into
+/// the whole-image digest on its own thread. Returns the bytes fetched and the digest of everything hashed.
 pub fn run(
     inputs: &Inputs,
     units: &[Unit],
@@ -279,35 +330,55 @@ pub fn run(
     sink: &mut dyn Sink,
     hash: Option<Sha256>,
 ) -> Result<(u64, Option<[u8; 32]>), ClientError> {
-    let workers = thread::available_parallelism().map_or(2, |n| n.get());
-    // Each unit holds at most a frame's input and output (4 MiB raw from the writer, 8 MiB by the format):
-    // with the fetch's request and the two small queues, anonymous memory stays well under 64 MiB.
-    let in_flight = (workers + 1).min(4);
-    let items: Vec<Span> = units.iter().filter_map(|u| u.fetch).collect();
+    let flow = Flow::new(INPUT_BUDGET, OUTPUT_BUDGET);
+    run_with(inputs, units, source, sink, hash, &flow)
+}
+
+/// [`run`] within the budgets of `flow`.
+fn run_with(
+    inputs: &Inputs,
+    units: &[Unit],
+    source: &mut dyn RangeSource,
+    sink: &mut dyn Sink,
+    hash: Option<Sha256>,
+    flow: &Flow,
+) -> Result<(u64, Option<[u8; 32]>), ClientError> {
+    let workers = thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(MAX_WORKERS);
+    let fetched: Vec<&Unit> = units.iter().filter(|u| u.fetch.is_some()).collect();
+    let items: Vec<Span> = fetched.iter().filter_map(|u| u.fetch).collect();
+    let costs: Vec<u64> = fetched.iter().map(|u| input_cost(u)).collect();
     let requests = fetch::requests(&items);
-    let (job_tx, job_rx) = sync_channel::<Job>(in_flight);
+    let (job_tx, job_rx) = sync_channel::<Job>(workers);
     let job_rx = Mutex::new(job_rx);
     let job_rx = &job_rx;
     thread::scope(|scope| {
-        let (item_tx, item_rx) = sync_channel::<Result<Vec<u8>, ClientError>>(2);
-        let requests = &requests;
+        let (item_tx, item_rx) = sync_channel::<Result<Vec<u8>, ClientError>>(1);
+        let (requests, costs) = (&requests, &costs);
         let origin = inputs.origin;
-        let fetcher = scope.spawn(move || fetch::run(source, origin, requests, &item_tx));
+        let fetcher =
+            scope.spawn(move || fetch::run(source, origin, requests, costs, flow, &item_tx));
         for _ in 0..workers {
             scope.spawn(move || loop {
                 let job = job_rx.lock().expect("no worker panics holding it").recv();
                 let Ok(job) = job else { return };
-                let _ = job.reply.send(inputs.process(&job.unit, job.input));
+                let seq = job.seq;
+                let mut emit = |piece: Vec<u8>| flow.push(seq, Out::Piece(piece));
+                let result = inputs.process(&job.unit, job.input, &mut emit);
+                flow.release_input(job.cost);
+                flow.push(seq, Out::End(result));
             });
         }
+        let dispatcher = scope.spawn(move || dispatch(units, &item_rx, &job_tx, flow));
         let (hash_tx, hash_rx) = sync_channel::<Vec<u8>>(2);
         let hasher = hash.map(|h| scope.spawn(move || hash_all(h, hash_rx)));
         let hash_tx = hasher.is_some().then_some(hash_tx);
 
-        let result = drive(units, &item_rx, &job_tx, in_flight, sink, hash_tx.as_ref());
-        drop(job_tx);
-        drop(item_rx);
+        let result = write_all(units, flow, sink, hash_tx.as_ref());
+        flow.stop();
         drop(hash_tx);
+        dispatcher.join().expect("the dispatcher does not panic");
         let fetched = fetcher.join().expect("the fetch thread does not panic");
         let digest = hasher.map(|h| h.join().expect("the hash thread does not panic"));
         result.map(|()| (fetched, digest))
@@ -321,49 +392,212 @@ fn hash_all(mut hasher: Sha256, bytes: Receiver<Vec<u8>>) -> [u8; 32] {
     hasher.finalize().into()
 }
 
-/// Hands units to the workers in order and writes their results in order.
-fn drive(
+/// Hands units to the workers in order, each with its fetched bytes; a fetch error goes to the writer in the
+/// unit's place. Returns when every unit is handed over, or the run stopped.
+fn dispatch(
     units: &[Unit],
     items: &Receiver<Result<Vec<u8>, ClientError>>,
     jobs: &SyncSender<Job>,
-    in_flight: usize,
+    flow: &Flow,
+) {
+    for (seq, unit) in units.iter().enumerate() {
+        if flow.stopped() {
+            return;
+        }
+        let input = match unit.fetch {
+            Some(_) => match items.recv() {
+                Ok(Ok(bytes)) => Some(bytes),
+                Ok(Err(e)) => {
+                    flow.push(seq, Out::End(Err(e)));
+                    return;
+                }
+                // The fetch stopped because the run did.
+                Err(_) => return,
+            },
+            None => None,
+        };
+        let job = Job {
+            seq,
+            unit: *unit,
+            cost: if input.is_some() { input_cost(unit) } else { 0 },
+            input,
+        };
+        if jobs.send(job).is_err() {
+            return;
+        }
+    }
+}
+
+/// Writes every unit's pieces in order, checking each unit's length.
+fn write_all(
+    units: &[Unit],
+    flow: &Flow,
     sink: &mut dyn Sink,
     hash: Option<&SyncSender<Vec<u8>>>,
 ) -> Result<(), ClientError> {
-    let mut pending: VecDeque<(Unit, Answer)> = VecDeque::new();
-    let mut write = |unit: Unit, reply: Answer| {
-        let out = reply.recv().expect("every job is answered")?;
-        debug_assert_eq!(out.len() as u64, unit.len);
-        sink.write(&out, unit.offset + unit.len)?;
-        if let Some(hash) = hash {
-            let _ = hash.send(out);
+    for (seq, unit) in units.iter().enumerate() {
+        let mut at = unit.offset;
+        loop {
+            match flow.pop(seq) {
+                Out::Piece(bytes) => {
+                    at += bytes.len() as u64;
+                    debug_assert!(at <= unit.offset + unit.len);
+                    sink.write(&bytes, at)?;
+                    if let Some(hash) = hash {
+                        let _ = hash.send(bytes);
+                    }
+                }
+                Out::End(result) => {
+                    result?;
+                    debug_assert_eq!(at, unit.offset + unit.len);
+                    break;
+                }
+            }
         }
-        Ok::<(), ClientError>(())
-    };
-    for unit in units {
-        if pending.len() >= in_flight {
-            let (u, r) = pending.pop_front().expect("not empty");
-            write(u, r)?;
-        }
-        let input = match unit.fetch {
-            Some(_) => Some(
-                items
-                    .recv()
-                    .expect("the fetch sends every item or an error")?,
-            ),
-            None => None,
-        };
-        let (reply, answer) = sync_channel(1);
-        jobs.send(Job {
-            unit: *unit,
-            input,
-            reply,
-        })
-        .expect("workers run until the jobs end");
-        pending.push_back((*unit, answer));
-    }
-    while let Some((u, r)) = pending.pop_front() {
-        write(u, r)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::SourceError;
+    use ota_bundle_format::chunked::{
+        ChunkRecord, FrameRecord, DEFAULT_PARAMS, MAX_FRAME_RAW, NO_BASE,
+    };
+    use ota_bundle_format::write::frames::compress_capped;
+
+    struct Memory(Vec<u8>);
+
+    impl RangeSource for Memory {
+        fn len(&self) -> u64 {
+            self.0.len() as u64
+        }
+        fn read_ranges<'s>(
+            &mut self,
+            ranges: &[Span],
+            sink: &'s mut crate::source::ranges::RangeSink<'s>,
+        ) -> Result<(), SourceError> {
+            for (i, r) in ranges.iter().enumerate() {
+                sink(i, &self.0[r.offset as usize..r.end() as usize])?;
+            }
+            Ok(())
+        }
+        fn wire_bytes(&self) -> u64 {
+            0
+        }
+    }
+
+    struct Collect {
+        out: Vec<u8>,
+        largest_piece: usize,
+    }
+
+    impl Sink for Collect {
+        fn write(&mut self, bytes: &[u8], end: u64) -> Result<(), ClientError> {
+            self.out.extend_from_slice(bytes);
+            self.largest_piece = self.largest_piece.max(bytes.len());
+            assert_eq!(end, self.out.len() as u64, "pieces arrive in image order");
+            Ok(())
+        }
+    }
+
+    /// Frames of the largest size the format allows decode in pieces: the decoded bytes queued for the writer
+    /// never pass the output budget plus one piece, and the image comes out whole and in order.
+    #[test]
+    fn frames_of_the_largest_size_decode_within_the_budget() {
+        let chunk = DEFAULT_PARAMS.max;
+        let per_frame = (MAX_FRAME_RAW / u64::from(chunk)) as u32;
+        let mut x = 5u64;
+        let image: Vec<u8> = (0..3 * MAX_FRAME_RAW)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if i % 4 == 0 {
+                    x as u8
+                } else {
+                    (i >> 12) as u8
+                }
+            })
+            .collect();
+        let mut payload = Vec::new();
+        let mut frames = Vec::new();
+        for raw in image.chunks(MAX_FRAME_RAW as usize) {
+            let bytes = compress_capped(raw, 1).unwrap();
+            frames.push(FrameRecord {
+                chunks: per_frame,
+                compressed_size: bytes.len() as u32,
+                sha256: Sha256::digest(&bytes).into(),
+            });
+            payload.extend_from_slice(&bytes);
+        }
+        let index = ChunkIndex {
+            params: DEFAULT_PARAMS,
+            frames,
+            chunks: image
+                .chunks(chunk as usize)
+                .map(|c| ChunkRecord {
+                    size: c.len() as u32,
+                    sha256: Sha256::digest(c).into(),
+                    base_offset: NO_BASE,
+                })
+                .collect(),
+            deltas: vec![],
+        };
+        let spans = index.frame_spans();
+        // The first frame's first chunk is already in the slot (a resumed try).
+        let units: Vec<Unit> = spans
+            .iter()
+            .enumerate()
+            .map(|(f, s)| {
+                let skip = if f == 0 { u64::from(chunk) } else { 0 };
+                Unit {
+                    work: Work::Frame { frame: f, skip },
+                    offset: s.image_offset + skip,
+                    len: s.raw_size - skip,
+                    fetch: Some(Span {
+                        offset: s.payload_offset,
+                        len: s.compressed_size,
+                    }),
+                }
+            })
+            .collect();
+        let inputs = Inputs {
+            index: &index,
+            sources: &[],
+            frames: &spans,
+            active: None,
+            class: "rootfs",
+            image: "rootfs.ext4",
+            origin: "memory",
+        };
+        let mut sink = Collect {
+            out: vec![0; chunk as usize],
+            largest_piece: 0,
+        };
+        sink.out.copy_from_slice(&image[..chunk as usize]);
+        let flow = Flow::new(INPUT_BUDGET, OUTPUT_BUDGET);
+        let (fetched, digest) = run_with(
+            &inputs,
+            &units,
+            &mut Memory(payload.clone()),
+            &mut sink,
+            Some(Sha256::new()),
+            &flow,
+        )
+        .unwrap();
+        assert_eq!(fetched, payload.len() as u64);
+        assert!(sink.out == image, "the image comes out whole");
+        assert_eq!(
+            digest.unwrap(),
+            <[u8; 32]>::from(Sha256::digest(&image[chunk as usize..]))
+        );
+        assert!(sink.largest_piece <= PIECE);
+        assert!(
+            flow.peak() <= OUTPUT_BUDGET + PIECE as u64,
+            "{} bytes queued",
+            flow.peak()
+        );
+    }
 }
