@@ -89,4 +89,8 @@ pub enum StoreError {
     /// The row that should be updated does not exist.
     #[error("{0} not found in the database")]
     Missing(String),
+    /// A compare-and-set write lost: another replica changed the rollout since it was read (the caller reloads it
+    /// and decides again).
+    #[error("rollout {0} was changed by another server replica meanwhile; try again")]
+    Stale(u64),
 }

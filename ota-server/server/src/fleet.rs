@@ -8,7 +8,7 @@
 //! write-behind flush (`DeviceService::flush`) persists them once a second in one transaction.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use ota_protocol::admin::{
@@ -18,6 +18,7 @@ use ota_protocol::device::ReportStatus;
 use ota_protocol::fleet::{GroupSettings, TargetFilter};
 use tokio::sync::broadcast;
 
+use crate::cluster::{Cluster, Subject};
 use crate::config::{Config, Secrets};
 use crate::error::{ServiceError, StoreError};
 use crate::metrics::Metrics;
@@ -350,7 +351,7 @@ pub struct Fleet {
 
 impl Fleet {
     /// Loads the working set from the store.
-    fn load(store: &dyn Store) -> Result<Fleet, StoreError> {
+    pub(crate) fn load(store: &dyn Store) -> Result<Fleet, StoreError> {
         let snapshot = store.load()?;
         let mut fleet = Fleet::default();
         for bundle in snapshot.bundles {
@@ -423,6 +424,8 @@ pub struct Shared {
     pub events: broadcast::Sender<Arc<Event>>,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
+    /// The other replicas ([`Shared::cluster`]; alone until [`Shared::join`]).
+    cluster: OnceLock<Cluster>,
 }
 
 impl Shared {
@@ -445,7 +448,31 @@ impl Shared {
             writer: tokio::sync::Mutex::new(()),
             events,
             metrics: Metrics::default(),
+            cluster: OnceLock::new(),
         })
+    }
+
+    /// Joins other replicas (before serving: a change made before is not announced). Gives the cluster back if
+    /// this replica already works alone or joined.
+    pub fn join(&self, cluster: Cluster) -> Result<(), Cluster> {
+        self.cluster.set(cluster)
+    }
+
+    /// This replica's place among the others.
+    pub fn cluster(&self) -> &Cluster {
+        self.cluster.get_or_init(Cluster::local)
+    }
+
+    /// Tells the other replicas about a committed change; with `event`, their dashboards hear of it too (this
+    /// replica's were told by [`Shared::emit`]).
+    pub fn announce(&self, subject: Subject, event: bool) {
+        let cluster = self.cluster();
+        cluster.feed.announce(cluster.notice(subject, event));
+    }
+
+    /// Whether this replica runs the once-only periodic jobs now.
+    pub fn leads(&self) -> bool {
+        self.cluster().lease.held()
     }
 
     /// Sends an event to whoever listens (no subscribers is fine).

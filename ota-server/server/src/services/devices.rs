@@ -13,6 +13,7 @@ use ota_protocol::device::{
     UpdateOffer,
 };
 
+use crate::cluster::Subject;
 use crate::error::ServiceError;
 use crate::fleet::{
     device_info, facts, lock, read, settle, unix_now, validate_tags, write, Device, Shared,
@@ -20,6 +21,7 @@ use crate::fleet::{
 };
 use crate::rollout;
 use crate::schedule;
+use crate::services::replicas::retrying;
 use crate::store::{DeviceRecord, ReportCommit};
 use crate::tokens::{self, Caller};
 
@@ -170,6 +172,7 @@ impl DeviceService {
         lock(&shared.joins).insert(req.device_id.clone());
         shared.metrics.enrollments.fetch_add(1, Ordering::Relaxed);
         shared.emit(Event::DeviceUpdated(Box::new(info)));
+        shared.announce(Subject::Device(req.device_id.clone()), true);
         Ok(EnrollResponse {
             device_id: req.device_id,
             token,
@@ -198,6 +201,7 @@ impl DeviceService {
         shared.emit(Event::DeviceDeleted(DeviceDeletedEvent {
             device_id: device_id.to_string(),
         }));
+        shared.announce(Subject::DeviceDeleted(device_id.to_string()), true);
         Ok(())
     }
 
@@ -330,14 +334,23 @@ impl DeviceService {
         Ok(count)
     }
 
-    /// Commits a report and its effects on the rollout.
+    /// Commits a report and its effects on the rollout (decided again on the stored rollout if another replica
+    /// changed it meanwhile).
     pub async fn report(
         &self,
         device_id: &str,
         req: ReportRequest,
     ) -> Result<ReportResponse, ServiceError> {
-        let shared = &self.0;
         req.validate().map_err(ServiceError::Rejected)?;
+        retrying(&self.0, || self.report_once(device_id, &req)).await
+    }
+
+    async fn report_once(
+        &self,
+        device_id: &str,
+        req: &ReportRequest,
+    ) -> Result<ReportResponse, ServiceError> {
+        let shared = &self.0;
         let _writer = shared.writer.lock().await;
         let now = unix_now();
         let record = ReportRecord {
@@ -382,8 +395,11 @@ impl DeviceService {
                     let mut statuses = r.statuses();
                     statuses[i] = new;
                     let mut rec = r.record.clone();
-                    let changed = settle(&mut rec, &r.bundle, &r.joined, &statuses, now);
-                    (new.map(|s| (id, s)), changed.then_some(rec))
+                    settle(&mut rec, &r.bundle, &r.joined, &statuses, now);
+                    // Written even unchanged: the revision moves with every member change, so a replica
+                    // deciding on an older tally loses its compare-and-set.
+                    let member = new.map(|s| (id, s));
+                    (member, member.map(|_| rec))
                 }
             }
         };
@@ -409,6 +425,10 @@ impl DeviceService {
             });
         }
         shared.metrics.report(req.status);
+        let new_rollout = new_rollout.map(|mut rec| {
+            rec.revision += 1;
+            rec
+        });
         // Apply.
         let mut joined = false;
         let (device, rollout_info) = {
@@ -454,6 +474,14 @@ impl DeviceService {
         if let Some(info) = rollout_info {
             shared.emit(Event::RolloutUpdated(Box::new(info)));
         }
+        shared.announce(
+            Subject::Report {
+                device_id: device_id.to_string(),
+                report_id: req.report_id.clone(),
+                rollout_id: member.map(|(id, _)| id),
+            },
+            true,
+        );
         Ok(ReportResponse {
             accepted: true,
             duplicate: false,

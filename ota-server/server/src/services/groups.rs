@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use ota_protocol::admin::{DeviceInfo, Event};
 use ota_protocol::fleet::{DeviceLabels, GroupInfo, GroupSettings};
 
+use crate::cluster::Subject;
 use crate::error::ServiceError;
 use crate::fleet::{device_info, lock, read, validate_tags, write, Group};
 use crate::services::devices::DeviceService;
@@ -56,6 +57,7 @@ impl DeviceService {
         };
         lock(&shared.joins).insert(device_id.to_string());
         shared.emit(Event::DeviceUpdated(Box::new(info.clone())));
+        shared.announce(Subject::Device(device_id.to_string()), true);
         Ok(info)
     }
 
@@ -96,6 +98,7 @@ impl DeviceService {
         let (n, stored) = (name.to_string(), settings);
         shared.blocking(move |s| s.put_group(&n, &stored)).await?;
         write(&shared.fleet).groups.insert(name.to_string(), group);
+        shared.announce(Subject::Group(name.to_string()), false);
         self.groups()
             .into_iter()
             .find(|g| g.name == name)

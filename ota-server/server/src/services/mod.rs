@@ -5,6 +5,7 @@ pub mod bundles;
 pub mod devices;
 pub mod groups;
 pub mod history;
+pub mod replicas;
 pub mod rollouts;
 pub mod stages;
 pub mod watch;

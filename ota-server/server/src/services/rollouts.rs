@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use ota_protocol::admin::{CreateRolloutRequest, Event, RolloutDetail, RolloutInfo, RolloutState};
 
+use crate::cluster::Subject;
 use crate::error::ServiceError;
 use crate::fleet::{lock, plan, read, settle, unix_now, validate_tags, write, Rollout, Shared};
 use crate::rollout::{self, Control, RolloutAction};
 use crate::schedule::CompiledSchedule;
+use crate::services::replicas::retrying;
 use crate::store::{MemberRecord, RolloutAim, RolloutRecord};
 
 /// Rollouts.
@@ -88,13 +90,18 @@ impl RolloutService {
         };
         let _writer = shared.writer.lock().await;
         let now = unix_now();
-        let bundle = read(&shared.fleet)
-            .bundles
-            .get(&req.bundle_id)
-            .cloned()
-            .ok_or_else(|| {
-                ServiceError::Rejected(format!("no bundle '{}'; publish it first", req.bundle_id))
-            })?;
+        let known = read(&shared.fleet).bundles.get(&req.bundle_id).cloned();
+        let bundle = match known {
+            Some(bundle) => Some(bundle),
+            // Published through another replica a moment ago, before its notice arrived.
+            None => {
+                let id = req.bundle_id.clone();
+                shared.blocking(move |s| s.bundle(&id)).await?
+            }
+        }
+        .ok_or_else(|| {
+            ServiceError::Rejected(format!("no bundle '{}'; publish it first", req.bundle_id))
+        })?;
         let mut record = RolloutRecord {
             rollout_id: 0,
             name: req
@@ -113,6 +120,7 @@ impl RolloutService {
             stage_started_at: aim.start_at.map_or(now, |t| t.max(now)),
             stage_completed_at: None,
             aim,
+            revision: 0,
         };
         let targets = {
             let fleet = read(&shared.fleet);
@@ -151,11 +159,20 @@ impl RolloutService {
         let info = rollout.info();
         write(&shared.fleet).rollouts.insert(id, rollout);
         shared.emit(Event::RolloutUpdated(Box::new(info.clone())));
+        shared.announce(Subject::Rollout(id), true);
         Ok(info)
     }
 
     /// Pause, resume or abort by hand.
     pub async fn control(
+        &self,
+        id: u64,
+        action: RolloutAction,
+    ) -> Result<RolloutInfo, ServiceError> {
+        retrying(&self.0, || self.control_once(id, action)).await
+    }
+
+    async fn control_once(
         &self,
         id: u64,
         action: RolloutAction,
@@ -194,6 +211,7 @@ impl RolloutService {
         record.updated_at = now;
         let rec = record.clone();
         shared.blocking(move |s| s.update_rollout(&rec)).await?;
+        record.revision += 1;
         let info = {
             let mut fleet = write(&shared.fleet);
             let r = fleet.rollouts.get_mut(&id).ok_or_else(|| no_rollout(id))?;
@@ -201,6 +219,7 @@ impl RolloutService {
             r.info()
         };
         shared.emit(Event::RolloutUpdated(Box::new(info.clone())));
+        shared.announce(Subject::Rollout(id), true);
         Ok(info)
     }
 }

@@ -4,9 +4,11 @@
 
 use ota_protocol::admin::{Event, RolloutInfo, RolloutState};
 
-use crate::error::ServiceError;
+use crate::cluster::Subject;
+use crate::error::{ServiceError, StoreError};
 use crate::fleet::{lock, read, settle, unix_now, write, Shared};
 use crate::rollout;
+use crate::services::replicas::{refresh_rollout, retrying};
 use crate::services::rollouts::RolloutService;
 use crate::store::{MemberRecord, RolloutRecord};
 
@@ -23,10 +25,12 @@ fn no_rollout(id: u64) -> ServiceError {
 
 impl RolloutService {
     /// Adds devices whose facts changed to the rollouts they now match (at the next stage), and applies the
-    /// transitions time brings (deadline, soak, scheduled start). Runs once a second; returns how many rollouts
-    /// changed.
+    /// transitions time brings (deadline, soak, scheduled start). Runs once a second on every replica (each adds
+    /// the devices it saw change); the timed transitions only on the one holding the lease. Returns how many
+    /// rollouts changed.
     pub async fn tick(&self) -> Result<usize, ServiceError> {
         let shared = &self.0;
+        let leads = shared.leads();
         let _writer = shared.writer.lock().await;
         let candidates: Vec<String> = std::mem::take(&mut *lock(&shared.joins))
             .into_iter()
@@ -71,7 +75,7 @@ impl RolloutService {
                 let timed = aim.rules.deadline_secs > 0
                     || aim.rules.soak_secs > 0
                     || aim.start_at.is_some();
-                if new.is_empty() && (r.record.state != RolloutState::Active || !timed) {
+                if new.is_empty() && (r.record.state != RolloutState::Active || !timed || !leads) {
                     continue;
                 }
                 let mut joined = r.joined.clone();
@@ -95,16 +99,28 @@ impl RolloutService {
             return Ok(0);
         }
         let count = changes.len();
-        if let Err(e) = self.commit(changes).await {
-            // Not lost: the next tick tries these devices again (the members committed already are skipped).
-            lock(&shared.joins).extend(candidates);
-            return Err(e);
+        match self.commit(changes).await {
+            Ok(()) => Ok(count),
+            Err(e) => {
+                // Not lost: the next tick tries these devices again (the members committed already are skipped).
+                lock(&shared.joins).extend(candidates);
+                if let ServiceError::Store(StoreError::Stale(id)) = e {
+                    // Another replica changed that rollout: the next tick decides on the stored row.
+                    drop(_writer);
+                    refresh_rollout(shared, id).await?;
+                    return Ok(0);
+                }
+                Err(e)
+            }
         }
-        Ok(count)
     }
 
     /// `next`: starts the rollout's next stage now, whatever the current one's completion or soak.
     pub async fn next(&self, id: u64) -> Result<RolloutInfo, ServiceError> {
+        retrying(&self.0, || self.next_once(id)).await
+    }
+
+    async fn next_once(&self, id: u64) -> Result<RolloutInfo, ServiceError> {
         let _writer = self.0.writer.lock().await;
         let now = unix_now();
         let record = {
@@ -131,6 +147,10 @@ impl RolloutService {
 
     /// `retry`: failed and rolled-back members are offered again (their status resets to pending).
     pub async fn retry(&self, id: u64) -> Result<RolloutInfo, ServiceError> {
+        retrying(&self.0, || self.retry_once(id)).await
+    }
+
+    async fn retry_once(&self, id: u64) -> Result<RolloutInfo, ServiceError> {
         let _writer = self.0.writer.lock().await;
         let now = unix_now();
         let change = {
@@ -176,14 +196,16 @@ impl RolloutService {
             .ok_or_else(|| no_rollout(id))
     }
 
-    /// Commits changes (each in its own transaction), applies them to memory and tells the dashboard.
+    /// Commits changes (each in its own transaction, compare-and-set on the rollout row), applies them to memory
+    /// and tells the dashboard and the other replicas.
     async fn commit(&self, changes: Vec<Change>) -> Result<(), ServiceError> {
         let shared: &Shared = &self.0;
-        for change in changes {
+        for mut change in changes {
             let (record, members) = (change.record.clone(), change.members.clone());
             shared
                 .blocking(move |s| s.save_members(&record, &members))
                 .await?;
+            change.record.revision += 1;
             let info = {
                 let mut fleet = write(&shared.fleet);
                 let fleet = &mut *fleet;
@@ -206,6 +228,7 @@ impl RolloutService {
                 r.info_with(Some(&fleet.devices))
             };
             shared.emit(Event::RolloutUpdated(Box::new(info)));
+            shared.announce(Subject::Rollout(change.id), true);
         }
         Ok(())
     }

@@ -10,10 +10,12 @@ use ota_protocol::admin::{Event, RolloutState};
 use ota_protocol::device::ReportStatus;
 use ota_protocol::fleet::{GuardBreach, GuardRule};
 
+use crate::cluster::Subject;
 use crate::error::ServiceError;
 use crate::fleet::{lock, read, write, Rollout, Shared};
 use crate::guards::{self, Decision, Observed, Sides};
 use crate::history::Recorder;
+use crate::services::replicas::retrying;
 
 /// The window a not-yet-updated robot's values are averaged over.
 pub const BASELINE_WINDOW_SECS: u64 = 600;
@@ -89,8 +91,12 @@ fn judge(r: &Rollout, recorder: &Recorder, now: u64) -> (bool, Option<GuardBreac
 }
 
 impl WatchService {
-    /// Judges every watched rollout; pauses the breached ones. Returns the ids it paused.
+    /// Judges every watched rollout; pauses the breached ones. Returns the ids it paused. Runs only on the replica
+    /// holding the lease ([`crate::cluster::Lease`]).
     pub async fn tick(&self, now: u64) -> Result<Vec<u64>, ServiceError> {
+        if !self.0.leads() {
+            return Ok(Vec::new());
+        }
         let due: Vec<u64> = {
             let fleet = read(&self.0.fleet);
             let recorder = lock(&self.0.history);
@@ -142,8 +148,13 @@ impl WatchService {
         });
     }
 
-    /// Under the writer lock: judges the rollout again, marks when it completed, and pauses it on a breach.
+    /// Under the writer lock: judges the rollout again, marks when it completed, and pauses it on a breach
+    /// (again on the stored row if another replica changed it first).
     async fn apply(&self, id: u64, now: u64) -> Result<bool, ServiceError> {
+        retrying(&self.0, || self.apply_once(id, now)).await
+    }
+
+    async fn apply_once(&self, id: u64, now: u64) -> Result<bool, ServiceError> {
         let shared = &self.0;
         let _writer = shared.writer.lock().await;
         let (mut record, decision) = {
@@ -176,6 +187,7 @@ impl WatchService {
         }
         let rec = record.clone();
         shared.blocking(move |s| s.update_rollout(&rec)).await?;
+        record.revision += 1;
         let info = {
             let mut fleet = write(&shared.fleet);
             let Some(r) = fleet.rollouts.get_mut(&id) else {
@@ -187,6 +199,7 @@ impl WatchService {
         if paused {
             shared.emit(Event::RolloutUpdated(Box::new(info)));
         }
+        shared.announce(Subject::Rollout(id), paused);
         Ok(paused)
     }
 }
@@ -219,6 +232,7 @@ mod tests {
             },
             stage_started_at: 100,
             stage_completed_at: None,
+            revision: 0,
         };
         let bundle = BundleRecord {
             bundle_id: "b".into(),

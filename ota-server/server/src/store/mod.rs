@@ -116,6 +116,10 @@ pub struct RolloutRecord {
     pub stage_started_at: u64,
     /// When the current stage became complete (its soak started).
     pub stage_completed_at: Option<u64>,
+    /// The row's revision when it was read. Every write of the row is compare-and-set on it: it succeeds only if
+    /// the stored row still has this revision and stores the next one, else fails with
+    /// [`StoreError::Stale`] (another replica changed the rollout meanwhile).
+    pub revision: u64,
 }
 
 /// What a rollout targets and when, besides its tags, and how its guards watch it (stored as one JSON column).
@@ -187,7 +191,8 @@ pub struct ReportCommit<'a> {
     pub last_status: &'a LastStatus,
     /// The member status change within a rollout, if the report is about one.
     pub member: Option<(u64, ReportStatus)>,
-    /// The rollout row after the report's effect (stage advance, automatic pause), if it changed.
+    /// The rollout row after the report's effect (stage advance, automatic pause), whenever `member` is set:
+    /// written compare-and-set like every rollout row, so two replicas never both count on a stale tally.
     pub rollout: Option<&'a RolloutRecord>,
 }
 
@@ -216,7 +221,7 @@ pub trait Store: Send + Sync + 'static {
         rollout: &RolloutRecord,
         members: &[MemberRecord],
     ) -> Result<u64, StoreError>;
-    /// Updates a rollout's row.
+    /// Updates a rollout's row (compare-and-set on its revision).
     fn update_rollout(&self, rollout: &RolloutRecord) -> Result<(), StoreError>;
     /// Commits a report and its effects in one transaction. Returns false (and changes nothing) when this
     /// device already sent a report with the same `report_id`.
@@ -247,4 +252,44 @@ pub trait Store: Send + Sync + 'static {
     /// Downsamples the history ([`crate::history::compact`]: minutes older than a day into hours) and deletes
     /// buckets older than `retention_secs`. Returns the rows removed.
     fn compact_history(&self, now: u64, retention_secs: u64) -> Result<u64, StoreError>;
+
+    // One entity, for a replica that heard another one changed it (`crate::cluster`). The defaults read
+    // everything; a backend serving several replicas answers them with one query each.
+
+    /// One device.
+    fn device(&self, device_id: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        Ok(self
+            .load()?
+            .devices
+            .into_iter()
+            .find(|d| d.device_id == device_id))
+    }
+    /// One bundle.
+    fn bundle(&self, bundle_id: &str) -> Result<Option<BundleRecord>, StoreError> {
+        Ok(self
+            .load()?
+            .bundles
+            .into_iter()
+            .find(|b| b.bundle_id == bundle_id))
+    }
+    /// One rollout with its members in rank order.
+    fn rollout(
+        &self,
+        rollout_id: u64,
+    ) -> Result<Option<(RolloutRecord, Vec<MemberRecord>)>, StoreError> {
+        Ok(self
+            .load()?
+            .rollouts
+            .into_iter()
+            .find(|(r, _)| r.rollout_id == rollout_id))
+    }
+    /// One group's settings.
+    fn group(&self, name: &str) -> Result<Option<GroupSettings>, StoreError> {
+        Ok(self
+            .load()?
+            .groups
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s))
+    }
 }

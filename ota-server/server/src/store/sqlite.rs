@@ -101,6 +101,8 @@ const MIGRATIONS: &[&str] = &[
     ",
     // 3: telemetry history.
     history::MIGRATION,
+    // 4: the rollout row's revision (compare-and-set between server replicas).
+    "ALTER TABLE rollouts ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// SQLite-backed [`Store`].
@@ -238,11 +240,13 @@ fn report_from_row(row: &Row<'_>) -> Result<ReportRecord, StoreError> {
     })
 }
 
+/// Compare-and-set on the revision ([`RolloutRecord::revision`]).
 fn write_rollout(conn: &Connection, r: &RolloutRecord) -> Result<(), StoreError> {
     let changed = conn.execute(
         "UPDATE rollouts SET name = ?2, current_stage = ?3, state = ?4, pause_reason = ?5, failure_threshold = ?6,
-             bad_baseline = ?7, updated_at = ?8, stage_started_at = ?9, stage_completed_at = ?10, aim = ?11
-             WHERE rollout_id = ?1",
+             bad_baseline = ?7, updated_at = ?8, stage_started_at = ?9, stage_completed_at = ?10, aim = ?11,
+             revision = revision + 1
+             WHERE rollout_id = ?1 AND revision = ?12",
         params![
             r.rollout_id as i64,
             r.name,
@@ -254,11 +258,24 @@ fn write_rollout(conn: &Connection, r: &RolloutRecord) -> Result<(), StoreError>
             r.updated_at as i64,
             r.stage_started_at as i64,
             r.stage_completed_at.map(|v| v as i64),
-            to_json(&r.aim)
+            to_json(&r.aim),
+            r.revision as i64
         ],
     )?;
     if changed == 0 {
-        return Err(StoreError::Missing(format!("rollout {}", r.rollout_id)));
+        let exists = conn
+            .query_row(
+                "SELECT 1 FROM rollouts WHERE rollout_id = ?1",
+                [r.rollout_id as i64],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some();
+        return Err(if exists {
+            StoreError::Stale(r.rollout_id)
+        } else {
+            StoreError::Missing(format!("rollout {}", r.rollout_id))
+        });
     }
     Ok(())
 }
@@ -321,7 +338,7 @@ impl Store for SqliteStore {
         }
         let mut stmt = conn.prepare(
             "SELECT rollout_id, name, bundle_id, tags, stages, current_stage, state, pause_reason, failure_threshold,
-                    bad_baseline, created_at, updated_at, aim, stage_started_at, stage_completed_at
+                    bad_baseline, created_at, updated_at, aim, stage_started_at, stage_completed_at, revision
              FROM rollouts ORDER BY rollout_id",
         )?;
         let mut rows = stmt.query([])?;
@@ -347,6 +364,7 @@ impl Store for SqliteStore {
                 aim: from_json("rollouts.aim", &row.get::<_, String>(12)?)?,
                 stage_started_at: row.get::<_, i64>(13)? as u64,
                 stage_completed_at: row.get::<_, Option<i64>>(14)?.map(|v| v as u64),
+                revision: row.get::<_, i64>(15)? as u64,
             });
         }
         let mut stmt = conn.prepare(

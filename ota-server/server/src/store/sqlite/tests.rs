@@ -163,6 +163,7 @@ fn labels_groups_rollout_aims_and_late_members_round_trip() {
         },
         stage_started_at: 5,
         stage_completed_at: Some(9),
+        revision: 0,
     };
     let member = |id: &str, rank, joined| MemberRecord {
         device_id: id.into(),
@@ -178,6 +179,10 @@ fn labels_groups_rollout_aims_and_late_members_round_trip() {
     store
         .save_members(&rollout, &[member("r2", 1, Some(1))])
         .unwrap();
+    // A second write from the same (now stale) copy loses: another replica could have written in between.
+    let err = store.update_rollout(&rollout).unwrap_err();
+    assert!(matches!(err, StoreError::Stale(id) if id == rollout.rollout_id), "{err}");
+    rollout.revision += 1;
     drop(store);
     let snap = SqliteStore::open(&path).unwrap().load().unwrap();
     assert_eq!(snap.devices[0].labels, labels);
