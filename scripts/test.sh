@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh browser vm
+scripts/install-s3s-fs.sh   # the S3 bundle-store tests' server (cached in ~/.cache/ota-tools)
 cargo test --workspace --locked "$@"

@@ -8,6 +8,7 @@
 #   SCENARIO=install IMG_MB=256 CONTENT_MB=190 OUT=/tmp/ota-bench-256 tests/bench/run.sh   # same, 256 MiB image
 #   SCENARIO=delta LEVEL=19 tests/bench/run.sh          # issue 11: v1 -> v2 delta, wire bytes, vs zstd (1 run)
 #   SCENARIO=delta V1=/tmp/otabench/rootfs-v1.ext4 V2=/tmp/otabench/rootfs-v2.ext4 tests/bench/run.sh   # given pair
+#   SCENARIO=download tests/bench/run.sh     # issue 14: a ~1 GiB bundle with curl from ota-server vs nginx (sendfile)
 #
 # Environment: LEVEL (3), RUNS (5; 1 for delta), SCENARIO (bundle, install or delta), V1/V2 (delta: use this image
 # pair instead of make-image.sh's), plus make-image.sh's OUT, IMG_MB, CONTENT_MB, FORCE.
@@ -33,6 +34,8 @@ fi
 packages=(-p ota-bundle-tool -p ota-bench)
 [[ "$SCENARIO" != install ]] || packages+=(-p ota-client)
 [[ "$SCENARIO" != delta ]] || packages+=(-p ota-client -p ota-server)
+[[ "$SCENARIO" != download ]] || packages+=(-p ota-server)
+if [[ "$SCENARIO" == download ]]; then "$ROOT/scripts/install-deps.sh" bench; fi
 echo "run.sh: cargo build --release ${packages[*]}" >&2
 (cd "$ROOT" && cargo build --release "${packages[@]}")
 TARGET_DIR="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
@@ -44,6 +47,10 @@ if [[ "$SCENARIO" == delta ]]; then
     V2="$(dirname "$V1")/rootfs-v2.ext4"
   fi
   exec "$TARGET_DIR/release/ota-bench" delta --v1 "$V1" --v2 "$V2" --level "$LEVEL" --runs "$RUNS" "$@"
+fi
+
+if [[ "$SCENARIO" == download ]]; then
+  exec "$TARGET_DIR/release/ota-bench" download --runs "$RUNS" "$@"
 fi
 
 IMAGE="$("$HERE/make-image.sh" | tail -n 1)"

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use ota_keys::TrustRoot;
 
+use crate::bundle_store::BundleStoreRef;
+
 /// Runtime settings of a server.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -30,6 +32,11 @@ pub struct Config {
     pub history_retention_secs: u64,
     /// How often the health guards are evaluated.
     pub guard_interval: Duration,
+    /// Where bundles live (default: `data_dir/blobs`; `--bundle-store`).
+    pub bundle_store: BundleStoreRef,
+    /// Answer downloads with a 307 to a presigned store URL valid this long, when the store can presign
+    /// (`--presign-downloads`); `None`: stream them through the server.
+    pub presign_downloads: Option<Duration>,
 }
 
 impl Config {

@@ -33,7 +33,7 @@ impl Settings {
     pub fn new(data_dir: PathBuf, trust: TrustRoot) -> Self {
         Settings {
             config: Config {
-                data_dir,
+                data_dir: data_dir.clone(),
                 trust,
                 max_upload_bytes: 8 << 30,
                 allowed_compatible: Vec::new(),
@@ -44,6 +44,10 @@ impl Settings {
                 max_json_bytes: 256 * 1024,
                 history_retention_secs: 30 * 86_400,
                 guard_interval: Duration::from_secs(2),
+                bundle_store: crate::bundle_store::BundleStoreRef(Arc::new(
+                    crate::bundle_store::local::LocalDir::new(data_dir.join("blobs")),
+                )),
+                presign_downloads: None,
             },
             admin_token: None,
             enrollment_secret: None,
@@ -111,7 +115,8 @@ pub fn open(settings: Settings) -> anyhow::Result<Opened> {
         SqliteStore::open(&db_path)
             .with_context(|| format!("cannot open the database {}", db_path.display()))?,
     );
-    for removed in crate::bundle_store::sweep(&dir, store.as_ref())? {
+    let bundles = settings.config.bundle_store.clone();
+    for removed in crate::bundle_store::sweep(&dir, &*bundles, store.as_ref())? {
         tracing::info!("removed leftover {}", removed.display());
     }
     let mut generated = Vec::new();
@@ -170,6 +175,18 @@ async fn flush_loop(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver
     }
 }
 
+/// Removes a shared store's old blobs without a database row (a local store was swept by [`open`]).
+async fn sweep_remote(state: Arc<AppState>) {
+    match state.bundles.sweep_store().await {
+        Ok(removed) => removed
+            .iter()
+            .for_each(|id| tracing::info!("removed orphaned blob {id} from the bundle store")),
+        Err(e) => tracing::warn!(
+            "cannot sweep the bundle store for orphaned blobs (will retry at the next start): {e}"
+        ),
+    }
+}
+
 /// How often the stored telemetry history is downsampled and pruned.
 const COMPACT_EVERY: Duration = Duration::from_secs(3600);
 
@@ -206,6 +223,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let flusher = tokio::spawn(flush_loop(state.clone(), state.shutdown_signal()));
+    tokio::spawn(sweep_remote(state.clone()));
     let watcher = tokio::spawn(watch_loop(state.clone(), state.shutdown_signal()));
     let app = crate::api::routes::app(state.clone());
     let st = state.clone();

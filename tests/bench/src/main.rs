@@ -10,6 +10,7 @@
 
 mod bundle;
 mod delta;
+mod download;
 mod harness;
 mod install;
 mod report;
@@ -35,6 +36,8 @@ enum Scenario {
     Install(install::Args),
     /// Issue 11 on a v1 -> v2 pair: delta bundle size, bytes on the wire, delta and full install vs zstd, memory.
     Delta(delta::Args),
+    /// A ~1 GiB bundle downloaded with curl from ota-server vs nginx (sendfile) serving the same file.
+    Download(download::Args),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
         Scenario::Bundle(args) => bundle::run(args),
         Scenario::Install(args) => install::run(args),
         Scenario::Delta(args) => delta::run(args),
+        Scenario::Download(args) => download::run(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

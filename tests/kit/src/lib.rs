@@ -11,6 +11,7 @@
 //! * [`release`]: release keys and trust roots.
 //! * [`fleet`]: robots running the real daemon in threads against a server, their logs, and waits on rollouts.
 //! * [`proxy`]: a fault-injecting HTTP proxy between robots and a server.
+//! * [`s3`]: a real S3-compatible server (s3s-fs) on a loopback port with one bucket, stopped on drop.
 //! * [`postgres`]: a throwaway PostgreSQL cluster per test process, a fresh database per call.
 
 #![forbid(unsafe_code)]
@@ -25,6 +26,7 @@ pub mod proxy;
 pub mod release;
 #[cfg(feature = "fleet")]
 pub mod robot;
+pub mod s3;
 #[cfg(feature = "fleet")]
 pub mod server;
 pub mod sim;

@@ -1,7 +1,9 @@
 //! Serving a bundle file with HTTP ranges: the whole file, one range (206 + `Content-Range`) or several
 //! (206 `multipart/byteranges`, parts in the order asked), so a robot fetches only the chunks it lacks in a
-//! few requests. [`plan`] decides from the request headers alone (pure); [`respond`] streams the file parts
-//! from disk in large chunks without ever holding a whole part in memory.
+//! few requests. [`plan`] decides from the request headers alone (pure); [`respond`] streams the parts from
+//! the bundle store (a local file in large `pread` chunks, a remote object one streamed GET per part) without
+//! ever holding a whole part in memory, or, with `--presign-downloads` and a store that can, answers
+//! 307 to a short-lived presigned URL of the object (robots verify every byte either way).
 //!
 //! Stricter than RFC 9110 allows, on purpose: overlapping ranges, more than [`MAX_RANGES`] ranges, a range
 //! that starts past the end or a malformed `bytes=` header are answered 416 instead of being silently
@@ -10,23 +12,25 @@
 //! tag) does not match and the whole file is sent.
 
 use std::collections::VecDeque;
-use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::{self, Stream};
+use futures_util::stream::{self, BoxStream, Stream, StreamExt};
 use rand_core::{OsRng, RngCore};
 
 use crate::api::error::ApiError;
+use crate::bundle_store::{BlobSource, RangeSource};
+use crate::services::bundles::DownloadGrant;
 
 /// Most ranges one request may ask for (a client with more splits them over several requests).
 pub use ota_bundle_format::chunked::RANGES_PER_REQUEST as MAX_RANGES;
 
-/// Bytes read from disk per body chunk: large enough that a full download runs at disk/loopback speed.
-const CHUNK: usize = 256 * 1024;
+/// Bytes read from disk per body chunk: large enough that a full download runs at loopback speed (two
+/// chunks per download in memory: the one being sent and the one read ahead).
+const CHUNK: usize = 512 * 1024;
 
 /// Bytes `first..=last` of the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,8 +196,10 @@ fn multipart(ranges: &[ByteRange], total: u64, boundary: &str) -> (Vec<Piece>, u
 }
 
 /// Fills the next body chunk of about [`CHUNK`] bytes from the front of `pieces` (framing and file bytes
-/// together: few large writes, whatever the size of the parts), consuming what it took.
-fn fill(file: &std::fs::File, pieces: &mut VecDeque<Piece>) -> std::io::Result<Vec<u8>> {
+/// together: few large writes, whatever the size of the parts), consuming what it took. File bytes are read
+/// straight into the chunk's spare capacity (no zeroing first). `file` is this response's own handle, read by
+/// one task at a time, so seeking it is safe.
+fn fill(mut file: &std::fs::File, pieces: &mut VecDeque<Piece>) -> std::io::Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(CHUNK);
     while buf.len() < CHUNK {
         let Some(piece) = pieces.front_mut() else {
@@ -206,15 +212,14 @@ fn fill(file: &std::fs::File, pieces: &mut VecDeque<Piece>) -> std::io::Result<V
             }
             Piece::File(range) => {
                 let want = range.len().min((CHUNK - buf.len()) as u64);
-                let start = buf.len();
-                buf.resize(start + want as usize, 0);
-                file.read_exact_at(&mut buf[start..], range.first)
-                    .map_err(|e| match e.kind() {
-                        std::io::ErrorKind::UnexpectedEof => {
-                            std::io::Error::new(e.kind(), "the bundle file is shorter than it was")
-                        }
-                        _ => e,
-                    })?;
+                file.seek(SeekFrom::Start(range.first))?;
+                let got = file.take(want).read_to_end(&mut buf)?;
+                if (got as u64) < want {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the bundle file is shorter than it was",
+                    ));
+                }
                 if want == range.len() {
                     pieces.pop_front();
                 } else {
@@ -226,23 +231,36 @@ fn fill(file: &std::fs::File, pieces: &mut VecDeque<Piece>) -> std::io::Result<V
     Ok(buf)
 }
 
-/// Streams `pieces`: one blocking task per chunk reads it (a `pread` per part in it).
+/// The read of the next chunk, running on the blocking pool.
+type NextChunk = tokio::task::JoinHandle<std::io::Result<(Vec<u8>, VecDeque<Piece>)>>;
+
+/// Starts reading the next chunk of `pieces`, if any is left.
+fn read_ahead(file: &Arc<std::fs::File>, mut pieces: VecDeque<Piece>) -> Option<NextChunk> {
+    if pieces.is_empty() {
+        return None;
+    }
+    let file = file.clone();
+    Some(tokio::task::spawn_blocking(move || {
+        fill(&file, &mut pieces).map(|chunk| (chunk, pieces))
+    }))
+}
+
+/// Streams `pieces` of a local file: one short blocking task per chunk, the next chunk read while the
+/// current one is being sent (the disk and the socket work at the same time; no thread is held for the
+/// length of a download).
 fn body_stream(
     file: std::fs::File,
     pieces: Vec<Piece>,
 ) -> impl Stream<Item = std::io::Result<Bytes>> {
-    let st = (Arc::new(file), VecDeque::from(pieces));
-    stream::try_unfold(st, |(file, mut pieces)| async move {
-        if pieces.is_empty() {
+    let file = Arc::new(file);
+    let first = read_ahead(&file, VecDeque::from(pieces));
+    stream::try_unfold((file, first), |(file, next)| async move {
+        let Some(next) = next else {
             return Ok(None);
-        }
-        let reader = file.clone();
-        let (chunk, pieces) = tokio::task::spawn_blocking(move || {
-            fill(&reader, &mut pieces).map(|chunk| (chunk, pieces))
-        })
-        .await
-        .map_err(std::io::Error::other)??;
-        Ok(Some((Bytes::from(chunk), (file, pieces))))
+        };
+        let (chunk, pieces) = next.await.map_err(std::io::Error::other)??;
+        let after = read_ahead(&file, pieces);
+        Ok(Some((Bytes::from(chunk), (file, after))))
     })
 }
 
@@ -254,21 +272,52 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Answers `method` (GET or HEAD) for the bundle file at `path` whose id is `id`.
+/// Streams `pieces` of a remote object: framing as is, each file part one streamed range request.
+fn remote_stream(
+    source: Arc<dyn RangeSource>,
+    pieces: Vec<Piece>,
+) -> BoxStream<'static, std::io::Result<Bytes>> {
+    stream::iter(pieces)
+        .flat_map(move |piece| match piece {
+            Piece::Literal(bytes) => stream::once(async move { Ok(bytes) }).boxed(),
+            Piece::File(r) => source.stream(r.first, r.last + 1),
+        })
+        .boxed()
+}
+
+/// A 307 to `url` (the presigned object; not cached: it expires).
+fn redirect(url: &str) -> Result<Response, ApiError> {
+    Response::builder()
+        .status(StatusCode::TEMPORARY_REDIRECT)
+        .header(header::LOCATION, url)
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Body::empty())
+        .map_err(|e| ApiError::internal("building the download redirect", e))
+}
+
+/// Answers `method` (GET or HEAD) for bundle `id` as `grant` says.
 pub async fn respond(
     method: &Method,
     headers: &HeaderMap,
-    path: PathBuf,
+    grant: DownloadGrant,
     id: &str,
 ) -> Result<Response, ApiError> {
-    let (file, len) = tokio::task::spawn_blocking(move || {
-        let file = std::fs::File::open(&path)?;
-        let len = file.metadata()?.len();
-        Ok::<_, std::io::Error>((file, len))
-    })
-    .await
-    .map_err(|e| ApiError::internal("opening the bundle file", e))?
-    .map_err(|e| ApiError::internal("opening the bundle file", e))?;
+    if let Some(ttl) = grant.presign {
+        let url = grant
+            .store
+            .presign(id, ttl)
+            .await
+            .map_err(|e| ApiError::internal("presigning the download", e))?;
+        if let Some(url) = url {
+            return redirect(&url);
+        }
+    }
+    let blob = grant
+        .store
+        .open(id)
+        .await
+        .map_err(|e| ApiError::internal("opening the bundle", e))?;
+    let (source, len) = (blob.source, blob.len);
     let etag = format!("\"{id}\"");
     let plan = plan(
         header_str(headers, header::RANGE),
@@ -337,7 +386,10 @@ pub async fn respond(
     let body = if *method == Method::HEAD {
         Body::empty()
     } else {
-        Body::from_stream(body_stream(file, pieces))
+        match source {
+            BlobSource::File(file) => Body::from_stream(body_stream(file, pieces)),
+            BlobSource::Remote(remote) => Body::from_stream(remote_stream(remote, pieces)),
+        }
     };
     builder
         .body(body)

@@ -1,20 +1,28 @@
 //! Bundles: publishing an upload (stream, verify, store, record), the catalogue, and who may download what.
 
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use futures_util::{Stream, StreamExt};
 use ota_protocol::admin::{BundleInfo, PublishResponse};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use crate::bundle_store::Staged;
+use crate::bundle_store::{orphans, BundleStoreRef, Staged, REMOTE_ORPHAN_AGE};
 use crate::error::ServiceError;
 use crate::fleet::{bundle_info, read, unix_now, write, Shared};
 use crate::rollout;
 use crate::store::BundleRecord;
 use crate::tokens::Caller;
+
+/// Where a granted download comes from.
+pub struct DownloadGrant {
+    /// The store holding the bundle.
+    pub store: BundleStoreRef,
+    /// Redirect to a presigned URL valid this long, if the store can presign.
+    pub presign: Option<Duration>,
+}
 
 /// Bundles.
 #[derive(Clone)]
@@ -76,9 +84,9 @@ impl BundleService {
             .ok_or_else(|| no_bundle(id))
     }
 
-    /// The file to send to a caller who asks to download a bundle: admins get any, a device only one offered
-    /// to it (in a reached stage of a rollout that is not aborted).
-    pub fn download(&self, caller: &Caller, id: &str) -> Result<PathBuf, ServiceError> {
+    /// Whether a caller may download a bundle, and from where: admins get any, a device only one offered to it
+    /// (in a reached stage of a rollout that is not aborted).
+    pub fn download(&self, caller: &Caller, id: &str) -> Result<DownloadGrant, ServiceError> {
         check_id(id)?;
         let allowed = {
             let fleet = read(&self.0.fleet);
@@ -103,7 +111,45 @@ impl BundleService {
             ));
         }
         self.0.metrics.downloads.fetch_add(1, Ordering::Relaxed);
-        Ok(self.0.config.blob_dir().join(id))
+        Ok(DownloadGrant {
+            store: self.0.config.bundle_store.clone(),
+            presign: self.0.config.presign_downloads,
+        })
+    }
+
+    /// Removes a shared (remote) store's blobs that have no database row and are older than
+    /// [`REMOTE_ORPHAN_AGE`] (what a crash between the put and the row left); the local store was swept at
+    /// start. Returns the ids removed.
+    pub async fn sweep_store(&self) -> Result<Vec<String>, ServiceError> {
+        let bundles = &self.0.config.bundle_store;
+        if bundles.local_dir().is_some() {
+            return Ok(Vec::new());
+        }
+        let listed = bundles
+            .list()
+            .await
+            .map_err(|e| ServiceError::internal("listing the bundle store", e))?;
+        let cutoff = SystemTime::now()
+            .checked_sub(REMOTE_ORPHAN_AGE)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        // A database error keeps the blob: better an orphan than a bundle without bytes.
+        let doomed = self
+            .0
+            .blocking(move |s| {
+                Ok(orphans(
+                    listed,
+                    |id| s.bundle_exists(id).unwrap_or(true),
+                    cutoff,
+                ))
+            })
+            .await?;
+        for id in &doomed {
+            bundles
+                .delete(id)
+                .await
+                .map_err(|e| ServiceError::internal("removing an orphaned blob", e))?;
+        }
+        Ok(doomed)
     }
 
     /// Streams an upload into the staging area, verifies it and publishes it. Returns whether the bundle is
@@ -189,17 +235,20 @@ impl BundleService {
         staged.record.bundle_id = hex::encode(hasher.finalize());
         staged.record.size = size;
         let record = staged.record.clone();
-        let blob_dir = shared.config.blob_dir();
-        let fresh = tokio::task::spawn_blocking(move || staged.publish(&blob_dir))
+        let bundles = &shared.config.bundle_store;
+        let fresh = bundles
+            .put(&record.bundle_id, staged)
             .await
-            .map_err(|e| ServiceError::internal("storing the upload", e))??;
+            .map_err(|e| ServiceError::internal("storing the upload", e))?;
         let rec = record.clone();
         let inserted = match shared.blocking(move |s| s.insert_bundle(&rec)).await {
             Ok(v) => v,
             Err(err) => {
                 if fresh {
                     // The row is missing: take the blob back so nothing half-published stays.
-                    let _ = std::fs::remove_file(shared.config.blob_dir().join(&record.bundle_id));
+                    if let Err(e) = bundles.delete(&record.bundle_id).await {
+                        tracing::warn!("cannot take back the blob of an unrecorded upload (swept at the next start): {e}");
+                    }
                 }
                 return Err(err);
             }

@@ -9,6 +9,7 @@ mod guards;
 mod observability;
 mod reverts;
 mod rollout_flow;
+mod s3_store;
 mod security;
 mod serve_config;
 mod targets;

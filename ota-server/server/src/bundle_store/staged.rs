@@ -1,12 +1,10 @@
-//! The content-addressed blob store on disk. An upload is read once: its bytes go through the verifying bundle
-//! reader and, as they are read, into a staging file under `tmp/` written through
-//! [`ota_image_io::atomic::AtomicFile`] (random name, exclusive, no link followed). Only a bundle that verified
-//! is fsynced, renamed into `blobs/<sha256>` and the directory fsynced, before the database row is written. A
-//! refused or interrupted upload leaves nothing behind: the staging file is deleted when it is dropped, and
-//! [`sweep`] removes leftovers of a crash at start.
+//! Staging an upload. It is read once: its bytes go through the verifying bundle reader and, as they are read,
+//! into a staging file under `tmp/` written through [`ota_image_io::atomic::AtomicFile`] (random name,
+//! exclusive, no link followed). Only a bundle that verified is handed to a [`super::BundleStore`]; a refused or
+//! interrupted upload leaves nothing behind: the staging file is deleted when it is dropped.
 
 use std::io::{self, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use axum::body::Bytes;
 use ota_bundle_format::BundleReader;
@@ -17,7 +15,7 @@ use rand_core::{OsRng, RngCore};
 use tokio::sync::mpsc;
 
 use crate::error::ServiceError;
-use crate::store::{BundleRecord, Store};
+use crate::store::BundleRecord;
 
 /// Reads the chunks of an upload, writing each byte it hands out to the staging file.
 struct Tee {
@@ -49,7 +47,7 @@ impl Read for Tee {
 
 /// A bundle that verified, staged under `tmp/`.
 pub struct Staged {
-    file: AtomicFile,
+    pub(super) file: AtomicFile,
     /// What to store; the caller sets `bundle_id` and `size` (it hashed and counted the upload).
     pub record: BundleRecord,
 }
@@ -92,30 +90,6 @@ impl Staged {
             .map_err(|e| ServiceError::internal("writing the upload temp file", e.error()))?;
         Ok(Staged { file, record })
     }
-
-    /// Makes the staged file durable as `blob_dir/<record.bundle_id>`. Returns false (and drops the staged
-    /// file) when that blob exists already.
-    pub fn publish(self, blob_dir: &Path) -> Result<bool, ServiceError> {
-        let target = blob_dir.join(&self.record.bundle_id);
-        if target.exists() {
-            return Ok(false);
-        }
-        let staged = self.file.path().to_path_buf();
-        self.file
-            .commit()
-            .map_err(|e| ServiceError::internal("syncing the upload", e))?;
-        // Same file system: the rename is atomic, and the data is already on disk.
-        if let Err(e) = std::fs::rename(&staged, &target) {
-            let _ = std::fs::remove_file(&staged);
-            return Err(ServiceError::internal(
-                "moving the upload into the blob store",
-                e,
-            ));
-        }
-        atomic::sync_dir(blob_dir)
-            .map_err(|e| ServiceError::internal("syncing the blob directory", e))?;
-        Ok(true)
-    }
 }
 
 /// Reads a whole bundle through the verifying reader; returns its record without id and size.
@@ -147,41 +121,6 @@ fn verify(source: impl Read, trust: &TrustRoot) -> Result<BundleRecord, ServiceE
             })
             .collect(),
     })
-}
-
-/// Creates the store's directories and removes what a crash may have left: staged uploads and blobs without a
-/// database row. Returns the paths removed.
-pub fn sweep(data_dir: &Path, store: &dyn Store) -> anyhow::Result<Vec<PathBuf>> {
-    use anyhow::Context;
-    let blobs = data_dir.join("blobs");
-    let tmp = data_dir.join("tmp");
-    for dir in [&blobs, &tmp] {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let mut removed = Vec::new();
-    for entry in
-        std::fs::read_dir(&tmp).with_context(|| format!("cannot list {}", tmp.display()))?
-    {
-        let path = entry?.path();
-        std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
-        removed.push(path);
-    }
-    for entry in
-        std::fs::read_dir(&blobs).with_context(|| format!("cannot list {}", blobs.display()))?
-    {
-        let path = entry?.path();
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_string();
-        if !store.bundle_exists(&name)? {
-            std::fs::remove_file(&path)
-                .with_context(|| format!("cannot remove {}", path.display()))?;
-            removed.push(path);
-        }
-    }
-    Ok(removed)
 }
 
 /// Writes a generated secret and a newline to `path` with mode 0600, atomically.
