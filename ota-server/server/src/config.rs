@@ -32,6 +32,10 @@ pub struct Config {
     pub history_retention_secs: u64,
     /// How often the health guards are evaluated.
     pub guard_interval: Duration,
+    /// SHA-256 of the read-only scrape token (`--metrics-token`): it reads `GET /metrics` and nothing else.
+    pub metrics_token_hash: Option<[u8; 32]>,
+    /// The database's URL (`--database`; `None`: the SQLite file in `data_dir`), see [`crate::store::open`].
+    pub database: Option<String>,
     /// Where bundles live (default: `data_dir/blobs`; `--bundle-store`).
     pub bundle_store: BundleStoreRef,
     /// Answer downloads with a 307 to a presigned store URL valid this long, when the store can presign

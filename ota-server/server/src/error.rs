@@ -70,6 +70,12 @@ pub enum StoreError {
     /// SQLite said no.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL said no, or could not be reached.
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] postgres::Error),
+    /// `--database` names no backend this server has.
+    #[error("--database {0:?} is not a database URL: use postgres://USER@HOST:PORT/DATABASE or sqlite:PATH")]
+    Url(String),
     /// A stored value does not decode (the database was edited by hand or by a newer server).
     #[error("corrupt database value in {what}: {detail}")]
     Corrupt {

@@ -106,6 +106,17 @@ struct ServeArgs {
     /// Evaluate the rollouts' health guards this often, in milliseconds.
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(100..))]
     guard_interval_ms: u64,
+    /// Read-only scrape token: accepted on GET /metrics only (the admin token works there too). At least 16
+    /// characters.
+    #[arg(long, env = "OTA_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
+    /// File holding the scrape token (instead of --metrics-token).
+    #[arg(long, conflicts_with = "metrics_token", value_name = "FILE")]
+    metrics_token_file: Option<PathBuf>,
+    /// Database URL: postgres://USER@HOST:PORT/DATABASE (password in the URL or PGPASSWORD) to share one
+    /// PostgreSQL between replicas, or sqlite:PATH (default: the SQLite file DATA_DIR/ota.sqlite).
+    #[arg(long, env = "OTA_DATABASE", value_name = "URL")]
+    database: Option<String>,
 }
 
 #[derive(Args, Clone)]
@@ -373,6 +384,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     c.max_inflight_device_requests = args.max_inflight_device_requests;
     c.history_retention_secs = args.history_retention_days * 86_400;
     c.guard_interval = Duration::from_millis(args.guard_interval_ms);
+    c.metrics_token_hash = ota_server::metrics::scrape_token_hash(secret(
+        args.metrics_token.clone(),
+        args.metrics_token_file.as_deref(),
+        "metrics token",
+    )?)?;
+    c.database = args.database.clone();
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(ota_server::tls::load_server_config(cert, key)?),
         _ => None,

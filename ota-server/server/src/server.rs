@@ -13,7 +13,6 @@ use rand_core::{OsRng, RngCore};
 
 use crate::config::{Config, Secrets};
 use crate::state::AppState;
-use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 use crate::tokens;
 
@@ -44,6 +43,8 @@ impl Settings {
                 max_json_bytes: 256 * 1024,
                 history_retention_secs: 30 * 86_400,
                 guard_interval: Duration::from_secs(2),
+                metrics_token_hash: None,
+                database: None,
                 bundle_store: crate::bundle_store::BundleStoreRef(Arc::new(
                     crate::bundle_store::local::LocalDir::new(data_dir.join("blobs")),
                 )),
@@ -110,11 +111,14 @@ pub fn open(settings: Settings) -> anyhow::Result<Opened> {
     let dir = settings.config.data_dir.clone();
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
-    let db_path = dir.join("ota.sqlite");
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&db_path)
-            .with_context(|| format!("cannot open the database {}", db_path.display()))?,
-    );
+    let database = settings.config.database.as_deref();
+    let store: Arc<dyn Store> = crate::store::open(database, &dir).with_context(|| {
+        let backend = crate::store::Backend::from_url(database, &dir);
+        format!(
+            "cannot open the {}",
+            backend.map_or_else(|_| "database".to_string(), |b| b.describe())
+        )
+    })?;
     let bundles = settings.config.bundle_store.clone();
     for removed in crate::bundle_store::sweep(&dir, &*bundles, store.as_ref())? {
         tracing::info!("removed leftover {}", removed.display());
@@ -187,6 +191,46 @@ async fn sweep_remote(state: Arc<AppState>) {
     }
 }
 
+/// On PostgreSQL, joins the other replicas of the same database ([`crate::cluster`]): announces this one's
+/// commits, applies theirs, and takes part in the lease of the once-only jobs. Alone on SQLite, does nothing.
+fn join_replicas(state: &Arc<AppState>) -> anyhow::Result<()> {
+    let config = state.config();
+    let backend = crate::store::Backend::from_url(config.database.as_deref(), &config.data_dir)?;
+    let crate::store::Backend::Postgres(url) = backend else {
+        return Ok(());
+    };
+    let (heard, mut hearing) = tokio::sync::mpsc::unbounded_channel();
+    // Whatever changed between loading the working set and listening is reloaded first.
+    let _ = heard.send(crate::cluster::Heard::Resync);
+    let cluster = crate::cluster::postgres::start(&url, heard)?;
+    let shared = state.rollouts.0.clone();
+    if shared.join(cluster).is_err() {
+        bail!("this server already runs alone; join the other replicas before serving");
+    }
+    let replicas = crate::services::replicas::ReplicaService(shared);
+    let mut stop = state.shutdown_signal();
+    tokio::spawn(async move {
+        loop {
+            let heard = tokio::select! {
+                heard = hearing.recv() => heard,
+                _ = stop.changed() => None,
+            };
+            let Some(heard) = heard else { return };
+            if let Err(e) = replicas.hear(heard).await {
+                tracing::error!(
+                    "applying another replica's change failed; reloading everything: {e}"
+                );
+                if let Err(e) = replicas.resync().await {
+                    tracing::error!(
+                        "reloading the working set failed (will retry at the next change): {e}"
+                    );
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
 /// How often the stored telemetry history is downsampled and pruned.
 const COMPACT_EVERY: Duration = Duration::from_secs(3600);
 
@@ -203,7 +247,8 @@ async fn watch_loop(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver
                     tracing::error!("health guard evaluation failed (will retry): {e}");
                 }
             }
-            _ = compact.tick() => {
+            // One replica compacts at a time (the lease holder; always a replica alone).
+            _ = compact.tick(), if state.rollouts.0.leads() => {
                 match state.history.compact(crate::fleet::unix_now()).await {
                     Ok(removed) => tracing::debug!("telemetry history compacted ({removed} rows folded or expired)"),
                     Err(e) => tracing::error!("telemetry history compaction failed (will retry): {e}"),
@@ -222,6 +267,7 @@ pub async fn serve(
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    join_replicas(&state)?;
     let flusher = tokio::spawn(flush_loop(state.clone(), state.shutdown_signal()));
     tokio::spawn(sweep_remote(state.clone()));
     let watcher = tokio::spawn(watch_loop(state.clone(), state.shutdown_signal()));

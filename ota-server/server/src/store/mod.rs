@@ -1,11 +1,21 @@
-//! Persistent storage behind a small trait, so a PostgreSQL backend can follow the embedded SQLite one
-//! ([`sqlite::SqliteStore`]). The server keeps its working set in memory ([`crate::fleet`]) and uses the store
-//! to load it at start, to commit enrollments, uploads, rollouts and reports synchronously, and to persist
-//! poll state (last seen, telemetry, versions) write-behind in batches.
+//! Persistent storage behind a small trait: the embedded SQLite default ([`sqlite::SqliteStore`], nothing to
+//! install) or PostgreSQL for several replicas ([`postgres::PostgresStore`]), chosen by a URL ([`open`]), with
+//! one schema history for both ([`migrations`]) and one conformance suite run against both. The server keeps
+//! its working set in memory ([`crate::fleet`]) and uses the store to load it at start, to commit
+//! enrollments, uploads, rollouts and reports synchronously, and to persist poll state (last seen, telemetry,
+//! versions) write-behind in batches.
 //!
 //! Methods are synchronous; the server calls them from `spawn_blocking`.
 
+pub mod codec;
+#[cfg(test)]
+mod conformance;
+pub mod migrations;
+pub mod postgres;
+mod select;
 pub mod sqlite;
+
+pub use select::{open, redact, Backend};
 
 use std::collections::BTreeMap;
 

@@ -3,107 +3,22 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use ota_protocol::admin::{ReportRecord, RolloutState};
-use ota_protocol::device::ReportStatus;
+use ota_protocol::admin::ReportRecord;
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 
 use ota_protocol::fleet::{DeviceLabels, GroupSettings};
 
+use super::codec::{
+    from_json, hash_from_hex, opt_json, percent, required_version, rollout_state, status, to_json,
+    version,
+};
 use super::{
-    BundleRecord, DeviceRecord, DeviceState, MemberRecord, ReportCommit, RolloutRecord, Snapshot,
-    Store,
+    migrations, BundleRecord, DeviceRecord, DeviceState, MemberRecord, ReportCommit, RolloutRecord,
+    Snapshot, Store,
 };
 use crate::error::StoreError;
 
 mod history;
-
-/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[
-    // 1: initial schema.
-    "
-    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    CREATE TABLE devices (
-        device_id TEXT PRIMARY KEY,
-        compatible TEXT NOT NULL,
-        tags TEXT NOT NULL,
-        token_id TEXT NOT NULL UNIQUE,
-        token_hash TEXT NOT NULL,
-        enrolled_at INTEGER NOT NULL,
-        current_version TEXT,
-        booted_slot TEXT,
-        slots TEXT NOT NULL DEFAULT '{}',
-        last_seen INTEGER,
-        telemetry TEXT,
-        last_status TEXT
-    );
-    CREATE TABLE bundles (
-        bundle_id TEXT PRIMARY KEY,
-        version TEXT NOT NULL,
-        compatible TEXT NOT NULL,
-        manifest_digest TEXT NOT NULL,
-        size INTEGER NOT NULL,
-        description TEXT NOT NULL,
-        uploaded_at INTEGER NOT NULL,
-        images TEXT NOT NULL
-    );
-    CREATE TABLE rollouts (
-        rollout_id INTEGER PRIMARY KEY AUTOINCREMENT,
-        name TEXT NOT NULL,
-        bundle_id TEXT NOT NULL REFERENCES bundles(bundle_id),
-        tags TEXT NOT NULL,
-        stages TEXT NOT NULL,
-        current_stage INTEGER NOT NULL,
-        state TEXT NOT NULL,
-        pause_reason TEXT,
-        failure_threshold REAL NOT NULL,
-        bad_baseline INTEGER NOT NULL,
-        created_at INTEGER NOT NULL,
-        updated_at INTEGER NOT NULL
-    );
-    CREATE TABLE rollout_devices (
-        rollout_id INTEGER NOT NULL REFERENCES rollouts(rollout_id),
-        device_id TEXT NOT NULL,
-        rank INTEGER NOT NULL,
-        status TEXT,
-        updated_at INTEGER NOT NULL,
-        PRIMARY KEY (rollout_id, device_id)
-    );
-    CREATE TABLE reports (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        device_id TEXT NOT NULL,
-        report_id TEXT NOT NULL,
-        rollout_id INTEGER,
-        version TEXT,
-        manifest_digest TEXT,
-        status TEXT NOT NULL,
-        progress_percent INTEGER,
-        error TEXT,
-        log_tail TEXT,
-        reason TEXT,
-        received_at INTEGER NOT NULL,
-        UNIQUE (device_id, report_id)
-    );
-    CREATE INDEX reports_by_device ON reports (device_id, id);
-    ",
-    // 2: labels and groups, rollout filters, stage rules and schedules, what robots say while they wait.
-    "
-    ALTER TABLE devices ADD COLUMN labels TEXT NOT NULL DEFAULT '{}';
-    ALTER TABLE devices ADD COLUMN waiting TEXT;
-    ALTER TABLE devices ADD COLUMN staged TEXT;
-    ALTER TABLE devices ADD COLUMN security_floor TEXT;
-    CREATE TABLE device_groups (name TEXT PRIMARY KEY, settings TEXT NOT NULL);
-    ALTER TABLE rollouts ADD COLUMN aim TEXT NOT NULL DEFAULT '{}';
-    ALTER TABLE rollouts ADD COLUMN stage_started_at INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE rollouts ADD COLUMN stage_completed_at INTEGER;
-    ALTER TABLE rollout_devices ADD COLUMN joined_stage INTEGER;
-    ",
-    // 3: telemetry history.
-    history::MIGRATION,
-    // 4: the rollout row's revision (compare-and-set between server replicas).
-    "ALTER TABLE rollouts ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;",
-];
 
 /// SQLite-backed [`Store`].
 pub struct SqliteStore {
@@ -126,7 +41,7 @@ impl SqliteStore {
 
     /// The schema version this build writes.
     pub fn schema_version() -> i64 {
-        MIGRATIONS.len() as i64
+        migrations::latest()
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -136,70 +51,17 @@ impl SqliteStore {
     }
 }
 
+/// Runs the SQLite side of the [`migrations`] steps this file has not run yet (`PRAGMA user_version` counts
+/// them), each in its own transaction.
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    let supported = MIGRATIONS.len() as i64;
-    if current > supported {
-        return Err(StoreError::SchemaTooNew {
-            found: current,
-            supported,
-        });
-    }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+    for index in migrations::pending(current, migrations::MIGRATIONS.len())? {
         let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
+        tx.execute_batch(migrations::MIGRATIONS[index].sqlite)?;
         tx.pragma_update(None, "user_version", (index + 1) as i64)?;
         tx.commit()?;
     }
     Ok(())
-}
-
-fn to_json<T: Serialize>(value: &T) -> String {
-    // Only maps with string keys, strings and numbers are stored this way: encoding cannot fail.
-    serde_json::to_string(value).unwrap_or_default()
-}
-
-fn from_json<T: DeserializeOwned>(what: &'static str, text: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
-        what,
-        detail: e.to_string(),
-    })
-}
-
-fn opt_json<T: DeserializeOwned>(
-    what: &'static str,
-    text: Option<String>,
-) -> Result<Option<T>, StoreError> {
-    text.map(|t| from_json(what, &t)).transpose()
-}
-
-fn version(
-    what: &'static str,
-    text: Option<String>,
-) -> Result<Option<semver::Version>, StoreError> {
-    text.map(|t| {
-        t.parse().map_err(|e: semver::Error| StoreError::Corrupt {
-            what,
-            detail: e.to_string(),
-        })
-    })
-    .transpose()
-}
-
-fn status(what: &'static str, text: &str) -> Result<ReportStatus, StoreError> {
-    ReportStatus::parse(text).ok_or_else(|| StoreError::Corrupt {
-        what,
-        detail: format!("unknown status {text:?}"),
-    })
-}
-
-fn hash_from_hex(text: &str) -> Result<[u8; 32], StoreError> {
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(text, &mut out).map_err(|e| StoreError::Corrupt {
-        what: "devices.token_hash",
-        detail: e.to_string(),
-    })?;
-    Ok(out)
 }
 
 fn device_from_row(row: &Row<'_>) -> Result<DeviceRecord, StoreError> {
@@ -232,7 +94,7 @@ fn report_from_row(row: &Row<'_>) -> Result<ReportRecord, StoreError> {
         version: version("reports.version", row.get(2)?)?,
         manifest_digest: row.get(3)?,
         status: status("reports.status", &row.get::<_, String>(4)?)?,
-        progress_percent: row.get::<_, Option<i64>>(5)?.map(|v| v.clamp(0, 100) as u8),
+        progress_percent: percent(row.get(5)?),
         error: row.get(6)?,
         log_tail: row.get(7)?,
         reason: row.get(8)?,
@@ -322,12 +184,7 @@ impl Store for SqliteStore {
         while let Some(row) = rows.next()? {
             snapshot.bundles.push(BundleRecord {
                 bundle_id: row.get(0)?,
-                version: version("bundles.version", row.get(1)?)?.ok_or_else(|| {
-                    StoreError::Corrupt {
-                        what: "bundles.version",
-                        detail: "null".into(),
-                    }
-                })?,
+                version: required_version("bundles.version", row.get(1)?)?,
                 compatible: row.get(2)?,
                 manifest_digest: row.get(3)?,
                 size: row.get::<_, i64>(4)? as u64,
@@ -344,7 +201,6 @@ impl Store for SqliteStore {
         let mut rows = stmt.query([])?;
         let mut rollouts = Vec::new();
         while let Some(row) = rows.next()? {
-            let state: String = row.get(6)?;
             rollouts.push(RolloutRecord {
                 rollout_id: row.get::<_, i64>(0)? as u64,
                 name: row.get(1)?,
@@ -352,10 +208,7 @@ impl Store for SqliteStore {
                 tags: from_json("rollouts.tags", &row.get::<_, String>(3)?)?,
                 stages: from_json("rollouts.stages", &row.get::<_, String>(4)?)?,
                 current_stage: row.get::<_, i64>(5)? as usize,
-                state: RolloutState::parse(&state).ok_or_else(|| StoreError::Corrupt {
-                    what: "rollouts.state",
-                    detail: format!("unknown state {state:?}"),
-                })?,
+                state: rollout_state(&row.get::<_, String>(6)?)?,
                 pause_reason: row.get(7)?,
                 failure_threshold: row.get(8)?,
                 bad_baseline: row.get::<_, i64>(9)? as u64,

@@ -34,6 +34,38 @@ pub fn settings(data_dir: &Path, trust: &TrustRoot) -> Settings {
     s
 }
 
+/// The database a test runs on, for tests run against each backend: the data dir's SQLite file, or a fresh
+/// database on the test kit's PostgreSQL cluster (kept while this lives).
+pub struct Database {
+    url: Option<String>,
+    _postgres: Option<ota_testkit::postgres::PgDatabase>,
+}
+
+impl Database {
+    pub fn sqlite() -> Database {
+        Database {
+            url: None,
+            _postgres: None,
+        }
+    }
+
+    /// `None` (after a SKIPPED line; a failure under CI) when PostgreSQL is not installed.
+    pub fn postgres() -> Option<Database> {
+        let db = ota_testkit::postgres::fresh_database()?;
+        Some(Database {
+            url: Some(db.url().to_string()),
+            _postgres: Some(db),
+        })
+    }
+
+    /// [`settings`] on this database.
+    pub fn settings(&self, data_dir: &Path, trust: &TrustRoot) -> Settings {
+        let mut s = settings(data_dir, trust);
+        s.config.database = self.url.clone();
+        s
+    }
+}
+
 impl TestServer {
     pub async fn start(settings: Settings) -> TestServer {
         Self::start_with_tls(settings, None).await

@@ -13,9 +13,20 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn staged_rollout_advances_pauses_resumes_and_aborts() {
+    staged_rollout(Database::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staged_rollout_on_postgres() {
+    if let Some(db) = Database::postgres() {
+        staged_rollout(db).await;
+    }
+}
+
+async fn staged_rollout(db: Database) {
     let key = SecretKey::generate();
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(settings(dir.path(), &trust(&[&key], 1))).await;
+    let server = TestServer::start(db.settings(dir.path(), &trust(&[&key], 1))).await;
     let c = client();
 
     // Dashboard event stream, read in the background.

@@ -143,9 +143,20 @@ fn tls_config_errors_name_the_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_loses_nothing() {
+    restart_loses_nothing(Database::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_on_postgres_loses_nothing() {
+    if let Some(db) = Database::postgres() {
+        restart_loses_nothing(db).await;
+    }
+}
+
+async fn restart_loses_nothing(db: Database) {
     let key = SecretKey::generate();
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(settings(dir.path(), &trust(&[&key], 1))).await;
+    let server = TestServer::start(db.settings(dir.path(), &trust(&[&key], 1))).await;
     let c = client();
     let bytes = bundle(&[&key], "2.0.0", COMPATIBLE);
     let (_, published) = publish(&c, &server, bytes.clone()).await;
@@ -179,7 +190,7 @@ async fn a_restart_loses_nothing() {
     let before_rollout = admin_get(&c, &server, &format!("/api/rollouts/{rid}")).await;
     server.stop().await;
 
-    let server = TestServer::start(settings(dir.path(), &trust(&[&key], 1))).await;
+    let server = TestServer::start(db.settings(dir.path(), &trust(&[&key], 1))).await;
     assert_eq!(
         admin_get(&c, &server, "/api/devices").await,
         before_devices,

@@ -9,22 +9,6 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use crate::error::StoreError;
 use crate::history::{self, Bucket, HOUR, MINUTE};
 
-/// The table (an entry of `MIGRATIONS`).
-pub const MIGRATION: &str = "
-    CREATE TABLE metric_history (
-        device_id TEXT NOT NULL,
-        metric TEXT NOT NULL,
-        width INTEGER NOT NULL,
-        at INTEGER NOT NULL,
-        count INTEGER NOT NULL,
-        min REAL NOT NULL,
-        max REAL NOT NULL,
-        sum REAL NOT NULL,
-        PRIMARY KEY (device_id, metric, at, width)
-    ) WITHOUT ROWID;
-    CREATE INDEX metric_history_by_age ON metric_history (width, at);
-    ";
-
 fn bucket(row: &Row<'_>, first: usize) -> Result<Bucket, rusqlite::Error> {
     Ok(Bucket {
         width: row.get::<_, i64>(first)? as u64,
@@ -155,7 +139,12 @@ mod tests {
 
     fn conn() -> Connection {
         let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(MIGRATION).unwrap();
+        // The table's step of the schema history.
+        let step = crate::store::migrations::MIGRATIONS
+            .iter()
+            .find(|m| m.what == "telemetry history")
+            .unwrap();
+        conn.execute_batch(step.sqlite).unwrap();
         conn
     }
 
