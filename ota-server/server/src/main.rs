@@ -117,6 +117,20 @@ struct ServeArgs {
     /// PostgreSQL between replicas, or sqlite:PATH (default: the SQLite file DATA_DIR/ota.sqlite).
     #[arg(long, env = "OTA_DATABASE", value_name = "URL")]
     database: Option<String>,
+    /// Where bundles live: `local` (DATA_DIR/blobs) or s3://BUCKET[/PREFIX][?endpoint=URL&region=REGION] for an
+    /// S3-compatible store (credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY); see
+    /// docs/bundle-store.md.
+    #[arg(
+        long,
+        env = "OTA_BUNDLE_STORE",
+        value_name = "URL",
+        default_value = "local"
+    )]
+    bundle_store: String,
+    /// Answer bundle downloads with a 307 to a short-lived presigned URL of the store's object instead of
+    /// streaming them through the server (needs an s3:// --bundle-store; robots verify every byte either way).
+    #[arg(long)]
+    presign_downloads: bool,
 }
 
 #[derive(Args, Clone)]
@@ -390,6 +404,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "metrics token",
     )?)?;
     c.database = args.database.clone();
+    let (store, presign) =
+        ota_server::bundle_store::spec::choose(&args.bundle_store, args.presign_downloads)
+            .map_err(anyhow::Error::msg)?;
+    c.bundle_store = ota_server::bundle_store::BundleStoreRef::open(&store, &args.data_dir)?;
+    c.presign_downloads = presign;
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(ota_server::tls::load_server_config(cert, key)?),
         _ => None,

@@ -104,6 +104,26 @@ impl StoreSpec {
     }
 }
 
+/// How long a presigned download URL is valid. Each request of a robot's ranged download asks the server
+/// again and gets a fresh URL; a GET that started in time runs to its end.
+pub const PRESIGN_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// `--bundle-store` and `--presign-downloads` together: the store, and how long presigned URLs live (`None`:
+/// downloads go through the server). Presigning needs a store with URLs of its own.
+pub fn choose(
+    url: &str,
+    presign: bool,
+) -> Result<(StoreSpec, Option<std::time::Duration>), String> {
+    let spec = StoreSpec::parse(url)?;
+    match (&spec, presign) {
+        (StoreSpec::Local, true) => Err(
+            "--presign-downloads needs an s3:// --bundle-store: the local directory has no URL to presign".into(),
+        ),
+        (_, true) => Ok((spec, Some(PRESIGN_TTL))),
+        (_, false) => Ok((spec, None)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -151,6 +171,17 @@ mod tests {
         ] {
             assert!(StoreSpec::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn presigning_needs_a_store_with_urls() {
+        assert!(choose("local", true)
+            .unwrap_err()
+            .contains("--presign-downloads"));
+        assert_eq!(choose("local", false), Ok((StoreSpec::Local, None)));
+        let (spec, ttl) = choose("s3://b?endpoint=http://127.0.0.1:9", true).unwrap();
+        assert!(matches!(spec, StoreSpec::S3(_)) && ttl == Some(PRESIGN_TTL));
+        assert_eq!(choose("s3://b", false).unwrap().1, None);
     }
 
     proptest! {
