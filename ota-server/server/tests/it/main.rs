@@ -7,6 +7,7 @@ mod dashboard_browser;
 mod download;
 mod guards;
 mod observability;
+mod replicas;
 mod reverts;
 mod rollout_flow;
 mod s3_store;
