@@ -166,3 +166,26 @@ impl Drop for S3Server {
         let _ = self.child.wait();
     }
 }
+
+#[cfg(feature = "fleet")]
+impl S3Server {
+    /// Points a server's `settings` at this bucket (objects under `prefix`), with this server's key pair,
+    /// presigning downloads if `presign`.
+    pub fn serve_bundles(
+        &self,
+        settings: &mut ota_server::server::Settings,
+        prefix: &str,
+        presign: bool,
+    ) {
+        use ota_server::bundle_store::{spec, BundleStoreRef, StoreSpec};
+        let Ok(StoreSpec::S3(mut s3)) = StoreSpec::parse(&self.bundle_store_url(prefix)) else {
+            panic!("the kit's S3 URL does not parse")
+        };
+        s3.access_key_id = Some(self.access_key_id.clone());
+        s3.secret_access_key = Some(self.secret_access_key.clone());
+        settings.config.bundle_store =
+            BundleStoreRef::open(&StoreSpec::S3(s3), &settings.config.data_dir)
+                .expect("an S3 bundle store for the kit's server");
+        settings.config.presign_downloads = presign.then_some(spec::PRESIGN_TTL);
+    }
+}

@@ -6,4 +6,5 @@ mod common;
 mod fleet;
 mod processes;
 mod resume;
+mod s3_bundles;
 mod watch;
