@@ -109,10 +109,63 @@ impl FrameGrouper {
         end
     }
 
+    /// Ends the frame here (a cut decided by the caller).
+    pub fn end(&mut self) {
+        self.chunks = 0;
+        self.raw = 0;
+    }
+
     /// True when chunks were pushed since the last frame end.
     pub fn is_open(&self) -> bool {
         self.chunks > 0
     }
+}
+
+/// A run of chunks the base does not hold, at least this many average chunks long (1 MiB with the default
+/// parameters), gets frames of its own: new content whose deltas are poor is then left to whole frames that
+/// robots on the base fetch (see `delta::worth_deltas`), instead of sharing frames with old chunks.
+pub const NEW_RUN_AVG_CHUNKS: u64 = 16;
+
+/// The frames of `chunks` (chunk counts, in order): [`FrameGrouper`]'s content-defined ends, and with a base
+/// (`with_base`) also the start and the end of every long run of chunks the base does not hold (pure).
+pub fn group_frames(chunks: &[ChunkRecord], params: ChunkParams, with_base: bool) -> Vec<u32> {
+    // cut[i]: a frame ends after chunk i.
+    let mut cut = vec![false; chunks.len()];
+    if with_base {
+        let long = NEW_RUN_AVG_CHUNKS * u64::from(params.avg);
+        let mut i = 0;
+        while i < chunks.len() {
+            if chunks[i].base_offset != NO_BASE {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            let mut raw = 0u64;
+            while i < chunks.len() && chunks[i].base_offset == NO_BASE {
+                raw += u64::from(chunks[i].size);
+                i += 1;
+            }
+            if raw >= long {
+                if start > 0 {
+                    cut[start - 1] = true;
+                }
+                cut[i - 1] = true;
+            }
+        }
+    }
+    let mut grouper = FrameGrouper::new(params);
+    let (mut frames, mut open) = (Vec::new(), 0u32);
+    for (c, cut) in chunks.iter().zip(cut) {
+        open += 1;
+        if grouper.push(c.size, &c.sha256) || cut {
+            grouper.end();
+            frames.push(std::mem::take(&mut open));
+        }
+    }
+    if open > 0 {
+        frames.push(open);
+    }
+    frames
 }
 
 /// What pass 1 learnt about an image.
@@ -137,19 +190,12 @@ pub fn scan<R: Read>(
     mut progress: impl FnMut(u64),
 ) -> io::Result<Scan> {
     let mut chunks = Vec::new();
-    let mut frames = Vec::new();
-    let mut grouper = FrameGrouper::new(params);
-    let mut in_frame = 0u32;
     let (size, sha256) = std::thread::scope(|scope| {
         let (feed, hasher) = hash_thread::spawn(scope, HASH_QUEUE);
         let tee = Tee { inner: input, feed };
         let size = for_each_chunk(tee, params, |bytes| {
             let sha256: [u8; 32] = Sha256::digest(bytes).into();
             let size = bytes.len() as u32;
-            in_frame += 1;
-            if grouper.push(size, &sha256) {
-                frames.push(std::mem::take(&mut in_frame));
-            }
             let base_offset = hints
                 .and_then(|h| h.get(&sha256).copied())
                 .unwrap_or(NO_BASE);
@@ -165,9 +211,7 @@ pub fn scan<R: Read>(
         let digest = hasher.join().expect("the hashing thread does not panic");
         size.map(|size| (size, digest))
     })?;
-    if in_frame > 0 {
-        frames.push(in_frame);
-    }
+    let frames = group_frames(&chunks, params, hints.is_some());
     Ok(Scan {
         chunks,
         frames,
@@ -318,6 +362,58 @@ mod tests {
     }
 
     proptest! {
+        /// Long runs of new chunks start and end on frame ends; without a base, frames are the grouper's.
+        #[test]
+        fn long_new_runs_get_frames_of_their_own(
+            chunks in proptest::collection::vec((1u32..=256 << 10, any::<u8>(), any::<bool>()), 1..600)
+        ) {
+            let records: Vec<ChunkRecord> = chunks
+                .iter()
+                .map(|(size, first, new)| {
+                    let mut sha256 = [0xffu8; 32];
+                    sha256[0] = *first;
+                    ChunkRecord { size: *size, sha256, base_offset: if *new { NO_BASE } else { 0 } }
+                })
+                .collect();
+            let plain = group_frames(&records, DEFAULT_PARAMS, false);
+            let mut g = FrameGrouper::new(DEFAULT_PARAMS);
+            let mut expected = Vec::new();
+            let mut open = 0;
+            for c in &records {
+                open += 1;
+                if g.push(c.size, &c.sha256) {
+                    expected.push(std::mem::take(&mut open));
+                }
+            }
+            if open > 0 {
+                expected.push(open);
+            }
+            prop_assert_eq!(&plain, &expected);
+            let framed = group_frames(&records, DEFAULT_PARAMS, true);
+            prop_assert_eq!(framed.iter().map(|&n| n as usize).sum::<usize>(), records.len());
+            let mut ends = std::collections::HashSet::new();
+            let mut at = 0usize;
+            for n in &framed {
+                at += *n as usize;
+                ends.insert(at);
+            }
+            ends.insert(0);
+            let long = NEW_RUN_AVG_CHUNKS * u64::from(DEFAULT_PARAMS.avg);
+            let mut i = 0;
+            while i < records.len() {
+                let start = i;
+                let mut raw = 0;
+                while i < records.len() && records[i].base_offset == NO_BASE {
+                    raw += u64::from(records[i].size);
+                    i += 1;
+                }
+                if raw >= long {
+                    prop_assert!(ends.contains(&start) && ends.contains(&i), "run {}..{}", start, i);
+                }
+                i = i.max(start + 1);
+            }
+        }
+
         #[test]
         fn frames_cover_every_chunk_within_their_limits(
             max_chunk in prop_oneof![Just(256u32 << 10), Just(16u32 << 20)],
