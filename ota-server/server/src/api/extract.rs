@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 
 use crate::api::error::ApiError;
 use crate::state::AppState;
-use crate::tokens::Caller;
+use crate::tokens::{hash_token, hashes_equal, Caller};
 
 /// JSON body extractor whose rejections are `{"error": ...}` with the right status (400 malformed, 413 too
 /// large, 415 wrong content type, 422 wrong shape).
@@ -86,7 +86,45 @@ impl FromRequestParts<Arc<AppState>> for AnyCaller {
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
         let token = bearer(parts)?;
-        Ok(AnyCaller(state.authenticate(token)?))
+        match state.authenticate(token) {
+            Ok(caller) => Ok(AnyCaller(caller)),
+            Err(_) if is_scrape_token(state, token) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "the metrics token reads GET /metrics only; use an admin token",
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Whether `token` is the read-only scrape token (`--metrics-token`), compared in constant time.
+fn is_scrape_token(state: &AppState, token: &str) -> bool {
+    state
+        .config()
+        .metrics_token_hash
+        .is_some_and(|hash| hashes_equal(&hash, &hash_token(token)))
+}
+
+/// A caller that may read `GET /metrics`: the scrape token or an admin (403 for devices).
+pub struct Scraper;
+
+impl FromRequestParts<Arc<AppState>> for Scraper {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        if is_scrape_token(state, bearer(parts)?) {
+            return Ok(Scraper);
+        }
+        match AnyCaller::from_request_parts(parts, state).await?.0 {
+            Caller::Admin => Ok(Scraper),
+            Caller::Device(id) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("device '{id}' may not read the metrics; use the metrics token or an admin token"),
+            )),
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use ota_protocol::device::{EnrollRequest, PollRequest, ReportRequest};
 use ota_protocol::fleet::{DeviceLabels, GroupSettings};
 
 use crate::api::error::ApiError;
-use crate::api::extract::{Admin, AnyCaller, ApiJson, DeviceCaller};
+use crate::api::extract::{Admin, AnyCaller, ApiJson, DeviceCaller, Scraper};
 use crate::rollout::RolloutAction;
 use crate::state::AppState;
 use crate::tokens::Caller;
@@ -214,7 +214,7 @@ pub async fn abort_rollout(State(state): St, _: Admin, Path(id): Path<String>) -
 }
 
 /// `GET /metrics`.
-pub async fn metrics(State(state): St, _: Admin) -> Response {
+pub async fn metrics(State(state): St, _: Scraper) -> Response {
     (
         [(
             header::CONTENT_TYPE,

@@ -12,10 +12,12 @@ use axum::body::Body;
 use axum::http::Request;
 use http_body_util::BodyExt;
 use ota_keys::SecretKey;
+use ota_protocol::device::ReportStatus;
 use ota_server::openapi::Auth;
 use ota_server::store::sqlite::SqliteStore;
 use ota_server::store::Store;
 use reqwest::{Method, StatusCode};
+use serde_json::json;
 use tower::ServiceExt;
 
 /// The routes the router serves (method, OpenAPI path), from the one route table that builds the router.
@@ -276,6 +278,191 @@ async fn overloaded_device_endpoints_answer_503_with_retry_after() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// The read-only scrape token of [`scrape_token_metrics_and_nothing_else`].
+const SCRAPE: &str = "scrape-token-for-tests-0123456789";
+
+/// `/metrics` read with `token`, parsed: each sample (name with its labels, as written) and its value.
+async fn scrape(
+    c: &reqwest::Client,
+    server: &TestServer,
+    token: &str,
+) -> std::collections::BTreeMap<String, f64> {
+    let r = c
+        .get(server.url("/metrics"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = r.text().await.unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (name, value) = l.rsplit_once(' ').unwrap();
+            (name.to_string(), value.parse::<f64>().unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_versions_rollout_progress_and_the_scrape_token() {
+    let key = SecretKey::generate();
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(dir.path(), &trust(&[&key], 1));
+    s.config.metrics_token_hash =
+        ota_server::metrics::scrape_token_hash(Some(SCRAPE.into())).unwrap();
+    let server = TestServer::start(s).await;
+    let c = client();
+    let mut robots = Vec::new();
+    for (id, version) in [
+        ("robot-1", "1.0.0"),
+        ("robot-2", "1.0.0"),
+        ("robot-3", "1.1.0"),
+    ] {
+        let token = enroll(&c, &server, id, &[], COMPATIBLE).await;
+        poll(&c, &server, &token, version).await;
+        robots.push(token);
+    }
+    let _ = enroll(&c, &server, "robot-silent", &[], COMPATIBLE).await;
+
+    // Devices by the version they run (a device that never polled has none yet).
+    let m = scrape(&c, &server, SCRAPE).await;
+    assert_eq!(m["ota_devices_by_version{version=\"1.0.0\"}"], 2.0);
+    assert_eq!(m["ota_devices_by_version{version=\"1.1.0\"}"], 1.0);
+    assert_eq!(m["ota_devices_by_version{version=\"unknown\"}"], 1.0);
+
+    // Latency histograms per route template: two more polls, two more observations, in the +Inf bucket too.
+    let poll_series = "method=\"POST\",route=\"/api/device/poll\",status=\"2xx\"";
+    let count = format!("ota_http_request_duration_seconds_count{{{poll_series}}}");
+    let inf = format!("ota_http_request_duration_seconds_bucket{{{poll_series},le=\"+Inf\"}}");
+    assert_eq!(m[&count], 3.0);
+    for token in &robots[..2] {
+        poll(&c, &server, token, "1.0.0").await;
+    }
+    let m = scrape(&c, &server, ADMIN).await;
+    assert_eq!(m[&count], 5.0);
+    assert_eq!(m[&inf], 5.0);
+    assert!(m[&format!("ota_http_request_duration_seconds_sum{{{poll_series}}}")] > 0.0);
+    // One series per template, not per device: the device route is one label value.
+    c.get(server.url("/api/devices/robot-1"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    c.get(server.url("/api/devices/robot-2"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    c.get(server.url("/no/such/route")).send().await.unwrap();
+    let m = scrape(&c, &server, ADMIN).await;
+    assert_eq!(
+        m["ota_http_request_duration_seconds_count{method=\"GET\",route=\"/api/devices/{device_id}\",status=\"2xx\"}"],
+        2.0
+    );
+    assert_eq!(
+        m["ota_http_request_duration_seconds_count{method=\"GET\",route=\"unmatched\",status=\"4xx\"}"],
+        1.0
+    );
+    assert!(!m.keys().any(|k| k.contains("robot-1")));
+    // (The crate counts CPU time in whole seconds, so a short test may read 0.)
+    assert!(m["process_cpu_seconds_total"] >= 0.0);
+    for name in [
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(m[name] > 0.0, "{name}");
+    }
+
+    // Rollout progress after reports.
+    let (status, published) = publish(&c, &server, bundle(&[&key], "2.0.0", COMPATIBLE)).await;
+    assert!(status.is_success(), "{published}");
+    let (status, rollout) = admin_post(
+        &c,
+        &server,
+        "/api/rollouts",
+        json!({"bundle_id": published["bundle_id"], "stages": [100], "failure_threshold": 1.0}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{rollout}");
+    let rid = rollout["rollout_id"].as_u64().unwrap();
+    for (token, status) in robots.iter().zip([
+        ReportStatus::Success,
+        ReportStatus::Failure,
+        ReportStatus::RolledBack,
+    ]) {
+        let answer = poll(&c, &server, token, "1.0.0").await;
+        assert!(answer.update.is_some(), "{answer:?} {rollout}");
+        let (s, body) = report(
+            &c,
+            &server,
+            token,
+            &report_body(&format!("r-{token}"), rid, status),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+    }
+    let m = scrape(&c, &server, SCRAPE).await;
+    let progress = |outcome: &str| {
+        m[&format!("ota_rollout_devices{{outcome=\"{outcome}\",rollout=\"{rid}\"}}")]
+    };
+    assert_eq!(progress("targeted"), 4.0);
+    assert_eq!(progress("updated"), 1.0);
+    assert_eq!(progress("failed"), 1.0);
+    assert_eq!(progress("rolled_back"), 1.0);
+    assert_eq!(
+        m[&format!("ota_rollout_state{{rollout=\"{rid}\",state=\"active\"}}")],
+        1.0
+    );
+
+    // The scrape token reads /metrics and nothing else; a device token never reads /metrics.
+    for (method, path) in [
+        (Method::GET, "/api/devices"),
+        (Method::GET, "/api/bundles"),
+        (Method::POST, "/api/rollouts/1/pause"),
+        (Method::GET, "/api/events"),
+    ] {
+        let r = c
+            .request(method.clone(), server.url(path))
+            .bearer_auth(SCRAPE)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{method} {path}");
+        assert!(r
+            .text()
+            .await
+            .unwrap()
+            .contains("metrics token reads GET /metrics only"));
+    }
+    let r = c
+        .post(server.url("/api/device/poll"))
+        .bearer_auth(SCRAPE)
+        .json(&poll_body("1.0.0", COMPATIBLE))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = c
+        .get(server.url("/metrics"))
+        .bearer_auth(&robots[0])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    for token in ["scrape-token-for-tests-012345678X", ""] {
+        let r = c
+            .get(server.url("/metrics"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{token:?}");
+    }
+    server.stop().await;
 }
 
 /// The command running `tool` (`validator` or `schemathesis`), installed on first use; when the install
