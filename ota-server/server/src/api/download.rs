@@ -285,6 +285,19 @@ fn remote_stream(
         .boxed()
 }
 
+/// Whether a request may be redirected to the store. A download keeps to one path, since the store's ETag is
+/// not the server's (`etag`): a request with no range goes to the store (a full-stream install), and so does a
+/// single range validated by the store's ETag (that install's resume). A request validated by the server's own
+/// ETag, or unvalidated, and every request for several ranges (object stores answer one range at most: the
+/// chunked engine's lists) are served here.
+pub fn presignable(range: Option<&str>, if_range: Option<&str>, etag: &str) -> bool {
+    match (range, if_range) {
+        (None, _) => true,
+        (Some(r), Some(v)) => !r.contains(',') && v.trim() != etag,
+        (Some(_), None) => false,
+    }
+}
+
 /// A 307 to `url` (the presigned object; not cached: it expires).
 fn redirect(url: &str) -> Result<Response, ApiError> {
     Response::builder()
@@ -302,7 +315,13 @@ pub async fn respond(
     grant: DownloadGrant,
     id: &str,
 ) -> Result<Response, ApiError> {
-    if let Some(ttl) = grant.presign {
+    let etag = format!("\"{id}\"");
+    let presign = presignable(
+        header_str(headers, header::RANGE),
+        header_str(headers, header::IF_RANGE),
+        &etag,
+    );
+    if let Some(ttl) = grant.presign.filter(|_| presign) {
         let url = grant
             .store
             .presign(id, ttl)
@@ -318,7 +337,6 @@ pub async fn respond(
         .await
         .map_err(|e| ApiError::internal("opening the bundle", e))?;
     let (source, len) = (blob.source, blob.len);
-    let etag = format!("\"{id}\"");
     let plan = plan(
         header_str(headers, header::RANGE),
         header_str(headers, header::IF_RANGE),
@@ -415,6 +433,20 @@ mod tests {
 
     fn r(first: u64, last: u64) -> ByteRange {
         ByteRange { first, last }
+    }
+
+    #[test]
+    fn only_requests_an_object_store_can_answer_are_redirected() {
+        let ours = "\"abc\"";
+        let store = Some("\"d41d8cd98f00b204e9800998ecf8427e\"");
+        // A full-stream install and its resume go to the store.
+        assert!(presignable(None, None, ours));
+        assert!(presignable(Some("bytes=100-"), store, ours));
+        // The chunked engine's probe and lists, and a resume pinned to the server's ETag, stay here.
+        assert!(!presignable(Some("bytes=0-0"), None, ours));
+        assert!(!presignable(Some("bytes=0-9,20-29"), None, ours));
+        assert!(!presignable(Some("bytes=0-9, 20-29"), store, ours));
+        assert!(!presignable(Some("bytes=100-"), Some(ours), ours));
     }
 
     #[test]
