@@ -189,12 +189,15 @@ fn packages_install_work_and_purge_without_a_trace() {
         "./lib/systemd/system/ota-server.service",
         "./usr/share/man/man1/ota-server-serve.1.gz",
         "./usr/share/bash-completion/completions/ota-server",
+        "./etc/ota-server/config.toml",
     ] {
         assert!(
             server.contains(want),
             "ota-server package lacks {want}:\n{server}"
         );
     }
+    let control = stdout("dpkg-deb", &["-I", debs[1].to_str().unwrap(), "conffiles"]);
+    assert_eq!(control.trim(), "/etc/ota-server/config.toml");
     let bundle = listing(&debs[2]);
     for want in [
         "./usr/bin/ota-bundle",
