@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ota_protocol::ErrorBody;
 
-use crate::error::ServiceError;
+use crate::error::{ServiceError, StoreError};
 
 /// A failed request: the status and the message for the JSON error body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +71,10 @@ impl From<ServiceError> for ApiError {
                 message,
             } => back_off(StatusCode::TOO_MANY_REQUESTS, retry_after_secs, message),
             ServiceError::Internal { context, detail } => ApiError::internal(context, detail),
+            // Lost compare-and-set races against other replicas, again and again: worth retrying soon.
+            ServiceError::Store(e @ StoreError::Stale(_)) => {
+                back_off(StatusCode::SERVICE_UNAVAILABLE, 1, e.to_string())
+            }
             ServiceError::Store(e) => ApiError::internal("accessing the database", e),
         }
     }
@@ -120,6 +124,13 @@ mod tests {
             message: "slow down".into(),
         });
         assert_eq!((busy.status.as_u16(), busy.retry_after), (429, Some(3)));
+        let stale = ApiError::from(ServiceError::Store(StoreError::Stale(4)));
+        assert_eq!((stale.status.as_u16(), stale.retry_after), (503, Some(1)));
+        assert!(
+            stale.message.contains("another server replica"),
+            "{}",
+            stale.message
+        );
         let internal = ApiError::from(ServiceError::internal("doing y", "disk full"));
         assert_eq!(
             internal.message,

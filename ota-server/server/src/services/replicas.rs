@@ -120,7 +120,11 @@ impl ReplicaService {
     /// Applies what another replica did (or everything, after a lost feed).
     pub async fn hear(&self, heard: Heard) -> Result<(), ServiceError> {
         match heard {
-            Heard::Resync => self.resync().await,
+            Heard::Resync => {
+                self.resync().await?;
+                tracing::info!("reloaded the working set after a gap in the replicas' change feed");
+                Ok(())
+            }
             Heard::Notice(notice) => self.apply(notice).await,
         }
     }
@@ -241,7 +245,6 @@ impl ReplicaService {
             }
         }
         *fleet = fresh;
-        tracing::info!("reloaded the working set after a gap in the replicas' change feed");
         Ok(())
     }
 }

@@ -11,7 +11,7 @@ use crate::error::ServiceError;
 use crate::fleet::{lock, plan, read, settle, unix_now, validate_tags, write, Rollout, Shared};
 use crate::rollout::{self, Control, RolloutAction};
 use crate::schedule::CompiledSchedule;
-use crate::services::replicas::retrying;
+use crate::services::replicas::{retrying, ReplicaService};
 use crate::store::{MemberRecord, RolloutAim, RolloutRecord};
 
 /// Rollouts.
@@ -76,6 +76,9 @@ impl RolloutService {
             CompiledSchedule::compile(schedule).map_err(ServiceError::Rejected)?;
         }
         crate::guards::validate(&req.guards).map_err(ServiceError::Rejected)?;
+        // Target what the database holds, not this replica's memory: robots enrolled through another replica a
+        // moment ago may not have been heard of yet, and would otherwise miss the first stage.
+        ReplicaService(Arc::clone(shared)).resync().await?;
         let aim = RolloutAim {
             guards: req.guards,
             watch_secs: req.watch_secs,

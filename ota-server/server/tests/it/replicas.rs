@@ -496,3 +496,39 @@ async fn a_decision_on_a_stale_copy_is_taken_again_on_the_stored_row() {
     b.stop().await;
     a.stop().await;
 }
+
+/// A rollout targets what the database holds: robots enrolled through another server a moment ago (whose notices
+/// have not arrived; here there is no feed at all) are in its first stage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_targets_robots_enrolled_through_another_replica() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = SecretKey::generate();
+    let trust = TrustRoot::new(1, 1, vec![key.public_key()]).unwrap();
+    let a = crate::common::TestServer::start(crate::common::settings(tmp.path(), &trust)).await;
+    let b = crate::common::TestServer::start(crate::common::settings(tmp.path(), &trust)).await;
+    let (base_a, base_b) = (a.base.clone(), b.base.clone());
+    let bundle_bytes = bundle(&[&key], "2.0.0", COMPATIBLE);
+    let detail = off(move || {
+        let admin_a = client(&base_a, ADMIN);
+        for i in 0..5 {
+            admin_a
+                .enroll(&enroll_request(&format!("robot-{i}"), &[], COMPATIBLE))
+                .unwrap();
+        }
+        let admin_b = client(&base_b, ADMIN);
+        let published = admin_b.publish_bytes(bundle_bytes).unwrap();
+        let id = admin_b
+            .create_rollout(&CreateRolloutRequest {
+                bundle_id: published.bundle_id,
+                stages: Some(vec![100]),
+                ..CreateRolloutRequest::default()
+            })
+            .unwrap()
+            .rollout_id;
+        admin_b.rollout(id).unwrap()
+    })
+    .await;
+    assert_eq!(detail.devices.len(), 5, "{:?}", detail.devices);
+    b.stop().await;
+    a.stop().await;
+}
