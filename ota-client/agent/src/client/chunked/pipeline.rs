@@ -252,8 +252,32 @@ fn decode_frame(
     skip: u64,
     emit: &mut dyn FnMut(Vec<u8>) -> bool,
 ) -> Result<(), String> {
+    thread_local! {
+        /// One decoder per worker thread, kept across frames: its window (up to 8 MiB) is allocated and faulted
+        /// in once, not once per frame.
+        static DCTX: std::cell::RefCell<Option<DCtx<'static>>> = const { std::cell::RefCell::new(None) };
+    }
+    DCTX.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let dctx = match cell.as_mut() {
+            Some(dctx) => dctx,
+            None => cell.insert(DCtx::create()),
+        };
+        decode_frame_with(dctx, input, raw, skip, emit)
+    })
+}
+
+fn decode_frame_with(
+    dctx: &mut DCtx<'static>,
+    input: &[u8],
+    raw: u64,
+    skip: u64,
+    emit: &mut dyn FnMut(Vec<u8>) -> bool,
+) -> Result<(), String> {
     let name = |code| format!("does not decode: {}", zstd::zstd_safe::get_error_name(code));
-    let mut dctx = DCtx::create();
+    // A frame that failed or stopped early leaves the session mid-frame: always start clean.
+    dctx.reset(zstd::zstd_safe::ResetDirective::SessionOnly)
+        .map_err(name)?;
     dctx.set_parameter(DParameter::WindowLogMax(FRAME_WINDOW_LOG_MAX))
         .map_err(name)?;
     let mut from = InBuffer::around(input);
@@ -461,6 +485,37 @@ fn write_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::chunked::flow::HEAD_ALLOWANCE;
+
+    /// The worker's decoder is reused across frames: a frame stopped early or refused as corrupt leaves nothing
+    /// behind for the next frame on the same thread.
+    #[test]
+    fn a_reused_decoder_starts_every_frame_clean() {
+        let a: Vec<u8> = (0..3 * PIECE as u32).map(|i| (i % 251) as u8).collect();
+        let b: Vec<u8> = (0..2 * PIECE as u32).map(|i| (i % 13) as u8).collect();
+        let (fa, fb) = (
+            zstd::bulk::compress(&a, 3).unwrap(),
+            zstd::bulk::compress(&b, 3).unwrap(),
+        );
+        let decode = |frame: &[u8], raw: usize, stop_after: usize| {
+            let mut out = Vec::new();
+            let mut pieces = 0;
+            let result = decode_frame(frame, raw as u64, 0, &mut |p| {
+                out.extend_from_slice(&p);
+                pieces += 1;
+                pieces < stop_after
+            });
+            result.map(|()| out)
+        };
+        // Stopped after one piece, mid-frame.
+        assert_eq!(decode(&fa, a.len(), 1).unwrap().len(), PIECE);
+        assert!(decode(&fb, b.len(), usize::MAX).unwrap() == b);
+        // Refused mid-frame.
+        let mut bad = fa.clone();
+        bad.truncate(fa.len() / 2);
+        assert!(decode(&bad, a.len(), usize::MAX).is_err());
+        assert!(decode(&fa, a.len(), usize::MAX).unwrap() == a);
+    }
     use crate::source::SourceError;
     use ota_bundle_format::chunked::{
         ChunkRecord, FrameRecord, DEFAULT_PARAMS, MAX_FRAME_RAW, NO_BASE,
@@ -595,7 +650,7 @@ mod tests {
         );
         assert!(sink.largest_piece <= PIECE);
         assert!(
-            flow.peak() <= OUTPUT_BUDGET + PIECE as u64,
+            flow.peak() <= OUTPUT_BUDGET + HEAD_ALLOWANCE,
             "{} bytes queued",
             flow.peak()
         );
