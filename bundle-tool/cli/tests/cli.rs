@@ -172,6 +172,34 @@ fn keygen_writes_private_key_0600_and_refuses_to_overwrite() {
 }
 
 #[test]
+fn keygen_and_key_id_print_json() {
+    let ws = Workspace::new();
+    let out = ws
+        .cmd()
+        .args(["keygen", "--json", "robot-release"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let made: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(made["secret_key"]
+        .as_str()
+        .unwrap()
+        .ends_with("robot-release.key"));
+    assert!(made["public_key"]
+        .as_str()
+        .unwrap()
+        .ends_with("robot-release.pub"));
+    let out = ws
+        .cmd()
+        .args(["key-id", "--json", "robot-release.pub"])
+        .output()
+        .unwrap();
+    let id: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(id["key_id"], made["key_id"]);
+    assert_eq!(id["key_id"].as_str().unwrap().len(), 16);
+}
+
+#[test]
 fn create_sign_verify_info_extract() {
     let ws = Workspace::new();
     ws.create("b.otab", "1.0.0", &["rel1"]);

@@ -9,6 +9,9 @@ use anyhow::{bail, Context, Result};
 pub struct Args {
     /// Path prefix: writes PREFIX.key and PREFIX.pub; refuses to overwrite either.
     prefix: PathBuf,
+    /// Print the key id and both paths as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Arguments of `key-id`.
@@ -16,10 +19,22 @@ pub struct Args {
 pub struct KeyIdArgs {
     /// A .key (PKCS#8) or .pub (SubjectPublicKeyInfo) PEM file.
     file: PathBuf,
+    /// Print the key id as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
     let (secret, public, key) = ota_keys::write_keypair(&args.prefix)?;
+    if args.json {
+        let value = serde_json::json!({
+            "key_id": key.key_id().to_string(),
+            "secret_key": secret,
+            "public_key": public,
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
     println!(
         "key {} written: {} (secret, mode 0600) and {} (public)",
         key.key_id(),
@@ -43,6 +58,11 @@ pub fn run_key_id(args: KeyIdArgs) -> Result<()> {
     } else {
         bail!("{}: not a PEM key file", args.file.display());
     };
-    println!("{id}");
+    if args.json {
+        let value = serde_json::json!({ "key_id": id.to_string() });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        println!("{id}");
+    }
     Ok(())
 }
