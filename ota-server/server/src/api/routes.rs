@@ -406,27 +406,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_route_is_listed_once_and_every_schema_reference_resolves() {
+    /// Schema references are checked with the rest of the document in `openapi::tests`.
+    fn every_route_is_listed_once_and_documented() {
         let unique: BTreeSet<(&str, &str)> = ROUTES
             .iter()
             .map(|r| (r.doc.method.as_str(), r.doc.path))
             .collect();
         assert_eq!(unique.len(), ROUTES.len());
         let doc = document();
-        let text = doc.to_string();
-        let schemas = doc["components"]["schemas"].as_object().unwrap();
-        let mut rest = text.as_str();
-        let mut seen = 0;
-        while let Some(i) = rest.find("#/components/schemas/") {
-            rest = &rest[i + "#/components/schemas/".len()..];
-            let name: String = rest
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric())
-                .collect();
-            assert!(schemas.contains_key(&name), "dangling reference to {name}");
-            seen += 1;
-        }
-        assert!(seen > 20);
         assert_eq!(doc["paths"].as_object().unwrap().len(), 25);
         assert!(doc["paths"]["/static/{path}"]["get"].is_object());
     }
