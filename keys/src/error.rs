@@ -250,4 +250,48 @@ pub enum RotationError {
     /// The new root itself is malformed.
     #[error("new trust root is invalid: {0}")]
     Invalid(TrustRootError),
+    /// A chain moves one version at a time, so every robot walks the same roots whatever it missed.
+    #[error(
+        "trust root version {candidate} does not follow the installed version {current}: \
+         each new root must be exactly one version newer"
+    )]
+    NotNextVersion {
+        /// Installed version.
+        current: u64,
+        /// Offered version.
+        candidate: u64,
+    },
+    /// The new keys must prove they exist and work before the old ones hand over to them.
+    #[error(
+        "new trust root is not signed by enough of its own keys: {0}; \
+         sign it with the new keys too (`ota-bundle trust sign --key NEW.key ROOT.json`)"
+    )]
+    NotSignedByItself(ThresholdError),
+    /// Roots after the next one are present but the next one is not.
+    #[error(
+        "the trust chain has no version {missing} but continues at version {next}: \
+         a chain with a gap cannot be walked; publish the missing root"
+    )]
+    Gap {
+        /// The version that is missing.
+        missing: u64,
+        /// The lowest version present above it.
+        next: u64,
+    },
+    /// Two different roots for one version, each properly signed: the key holders disagree.
+    #[error(
+        "the trust chain holds two different signed roots for version {version}: refusing both"
+    )]
+    Fork {
+        /// The version offered twice.
+        version: u64,
+    },
+    /// A link of a chain was refused.
+    #[error("trust root version {version} refused: {error}")]
+    Link {
+        /// The refused root's version.
+        version: u64,
+        /// Why.
+        error: Box<RotationError>,
+    },
 }

@@ -10,7 +10,8 @@
 //!   [`Signature`] to the key that is supposed to have made it.
 //! * [`TrustRoot`] is the set of keys a device trusts plus the number of them that
 //!   must sign ([`TrustRoot::verify_threshold`]); new roots are installed with
-//!   [`accept_rotation`], which is also how keys are revoked.
+//!   [`accept_rotation`], which is also how keys are revoked; [`chain`] walks a
+//!   chain of rotations (each link signed by the old keys and by its own).
 //!
 //! Verification is always `verify_strict` over the exact bytes given: there is
 //! no pre-hashing, no context string and no malleable signatures.
@@ -18,6 +19,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod chain;
 mod error;
 mod files;
 mod key;
