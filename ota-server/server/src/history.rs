@@ -242,6 +242,30 @@ impl Recorder {
         version: Option<&semver::Version>,
         telemetry: &Telemetry,
     ) {
+        self.record(device_id, t, version, telemetry, true);
+    }
+
+    /// Records a sample another replica took (read back from the store) for the guards only: it joins the
+    /// device's recent samples and boots, but opens no bucket, because the replica that took it stores its
+    /// history. A sample this recorder already holds (its own, read back) is ignored like any older one.
+    pub fn observe_peer(
+        &mut self,
+        device_id: &str,
+        t: u64,
+        version: Option<&semver::Version>,
+        telemetry: &Telemetry,
+    ) {
+        self.record(device_id, t, version, telemetry, false);
+    }
+
+    fn record(
+        &mut self,
+        device_id: &str,
+        t: u64,
+        version: Option<&semver::Version>,
+        telemetry: &Telemetry,
+        history: bool,
+    ) {
         if !self.devices.contains_key(device_id) {
             self.devices
                 .insert(device_id.to_string(), DeviceRecent::default());
@@ -288,6 +312,9 @@ impl Recorder {
                 series.recent.pop_front();
             }
             series.recent.push_back((t, generation, value));
+            if !history {
+                continue;
+            }
             let sample = Bucket::sample(t, value);
             match &mut series.open {
                 Some(open) if open.at == minute => open.merge(&sample),
@@ -316,9 +343,10 @@ impl Recorder {
         self.devices.get(device_id)
     }
 
-    /// Forgets a device.
+    /// Forgets a device, with its buckets not stored yet.
     pub fn forget(&mut self, device_id: &str) {
         self.devices.remove(device_id);
+        self.closed.retain(|r| r.device_id != device_id);
     }
 
     /// Takes the buckets that are complete at `now` (their minute has passed), at most about [`MAX_TAKE`]

@@ -45,6 +45,8 @@ pub struct Cluster {
     pub feed: Box<dyn Feed>,
     /// The lease of the once-only periodic jobs.
     pub lease: Box<dyn Lease>,
+    /// Whether other replicas may serve the same fleet (what this one holds in memory is then only its share).
+    pub replicated: bool,
 }
 
 impl Cluster {
@@ -54,6 +56,7 @@ impl Cluster {
             origin: 0,
             feed: Box::new(Alone),
             lease: Box::new(Alone),
+            replicated: false,
         }
     }
 

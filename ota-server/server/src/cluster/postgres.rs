@@ -94,6 +94,7 @@ pub fn start(
             epoch,
             stop,
         }),
+        replicated: true,
     })
 }
 

@@ -138,6 +138,27 @@ fn boots_are_when_uptime_goes_down() {
 }
 
 #[test]
+fn another_replicas_samples_feed_the_guards_but_open_no_bucket() {
+    let v2: semver::Version = "2.0.0".parse().unwrap();
+    let mut r = Recorder::default();
+    r.observe("r1", 600, Some(&v2), &telemetry(40.0, 900));
+    r.observe_peer("r1", 630, Some(&v2), &telemetry(80.0, 10)); // rebooted, seen by a peer
+    r.observe_peer("r1", 630, Some(&v2), &telemetry(80.0, 10)); // read back again: ignored
+    r.observe_peer("r2", 640, Some(&v2), &telemetry(7.0, 50));
+    let dev = r.device("r1").unwrap();
+    assert_eq!(dev.mean_on("inference_latency_ms", &v2, 0), Some(60.0));
+    assert_eq!(dev.boots_since(600), 1);
+    assert!(r.device("r2").unwrap().seen_since(640));
+    let rows = r.take_closed(10_000, true);
+    assert!(
+        rows.iter()
+            .all(|row| row.device_id == "r1" && row.bucket.count == 1),
+        "only r1's own sample is history to store here: {rows:?}"
+    );
+    assert!(r.unsaved("r2", "inference_latency_ms").is_empty());
+}
+
+#[test]
 fn a_device_keeps_at_most_64_metrics() {
     let mut r = Recorder::default();
     for i in 0..100u64 {

@@ -78,16 +78,23 @@ fn sides(r: &Rollout, rule: &GuardRule, recorder: &Recorder, now: u64) -> Sides 
 
 /// Whether the guards watch `r` at `now`, and the first breach if they do.
 fn judge(r: &Rollout, recorder: &Recorder, now: u64) -> (bool, Option<GuardBreach>) {
+    if !watched(r, now) {
+        return (false, None);
+    }
+    let breach = guards::first_breach(
+        &r.record.aim.guards,
+        |rule| sides(r, rule, recorder, now),
+        now,
+    );
+    (true, breach)
+}
+
+/// Whether the guards watch `r` at `now`.
+fn watched(r: &Rollout, now: u64) -> bool {
     let aim = &r.record.aim;
     // A completed rollout not marked yet completed just now (the tick marks it).
     let completed_at = aim.completed_at.or(Some(now));
-    let watched = !aim.guards.is_empty()
-        && guards::watching(r.record.state, completed_at, aim.watch_secs, now);
-    if !watched {
-        return (false, None);
-    }
-    let breach = guards::first_breach(&aim.guards, |rule| sides(r, rule, recorder, now), now);
-    (true, breach)
+    !aim.guards.is_empty() && guards::watching(r.record.state, completed_at, aim.watch_secs, now)
 }
 
 impl WatchService {
@@ -97,6 +104,7 @@ impl WatchService {
         if !self.0.leads() {
             return Ok(Vec::new());
         }
+        self.hear_peers(now).await?;
         let due: Vec<u64> = {
             let fleet = read(&self.0.fleet);
             let recorder = lock(&self.0.history);
@@ -121,8 +129,35 @@ impl WatchService {
         Ok(paused)
     }
 
-    /// Judges one rollout (after one of its robots reported). Returns whether it paused it.
+    /// With other replicas, reads the polls they took into this replica's recorder before judging: the last
+    /// stored telemetry of every robot seen within the baseline window (the write-behind flush stores it within
+    /// a second). Without this the replica holding the lease would judge only the robots that polled it.
+    async fn hear_peers(&self, now: u64) -> Result<(), ServiceError> {
+        let shared = &self.0;
+        if true
+            || !shared.cluster().replicated
+            || !read(&shared.fleet)
+                .rollouts
+                .values()
+                .any(|r| watched(r, now))
+        {
+            return Ok(());
+        }
+        let since = now.saturating_sub(BASELINE_WINDOW_SECS);
+        let seen = shared.blocking(move |s| s.telemetry_since(since)).await?;
+        let mut recorder = lock(&shared.history);
+        for d in &seen {
+            recorder.observe_peer(&d.device_id, d.last_seen, d.version.as_ref(), &d.telemetry);
+        }
+        Ok(())
+    }
+
+    /// Judges one rollout (after one of its robots reported). Returns whether it paused it. With other replicas
+    /// only the one holding the lease judges, on the whole fleet's samples, at its next tick.
     pub async fn check(&self, id: u64, now: u64) -> Result<bool, ServiceError> {
+        if self.0.cluster().replicated && !self.0.leads() {
+            return Ok(false);
+        }
         let breached = {
             let fleet = read(&self.0.fleet);
             let recorder = lock(&self.0.history);

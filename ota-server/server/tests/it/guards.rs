@@ -345,7 +345,7 @@ async fn the_command_line_creates_a_rollout_with_guards_and_a_watch_period() {
                 ])
                 .arg("--json")
                 .env_remove("OTA_SERVER_URL")
-                .env_remove("OTA_SERVER_TOKEN")
+                .env_remove("OTA_ADMIN_TOKEN")
                 .output()
                 .unwrap()
         })
@@ -369,7 +369,6 @@ async fn the_command_line_creates_a_rollout_with_guards_and_a_watch_period() {
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_ota-server"))
             .args(["rollout", "show", &id, "--server", &base, "--token", ADMIN])
-            .env_remove("OTA_JSON")
             .output()
             .unwrap()
     })
@@ -402,7 +401,6 @@ async fn the_command_line_creates_a_rollout_with_guards_and_a_watch_period() {
                     "inference_latency_ms",
                 ])
                 .args(["--server", &base, "--token", ADMIN])
-                .env_remove("OTA_JSON")
                 .output()
                 .unwrap()
         })

@@ -532,3 +532,147 @@ async fn a_rollout_targets_robots_enrolled_through_another_replica() {
     b.stop().await;
     a.stop().await;
 }
+
+/// Whether a server holds the lease, from its metrics.
+async fn holds_lease(c: &reqwest::Client, s: &crate::common::TestServer) -> bool {
+    let text = c
+        .get(s.url("/metrics"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines().any(|l| l == "ota_lease_held 1")
+}
+
+/// Two replicas on one PostgreSQL: every robot polls and reports through the one that does NOT hold the lease,
+/// so only the stored polls tell the other one (which judges the guards) that the updated robots got slow. It
+/// pauses the rollout anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replica_holding_the_lease_judges_guards_on_polls_taken_by_another() {
+    use crate::common::{admin_get, admin_post, client, enroll, publish, report, report_body};
+    let Some(db) = crate::common::Database::postgres() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let key = SecretKey::generate();
+    let trust = TrustRoot::new(1, 1, vec![key.public_key()]).unwrap();
+    let mut servers = Vec::new();
+    for name in ["a", "b"] {
+        let mut cfg = db.settings(&tmp.path().join(name), &trust);
+        cfg.config.guard_interval = Duration::from_millis(100);
+        servers.push(crate::common::TestServer::start(cfg).await);
+    }
+    let c = client();
+    let mut leader = None;
+    for _ in 0..200 {
+        let held = [
+            holds_lease(&c, &servers[0]).await,
+            holds_lease(&c, &servers[1]).await,
+        ];
+        if held[0] != held[1] {
+            leader = Some(if held[0] { 0 } else { 1 });
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let leader = leader.expect("exactly one replica holds the lease");
+    let (lead, other) = (&servers[leader], &servers[1 - leader]);
+
+    let (status, published) = publish(&c, lead, bundle(&[&key], "2.0.0", COMPATIBLE)).await;
+    assert!(status.is_success(), "{published}");
+    let mut robots = Vec::new();
+    for i in 0..2 {
+        let id = format!("robot-{i}");
+        let token = enroll(&c, other, &id, &[], COMPATIBLE).await;
+        poll_latency(&c, other, &token, "1.0.0", 40.0).await;
+        robots.push((id, token));
+    }
+    let (status, info) = admin_post(
+        &c,
+        lead,
+        "/api/rollouts",
+        serde_json::json!({
+            "bundle_id": published["bundle_id"], "stages": [100], "watch_secs": 600,
+            "guards": [{"metric": "inference_latency_ms", "stat": "mean", "max": 100.0, "min_robots": 2}]
+        }),
+    )
+    .await;
+    assert!(status.is_success(), "{info}");
+    let rid = info["rollout_id"].as_u64().unwrap();
+    for (id, token) in &robots {
+        // As a robot does: it reports on the rollout once the replica it polls offers it.
+        let mut offered = false;
+        for _ in 0..200 {
+            let r = c
+                .post(other.url("/api/device/poll"))
+                .bearer_auth(token)
+                .json(&poll_body("1.0.0", COMPATIBLE))
+                .send()
+                .await
+                .unwrap();
+            let answer: ota_protocol::device::PollResponse = r.json().await.unwrap();
+            if answer.update.is_some_and(|u| u.rollout_id == rid) {
+                offered = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(offered, "{id} was never offered rollout {rid}");
+        for (n, st) in [ReportStatus::Installing, ReportStatus::Success]
+            .into_iter()
+            .enumerate()
+        {
+            let (status, body) = report(
+                &c,
+                other,
+                token,
+                &report_body(&format!("{id}-{n}"), rid, st),
+            )
+            .await;
+            assert!(status.is_success(), "{body}");
+        }
+        poll_latency(&c, other, token, "2.0.0", 9_999.0).await;
+    }
+    let mut state = Value::Null;
+    for _ in 0..200 {
+        state = admin_get(&c, lead, &format!("/api/rollouts/{rid}")).await["rollout"].clone();
+        if state["state"] == "paused" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(state["state"], "paused", "{state}");
+    assert!(
+        state["pause_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("inference_latency_ms")),
+        "{state}"
+    );
+    for s in servers {
+        s.stop().await;
+    }
+}
+
+async fn poll_latency(
+    c: &reqwest::Client,
+    s: &crate::common::TestServer,
+    token: &str,
+    version: &str,
+    latency: f64,
+) {
+    let mut body = poll_body(version, COMPATIBLE);
+    body.telemetry
+        .metrics
+        .insert("inference_latency_ms".into(), latency);
+    let r = c
+        .post(s.url("/api/device/poll"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+}

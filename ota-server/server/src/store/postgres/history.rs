@@ -7,6 +7,8 @@ use postgres::{GenericClient, Row};
 
 use crate::error::StoreError;
 use crate::history::{self, Bucket, HOUR, MINUTE};
+use crate::store::codec::{from_json, version};
+use crate::store::SeenTelemetry;
 
 fn bucket(row: &Row, first: usize) -> Bucket {
     Bucket {
@@ -136,4 +138,27 @@ pub fn compact(
     }
     tx.commit()?;
     Ok(removed)
+}
+
+/// The last poll telemetry of the devices seen at or after `since`.
+pub fn telemetry_since(
+    client: &mut impl GenericClient,
+    since: u64,
+) -> Result<Vec<SeenTelemetry>, StoreError> {
+    client
+        .query(
+            "SELECT device_id, last_seen, current_version, telemetry FROM devices
+             WHERE last_seen >= $1 AND telemetry IS NOT NULL",
+            &[&(since as i64)],
+        )?
+        .iter()
+        .map(|row| {
+            Ok(SeenTelemetry {
+                device_id: row.get(0),
+                last_seen: row.get::<_, i64>(1) as u64,
+                version: version("devices.current_version", row.get(2))?,
+                telemetry: from_json("devices.telemetry", row.get(3))?,
+            })
+        })
+        .collect()
 }
