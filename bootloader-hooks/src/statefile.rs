@@ -124,6 +124,12 @@ pub fn parse(bytes: &[u8]) -> Result<BTreeMap<String, String>, CodecError> {
             .ok_or_else(|| CodecError::Corrupt(format!("line {n} has no '='")))?;
         check_name(name)
             .map_err(|_| CodecError::Corrupt(format!("line {n}: bad name {name:?}")))?;
+        // `encode` refuses NUL in values: a file it could not write again is corrupt, not a state.
+        if value.contains('\0') {
+            return Err(CodecError::Corrupt(format!(
+                "line {n}: NUL byte in the value"
+            )));
+        }
         vars.insert(name.to_string(), unescape(value, n)?);
     }
     Ok(vars)
@@ -155,6 +161,17 @@ mod tests {
         flipped[HEADER.len() + 10] = b'4';
         assert!(parse(&flipped).is_err());
         assert!(parse(b"# ota boot state v1\nA\n# crc32 00000000\n").is_err());
+    }
+
+    /// Found by the `statefile` fuzz target: parse took a NUL in a value that `encode` then refused, so a
+    /// state read could not be written back.
+    #[test]
+    fn refuses_nul_in_a_value_as_encode_does() {
+        let mut file = format!("{HEADER}OTA_PRIMARY=# toos 41e207\0\0\n").into_bytes();
+        let crc = crc32fast::hash(&file);
+        file.extend_from_slice(format!("{CRC_PREFIX}{crc:08x}\n").as_bytes());
+        let err = parse(&file).unwrap_err();
+        assert!(err.to_string().contains("line 2: NUL byte"), "{err}");
     }
 
     proptest! {
