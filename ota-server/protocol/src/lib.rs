@@ -18,6 +18,7 @@ pub mod client;
 pub mod defaults;
 pub mod device;
 pub mod fleet;
+pub mod validate;
 
 use serde::{Deserialize, Serialize};
 

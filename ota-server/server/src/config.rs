@@ -41,6 +41,8 @@ pub struct Config {
     /// Answer downloads with a 307 to a presigned store URL valid this long, when the store can presign
     /// (`--presign-downloads`); `None`: stream them through the server.
     pub presign_downloads: Option<Duration>,
+    /// Connection cap and timeouts ([`crate::listener`]).
+    pub connections: crate::listener::ConnectionLimits,
 }
 
 impl Config {

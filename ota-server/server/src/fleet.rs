@@ -59,6 +59,8 @@ pub struct Device {
     /// The version a success report said it committed since its last poll ([`rollout::runs_after_report`]);
     /// the next poll says what it runs again. Not stored: a restart waits for that poll.
     pub committed: Option<semver::Version>,
+    /// Its report allowance ([`crate::limits`]); not stored: a restart refills it.
+    pub reports: crate::limits::ReportBucket,
 }
 
 impl Device {
@@ -370,6 +372,7 @@ impl Fleet {
                 Arc::new(Mutex::new(Device {
                     record,
                     last_poll: None,
+                    reports: Default::default(),
                     committed: None,
                 })),
             );
@@ -495,17 +498,7 @@ impl Shared {
 
 /// Checks a device's or a selector's tags.
 pub fn validate_tags(tags: &BTreeMap<String, String>) -> Result<(), ServiceError> {
-    if tags.len() > 64 {
-        return Err(ServiceError::Invalid("at most 64 tags".into()));
-    }
-    for (k, v) in tags {
-        if k.is_empty() || k.len() > 64 || v.len() > 256 || k.contains('=') {
-            return Err(ServiceError::Invalid(format!(
-                "tag {k:?}: keys must be 1-64 characters without '=', values at most 256"
-            )));
-        }
-    }
-    Ok(())
+    ota_protocol::validate::tags(tags).map_err(ServiceError::Invalid)
 }
 
 /// The decision facts of a device (reported tags, operator labels and group, version).

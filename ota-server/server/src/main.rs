@@ -131,6 +131,8 @@ struct ServeArgs {
     /// streaming them through the server (needs an s3:// --bundle-store; robots verify every byte either way).
     #[arg(long)]
     presign_downloads: bool,
+    #[command(flatten)]
+    connections: ota_server::listener::ConnectionArgs,
 }
 
 #[derive(Args, Clone)]
@@ -368,12 +370,7 @@ async fn shutdown_signal() {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.data_dir).with_context(|| {
-        format!(
-            "cannot create the data directory {}",
-            args.data_dir.display()
-        )
-    })?;
+    ota_server::data_dir::make_private(&args.data_dir, None)?;
     let (trust, changed) = settings::trust::keep(&args.data_dir, args.trust_root.as_deref())?;
     if let Some(line) = changed {
         tracing::info!("{line}");
@@ -409,6 +406,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .map_err(anyhow::Error::msg)?;
     c.bundle_store = ota_server::bundle_store::BundleStoreRef::open(&store, &args.data_dir)?;
     c.presign_downloads = presign;
+    c.connections = args.connections.limits();
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(ota_server::tls::load_server_config(cert, key)?),
         _ => None,

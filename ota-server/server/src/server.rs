@@ -49,6 +49,7 @@ impl Settings {
                     crate::bundle_store::local::LocalDir::new(data_dir.join("blobs")),
                 )),
                 presign_downloads: None,
+                connections: crate::listener::ConnectionLimits::default(),
             },
             admin_token: None,
             enrollment_secret: None,
@@ -109,9 +110,12 @@ fn secret(
 /// Opens (creating if needed) the data directory: database, blob store, secrets; loads the working set.
 pub fn open(settings: Settings) -> anyhow::Result<Opened> {
     let dir = settings.config.data_dir.clone();
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
     let database = settings.config.database.as_deref();
+    let sqlite = match crate::store::Backend::from_url(database, &dir) {
+        Ok(crate::store::Backend::Sqlite(path)) => Some(path),
+        _ => None,
+    };
+    crate::data_dir::make_private(&dir, sqlite.as_deref())?;
     let store: Arc<dyn Store> = crate::store::open(database, &dir).with_context(|| {
         let backend = crate::store::Backend::from_url(database, &dir);
         format!(
@@ -282,31 +286,13 @@ pub async fn serve(
         notifier.stopping();
         st.begin_shutdown();
     };
-    let result = match tls {
-        None => {
-            // Small answers (a poll, a multi-range part) go out at once instead of waiting on Nagle and the
-            // client's delayed ACK (~7 ms per multi-range request without it).
-            use axum::serve::ListenerExt;
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .with_graceful_shutdown(signal)
-            .await
-        }
-        Some(config) => {
-            let listener = crate::tls::TlsListener::new(listener, config)?;
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<crate::api::audit_log::PeerAddr>(),
-            )
-            .with_graceful_shutdown(signal)
-            .await
-        }
-    };
+    let limits = state.config().connections.clone();
+    let cap = crate::listener::connection_cap(
+        limits.max_connections,
+        crate::connections::raise_fd_limit(),
+    );
+    tracing::debug!("serving at most {cap} connections at once");
+    crate::connections::serve(listener, app, tls, limits, cap, signal).await;
     state.begin_shutdown();
     let _ = flusher.await;
     let _ = watcher.await;
@@ -319,7 +305,7 @@ pub async fn serve(
         .flush(crate::fleet::unix_now(), true)
         .await
         .map_err(|e| anyhow::anyhow!("final flush of the telemetry history failed: {e}"))?;
-    result.context("HTTP server failed")
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,24 +1,20 @@
-//! HTTPS: a rustls server config from PEM files and an `axum::serve` listener that completes TLS handshakes
-//! concurrently (a slow or plain-HTTP client cannot hold up the others).
+//! HTTPS: a rustls server config from PEM files ([`crate::connections`] completes each handshake in its
+//! connection's own task, so a slow or plain-HTTP client cannot hold up the others).
 
-use std::io;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use rustls::client::danger::ServerCertVerifier;
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::ServerConfig;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
 
 /// How long a client may take to complete the handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Loads a certificate chain and private key (PEM) into a rustls server config (TLS 1.2 and 1.3, ring).
 pub fn load_server_config(cert_path: &Path, key_path: &Path) -> anyhow::Result<Arc<ServerConfig>> {
@@ -32,9 +28,17 @@ pub fn load_server_config(cert_path: &Path, key_path: &Path) -> anyhow::Result<A
             cert_path.display()
         );
     }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    if is_ca_certificate(&certs[0], &provider) {
+        bail!(
+            "{} is a CA certificate, which no client accepts as a server's (CaUsedAsEndEntity): sign a server \
+             certificate with it (the server's names as subjectAltName, CA:FALSE) and serve that; \
+             docs/tls.md has the commands",
+            cert_path.display()
+        );
+    }
     let key = PrivateKeyDer::from_pem_file(key_path)
         .with_context(|| format!("cannot read a PEM private key from {}", key_path.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("TLS protocol setup failed")?
@@ -45,73 +49,21 @@ pub fn load_server_config(cert_path: &Path, key_path: &Path) -> anyhow::Result<A
     Ok(Arc::new(config))
 }
 
-/// A TLS listener for `axum::serve`.
-pub struct TlsListener {
-    accepted: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local_addr: SocketAddr,
-    task: JoinHandle<()>,
-}
-
-impl TlsListener {
-    /// Starts accepting on `listener`.
-    pub fn new(listener: TcpListener, config: Arc<ServerConfig>) -> io::Result<Self> {
-        let local_addr = listener.local_addr()?;
-        let (tx, accepted) = mpsc::channel(64);
-        let acceptor = TlsAcceptor::from(config);
-        let task = tokio::spawn(async move {
-            loop {
-                let (tcp, peer) = tokio::select! {
-                    result = listener.accept() => match result {
-                        Ok(pair) => pair,
-                        Err(e) => {
-                            tracing::warn!("accept failed: {e}");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    },
-                    () = tx.closed() => return,
-                };
-                let _ = tcp.set_nodelay(true);
-                let acceptor = acceptor.clone();
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => {
-                            let _ = tx.send((stream, peer)).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        Ok(TlsListener {
-            accepted,
-            local_addr,
-            task,
-        })
+/// Whether `leaf` is a CA certificate, checked as clients check it: verified with itself as the only root,
+/// WebPKI answers `CaUsedAsEndEntity` (before looking at names or signatures' issuers).
+fn is_ca_certificate(leaf: &CertificateDer<'static>, provider: &Arc<CryptoProvider>) -> bool {
+    let mut roots = rustls::RootCertStore::empty();
+    if roots.add(leaf.clone()).is_err() {
+        return false;
     }
-}
-
-impl Drop for TlsListener {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.accepted.recv().await {
-            Some(pair) => pair,
-            // The accept task ended (only when the listener is being dropped): accept nothing more.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(self.local_addr)
+    let Ok(verifier) =
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()
+    else {
+        return false;
+    };
+    let name = ServerName::try_from("ota-server.invalid").expect("a valid DNS name");
+    match verifier.verify_server_cert(leaf, &[], &name, &[], UnixTime::now()) {
+        Err(rustls::Error::InvalidCertificate(e)) => format!("{e:?}").contains("CaUsedAsEndEntity"),
+        _ => false,
     }
 }

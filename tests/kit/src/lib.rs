@@ -11,6 +11,7 @@
 //! * [`release`]: release keys and trust roots.
 //! * [`fleet`]: robots running the real daemon in threads against a server, their logs, and waits on rollouts.
 //! * [`proxy`]: a fault-injecting HTTP proxy between robots and a server.
+//! * [`forward_proxy`]: a site's forward proxy (CONNECT and absolute-form), counting what it carried.
 //! * [`s3`]: a real S3-compatible server (s3s-fs) on a loopback port with one bucket, stopped on drop.
 //! * [`postgres`]: a throwaway PostgreSQL cluster per test process, a fresh database per call.
 
@@ -19,6 +20,7 @@
 
 #[cfg(feature = "fleet")]
 pub mod fleet;
+pub mod forward_proxy;
 pub mod postgres;
 #[cfg(feature = "fleet")]
 pub mod proxy;

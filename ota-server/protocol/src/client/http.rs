@@ -445,9 +445,10 @@ impl ApiClient {
             (
                 ErrorKind::Retry,
                 format!(
-                    "cannot reach the server at {}: {}",
+                    "cannot reach the server at {}: {}{}",
                     self.base,
-                    root_cause(e)
+                    root_cause(e),
+                    tls_hint(&root_cause(e))
                 ),
             )
         } else {
@@ -460,6 +461,16 @@ impl ApiClient {
             retry_after: None,
             path: path.to_string(),
         }
+    }
+}
+
+/// What to do about a TLS refusal an operator can fix, from its cause's words; empty for any other.
+pub(crate) fn tls_hint(cause: &str) -> &'static str {
+    if cause.contains("CaUsedAsEndEntity") {
+        " (the server presents a CA certificate as its own: serve a certificate signed by that CA, with the \
+         server's name and not a CA itself, and give clients the CA; see docs/tls.md)"
+    } else {
+        ""
     }
 }
 

@@ -7,12 +7,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::serve::IncomingStream;
 
 use crate::api::extract::bearer;
 use crate::state::AppState;
@@ -20,17 +18,6 @@ use crate::tokens::{self, Caller};
 
 /// Largest error body read for the reason (error bodies are one short JSON object).
 const MAX_REASON_BODY: usize = 16 * 1024;
-
-/// The peer address of a TLS connection (`axum::serve` with `into_make_service_with_connect_info`); a plain
-/// one is axum's own `SocketAddr` (axum's blanket impl leaves no room for one type serving both).
-#[derive(Clone, Copy, Debug)]
-pub struct PeerAddr(pub SocketAddr);
-
-impl Connected<IncomingStream<'_, crate::tls::TlsListener>> for PeerAddr {
-    fn connect_info(stream: IncomingStream<'_, crate::tls::TlsListener>) -> PeerAddr {
-        PeerAddr(*stream.remote_addr())
-    }
-}
 
 /// Who made a request, as far as its token tells.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,17 +63,11 @@ pub async fn audit_log(
         .extensions
         .get::<MatchedPath>()
         .map_or_else(|| parts.uri.path().to_string(), |m| m.as_str().to_string());
-    let peer = (parts
+    // Set on every request, HTTP or HTTPS, by `crate::connections`.
+    let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0))
-    .or_else(|| {
-        parts
-            .extensions
-            .get::<ConnectInfo<PeerAddr>>()
-            .map(|c| c.0 .0)
-    })
-    .map_or_else(|| "-".to_string(), |a| a.to_string());
+        .map_or_else(|| "-".to_string(), |c| c.0.to_string());
     let response = next.run(Request::from_parts(parts, body)).await;
     // Reads that were not refused are never audited: skip the token check for them (most requests).
     if !is_audited(&method, true, response.status()) {

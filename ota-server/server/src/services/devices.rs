@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use ota_bundle_format::manifest::validate_compatible;
 use ota_protocol::admin::{
     DeviceDeletedEvent, DeviceInfo, Event, LastStatus, ReportEvent, ReportRecord, RolloutState,
 };
@@ -16,7 +17,7 @@ use ota_protocol::device::{
 use crate::cluster::Subject;
 use crate::error::ServiceError;
 use crate::fleet::{
-    device_info, facts, lock, read, settle, unix_now, validate_tags, write, Device, Shared,
+    device_info, facts, lock, read, settle, unix_now, write, Device, Shared,
     TokenEntry,
 };
 use crate::rollout;
@@ -98,15 +99,7 @@ impl DeviceService {
                 "wrong enrollment secret".into(),
             ));
         }
-        ota_protocol::validate_device_id(&req.device_id).map_err(ServiceError::Invalid)?;
-        ota_bundle_format::manifest::validate_compatible(&req.compatible)
-            .map_err(|e| ServiceError::Invalid(format!("compatible: {e}")))?;
-        if req.request_id.len() < 8 || req.request_id.len() > 128 {
-            return Err(ServiceError::Invalid(
-                "request_id must be 8-128 characters (a random string)".into(),
-            ));
-        }
-        validate_tags(&req.tags)?;
+        ota_protocol::validate::enroll(&req, validate_compatible).map_err(ServiceError::Invalid)?;
         let token =
             tokens::derive_device_token(&shared.secrets.token_key, &req.device_id, &req.request_id);
         let token_hash = tokens::hash_token(&token);
@@ -161,6 +154,7 @@ impl DeviceService {
                     Arc::new(Mutex::new(Device {
                         record: record.clone(),
                         last_poll: None,
+                        reports: Default::default(),
                         committed: None,
                     }))
                 });
@@ -189,15 +183,7 @@ impl DeviceService {
         if !shared.blocking(move |s| s.delete_device(&id)).await? {
             return Err(ServiceError::NotFound(format!("no device '{device_id}'")));
         }
-        {
-            let mut fleet = write(&shared.fleet);
-            if let Some(dev) = fleet.devices.remove(device_id) {
-                let token_id = lock(&dev).record.token_id.clone();
-                fleet.tokens.remove(&token_id);
-            }
-        }
-        lock(&shared.dirty).remove(device_id);
-        lock(&shared.history).forget(device_id);
+        shared.forget_device(device_id);
         shared.emit(Event::DeviceDeleted(DeviceDeletedEvent {
             device_id: device_id.to_string(),
         }));
@@ -209,6 +195,8 @@ impl DeviceService {
     pub fn poll(&self, device_id: &str, req: PollRequest) -> Result<PollResponse, ServiceError> {
         let shared = &self.0;
         shared.metrics.polls.fetch_add(1, Ordering::Relaxed);
+        ota_protocol::validate::poll(&req, validate_compatible).map_err(ServiceError::Invalid)?;
+        crate::limits::telemetry(&req.telemetry)?;
         let fleet = read(&shared.fleet);
         let slot = fleet
             .devices
@@ -341,7 +329,10 @@ impl DeviceService {
         device_id: &str,
         req: ReportRequest,
     ) -> Result<ReportResponse, ServiceError> {
-        req.validate().map_err(ServiceError::Rejected)?;
+        ota_protocol::validate::report(&req).map_err(ServiceError::Rejected)?;
+        if let Some(device) = read(&self.0.fleet).devices.get(device_id) {
+            lock(device).reports.take(unix_now() * 1000)?;
+        }
         retrying(&self.0, || self.report_once(device_id, &req)).await
     }
 

@@ -85,6 +85,7 @@ fn merge_device(fleet: &mut Fleet, stored: DeviceRecord) -> Event {
         Arc::new(Mutex::new(Device {
             record: stored.clone(),
             last_poll: None,
+            reports: Default::default(),
             committed: None,
         }))
     });
@@ -140,15 +141,7 @@ impl ReplicaService {
             }
             Subject::Device(id) => events.extend(self.reload_device(id).await?),
             Subject::DeviceDeleted(id) => {
-                {
-                    let mut fleet = write(&shared.fleet);
-                    if let Some(dev) = fleet.devices.remove(&id) {
-                        let token_id = lock(&dev).record.token_id.clone();
-                        fleet.tokens.remove(&token_id);
-                    }
-                }
-                lock(&shared.dirty).remove(&id);
-                lock(&shared.history).forget(&id);
+                shared.forget_device(&id);
                 events.push(Event::DeviceDeleted(DeviceDeletedEvent { device_id: id }));
             }
             Subject::Report {

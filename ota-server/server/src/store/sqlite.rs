@@ -292,10 +292,18 @@ impl Store for SqliteStore {
     }
 
     fn delete_device(&self, device_id: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .conn()
-            .execute("DELETE FROM devices WHERE device_id = ?1", [device_id])?
-            > 0)
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        // Everything else held about it, so a robot enrolled later under the same id starts clean.
+        for table in ["reports", "metric_history", "rollout_devices"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE device_id = ?1"),
+                [device_id],
+            )?;
+        }
+        let existed = tx.execute("DELETE FROM devices WHERE device_id = ?1", [device_id])? > 0;
+        tx.commit()?;
+        Ok(existed)
     }
 
     fn save_device_states(&self, batch: &[DeviceRecord]) -> Result<(), StoreError> {

@@ -10,7 +10,7 @@ use ota_keys::SecretKey;
 /// `ota-bundle` lives in another package, so Cargo does not build it for this package's tests: build it (a
 /// no-op when it is up to date, as after `cargo test --workspace`) into the same target directory. Cargo releases
 /// the target directory lock before it runs tests, so this does not wait on the outer `cargo test`.
-fn ota_bundle() -> PathBuf {
+pub(crate) fn ota_bundle() -> PathBuf {
     let server_bin = PathBuf::from(env!("CARGO_BIN_EXE_ota-server"));
     let profile_dir = server_bin.parent().unwrap();
     let target = profile_dir.parent().unwrap();

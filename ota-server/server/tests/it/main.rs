@@ -3,12 +3,17 @@
 
 mod cli;
 mod common;
+mod connections;
 mod dashboard_browser;
+mod data_dir;
+mod decommission;
 mod download;
 mod guards;
 mod observability;
+mod proxies;
 mod replicas;
 mod reverts;
+mod robot_input;
 mod rollout_flow;
 mod s3_store;
 mod security;
@@ -16,4 +21,5 @@ mod serve_config;
 mod targets;
 mod targets_cli;
 mod tls_and_restart;
+mod tls_recipe;
 mod uploads;
