@@ -37,14 +37,15 @@ packages=(
   haproxy            # ota-server replicas test: the load balancer in front of three replicas
 )
 # Extra groups, opt-in by argument: "browser" (dashboard test), "vm" (QEMU full-system tests), "bench"
-# (tests/bench's download scenario: nginx as the baseline).
+# (tests/bench's download scenario: nginx as the baseline), "pkcs11" (release keys on a SoftHSM token).
 for group in "$@"; do
   case "$group" in
     browser) packages+=(chromium chromium-driver fonts-dejavu-core) ;;
     vm) packages+=(qemu-system-x86 ovmf grub-efi-amd64-bin grub-common mtools dosfstools e2fsprogs gdisk
                    linux-image-amd64 busybox-static cpio) ;;
     bench) packages+=(nginx curl) ;;
-    *) echo "install-deps.sh: unknown group '$group' (known: browser, vm, bench)" >&2; exit 2 ;;
+    pkcs11) packages+=(softhsm2) ;;
+    *) echo "install-deps.sh: unknown group '$group' (known: browser, vm, bench, pkcs11)" >&2; exit 2 ;;
   esac
 done
 

@@ -12,6 +12,8 @@
 //!   must sign ([`TrustRoot::verify_threshold`]); new roots are installed with
 //!   [`accept_rotation`], which is also how keys are revoked; [`chain`] walks a
 //!   chain of rotations (each link signed by the old keys and by its own).
+//! * [`Signer`] is what signs: a [`SecretKey`] from a PEM file or, with the
+//!   `pkcs11` feature, a key that stays on a token ([`pkcs11`]).
 //!
 //! Verification is always `verify_strict` over the exact bytes given: there is
 //! no pre-hashing, no context string and no malleable signatures.
@@ -23,11 +25,14 @@ pub mod chain;
 mod error;
 mod files;
 mod key;
+pub mod pkcs11;
+mod signer;
 mod trust;
 
 pub use error::{KeyError, RotationError, ThresholdError, TrustRootError};
 pub use files::{load_public_key, load_secret_key, write_keypair};
 pub use key::{KeyId, PublicKey, SecretKey, Signature};
+pub use signer::{SignError, Signer};
 pub use trust::{accept_rotation, load_trust_root, SignedTrustRoot, TrustRoot, TRUST_ROOT_TYPE};
 
 #[cfg(test)]

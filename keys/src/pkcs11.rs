@@ -52,7 +52,10 @@ pub enum Pkcs11Error {
         detail: String,
     },
     /// No token matches the URI.
-    #[error("PKCS#11 token not found: no token matches {wanted} (tokens present: {})", list(present))]
+    #[error(
+        "PKCS#11 token not found: no token matches {wanted} (tokens present: {})",
+        list(present)
+    )]
     TokenNotFound {
         /// The URI's token attributes.
         wanted: String,
@@ -60,7 +63,10 @@ pub enum Pkcs11Error {
         present: Vec<String>,
     },
     /// Several tokens match the URI.
-    #[error("{wanted} matches several PKCS#11 tokens ({}): add serial= or slot-id=", list(present))]
+    #[error(
+        "{wanted} matches several PKCS#11 tokens ({}): add serial= or slot-id=",
+        list(present)
+    )]
     AmbiguousToken {
         /// The URI's token attributes.
         wanted: String,
@@ -126,7 +132,9 @@ pub enum Pkcs11Error {
         count: usize,
     },
     /// The key is RSA, P-256, ed448...
-    #[error("PKCS#11 key {key} on token '{token}' is not ed25519 ({detail}); release keys are ed25519")]
+    #[error(
+        "PKCS#11 key {key} on token '{token}' is not ed25519 ({detail}); release keys are ed25519"
+    )]
     NotEd25519 {
         /// The URI's key attributes.
         key: String,

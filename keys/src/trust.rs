@@ -8,7 +8,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    KeyError, KeyId, PublicKey, RotationError, SecretKey, Signature, ThresholdError, TrustRootError,
+    KeyError, KeyId, PublicKey, RotationError, SecretKey, SignError, Signature, Signer,
+    ThresholdError, TrustRootError,
 };
 
 /// Value of the `"type"` field of a trust root file; lets tools reject a bundle
@@ -216,10 +217,17 @@ impl SignedTrustRoot {
     /// Add `key`'s signature over the root, replacing an earlier one by the same
     /// key; signatures stay sorted by key id so the file is deterministic.
     pub fn sign(&mut self, key: &SecretKey) {
-        let signature = key.sign(&self.signed.signed_bytes());
-        self.signatures.retain(|s| s.key_id != signature.key_id);
+        self.sign_with(key).expect("a key in memory always signs");
+    }
+
+    /// [`sign`](Self::sign) with any [`Signer`] (a key on a PKCS#11 token can fail); returns the signer's key id.
+    pub fn sign_with(&mut self, key: &(impl Signer + ?Sized)) -> Result<KeyId, SignError> {
+        let signature = key.sign(&self.signed.signed_bytes())?;
+        let key_id = signature.key_id;
+        self.signatures.retain(|s| s.key_id != key_id);
         self.signatures.push(signature);
         self.signatures.sort_by_key(|s| s.key_id);
+        Ok(key_id)
     }
 
     /// Pretty JSON for the file on disk (with a trailing newline).

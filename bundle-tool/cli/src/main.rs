@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod cmd;
+mod keyspec;
 mod output;
 
 use std::process::ExitCode;
@@ -23,8 +24,10 @@ struct Program {
 enum Command {
     /// Generate an ed25519 release key pair: PREFIX.key (PKCS#8 PEM, mode 0600) and PREFIX.pub.
     Keygen(cmd::keygen::Args),
-    /// Print the key id of a .key or .pub file.
+    /// Print the key id of a .key or .pub file or of a key on a PKCS#11 token (pkcs11: URI).
     KeyId(cmd::keygen::KeyIdArgs),
+    /// Print (or write) the public key PEM of a .key file or of a key on a PKCS#11 token, for `trust create`.
+    PublicKey(cmd::keygen::PublicKeyArgs),
     /// Build and sign a bundle from one or more images.
     Create(cmd::create::Args),
     /// Add a signature to an existing bundle (co-signing) without recompressing it.
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
     let result = match program.command {
         Command::Keygen(args) => cmd::keygen::run(args),
         Command::KeyId(args) => cmd::keygen::run_key_id(args),
+        Command::PublicKey(args) => cmd::keygen::run_public_key(args),
         Command::Create(args) => cmd::create::run(args),
         Command::Sign(args) => cmd::sign::run(args),
         Command::Verify(args) => cmd::verify::run(args),

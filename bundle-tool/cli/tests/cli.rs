@@ -10,6 +10,8 @@ use assert_cmd::Command;
 use predicates::prelude::*;
 use tempfile::TempDir;
 
+mod pkcs11;
+
 fn ota_bundle() -> Command {
     Command::cargo_bin("ota-bundle").unwrap()
 }
@@ -119,6 +121,7 @@ fn every_subcommand_has_help() {
     for sub in [
         vec!["keygen"],
         vec!["key-id"],
+        vec!["public-key"],
         vec!["create"],
         vec!["sign"],
         vec!["verify"],

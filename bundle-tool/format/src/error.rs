@@ -7,6 +7,9 @@ use ota_keys::ThresholdError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BundleError {
+    /// A signing key (one on a PKCS#11 token) failed to sign the manifest.
+    #[error("cannot sign the manifest: {0}")]
+    Sign(#[from] ota_keys::SignError),
     /// Reading or writing the underlying stream failed.
     #[error("{context}: {error}")]
     Io {

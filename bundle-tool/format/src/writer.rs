@@ -4,7 +4,7 @@
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
-use ota_keys::{SecretKey, Signature};
+use ota_keys::{SecretKey, Signature, Signer};
 use sha2::{Digest, Sha256};
 
 use crate::chunked::{BundleLayout, ChunkParams, MAX_INDEX};
@@ -115,7 +115,23 @@ pub fn compress_image<R: Read, W: Write>(
 
 /// Signs the exact manifest bytes with each key, ordered by key id so the output is deterministic.
 pub fn sign_manifest(manifest_bytes: &[u8], keys: &[SecretKey]) -> Vec<Signature> {
-    let mut signatures: Vec<Signature> = keys.iter().map(|k| k.sign(manifest_bytes)).collect();
+    sign_manifest_with(manifest_bytes, keys).expect("a key in memory always signs")
+}
+
+/// [`sign_manifest`] with any [`Signer`] (a key on a PKCS#11 token can fail to sign).
+pub fn sign_manifest_with(
+    manifest_bytes: &[u8],
+    keys: &[impl Signer],
+) -> Result<Vec<Signature>, BundleError> {
+    let signatures = keys
+        .iter()
+        .map(|k| k.sign(manifest_bytes))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(in_signature_order(signatures))
+}
+
+/// Sorted by key id, one per key.
+fn in_signature_order(mut signatures: Vec<Signature>) -> Vec<Signature> {
     signatures.sort_by_key(|s| s.key_id);
     signatures.dedup_by_key(|s| s.key_id);
     signatures
@@ -290,7 +306,7 @@ pub fn build_bundle<W: Write + Seek>(
     out: W,
     spec: &BundleSpec,
     images: Vec<ImageInput<'_>>,
-    keys: &[SecretKey],
+    keys: &[impl Signer],
     mut progress: impl FnMut(u64),
 ) -> Result<(Manifest, W), BundleError> {
     let entries = images
@@ -355,7 +371,7 @@ pub fn build_chunked_bundle<W: Write + Seek, B: Read + Seek>(
     params: ChunkParams,
     images: Vec<SeekableImage<'_>>,
     mut base: Option<&mut BaseBundle<B>>,
-    keys: &[SecretKey],
+    keys: &[impl Signer],
     mut progress: impl FnMut(u64),
 ) -> Result<(Manifest, W), BundleError> {
     let mut entries = Vec::with_capacity(images.len());
@@ -437,7 +453,7 @@ fn build_with<W: Write + Seek>(
     mut out: W,
     spec: &BundleSpec,
     entries: Vec<ImageEntry>,
-    keys: &[SecretKey],
+    keys: &[impl Signer],
     mut write_image: impl FnMut(&mut W, usize, &mut ImageEntry) -> Result<(), BundleError>,
 ) -> Result<(Manifest, W), BundleError> {
     if keys.is_empty() {
@@ -464,7 +480,15 @@ fn build_with<W: Write + Seek>(
             limit: crate::framing::MAX_MANIFEST_LEN,
         });
     }
-    let signatures_len = encode_signatures(&sign_manifest(b"", keys)).len();
+    // Every signature takes the same room, so placeholders size the block without asking a token to sign.
+    let placeholders = keys
+        .iter()
+        .map(|k| Signature {
+            key_id: k.key_id(),
+            sig: [0; 64],
+        })
+        .collect();
+    let signatures_len = encode_signatures(&in_signature_order(placeholders)).len();
     let header_len =
         entry_len(format_marker().len()) + entry_len(manifest_len) + entry_len(signatures_len);
     out.seek(SeekFrom::Start(header_len)).map_err(io_err)?;
@@ -479,7 +503,7 @@ fn build_with<W: Write + Seek>(
     let newline = manifest_bytes.pop();
     manifest_bytes.resize(manifest_len - 1, b' ');
     manifest_bytes.extend(newline);
-    let signatures = sign_manifest(&manifest_bytes, keys);
+    let signatures = sign_manifest_with(&manifest_bytes, keys)?;
     let end = out.stream_position().map_err(io_err)?;
     out.seek(SeekFrom::Start(0)).map_err(io_err)?;
     BundleWriter::new(&mut out, &manifest_bytes, &signatures)?;
@@ -493,7 +517,7 @@ fn build_with<W: Write + Seek>(
 pub fn build_bundle_to_vec(
     spec: &BundleSpec,
     images: Vec<ImageInput<'_>>,
-    keys: &[SecretKey],
+    keys: &[impl Signer],
 ) -> Result<(Manifest, Vec<u8>), BundleError> {
     let (manifest, cursor) = build_bundle(io::Cursor::new(Vec::new()), spec, images, keys, |_| {})?;
     Ok((manifest, cursor.into_inner()))

@@ -47,7 +47,10 @@ fn parses_rfc7512_examples() {
         uri.id,
         Some(vec![0x69, 0x95, 0x3e, 0x5c, 0xf4, 0xbd, 0xec, 0x91])
     );
-    assert_eq!(uri.pin, Some(PinSource::Value(Zeroizing::new("1234".into()))));
+    assert_eq!(
+        uri.pin,
+        Some(PinSource::Value(Zeroizing::new("1234".into())))
+    );
     assert_eq!(
         parse("pkcs11:slot-id=3;id=%01;serial=DECC0401648").slot_id,
         Some(3)
@@ -72,7 +75,10 @@ fn refuses_what_it_does_not_understand_with_the_reason() {
     for (uri, reason) in [
         ("file:/release.key", "does not start with 'pkcs11:'"),
         ("pkcs11:token=release", "names no key"),
-        ("pkcs11:token=release;objcet=k", "unknown attribute 'objcet'"),
+        (
+            "pkcs11:token=release;objcet=k",
+            "unknown attribute 'objcet'",
+        ),
         ("pkcs11:object=a;object=b", "'object' is given twice"),
         ("pkcs11:object=a?pin-value=1&pin-source=/p", "not both"),
         ("pkcs11:object=a%2", "two hex digits"),
@@ -179,7 +185,9 @@ fn chooses_exactly_one_token() {
         "PKCS#11 token not found: no token matches token=prod (tokens present: 'release', \
          'staging', 'release')"
     );
-    let ambiguous = pick("pkcs11:token=release;object=k").unwrap_err().to_string();
+    let ambiguous = pick("pkcs11:token=release;object=k")
+        .unwrap_err()
+        .to_string();
     assert!(ambiguous.contains("add serial= or slot-id="), "{ambiguous}");
     assert!(matches!(
         choose_token(&parse("pkcs11:object=k"), &[]),
@@ -194,7 +202,10 @@ fn chooses_exactly_one_token() {
 
 #[test]
 fn recognises_ed25519_curve_parameters() {
-    assert_eq!(check_ed25519_params(&[0x06, 0x03, 0x2b, 0x65, 0x70]), Ok(()));
+    assert_eq!(
+        check_ed25519_params(&[0x06, 0x03, 0x2b, 0x65, 0x70]),
+        Ok(())
+    );
     assert_eq!(check_ed25519_params(b"\x13\x0cedwards25519"), Ok(()));
     assert_eq!(
         check_ed25519_params(&[0x06, 0x03, 0x2b, 0x65, 0x71]).unwrap_err(),

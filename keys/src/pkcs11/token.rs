@@ -141,7 +141,8 @@ impl Token {
         })?;
         // A second key from the same module in one process finds it initialised already.
         match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, Function::Initialize)) => {}
+            Ok(())
+            | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, Function::Initialize)) => {}
             Err(e) => {
                 return Err(Pkcs11Error::Module {
                     path: module.to_path_buf(),
@@ -149,8 +150,9 @@ impl Token {
                 })
             }
         }
+        // An uninitialised token (SoftHSM always shows a free one) holds no keys.
         let slots = context
-            .get_slots_with_token()
+            .get_slots_with_initialized_token()
             .map_err(|e| call_error("C_GetSlotList", "", &e))?;
         let mut tokens = Vec::with_capacity(slots.len());
         for slot in &slots {
@@ -202,11 +204,12 @@ impl Token {
         match self.session.login(UserType::User, pin.as_ref()) {
             // Login is per token and process: a second key of the same token finds it done.
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
-            Err(CkError::Pkcs11(RvError::PinIncorrect | RvError::PinInvalid | RvError::PinLenRange, _)) => {
-                Err(Pkcs11Error::WrongPin {
-                    token: self.label.clone(),
-                })
-            }
+            Err(CkError::Pkcs11(
+                RvError::PinIncorrect | RvError::PinInvalid | RvError::PinLenRange,
+                _,
+            )) => Err(Pkcs11Error::WrongPin {
+                token: self.label.clone(),
+            }),
             Err(CkError::Pkcs11(RvError::PinLocked, _)) => Err(Pkcs11Error::PinLocked {
                 token: self.label.clone(),
             }),
@@ -231,7 +234,9 @@ impl Token {
         let token = self.label.clone();
         match found.as_slice() {
             [one] => Ok(*one),
-            [] if class == ObjectClass::PRIVATE_KEY => Err(Pkcs11Error::ObjectNotFound { key, token }),
+            [] if class == ObjectClass::PRIVATE_KEY => {
+                Err(Pkcs11Error::ObjectNotFound { key, token })
+            }
             [] => Err(Pkcs11Error::NoPublicKey { key, token }),
             many => Err(Pkcs11Error::AmbiguousObject {
                 key,

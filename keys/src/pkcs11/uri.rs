@@ -194,7 +194,9 @@ impl Pkcs11Uri {
         for (name, value) in pairs(query, '&', QUERY_ATTRS, &mut seen)? {
             match name {
                 "module-path" => parsed.module_path = Some(PathBuf::from(text(value, name)?)),
-                "pin-value" => parsed.pin = Some(PinSource::Value(Zeroizing::new(text(value, name)?))),
+                "pin-value" => {
+                    parsed.pin = Some(PinSource::Value(Zeroizing::new(text(value, name)?)))
+                }
                 _ => parsed.pin = Some(PinSource::File(pin_file(&text(value, name)?)?)),
             }
         }
@@ -231,10 +233,13 @@ impl Pkcs11Uri {
         }
         if let Some(id) = &self.id {
             // CKA_ID is binary: every byte escaped, as RFC 7512's examples write it.
-            path.push(format!("id={}", id.iter().fold(String::new(), |mut s, b| {
-                let _ = write!(s, "%{b:02X}");
-                s
-            })));
+            path.push(format!(
+                "id={}",
+                id.iter().fold(String::new(), |mut s, b| {
+                    let _ = write!(s, "%{b:02X}");
+                    s
+                })
+            ));
         }
         out.push_str(&path.join(";"));
         let mut query = Vec::new();

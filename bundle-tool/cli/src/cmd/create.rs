@@ -12,7 +12,9 @@ use ota_bundle_format::{
     build_bundle, build_chunked_bundle, BundleSpec, ImageInput, SeekableImage, DEFAULT_LEVEL,
 };
 use ota_image_io::WriteBehindFile;
+use ota_keys::Signer;
 
+use crate::keyspec::{self, KeySpec};
 use crate::output::{human_bytes, progress_bar, AtomicOutput};
 
 /// Arguments of `create`.
@@ -28,9 +30,10 @@ pub struct Args {
     /// named after the file.
     #[arg(long = "image", value_name = "CLASS=FILE", required = true)]
     images: Vec<String>,
-    /// A release signing key (.key); repeat to sign with several keys.
-    #[arg(long = "key", value_name = "KEY", required = true)]
-    keys: Vec<PathBuf>,
+    /// A release signing key: a .key file or a pkcs11: URI of a key on a token
+    /// (pkcs11:token=T;object=K?module-path=M&pin-source=file:P); repeat to sign with several keys.
+    #[arg(long = "key", value_name = "KEY", required = true, value_parser = keyspec::value_parser())]
+    keys: Vec<KeySpec>,
     /// zstd level 1-19. The default (19) favours robots on slow links: about a quarter fewer bytes than level 3,
     /// decoded almost as fast.
     #[arg(long, default_value_t = DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
@@ -124,11 +127,7 @@ pub fn run(args: Args) -> Result<()> {
         .iter()
         .map(|a| parse_image(a))
         .collect::<Result<Vec<_>>>()?;
-    let keys = args
-        .keys
-        .iter()
-        .map(|p| ota_keys::load_secret_key(p))
-        .collect::<Result<Vec<_>, _>>()?;
+    let keys = keyspec::signers(&args.keys)?;
     if args.payload == PayloadKind::Full && args.delta_from.is_some() {
         bail!("--delta-from needs the chunked payload; drop --payload full");
     }
@@ -235,7 +234,7 @@ fn stamp(path: &Path) -> Result<(u64, Option<SystemTime>)> {
 fn print_summary(
     path: &Path,
     manifest: &ota_bundle_format::Manifest,
-    keys: &[ota_keys::SecretKey],
+    keys: &[Box<dyn Signer>],
 ) -> Result<()> {
     let size = std::fs::metadata(path)?.len();
     println!(

@@ -1,8 +1,12 @@
-//! `ota-bundle keygen` and `ota-bundle key-id`.
+//! `ota-bundle keygen`, `ota-bundle key-id` and `ota-bundle public-key`.
 
+use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
+
+use crate::keyspec::{self, KeySpec};
+use crate::output::AtomicOutput;
 
 /// Arguments of `keygen`.
 #[derive(clap::Args)]
@@ -17,11 +21,26 @@ pub struct Args {
 /// Arguments of `key-id`.
 #[derive(clap::Args)]
 pub struct KeyIdArgs {
-    /// A .key (PKCS#8) or .pub (SubjectPublicKeyInfo) PEM file.
-    file: PathBuf,
+    /// A .key (PKCS#8) or .pub (SubjectPublicKeyInfo) PEM file, or a pkcs11: URI of a key on a token.
+    #[arg(value_name = "KEY", value_parser = keyspec::value_parser())]
+    key: KeySpec,
     /// Print the key id as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// Arguments of `public-key`.
+#[derive(clap::Args)]
+pub struct PublicKeyArgs {
+    /// A .key file or a pkcs11: URI of a key on a token.
+    #[arg(value_name = "KEY", value_parser = keyspec::value_parser())]
+    key: KeySpec,
+    /// Write the PEM to OUT instead of standard output.
+    #[arg(short, long, value_name = "OUT")]
+    output: Option<PathBuf>,
+    /// Replace OUT if it exists.
+    #[arg(long)]
+    force: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -45,24 +64,26 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 pub fn run_key_id(args: KeyIdArgs) -> Result<()> {
-    let text = std::fs::read_to_string(&args.file)
-        .with_context(|| format!("cannot read {}", args.file.display()))?;
-    let id = if text.contains("PRIVATE KEY") {
-        ota_keys::SecretKey::from_pem(&text)
-            .with_context(|| args.file.display().to_string())?
-            .key_id()
-    } else if text.contains("PUBLIC KEY") {
-        ota_keys::PublicKey::from_pem(&text)
-            .with_context(|| args.file.display().to_string())?
-            .key_id()
-    } else {
-        bail!("{}: not a PEM key file", args.file.display());
-    };
+    let id = args.key.public_key()?.key_id();
     if args.json {
         let value = serde_json::json!({ "key_id": id.to_string() });
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         println!("{id}");
     }
+    Ok(())
+}
+
+/// The SubjectPublicKeyInfo PEM of a key (on a token, its only way out), ready for `trust create --key`.
+pub fn run_public_key(args: PublicKeyArgs) -> Result<()> {
+    let key = args.key.public_key()?;
+    let Some(path) = &args.output else {
+        print!("{}", key.to_pem());
+        return Ok(());
+    };
+    let mut out = AtomicOutput::create(path, args.force)?;
+    out.file().write_all(key.to_pem().as_bytes())?;
+    out.commit()?;
+    eprintln!("public key {} written to {}", key.key_id(), path.display());
     Ok(())
 }

@@ -9,14 +9,15 @@ use ota_bundle_format::{BundleReader, BundleWriter, UnverifiedBundle};
 use ota_keys::TrustRoot;
 
 use super::{describe, open_bundle};
+use crate::keyspec::{self, KeySpec};
 use crate::output::AtomicOutput;
 
 /// Arguments of `sign`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The signing key (.key).
-    #[arg(long)]
-    key: PathBuf,
+    /// The signing key: a .key file or a pkcs11: URI of a key on a token.
+    #[arg(long, value_parser = keyspec::value_parser())]
+    key: KeySpec,
     /// Write the co-signed bundle here instead of replacing BUNDLE (atomically) in place.
     #[arg(short, long, value_name = "OUT")]
     output: Option<PathBuf>,
@@ -25,7 +26,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let key = ota_keys::load_secret_key(&args.key)?;
+    let key = args.key.signer()?;
     let (reader, bar) = open_bundle(&args.bundle, "signing")?;
     let head = UnverifiedBundle::read(reader).map_err(|e| describe(&args.bundle, e))?;
     let manifest_bytes = head.manifest_bytes().to_vec();
@@ -39,7 +40,7 @@ pub fn run(args: Args) -> Result<()> {
         .cloned()
         .collect();
     let replaced = signatures.len() != head.signatures().len();
-    signatures.push(key.sign(&manifest_bytes));
+    signatures.push(key.sign(&manifest_bytes)?);
 
     let target = args.output.clone().unwrap_or_else(|| args.bundle.clone());
     let mut out = AtomicOutput::create(&target, args.output.is_none())?;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use ota_keys::{accept_rotation, SignedTrustRoot, TrustRoot};
 
+use crate::keyspec::{self, KeySpec};
 use crate::output::AtomicOutput;
 
 /// `trust` subcommands.
@@ -34,9 +35,10 @@ pub struct CreateArgs {
     /// Root version; each rotation must increase it.
     #[arg(long = "root-version", default_value_t = 1)]
     root_version: u64,
-    /// Sign the new root with these keys right away (e.g. the keys of the root it replaces); repeatable.
-    #[arg(long = "sign-with")]
-    sign_with: Vec<PathBuf>,
+    /// Sign the new root with these keys right away (e.g. the keys of the root it replaces): .key files or
+    /// pkcs11: URIs; repeatable.
+    #[arg(long = "sign-with", value_parser = keyspec::value_parser())]
+    sign_with: Vec<KeySpec>,
     /// Replace OUT if it exists.
     #[arg(long)]
     force: bool,
@@ -48,9 +50,9 @@ pub struct CreateArgs {
 /// Arguments of `trust sign`.
 #[derive(clap::Args)]
 pub struct SignArgs {
-    /// The signing key (.key).
-    #[arg(long)]
-    key: PathBuf,
+    /// The signing key: a .key file or a pkcs11: URI.
+    #[arg(long, value_parser = keyspec::value_parser())]
+    key: KeySpec,
     /// The trust root file to sign.
     root: PathBuf,
 }
@@ -104,8 +106,8 @@ fn create(args: CreateArgs) -> Result<()> {
         .collect::<Result<Vec<_>, _>>()?;
     let root = TrustRoot::new(args.root_version, args.threshold, keys)?;
     let mut signed = SignedTrustRoot::new(root);
-    for path in &args.sign_with {
-        signed.sign(&ota_keys::load_secret_key(path)?);
+    for key in keyspec::signers(&args.sign_with)? {
+        signed.sign_with(&key)?;
     }
     write_signed(&args.output, &signed, args.force)?;
     println!(
@@ -126,14 +128,13 @@ fn create(args: CreateArgs) -> Result<()> {
 }
 
 fn sign(args: SignArgs) -> Result<()> {
-    let key = ota_keys::load_secret_key(&args.key)?;
+    let key = args.key.signer()?;
     let mut root = read_signed(&args.root)?;
-    root.sign(&key);
+    let key_id = root.sign_with(&key)?;
     write_signed(&args.root, &root, true)?;
     println!(
-        "signed trust root version {} with key {}",
+        "signed trust root version {} with key {key_id}",
         root.signed.version,
-        key.key_id()
     );
     Ok(())
 }
