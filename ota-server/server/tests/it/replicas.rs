@@ -65,6 +65,8 @@ impl Replica {
             ADMIN,
             "--enrollment-secret",
             ENROLL,
+            "--admission",
+            "auto",
             "--guard-interval-ms",
             "200",
         ]
@@ -221,6 +223,15 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Stops the robots' threads however the test ends: a failed assertion must not leave them polling.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// A simulated robot through the balancer: enrolls, polls, and on an offer reports downloading and success,
 /// then runs the new version. Returns the report ids it got a 2xx for.
 fn robot(base: String, id: String, stop: Arc<AtomicBool>) -> (bool, Vec<String>) {
@@ -323,6 +334,7 @@ fn three_replicas_behind_haproxy_finish_a_rollout_while_one_dies_and_one_restart
     let on_two = dashboard(&replicas[2].base());
 
     let stop = Arc::new(AtomicBool::new(false));
+    let _stop_robots = StopOnDrop(stop.clone());
     let robots: Vec<_> = (0..ROBOTS)
         .map(|i| {
             let (base, id, stop) = (base.clone(), format!("robot-{i:02}"), stop.clone());
