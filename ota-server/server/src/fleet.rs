@@ -432,6 +432,31 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Forgets what memory holds about a decommissioned device (its store rows are gone already): the device,
+    /// its token, its rollout memberships, pending writes and joins, its telemetry history and guard samples.
+    pub fn forget_device(&self, device_id: &str) {
+        {
+            let mut fleet = write(&self.fleet);
+            if let Some(dev) = fleet.devices.remove(device_id) {
+                let token_id = lock(&dev).record.token_id.clone();
+                fleet.tokens.remove(&token_id);
+            }
+            for r in fleet.rollouts.values_mut() {
+                if r.index.contains_key(device_id) {
+                    let members = r.members.iter().filter(|m| m.device_id != device_id);
+                    *r = Rollout::new(
+                        r.record.clone(),
+                        r.bundle.clone(),
+                        members.cloned().collect(),
+                    );
+                }
+            }
+        }
+        lock(&self.dirty).remove(device_id);
+        lock(&self.joins).remove(device_id);
+        lock(&self.history).forget(device_id);
+    }
+
     /// Loads the working set from the store.
     pub fn load(
         config: Config,
