@@ -844,3 +844,86 @@ fn publish_agrees_with_the_server_on_defaults() {
         ))
         .stderr(predicate::str::contains("builder error").not());
 }
+
+#[test]
+fn trust_rotation_is_signed_by_the_old_and_the_new_keys() {
+    let ws = Workspace::new();
+    ws.trust("root-v1.json", &["rel1"], 1);
+    let create = |out: &str, key: &str, version: &str| {
+        ws.cmd()
+            .args(["trust", "create", "--key", key, "--threshold", "1"])
+            .args(["--root-version", version, "-o", out])
+            .assert()
+            .success();
+    };
+    let verify = |current: &str, new: &str| {
+        ws.cmd()
+            .args(["trust", "verify", "--current", current, new])
+            .assert()
+    };
+    create("root-v2.json", "rel2.pub", "2");
+    // The old key alone hands over to keys that never signed: refused, and the message says what to run.
+    ws.cmd()
+        .args(["trust", "sign", "--key", "rel1.key", "root-v2.json"])
+        .assert()
+        .success();
+    verify("root-v1.json", "root-v2.json")
+        .code(1)
+        .stderr(predicate::str::contains(
+            "not signed by enough of its own keys",
+        ))
+        .stderr(predicate::str::contains("ota-bundle trust sign"));
+    // Old and new keys in one call.
+    ws.cmd()
+        .args([
+            "trust",
+            "sign",
+            "--key",
+            "rel1.key",
+            "--key",
+            "rel2.key",
+            "root-v2.json",
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("with keys "));
+    verify("root-v1.json", "root-v2.json")
+        .success()
+        .stdout(predicate::str::contains("version 2 may replace version 1"));
+    // Skipping a version is refused even when signed by everyone.
+    create("root-v3.json", "rel3.pub", "3");
+    ws.cmd()
+        .args([
+            "trust",
+            "sign",
+            "--key",
+            "rel1.key",
+            "--key",
+            "rel2.key",
+            "--key",
+            "rel3.key",
+            "root-v3.json",
+        ])
+        .assert()
+        .success();
+    verify("root-v1.json", "root-v3.json")
+        .code(1)
+        .stderr(predicate::str::contains("exactly one version newer"));
+    // A chain file (a JSON list, any order) is walked to its end.
+    let chain: Vec<serde_json::Value> = ["root-v3.json", "root-v2.json"]
+        .iter()
+        .map(|f| serde_json::from_slice(&fs::read(ws.file(f)).unwrap()).unwrap())
+        .collect();
+    fs::write(ws.file("chain.json"), serde_json::to_vec(&chain).unwrap()).unwrap();
+    verify("root-v1.json", "chain.json")
+        .success()
+        .stdout(predicate::str::contains("version 3 may replace version 1"));
+    // --help shows how.
+    ws.cmd()
+        .args(["trust", "sign", "--help"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "AND by a threshold of its own keys",
+        ));
+}

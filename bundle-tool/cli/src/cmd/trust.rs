@@ -1,11 +1,12 @@
 //! `ota-bundle trust ...`: trust roots. A robot trusts the keys of its installed root and accepts a new root only
-//! when a threshold of the keys it already trusts signed it and its version is higher; a key is revoked by leaving
-//! it out of the next root.
+//! when its version is exactly one higher and it is signed by a threshold of the keys it already trusts AND by a
+//! threshold of its own keys (`ota_keys::chain`); a key is revoked by leaving it out of the next root.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use ota_keys::{accept_rotation, SignedTrustRoot, TrustRoot};
+use ota_keys::chain::{accept_next, parse_chain, walk};
+use ota_keys::{SignedTrustRoot, TrustRoot};
 
 use crate::keyspec::{self, KeySpec};
 use crate::output::AtomicOutput;
@@ -14,10 +15,13 @@ use crate::output::AtomicOutput;
 #[derive(clap::Subcommand)]
 pub enum Command {
     /// Write a new (unsigned) trust root listing public keys and a signature threshold.
+    #[command(after_long_help = ROTATION_HELP)]
     Create(CreateArgs),
-    /// Add a signature to a trust root file (in place).
+    /// Add signatures to a trust root file (in place).
+    #[command(after_long_help = ROTATION_HELP)]
     Sign(SignArgs),
-    /// Check that NEW may replace CURRENT on a device: higher version, signed by a threshold of CURRENT's keys.
+    /// Check that NEW may replace CURRENT on a device: the next version, signed by a threshold of CURRENT's keys
+    /// and of its own. NEW may be a chain (a JSON list of roots), walked one version at a time.
     Verify(VerifyArgs),
     /// Show a trust root.
     Show(ShowArgs),
@@ -47,12 +51,25 @@ pub struct CreateArgs {
     output: PathBuf,
 }
 
+/// How a rotation is signed, shown by `trust create --help` and `trust sign --help`.
+const ROTATION_HELP: &str = "\
+Rotating keys: root version N+1 is accepted by robots only when signed by a threshold of version N's keys (the
+old keys hand over) AND by a threshold of its own keys (the new keys prove they work). For example:
+
+  ota-bundle trust create --key new1.pub --key new2.pub --threshold 1 --root-version 2 -o root-v2.json
+  ota-bundle trust sign --key old1.key --key new1.key root-v2.json
+  ota-bundle trust verify --current root-v1.json root-v2.json
+
+Publish it to the fleet with `ota-server trust publish root-v2.json`; robots walk every version in order, so
+never skip one.";
+
 /// Arguments of `trust sign`.
 #[derive(clap::Args)]
 pub struct SignArgs {
-    /// The signing key: a .key file or a pkcs11: URI.
-    #[arg(long, value_parser = keyspec::value_parser())]
-    key: KeySpec,
+    /// A signing key (.key file or pkcs11: URI); repeatable: the previous root's keys and the new root's own
+    /// keys both sign.
+    #[arg(long = "key", required = true, value_parser = keyspec::value_parser())]
+    keys: Vec<KeySpec>,
     /// The trust root file to sign.
     root: PathBuf,
 }
@@ -63,7 +80,7 @@ pub struct VerifyArgs {
     /// The root the device trusts now (JSON, or a single .pub).
     #[arg(long)]
     current: PathBuf,
-    /// The candidate root.
+    /// The candidate root, or a chain (a JSON list of roots) starting right after CURRENT.
     new: PathBuf,
 }
 
@@ -128,13 +145,17 @@ fn create(args: CreateArgs) -> Result<()> {
 }
 
 fn sign(args: SignArgs) -> Result<()> {
-    let key = args.key.signer()?;
     let mut root = read_signed(&args.root)?;
-    let key_id = root.sign_with(&key)?;
+    let mut ids = Vec::new();
+    for key in keyspec::signers(&args.keys)? {
+        ids.push(root.sign_with(&key)?.to_string());
+    }
     write_signed(&args.root, &root, true)?;
+    let plural = if ids.len() == 1 { "" } else { "s" };
     println!(
-        "signed trust root version {} with key {key_id}",
+        "signed trust root version {} with key{plural} {}",
         root.signed.version,
+        ids.join(", ")
     );
     Ok(())
 }
@@ -142,14 +163,31 @@ fn sign(args: SignArgs) -> Result<()> {
 fn verify(args: VerifyArgs) -> Result<()> {
     let current = ota_keys::load_trust_root(&args.current)
         .with_context(|| args.current.display().to_string())?;
-    let candidate = read_signed(&args.new)?;
-    let accepted = accept_rotation(&current, &candidate).with_context(|| {
+    let text = std::fs::read_to_string(&args.new)
+        .with_context(|| format!("cannot read trust root {}", args.new.display()))?;
+    let chain = parse_chain(&text).with_context(|| args.new.display().to_string())?;
+    let refused = || {
         format!(
             "{} may not replace {}",
             args.new.display(),
             args.current.display()
         )
-    })?;
+    };
+    // One root is checked as the next link (so a replay is refused, not skipped); a list is walked to its end.
+    let accepted = match chain.as_slice() {
+        [one] => accept_next(&current, one).with_context(refused)?,
+        _ => {
+            let reached = walk(&current, &chain).with_context(refused)?;
+            if reached.version == current.version {
+                anyhow::bail!(
+                    "{}: the chain holds nothing newer than version {}",
+                    refused(),
+                    current.version
+                );
+            }
+            reached
+        }
+    };
     println!(
         "OK: trust root version {} may replace version {} ({} of {} keys required from now on)",
         accepted.version,
