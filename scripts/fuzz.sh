@@ -9,13 +9,14 @@
 #   FUZZ_SANITIZER   address (default) or none: `none` builds in about a third of the time and runs 2-3x
 #                    faster, but finds only panics, overflows and hangs, not memory errors (this workspace
 #                    forbids unsafe code, so memory errors could come only from a dependency's)
-#   FUZZ_GROW=1      keep what the run adds to the committed corpus in fuzz/corpus/<target>/ (run
-#                    `cargo +nightly fuzz cmin <target>` afterwards); by default new inputs go to a temporary
-#                    directory and are thrown away
+#   FUZZ_OUT=DIR     keep the inputs the run finds in DIR/<target>/ (to merge the useful ones into the
+#                    committed corpus, fuzz/README.md); by default they go to a temporary directory
+#   FUZZ_TARGET_DIR  where the targets build (default ~/.cache/ota-tools/cargo-fuzz/target: kept between runs,
+#                    so a run after a small change rebuilds only what changed; nightly and the coverage
+#                    instrumentation share nothing with the workspace's target/)
 #   CI=true          a missing nightly toolchain is a failure (elsewhere the run is SKIPPED, loudly)
 #
-# cargo-fuzz is installed once into ~/.cache/ota-tools/cargo-fuzz. The targets build once per run into
-# fuzz/target (their own target dir: nightly and coverage instrumentation share nothing with the workspace's).
+# cargo-fuzz is installed once into ~/.cache/ota-tools/cargo-fuzz; the targets build once per run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -39,6 +40,9 @@ if [ "$("$cache/bin/cargo-fuzz" --version 2>/dev/null)" != "cargo-fuzz $CARGO_FU
   cargo install --quiet --locked --root "$cache" --version "$CARGO_FUZZ_VERSION" cargo-fuzz
 fi
 export PATH="$cache/bin:$PATH"
+target_dir=$(mkdir -p "${FUZZ_TARGET_DIR:-$cache/target}" && cd "${FUZZ_TARGET_DIR:-$cache/target}" && pwd)
+# The crate is outside the workspace, so `cargo fmt --all` does not see it.
+cargo fmt --manifest-path fuzz/Cargo.toml --check
 
 # Which dictionary each target uses (fuzz/dict/*.dict).
 dict_for() {
@@ -58,10 +62,10 @@ fi
 
 start=$(date +%s)
 if [ $# -eq 0 ]; then
-  (cd fuzz && cargo +nightly fuzz build --sanitizer "$sanitizer")
+  (cd fuzz && cargo +nightly fuzz build --target-dir "$target_dir" --sanitizer "$sanitizer")
 else
   for target in "${targets[@]}"; do
-    (cd fuzz && cargo +nightly fuzz build --sanitizer "$sanitizer" "$target")
+    (cd fuzz && cargo +nightly fuzz build --target-dir "$target_dir" --sanitizer "$sanitizer" "$target")
   done
 fi
 echo "fuzz: built ${#targets[@]} targets (sanitizer: $sanitizer) in $(($(date +%s) - start)) s"
@@ -73,11 +77,9 @@ printf '%-16s %12s %9s %7s %7s %7s %7s\n' target executions exec/s cov ft corpus
 for target in "${targets[@]}"; do
   corpus=$root/fuzz/corpus/$target
   mkdir -p "$corpus"
-  dirs=("$tmp/$target" "$corpus")
-  if [ "${FUZZ_GROW:-}" = 1 ]; then
-    dirs=("$corpus")
-  fi
-  mkdir -p "${dirs[0]}"
+  out=${FUZZ_OUT:-$tmp}
+  out=$(mkdir -p "$out/$target" && cd "$out/$target" && pwd)
+  dirs=("$out" "$corpus")
   args=(-max_total_time="$seconds" -timeout=20 -rss_limit_mb=2048 -print_final_stats=1)
   dict=$(dict_for "$target")
   if [ -n "$dict" ]; then
@@ -85,7 +87,7 @@ for target in "${targets[@]}"; do
   fi
   log=$tmp/$target.log
   status=0
-  (cd fuzz && cargo +nightly fuzz run --sanitizer "$sanitizer" "$target" "${dirs[@]}" -- "${args[@]}") \
+  (cd fuzz && cargo +nightly fuzz run --target-dir "$target_dir" --sanitizer "$sanitizer" "$target" "${dirs[@]}" -- "${args[@]}") \
     >"$log" 2>&1 || status=$?
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)

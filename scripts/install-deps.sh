@@ -37,7 +37,8 @@ packages=(
   haproxy            # ota-server replicas test: the load balancer in front of three replicas
 )
 # Extra groups, opt-in by argument: "browser" (dashboard test), "vm" (QEMU full-system tests), "bench"
-# (tests/bench's download scenario: nginx as the baseline), "pkcs11" (release keys on a SoftHSM token).
+# (tests/bench's download scenario: nginx as the baseline), "pkcs11" (release keys on a SoftHSM token), "fuzz"
+# (scripts/fuzz.sh).
 for group in "$@"; do
   case "$group" in
     browser) packages+=(chromium chromium-driver fonts-dejavu-core) ;;
@@ -45,7 +46,8 @@ for group in "$@"; do
                    linux-image-amd64 busybox-static cpio) ;;
     bench) packages+=(nginx curl) ;;
     pkcs11) packages+=(softhsm2) ;;
-    *) echo "install-deps.sh: unknown group '$group' (known: browser, vm, bench, pkcs11)" >&2; exit 2 ;;
+    fuzz) packages+=(g++) ;;  # scripts/fuzz.sh: libfuzzer-sys compiles libFuzzer's C++ sources
+    *) echo "install-deps.sh: unknown group '$group' (known: browser, vm, bench, pkcs11, fuzz)" >&2; exit 2 ;;
   esac
 done
 
