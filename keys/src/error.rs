@@ -230,6 +230,15 @@ pub enum TrustRootError {
     /// The same key listed twice would let one signer count twice.
     #[error("trust root lists key {0} more than once")]
     DuplicateKey(KeyId),
+    /// The `timestamp` role's key set is invalid (same rules as the root's own keys).
+    #[error("trust root's timestamp role: {0}")]
+    TimestampRole(Box<TrustRootError>),
+    /// The online timestamp key must never be able to sign releases.
+    #[error(
+        "trust root's timestamp role lists key {0}, which is also a release key: \
+         the timestamp key lives online on the server, so give it a key of its own"
+    )]
+    TimestampKeyIsReleaseKey(KeyId),
 }
 
 /// Why a new trust root was not installed.

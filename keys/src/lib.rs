@@ -12,6 +12,8 @@
 //!   must sign ([`TrustRoot::verify_threshold`]); new roots are installed with
 //!   [`accept_rotation`], which is also how keys are revoked; [`chain`] walks a
 //!   chain of rotations (each link signed by the old keys and by its own).
+//! * [`timestamp`]: signed timestamps from the root's online `timestamp` role, how a
+//!   robot without a trusted clock tells fresh metadata from replayed or withheld.
 //! * [`Signer`] is what signs: a [`SecretKey`] from a PEM file or, with the
 //!   `pkcs11` feature, a key that stays on a token ([`pkcs11`]).
 //!
@@ -27,6 +29,7 @@ mod files;
 mod key;
 pub mod pkcs11;
 mod signer;
+pub mod timestamp;
 mod trust;
 
 pub use error::{KeyError, RotationError, ThresholdError, TrustRootError};

@@ -489,6 +489,7 @@ fn unvalidated_zero_threshold_still_needs_a_signature() {
         version: 1,
         threshold: 0,
         keys: vec![a.public_key()],
+        timestamp: None,
     };
     assert!(root.verify_threshold(b"m", &[stranger.sign(b"m")]).is_err());
     assert!(root.verify_threshold(b"m", &[a.sign(b"m")]).is_ok());

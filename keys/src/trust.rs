@@ -7,6 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::timestamp::TimestampRole;
 use crate::{
     KeyError, KeyId, PublicKey, RotationError, SecretKey, SignError, Signature, Signer,
     ThresholdError, TrustRootError,
@@ -30,6 +31,10 @@ pub struct TrustRoot {
     pub threshold: u32,
     /// The trusted keys.
     pub keys: Vec<PublicKey>,
+    /// The online keys that sign freshness timestamps ([`crate::timestamp`]); absent (and then not serialized,
+    /// so roots without it keep their bytes and signatures): robots do no freeze detection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<TimestampRole>,
 }
 
 impl TrustRoot {
@@ -39,6 +44,7 @@ impl TrustRoot {
             version,
             threshold,
             keys,
+            timestamp: None,
         };
         root.validate()?;
         Ok(root)
@@ -50,10 +56,12 @@ impl TrustRoot {
             version: 0,
             threshold: 1,
             keys: vec![key],
+            timestamp: None,
         }
     }
 
-    /// At least one key, `1 <= threshold <= keys.len()`, no key listed twice.
+    /// At least one key, `1 <= threshold <= keys.len()`, no key listed twice; a timestamp role valid by
+    /// [`TimestampRole::validate`].
     pub fn validate(&self) -> Result<(), TrustRootError> {
         if self.keys.is_empty() {
             return Err(TrustRootError::NoKeys);
@@ -72,6 +80,9 @@ impl TrustRoot {
             if !seen.insert(id) {
                 return Err(TrustRootError::DuplicateKey(id));
             }
+        }
+        if let Some(role) = &self.timestamp {
+            role.validate(&self.key_ids())?;
         }
         Ok(())
     }
