@@ -16,6 +16,8 @@
 //! * [`resume`]: [`resume::resume_point`], which part of an interrupted download a restarted install keeps.
 //! * [`daemon`]: [`daemon::DaemonMachine`], the fleet daemon's loop (enroll, report, poll,
 //!   install, reboot, back off) fed inputs and the time, returning actions.
+//! * [`freshness`]: [`freshness::Freshness`], freeze and replay detection from signed timestamps with no
+//!   trusted clock (a time floor that only rises, staleness in the robot's own uptime).
 //!
 //! Invariants enforced here (and property-tested): a slot is armed for a trial boot only
 //! after it was fully written and verified; only the booted trial slot is ever committed;
@@ -29,6 +31,7 @@
 pub mod activate;
 pub mod boot;
 pub mod daemon;
+pub mod freshness;
 pub mod machine;
 pub mod plan;
 pub mod resume;

@@ -159,6 +159,47 @@ pub struct Waiting {
     pub for_secs: u64,
 }
 
+/// A robot's freeze alarm, sent with each poll while it lasts (docs/time-model.md).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct FreezeAlarm {
+    /// Why.
+    pub reason: FreezeReason,
+    /// The robot's own uptime, in seconds (accumulated across restarts), since it last verified a new
+    /// timestamp.
+    pub stale_secs: u64,
+    /// The newest timestamp version it verified; absent: none yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_version: Option<u64>,
+}
+
+/// Why a robot raises its freeze alarm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum FreezeReason {
+    /// No new signed timestamp for longer than its `max_metadata_age_secs` of uptime: the server, or something
+    /// between, withholds fresh metadata (or the server has no timestamp key the robot trusts).
+    Stale,
+    /// It was sent a timestamp that expired before its time floor: old metadata replayed (or a server clock far
+    /// behind).
+    Replayed,
+    /// It was sent a timestamp its trust root's timestamp keys did not sign.
+    Invalid,
+}
+
+impl FreezeReason {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FreezeReason::Stale => "stale",
+            FreezeReason::Replayed => "replayed",
+            FreezeReason::Invalid => "invalid",
+        }
+    }
+}
+
 /// The steps a robot gates separately.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
