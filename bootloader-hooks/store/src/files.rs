@@ -8,15 +8,15 @@ use std::path::{Path, PathBuf};
 
 use ota_bootloader::{grubenv, statefile, BootEnvError, EnvState, EnvStore};
 
-use crate::fsio::{read_optional, replace_file};
+use ota_image_io::atomic::open_no_follow;
+
+use crate::fsio::{file_error, read_optional, replace_file};
 
 /// Overwrites an existing file of the same length from offset 0 and syncs it, touching no
 /// filesystem metadata but the timestamps.
+/// Never through a link: a link swapped in after the caller's check is refused, not written through.
 fn rewrite_in_place(path: &Path, bytes: &[u8]) -> Result<(), BootEnvError> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(|e| BootEnvError::io("opening", path, e))?;
+    let mut f = open_no_follow(path, OpenOptions::new().write(true)).map_err(file_error)?;
     f.write_all(bytes)
         .map_err(|e| BootEnvError::io("writing", path, e))?;
     f.sync_all()
@@ -30,8 +30,10 @@ fn rewrite_in_place(path: &Path, bytes: &[u8]) -> Result<(), BootEnvError> {
 /// power cut during a temp-file + rename left a directory entry pointing at a freed cluster
 /// (found by the QEMU power-cut tests; `fsck.fat -a` would then truncate the env). The variables
 /// the client changes sit in the block's first 512-byte sector, which storage writes atomically.
-/// Only a missing file (a factory image) is created, by temp file + rename. A grubenv that is a
-/// symlink (some distributions link `/boot/grub/grubenv` into the ESP) is rewritten where it points.
+/// Only a missing file (a factory image) is created, by temp file + rename. A link is never written
+/// through: one at the grubenv's path is replaced by the file itself (a link planted there must not
+/// redirect the write), so where a distribution links `/boot/grub/grubenv` into the ESP, configure
+/// the ESP's file (the link's target) as the grubenv.
 #[derive(Debug, Clone)]
 pub struct GrubEnvFile {
     /// The grubenv file.
@@ -60,7 +62,8 @@ impl EnvStore for GrubEnvFile {
 
     fn store(&mut self, vars: &BTreeMap<String, String>) -> Result<(), BootEnvError> {
         let block = grubenv::encode(vars).map_err(|e| e.context(self.describe()))?;
-        match std::fs::metadata(&self.path) {
+        // `symlink_metadata`: a link is never the file to rewrite in place, whatever its target's size.
+        match std::fs::symlink_metadata(&self.path) {
             Ok(meta) if meta.is_file() && meta.len() == block.len() as u64 => {
                 rewrite_in_place(&self.path, &block)
             }

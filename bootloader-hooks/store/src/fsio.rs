@@ -11,8 +11,12 @@ const ENV_FILE_MODE: u32 = 0o644;
 
 /// Replaces `path` by `bytes` so that a power cut leaves the old or the new file.
 pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), BootEnvError> {
-    atomic::write_atomically(path, bytes, ENV_FILE_MODE)
-        .map_err(|FileError { op, path, source }| BootEnvError::Io { op, path, source })
+    atomic::write_atomically(path, bytes, ENV_FILE_MODE).map_err(file_error)
+}
+
+/// The shared writer's error as the stores' (same step, path and cause).
+pub(crate) fn file_error(FileError { op, path, source }: FileError) -> BootEnvError {
+    BootEnvError::Io { op, path, source }
 }
 
 /// Reads a whole file; `Ok(None)` if it does not exist.

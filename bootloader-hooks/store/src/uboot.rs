@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use ota_bootloader::uboot::{self, CopyState, FwEnvConfig, FwEnvDevice};
 use ota_bootloader::{BootEnvError, EnvState, EnvStore};
+use ota_image_io::atomic::open_device_or_file;
 
 /// The U-Boot environment on a block device or file, as described by `fw_env.config`.
 ///
@@ -98,10 +99,9 @@ impl UBootEnv {
 
     fn write_copy(&self, dev: &FwEnvDevice, bytes: &[u8]) -> Result<(), BootEnvError> {
         Self::check_device(dev)?;
-        let mut f = OpenOptions::new()
-            .write(true)
-            .open(&dev.path)
-            .map_err(|e| BootEnvError::io("opening for writing", &dev.path, e))?;
+        // A device, a file, or a link to a device (udev's names); never a link to a file elsewhere.
+        let mut f = open_device_or_file(&dev.path, OpenOptions::new().write(true))
+            .map_err(crate::fsio::file_error)?;
         f.seek(SeekFrom::Start(dev.offset))
             .map_err(|e| BootEnvError::io("seeking", &dev.path, e))?;
         f.write_all(bytes)

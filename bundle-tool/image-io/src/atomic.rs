@@ -8,7 +8,7 @@
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions, Permissions};
 use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -194,6 +194,98 @@ impl Drop for AtomicFile {
     }
 }
 
+/// What a refused link says: the fix is the operator's (remove it, or name the real file), never to follow it.
+fn link_refused(path: &Path, what: &str) -> FileError {
+    let why = format!(
+        "it is a symbolic link{what}, and such links are never followed here: remove it, or configure the file it points to"
+    );
+    FileError::new("opening", path, io::Error::other(why))
+}
+
+/// Opens the existing or new file at `path` as `options` say (create, append, read, write), without following a
+/// symbolic link at its last component and only if it is a regular file with one name. A link, FIFO, device or
+/// hard link planted where a lock, log or environment file belongs is refused, so nothing it points to is
+/// created, locked or written. The directories above `path` are trusted (they belong to the service). Never ask
+/// for `truncate`: the checks run after the open.
+pub fn open_no_follow(path: &Path, options: &mut OpenOptions) -> Result<File, FileError> {
+    let file = open_flagged(path, options).map_err(|e| match e.raw_os_error() {
+        Some(nix::libc::ELOOP) => link_refused(path, ""),
+        _ => FileError::new("opening", path, e),
+    })?;
+    check_opened(&file, path, false)?;
+    Ok(file)
+}
+
+/// The whole file at `path`, read as [`open_no_follow`] opens it (never through a planted link, so a secret it
+/// points to never ends up in a token or a report); `None` if there is no file.
+pub fn read_no_follow(path: &Path) -> Result<Option<Vec<u8>>, FileError> {
+    use std::io::Read;
+    let mut file = match open_no_follow(path, OpenOptions::new().read(true)) {
+        Ok(f) => f,
+        Err(e) if e.source.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(|e| FileError::new("reading", path, e))?;
+    Ok(Some(bytes))
+}
+
+/// Like [`open_no_follow`] for storage that may be a device: a regular file or a block/character device at `path`,
+/// or a link to a device (udev's `/dev/disk/by-*` names are links). A link to anything else (a regular file
+/// elsewhere, say) is refused, so a link planted at an environment file's path never redirects the write.
+pub fn open_device_or_file(path: &Path, options: &mut OpenOptions) -> Result<File, FileError> {
+    match open_flagged(path, options) {
+        Ok(file) => {
+            check_opened(&file, path, true)?;
+            Ok(file)
+        }
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+            // Checked on the opened descriptor, not the name: a link swapped after a check changes nothing.
+            let file = options
+                .custom_flags((OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).bits())
+                .open(path)
+                .map_err(|e| FileError::new("opening", path, e))?;
+            let kind = file
+                .metadata()
+                .map_err(|e| FileError::new("inspecting", path, e))?
+                .file_type();
+            if kind.is_block_device() || kind.is_char_device() {
+                return Ok(file);
+            }
+            Err(link_refused(path, " to something other than a device"))
+        }
+        Err(e) => Err(FileError::new("opening", path, e)),
+    }
+}
+
+/// Opens with `O_NOFOLLOW` (a link fails with `ELOOP`) and `O_NONBLOCK` (a planted FIFO cannot hang the open).
+fn open_flagged(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
+    options
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).bits())
+        .open(path)
+}
+
+/// A regular file with one name (or, with `devices`, also a device), checked on the open descriptor.
+fn check_opened(file: &File, path: &Path, devices: bool) -> Result<(), FileError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file
+        .metadata()
+        .map_err(|e| FileError::new("inspecting", path, e))?;
+    let kind = meta.file_type();
+    let refuse = |why: &str| Err(FileError::new("opening", path, io::Error::other(why)));
+    if devices && (kind.is_block_device() || kind.is_char_device()) {
+        return Ok(());
+    }
+    if !kind.is_file() {
+        return refuse("it is not a regular file: remove it");
+    }
+    if meta.nlink() > 1 {
+        return refuse("it has another name (a hard link), so writing it would change that file too: remove it");
+    }
+    Ok(())
+}
+
 /// Replaces `path` by `bytes` with `mode`: the old file or the new one survives a power cut.
 pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
     let mut file = AtomicFile::create(path, mode)?;
@@ -254,6 +346,81 @@ mod tests {
             .file_type()
             .is_symlink());
         assert_eq!(std::fs::read(&path).unwrap(), b"new");
+    }
+
+    fn append() -> OpenOptions {
+        let mut o = OpenOptions::new();
+        o.append(true).create(true).mode(0o600);
+        o
+    }
+
+    #[test]
+    fn open_no_follow_refuses_planted_links_fifos_and_hard_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let log = dir.path().join("log");
+        // A link to an existing file, and a dangling one whose target an O_CREAT open would create.
+        for target in [victim.clone(), dir.path().join("created-through-link")] {
+            std::os::unix::fs::symlink(&target, &log).unwrap();
+            let err = open_no_follow(&log, &mut append()).unwrap_err();
+            assert!(err.to_string().contains("symbolic link"), "{err}");
+            assert!(err.to_string().contains(&*log.to_string_lossy()), "{err}");
+            std::fs::remove_file(&log).unwrap();
+        }
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert!(!dir.path().join("created-through-link").exists());
+
+        std::fs::hard_link(&victim, &log).unwrap();
+        let err = open_no_follow(&log, &mut append()).unwrap_err();
+        assert!(err.to_string().contains("hard link"), "{err}");
+        std::fs::remove_file(&log).unwrap();
+
+        nix::unistd::mkfifo(&log, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let err = open_no_follow(&log, OpenOptions::new().write(true)).unwrap_err();
+        assert!(err.to_string().contains(&*log.to_string_lossy()), "{err}");
+        std::fs::remove_file(&log).unwrap();
+
+        // The file itself opens, created with the asked mode.
+        let mut f = open_no_follow(&log, &mut append()).unwrap();
+        f.write_all(b"line\n").unwrap();
+        assert_eq!(std::fs::read(&log).unwrap(), b"line\n");
+        let mode = std::fs::metadata(&log).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn read_no_follow_reads_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"secret").unwrap();
+        let token = dir.path().join("token");
+        assert_eq!(read_no_follow(&token).unwrap(), None);
+        std::os::unix::fs::symlink(&victim, &token).unwrap();
+        let err = read_no_follow(&token).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        std::fs::remove_file(&token).unwrap();
+        std::fs::write(&token, b"t").unwrap();
+        assert_eq!(read_no_follow(&token).unwrap(), Some(b"t".to_vec()));
+    }
+
+    #[test]
+    fn open_device_or_file_follows_links_to_devices_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let env = dir.path().join("uboot.env");
+        std::os::unix::fs::symlink(&victim, &env).unwrap();
+        let err = open_device_or_file(&env, OpenOptions::new().write(true)).unwrap_err();
+        assert!(err.to_string().contains("other than a device"), "{err}");
+        std::fs::remove_file(&env).unwrap();
+        std::os::unix::fs::symlink("/dev/null", &env).unwrap();
+        open_device_or_file(&env, OpenOptions::new().write(true)).unwrap();
+        std::fs::remove_file(&env).unwrap();
+        std::fs::write(&env, b"env").unwrap();
+        open_device_or_file(&env, OpenOptions::new().write(true)).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
     }
 
     #[test]

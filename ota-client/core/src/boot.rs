@@ -165,6 +165,24 @@ pub fn decide_on_boot(
     }
 }
 
+/// Why `booted` (not on trial) must not be kept as good, if it must not: `confirm` refuses or leaves such a
+/// boot ([`BootOutcome::Inconsistent`], [`BootOutcome::AwaitingRebootToPrimary`]), so `mark-good` refuses it
+/// for the same reason. `None` for the committed slot.
+pub fn never_committed(
+    env: &BootEnv,
+    booted: Slot,
+    state: &ClientState,
+    boot_classes: &[String],
+) -> Option<String> {
+    match decide_on_boot(env, booted, state, boot_classes) {
+        BootOutcome::Inconsistent { reason } | BootOutcome::AbortTrial { reason, .. } => Some(reason),
+        BootOutcome::AwaitingRebootToPrimary { booted, primary } => Some(format!(
+            "slot {booted} failed its trial; the next boot returns to slot {primary}: not marking it good"
+        )),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,6 +247,28 @@ mod tests {
         ];
         for (i, (e, booted, s, want)) in cases.into_iter().enumerate() {
             assert_eq!(decide(e, booted, s), want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn never_committed_is_confirms_refusal() {
+        use Slot::{A, B};
+        let trial = with_trial(B, SlotState::Installed);
+        let mut failed = ClientState::default();
+        failed.record_mut("rootfs", B).state = SlotState::Bad;
+        let cases = [
+            (env(A, None, 2), B, &trial, true),
+            (env(A, None, 1), B, &failed, true),
+            (env(A, None, 0), A, &trial, false),
+            (env(B, None, 0), B, &trial, false),
+            (env(A, Some(B), 2), A, &trial, false),
+        ];
+        for (i, (e, booted, s, refused)) in cases.into_iter().enumerate() {
+            let why = never_committed(&e, booted, s, &classes());
+            assert_eq!(why.is_some(), refused, "case {i}: {why:?}");
+            if let BootOutcome::Inconsistent { reason } = decide(e, booted, s) {
+                assert_eq!(why, Some(reason), "case {i}: the same words as confirm");
+            }
         }
     }
 

@@ -504,6 +504,12 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
                 return step(state, ctx, Event::Commit);
             }
             if slot == booted {
+                // The booted slot is good only where `confirm` would keep it: the same decision refuses both.
+                if let Some(why) =
+                    crate::boot::never_committed(&env, booted, state, ctx.boot_classes)
+                {
+                    return refuse(why);
+                }
                 set_classes(&mut next, ctx.boot_classes, slot, SlotState::Good, None);
                 return Ok(keep(next));
             }
@@ -515,6 +521,12 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
                     return refuse(format!(
                         "slot {slot} ({c}) is {}: it was never fully written and verified",
                         r.state
+                    ));
+                }
+                // Verified but never armed or booted: only a trial boot proves it (`activate` arms one).
+                if r.state == SlotState::Installed {
+                    return refuse(format!(
+                        "slot {slot} ({c}) was written and verified but never booted: activate it and let its trial boot prove it"
                     ));
                 }
             }

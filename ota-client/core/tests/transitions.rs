@@ -188,6 +188,26 @@ impl Robot {
         let Ok(t) = step(&self.state, &ctx, ev.clone()) else {
             return Ok(());
         };
+        // mark-good keeps only what confirm would keep: the committed slot or a booted trial, never a slot that
+        // was verified but not booted.
+        if let Event::MarkGood { slot } = &ev {
+            let slot = *slot;
+            let on_trial = env.trial == Some(self.booted) && self.booted != env.primary;
+            if slot == self.booted && !on_trial {
+                prop_assert_eq!(
+                    self.booted,
+                    env.primary,
+                    "marked good a booted slot neither committed nor on trial"
+                );
+            }
+            if slot != self.booted {
+                prop_assert_ne!(
+                    self.rec(slot),
+                    SlotState::Installed,
+                    "marked good a slot never booted"
+                );
+            }
+        }
         if let Some(new_env) = t.env {
             if let Some(armed) = new_env.armed_trial() {
                 if env.armed_trial() != Some(armed) {

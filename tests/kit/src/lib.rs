@@ -14,10 +14,12 @@
 //! * [`forward_proxy`]: a site's forward proxy (CONNECT and absolute-form), counting what it carried.
 //! * [`s3`]: a real S3-compatible server (s3s-fs) on a loopback port with one bucket, stopped on drop.
 //! * [`postgres`]: a throwaway PostgreSQL cluster per test process, a fresh database per call.
+//! * [`errors`]: checks that a failing command's error line says each thing once.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod errors;
 #[cfg(feature = "fleet")]
 pub mod fleet;
 pub mod forward_proxy;

@@ -1,4 +1,4 @@
-//! Store behaviour: never-written, corrupt, atomic and torn writes.
+//! Store behaviour: never-written, corrupt, atomic and torn writes, planted links.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -153,6 +153,53 @@ fn file_stores_do_not_follow_planted_links() {
         ["boot-state", "grubenv", "victim"],
         "temp file left behind"
     );
+}
+
+/// A link at the grubenv's path is never rewritten in place, even when its target has exactly the size of an
+/// environment block (another grubenv, say): the link is replaced and the target keeps its bytes.
+#[test]
+fn grubenv_link_to_a_block_sized_file_is_not_written_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("other-grubenv");
+    let original = ota_bootloader::grubenv::encode(&vars(&[("keep", "me")])).unwrap();
+    std::fs::write(&victim, &original).unwrap();
+    let env = dir.path().join("grubenv");
+    std::os::unix::fs::symlink(&victim, &env).unwrap();
+    let mut store = GrubEnvFile::new(&env);
+    let armed = BootEnv::default()
+        .arm_trial(Slot::B, 3)
+        .applied_to(&BTreeMap::new());
+    store.store(&armed).unwrap();
+    assert_eq!(std::fs::read(&victim).unwrap(), original);
+    assert!(!std::fs::symlink_metadata(&env)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(store.load().unwrap(), EnvState::Vars(armed));
+}
+
+/// A U-Boot environment file named in `fw_env.config` that is a link to a file elsewhere is refused (links to
+/// devices, udev's names, are fine): the target keeps its bytes and the error names the path and the link.
+#[test]
+fn uboot_env_link_to_a_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = 0x400;
+    let victim = dir.path().join("victim");
+    blank(&victim, 2 * size);
+    let dev = dir.path().join("env.img");
+    std::os::unix::fs::symlink(&victim, &dev).unwrap();
+    let cfg_path = dir.path().join("fw_env.config");
+    std::fs::write(&cfg_path, format!("{} 0x0 {size:#x}\n", dev.display())).unwrap();
+    let mut s = UBootEnv::from_config_file(&cfg_path)
+        .unwrap()
+        .with_default_env(vars(&[("bootcmd", "run ota")]));
+    let err = s.store(&vars(&[("OTA_PRIMARY", "B")])).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("symbolic link") && text.contains("env.img"),
+        "{text}"
+    );
+    assert_eq!(std::fs::read(&victim).unwrap(), vec![0xff; 2 * size]);
 }
 
 #[test]
