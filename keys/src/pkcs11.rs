@@ -102,9 +102,11 @@ pub enum Pkcs11Error {
         /// The token label.
         token: String,
     },
-    /// No private key with that label/id on the token.
-    #[error("PKCS#11 object not found: no private key {key} on token '{token}'")]
+    /// No (private) key with that label/id on the token.
+    #[error("PKCS#11 object not found: no {what} {key} on token '{token}'")]
     ObjectNotFound {
+        /// `private key` when signing, `key` when only the public half was looked for.
+        what: &'static str,
         /// The URI's key attributes.
         key: String,
         /// The token label.

@@ -234,10 +234,20 @@ impl Token {
         let token = self.label.clone();
         match found.as_slice() {
             [one] => Ok(*one),
-            [] if class == ObjectClass::PRIVATE_KEY => {
-                Err(Pkcs11Error::ObjectNotFound { key, token })
+            [] if class == ObjectClass::PRIVATE_KEY => Err(Pkcs11Error::ObjectNotFound {
+                what: "private key",
+                key,
+                token,
+            }),
+            // Only the public half was looked for: "no public key" only when the private one is there.
+            [] if self.find(uri, ObjectClass::PRIVATE_KEY).is_ok() => {
+                Err(Pkcs11Error::NoPublicKey { key, token })
             }
-            [] => Err(Pkcs11Error::NoPublicKey { key, token }),
+            [] => Err(Pkcs11Error::ObjectNotFound {
+                what: "key",
+                key,
+                token,
+            }),
             many => Err(Pkcs11Error::AmbiguousObject {
                 key,
                 token,

@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command as StdCommand;
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::mechanism::Mechanism;
@@ -38,6 +38,9 @@ const P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07
 struct Token {
     dir: TempDir,
     conf: PathBuf,
+    /// SoftHSM rewrites its token files on a login and a process reading them meanwhile may see no token: the
+    /// tests of this file take turns.
+    turn: Mutex<()>,
 }
 
 impl Token {
@@ -54,7 +57,8 @@ impl Token {
     }
 }
 
-fn token() -> Option<&'static Token> {
+/// The token, for one test at a time.
+fn token() -> Option<(&'static Token, MutexGuard<'static, ()>)> {
     if !ota_testkit::tools::require_file(
         Path::new(MODULE),
         "SoftHSM's PKCS#11 module (Debian package softhsm2, install-deps.sh group pkcs11)",
@@ -62,7 +66,8 @@ fn token() -> Option<&'static Token> {
         return None;
     }
     static TOKEN: OnceLock<Token> = OnceLock::new();
-    Some(TOKEN.get_or_init(make_token))
+    let token = TOKEN.get_or_init(make_token);
+    Some((token, token.turn.lock().unwrap_or_else(|e| e.into_inner())))
 }
 
 fn make_token() -> Token {
@@ -161,9 +166,17 @@ fn make_token() -> Token {
         Attribute::EcPoint(point),
     ]);
     session.create_object(&public).unwrap();
+    // A private key whose public half was never imported.
+    let mut lonely = names("lonely", 4);
+    lonely.extend(private.into_iter().skip(3));
+    session.create_object(&lonely).unwrap();
     drop(session);
     p11.finalize().unwrap();
-    Token { dir, conf }
+    Token {
+        dir,
+        conf,
+        turn: Mutex::new(()),
+    }
 }
 
 impl Workspace {
@@ -208,7 +221,9 @@ impl Workspace {
 
 #[test]
 fn a_token_key_and_a_pem_key_sign_a_bundle_for_a_2_of_2_root() {
-    let Some(token) = token() else { return };
+    let Some((token, _turn)) = token() else {
+        return;
+    };
     let ws = Workspace::new();
     let uri = token.uri("release-2026");
     ws.hsm(token)
@@ -298,7 +313,9 @@ fn run(ws: &Workspace, args: &[&str]) -> Vec<u8> {
 
 #[test]
 fn a_key_on_a_token_signs_exactly_as_the_same_key_in_a_file() {
-    let Some(token) = token() else { return };
+    let Some((token, _turn)) = token() else {
+        return;
+    };
     let ws = Workspace::new();
     fs::write(ws.file("same.key"), SEED_PEM).unwrap();
     ws.create_signed(token, "file.otab", &["same.key"])
@@ -317,7 +334,9 @@ fn a_key_on_a_token_signs_exactly_as_the_same_key_in_a_file() {
 
 #[test]
 fn a_token_key_signs_a_trust_root_with_module_and_pin_from_the_environment() {
-    let Some(token) = token() else { return };
+    let Some((token, _turn)) = token() else {
+        return;
+    };
     let ws = Workspace::new();
     ws.hsm(token)
         .args(["public-key", &token.uri("release-2026"), "-o", "token.pub"])
@@ -363,7 +382,9 @@ fn a_token_key_signs_a_trust_root_with_module_and_pin_from_the_environment() {
 
 #[test]
 fn each_wrong_way_to_name_a_token_key_fails_in_one_line_and_writes_nothing() {
-    let Some(token) = token() else { return };
+    let Some((token, _turn)) = token() else {
+        return;
+    };
     let ws = Workspace::new();
     let pin = format!("pin-source=file:{}", token.pin_file().display());
     for (uri, expected) in [
@@ -400,6 +421,20 @@ fn each_wrong_way_to_name_a_token_key_fails_in_one_line_and_writes_nothing() {
             format!("pkcs11:token={LABEL};object=release-2026?{pin}"),
             "no PKCS#11 module".to_owned(),
         ),
+        (
+            format!("pkcs11:token={LABEL};object=lonely?module-path={MODULE}&{pin}"),
+            "PKCS#11 key object=lonely on token 'release' has no public key object".to_owned(),
+        ),
+        (
+            format!(
+                "pkcs11:token={LABEL};object=release-2026?module-path={}&{pin}",
+                token.pin_file().display()
+            ),
+            format!(
+                "PKCS#11 module {} cannot be used",
+                token.pin_file().display()
+            ),
+        ),
     ] {
         let out = ws
             .create_signed(token, "x.otab", &[&uri, "rel1.key"])
@@ -413,6 +448,17 @@ fn each_wrong_way_to_name_a_token_key_fails_in_one_line_and_writes_nothing() {
             "a PIN is never printed: {stderr}"
         );
     }
+    // Looking up only the public half (no PIN needed) names a missing key as such.
+    ws.hsm(token)
+        .args([
+            "key-id",
+            &format!("pkcs11:token={LABEL};object=nope?module-path={MODULE}"),
+        ])
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains(
+            "PKCS#11 object not found: no key object=nope on token 'release'",
+        ));
 }
 
 #[test]
