@@ -165,7 +165,7 @@ async fn idle_connections_past_the_cap_make_room_for_a_robot() {
     assert!(answer.status().is_success());
     let mut closed = 0;
     for stream in &mut idle {
-        if closed_within(stream, Duration::from_millis(200))
+        if closed_within(stream, Duration::from_millis(500))
             .await
             .is_some()
         {
