@@ -126,6 +126,81 @@ async fn the_documented_recipe_makes_certificates_every_client_accepts() {
     server.stop().await;
 }
 
+/// A robot's bundle download (its HTTP source) over the recipe's certificate, trusting the CA through
+/// `[http] ca_file` alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_robot_downloads_over_the_recipes_certificate() {
+    use ota_client::source::HttpRequest;
+    use ota_client::{BundleSource, InstallOptions, NoProgress};
+    use ota_testkit::robot::{release_key, rootfs_bundle, Backend, Robot};
+    if !ota_testkit::tools::require("openssl") {
+        return;
+    }
+    let pki = tempfile::tempdir().unwrap();
+    run_recipe(pki.path());
+    let tls = ota_server::tls::load_server_config(
+        &pki.path().join("server.pem"),
+        &pki.path().join("server.key"),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        TestServer::start_with_tls(settings(dir.path(), &trust(&[release_key()], 1)), Some(tls))
+            .await;
+    let ca = pki.path().join("ca.pem");
+    let (ok, published) = publish_tls(&server, &ca, rootfs_bundle("2.0.0")).await;
+    assert!(ok, "{published}");
+    let url = format!(
+        "https://localhost:{}/api/bundles/{}/download",
+        server.addr.port(),
+        published["bundle_id"].as_str().unwrap()
+    );
+    tokio::task::spawn_blocking(move || {
+        let robot = Robot::new(Backend::File);
+        let mut config = std::fs::read_to_string(&robot.config_path).unwrap();
+        assert!(
+            config.trim_end().ends_with("retry_delay_ms = 20"),
+            "[http] is the last section"
+        );
+        config.push_str(&format!("ca_file = \"{}\"\n", ca.display()));
+        std::fs::write(&robot.config_path, config).unwrap();
+        let standby = robot.booted().other();
+        let source = BundleSource::Http(HttpRequest::bearer(&url, ADMIN));
+        robot
+            .client()
+            .install(&source, &InstallOptions::default(), &mut NoProgress)
+            .expect("the robot downloads and installs over HTTPS");
+        assert_eq!(
+            robot.slot_bytes("rootfs", standby),
+            robot.rootfs_image("2.0.0")
+        );
+    })
+    .await
+    .unwrap();
+    server.stop().await;
+}
+
+async fn publish_tls(server: &TestServer, ca: &Path, bytes: Vec<u8>) -> (bool, serde_json::Value) {
+    let pem = std::fs::read(ca).unwrap();
+    let c = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let r = c
+        .post(format!(
+            "https://localhost:{}/api/bundles",
+            server.addr.port()
+        ))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/octet-stream")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    (r.status().is_success(), r.json().await.unwrap())
+}
+
 async fn blocking(program: PathBuf, args: Vec<String>) -> std::process::Output {
     tokio::task::spawn_blocking(move || {
         Command::new(program)
