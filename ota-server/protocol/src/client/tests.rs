@@ -315,3 +315,19 @@ mod live {
         );
     }
 }
+
+/// A server presenting its CA certificate as its own gets an error that says what to do.
+#[cfg(feature = "client")]
+#[test]
+fn a_ca_certificate_served_as_the_servers_gets_the_way_out() {
+    let hint =
+        super::http::tls_hint("invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))");
+    assert!(
+        hint.contains("signed by that CA") && hint.contains("docs/tls.md"),
+        "{hint}"
+    );
+    assert_eq!(
+        super::http::tls_hint("Connection refused (os error 111)"),
+        ""
+    );
+}
