@@ -187,6 +187,10 @@ pub struct PollResponse {
     pub poll_jitter_secs: u32,
     /// The update to install, or `None`.
     pub update: Option<UpdateOffer>,
+    /// The newest trust root version the server publishes (`None`: no rotation published). A robot below it
+    /// fetches `GET /api/trust/chain?after=ITS_VERSION` and walks it before acting on `update`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_version: Option<u64>,
 }
 
 impl PollResponse {
@@ -341,4 +345,17 @@ pub struct ReportResponse {
 /// Parses a `Retry-After` header value in its delay-seconds form. (HTTP dates are not produced by this server.)
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// `GET /api/trust/chain?after=N`, and the answer to publishing a root: the fleet's rotated trust roots newer
+/// than version N, oldest first. Each is a trust root file (`"type": "ota-trust-root"`) that verifies itself
+/// against the one before, so the route needs no authentication and a robot trusts nothing the server says.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TrustChain {
+    /// The newest published version (`None`: nothing published past the server's own root).
+    pub newest: Option<u64>,
+    /// The roots after the version asked for, oldest first.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
+    pub roots: Vec<serde_json::Value>,
 }

@@ -52,6 +52,8 @@ pub mod paths {
     pub const OPENAPI: &str = "/api/openapi.json";
     /// `GET`: Prometheus metrics.
     pub const METRICS: &str = "/metrics";
+    /// `GET` (`?after=N`, public): the published trust roots after version N; `POST` (admin): publish the next.
+    pub const TRUST_CHAIN: &str = "/api/trust/chain";
 
     /// Download path of a bundle.
     pub fn bundle_download(bundle_id: &str) -> String {

@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::Context;
 use ota_protocol::admin::{CreateRolloutRequest, DeviceInfo, RolloutInfo};
 use ota_protocol::client::{ApiClient, ClientOptions};
+use ota_protocol::device::TrustChain;
 use ota_protocol::fleet::{GroupInfo, Schedule, StageRules, TargetFilter, Weekday};
 
 use crate::schedule;
@@ -18,6 +19,47 @@ pub fn connect(base: &str, token: &str, ca_file: Option<&Path>) -> anyhow::Resul
     options.token = Some(token.to_string());
     options.ca_file = ca_file.map(Path::to_path_buf);
     Ok(ApiClient::new(&options)?)
+}
+
+/// `ota-server trust publish FILE`: checks the file is a trust root, then lets the server check it chains.
+pub fn publish_trust_root(api: &ApiClient, file: &Path) -> anyhow::Result<TrustChain> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read the trust root {}", file.display()))?;
+    let root =
+        ota_keys::SignedTrustRoot::from_json(&text).with_context(|| file.display().to_string())?;
+    Ok(api.post(ota_protocol::paths::TRUST_CHAIN, &root)?)
+}
+
+/// The chain's newest version, then one line per root.
+pub fn format_trust_chain(chain: &TrustChain) -> String {
+    let mut out = match chain.newest {
+        Some(v) => format!("trust chain at version {v}"),
+        None => "no trust root published past the server's own".to_string(),
+    };
+    for value in &chain.roots {
+        let line = match ota_keys::SignedTrustRoot::from_json(&value.to_string()) {
+            Ok(r) => format!(
+                "\n  version {}: {} of {} keys ({}), signed by {}",
+                r.signed.version,
+                r.signed.threshold,
+                r.signed.keys.len(),
+                r.signed
+                    .key_ids()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                r.signatures
+                    .iter()
+                    .map(|s| s.key_id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Err(e) => format!("\n  unreadable root: {e}"),
+        };
+        out.push_str(&line);
+    }
+    out
 }
 
 /// Parses `key=value` tags.

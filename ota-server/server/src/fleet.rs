@@ -427,6 +427,8 @@ pub struct Shared {
     pub events: broadcast::Sender<Arc<Event>>,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
+    /// The newest published trust root version polls announce (`settings::trust::ChainCache`).
+    pub trust_chain: crate::settings::trust::ChainCache,
     /// The other replicas ([`Shared::cluster`]; alone until [`Shared::join`]).
     cluster: OnceLock<Cluster>,
 }
@@ -476,6 +478,7 @@ impl Shared {
             writer: tokio::sync::Mutex::new(()),
             events,
             metrics: Metrics::default(),
+            trust_chain: Default::default(),
             cluster: OnceLock::new(),
         })
     }

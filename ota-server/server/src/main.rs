@@ -44,6 +44,9 @@ enum Command {
     /// Device groups and their maintenance windows.
     #[command(subcommand)]
     Groups(GroupsCommand),
+    /// Rotated trust roots: publish the next one to the fleet, list the chain.
+    #[command(subcommand)]
+    Trust(TrustCommand),
 }
 
 /// `serve`'s flags. Each is also a key of the config file (`settings::file`), so a new flag needs nothing more
@@ -290,6 +293,27 @@ enum GroupsCommand {
         /// IANA time zone of the windows (default UTC).
         #[arg(long)]
         timezone: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TrustCommand {
+    /// Publish the next trust root; robots fetch and walk it on their next poll, and uploads are checked
+    /// against it from now on. It must be the next version, signed by a threshold of the newest published
+    /// root's keys and of its own (`ota-bundle trust sign --key OLD.key --key NEW.key ROOT.json`).
+    Publish {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// The trust root file.
+        file: PathBuf,
+    },
+    /// List the published roots.
+    Chain {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Only roots newer than this version.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
     },
 }
 
@@ -589,6 +613,21 @@ fn run(program: Program) -> anyhow::Result<()> {
                 Ok(())
             }
         },
+        Command::Trust(TrustCommand::Publish { remote: r, file }) => {
+            let chain = cli::publish_trust_root(&remote(&r)?, &file)?;
+            print_json_or(r.json, &chain, |c| {
+                println!("{}", cli::format_trust_chain(c))
+            });
+            Ok(())
+        }
+        Command::Trust(TrustCommand::Chain { remote: r, after }) => {
+            let path = format!("{}?after={after}", ota_protocol::paths::TRUST_CHAIN);
+            let chain: ota_protocol::device::TrustChain = remote(&r)?.get(&path)?;
+            print_json_or(r.json, &chain, |c| {
+                println!("{}", cli::format_trust_chain(c))
+            });
+            Ok(())
+        }
         Command::Groups(cmd) => match cmd {
             GroupsCommand::List { remote: r } => {
                 let list = remote(&r)?.groups()?;

@@ -15,6 +15,7 @@ use crate::services::bundles::BundleService;
 use crate::services::devices::DeviceService;
 use crate::services::history::HistoryService;
 use crate::services::rollouts::RolloutService;
+use crate::services::trust::TrustService;
 use crate::services::watch::WatchService;
 use crate::store::Store;
 use crate::tokens::Caller;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub history: HistoryService,
     /// Health-guard evaluation.
     pub watch: WatchService,
+    /// The fleet's rotated trust roots.
+    pub trust: TrustService,
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     inflight: AtomicUsize,
@@ -60,6 +63,7 @@ impl AppState {
             bundles: BundleService(shared.clone()),
             history: HistoryService(shared.clone()),
             watch: WatchService(shared.clone()),
+            trust: TrustService(shared.clone()),
             shared,
             shutdown,
             inflight: AtomicUsize::new(0),

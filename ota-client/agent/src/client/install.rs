@@ -82,7 +82,7 @@ impl Client {
         progress: &mut dyn Progress,
     ) -> Result<InstallReport, ClientError> {
         progress.phase(&format!("opening {source}"));
-        let trust = ota_keys::load_trust_root(&self.config.trust_root)?;
+        let trust = self.trust_root()?;
         // A chunked bundle from a file or a server answering ranges goes through the range engine; anything
         // else streams as always. A URL is streamed first, so a full bundle costs exactly today's requests,
         // unless the request asks for ranges first (the daemon) or the download journal says it continues a

@@ -115,4 +115,7 @@ pub struct Status {
     /// The robot's security floor: the highest floor of any committed bundle; nothing below it
     /// is installed, activated or reverted to.
     pub security_floor: Option<semver::Version>,
+    /// The version of the trust root bundles are verified against (the kept root or the image's, whichever
+    /// is newer); `None` when it cannot be loaded (the reason is in `errors`).
+    pub trust_version: Option<u64>,
 }

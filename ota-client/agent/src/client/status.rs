@@ -44,6 +44,11 @@ impl Client {
                 state.adopt_running(&self.boot_classes(), b, &live_active);
             }
         }
+        let trust_version = self
+            .trust_root()
+            .map_err(|e| errors.push(e.to_string()))
+            .ok()
+            .map(|r| r.version);
         // "trying": armed for the next boot, or booted on trial right now.
         let trying = env.and_then(|e| {
             e.armed_trial()
@@ -99,6 +104,7 @@ impl Client {
             unreported_events: state.events,
             staged: state.staged.map(|s| s.bundle_hash),
             security_floor: state.security_floor,
+            trust_version,
         }
     }
 

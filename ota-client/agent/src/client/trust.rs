@@ -1,33 +1,108 @@
-//! `trust update`: installing a rotated trust root the installed one accepts.
+//! The robot's trust root. The root built into the image (`config.trust_root`) is only where a walk starts; the
+//! newest root a walk reached is kept in the data directory ([`KEPT_ROOT`]), outside the A/B slots, so a slot
+//! switch keeps it and the image's file is never written. Every verification asks [`Client::trust_root`].
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ota_image_io::atomic::write_atomically;
+use ota_keys::chain::{self, parse_chain};
+use ota_keys::{RotationError, SignedTrustRoot, TrustRoot, TrustRootError};
 
 use super::{Client, ClientError};
 
+/// Where the accepted root is kept, under the data directory.
+pub const KEPT_ROOT: &str = "trust/root.json";
+
 impl Client {
-    /// Installs a rotated trust root if the installed one accepts it.
-    pub fn trust_update(&mut self, candidate: &Path) -> Result<u64, ClientError> {
+    /// THE trust root every verification uses (install, daemon, status): the kept root unless the image brings a
+    /// newer version ([`chain::effective`]). A kept root that cannot be read is an error, never skipped: falling
+    /// back to the image's root could bring back a key a rotation revoked.
+    pub fn trust_root(&self) -> Result<TrustRoot, ClientError> {
+        let image = ota_keys::load_trust_root(&self.config.trust_root)?;
+        let kept = match ota_keys::load_trust_root(&self.kept_root_path()) {
+            Ok(root) => Some(root),
+            Err(TrustRootError::Io { error, .. })
+                if error.kind() == std::io::ErrorKind::NotFound =>
+            {
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(chain::effective(image, kept))
+    }
+
+    /// The kept root's path.
+    pub fn kept_root_path(&self) -> PathBuf {
+        self.config.data_dir.join(KEPT_ROOT)
+    }
+
+    /// Walks `chain` (any order, one root or many) from [`Client::trust_root`] and keeps the newest root reached,
+    /// even when a later link is refused (the robot stays at the last good version). Returns the new version;
+    /// an error when a link was refused or nothing in `chain` is newer.
+    pub fn trust_walk(&mut self, roots: &[SignedTrustRoot]) -> Result<u64, ClientError> {
         let _lock = self.data.lock()?;
-        let current = ota_keys::load_trust_root(&self.config.trust_root)?;
-        let text = std::fs::read_to_string(candidate).map_err(|error| ClientError::File {
+        let start = self.trust_root()?;
+        let (reached, refused) = match chain::walk(&start, roots) {
+            Ok(root) => (root, None),
+            Err(e) => (e.reached, Some(e.error)),
+        };
+        if reached != start {
+            let signed = roots
+                .iter()
+                .find(|c| c.signed == reached)
+                .expect("a walk reaches a root of its chain");
+            self.keep_root(signed)?;
+        }
+        match refused {
+            Some(error) => Err((*error).into()),
+            None if reached == start => Err(RotationError::VersionNotIncreasing {
+                current: start.version,
+                candidate: roots.iter().map(|c| c.signed.version).max().unwrap_or(0),
+            }
+            .into()),
+            None => Ok(reached.version),
+        }
+    }
+
+    /// `ota-client trust update FILE`: [`Client::trust_walk`] over a chain file (one root or a JSON list).
+    pub fn trust_update(&mut self, file: &Path) -> Result<u64, ClientError> {
+        let text = std::fs::read_to_string(file).map_err(|error| ClientError::File {
             op: "reading",
-            path: candidate.display().to_string(),
+            path: file.display().to_string(),
             error,
         })?;
-        let signed = ota_keys::SignedTrustRoot::from_json(&text)?;
-        let accepted = ota_keys::accept_rotation(&current, &signed)?;
-        write_atomically(
-            &self.config.trust_root,
-            signed.to_json_pretty().as_bytes(),
-            0o644,
-        )
-        .map_err(|e| ClientError::File {
+        let roots = parse_chain(&text).map_err(|e| match e {
+            TrustRootError::Parse { detail, .. } => TrustRootError::Parse {
+                path: Some(file.to_path_buf()),
+                detail,
+            },
+            TrustRootError::WrongType { found, .. } => TrustRootError::WrongType {
+                path: Some(file.to_path_buf()),
+                found,
+            },
+            other => other,
+        })?;
+        self.trust_walk(&roots)
+    }
+
+    fn keep_root(&self, root: &SignedTrustRoot) -> Result<(), ClientError> {
+        let path = self.kept_root_path();
+        let file_error = |e: ota_image_io::atomic::FileError| ClientError::File {
             op: e.op,
             path: e.path.display().to_string(),
             error: e.source,
-        })?;
-        Ok(accepted.version)
+        };
+        let dir = ota_image_io::atomic::parent_dir(&path);
+        if !dir.is_dir() {
+            std::fs::create_dir_all(dir).map_err(|error| ClientError::File {
+                op: "creating",
+                path: dir.display().to_string(),
+                error,
+            })?;
+            // The new directory's own entry must survive a power cut too.
+            ota_image_io::atomic::sync_dir(ota_image_io::atomic::parent_dir(dir))
+                .map_err(file_error)?;
+        }
+        write_atomically(&path, root.to_json_pretty().as_bytes(), 0o644).map_err(file_error)
     }
 }

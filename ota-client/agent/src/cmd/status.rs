@@ -28,6 +28,7 @@ pub fn run(config: Config, args: Args) -> anyhow::Result<()> {
             None => println!("trial:      none"),
         }
         println!("floor:      {}", opt(&status.security_floor));
+        println!("trust root: version {}", opt(&status.trust_version));
         if let Some(staged) = &status.staged {
             println!("staged:     {staged} (`ota-client activate {staged}` arms it)");
         }

@@ -1,4 +1,4 @@
-//! `ota-client trust update NEW.json`.
+//! `ota-client trust update CHAIN.json`.
 
 use std::path::PathBuf;
 
@@ -12,9 +12,14 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum TrustCommand {
-    /// Install a rotated trust root signed by the installed one.
+    /// Walk a chain of rotated trust roots from the robot's trust root and keep the newest one reached.
+    ///
+    /// Each root must be exactly one version newer than the one before and signed by a threshold of the
+    /// previous root's keys and of its own. The accepted root is kept in the data directory (outside the
+    /// A/B slots); the image's trust root file is never written. A refused link stops the walk: the robot
+    /// keeps the last good root.
     Update {
-        /// The new trust root JSON.
+        /// One trust root JSON, or a JSON list of them (any order).
         file: PathBuf,
     },
 }
@@ -22,7 +27,20 @@ enum TrustCommand {
 pub fn run(config: Config, args: Args) -> anyhow::Result<()> {
     let TrustCommand::Update { file } = args.command;
     let mut client = Client::open(config)?;
-    let version = client.trust_update(&file)?;
-    println!("trust root version {version} installed");
+    let kept = client.kept_root_path();
+    let version = match client.trust_update(&file) {
+        Ok(version) => version,
+        Err(e) => {
+            // Say where the robot stands: a refused link may come after accepted ones.
+            if let Ok(root) = client.trust_root() {
+                eprintln!("trust root: version {}", root.version);
+            }
+            return Err(e.into());
+        }
+    };
+    println!(
+        "trust root version {version} installed (kept in {})",
+        kept.display()
+    );
     Ok(())
 }

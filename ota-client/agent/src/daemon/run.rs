@@ -12,7 +12,7 @@ use ota_client_core::daemon::{
     ProgressThrottle, Settings,
 };
 use ota_client_core::ReportEvent;
-use ota_protocol::device::{EnrollRequest, PollRequest, ReportRequest, UpdateOffer};
+use ota_protocol::device::{EnrollRequest, PollRequest, ReportRequest, TrustChain, UpdateOffer};
 
 use super::api::{failure, Server};
 use super::approval::approved;
@@ -257,6 +257,7 @@ impl<'a> Daemon<'a> {
         };
         match self.server.device().poll(&req) {
             Ok(response) => {
+                self.catch_up_trust(response.trust_version, status.trust_version);
                 // Armed but not rebooted into (a stop or a failed reboot command).
                 let armed = response.update.as_ref().is_some_and(|offer| {
                     status.trial.is_some()
@@ -276,6 +277,42 @@ impl<'a> Daemon<'a> {
                 }
             }
             Err(e) => Input::Failed(failure(&e)),
+        }
+    }
+
+    /// Walks the server's trust chain when it publishes a newer root than the robot's, before the poll's offer
+    /// is acted on (the offer may be signed by the new keys), so a robot offline through several rotations
+    /// catches up in one poll. A refused chain is logged; the robot keeps the last good root, and an offer
+    /// signed only by keys it does not trust then fails verification, as it must.
+    fn catch_up_trust(&mut self, published: Option<u64>, ours: Option<u64>) {
+        let (Some(published), Some(ours)) = (published, ours) else {
+            return;
+        };
+        if published <= ours {
+            return;
+        }
+        let path = format!("{}?after={ours}", ota_protocol::paths::TRUST_CHAIN);
+        let walked = match self.server.device().get::<TrustChain>(&path) {
+            Ok(chain) => chain
+                .roots
+                .into_iter()
+                .map(serde_json::from_value::<ota_keys::SignedTrustRoot>)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("the server sent a malformed trust root: {e}"))
+                .and_then(|roots| self.client.trust_walk(&roots).map_err(|e| e.to_string())),
+            Err(e) => Err(e.to_string()),
+        };
+        match walked {
+            Ok(v) => self.log.line(
+                Level::Info,
+                &format!("trust root updated from version {ours} to {v}"),
+            ),
+            Err(e) => self.log.line(
+                Level::Warn,
+                &format!(
+                    "cannot walk the server's trust chain from version {ours} to {published}: {e}"
+                ),
+            ),
         }
     }
 

@@ -15,3 +15,4 @@ mod power_cut;
 mod power_cut_delta;
 mod ranges;
 mod scenarios;
+mod trust;

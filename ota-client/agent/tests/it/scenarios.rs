@@ -529,14 +529,16 @@ fn never_commits_a_slot_that_is_not_booted_on_trial() {
 fn trust_root_rotation() {
     let r = Robot::new(Backend::Grub);
     let new_key = ota_keys::SecretKey::generate();
-    let root = ota_keys::TrustRoot::new(2, 1, vec![new_key.public_key()]).unwrap();
+    // The robot trusts a bare .pub (version 0): the next root is version 1, signed by the old key and the new one.
+    let root = ota_keys::TrustRoot::new(1, 1, vec![new_key.public_key()]).unwrap();
     let mut unsigned = ota_keys::SignedTrustRoot::new(root.clone());
     let p = r.put("new-trust.json", unsigned.to_json_pretty().as_bytes());
     let err = r.client().trust_update(&p).unwrap_err().to_string();
     assert!(err.contains("trust root update refused"), "{err}");
     unsigned.sign(release_key());
+    unsigned.sign(&new_key);
     let p = r.put("new-trust.json", unsigned.to_json_pretty().as_bytes());
-    assert_eq!(r.client().trust_update(&p).unwrap(), 2);
+    assert_eq!(r.client().trust_update(&p).unwrap(), 1);
     // The old key no longer installs; the new one does.
     let err = r.install(&rootfs_bundle("2.0.0")).unwrap_err().to_string();
     assert!(err.contains("signature"), "{err}");

@@ -29,6 +29,7 @@ fn polled_with(update: UpdateOffer, armed: bool, held: bool) -> Input {
             poll_interval_secs: 60,
             poll_jitter_secs: 0,
             update: Some(update),
+            trust_version: None,
         },
         armed,
         held,
@@ -524,7 +525,7 @@ proptest! {
                 Action::Poll => {
                     current = t.offer.clone();
                     Input::Polled {
-                        response: PollResponse { poll_interval_secs: 60, poll_jitter_secs: 5, update: t.offer.clone() },
+                        response: PollResponse { poll_interval_secs: 60, poll_jitter_secs: 5, update: t.offer.clone(), trust_version: None },
                         armed: armed && current.is_some(),
                         held: staged && current.is_some(),
                     }

@@ -10,3 +10,4 @@ pub mod extract;
 pub mod handlers;
 pub mod latency;
 pub mod routes;
+pub mod trust;

@@ -331,6 +331,39 @@ pub static ROUTES: &[Route] = &[
         (200, "#sse"),
         |m| on(m, h::events),
     ),
+    Route {
+        doc: RouteDoc {
+            response: (200, "TrustChain"),
+            query: &[(
+                "after",
+                false,
+                "a trust root version: only newer roots are listed (default 0: all)",
+            )],
+            ..doc(
+                Get,
+                "/api/trust/chain",
+                Auth::None,
+                "The fleet's rotated trust roots after a version (public: each root verifies itself)",
+            )
+        },
+        handler: |m| on(m, super::trust::chain),
+    },
+    with_body(
+        Route {
+            doc: RouteDoc {
+                response: (201, "TrustChain"),
+                also: &[(200, "already published", "TrustChain")],
+                ..doc(
+                    Post,
+                    "/api/trust/chain",
+                    Admin,
+                    "Publish the next trust root (signed by the newest root's keys and its own); 201 new, 200 already published",
+                )
+            },
+            handler: |m| on(m, super::trust::publish),
+        },
+        "#any",
+    ),
 ];
 
 /// The OpenAPI document of [`ROUTES`] (built once).
@@ -414,7 +447,7 @@ mod tests {
             .collect();
         assert_eq!(unique.len(), ROUTES.len());
         let doc = document();
-        assert_eq!(doc["paths"].as_object().unwrap().len(), 25);
+        assert_eq!(doc["paths"].as_object().unwrap().len(), 26);
         assert!(doc["paths"]["/static/{path}"]["get"].is_object());
     }
 }

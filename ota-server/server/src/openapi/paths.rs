@@ -10,6 +10,7 @@ use ota_protocol::admin::{
 };
 use ota_protocol::device::{
     EnrollRequest, EnrollResponse, PollRequest, PollResponse, ReportRequest, ReportResponse,
+    TrustChain,
 };
 use ota_protocol::fleet::{DeviceLabels, GroupInfo, GroupSettings, MetricHistory};
 use ota_protocol::ErrorBody;
@@ -57,7 +58,9 @@ pub struct Health {
         abort_rollout,
         next_stage,
         retry_rollout,
-        events
+        events,
+        trust_chain,
+        publish_trust_root
     ),
     components(schemas(ErrorBody, Health))
 )]
@@ -309,3 +312,26 @@ fn retry_rollout() {}
         (status = "default", description = "error", body = ErrorBody),
     ))]
 fn events() {}
+
+/// The fleet's rotated trust roots after a version (public: each root verifies itself)
+///
+/// Trust root files (`"type": "ota-trust-root"`), oldest first. A robot whose poll answer names a newer
+/// `trust_version` than its own walks them: each must be the next version, signed by a threshold of the previous
+/// root's keys and of its own.
+#[utoipa::path(get, path = "/api/trust/chain", tag = "trust",
+    params(("after" = Option<u64>, Query, description = "a trust root version: only newer roots are listed (default 0: all)")),
+    responses(
+        (status = 200, description = "the roots after the version", body = TrustChain),
+        (status = "default", description = "error", body = ErrorBody),
+    ))]
+fn trust_chain() {}
+
+/// Publish the next trust root (signed by the newest root's keys and its own); 201 new, 200 already published
+#[utoipa::path(post, path = "/api/trust/chain", tag = "trust",
+    request_body(content = Object, description = "a trust root file (`ota-bundle trust create` / `sign`)"),
+    responses(
+        (status = 201, description = "appended; the whole chain", body = TrustChain),
+        (status = 200, description = "already published; the whole chain", body = TrustChain),
+        (status = "default", description = "refused (422: does not chain from the newest root)", body = ErrorBody),
+    ))]
+fn publish_trust_root() {}

@@ -189,7 +189,7 @@ impl BundleService {
         }
         let (tmp_dir, trust, allowed) = (
             shared.config.tmp_dir(),
-            shared.config.trust.clone(),
+            crate::services::trust::upload_root(shared).await?,
             shared.config.allowed_compatible.clone(),
         );
         // The upload is verified and staged while it streams in (one pass over the bytes).

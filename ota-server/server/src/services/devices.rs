@@ -293,6 +293,7 @@ impl DeviceService {
             poll_interval_secs: shared.config.poll_interval_secs,
             poll_jitter_secs: shared.config.poll_jitter_secs,
             update,
+            trust_version: crate::services::trust::poll_version(shared),
         })
     }
 

@@ -8,4 +8,5 @@ pub mod history;
 pub mod replicas;
 pub mod rollouts;
 pub mod stages;
+pub mod trust;
 pub mod watch;

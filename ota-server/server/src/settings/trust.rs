@@ -1,11 +1,22 @@
 //! The trust root a server keeps in its data directory (`trust.json`, or `trust.pub` for a single key), so a
 //! restart needs no `--trust-root`. A root given on the command line is kept on first start; later it replaces
 //! the kept one only if it is the same root or a successor the kept root signed (`ota_keys::accept_rotation`,
-//! the robots' own rule), so a stray flag cannot swap the keys a fleet's uploads are checked against.
+//! the hand-over half of the robots' rule), so a stray flag cannot swap the keys a fleet's uploads are checked
+//! against.
+//!
+//! The fleet's rotations ([`Chain`]): the signed roots published after the kept one, kept in the store's settings
+//! ([`CHAIN_SETTING`]) so every replica serves the same chain. Each new root must chain from the newest
+//! (`ota_keys::chain::accept_next`: the next version, signed by the old keys and its own); uploads are checked
+//! against the newest root ([`Chain::newest`]); robots fetch the roots they lack and walk them themselves.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use ota_keys::{RotationError, SignedTrustRoot, TrustRoot};
+
+use crate::error::StoreError;
+use crate::store::Store;
 
 /// File names of a kept root, in the order they are looked for.
 pub const KEPT_NAMES: [&str; 2] = ["trust.json", "trust.pub"];
@@ -171,6 +182,109 @@ fn load_given(path: &Path) -> Result<(Given, Vec<u8>), TrustError> {
     Ok((Given { root, signed }, bytes))
 }
 
+/// The store setting holding the published chain: a JSON list of trust root files, oldest first.
+pub const CHAIN_SETTING: &str = "trust_chain";
+
+/// How long a replica answers polls with the newest version it read before reading it again (so a root
+/// published through another replica reaches its robots within this time).
+pub const CHAIN_REFRESH: Duration = Duration::from_secs(15);
+
+/// The published roots after the kept one (the anchor), oldest first.
+#[derive(Clone, Debug, Default)]
+pub struct Chain(pub Vec<SignedTrustRoot>);
+
+impl Chain {
+    /// Reads the chain from the store (empty when nothing was published).
+    pub fn load(store: &dyn Store) -> Result<Chain, StoreError> {
+        match store.setting(CHAIN_SETTING)? {
+            None => Ok(Chain::default()),
+            Some(text) => {
+                ota_keys::chain::parse_chain(&text)
+                    .map(Chain)
+                    .map_err(|e| StoreError::Corrupt {
+                        what: "settings.trust_chain",
+                        detail: e.to_string(),
+                    })
+            }
+        }
+    }
+
+    /// Writes the chain to the store.
+    pub fn save(&self, store: &dyn Store) -> Result<(), StoreError> {
+        store.set_setting(CHAIN_SETTING, &ota_keys::chain::chain_to_json(&self.0))
+    }
+
+    /// The newest root reachable from `anchor`: what uploads are checked against. A stored link that does not
+    /// chain (the anchor was replaced meanwhile) stops the walk there, never makes the root older.
+    pub fn newest(&self, anchor: &TrustRoot) -> TrustRoot {
+        ota_keys::chain::walk(anchor, &self.0).unwrap_or_else(|e| e.reached)
+    }
+
+    /// The version robots are told about: `None` until something was published past the anchor.
+    pub fn version(&self, anchor: &TrustRoot) -> Option<u64> {
+        Some(self.newest(anchor).version).filter(|v| *v > anchor.version)
+    }
+
+    /// The roots newer than `version`, oldest first.
+    pub fn after(&self, version: u64) -> Vec<&SignedTrustRoot> {
+        let mut roots: Vec<_> = self
+            .0
+            .iter()
+            .filter(|r| r.signed.version > version)
+            .collect();
+        roots.sort_by_key(|r| r.signed.version);
+        roots
+    }
+
+    /// The pure rule of `trust publish`: `root` must be the next link after [`Chain::newest`]. `Ok(false)`: it is
+    /// already published (a retry); `Ok(true)`: appended.
+    pub fn append(
+        &mut self,
+        anchor: &TrustRoot,
+        root: SignedTrustRoot,
+    ) -> Result<bool, RotationError> {
+        let newest = self.newest(anchor);
+        let known = |r: &SignedTrustRoot| r.signed == root.signed;
+        if root.signed == newest || self.0.iter().any(known) {
+            return Ok(false);
+        }
+        ota_keys::chain::accept_next(&newest, &root)?;
+        self.0.push(root);
+        Ok(true)
+    }
+}
+
+/// The newest published version as the poll path sees it: read from the store at most every [`CHAIN_REFRESH`].
+#[derive(Debug, Default)]
+pub struct ChainCache(Mutex<Option<(Instant, Option<u64>)>>);
+
+impl ChainCache {
+    /// The newest version robots should walk to (`None`: nothing published past `anchor`). A store that cannot
+    /// be read keeps the last answer (or none) and is asked again at the next refresh.
+    pub fn version(&self, store: &dyn Store, anchor: &TrustRoot, now: Instant) -> Option<u64> {
+        let mut cached = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match *cached {
+            Some((at, version)) if now.saturating_duration_since(at) < CHAIN_REFRESH => version,
+            previous => {
+                let version = match Chain::load(store) {
+                    Ok(chain) => chain.version(anchor),
+                    Err(e) => {
+                        tracing::warn!("cannot read the trust chain: {e}");
+                        previous.and_then(|(_, v)| v)
+                    }
+                };
+                *cached = Some((now, version));
+                version
+            }
+        }
+    }
+
+    /// Forgets the cached version (this replica just published a root).
+    pub fn forget(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,6 +337,41 @@ mod tests {
             .unwrap_err()
             .unwrap()
             .contains(".pub"));
+    }
+
+    /// A link signed by the previous root's key and its own.
+    fn link(version: u64, key: usize, previous: usize) -> SignedTrustRoot {
+        signed(root(version, &[key]), &[previous, key])
+            .signed
+            .unwrap()
+    }
+
+    #[test]
+    fn publish_appends_only_the_next_link() {
+        let anchor = root(1, &[0]);
+        let mut chain = Chain::default();
+        assert_eq!(chain.version(&anchor), None);
+        assert!(chain.append(&anchor, link(2, 1, 0)).unwrap());
+        // A retry is no change; a skipped version, a link signed by the old key only, or a replay are refused.
+        assert!(!chain.append(&anchor, link(2, 1, 0)).unwrap());
+        assert!(matches!(
+            chain.append(&anchor, link(4, 3, 1)),
+            Err(RotationError::NotNextVersion {
+                current: 2,
+                candidate: 4
+            })
+        ));
+        let only_old = signed(root(3, &[2]), &[1]).signed.unwrap();
+        assert!(matches!(
+            chain.append(&anchor, only_old),
+            Err(RotationError::NotSignedByItself(_))
+        ));
+        assert!(chain.append(&anchor, link(3, 2, 1)).unwrap());
+        assert_eq!(chain.newest(&anchor), root(3, &[2]));
+        assert_eq!(chain.version(&anchor), Some(3));
+        let after: Vec<u64> = chain.after(1).iter().map(|r| r.signed.version).collect();
+        assert_eq!(after, [2, 3]);
+        assert!(chain.after(3).is_empty());
     }
 
     proptest! {

@@ -22,4 +22,5 @@ mod targets;
 mod targets_cli;
 mod tls_and_restart;
 mod tls_recipe;
+mod trust_chain;
 mod uploads;

@@ -280,6 +280,7 @@ fn serve(
                         poll_interval_secs: 0,
                         poll_jitter_secs: 0,
                         update: Some(offer.clone()),
+                        trust_version: None,
                     },
                 )
             }
