@@ -130,6 +130,9 @@ pub struct DeviceInfo {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub security_floor: Option<semver::Version>,
+    /// Its freeze alarm, from its last poll (docs/time-model.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze_alarm: Option<crate::fleet::FreezeAlarm>,
 }
 
 /// A stored status report.

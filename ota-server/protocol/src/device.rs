@@ -130,6 +130,10 @@ pub struct PollRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub security_floor: Option<semver::Version>,
+    /// The robot has seen no fresh signed timestamp for too long, or was sent a replayed or forged one
+    /// (docs/time-model.md); absent: all is well, or its trust root names no timestamp key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze_alarm: Option<crate::fleet::FreezeAlarm>,
 }
 
 /// An update the server offers a device.
@@ -191,6 +195,11 @@ pub struct PollResponse {
     /// fetches `GET /api/trust/chain?after=ITS_VERSION` and walks it before acting on `update`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust_version: Option<u64>,
+    /// The server's signed timestamp (`"type": "ota-timestamp"`, see `ota_keys::timestamp`), when it has a
+    /// timestamp key. Opaque here: a robot whose trust root names a timestamp key verifies it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub timestamp: Option<serde_json::Value>,
 }
 
 impl PollResponse {

@@ -54,6 +54,8 @@ pub mod paths {
     pub const METRICS: &str = "/metrics";
     /// `GET` (`?after=N`, public): the published trust roots after version N; `POST` (admin): publish the next.
     pub const TRUST_CHAIN: &str = "/api/trust/chain";
+    /// `GET` (public): the server's signed timestamp, as every poll answer carries it.
+    pub const TRUST_TIMESTAMP: &str = "/api/trust/timestamp";
 
     /// Download path of a bundle.
     pub fn bundle_download(bundle_id: &str) -> String {

@@ -134,7 +134,7 @@ fn event_names_and_payloads() {
 proptest! {
     #[test]
     fn poll_delay_stays_within_interval_plus_jitter(interval in 0u32..100_000, jitter in 0u32..100_000, r: u32) {
-        let resp = PollResponse { poll_interval_secs: interval, poll_jitter_secs: jitter, update: None, trust_version: None };
+        let resp = PollResponse { poll_interval_secs: interval, poll_jitter_secs: jitter, update: None, trust_version: None, timestamp: None };
         let d = resp.next_poll_delay(r);
         prop_assert!(d >= Duration::from_secs(interval.into()));
         prop_assert!(d <= Duration::from_secs(u64::from(interval) + u64::from(jitter)));
@@ -148,6 +148,7 @@ fn poll_delay_extremes() {
         poll_jitter_secs: 10,
         update: None,
         trust_version: None,
+        timestamp: None,
     };
     assert_eq!(resp.next_poll_delay(0), Duration::from_secs(60));
     assert_eq!(resp.next_poll_delay(u32::MAX), Duration::from_secs(70));

@@ -557,6 +557,7 @@ pub fn device_info(r: &DeviceRecord) -> DeviceInfo {
         group: r.labels.group.clone(),
         waiting: r.state.waiting.clone(),
         security_floor: r.state.security_floor.clone(),
+        freeze_alarm: r.state.freeze_alarm.clone(),
     }
 }
 

@@ -40,6 +40,7 @@ pub mod services;
 pub mod settings;
 pub mod state;
 pub mod store;
+pub mod timestamp;
 pub mod tls;
 pub mod tokens;
 

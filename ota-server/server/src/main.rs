@@ -47,6 +47,16 @@ enum Command {
     /// Rotated trust roots: publish the next one to the fleet, list the chain.
     #[command(subcommand)]
     Trust(TrustCommand),
+    /// Print the timestamp key's public half and the trust root `timestamp` role naming it (generating the
+    /// key in the data directory if there is none yet).
+    TimestampKey {
+        /// The server's data directory.
+        #[arg(long, default_value = "./ota-data")]
+        data_dir: PathBuf,
+        /// The key file, when `serve` is given --timestamp-key.
+        #[arg(long, value_name = "FILE")]
+        timestamp_key: Option<PathBuf>,
+    },
 }
 
 /// `serve`'s flags. Each is also a key of the config file (`settings::file`), so a new flag needs nothing more
@@ -134,6 +144,14 @@ struct ServeArgs {
     /// streaming them through the server (needs an s3:// --bundle-store; robots verify every byte either way).
     #[arg(long)]
     presign_downloads: bool,
+    /// Online key signing the freshness timestamp every poll answer carries (ed25519 PKCS#8 PEM; default:
+    /// DATA_DIR/timestamp.key, generated on first start). Robots whose trust root names a timestamp role check
+    /// it: `ota-server timestamp-key` prints the role to put there.
+    #[arg(long, value_name = "FILE")]
+    timestamp_key: Option<PathBuf>,
+    /// Re-sign the timestamp this often, in seconds; each is valid for three periods.
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    timestamp_period_secs: u64,
     #[command(flatten)]
     connections: ota_server::listener::ConnectionArgs,
 }
@@ -439,6 +457,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     for (what, value, path) in &opened.generated {
         println!("generated {what} (saved to {}): {value}", path.display());
     }
+    let (key, generated) =
+        ota_server::timestamp::load_or_generate(&args.data_dir, args.timestamp_key.as_deref())?;
+    if let Some(public) = generated {
+        println!("generated the timestamp key ({}): name it in the trust root, see `ota-server timestamp-key`", public.display());
+    }
+    let period = Duration::from_secs(args.timestamp_period_secs);
+    let _ = opened
+        .state
+        .set_timestamper(ota_server::timestamp::Timestamper::new(key, period));
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen)
@@ -613,6 +640,15 @@ fn run(program: Program) -> anyhow::Result<()> {
                 Ok(())
             }
         },
+        Command::TimestampKey {
+            data_dir,
+            timestamp_key,
+        } => {
+            let (key, _) =
+                ota_server::timestamp::load_or_generate(&data_dir, timestamp_key.as_deref())?;
+            print!("{}", ota_server::timestamp::describe(&key.public_key()));
+            Ok(())
+        }
         Command::Trust(TrustCommand::Publish { remote: r, file }) => {
             let chain = cli::publish_trust_root(&remote(&r)?, &file)?;
             print_json_or(r.json, &chain, |c| {

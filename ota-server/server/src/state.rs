@@ -2,7 +2,7 @@
 //! device-request limit, the shutdown signal, the event stream).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use ota_protocol::admin::Event;
 use tokio::sync::{broadcast, watch};
@@ -18,6 +18,7 @@ use crate::services::rollouts::RolloutService;
 use crate::services::trust::TrustService;
 use crate::services::watch::WatchService;
 use crate::store::Store;
+use crate::timestamp::Timestamper;
 use crate::tokens::Caller;
 
 /// Everything a request handler needs.
@@ -37,6 +38,8 @@ pub struct AppState {
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     inflight: AtomicUsize,
+    /// Signs the freshness timestamps; unset: polls carry none.
+    timestamper: OnceLock<Timestamper>,
 }
 
 /// Holds one slot of the device-request concurrency limit.
@@ -67,7 +70,22 @@ impl AppState {
             shared,
             shutdown,
             inflight: AtomicUsize::new(0),
+            timestamper: OnceLock::new(),
         }))
+    }
+
+    /// Starts signing timestamps with `t`; only the first call counts (`false` for a later one).
+    pub fn set_timestamper(&self, t: Timestamper) -> bool {
+        self.timestamper.set(t).is_ok()
+    }
+
+    /// The current signed timestamp, naming the newest trust root version the server publishes; `None`
+    /// without a timestamp key.
+    pub fn timestamp(&self) -> Option<Arc<serde_json::Value>> {
+        let t = self.timestamper.get()?;
+        let trust_version = crate::services::trust::poll_version(&self.shared)
+            .unwrap_or(self.shared.config.trust.version);
+        Some(t.current(crate::fleet::unix_now(), trust_version))
     }
 
     /// Settings.
@@ -82,6 +100,7 @@ impl AppState {
 
     /// The counters and gauges in the Prometheus text format.
     pub fn render_metrics(&self) -> String {
+        let devices = self.devices.list();
         crate::metrics::render(
             &self.shared.metrics,
             &Gauges {
@@ -90,10 +109,10 @@ impl AppState {
                 bundles: self.bundles.count(),
                 rollouts_by_state: self.rollouts.count_by_state(),
                 devices_by_version: crate::metrics::fleet::devices_by_version(
-                    self.devices
-                        .list()
-                        .iter()
-                        .map(|d| d.current_version.as_ref()),
+                    devices.iter().map(|d| d.current_version.as_ref()),
+                ),
+                freeze_alarms: crate::metrics::fleet::freeze_alarms(
+                    devices.iter().map(|d| d.freeze_alarm.as_ref()),
                 ),
                 rollouts: crate::metrics::fleet::rollout_progress(&self.rollouts.list()),
             },

@@ -14,11 +14,36 @@ fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
         .map_or_else(|| "-".to_string(), ToString::to_string)
 }
 
+/// The freeze detection in one line: the alarm and why, or how fresh the newest timestamp is.
+fn freeze_line(f: &ota_client::daemon::FreshnessStatus) -> String {
+    let newest = f
+        .state
+        .newest
+        .map_or_else(|| "none".to_string(), |n| n.version.to_string());
+    let age = f.state.stale_ms / 1000;
+    match (&f.alarm, &f.state.refused) {
+        (Some(a), Some(r)) => format!("ALARM ({}): {}", a.reason.as_str(), r.detail),
+        (Some(a), None) => format!(
+            "ALARM ({}): no new signed timestamp for {age} s of uptime (newest version {newest})",
+            a.reason.as_str()
+        ),
+        (None, _) => format!("ok: newest timestamp version {newest}, {age} s of uptime ago"),
+    }
+}
+
 pub fn run(config: Config, args: Args) -> anyhow::Result<()> {
     let client = Client::open(config)?;
     let status = client.status();
+    let freshness = client
+        .trust_root()
+        .ok()
+        .and_then(|root| ota_client::daemon::freshness_status(client.config(), &root));
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        let mut value = serde_json::to_value(&status)?;
+        if let Some(f) = &freshness {
+            value["freshness"] = serde_json::to_value(f)?;
+        }
+        println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         println!("compatible: {}", status.compatible);
         println!("booted:     {}", opt(&status.booted));
@@ -29,6 +54,9 @@ pub fn run(config: Config, args: Args) -> anyhow::Result<()> {
         }
         println!("floor:      {}", opt(&status.security_floor));
         println!("trust root: version {}", opt(&status.trust_version));
+        if let Some(f) = &freshness {
+            println!("freeze:     {}", freeze_line(f));
+        }
         if let Some(staged) = &status.staged {
             println!("staged:     {staged} (`ota-client activate {staged}` arms it)");
         }

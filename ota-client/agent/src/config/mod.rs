@@ -19,6 +19,8 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/ota/client.toml";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/ota";
 /// Default number of trial boots.
 pub const DEFAULT_TRIES: u8 = 3;
+/// Default `[server] max_metadata_age_secs`: a week of the robot's uptime without a new signed timestamp.
+pub const DEFAULT_MAX_METADATA_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +117,12 @@ pub struct ServerConfig {
     pub backoff_initial: Duration,
     /// Longest retry delay.
     pub backoff_max: Duration,
+    /// Uptime without a new signed timestamp after which the robot raises its freeze alarm (only with a
+    /// trust root that names a timestamp key; docs/time-model.md).
+    pub max_metadata_age: Duration,
+    /// The image's build time (Unix seconds), the robot's time floor to start from; `None`: the modification
+    /// time of the image's trust root file.
+    pub build_time: Option<u64>,
 }
 
 /// A secret given inline or in a file.

@@ -14,7 +14,7 @@ use super::raw::{
 use super::{
     BootedSlotConfig, BootloaderConfig, BootloaderKind, ClassConfig, Config, ConfigError,
     HealthCheck, HttpConfig, ReadinessConfig, SecretSource, ServerConfig, DEFAULT_DATA_DIR,
-    DEFAULT_READINESS_TIMEOUT, DEFAULT_TRIES,
+    DEFAULT_MAX_METADATA_AGE, DEFAULT_READINESS_TIMEOUT, DEFAULT_TRIES,
 };
 
 /// Builds the error for an invalid value: (dotted key, what is wrong and what is expected).
@@ -316,6 +316,15 @@ fn parse_server(r: RawServer, invalid: Invalid) -> Result<ServerConfig, ConfigEr
             "must not be shorter than backoff_initial_ms",
         ));
     }
+    let max_metadata_age = r
+        .max_metadata_age_secs
+        .map_or(DEFAULT_MAX_METADATA_AGE, Duration::from_secs);
+    if max_metadata_age.is_zero() {
+        return Err(invalid(
+            "server.max_metadata_age_secs",
+            "must be greater than 0 (a week, 604800, is the default)",
+        ));
+    }
     Ok(ServerConfig {
         url,
         device_id: r.device_id,
@@ -324,6 +333,8 @@ fn parse_server(r: RawServer, invalid: Invalid) -> Result<ServerConfig, ConfigEr
         telemetry_command: r.telemetry_command,
         backoff_initial,
         backoff_max,
+        max_metadata_age,
+        build_time: r.build_time,
     })
 }
 

@@ -55,6 +55,8 @@ pub(super) struct RawServer {
     pub(super) telemetry_command: Option<Vec<String>>,
     pub(super) backoff_initial_ms: Option<u64>,
     pub(super) backoff_max_secs: Option<u64>,
+    pub(super) max_metadata_age_secs: Option<u64>,
+    pub(super) build_time: Option<u64>,
 }
 
 #[derive(Deserialize)]

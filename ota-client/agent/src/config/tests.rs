@@ -71,6 +71,27 @@ fn server_section() {
 }
 
 #[test]
+fn freeze_detection_settings() {
+    let server = "[server]\nurl = \"http://x\"\nenrollment_secret = \"s\"\n";
+    let s = parse(&format!("{MINIMAL}{server}"))
+        .unwrap()
+        .server
+        .unwrap();
+    assert_eq!(s.max_metadata_age, DEFAULT_MAX_METADATA_AGE);
+    assert_eq!(s.build_time, None);
+    let s = parse(&format!(
+        "{MINIMAL}{server}max_metadata_age_secs = 3600\nbuild_time = 1796083200\n"
+    ))
+    .unwrap()
+    .server
+    .unwrap();
+    assert_eq!(s.max_metadata_age, Duration::from_secs(3600));
+    assert_eq!(s.build_time, Some(1_796_083_200));
+    let e = err(&format!("{MINIMAL}{server}max_metadata_age_secs = 0\n"));
+    assert!(e.contains("server.max_metadata_age_secs"), "{e}");
+}
+
+#[test]
 fn the_shipped_example_parses() {
     let text = include_str!("../../../examples/client.toml");
     let c = parse(text).unwrap();

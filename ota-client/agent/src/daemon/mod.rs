@@ -20,7 +20,8 @@
 //! Every decision (when to poll, back off, retry, give up, enroll again, report, install,
 //! reboot) is `ota_client_core::daemon::DaemonMachine`'s; this module only carries them out:
 //! [`clock`] (time and jitter), `log` (sink, `daemon.log`, the tail of failure reports),
-//! `files` (saved state and token), `api` (the typed API client), `progress` (installing
+//! `files` (saved state and token), `freshness` (freeze and replay detection from the server's
+//! signed timestamps), `api` (the typed API client), `progress` (installing
 //! reports), `readiness` (the check), `approval` (the confirmation file), `hooks`, `error`
 //! and `run` (the loop). [`run`] is a library function with an
 //! injectable [`Clock`] and reboot hook so tests and demos run many robots in one process.
@@ -30,6 +31,7 @@ mod approval;
 pub mod clock;
 mod error;
 mod files;
+mod freshness;
 mod hooks;
 mod log;
 mod progress;
@@ -41,6 +43,7 @@ pub use approval::{approve, Approval, APPROVAL_FILE};
 pub use clock::{Clock, ScaledClock, SystemClock};
 pub use error::DaemonError;
 pub use files::{default_device_id, enrolled_device_id, STATE_FILE, TOKEN_FILE};
+pub use freshness::{freshness_status, FreshnessStatus, FRESHNESS_FILE};
 pub use hooks::{DaemonHooks, LogSink, RebootHook};
 pub use log::{LOG_FILE, LOG_FILE_MAX};
 pub use ota_client_core::daemon::{Exit, Level};

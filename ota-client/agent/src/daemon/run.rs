@@ -18,6 +18,7 @@ use super::api::{failure, Server};
 use super::approval::approved;
 use super::error::DaemonError;
 use super::files::{default_device_id, Files};
+use super::freshness::Watch;
 use super::hooks::DaemonHooks;
 use super::log::{Log, LOG_FILE};
 use super::progress::Reporter;
@@ -62,6 +63,8 @@ struct Daemon<'a> {
     start: Instant,
     /// systemd's readiness and watchdog (no-op outside a `Type=notify` unit).
     dog: Notifier,
+    /// Freeze and replay detection from the server's signed timestamps.
+    freshness: Watch,
 }
 
 impl<'a> Daemon<'a> {
@@ -109,6 +112,7 @@ impl<'a> Daemon<'a> {
             telemetry_problem: None,
             start: hooks.clock.now(),
             dog: Notifier::from_env(),
+            freshness: Watch::open(&config),
         })
     }
 
@@ -143,7 +147,10 @@ impl<'a> Daemon<'a> {
                 continue;
             }
             input = match action {
-                Action::Exit(exit) => return Ok(exit),
+                Action::Exit(exit) => {
+                    self.freshness.stop(&self.log);
+                    return Ok(exit);
+                }
                 Action::ForgetToken => {
                     self.files.remove_token()?;
                     self.server.set_token(None);
@@ -254,10 +261,19 @@ impl<'a> Daemon<'a> {
             waiting: self.machine.waiting().cloned(),
             staged: status.staged.clone(),
             security_floor: status.security_floor.clone(),
+            freeze_alarm: self.freshness.before_poll(
+                self.now(),
+                self.client.trust_root().ok().as_ref(),
+                &self.log,
+            ),
         };
         match self.server.device().poll(&req) {
             Ok(response) => {
                 self.catch_up_trust(response.trust_version, status.trust_version);
+                let (now, root) = (self.now(), self.client.trust_root().ok());
+                let timestamp = response.timestamp.as_ref();
+                self.freshness
+                    .after_poll(now, root.as_ref(), timestamp, &self.log);
                 // Armed but not rebooted into (a stop or a failed reboot command).
                 let armed = response.update.as_ref().is_some_and(|offer| {
                     status.trial.is_some()

@@ -7,6 +7,7 @@ mod chunked;
 mod common;
 mod daemon_cli;
 mod floor;
+mod freshness;
 mod gates;
 mod hostile_server;
 mod http;

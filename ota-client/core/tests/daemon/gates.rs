@@ -30,6 +30,7 @@ fn polled_with(update: UpdateOffer, armed: bool, held: bool) -> Input {
             poll_jitter_secs: 0,
             update: Some(update),
             trust_version: None,
+            timestamp: None,
         },
         armed,
         held,
@@ -525,7 +526,7 @@ proptest! {
                 Action::Poll => {
                     current = t.offer.clone();
                     Input::Polled {
-                        response: PollResponse { poll_interval_secs: 60, poll_jitter_secs: 5, update: t.offer.clone(), trust_version: None },
+                        response: PollResponse { poll_interval_secs: 60, poll_jitter_secs: 5, update: t.offer.clone(), trust_version: None, timestamp: None },
                         armed: armed && current.is_some(),
                         held: staged && current.is_some(),
                     }

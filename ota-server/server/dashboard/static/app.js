@@ -394,7 +394,7 @@
       d.last_status && d.last_status.status, health(d).text,
       ...Object.entries(d.tags || {}).map(([k, v]) => `${k}=${v}`),
       ...Object.entries(d.labels || {}).map(([k, v]) => `${k}=${v}`),
-      d.group, d.waiting && "waiting",
+      d.group, d.waiting && "waiting", d.freeze_alarm && `frozen ${d.freeze_alarm.reason}`,
     ].filter(Boolean).join(" ").toLowerCase();
     return q.split(/\s+/).every((w) => hay.includes(w));
   }
@@ -457,7 +457,11 @@
         d.waiting ? el("div", { class: "reason small" }, `waiting before ${d.waiting.phase}: ${d.waiting.reason}`) : null),
       el("td", { class: `num col-battery${battery !== undefined && battery < 20 ? " low" : ""}` },
         battery === undefined || battery === null ? "–" : `${Math.round(battery)} %`),
-      el("td", { class: "col-health" }, el("span", { class: `health h-${h.level}` }, h.level === "ok" ? "ok" : `⚠ ${h.text}`)),
+      el("td", { class: "col-health" }, el("span", { class: `health h-${h.level}` }, h.level === "ok" ? "ok" : `⚠ ${h.text}`),
+        d.freeze_alarm ? el("span", {
+          class: "badge st-failure freeze",
+          title: `freeze alarm (${d.freeze_alarm.reason}): no fresh signed timestamp for ${d.freeze_alarm.stale_secs} s of the robot's uptime; see docs/time-model.md`,
+        }, `frozen: ${d.freeze_alarm.reason}`) : null),
     );
   }
 
@@ -473,8 +477,9 @@
   }
 
   function drawSummary() {
-    let bad = 0, warn = 0, active = 0, paused = 0;
+    let bad = 0, warn = 0, active = 0, paused = 0, frozen = 0;
     for (const d of state.devices.values()) {
+      if (d.freeze_alarm) frozen++;
       const h = health(d).level;
       if (h === "bad") bad++;
       else if (h === "warn") warn++;
@@ -485,7 +490,8 @@
     }
     $("summary").textContent =
       `${state.devices.size} devices · ${active} active rollout${active === 1 ? "" : "s"}` +
-      `${paused ? ` · ${paused} paused` : ""} · ${bad} failing · ${warn} last failed`;
+      `${paused ? ` · ${paused} paused` : ""} · ${bad} failing · ${warn} last failed` +
+      (frozen ? ` · ${frozen} frozen (no fresh signed metadata; filter "frozen")` : "");
   }
 
   // ---------- device detail ----------

@@ -44,7 +44,20 @@ pub async fn poll(
     DeviceCaller(id): DeviceCaller,
     ApiJson(req): ApiJson<PollRequest>,
 ) -> AppResult {
-    Ok(Json(state.devices.poll(&id, req)?).into_response())
+    let mut answer = state.devices.poll(&id, req)?;
+    answer.timestamp = state.timestamp().map(|t| (*t).clone());
+    Ok(Json(answer).into_response())
+}
+
+/// `GET /api/trust/timestamp`: the signed timestamp polls carry (404 without a timestamp key).
+pub async fn trust_timestamp(State(state): St) -> AppResult {
+    match state.timestamp() {
+        Some(t) => Ok(Json(&*t).into_response()),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "this server has no timestamp key",
+        )),
+    }
 }
 
 /// `POST /api/device/report`.

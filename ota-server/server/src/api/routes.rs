@@ -364,6 +364,16 @@ pub static ROUTES: &[Route] = &[
         },
         "#any",
     ),
+    route(
+        doc(
+            Get,
+            "/api/trust/timestamp",
+            Auth::None,
+            "The signed timestamp polls carry (public: robots verify it with their trust root)",
+        ),
+        (200, "#any"),
+        |m| on(m, h::trust_timestamp),
+    ),
 ];
 
 /// The OpenAPI document of [`ROUTES`] (built once).
@@ -447,7 +457,7 @@ mod tests {
             .collect();
         assert_eq!(unique.len(), ROUTES.len());
         let doc = document();
-        assert_eq!(doc["paths"].as_object().unwrap().len(), 26);
+        assert_eq!(doc["paths"].as_object().unwrap().len(), 27);
         assert!(doc["paths"]["/static/{path}"]["get"].is_object());
     }
 }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use ota_protocol::admin::{RolloutInfo, RolloutState};
+use ota_protocol::fleet::{FreezeAlarm, FreezeReason};
 
 /// Versions with a series of their own in `ota_devices_by_version`; the rest are summed as `other`.
 pub const MAX_VERSIONS: usize = 16;
@@ -42,6 +43,25 @@ pub fn devices_by_version<'a>(
         out.insert("unknown".into(), unknown);
     }
     DeviceVersions(out)
+}
+
+/// Devices whose last poll carried a freeze alarm, per reason; every reason has a series (0 when none), so an
+/// alert on `ota_devices_freeze_alarm > 0` needs no "absent" case.
+pub fn freeze_alarms<'a>(
+    alarms: impl IntoIterator<Item = Option<&'a FreezeAlarm>>,
+) -> BTreeMap<&'static str, u64> {
+    let mut out: BTreeMap<&'static str, u64> = [
+        FreezeReason::Stale,
+        FreezeReason::Replayed,
+        FreezeReason::Invalid,
+    ]
+    .into_iter()
+    .map(|r| (r.as_str(), 0))
+    .collect();
+    for alarm in alarms.into_iter().flatten() {
+        *out.entry(alarm.reason.as_str()).or_default() += 1;
+    }
+    out
 }
 
 /// One rollout's series.

@@ -141,6 +141,8 @@ pub struct Gauges {
     pub devices_by_version: DeviceVersions,
     /// Progress of the active and the most recent rollouts (from [`fleet::rollout_progress`]).
     pub rollouts: Vec<RolloutProgress>,
+    /// Devices with a freeze alarm per reason (from [`fleet::freeze_alarms`]).
+    pub freeze_alarms: std::collections::BTreeMap<&'static str, u64>,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -265,6 +267,15 @@ fn snapshot(m: &Metrics, gauges: &Gauges) -> Vec<MetricFamily> {
     for (version, n) in &gauges.devices_by_version.0 {
         by_version.with_label_values(&[version]).set(int(*n));
     }
+    let frozen = gauge(
+        &r,
+        "ota_devices_freeze_alarm",
+        "Devices whose last poll reported a freeze alarm, by reason (stale, replayed, invalid): no fresh signed timestamp reaches them.",
+        &["reason"],
+    );
+    for (reason, n) in &gauges.freeze_alarms {
+        frozen.with_label_values(&[reason]).set(int(*n));
+    }
     let progress = gauge(
         &r,
         "ota_rollout_devices",
@@ -307,7 +318,7 @@ pub fn render(m: &Metrics, gauges: &Gauges) -> String {
 }
 
 /// The order of the families of [`snapshot`] in the text.
-const ORDER: [&str; 15] = [
+const ORDER: [&str; 16] = [
     "ota_polls_total",
     "ota_offers_total",
     "ota_reports_total",
@@ -321,6 +332,7 @@ const ORDER: [&str; 15] = [
     "ota_bundles",
     "ota_rollouts",
     "ota_devices_by_version",
+    "ota_devices_freeze_alarm",
     "ota_rollout_devices",
     "ota_rollout_state",
 ];

@@ -95,6 +95,7 @@ fn render_keeps_todays_families_and_adds_the_new_ones() {
         rollouts_by_state: RolloutState::ALL.iter().map(|s| (s.as_str(), 0)).collect(),
         devices_by_version: devices_by_version([Some(&semver::Version::new(1, 0, 0)), None]),
         rollouts: rollout_progress(&[rollout(7, RolloutState::Active, 4)]),
+        freeze_alarms: crate::metrics::fleet::freeze_alarms([None]),
         ..Gauges::default()
     };
     let text = render(&m, &gauges);
@@ -106,6 +107,7 @@ fn render_keeps_todays_families_and_adds_the_new_ones() {
         "ota_rollouts{state=\"active\"} 0",
         "ota_devices_by_version{version=\"1.0.0\"} 1",
         "ota_devices_by_version{version=\"unknown\"} 1",
+        "ota_devices_freeze_alarm{reason=\"stale\"} 0",
         "ota_rollout_devices{outcome=\"updated\",rollout=\"7\"} 4",
         "ota_rollout_devices{outcome=\"targeted\",rollout=\"7\"} 10",
         "ota_rollout_state{rollout=\"7\",state=\"active\"} 1",
@@ -141,5 +143,22 @@ fn a_scrape_token_is_kept_as_its_hash_and_a_short_one_refused() {
     assert_eq!(
         short.to_string(),
         "the metrics token must be at least 16 characters long (it has 5)"
+    );
+}
+
+#[test]
+fn freeze_alarms_are_counted_per_reason_with_every_reason_present() {
+    use ota_protocol::fleet::{FreezeAlarm, FreezeReason};
+    let alarm = |reason| FreezeAlarm {
+        reason,
+        stale_secs: 1,
+        last_version: None,
+    };
+    let (stale, invalid) = (alarm(FreezeReason::Stale), alarm(FreezeReason::Invalid));
+    let counts =
+        crate::metrics::fleet::freeze_alarms([Some(&stale), None, Some(&stale), Some(&invalid)]);
+    assert_eq!(
+        counts.into_iter().collect::<Vec<_>>(),
+        vec![("invalid", 1), ("replayed", 0), ("stale", 2)]
     );
 }

@@ -60,7 +60,8 @@ pub struct Health {
         retry_rollout,
         events,
         trust_chain,
-        publish_trust_root
+        publish_trust_root,
+        trust_timestamp
     ),
     components(schemas(ErrorBody, Health))
 )]
@@ -335,3 +336,15 @@ fn trust_chain() {}
         (status = "default", description = "refused (422: does not chain from the newest root)", body = ErrorBody),
     ))]
 fn publish_trust_root() {}
+
+/// The signed timestamp polls carry (public: robots verify it with their trust root)
+///
+/// `{"type": "ota-timestamp", "signed": {"version", "issued_at", "expires", "trust_version"}, "signatures"}`,
+/// signed by the server's timestamp key, which the trust root's `timestamp` role names; re-signed every
+/// `--timestamp-period-secs`, valid three periods (docs/time-model.md). 404 when the server has no timestamp key.
+#[utoipa::path(get, path = "/api/trust/timestamp", tag = "trust",
+    responses(
+        (status = 200, description = "the current signed timestamp", body = Object),
+        (status = "default", description = "error", body = ErrorBody),
+    ))]
+fn trust_timestamp() {}

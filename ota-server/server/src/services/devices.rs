@@ -229,6 +229,8 @@ impl DeviceService {
             || rec.state.waiting.as_ref().map(|w| (w.phase, &w.reason))
                 != req.waiting.as_ref().map(|w| (w.phase, &w.reason))
             || rec.state.security_floor != req.security_floor
+            || rec.state.freeze_alarm.as_ref().map(|a| a.reason)
+                != req.freeze_alarm.as_ref().map(|a| a.reason)
             || rec.state.last_seen.is_none();
         rec.compatible = req.compatible;
         rec.state.current_version = req.current_version;
@@ -238,6 +240,7 @@ impl DeviceService {
         rec.state.waiting = req.waiting;
         rec.state.staged = req.staged;
         rec.state.security_floor = req.security_floor;
+        rec.state.freeze_alarm = req.freeze_alarm;
         let now = unix_now();
         rec.state.last_seen = Some(now);
 
@@ -294,6 +297,8 @@ impl DeviceService {
             poll_jitter_secs: shared.config.poll_jitter_secs,
             update,
             trust_version: crate::services::trust::poll_version(shared),
+            // Signed by the API layer, which holds the timestamp key (`AppState::timestamp`).
+            timestamp: None,
         })
     }
 

@@ -70,6 +70,8 @@ pub struct DeviceState {
     pub staged: Option<String>,
     /// The lowest version the robot will still run, from its last poll.
     pub security_floor: Option<semver::Version>,
+    /// Its freeze alarm, from its last poll. Not stored: every poll repeats it while it lasts.
+    pub freeze_alarm: Option<ota_protocol::fleet::FreezeAlarm>,
 }
 
 /// A published bundle as stored.

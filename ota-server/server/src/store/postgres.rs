@@ -169,6 +169,7 @@ fn device_from_row(row: &Row) -> Result<DeviceRecord, StoreError> {
             waiting: opt_json("devices.waiting", row.get(13))?,
             staged: row.get(14),
             security_floor: version("devices.security_floor", row.get(15))?,
+            freeze_alarm: None,
         },
     })
 }

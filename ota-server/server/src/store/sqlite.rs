@@ -83,6 +83,7 @@ fn device_from_row(row: &Row<'_>) -> Result<DeviceRecord, StoreError> {
             waiting: opt_json("devices.waiting", row.get(13)?)?,
             staged: row.get(14)?,
             security_floor: version("devices.security_floor", row.get(15)?)?,
+            freeze_alarm: None,
         },
     })
 }

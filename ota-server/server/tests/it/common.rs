@@ -77,6 +77,15 @@ impl TestServer {
     ) -> TestServer {
         let data_dir = settings.config.data_dir.clone();
         let opened = server::open(settings).expect("open server");
+        Self::serve_opened(opened, data_dir, tls).await
+    }
+
+    /// Serves a state opened (and set up further, e.g. with a timestamp key) by the test.
+    pub async fn serve_opened(
+        opened: server::Opened,
+        data_dir: PathBuf,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel();

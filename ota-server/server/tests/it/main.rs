@@ -20,6 +20,7 @@ mod security;
 mod serve_config;
 mod targets;
 mod targets_cli;
+mod timestamp;
 mod tls_and_restart;
 mod tls_recipe;
 mod trust_chain;

@@ -281,6 +281,7 @@ fn serve(
                         poll_jitter_secs: 0,
                         update: Some(offer.clone()),
                         trust_version: None,
+                        timestamp: None,
                     },
                 )
             }
