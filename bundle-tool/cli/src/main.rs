@@ -65,7 +65,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("ota-bundle: error: {err:#}");
+            eprintln!(
+                "ota-bundle: error: {}",
+                ota_packaging::error_line(err.chain())
+            );
             ExitCode::FAILURE
         }
     }

@@ -68,7 +68,10 @@ fn main() -> ExitCode {
     match run(program) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ota-client: error: {e:#}");
+            eprintln!(
+                "ota-client: error: {}",
+                ota_packaging::error_line(e.chain())
+            );
             ExitCode::FAILURE
         }
     }

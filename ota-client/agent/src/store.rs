@@ -3,13 +3,14 @@
 //! writers (`lock`, an `flock` held for the whole operation and released by the kernel if
 //! the process dies), and the robot's security floor (`security-floor`, a copy of the state's
 //! floor in its own file, so an operator who moves a corrupt state away does not lower it).
+//! None of them is opened through a link planted at its name (`ota_image_io::atomic`'s rules).
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 use ota_client_core::ClientState;
-use ota_image_io::atomic::write_atomically;
+use ota_image_io::atomic::{open_no_follow, read_no_follow, write_atomically, FileError};
 
 /// File name of the state in the data directory.
 pub const STATE_FILE: &str = "state.json";
@@ -93,12 +94,9 @@ impl DataDir {
     pub fn lock(&self) -> Result<WriterLock, StoreError> {
         std::fs::create_dir_all(&self.dir).map_err(Self::io("creating", &self.dir))?;
         let path = self.dir.join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(Self::io("opening", &path))?;
+        // Never through a link planted at the lock's name: its target is neither created nor locked.
+        let file = open_no_follow(&path, OpenOptions::new().create(true).write(true))
+            .map_err(file_error)?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => Ok(WriterLock { _lock: lock }),
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(StoreError::Locked { path }),
@@ -113,10 +111,8 @@ impl DataDir {
     /// The persisted state, or `None` if the client never wrote one.
     pub fn load(&self) -> Result<Option<ClientState>, StoreError> {
         let path = self.dir.join(STATE_FILE);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Self::io("reading", &path)(e)),
+        let Some(bytes) = read_no_follow(&path).map_err(file_error)? else {
+            return Ok(None);
         };
         serde_json::from_slice(&bytes)
             .map(Some)
@@ -132,21 +128,16 @@ impl DataDir {
         let path = self.dir.join(STATE_FILE);
         let mut bytes = serde_json::to_vec_pretty(state).expect("state serialises");
         bytes.push(b'\n');
-        write_atomically(&path, &bytes, 0o644).map_err(|e| StoreError::Io {
-            op: e.op,
-            path: e.path,
-            error: e.source,
-        })
+        write_atomically(&path, &bytes, 0o644).map_err(file_error)
     }
 
     /// The security floor kept in its own file, or `None` if none was ever committed.
     pub fn load_floor(&self) -> Result<Option<semver::Version>, StoreError> {
         let path = self.dir.join(FLOOR_FILE);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Self::io("reading", &path)(e)),
+        let Some(bytes) = read_no_follow(&path).map_err(file_error)? else {
+            return Ok(None);
         };
+        let text = String::from_utf8_lossy(&bytes);
         // Fail closed: a damaged floor refuses operations instead of silently lowering it.
         text.trim()
             .parse()
@@ -161,13 +152,7 @@ impl DataDir {
     pub fn save_floor(&self, floor: &semver::Version) -> Result<(), StoreError> {
         std::fs::create_dir_all(&self.dir).map_err(Self::io("creating", &self.dir))?;
         let path = self.dir.join(FLOOR_FILE);
-        write_atomically(&path, format!("{floor}\n").as_bytes(), 0o644).map_err(|e| {
-            StoreError::Io {
-                op: e.op,
-                path: e.path,
-                error: e.source,
-            }
-        })
+        write_atomically(&path, format!("{floor}\n").as_bytes(), 0o644).map_err(file_error)
     }
 
     /// Free bytes for unprivileged writers in the data directory (or its nearest existing
@@ -183,6 +168,14 @@ impl DataDir {
             error: e.into(),
         })?;
         Ok((st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64))
+    }
+}
+
+fn file_error(e: FileError) -> StoreError {
+    StoreError::Io {
+        op: e.op,
+        path: e.path,
+        error: e.source,
     }
 }
 

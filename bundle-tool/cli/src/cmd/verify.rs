@@ -16,7 +16,7 @@ pub struct Args {
     /// The bundle to check.
     bundle: PathBuf,
     /// Print the result as JSON (`ok`, `version`, `compatible`, `images`, `signed_by`, `threshold`,
-    /// `manifest_sha256`) instead of a line.
+    /// `trusted_keys`, `manifest_sha256`) instead of a line.
     #[arg(long)]
     json: bool,
 }
@@ -39,21 +39,68 @@ pub fn run(args: Args) -> Result<()> {
             "images": manifest.images.len(),
             "signed_by": signed_by,
             "threshold": trust.threshold,
+            "trusted_keys": trust.keys.len(),
             "manifest_sha256": digest.to_string(),
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
     println!(
-        "OK {}: version {} for '{}', {} image(s), signed by {} ({} of {} required), manifest sha256 {}",
+        "OK {}: version {} for '{}', {} image(s), {}, manifest sha256 {}",
         args.bundle.display(),
         manifest.version,
         manifest.compatible,
         manifest.images.len(),
-        signed_by.join(", "),
-        signed_by.len(),
-        trust.threshold,
+        signatures(&signed_by, trust.threshold, trust.keys.len()),
         digest
     );
     Ok(())
+}
+
+/// The signatures against the root's threshold, e.g. `signatures: 2 valid (k1, k2), threshold 2 of 3 keys`: the
+/// valid count, then the threshold out of the root's keys, so a 2-of-3 root never reads as "2 of 2".
+fn signatures(valid: &[String], threshold: u32, keys: usize) -> String {
+    format!(
+        "signatures: {} valid ({}), threshold {threshold} of {keys} key{}",
+        valid.len(),
+        valid.join(", "),
+        if keys == 1 { "" } else { "s" }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_two_of_three_root_reads_as_such() {
+        let valid = vec!["k1".to_string(), "k2".to_string()];
+        assert_eq!(
+            signatures(&valid, 2, 3),
+            "signatures: 2 valid (k1, k2), threshold 2 of 3 keys"
+        );
+        assert_eq!(
+            signatures(&valid[..1], 1, 1),
+            "signatures: 1 valid (k1), threshold 1 of 1 key"
+        );
+    }
+
+    proptest! {
+        /// The threshold is always stated out of the root's keys, never out of the valid signatures.
+        #[test]
+        fn the_threshold_is_out_of_the_roots_keys(valid in 1usize..6, extra in 0usize..4, threshold in 1u32..6) {
+            let keys = valid + extra;
+            let ids: Vec<String> = (0..valid).map(|i| format!("k{i}")).collect();
+            let line = signatures(&ids, threshold, keys);
+            let threshold_part = format!("threshold {threshold} of {keys} key");
+            let valid_part = format!("{valid} valid");
+            prop_assert!(line.contains(&threshold_part));
+            prop_assert!(line.contains(&valid_part));
+            if extra > 0 {
+                let misleading = format!("of {valid} ");
+                prop_assert!(!line.contains(&misleading), "{}", line);
+            }
+        }
+    }
 }

@@ -145,7 +145,9 @@ impl Client {
         };
         let t = self.transition(s, event)?;
         if let Some(env) = t.env {
-            self.write_env(s, env, label)?;
+            if let Err(e) = self.write_env(s, env, label) {
+                return Err(self.env_not_written(s, None, e));
+            }
         }
         self.switch_live(&live, true, label)?;
         self.save(s, t.state, label)

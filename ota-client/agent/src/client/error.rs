@@ -18,9 +18,18 @@ pub enum ClientError {
     /// The data directory, state file or lock.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The boot environment cannot be read or written (a corrupt one is never overwritten).
+    /// The boot environment cannot be read (a corrupt one is never overwritten): the operation stopped before
+    /// changing anything. (A failed write is [`ClientError::EnvWrite`], which says what did change.)
     #[error("{0}; nothing was changed")]
     BootEnv(#[from] BootEnvError),
+    /// The boot environment could not be written; what it and the records hold now.
+    #[error("{error}; {outcome}")]
+    EnvWrite {
+        /// The store's error.
+        error: BootEnvError,
+        /// What the client found and did after the failure.
+        outcome: EnvOutcome,
+    },
     /// The booted slot is unknown.
     #[error(transparent)]
     Booted(#[from] BootedError),
@@ -121,6 +130,44 @@ pub enum ClientError {
     PowerCut(String),
 }
 
+/// After a failed environment write: what the environment holds and whether the records match it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvOutcome {
+    /// Read back unchanged; nothing had been recorded ahead of it.
+    Unchanged,
+    /// Read back unchanged; the records written ahead of it (e.g. a trial to arm) were put back.
+    RecordsRestored,
+    /// Read back unchanged, but the records written ahead of it could not be put back.
+    RecordsAhead(String),
+    /// Read back changed (a partial write): the next `confirm` reconciles the records with it.
+    Changed,
+    /// Cannot be read back.
+    Unreadable(String),
+}
+
+impl std::fmt::Display for EnvOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EnvOutcome::Unchanged => f.write_str("the boot environment was not changed"),
+            EnvOutcome::RecordsRestored => f.write_str(
+                "the boot environment was not changed, and the records were put back to match it (nothing was armed)",
+            ),
+            EnvOutcome::RecordsAhead(why) => write!(
+                f,
+                "the boot environment was not changed, but the records written before it could not be put back ({why}): \
+                 run `ota-client confirm` once the disk is fixed"
+            ),
+            EnvOutcome::Changed => f.write_str(
+                "the boot environment was partly changed: run `ota-client confirm` to reconcile the records with it",
+            ),
+            EnvOutcome::Unreadable(why) => write!(
+                f,
+                "the boot environment cannot be read back ({why}): fix it, then run `ota-client confirm`"
+            ),
+        }
+    }
+}
+
 impl From<Refusal> for ClientError {
     fn from(r: Refusal) -> Self {
         ClientError::Refused(r)
@@ -145,6 +192,7 @@ impl ClientError {
             ClientError::Store(StoreError::Locked { .. }) => ErrorKind::Retry,
             ClientError::Store(_)
             | ClientError::BootEnv(_)
+            | ClientError::EnvWrite { .. }
             | ClientError::Booted(_)
             | ClientError::Trust(_)
             | ClientError::Rotation(_)

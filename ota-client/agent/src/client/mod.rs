@@ -24,7 +24,7 @@ use ota_client_core::{
     raise_floor, step, BootEnv, ClientState, Event, LiveFlip, Order, Slot, Transition,
 };
 
-pub use error::ClientError;
+pub use error::{ClientError, EnvOutcome};
 pub use options::{Hooks, InstallOptions, NoProgress, Progress};
 pub use report::{ConfirmReport, InstallReport, SlotStatus, Status, TrialStatus};
 
@@ -186,19 +186,58 @@ impl Client {
     fn apply(&mut self, s: &mut Session, t: Transition, label: &str) -> Result<(), ClientError> {
         match t.order {
             Order::StateFirst => {
+                let before = s.state.clone();
                 self.save(s, t.state, label)?;
                 if let Some(env) = t.env {
-                    self.write_env(s, env, label)?;
+                    if let Err(e) = self.write_env(s, env, label) {
+                        return Err(self.env_not_written(s, Some(before), e));
+                    }
                 }
             }
             Order::EnvFirst => {
                 if let Some(env) = t.env {
-                    self.write_env(s, env, label)?;
+                    if let Err(e) = self.write_env(s, env, label) {
+                        return Err(self.env_not_written(s, None, e));
+                    }
                 }
                 self.save(s, t.state, label)?;
             }
         }
         Ok(())
+    }
+
+    /// After the environment write of a transition failed (a full or read-only disk, not a power cut): reads
+    /// back what the environment holds and, if it is unchanged, puts the records written ahead of it
+    /// (`before`, a state-first step such as a recorded trial) back, so they never claim what was not done.
+    /// The error says which of the two happened.
+    fn env_not_written(
+        &mut self,
+        s: &mut Session,
+        before: Option<ClientState>,
+        error: ClientError,
+    ) -> ClientError {
+        let ClientError::BootEnv(error) = error else {
+            return error; // a simulated power cut: the next start sorts it out, as after a real one
+        };
+        let outcome = match self.boot.read() {
+            Ok(now) if now == s.env => match before {
+                None => EnvOutcome::Unchanged,
+                Some(before) if before == s.state => EnvOutcome::Unchanged,
+                Some(before) => match self.data.save(&before) {
+                    Ok(()) => {
+                        s.state = before;
+                        EnvOutcome::RecordsRestored
+                    }
+                    Err(e) => EnvOutcome::RecordsAhead(e.to_string()),
+                },
+            },
+            Ok(now) => {
+                s.env = now;
+                EnvOutcome::Changed
+            }
+            Err(e) => EnvOutcome::Unreadable(e.to_string()),
+        };
+        ClientError::EnvWrite { error, outcome }
     }
 
     fn event(&mut self, s: &mut Session, event: Event, label: &str) -> Result<(), ClientError> {

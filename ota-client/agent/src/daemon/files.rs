@@ -1,11 +1,12 @@
 //! The daemon's files in the data directory: its saved [`DaemonState`] and the device token,
-//! both written atomically with mode 0600, and this robot's default device id.
+//! both written atomically with mode 0600 and never read through a link planted at their names,
+//! and this robot's default device id.
 
 use std::io;
 use std::path::{Path, PathBuf};
 
 use ota_client_core::daemon::DaemonState;
-use ota_image_io::atomic::{write_atomically, FileError};
+use ota_image_io::atomic::{read_no_follow, write_atomically, FileError};
 
 use super::error::DaemonError;
 
@@ -36,8 +37,8 @@ impl Files {
 
     /// The saved state; `None` if never saved.
     pub(super) fn load_state(&self) -> Result<Option<DaemonState>, DaemonError> {
-        match std::fs::read(&self.state) {
-            Ok(bytes) => {
+        match read_no_follow(&self.state).map_err(file_error)? {
+            Some(bytes) => {
                 serde_json::from_slice(&bytes)
                     .map(Some)
                     .map_err(|e| DaemonError::Corrupt {
@@ -45,8 +46,7 @@ impl Files {
                         detail: e.to_string(),
                     })
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(error) => Err(self.error("reading", &self.state, error)),
+            None => Ok(None),
         }
     }
 
@@ -55,14 +55,12 @@ impl Files {
         write_atomically(&self.state, &bytes, 0o600).map_err(file_error)
     }
 
-    /// The stored token, if any.
+    /// The stored token, if any. Never read through a link planted at its name: what it points to would be
+    /// sent to the server as the token.
     pub(super) fn token(&self) -> Result<Option<String>, DaemonError> {
-        match std::fs::read_to_string(&self.token) {
-            Ok(t) if !t.trim().is_empty() => Ok(Some(t.trim().to_string())),
-            Ok(_) => Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(error) => Err(self.error("reading", &self.token, error)),
-        }
+        let bytes = read_no_follow(&self.token).map_err(file_error)?;
+        let text = bytes.map(|b| String::from_utf8_lossy(&b).trim().to_string());
+        Ok(text.filter(|t| !t.is_empty()))
     }
 
     pub(super) fn save_token(&self, token: &str) -> Result<(), DaemonError> {
@@ -124,4 +122,31 @@ pub fn default_device_id() -> Result<String, DaemonError> {
         }
     }
     Err(DaemonError::DeviceId(tried.join("; ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A link planted at the token's or the state's name is never read (its target would go to the server as
+    /// the token) nor written through.
+    #[test]
+    fn planted_links_are_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "secret").unwrap();
+        let files = Files::open(dir.path()).unwrap();
+        for name in [TOKEN_FILE, STATE_FILE] {
+            std::os::unix::fs::symlink(&victim, dir.path().join(name)).unwrap();
+        }
+        let err = files.token().unwrap_err().to_string();
+        assert!(
+            err.contains("symbolic link") && err.contains(TOKEN_FILE),
+            "{err}"
+        );
+        assert!(files.load_state().is_err());
+        files.save_token("new").unwrap();
+        assert_eq!(files.token().unwrap().as_deref(), Some("new"));
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "secret");
+    }
 }

@@ -60,8 +60,8 @@ impl Log {
 
     fn lines(&self) -> Vec<String> {
         if let Some(path) = &self.file {
-            let mut text = std::fs::read_to_string(rotated(path)).unwrap_or_default();
-            text.push_str(&std::fs::read_to_string(path).unwrap_or_default());
+            let mut text = read_log(&rotated(path));
+            text.push_str(&read_log(path));
             if !text.is_empty() {
                 let lines: Vec<String> = text.lines().map(str::to_string).collect();
                 return lines[lines.len().saturating_sub(LOG_LINES)..].to_vec();
@@ -91,6 +91,14 @@ fn rotated(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// A log file's text, never read through a planted link (the tail goes into reports to the server).
+fn read_log(path: &Path) -> String {
+    match ota_image_io::atomic::read_no_follow(path) {
+        Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+        _ => String::new(),
+    }
+}
+
 /// Appends a line to the log file, rotating it when it is full. Failures are ignored: the
 /// log is a convenience, never a reason to stop updating.
 fn append_log(path: &Path, line: &str) {
@@ -98,11 +106,12 @@ fn append_log(path: &Path, line: &str) {
     if std::fs::metadata(path).is_ok_and(|m| m.len() > LOG_FILE_MAX) {
         let _ = std::fs::rename(path, rotated(path));
     }
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-    {
+    // A link planted at the log's name is refused, not appended through (and its target never created).
+    let opened = ota_image_io::atomic::open_no_follow(
+        path,
+        std::fs::OpenOptions::new().create(true).append(true),
+    );
+    if let Ok(mut f) = opened {
         let _ = writeln!(f, "{line}");
     }
 }
@@ -136,5 +145,22 @@ mod tests {
         let lines = after_reboot.lines();
         assert_eq!(lines.len(), LOG_LINES);
         assert!(lines.last().unwrap().contains("line 1999"));
+    }
+
+    /// A link planted at the log's names is neither appended through nor read into report tails.
+    #[test]
+    fn planted_links_are_not_written_or_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "secret\n").unwrap();
+        let path = dir.path().join(LOG_FILE);
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        std::os::unix::fs::symlink(&victim, rotated(&path)).unwrap();
+        let log = Log::new(Arc::new(|_, _| {}), Some(path));
+        log.line(Level::Info, "hello");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "secret\n");
+        let tail = log.tail();
+        assert!(!tail.contains("secret"), "{tail}");
+        assert!(tail.contains("hello"), "{tail}");
     }
 }

@@ -27,6 +27,7 @@ fn without_a_server_section_the_daemon_says_what_to_add() {
         "{stderr}"
     );
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    ota_testkit::errors::assert_said_once(&stderr);
 }
 
 #[test]

@@ -9,6 +9,7 @@ mod daemon_cli;
 mod floor;
 mod freshness;
 mod gates;
+mod hardening;
 mod hostile_server;
 mod http;
 mod kill;
