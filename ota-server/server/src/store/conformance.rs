@@ -27,7 +27,8 @@ macro_rules! suite {
         $crate::store::conformance::suite!(@tests $target;
             reopening_keeps_data, duplicate_reports_change_nothing, a_report_and_its_effects_are_one_transaction,
             labels_groups_rollout_aims_and_late_members_round_trip, devices_are_replaced_and_deleted,
-            bundles_are_inserted_once, history_merges_and_compacts, single_entities_read_back);
+            bundles_are_inserted_once, history_merges_and_compacts, single_entities_read_back,
+            recent_poll_telemetry_reads_back);
     };
     (@tests $target:expr; $($name:ident),*) => {
         $(
@@ -386,4 +387,38 @@ pub fn single_entities_read_back(t: &Target) {
     assert_eq!(got, r);
     assert_eq!(members, vec![member("r1", 0, None), member("r2", 1, None)]);
     assert_eq!(store.rollout(r.rollout_id + 1).unwrap(), None);
+}
+
+/// [`Store::telemetry_since`] returns the last stored poll telemetry of the devices seen since a time.
+pub fn recent_poll_telemetry_reads_back(t: &Target) {
+    let store = (t.open)();
+    let mut polled = device("r1");
+    polled.state.last_seen = Some(1_000);
+    polled.state.current_version = Some("2.0.0".parse().unwrap());
+    polled.state.telemetry = Some(ota_protocol::device::Telemetry {
+        battery_percent: Some(55.0),
+        ..Default::default()
+    });
+    let mut old = device("r2");
+    old.state.last_seen = Some(400);
+    old.state.telemetry = polled.state.telemetry.clone();
+    for d in [&polled, &old, &device("r3")] {
+        store.upsert_device(d).unwrap();
+    }
+    store.save_device_states(&[polled.clone()]).unwrap();
+    let got = store.telemetry_since(500).unwrap();
+    assert_eq!(
+        got,
+        vec![SeenTelemetry {
+            device_id: "r1".into(),
+            last_seen: 1_000,
+            version: polled.state.current_version.clone(),
+            telemetry: polled.state.telemetry.clone().unwrap(),
+        }]
+    );
+    assert_eq!(
+        store.telemetry_since(0).unwrap().len(),
+        2,
+        "r3 never polled"
+    );
 }

@@ -74,6 +74,19 @@ pub struct DeviceState {
     pub freeze_alarm: Option<ota_protocol::fleet::FreezeAlarm>,
 }
 
+/// A device's last stored poll telemetry ([`Store::telemetry_since`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeenTelemetry {
+    /// Device id.
+    pub device_id: String,
+    /// When it polled.
+    pub last_seen: u64,
+    /// The version it ran.
+    pub version: Option<semver::Version>,
+    /// What it reported.
+    pub telemetry: Telemetry,
+}
+
 /// A published bundle as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BundleRecord {
@@ -264,6 +277,9 @@ pub trait Store: Send + Sync + 'static {
     /// Downsamples the history ([`crate::history::compact`]: minutes older than a day into hours) and deletes
     /// buckets older than `retention_secs`. Returns the rows removed.
     fn compact_history(&self, now: u64, retention_secs: u64) -> Result<u64, StoreError>;
+    /// The last stored poll telemetry of each device seen at or after `since`: how the replica that judges the
+    /// health guards sees the polls the other replicas took.
+    fn telemetry_since(&self, since: u64) -> Result<Vec<SeenTelemetry>, StoreError>;
 
     // One entity, for a replica that heard another one changed it (`crate::cluster`). The defaults read
     // everything; a backend serving several replicas answers them with one query each.

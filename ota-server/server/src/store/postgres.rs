@@ -15,7 +15,7 @@ use super::codec::{
 };
 use super::{
     migrations, BundleRecord, DeviceRecord, DeviceState, MemberRecord, ReportCommit, RolloutRecord,
-    Snapshot, Store,
+    SeenTelemetry, Snapshot, Store,
 };
 use crate::error::StoreError;
 
@@ -109,6 +109,7 @@ off_runtime_store! {
     fn save_history(&self, rows: &[crate::history::Row]) -> Result<(), StoreError>;
     fn history(&self, device_id: &str, metric: &str, since: u64) -> Result<Vec<crate::history::Bucket>, StoreError>;
     fn compact_history(&self, now: u64, retention_secs: u64) -> Result<u64, StoreError>;
+    fn telemetry_since(&self, since: u64) -> Result<Vec<SeenTelemetry>, StoreError>;
     fn device(&self, device_id: &str) -> Result<Option<DeviceRecord>, StoreError>;
     fn bundle(&self, bundle_id: &str) -> Result<Option<BundleRecord>, StoreError>;
     fn rollout(&self, rollout_id: u64) -> Result<Option<(RolloutRecord, Vec<MemberRecord>)>, StoreError>;
@@ -644,6 +645,10 @@ impl Store for Tables {
 
     fn compact_history(&self, now: u64, retention_secs: u64) -> Result<u64, StoreError> {
         history::compact(&mut *self.pool.get()?, now, retention_secs)
+    }
+
+    fn telemetry_since(&self, since: u64) -> Result<Vec<SeenTelemetry>, StoreError> {
+        history::telemetry_since(&mut *self.pool.get()?, since)
     }
 
     fn device(&self, device_id: &str) -> Result<Option<DeviceRecord>, StoreError> {

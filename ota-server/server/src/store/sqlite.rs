@@ -14,7 +14,7 @@ use super::codec::{
 };
 use super::{
     migrations, BundleRecord, DeviceRecord, DeviceState, MemberRecord, ReportCommit, RolloutRecord,
-    Snapshot, Store,
+    SeenTelemetry, Snapshot, Store,
 };
 use crate::error::StoreError;
 
@@ -486,6 +486,10 @@ impl Store for SqliteStore {
 
     fn compact_history(&self, now: u64, retention_secs: u64) -> Result<u64, StoreError> {
         history::compact(&mut self.conn(), now, retention_secs)
+    }
+
+    fn telemetry_since(&self, since: u64) -> Result<Vec<SeenTelemetry>, StoreError> {
+        history::telemetry_since(&self.conn(), since)
     }
 
     fn reports(&self, device_id: &str, limit: usize) -> Result<Vec<ReportRecord>, StoreError> {
