@@ -24,6 +24,7 @@ pub mod client;
 pub mod command;
 pub mod config;
 pub mod daemon;
+pub mod identity;
 pub mod live;
 pub mod random;
 pub mod readahead;

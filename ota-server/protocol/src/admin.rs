@@ -434,3 +434,63 @@ impl Event {
         result.unwrap_or_else(|e| format!("{{\"error\":\"cannot encode event: {e}\"}}"))
     }
 }
+
+/// Whether a robot's key may get tokens: an operator's decision (`ota-server devices admit|reject`), or the
+/// server's under `admission = "auto"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Admission {
+    /// Asked to be admitted; gets no token yet.
+    Pending,
+    /// Gets tokens while it proves its key.
+    Accepted,
+    /// Refused; its tokens stop working.
+    Rejected,
+}
+
+impl Admission {
+    /// All states.
+    pub const ALL: [Admission; 3] = [Admission::Pending, Admission::Accepted, Admission::Rejected];
+
+    /// Wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Admission::Pending => "pending",
+            Admission::Accepted => "accepted",
+            Admission::Rejected => "rejected",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+}
+
+/// A robot's identity as the server keeps it (`GET /api/admission`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeviceIdentity {
+    /// Device id.
+    pub device_id: String,
+    /// Its ed25519 public key, 64 hex digits.
+    pub public_key: String,
+    /// Admission state.
+    pub admission: Admission,
+    /// When it first asked (or was pre-authorised).
+    pub requested_at: u64,
+    /// When the admission state last changed.
+    pub decided_at: Option<u64>,
+    /// Who changed it: `admin`, `auto` (admission = "auto") or `preauthorized`.
+    pub decided_by: Option<String>,
+}
+
+/// `POST /api/devices/{device_id}/preauthorize`: accept this key on first contact.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PreauthorizeRequest {
+    /// The robot's ed25519 public key: 64 hex digits or an SPKI PEM.
+    pub public_key: String,
+}

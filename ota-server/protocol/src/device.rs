@@ -1,7 +1,10 @@
 //! The device protocol: enroll once, then poll and report. Every call is idempotent and safe to retry.
 //!
-//! 1. `POST /api/devices/enroll` ([`EnrollRequest`] → [`EnrollResponse`]) with the fleet's enrollment secret
-//!    gives the device its own bearer token.
+//! 1. `POST /api/devices/challenge` ([`ChallengeRequest`] → [`ChallengeResponse`]), then
+//!    `POST /api/devices/enroll` ([`EnrollRequest`] → [`EnrollResponse`]) with the robot's public key, its
+//!    signature over the challenge ([`enroll_message`]) and the fleet's enrollment secret. An admitted robot gets
+//!    a short-lived bearer token (renewed the same way after a 401); one waiting for an operator's admission
+//!    gets `425` with `Retry-After`, a rejected one `403`.
 //! 2. `POST /api/device/poll` ([`PollRequest`] → [`PollResponse`]) reports state and telemetry and returns either
 //!    nothing or an [`UpdateOffer`]. Wait [`PollResponse::next_poll_delay`] before the next poll.
 //! 3. While installing an offer, `POST /api/device/report` ([`ReportRequest`] → [`ReportResponse`]) at every
@@ -34,6 +37,51 @@ pub struct EnrollRequest {
     /// Random string generated once per enrollment attempt and reused for every retry of it: a retry with the
     /// same id returns the same token.
     pub request_id: String,
+    /// The robot's ed25519 public key, 64 hex digits (raw 32 bytes). Without it (an older robot) only a server
+    /// with `admission = "auto"` enrolls the robot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    /// A challenge from `POST /api/devices/challenge`, used once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<String>,
+    /// The robot's ed25519 signature (128 hex digits) over [`enroll_message`]: proves it holds the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+}
+
+/// What a robot signs to enroll: every field that decides its token, so a captured signature cannot be moved
+/// to another id, key, challenge or request.
+pub fn enroll_message(
+    device_id: &str,
+    public_key: &str,
+    challenge: &str,
+    request_id: &str,
+) -> Vec<u8> {
+    let mut m = b"ota-enroll-v1\0".to_vec();
+    for part in [device_id, public_key, challenge, request_id] {
+        m.extend_from_slice(part.as_bytes());
+        m.push(0);
+    }
+    m
+}
+
+/// Challenge request (`POST /api/devices/challenge`): the first step of a key-proving enrollment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ChallengeRequest {
+    /// The id the robot will enroll as.
+    pub device_id: String,
+}
+
+/// A one-time challenge for [`EnrollRequest::challenge`], valid for `expires_in_secs`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChallengeResponse {
+    /// Opaque; sign it (inside [`enroll_message`]) and send it back once.
+    pub challenge: String,
+    /// How long the server accepts it.
+    pub expires_in_secs: u64,
 }
 
 /// Enrollment answer. The token is shown only here; the server stores a hash.

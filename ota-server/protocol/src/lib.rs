@@ -34,6 +34,14 @@ pub struct ErrorBody {
 pub mod paths {
     /// `POST`: enroll a device.
     pub const ENROLL: &str = "/api/devices/enroll";
+    /// `POST`: a one-time enrollment challenge.
+    pub const CHALLENGE: &str = "/api/devices/challenge";
+    /// `GET`: every robot identity (pending, accepted, rejected).
+    pub const ADMISSION: &str = "/api/admission";
+    /// `POST`: admit (`admit`), reject (`reject`) or pre-authorise (`preauthorize`) a robot.
+    pub fn admission(device_id: &str, action: &str) -> String {
+        format!("/api/devices/{device_id}/{action}")
+    }
     /// `POST`: device poll.
     pub const POLL: &str = "/api/device/poll";
     /// `POST`: device status report.

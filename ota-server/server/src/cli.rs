@@ -1,16 +1,36 @@
 //! The admin command-line client behind `ota-server rollout ...` and `ota-server devices ...`: argument parsing
 //! and output formatting; the calls go through [`ota_protocol::client::ApiClient`] with an admin token.
 
+pub mod admission;
+
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use ota_protocol::admin::{CreateRolloutRequest, DeviceInfo, RolloutInfo};
 use ota_protocol::client::{ApiClient, ClientOptions};
+use ota_protocol::defaults;
 use ota_protocol::device::TrustChain;
 use ota_protocol::fleet::{GroupInfo, Schedule, StageRules, TargetFilter, Weekday};
 
 use crate::schedule;
+
+/// How the admin commands reach the server.
+#[derive(clap::Args, Clone)]
+pub struct RemoteArgs {
+    /// Server base URL.
+    #[arg(long, env = defaults::SERVER_URL_ENV, default_value = defaults::DEFAULT_SERVER_URL)]
+    pub server: String,
+    /// Admin token.
+    #[arg(long, env = defaults::ADMIN_TOKEN_ENV, hide_env_values = true)]
+    pub token: String,
+    /// PEM CA certificate to trust for an HTTPS server with a private CA.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// Print the API's JSON answer instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// A client of the server at `base` with the admin `token`; `ca_file`: a PEM CA certificate to trust (for a
 /// server with a private CA).

@@ -41,6 +41,10 @@ pub struct Config {
     /// Answer downloads with a 307 to a presigned store URL valid this long, when the store can presign
     /// (`--presign-downloads`); `None`: stream them through the server.
     pub presign_downloads: Option<Duration>,
+    /// How robots unknown to the server are admitted (`--admission`).
+    pub admission: crate::admission::AdmissionMode,
+    /// Lifetime of a device token issued to a robot that proved its key (`--device-token-ttl-secs`).
+    pub device_token_ttl_secs: u64,
     /// Connection cap and timeouts ([`crate::listener`]).
     pub connections: crate::listener::ConnectionLimits,
 }

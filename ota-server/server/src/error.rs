@@ -41,6 +41,14 @@ pub enum ServiceError {
         /// Message.
         message: String,
     },
+    /// The robot waits for an operator to admit it (`425 Too Early`): ask again after the delay.
+    #[error("{message}")]
+    NotYet {
+        /// Seconds to wait.
+        retry_after_secs: u64,
+        /// Message.
+        message: String,
+    },
     /// A local failure (file system, task); the details belong in the server log, not in the answer.
     #[error("{context}: {detail}")]
     Internal {

@@ -334,6 +334,8 @@ pub struct TokenEntry {
     pub device_id: String,
     /// SHA-256 of the whole token.
     pub hash: [u8; 32],
+    /// When it stops working (`None`: never, a keyless robot's token).
+    pub expires_at: Option<u64>,
 }
 
 /// The in-memory working set.
@@ -365,6 +367,7 @@ impl Fleet {
                 TokenEntry {
                     device_id: record.device_id.clone(),
                     hash: record.token_hash,
+                    expires_at: record.token_expires_at,
                 },
             );
             fleet.devices.insert(
@@ -427,6 +430,9 @@ pub struct Shared {
     pub events: broadcast::Sender<Arc<Event>>,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
+    /// Robots asking to be admitted with the fleet secret ([`crate::admission::ASK_LIMIT`]), on a monotonic
+    /// clock started with the process.
+    pub asks: Mutex<(Instant, crate::admission::Limiter)>,
     /// The newest published trust root version polls announce (`settings::trust::ChainCache`).
     pub trust_chain: crate::settings::trust::ChainCache,
     /// The other replicas ([`Shared::cluster`]; alone until [`Shared::join`]).
@@ -478,6 +484,7 @@ impl Shared {
             writer: tokio::sync::Mutex::new(()),
             events,
             metrics: Metrics::default(),
+            asks: Mutex::new((Instant::now(), Default::default())),
             trust_chain: Default::default(),
             cluster: OnceLock::new(),
         })

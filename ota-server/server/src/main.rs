@@ -15,7 +15,7 @@ use ota_protocol::admin::CreateRolloutRequest;
 use ota_protocol::client::ApiClient;
 use ota_protocol::defaults;
 use ota_protocol::fleet::{DeviceLabels, GroupSettings};
-use ota_server::cli;
+use ota_server::cli::{self, RemoteArgs};
 use ota_server::server::{self, Settings};
 use ota_server::settings;
 
@@ -140,6 +140,13 @@ struct ServeArgs {
         default_value = "local"
     )]
     bundle_store: String,
+    /// How robots unknown to the server are admitted: `manual` (they wait, pending, until
+    /// `ota-server devices admit ID`) or `auto` (the enrollment secret alone admits them: labs and demos).
+    #[arg(long, value_enum, default_value_t = ota_server::admission::AdmissionMode::Manual)]
+    admission: ota_server::admission::AdmissionMode,
+    /// Lifetime of a device token, in seconds; a robot renews it by proving its key again.
+    #[arg(long, default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(60..))]
+    device_token_ttl_secs: u64,
     /// Answer bundle downloads with a 307 to a short-lived presigned URL of the store's object instead of
     /// streaming them through the server (needs an s3:// --bundle-store; robots verify every byte either way).
     #[arg(long)]
@@ -154,22 +161,6 @@ struct ServeArgs {
     timestamp_period_secs: u64,
     #[command(flatten)]
     connections: ota_server::listener::ConnectionArgs,
-}
-
-#[derive(Args, Clone)]
-struct RemoteArgs {
-    /// Server base URL.
-    #[arg(long, env = defaults::SERVER_URL_ENV, default_value = defaults::DEFAULT_SERVER_URL)]
-    server: String,
-    /// Admin token.
-    #[arg(long, env = defaults::ADMIN_TOKEN_ENV, hide_env_values = true)]
-    token: String,
-    /// PEM CA certificate to trust for an HTTPS server with a private CA.
-    #[arg(long)]
-    ca_file: Option<PathBuf>,
-    /// Print the API's JSON answer instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -290,6 +281,8 @@ enum DevicesCommand {
         #[arg(long, value_parser = cli::parse_instant)]
         since: Option<u64>,
     },
+    #[command(flatten)]
+    Admission(cli::admission::AdmissionCommand),
 }
 
 #[derive(Subcommand)]
@@ -443,6 +436,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "metrics token",
     )?)?;
     c.database = args.database.clone();
+    c.admission = args.admission;
+    c.device_token_ttl_secs = args.device_token_ttl_secs;
     let (store, presign) =
         ota_server::bundle_store::spec::choose(&args.bundle_store, args.presign_downloads)
             .map_err(anyhow::Error::msg)?;
@@ -587,6 +582,7 @@ fn run(program: Program) -> anyhow::Result<()> {
             RolloutCommand::Abort { remote: r, id } => action(&r, id, "abort"),
         },
         Command::Devices(cmd) => match cmd {
+            DevicesCommand::Admission(cmd) => cli::admission::run(cmd),
             DevicesCommand::List { remote: r } => {
                 let list = remote(&r)?.devices()?;
                 print_list(r.json, &list, "no devices enrolled", cli::format_device);
@@ -709,10 +705,7 @@ fn main() -> ExitCode {
     match with_config_file(ota_packaging::parse_or_generate::<Program>()).and_then(run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!(
-                "ota-server: error: {}",
-                ota_packaging::error_line(err.chain())
-            );
+            eprintln!("ota-server: error: {err:#}");
             ExitCode::FAILURE
         }
     }

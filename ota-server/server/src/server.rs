@@ -49,6 +49,8 @@ impl Settings {
                     crate::bundle_store::local::LocalDir::new(data_dir.join("blobs")),
                 )),
                 presign_downloads: None,
+                admission: Default::default(),
+                device_token_ttl_secs: 86_400,
                 connections: crate::listener::ConnectionLimits::default(),
             },
             admin_token: None,

@@ -64,6 +64,65 @@ pub fn derive_device_token(key: &[u8], device_id: &str, request_id: &str) -> Str
     )
 }
 
+/// How long an enrollment challenge is accepted.
+pub const CHALLENGE_TTL_MS: u64 = 5 * 60 * 1000;
+
+/// How far in the future a challenge's issue time may be (replicas' clocks differ a little).
+const CHALLENGE_SKEW_MS: u64 = 30 * 1000;
+
+/// A stateless enrollment challenge for `device_id`: `c1.<issued ms>.<nonce>.<mac>`, the MAC keyed with the
+/// server's token key, so any replica checks it without storing it. It is used once: the store keeps, per
+/// device, the issue time of the last challenge used and accepts only a later one
+/// (`Store::claim_challenge`), so a captured enrollment cannot be replayed, not even within the five minutes.
+pub fn challenge(key: &[u8], device_id: &str, issued_ms: u64, nonce: u64) -> String {
+    let body = format!("c1.{issued_ms:016x}.{nonce:016x}");
+    format!("{body}.{}", challenge_mac(key, device_id, &body))
+}
+
+fn challenge_mac(key: &[u8], device_id: &str, body: &str) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("any key length"));
+    mac.update(b"ota-enroll-challenge\0");
+    mac.update(device_id.as_bytes());
+    mac.update(b"\0");
+    mac.update(body.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Why a challenge is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ChallengeError {
+    /// Not one this server issued for this device.
+    #[error("the enrollment challenge was not issued by this server for this device id")]
+    Forged,
+    /// Older than [`CHALLENGE_TTL_MS`] (or from a clock far ahead).
+    #[error("the enrollment challenge expired; ask for a new one")]
+    Expired,
+}
+
+/// Checks a challenge for `device_id` at `now_ms`; gives its issue time (for the once-only claim).
+pub fn check_challenge(
+    key: &[u8],
+    device_id: &str,
+    text: &str,
+    now_ms: u64,
+) -> Result<u64, ChallengeError> {
+    let (body, mac) = text.rsplit_once('.').ok_or(ChallengeError::Forged)?;
+    let expected = challenge_mac(key, device_id, body);
+    if !secrets_equal(mac, &expected) {
+        return Err(ChallengeError::Forged);
+    }
+    let issued = body
+        .strip_prefix("c1.")
+        .and_then(|rest| rest.split('.').next())
+        .and_then(|t| u64::from_str_radix(t, 16).ok())
+        .ok_or(ChallengeError::Forged)?;
+    if issued > now_ms + CHALLENGE_SKEW_MS || now_ms.saturating_sub(issued) > CHALLENGE_TTL_MS {
+        return Err(ChallengeError::Expired);
+    }
+    Ok(issued)
+}
+
 /// The public token id of a device token, if it has the device token shape.
 pub fn device_token_id(token: &str) -> Option<&str> {
     let rest = token.strip_prefix(DEVICE_TOKEN_PREFIX)?;
@@ -89,6 +148,27 @@ mod tests {
         assert_eq!(device_token_id(&a), Some(&a[5..21]));
         assert_eq!(device_token_id("ota1.xyz"), None);
         assert_eq!(device_token_id("admin-token"), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn challenges_bind_key_device_and_time(
+            issued in 0u64..1 << 50,
+            nonce in proptest::prelude::any::<u64>(),
+            age in 0u64..2 * CHALLENGE_TTL_MS,
+        ) {
+            let c = challenge(b"key", "r1", issued, nonce);
+            let now = issued + age;
+            let fresh = age <= CHALLENGE_TTL_MS;
+            proptest::prop_assert_eq!(
+                check_challenge(b"key", "r1", &c, now),
+                if fresh { Ok(issued) } else { Err(ChallengeError::Expired) }
+            );
+            proptest::prop_assert_eq!(check_challenge(b"other", "r1", &c, now), Err(ChallengeError::Forged));
+            proptest::prop_assert_eq!(check_challenge(b"key", "r2", &c, now), Err(ChallengeError::Forged));
+            let moved = c.replacen("c1.", "c1.0", 1);
+            proptest::prop_assert_eq!(check_challenge(b"key", "r1", &moved, now), Err(ChallengeError::Forged));
+        }
     }
 
     #[test]

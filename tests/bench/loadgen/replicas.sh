@@ -56,7 +56,7 @@ serve() {
   [ -n "$2" ] && db=(--database "$2")
   RUST_LOG=warn "$bin/ota-server" serve --listen "127.0.0.1:$port" --data-dir "$work/$1" "${db[@]}" \
     --trust-root "$work/release.pub" --admin-token "$admin" --enrollment-secret "$secret" \
-    >"$work/$1.out" 2>"$work/$1.log" &
+    --admission auto >"$work/$1.out" 2>"$work/$1.log" &
   pids+=($!)
   for _ in $(seq 100); do
     curl -fs "http://127.0.0.1:$port/healthz" >/dev/null && return

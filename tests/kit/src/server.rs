@@ -8,6 +8,7 @@ use std::thread::JoinHandle;
 use anyhow::Context;
 use ota_keys::TrustRoot;
 use ota_protocol::client::{ApiClient, ClientOptions};
+use ota_server::admission::AdmissionMode;
 use ota_server::server::{self, Settings};
 
 /// How to start a server.
@@ -29,6 +30,9 @@ pub struct ServerOptions {
     pub poll_interval_secs: u32,
     /// Poll jitter suggested to robots.
     pub poll_jitter_secs: u32,
+    /// How robots unknown to the server are admitted: `Auto` for the demo and most tests (the fleet secret
+    /// admits them); `Manual` for the tests of admission.
+    pub admission: AdmissionMode,
 }
 
 impl ServerOptions {
@@ -43,6 +47,7 @@ impl ServerOptions {
             enrollment_secret: None,
             poll_interval_secs: 1,
             poll_jitter_secs: 0,
+            admission: AdmissionMode::Auto,
         }
     }
 }
@@ -105,6 +110,7 @@ impl ServerHandle {
         settings.enrollment_secret = options.enrollment_secret.clone();
         settings.config.poll_interval_secs = options.poll_interval_secs;
         settings.config.poll_jitter_secs = options.poll_jitter_secs;
+        settings.config.admission = options.admission;
         configure(&mut settings);
         let data_dir = settings.config.data_dir.clone();
         let (admin_token, enrollment_secret) = (

@@ -123,6 +123,9 @@ pub struct ServerConfig {
     /// The image's build time (Unix seconds), the robot's time floor to start from; `None`: the modification
     /// time of the image's trust root file.
     pub build_time: Option<u64>,
+    /// A factory-provisioned identity key (PKCS#8 PEM); `None`: generated in the data directory on first start
+    /// (`crate::identity`).
+    pub identity_key: Option<PathBuf>,
 }
 
 /// A secret given inline or in a file.

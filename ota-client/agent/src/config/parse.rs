@@ -335,6 +335,7 @@ fn parse_server(r: RawServer, invalid: Invalid) -> Result<ServerConfig, ConfigEr
         backoff_max,
         max_metadata_age,
         build_time: r.build_time,
+        identity_key: r.identity_key,
     })
 }
 

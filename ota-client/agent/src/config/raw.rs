@@ -57,6 +57,7 @@ pub(super) struct RawServer {
     pub(super) backoff_max_secs: Option<u64>,
     pub(super) max_metadata_age_secs: Option<u64>,
     pub(super) build_time: Option<u64>,
+    pub(super) identity_key: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]

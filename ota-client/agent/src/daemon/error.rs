@@ -37,6 +37,9 @@ pub enum DaemonError {
     /// `ota-client approve` without a digest while the daemon works on no update.
     #[error("no update is waiting for confirmation; name one with --digest")]
     NothingToApprove,
+    /// The robot's identity key cannot be read or made.
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
     /// The HTTP client cannot be set up.
     #[error("cannot set up HTTP: {0}")]
     Http(String),

@@ -12,7 +12,10 @@ use ota_client_core::daemon::{
     ProgressThrottle, Settings,
 };
 use ota_client_core::ReportEvent;
-use ota_protocol::device::{EnrollRequest, PollRequest, ReportRequest, TrustChain, UpdateOffer};
+use ota_protocol::device::{
+    ChallengeRequest, ChallengeResponse, EnrollRequest, PollRequest, ReportRequest, TrustChain,
+    UpdateOffer,
+};
 
 use super::api::{failure, Server};
 use super::approval::approved;
@@ -26,6 +29,7 @@ use super::readiness;
 use super::watchdog::{self, Watched};
 use crate::client::{Client, ClientError, InstallOptions, InstallReport, Status};
 use crate::config::{Config, ServerConfig};
+use crate::identity;
 use crate::source::{BundleSource, HttpRequest};
 use crate::telemetry::Sampler;
 use ota_packaging::Notifier;
@@ -65,6 +69,8 @@ struct Daemon<'a> {
     dog: Notifier,
     /// Freeze and replay detection from the server's signed timestamps.
     freshness: Watch,
+    /// The robot's identity key: enrollment proves it.
+    key: ota_keys::SecretKey,
 }
 
 impl<'a> Daemon<'a> {
@@ -83,6 +89,8 @@ impl<'a> Daemon<'a> {
             None => default_device_id()?,
         };
         let files = Files::open(&config.data_dir)?;
+        let key =
+            identity::load_or_create(&config.data_dir, server_config.identity_key.as_deref())?;
         let saved = files.load_state()?;
         let token = files.token()?;
         let mut server = Server::new(&config, &server_config.url)?;
@@ -113,6 +121,7 @@ impl<'a> Daemon<'a> {
             start: hooks.clock.now(),
             dog: Notifier::from_env(),
             freshness: Watch::open(&config),
+            key,
         })
     }
 
@@ -196,12 +205,33 @@ impl<'a> Daemon<'a> {
             Err(e) => return Ok(Input::Failed(Failure::give_up(e.to_string()))),
         };
         let state = self.machine.state();
+        let (device_id, request_id) = (state.device_id.clone(), state.enroll_request_id.clone());
+        // A fresh one-time challenge each attempt, signed with the robot's key: a captured request is useless.
+        let asked = ChallengeRequest {
+            device_id: device_id.clone(),
+        };
+        let challenge = match self
+            .server
+            .anonymous()
+            .post::<_, ChallengeResponse>(ota_protocol::paths::CHALLENGE, &asked)
+        {
+            Ok(c) => c.challenge,
+            Err(e) => return Ok(Input::Failed(failure(&e))),
+        };
         let req = EnrollRequest {
             enrollment_secret: secret,
-            device_id: state.device_id.clone(),
             compatible: self.client.config().compatible.clone(),
             tags: self.server_config.tags.clone(),
-            request_id: state.enroll_request_id.clone(),
+            public_key: Some(identity::public_key_hex(&self.key)),
+            signature: Some(identity::sign_enrollment(
+                &self.key,
+                &device_id,
+                &challenge,
+                &request_id,
+            )),
+            challenge: Some(challenge),
+            device_id,
+            request_id,
         };
         match self.server.anonymous().enroll(&req) {
             Ok(resp) => {

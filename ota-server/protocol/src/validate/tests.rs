@@ -22,6 +22,9 @@ fn enrollment(compatible: &str) -> EnrollRequest {
         compatible: compatible.into(),
         tags: BTreeMap::new(),
         request_id: "request-0001".into(),
+        public_key: None,
+        challenge: None,
+        signature: None,
     }
 }
 

@@ -34,6 +34,7 @@
     ready: false, // lists loaded (events before that are queued)
     queued: [],
     backoff: 500,
+    pending: [], // DeviceIdentity of robots waiting for an operator's admission
   };
 
   // ---------- small DOM helpers (text only) ----------
@@ -139,7 +140,12 @@
   }
 
   async function loadLists() {
-    const [devices, rollouts] = await Promise.all([api("/api/devices"), api("/api/rollouts")]);
+    const [devices, rollouts, identities] = await Promise.all([
+      api("/api/devices"),
+      api("/api/rollouts"),
+      api("/api/admission"),
+    ]);
+    state.pending = identities.filter((i) => i.admission === "pending");
     state.devices = new Map(devices.map((d) => [d.device_id, d]));
     state.rollouts = new Map(rollouts.map((r) => [r.rollout_id, r]));
     for (const id of state.history.keys()) if (!state.devices.has(id)) state.history.delete(id);
@@ -491,7 +497,11 @@
     $("summary").textContent =
       `${state.devices.size} devices · ${active} active rollout${active === 1 ? "" : "s"}` +
       `${paused ? ` · ${paused} paused` : ""} · ${bad} failing · ${warn} last failed` +
-      (frozen ? ` · ${frozen} frozen (no fresh signed metadata; filter "frozen")` : "");
+      (frozen ? ` · ${frozen} frozen (no fresh signed metadata; filter "frozen")` : "") +
+      (state.pending.length
+        ? ` · ${state.pending.length} waiting for admission (ota-server devices pending): ` +
+          state.pending.slice(0, 5).map((i) => i.device_id).join(", ")
+        : "");
   }
 
   // ---------- device detail ----------

@@ -70,6 +70,10 @@ impl From<ServiceError> for ApiError {
                 retry_after_secs,
                 message,
             } => back_off(StatusCode::TOO_MANY_REQUESTS, retry_after_secs, message),
+            ServiceError::NotYet {
+                retry_after_secs,
+                message,
+            } => back_off(StatusCode::TOO_EARLY, retry_after_secs, message),
             ServiceError::Internal { context, detail } => ApiError::internal(context, detail),
             // Lost compare-and-set races against other replicas, again and again: worth retrying soon.
             ServiceError::Store(e @ StoreError::Stale(_)) => {

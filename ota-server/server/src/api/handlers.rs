@@ -12,13 +12,14 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use ota_protocol::admin::{CreateRolloutRequest, DeviceDetail};
-use ota_protocol::device::{EnrollRequest, PollRequest, ReportRequest};
+use ota_protocol::admin::{CreateRolloutRequest, DeviceDetail, PreauthorizeRequest};
+use ota_protocol::device::{ChallengeRequest, EnrollRequest, PollRequest, ReportRequest};
 use ota_protocol::fleet::{DeviceLabels, GroupSettings};
 
 use crate::api::error::ApiError;
 use crate::api::extract::{Admin, AnyCaller, ApiJson, DeviceCaller, Scraper};
 use crate::rollout::RolloutAction;
+use crate::services::admission::AdminAction;
 use crate::state::AppState;
 use crate::tokens::Caller;
 
@@ -36,6 +37,40 @@ pub async fn healthz() -> Response {
 /// `POST /api/devices/enroll`.
 pub async fn enroll(State(state): St, ApiJson(req): ApiJson<EnrollRequest>) -> AppResult {
     Ok(Json(state.devices.enroll(req).await?).into_response())
+}
+
+/// `POST /api/devices/challenge`.
+pub async fn challenge(State(state): St, ApiJson(req): ApiJson<ChallengeRequest>) -> AppResult {
+    Ok(Json(state.devices.challenge(&req)?).into_response())
+}
+
+/// `GET /api/admission`.
+pub async fn list_identities(State(state): St, _: Admin) -> AppResult {
+    Ok(Json(state.devices.identities().await?).into_response())
+}
+
+async fn decide(state: &AppState, id: &str, action: AdminAction) -> AppResult {
+    Ok(Json(state.devices.decide(id, action).await?).into_response())
+}
+
+/// `POST /api/devices/{device_id}/admit`.
+pub async fn admit_device(State(state): St, _: Admin, Path(id): Path<String>) -> AppResult {
+    decide(&state, &id, AdminAction::Admit).await
+}
+
+/// `POST /api/devices/{device_id}/reject`.
+pub async fn reject_device(State(state): St, _: Admin, Path(id): Path<String>) -> AppResult {
+    decide(&state, &id, AdminAction::Reject).await
+}
+
+/// `POST /api/devices/{device_id}/preauthorize`.
+pub async fn preauthorize_device(
+    State(state): St,
+    _: Admin,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<PreauthorizeRequest>,
+) -> AppResult {
+    decide(&state, &id, AdminAction::Preauthorize(req.public_key)).await
 }
 
 /// `POST /api/device/poll`.

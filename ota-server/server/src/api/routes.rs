@@ -176,6 +176,57 @@ pub static ROUTES: &[Route] = &[
         },
         handler: |m| on(m, h::download),
     },
+    with_body(
+        route(
+            doc(
+                Post,
+                "/api/devices/challenge",
+                Auth::None,
+                "A one-time enrollment challenge for a device id",
+            ),
+            (200, "ChallengeResponse"),
+            |m| on(m, h::challenge),
+        ),
+        "ChallengeRequest",
+    ),
+    route(
+        doc(Get, "/api/admission", Admin, "Robot identities: pending, accepted, rejected"),
+        (200, "DeviceIdentityList"),
+        |m| on(m, h::list_identities),
+    ),
+    route(
+        doc(
+            Post,
+            "/api/devices/{device_id}/admit",
+            Admin,
+            "Admit a robot that asked: its key gets tokens",
+        ),
+        (200, "DeviceIdentity"),
+        |m| on(m, h::admit_device),
+    ),
+    route(
+        doc(
+            Post,
+            "/api/devices/{device_id}/reject",
+            Admin,
+            "Reject or revoke a robot: its token stops working at once",
+        ),
+        (200, "DeviceIdentity"),
+        |m| on(m, h::reject_device),
+    ),
+    with_body(
+        route(
+            doc(
+                Post,
+                "/api/devices/{device_id}/preauthorize",
+                Admin,
+                "Accept a robot's key on its first contact",
+            ),
+            (200, "DeviceIdentity"),
+            |m| on(m, h::preauthorize_device),
+        ),
+        "PreauthorizeRequest",
+    ),
     route(
         doc(Get, "/api/devices", Admin, "Device inventory"),
         (200, "DeviceList"),
@@ -457,7 +508,10 @@ mod tests {
             .collect();
         assert_eq!(unique.len(), ROUTES.len());
         let doc = document();
-        assert_eq!(doc["paths"].as_object().unwrap().len(), 27);
+        // Exactly the route table's paths (a count here went stale whenever two changes added routes at once).
+        let paths: BTreeSet<String> = ROUTES.iter().map(|r| r.doc.openapi_path()).collect();
+        assert_eq!(doc["paths"].as_object().unwrap().len(), paths.len());
+        assert!(paths.len() >= 31, "{paths:?}");
         assert!(doc["paths"]["/static/{path}"]["get"].is_object());
     }
 }

@@ -5,12 +5,12 @@
 #![allow(dead_code)] // the functions exist for their attributes
 
 use ota_protocol::admin::{
-    BundleInfo, CreateRolloutRequest, DeviceDetail, DeviceInfo, PublishResponse, RolloutDetail,
-    RolloutInfo,
+    BundleInfo, CreateRolloutRequest, DeviceDetail, DeviceIdentity, DeviceInfo,
+    PreauthorizeRequest, PublishResponse, RolloutDetail, RolloutInfo,
 };
 use ota_protocol::device::{
-    EnrollRequest, EnrollResponse, PollRequest, PollResponse, ReportRequest, ReportResponse,
-    TrustChain,
+    ChallengeRequest, ChallengeResponse, EnrollRequest, EnrollResponse, PollRequest, PollResponse,
+    ReportRequest, ReportResponse, TrustChain,
 };
 use ota_protocol::fleet::{DeviceLabels, GroupInfo, GroupSettings, MetricHistory};
 use ota_protocol::ErrorBody;
@@ -36,6 +36,7 @@ pub struct Health {
         healthz,
         metrics,
         openapi_json,
+        challenge,
         enroll,
         poll,
         report,
@@ -43,6 +44,10 @@ pub struct Health {
         upload_bundle,
         get_bundle,
         download,
+        list_identities,
+        admit_device,
+        reject_device,
+        preauthorize_device,
         list_devices,
         get_device,
         delete_device,
@@ -111,6 +116,53 @@ fn openapi_json() {}
         (status = "default", description = "error", body = ErrorBody),
     ))]
 fn enroll() {}
+
+/// A one-time enrollment challenge for a device id
+///
+/// Stateless (any replica checks it), valid five minutes, usable once: the robot signs it with its key inside
+/// the enrollment request.
+#[utoipa::path(post, path = "/api/devices/challenge", tag = "device", request_body = ChallengeRequest,
+    responses(
+        (status = 200, description = "a challenge", body = ChallengeResponse),
+        (status = "default", description = "error", body = ErrorBody),
+    ))]
+fn challenge() {}
+
+/// Robot identities: pending, accepted, rejected
+#[utoipa::path(get, path = "/api/admission", tag = "devices",
+    responses(
+        (status = 200, description = "every robot identity, by id", body = Vec<DeviceIdentity>),
+        (status = "default", description = "error", body = ErrorBody),
+    ))]
+fn list_identities() {}
+
+/// Admit a robot that asked: its key gets tokens
+#[utoipa::path(post, path = "/api/devices/{device_id}/admit", tag = "devices",
+    params(("device_id" = String, Path, description = "device id")),
+    responses(
+        (status = 200, description = "the robot's identity", body = DeviceIdentity),
+        (status = "default", description = "error", body = ErrorBody),
+    ))]
+fn admit_device() {}
+
+/// Reject or revoke a robot: its token stops working at once
+#[utoipa::path(post, path = "/api/devices/{device_id}/reject", tag = "devices",
+    params(("device_id" = String, Path, description = "device id")),
+    responses(
+        (status = 200, description = "the robot's identity", body = DeviceIdentity),
+        (status = "default", description = "error", body = ErrorBody),
+    ))]
+fn reject_device() {}
+
+/// Accept a robot's key on its first contact
+#[utoipa::path(post, path = "/api/devices/{device_id}/preauthorize", tag = "devices",
+    params(("device_id" = String, Path, description = "device id")),
+    request_body = PreauthorizeRequest,
+    responses(
+        (status = 200, description = "the robot's identity", body = DeviceIdentity),
+        (status = "default", description = "error", body = ErrorBody),
+    ))]
+fn preauthorize_device() {}
 
 /// Report state and telemetry; get an update offer or nothing
 #[utoipa::path(post, path = "/api/device/poll", tag = "device", request_body = PollRequest,

@@ -14,11 +14,11 @@ use ota_protocol::device::{
     UpdateOffer,
 };
 
+use crate::admission;
 use crate::cluster::Subject;
 use crate::error::ServiceError;
 use crate::fleet::{
-    device_info, facts, lock, read, settle, unix_now, write, Device, Shared,
-    TokenEntry,
+    device_info, facts, lock, read, settle, unix_now, write, Device, Shared, TokenEntry,
 };
 use crate::rollout;
 use crate::schedule;
@@ -40,6 +40,11 @@ impl DeviceService {
             let fleet = read(&self.0.fleet);
             if let Some(entry) = fleet.tokens.get(token_id) {
                 if tokens::hashes_equal(&entry.hash, &hash) {
+                    if !admission::token_live(entry.expires_at, unix_now()) {
+                        return Err(ServiceError::Unauthenticated(
+                            "device token expired; the robot renews it by proving its key".into(),
+                        ));
+                    }
                     return Ok(Caller::Device(entry.device_id.clone()));
                 }
             }
@@ -91,38 +96,64 @@ impl DeviceService {
         self.0.blocking(move |s| s.reports(&id, limit)).await
     }
 
-    /// Enrolls a device (idempotent per `request_id`).
+    /// Enrolls a device (idempotent per `request_id`). A robot that presents a key proves it and gets a token
+    /// only when admitted ([`DeviceService::admit_key`]); one without a key (an older robot) only under
+    /// `admission = "auto"`.
     pub async fn enroll(&self, req: EnrollRequest) -> Result<EnrollResponse, ServiceError> {
         let shared = &self.0;
-        if !tokens::secrets_equal(&req.enrollment_secret, &shared.secrets.enrollment_secret) {
+        let secret_ok =
+            tokens::secrets_equal(&req.enrollment_secret, &shared.secrets.enrollment_secret);
+        if req.public_key.is_none() && !secret_ok {
             return Err(ServiceError::Unauthenticated(
                 "wrong enrollment secret".into(),
             ));
         }
         ota_protocol::validate::enroll(&req, validate_compatible).map_err(ServiceError::Invalid)?;
+        let _writer = shared.writer.lock().await;
+        let expires_at = match &req.public_key {
+            Some(key) => Some(self.admit_key(&req, key, secret_ok).await?),
+            None => {
+                self.keyless_allowed(&req.device_id).await?;
+                None
+            }
+        };
+        self.issue(req, expires_at).await
+    }
+
+    /// Derives the token of an enrollment and records it (the writer lock held). A robot that proved its key
+    /// (`expires_at` set) replaces its older token; a keyless one keeps its first.
+    async fn issue(
+        &self,
+        req: EnrollRequest,
+        expires_at: Option<u64>,
+    ) -> Result<EnrollResponse, ServiceError> {
+        let shared = &self.0;
         let token =
             tokens::derive_device_token(&shared.secrets.token_key, &req.device_id, &req.request_id);
         let token_hash = tokens::hash_token(&token);
         let token_id = tokens::device_token_id(&token)
             .unwrap_or_default()
             .to_string();
-
-        let _writer = shared.writer.lock().await;
-        let existing = read(&shared.fleet).devices.get(&req.device_id).map(|d| {
-            let d = lock(d);
-            (d.record.token_hash, d.record.clone())
-        });
+        let renews = expires_at.is_some();
+        let existing = read(&shared.fleet)
+            .devices
+            .get(&req.device_id)
+            .map(|d| lock(d).record.clone());
+        let old_token_id = existing.as_ref().map(|r| r.token_id.clone());
         let record = match existing {
-            Some((hash, _)) if !tokens::hashes_equal(&hash, &token_hash) => {
+            Some(r) if !renews && !tokens::hashes_equal(&r.token_hash, &token_hash) => {
                 return Err(ServiceError::Conflict(format!(
                     "device '{}' is already enrolled; to enroll it again, an operator must first \
                      DELETE /api/devices/{}",
                     req.device_id, req.device_id
                 )));
             }
-            Some((_, mut record)) => {
+            Some(mut record) => {
                 record.compatible = req.compatible.clone();
                 record.tags = req.tags.clone();
+                record.token_id = token_id.clone();
+                record.token_hash = token_hash;
+                record.token_expires_at = expires_at;
                 record
             }
             None => DeviceRecord {
@@ -131,6 +162,7 @@ impl DeviceService {
                 tags: req.tags.clone(),
                 token_id: token_id.clone(),
                 token_hash,
+                token_expires_at: expires_at,
                 enrolled_at: unix_now(),
                 labels: Default::default(),
                 state: Default::default(),
@@ -140,11 +172,15 @@ impl DeviceService {
         shared.blocking(move |s| s.upsert_device(&stored)).await?;
         let info = {
             let mut fleet = write(&shared.fleet);
+            if let Some(old) = old_token_id.filter(|old| *old != token_id) {
+                fleet.tokens.remove(&old);
+            }
             fleet.tokens.insert(
                 token_id,
                 TokenEntry {
                     device_id: record.device_id.clone(),
                     hash: token_hash,
+                    expires_at,
                 },
             );
             let slot = fleet
@@ -161,8 +197,15 @@ impl DeviceService {
             let mut dev = lock(slot);
             dev.record.compatible = record.compatible.clone();
             dev.record.tags = record.tags.clone();
+            dev.record.token_id = record.token_id.clone();
+            dev.record.token_hash = token_hash;
+            dev.record.token_expires_at = expires_at;
             device_info(&dev.record)
         };
+        if renews {
+            // The row was written whole: the next flush puts back what polls said since the last one.
+            lock(&shared.dirty).insert(req.device_id.clone());
+        }
         lock(&shared.joins).insert(req.device_id.clone());
         shared.metrics.enrollments.fetch_add(1, Ordering::Relaxed);
         shared.emit(Event::DeviceUpdated(Box::new(info)));

@@ -1,6 +1,7 @@
 //! The domain services. Each returns [`crate::error::ServiceError`]s and knows nothing of HTTP; they share the
 //! in-memory working set ([`crate::fleet::Shared`]).
 
+pub mod admission;
 pub mod bundles;
 pub mod devices;
 pub mod groups;

@@ -103,6 +103,8 @@ fn merge_device(fleet: &mut Fleet, stored: DeviceRecord) -> Event {
     r.labels = stored.labels;
     let event = Event::DeviceUpdated(Box::new(device_info(r)));
     let hash = r.token_hash;
+    let expires_at = stored.token_expires_at;
+    r.token_expires_at = expires_at;
     drop(dev);
     if old_token != stored.token_id {
         fleet.tokens.remove(&old_token);
@@ -112,6 +114,7 @@ fn merge_device(fleet: &mut Fleet, stored: DeviceRecord) -> Event {
         TokenEntry {
             device_id: id,
             hash,
+            expires_at,
         },
     );
     event

@@ -87,6 +87,14 @@ pub fn percent(value: Option<i64>) -> Option<u8> {
     value.map(|v| v.clamp(0, 100) as u8)
 }
 
+/// An admission state column.
+pub fn admission(text: &str) -> Result<ota_protocol::admin::Admission, StoreError> {
+    ota_protocol::admin::Admission::parse(text).ok_or_else(|| StoreError::Corrupt {
+        what: "device_identities.admission",
+        detail: format!("unknown admission state {text:?}"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,7 +28,8 @@ macro_rules! suite {
             reopening_keeps_data, duplicate_reports_change_nothing, a_report_and_its_effects_are_one_transaction,
             labels_groups_rollout_aims_and_late_members_round_trip, devices_are_replaced_and_deleted,
             bundles_are_inserted_once, history_merges_and_compacts, single_entities_read_back,
-            recent_poll_telemetry_reads_back);
+            recent_poll_telemetry_reads_back, identities_round_trip_and_challenges_work_once,
+            device_tokens_are_replaced_and_expire);
     };
     (@tests $target:expr; $($name:ident),*) => {
         $(
@@ -50,6 +51,7 @@ fn device(id: &str) -> DeviceRecord {
         tags: BTreeMap::from([("site".to_string(), "w3".to_string())]),
         token_id: format!("tid-{id}"),
         token_hash: [7; 32],
+        token_expires_at: None,
         enrolled_at: 10,
         labels: Default::default(),
         state: DeviceState::default(),
@@ -420,5 +422,86 @@ pub fn recent_poll_telemetry_reads_back(t: &Target) {
         store.telemetry_since(0).unwrap().len(),
         2,
         "r3 never polled"
+    );
+}
+
+fn identity(id: &str, admission: ota_protocol::admin::Admission) -> DeviceIdentity {
+    DeviceIdentity {
+        device_id: id.into(),
+        public_key: "ab".repeat(32),
+        admission,
+        requested_at: 5,
+        decided_at: None,
+        decided_by: None,
+    }
+}
+
+/// Identities round trip and change; a challenge is claimed once and only a later one after it; deleting a
+/// device forgets its identity.
+pub fn identities_round_trip_and_challenges_work_once(t: &Target) {
+    use ota_protocol::admin::Admission;
+    let store = (t.open)();
+    assert_eq!(store.identity("r1").unwrap(), None);
+    assert!(
+        !store.claim_challenge("r1", 100).unwrap(),
+        "no identity, no claim"
+    );
+    let pending = identity("r1", Admission::Pending);
+    store.put_identity(&pending).unwrap();
+    store
+        .put_identity(&identity("r0", Admission::Rejected))
+        .unwrap();
+    assert_eq!(store.identity("r1").unwrap(), Some(pending.clone()));
+    assert!(store.claim_challenge("r1", 100).unwrap());
+    assert!(
+        !store.claim_challenge("r1", 100).unwrap(),
+        "a challenge works once"
+    );
+    assert!(
+        !store.claim_challenge("r1", 99).unwrap(),
+        "an older one never"
+    );
+    let accepted = DeviceIdentity {
+        admission: Admission::Accepted,
+        decided_at: Some(9),
+        decided_by: Some("admin".into()),
+        ..pending
+    };
+    store.put_identity(&accepted).unwrap();
+    assert!(
+        !store.claim_challenge("r1", 100).unwrap(),
+        "an update keeps the last claim"
+    );
+    assert!(store.claim_challenge("r1", 101).unwrap());
+    let again = (t.open)();
+    let all = again.identities().unwrap();
+    assert_eq!(
+        all.iter().map(|i| i.device_id.as_str()).collect::<Vec<_>>(),
+        ["r0", "r1"]
+    );
+    assert_eq!(all[1], accepted);
+    again.upsert_device(&device("r1")).unwrap();
+    assert!(again.delete_device("r1").unwrap());
+    assert_eq!(again.identity("r1").unwrap(), None);
+    assert!(again.identity("r0").unwrap().is_some());
+}
+
+/// A token is replaced with its expiry, and the replacement survives a reopen.
+pub fn device_tokens_are_replaced_and_expire(t: &Target) {
+    let store = (t.open)();
+    let mut d = device("r1");
+    d.token_expires_at = Some(77);
+    store.upsert_device(&d).unwrap();
+    assert_eq!(store.load().unwrap().devices, vec![d.clone()]);
+    assert!(store
+        .set_device_token("r1", "tid-2", &[9; 32], Some(88))
+        .unwrap());
+    assert!(!store
+        .set_device_token("nobody", "tid-3", &[9; 32], None)
+        .unwrap());
+    let got = (t.open)().device("r1").unwrap().unwrap();
+    assert_eq!(
+        (got.token_id.as_str(), got.token_hash, got.token_expires_at),
+        ("tid-2", [9; 32], Some(88))
     );
 }

@@ -217,6 +217,33 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: "ALTER TABLE rollouts ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;",
         postgres: "ALTER TABLE rollouts ADD COLUMN revision BIGINT NOT NULL DEFAULT 0;",
     },
+    Migration {
+        what: "robot identities (key, admission, last used challenge) and device token expiry",
+        sqlite: "
+    CREATE TABLE device_identities (
+        device_id TEXT PRIMARY KEY,
+        public_key TEXT NOT NULL,
+        admission TEXT NOT NULL,
+        requested_at INTEGER NOT NULL,
+        decided_at INTEGER,
+        decided_by TEXT,
+        last_challenge INTEGER NOT NULL DEFAULT 0
+    );
+    ALTER TABLE devices ADD COLUMN token_expires_at INTEGER;
+    ",
+        postgres: "
+    CREATE TABLE device_identities (
+        device_id TEXT PRIMARY KEY,
+        public_key TEXT NOT NULL,
+        admission TEXT NOT NULL,
+        requested_at BIGINT NOT NULL,
+        decided_at BIGINT,
+        decided_by TEXT,
+        last_challenge BIGINT NOT NULL DEFAULT 0
+    );
+    ALTER TABLE devices ADD COLUMN token_expires_at BIGINT;
+    ",
+    },
 ];
 
 /// The schema version this build writes (the number of steps).

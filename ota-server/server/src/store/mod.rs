@@ -19,7 +19,7 @@ pub use select::{open, redact, Backend};
 
 use std::collections::BTreeMap;
 
-use ota_protocol::admin::{ImageInfo, LastStatus, ReportRecord, RolloutState};
+use ota_protocol::admin::{DeviceIdentity, ImageInfo, LastStatus, ReportRecord, RolloutState};
 use ota_protocol::device::{ReportStatus, Telemetry};
 use ota_protocol::fleet::{
     DeviceLabels, GroupSettings, GuardBreach, GuardRule, Schedule, StageRules, Waiting,
@@ -41,6 +41,8 @@ pub struct DeviceRecord {
     pub token_id: String,
     /// SHA-256 of the whole token.
     pub token_hash: [u8; 32],
+    /// When the token stops working (`None`: a token of an older robot without a key, which does not expire).
+    pub token_expires_at: Option<u64>,
     /// Enrollment time.
     pub enrolled_at: u64,
     /// Operator tags and group.
@@ -231,8 +233,26 @@ pub trait Store: Send + Sync + 'static {
     fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError>;
     /// Inserts or replaces an enrolled device (identity, tags, token; keeps nothing of an older row).
     fn upsert_device(&self, device: &DeviceRecord) -> Result<(), StoreError>;
-    /// Forgets a device. Returns whether it existed.
+    /// Forgets a device and its identity (key and admission). Returns whether the device existed.
     fn delete_device(&self, device_id: &str) -> Result<bool, StoreError>;
+    /// Replaces a device's token (a renewal, or a revocation: a token no one holds). Returns whether the device
+    /// exists.
+    fn set_device_token(
+        &self,
+        device_id: &str,
+        token_id: &str,
+        token_hash: &[u8; 32],
+        expires_at: Option<u64>,
+    ) -> Result<bool, StoreError>;
+    /// A robot's identity: its key and admission.
+    fn identity(&self, device_id: &str) -> Result<Option<DeviceIdentity>, StoreError>;
+    /// Every robot identity, by id.
+    fn identities(&self) -> Result<Vec<DeviceIdentity>, StoreError>;
+    /// Inserts or updates an identity (its last used challenge stays).
+    fn put_identity(&self, identity: &DeviceIdentity) -> Result<(), StoreError>;
+    /// Uses an enrollment challenge issued at `issued_ms`: true only when it is later than every challenge the
+    /// identity used before, in one compare-and-set, so a replayed enrollment fails on every replica.
+    fn claim_challenge(&self, device_id: &str, issued_ms: u64) -> Result<bool, StoreError>;
     /// Persists the poll-driven state (and `compatible`) of several devices in one transaction (write-behind
     /// flush). Devices that no longer exist are skipped.
     fn save_device_states(&self, batch: &[DeviceRecord]) -> Result<(), StoreError>;

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use ota_protocol::admin::ReportRecord;
+use ota_protocol::admin::{DeviceIdentity, ReportRecord};
 use ota_protocol::fleet::{DeviceLabels, GroupSettings};
 use postgres::{GenericClient, IsolationLevel, Row};
 
@@ -20,6 +20,7 @@ use super::{
 use crate::error::StoreError;
 
 mod history;
+mod identity;
 mod pool;
 
 /// Connections per server process: the store is called from blocking threads, one connection per call.
@@ -96,6 +97,11 @@ off_runtime_store! {
     fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError>;
     fn upsert_device(&self, device: &DeviceRecord) -> Result<(), StoreError>;
     fn delete_device(&self, device_id: &str) -> Result<bool, StoreError>;
+    fn set_device_token(&self, device_id: &str, token_id: &str, token_hash: &[u8; 32], expires_at: Option<u64>) -> Result<bool, StoreError>;
+    fn identity(&self, device_id: &str) -> Result<Option<DeviceIdentity>, StoreError>;
+    fn identities(&self) -> Result<Vec<DeviceIdentity>, StoreError>;
+    fn put_identity(&self, identity: &DeviceIdentity) -> Result<(), StoreError>;
+    fn claim_challenge(&self, device_id: &str, issued_ms: u64) -> Result<bool, StoreError>;
     fn save_device_states(&self, batch: &[DeviceRecord]) -> Result<(), StoreError>;
     fn insert_bundle(&self, bundle: &BundleRecord) -> Result<bool, StoreError>;
     fn bundle_exists(&self, bundle_id: &str) -> Result<bool, StoreError>;
@@ -149,7 +155,7 @@ fn migrate(client: &mut postgres::Client) -> Result<(), StoreError> {
 
 const DEVICE_COLUMNS: &str =
     "device_id, compatible, tags, token_id, token_hash, enrolled_at, current_version,
-    booted_slot, slots, last_seen, telemetry, last_status, labels, waiting, staged, security_floor";
+    booted_slot, slots, last_seen, telemetry, last_status, labels, waiting, staged, security_floor, token_expires_at";
 
 fn device_from_row(row: &Row) -> Result<DeviceRecord, StoreError> {
     Ok(DeviceRecord {
@@ -158,6 +164,7 @@ fn device_from_row(row: &Row) -> Result<DeviceRecord, StoreError> {
         tags: from_json("devices.tags", row.get(2))?,
         token_id: row.get(3),
         token_hash: hash_from_hex(row.get(4))?,
+        token_expires_at: row.get::<_, Option<i64>>(16).map(|v| v as u64),
         enrolled_at: row.get::<_, i64>(5) as u64,
         labels: from_json("devices.labels", row.get(12))?,
         state: DeviceState {
@@ -375,13 +382,14 @@ impl Store for Tables {
         )?;
         tx.execute(
             "INSERT INTO devices (device_id, compatible, tags, token_id, token_hash, enrolled_at,
-                 current_version, booted_slot, slots, last_seen, telemetry, last_status, labels)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                 current_version, booted_slot, slots, last_seen, telemetry, last_status, labels, token_expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
              ON CONFLICT (device_id) DO UPDATE SET compatible = EXCLUDED.compatible, tags = EXCLUDED.tags,
                  token_id = EXCLUDED.token_id, token_hash = EXCLUDED.token_hash, enrolled_at = EXCLUDED.enrolled_at,
                  current_version = EXCLUDED.current_version, booted_slot = EXCLUDED.booted_slot,
                  slots = EXCLUDED.slots, last_seen = EXCLUDED.last_seen, telemetry = EXCLUDED.telemetry,
                  last_status = EXCLUDED.last_status, labels = EXCLUDED.labels,
+                 token_expires_at = EXCLUDED.token_expires_at,
                  waiting = NULL, staged = NULL, security_floor = NULL",
             &[
                 &d.device_id,
@@ -397,6 +405,7 @@ impl Store for Tables {
                 &d.state.telemetry.as_ref().map(to_json),
                 &d.state.last_status.as_ref().map(to_json),
                 &to_json(&d.labels),
+                &d.token_expires_at.map(|v| v as i64),
             ],
         )?;
         tx.commit()?;
@@ -406,6 +415,10 @@ impl Store for Tables {
     fn delete_device(&self, device_id: &str) -> Result<bool, StoreError> {
         let mut client = self.pool.get()?;
         let mut tx = client.transaction()?;
+        tx.execute(
+            "DELETE FROM device_identities WHERE device_id = $1",
+            &[&device_id],
+        )?;
         // Everything else held about it, so a robot enrolled later under the same id starts clean.
         for table in ["reports", "metric_history", "rollout_devices"] {
             tx.execute(
@@ -413,9 +426,37 @@ impl Store for Tables {
                 &[&device_id],
             )?;
         }
+
         let existed = tx.execute("DELETE FROM devices WHERE device_id = $1", &[&device_id])? > 0;
         tx.commit()?;
         Ok(existed)
+    }
+
+    fn set_device_token(
+        &self,
+        device_id: &str,
+        token_id: &str,
+        token_hash: &[u8; 32],
+        expires_at: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.pool.get()?;
+        identity::set_token(&mut *client, device_id, token_id, token_hash, expires_at)
+    }
+
+    fn identity(&self, device_id: &str) -> Result<Option<DeviceIdentity>, StoreError> {
+        identity::one(&mut *self.pool.get()?, device_id)
+    }
+
+    fn identities(&self) -> Result<Vec<DeviceIdentity>, StoreError> {
+        identity::all(&mut *self.pool.get()?)
+    }
+
+    fn put_identity(&self, i: &DeviceIdentity) -> Result<(), StoreError> {
+        identity::put(&mut *self.pool.get()?, i)
+    }
+
+    fn claim_challenge(&self, device_id: &str, issued_ms: u64) -> Result<bool, StoreError> {
+        identity::claim(&mut *self.pool.get()?, device_id, issued_ms)
     }
 
     fn save_device_states(&self, batch: &[DeviceRecord]) -> Result<(), StoreError> {

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use ota_protocol::admin::ReportRecord;
+use ota_protocol::admin::{DeviceIdentity, ReportRecord};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use ota_protocol::fleet::{DeviceLabels, GroupSettings};
@@ -19,6 +19,7 @@ use super::{
 use crate::error::StoreError;
 
 mod history;
+mod identity;
 
 /// SQLite-backed [`Store`].
 pub struct SqliteStore {
@@ -71,6 +72,7 @@ fn device_from_row(row: &Row<'_>) -> Result<DeviceRecord, StoreError> {
         tags: from_json("devices.tags", &row.get::<_, String>(2)?)?,
         token_id: row.get(3)?,
         token_hash: hash_from_hex(&row.get::<_, String>(4)?)?,
+        token_expires_at: row.get::<_, Option<i64>>(16)?.map(|v| v as u64),
         enrolled_at: row.get::<_, i64>(5)? as u64,
         labels: from_json("devices.labels", &row.get::<_, String>(12)?)?,
         state: DeviceState {
@@ -171,7 +173,8 @@ impl Store for SqliteStore {
         let mut snapshot = Snapshot::default();
         let mut stmt = conn.prepare(
             "SELECT device_id, compatible, tags, token_id, token_hash, enrolled_at, current_version, booted_slot,
-                    slots, last_seen, telemetry, last_status, labels, waiting, staged, security_floor FROM devices",
+                    slots, last_seen, telemetry, last_status, labels, waiting, staged, security_floor,
+                    token_expires_at FROM devices",
         )?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
@@ -271,8 +274,8 @@ impl Store for SqliteStore {
     fn upsert_device(&self, d: &DeviceRecord) -> Result<(), StoreError> {
         self.conn().execute(
             "INSERT OR REPLACE INTO devices (device_id, compatible, tags, token_id, token_hash, enrolled_at,
-                 current_version, booted_slot, slots, last_seen, telemetry, last_status, labels)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                 current_version, booted_slot, slots, last_seen, telemetry, last_status, labels, token_expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             params![
                 d.device_id,
                 d.compatible,
@@ -287,6 +290,7 @@ impl Store for SqliteStore {
                 d.state.telemetry.as_ref().map(to_json),
                 d.state.last_status.as_ref().map(to_json),
                 to_json(&d.labels),
+                d.token_expires_at.map(|v| v as i64),
             ],
         )?;
         Ok(())
@@ -295,6 +299,10 @@ impl Store for SqliteStore {
     fn delete_device(&self, device_id: &str) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
+        tx.execute(
+            "DELETE FROM device_identities WHERE device_id = ?1",
+            [device_id],
+        )?;
         // Everything else held about it, so a robot enrolled later under the same id starts clean.
         for table in ["reports", "metric_history", "rollout_devices"] {
             tx.execute(
@@ -302,9 +310,36 @@ impl Store for SqliteStore {
                 [device_id],
             )?;
         }
+
         let existed = tx.execute("DELETE FROM devices WHERE device_id = ?1", [device_id])? > 0;
         tx.commit()?;
         Ok(existed)
+    }
+
+    fn set_device_token(
+        &self,
+        device_id: &str,
+        token_id: &str,
+        token_hash: &[u8; 32],
+        expires_at: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        identity::set_token(&self.conn(), device_id, token_id, token_hash, expires_at)
+    }
+
+    fn identity(&self, device_id: &str) -> Result<Option<DeviceIdentity>, StoreError> {
+        identity::one(&self.conn(), device_id)
+    }
+
+    fn identities(&self) -> Result<Vec<DeviceIdentity>, StoreError> {
+        identity::all(&self.conn())
+    }
+
+    fn put_identity(&self, i: &DeviceIdentity) -> Result<(), StoreError> {
+        identity::put(&self.conn(), i)
+    }
+
+    fn claim_challenge(&self, device_id: &str, issued_ms: u64) -> Result<bool, StoreError> {
+        identity::claim(&self.conn(), device_id, issued_ms)
     }
 
     fn save_device_states(&self, batch: &[DeviceRecord]) -> Result<(), StoreError> {

@@ -31,6 +31,8 @@ pub fn settings(data_dir: &Path, trust: &TrustRoot) -> Settings {
     let mut s = Settings::new(data_dir.to_path_buf(), trust.clone());
     s.admin_token = Some(ADMIN.into());
     s.enrollment_secret = Some(ENROLL.into());
+    // These tests enroll keyless devices with the fleet secret; `admission` has its own tests.
+    s.config.admission = ota_server::admission::AdmissionMode::Auto;
     s
 }
 
@@ -206,6 +208,9 @@ pub fn enroll_request(id: &str, tags: &[(&str, &str)], compatible: &str) -> Enro
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         request_id: format!("enroll-{id}-0001"),
+        public_key: None,
+        challenge: None,
+        signature: None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The server's integration tests, one binary: a real server on 127.0.0.1:0 over a temp data dir
 //! ([`common`]), driven over HTTP, by the command-line tools, and by a headless browser.
 
+mod admission;
 mod cli;
 mod common;
 mod connections;
@@ -9,7 +10,6 @@ mod data_dir;
 mod decommission;
 mod download;
 mod guards;
-mod edge_errors;
 mod observability;
 mod proxies;
 mod replicas;

@@ -59,7 +59,9 @@ async fn openapi_lists_exactly_the_served_routes() {
         }
     }
     let served = served();
-    assert_eq!(served.len(), 28);
+    // At least the routes known when this was written (several changes add routes at once; the exact set is
+    // checked against the document right below).
+    assert!(served.len() >= 33, "{served:?}");
     assert_eq!(documented, served);
     // Every documented route is really routed: the router's fallback (404 "no such route") or 405 never answers.
     for (method, path) in &served {

@@ -52,6 +52,8 @@ impl ServerProcess {
             .arg(data_dir)
             .arg("--trust")
             .arg(trust)
+            // Its devices enroll with the fleet secret alone, as fast as they can.
+            .args(["--admission", "auto"])
             .env("OTA_ADMIN_TOKEN", secrets.admin_token)
             .env("OTA_ENROLLMENT_SECRET", secrets.enrollment_secret)
             .env(

@@ -102,6 +102,9 @@ pub(crate) fn enroll_body(i: usize, secret: &str, canary_percent: u32) -> Bytes 
         compatible: COMPATIBLE.into(),
         tags,
         request_id: format!("loadgen-{i}"),
+        public_key: None,
+        challenge: None,
+        signature: None,
     };
     Bytes::from(serde_json::to_vec(&request).expect("an enroll request serializes"))
 }

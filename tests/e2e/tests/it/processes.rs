@@ -75,6 +75,7 @@ fn start_server(processes: &mut Processes, dir: &Path) -> String {
         .arg(&trust)
         .args(["--poll-interval-secs", "1", "--poll-jitter-secs", "0"])
         .args(["--guard-interval-ms", "200"])
+        .args(["--admission", "auto"])
         .env("OTA_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("OTA_ENROLLMENT_SECRET", SECRET)
         .env("RUST_LOG", "warn")

@@ -261,6 +261,15 @@ fn serve(
     let mut out = stream;
     if let Some(offer) = &b.offer {
         match path.as_str() {
+            ota_protocol::paths::CHALLENGE => {
+                return json_response(
+                    &mut out,
+                    &ota_protocol::device::ChallengeResponse {
+                        challenge: "c1.hostile".into(),
+                        expires_in_secs: 300,
+                    },
+                )
+            }
             ota_protocol::paths::ENROLL => {
                 return json_response(
                     &mut out,
