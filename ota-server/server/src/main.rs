@@ -705,7 +705,10 @@ fn main() -> ExitCode {
     match with_config_file(ota_packaging::parse_or_generate::<Program>()).and_then(run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("ota-server: error: {err:#}");
+            eprintln!(
+                "ota-server: error: {}",
+                ota_packaging::error_line(err.chain())
+            );
             ExitCode::FAILURE
         }
     }

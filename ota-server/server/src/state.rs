@@ -115,6 +115,7 @@ impl AppState {
                     devices.iter().map(|d| d.freeze_alarm.as_ref()),
                 ),
                 rollouts: crate::metrics::fleet::rollout_progress(&self.rollouts.list()),
+                lease_held: self.shared.leads(),
             },
         )
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use ota_client::daemon::{DaemonHooks, ScaledClock, FRESHNESS_FILE};
 use ota_keys::timestamp::{SignedTimestamp, Timestamp, TimestampRole};
 use ota_keys::{SecretKey, SignedTrustRoot, TrustRoot};
-use ota_protocol::device::{ChallengeResponse, EnrollResponse, PollRequest, PollResponse};
+use ota_protocol::device::{EnrollResponse, PollRequest, PollResponse};
 use ota_protocol::fleet::FreezeReason;
 use ota_testkit::robot::*;
 use ota_testkit::wait::wait_for;
@@ -80,10 +80,10 @@ fn answer(
     let mut body = vec![0u8; length];
     reader.read_exact(&mut body)?;
     let value = match path.as_str() {
-        ota_protocol::paths::CHALLENGE => serde_json::to_value(ChallengeResponse {
-            challenge: "c1.test".into(),
-            expires_in_secs: 300,
-        }),
+        // Key-proving enrollment asks for a one-time challenge first.
+        "/api/devices/challenge" => {
+            Ok(serde_json::json!({"challenge": "c1.test", "expires_in_secs": 300}))
+        }
         ota_protocol::paths::ENROLL => serde_json::to_value(EnrollResponse {
             device_id: "robot".into(),
             token: "ota1.test".into(),

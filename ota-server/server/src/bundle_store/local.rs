@@ -33,9 +33,14 @@ impl LocalDir {
         }
     }
 
+    /// Whether the blob `id` is there: a regular file, never a link planted in its place (`rename` replaces one).
+    fn is_stored(&self, id: &str) -> bool {
+        std::fs::symlink_metadata(self.dir.join(id)).is_ok_and(|m| m.is_file())
+    }
+
     fn put_blocking(&self, id: &str, staged: Staged) -> Result<bool, BlobError> {
         let target = self.dir.join(id);
-        if target.exists() {
+        if self.is_stored(id) {
             return Ok(false);
         }
         let path = staged.file.path().to_path_buf();
@@ -76,10 +81,13 @@ impl BundleStore for LocalDir {
     fn open(&self, id: &str) -> BoxFuture<'_, Result<Blob, BlobError>> {
         let id = id.to_string();
         self.blocking(move |me| {
-            let file = std::fs::File::open(me.dir.join(&id)).map_err(|e| BlobError {
-                not_found: e.kind() == std::io::ErrorKind::NotFound,
-                ..me.error("opening the bundle file", e)
-            })?;
+            // Never through a link planted in the directory: what it points to would be served as the bundle.
+            let path = me.dir.join(&id);
+            let file = atomic::open_no_follow(&path, std::fs::OpenOptions::new().read(true))
+                .map_err(|e| BlobError {
+                    not_found: e.source.kind() == std::io::ErrorKind::NotFound,
+                    ..me.error("opening the bundle file", e)
+                })?;
             let len = file
                 .metadata()
                 .map_err(|e| me.error("reading the bundle file's size", e))?
@@ -103,7 +111,7 @@ impl BundleStore for LocalDir {
 
     fn exists(&self, id: &str) -> BoxFuture<'_, Result<bool, BlobError>> {
         let id = id.to_string();
-        self.blocking(move |me| Ok(me.dir.join(&id).exists()))
+        self.blocking(move |me| Ok(me.is_stored(&id)))
     }
 
     fn list(&self) -> BoxFuture<'_, Result<Vec<(String, SystemTime)>, BlobError>> {
@@ -162,4 +170,23 @@ pub fn sweep(blobs: &Path, store: &dyn Store) -> anyhow::Result<Vec<PathBuf>> {
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A link planted at a blob's name is neither served nor taken for the stored bundle.
+    #[tokio::test]
+    async fn a_planted_link_is_not_a_bundle() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "secret").unwrap();
+        let id = "a".repeat(64);
+        std::os::unix::fs::symlink(&victim, dir.path().join(&id)).unwrap();
+        let store = LocalDir::new(dir.path().to_path_buf());
+        assert!(!store.exists(&id).await.unwrap());
+        let err = store.open(&id).await.err().expect("refused");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+    }
 }

@@ -141,6 +141,8 @@ pub struct Gauges {
     pub devices_by_version: DeviceVersions,
     /// Progress of the active and the most recent rollouts (from [`fleet::rollout_progress`]).
     pub rollouts: Vec<RolloutProgress>,
+    /// Whether this replica holds the lease of the once-only jobs (stage starts, guards); always when alone.
+    pub lease_held: bool,
     /// Devices with a freeze alarm per reason (from [`fleet::freeze_alarms`]).
     pub freeze_alarms: std::collections::BTreeMap<&'static str, u64>,
 }
@@ -254,6 +256,14 @@ fn snapshot(m: &Metrics, gauges: &Gauges) -> Vec<MetricFamily> {
     gauge(&r, "ota_bundles", "Published bundles.", &[])
         .with_label_values(no_labels)
         .set(int(gauges.bundles));
+    gauge(
+        &r,
+        "ota_lease_held",
+        "1 on the replica that runs the once-only jobs (stage starts, deadlines, health guards), else 0.",
+        &[],
+    )
+    .with_label_values(no_labels)
+    .set(i64::from(gauges.lease_held));
     let rollouts = gauge(&r, "ota_rollouts", "Rollouts by state.", &["state"]);
     for (state, n) in &gauges.rollouts_by_state {
         rollouts.with_label_values(&[state]).set(int(*n));
@@ -318,7 +328,7 @@ pub fn render(m: &Metrics, gauges: &Gauges) -> String {
 }
 
 /// The order of the families of [`snapshot`] in the text.
-const ORDER: [&str; 16] = [
+const ORDER: [&str; 17] = [
     "ota_polls_total",
     "ota_offers_total",
     "ota_reports_total",
@@ -330,6 +340,7 @@ const ORDER: [&str; 16] = [
     "ota_write_behind_pending",
     "ota_devices",
     "ota_bundles",
+    "ota_lease_held",
     "ota_rollouts",
     "ota_devices_by_version",
     "ota_devices_freeze_alarm",

@@ -95,6 +95,7 @@ fn render_keeps_todays_families_and_adds_the_new_ones() {
         rollouts_by_state: RolloutState::ALL.iter().map(|s| (s.as_str(), 0)).collect(),
         devices_by_version: devices_by_version([Some(&semver::Version::new(1, 0, 0)), None]),
         rollouts: rollout_progress(&[rollout(7, RolloutState::Active, 4)]),
+        lease_held: true,
         freeze_alarms: crate::metrics::fleet::freeze_alarms([None]),
         ..Gauges::default()
     };
@@ -104,6 +105,7 @@ fn render_keeps_todays_families_and_adds_the_new_ones() {
         "# TYPE ota_polls_total counter",
         "ota_polls_total 3",
         "ota_devices 2",
+        "ota_lease_held 1",
         "ota_rollouts{state=\"active\"} 0",
         "ota_devices_by_version{version=\"1.0.0\"} 1",
         "ota_devices_by_version{version=\"unknown\"} 1",

@@ -134,8 +134,7 @@ impl WatchService {
     /// a second). Without this the replica holding the lease would judge only the robots that polled it.
     async fn hear_peers(&self, now: u64) -> Result<(), ServiceError> {
         let shared = &self.0;
-        if true
-            || !shared.cluster().replicated
+        if !shared.cluster().replicated
             || !read(&shared.fleet)
                 .rollouts
                 .values()

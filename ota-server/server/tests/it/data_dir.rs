@@ -56,7 +56,11 @@ async fn a_data_directory_open_to_others_is_tightened() {
     for name in ["ota.sqlite", "admin-token"] {
         std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(0o644)).unwrap();
     }
-    std::fs::write(dir.join("ota.sqlite-wal"), b"").unwrap();
+    // (Never truncate it: the stopped server's last connection may still be closing.)
+    let wal = dir.join("ota.sqlite-wal");
+    if !wal.exists() {
+        std::fs::write(&wal, b"").unwrap();
+    }
     std::fs::set_permissions(
         dir.join("ota.sqlite-wal"),
         std::fs::Permissions::from_mode(0o666),

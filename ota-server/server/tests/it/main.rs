@@ -10,6 +10,7 @@ mod data_dir;
 mod decommission;
 mod download;
 mod guards;
+mod edge_errors;
 mod observability;
 mod proxies;
 mod replicas;

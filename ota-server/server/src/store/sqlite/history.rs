@@ -135,6 +135,25 @@ pub fn compact(conn: &mut Connection, now: u64, retention_secs: u64) -> Result<u
     Ok(removed)
 }
 
+/// The last poll telemetry of the devices seen at or after `since`.
+pub fn telemetry_since(conn: &Connection, since: u64) -> Result<Vec<SeenTelemetry>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT device_id, last_seen, current_version, telemetry FROM devices
+         WHERE last_seen >= ?1 AND telemetry IS NOT NULL",
+    )?;
+    let mut rows = stmt.query(params![since as i64])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(SeenTelemetry {
+            device_id: row.get(0)?,
+            last_seen: row.get::<_, i64>(1)? as u64,
+            version: version("devices.current_version", row.get(2)?)?,
+            telemetry: from_json("devices.telemetry", &row.get::<_, String>(3)?)?,
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,23 +211,4 @@ mod tests {
         assert_eq!(got[1].width, MINUTE);
         assert_eq!(compact(&mut c, now, 30 * 86_400).unwrap(), 0, "idempotent");
     }
-}
-
-/// The last poll telemetry of the devices seen at or after `since`.
-pub fn telemetry_since(conn: &Connection, since: u64) -> Result<Vec<SeenTelemetry>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT device_id, last_seen, current_version, telemetry FROM devices
-         WHERE last_seen >= ?1 AND telemetry IS NOT NULL",
-    )?;
-    let mut rows = stmt.query(params![since as i64])?;
-    let mut out = Vec::new();
-    while let Some(row) = rows.next()? {
-        out.push(SeenTelemetry {
-            device_id: row.get(0)?,
-            last_seen: row.get::<_, i64>(1)? as u64,
-            version: version("devices.current_version", row.get(2)?)?,
-            telemetry: from_json("devices.telemetry", &row.get::<_, String>(3)?)?,
-        });
-    }
-    Ok(out)
 }
