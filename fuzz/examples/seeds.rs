@@ -20,6 +20,7 @@ use ota_bundle_format::{
     build_bundle_to_vec, build_chunked_bundle, BundleSpec, ImageInput, SeekableImage,
     UnverifiedBundle,
 };
+use ota_keys::{SignedTrustRoot, TrustRoot};
 use ota_protocol::admin::CreateRolloutRequest;
 use ota_protocol::device::{
     EnrollRequest, EnrollResponse, PollRequest, PollResponse, ReportRequest, ReportResponse,
@@ -319,6 +320,51 @@ fn main() {
             &[&[kind][..], &body].concat(),
         );
     }
+    // Trust chains from the test root (version 0, the first key): a rotation to both keys, then to the second
+    // alone; each link signed by the previous root's keys and its own. Also one root alone, and a replay.
+    let [first, second] = ota_fuzz::test_keys();
+    let link = |version: u64,
+                threshold: u32,
+                keys: Vec<ota_keys::PublicKey>,
+                signers: &[&ota_keys::SecretKey]| {
+        let mut root = SignedTrustRoot::new(TrustRoot::new(version, threshold, keys).unwrap());
+        for key in signers {
+            root.sign(key);
+        }
+        root
+    };
+    let chain = vec![
+        link(1, 1, vec![first.public_key()], &[&first]),
+        link(
+            2,
+            2,
+            vec![first.public_key(), second.public_key()],
+            &[&first, &second],
+        ),
+        link(3, 1, vec![second.public_key()], &[&first, &second]),
+    ];
+    let start = ota_fuzz::trust_root();
+    assert_eq!(ota_keys::chain::walk(&start, &chain).unwrap().version, 3);
+    write(
+        &root,
+        "trust_chain",
+        "chain",
+        ota_keys::chain::chain_to_json(&chain).as_bytes(),
+    );
+    write(
+        &root,
+        "trust_chain",
+        "one-root",
+        chain[0].to_json_pretty().as_bytes(),
+    );
+    let replay = vec![chain[1].clone(), chain[0].clone(), chain[1].clone()];
+    write(
+        &root,
+        "trust_chain",
+        "replay",
+        ota_keys::chain::chain_to_json(&replay).as_bytes(),
+    );
+
     println!("seed corpus written under {}", root.display());
 }
 

@@ -22,9 +22,23 @@ MC4CAQAwBQYDK2VwBCIEIM6x9vqysHBM9kKxrhyaBetgOd6MpHejNmKuG6H/eVyB
 -----END PRIVATE KEY-----
 ";
 
+/// A second fixed test key, for roots of two keys (trust chains).
+const SECOND_KEY_PEM: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEICZ0zqSFp3rWrBhnKdhXIsLPTPlg7Tp7yjbHX8h1XqYe
+-----END PRIVATE KEY-----
+";
+
 /// The fixed test release key.
 pub fn test_key() -> SecretKey {
     SecretKey::from_pem(TEST_KEY_PEM).expect("the fuzzing test key parses")
+}
+
+/// Both fixed test keys: [`test_key`] first.
+pub fn test_keys() -> [SecretKey; 2] {
+    [
+        test_key(),
+        SecretKey::from_pem(SECOND_KEY_PEM).expect("the second fuzzing test key parses"),
+    ]
 }
 
 /// A 1-of-1 trust root of [`test_key`].
