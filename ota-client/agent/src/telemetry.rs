@@ -208,6 +208,12 @@ impl Sampler {
                 Err(e) => problem = Some(format!("telemetry_command: {e}")),
             }
         }
+        // The server refuses a poll whose telemetry breaks a wire rule: drop the offending values here instead,
+        // so a faulty script costs a metric, never the poll that brings this robot its updates.
+        let dropped = ota_protocol::validate::sanitize_telemetry(&mut t);
+        if !dropped.is_empty() && problem.is_none() {
+            problem = Some(format!("telemetry_command: dropped {}", dropped.join("; ")));
+        }
         (t, problem)
     }
 }
@@ -273,6 +279,21 @@ mod tests {
         let bad: Map<String, Value> =
             serde_json::from_str(r#"{"battery_percent": "full"}"#).unwrap();
         assert!(merge(&mut t, bad).is_err());
+    }
+
+    #[test]
+    fn a_script_emitting_what_the_server_refuses_loses_that_metric_not_the_sample() {
+        let script = r#"echo '{"metrics": {"bad name!": 1, "lat_ms": 4}}'"#;
+        let mut s = Sampler::new(
+            &std::env::temp_dir(),
+            Some(vec!["sh".into(), "-c".into(), script.into()]),
+        );
+        let (t, problem) = s.sample();
+        assert_eq!(t.metrics.keys().collect::<Vec<_>>(), ["lat_ms"]);
+        assert!(t.memory_total_bytes.is_some());
+        let problem = problem.expect("the drop is reported");
+        assert!(problem.contains("bad name!"), "{problem}");
+        assert!(ota_protocol::validate::telemetry(&t).is_ok());
     }
 
     #[test]

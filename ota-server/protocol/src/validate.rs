@@ -3,8 +3,9 @@
 //! so a value refused at enrollment is refused in a poll too. Pure; each error names the field to fix.
 //!
 //! The `compatible` rule belongs to the bundle format (a robot's compatible must be one a manifest can carry),
-//! which this crate does not link: callers pass it in as [`CompatibleRule`]. How many metrics a robot may
-//! keep and how often it may report are the server's limits, not wire rules.
+//! which this crate does not link: callers pass it in as [`CompatibleRule`]. How often a robot may report is
+//! the server's limit, not a wire rule. A robot passes its own telemetry through [`sanitize_telemetry`] before
+//! it polls, so a faulty telemetry script costs a metric, never the poll that brings the robot its updates.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +14,9 @@ use crate::device::{EnrollRequest, PollRequest, ReportRequest, Telemetry};
 /// The bundle format's rule for a `compatible` string (`ota_bundle_format::manifest::validate_compatible`).
 pub type CompatibleRule = fn(&str) -> Result<(), String>;
 
+/// Most telemetry metrics a robot may send (the server keeps one history series per metric, so a robot
+/// inventing names cannot grow what the server holds for it).
+pub const MAX_METRICS: usize = 64;
 /// Most tags a robot or a rollout target may carry.
 pub const MAX_TAGS: usize = 64;
 /// Longest tag key.
@@ -43,6 +47,15 @@ pub fn enroll(req: &EnrollRequest, compatible: CompatibleRule) -> Result<(), Str
     }
     tags(&req.tags)?;
     bounded("enrollment_secret", &req.enrollment_secret, MAX_CREDENTIAL)?;
+    for (field, value) in [
+        ("public_key", &req.public_key),
+        ("challenge", &req.challenge),
+        ("signature", &req.signature),
+    ] {
+        if let Some(v) = value {
+            bounded(field, v, MAX_CREDENTIAL)?;
+        }
+    }
     Ok(())
 }
 
@@ -134,6 +147,55 @@ pub fn telemetry(t: &Telemetry) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Drops from `t` whatever [`telemetry`] would refuse, and metrics past [`MAX_METRICS`] (the first ones by
+/// name are kept): non-finite readings, metrics with bad names or values, a bad position. Returns one line per
+/// thing dropped (empty: nothing was).
+pub fn sanitize_telemetry(t: &mut Telemetry) -> Vec<String> {
+    let mut dropped = Vec::new();
+    for (field, value) in [
+        ("telemetry.battery_percent", &mut t.battery_percent),
+        ("telemetry.cpu_percent", &mut t.cpu_percent),
+    ] {
+        if let Err(e) = finite(field, *value) {
+            *value = None;
+            dropped.push(e);
+        }
+    }
+    if let Some(p) = &t.position {
+        let frame = p.frame.as_deref().map_or(Ok(()), |f| {
+            line("telemetry.position.frame", f, MAX_METRIC_NAME)
+        });
+        let numbers = [
+            ("telemetry.position.x", Some(p.x)),
+            ("telemetry.position.y", Some(p.y)),
+            ("telemetry.position.theta", p.theta),
+        ]
+        .into_iter()
+        .try_for_each(|(field, v)| finite(field, v));
+        if let Err(e) = numbers.and(frame) {
+            t.position = None;
+            dropped.push(e);
+        }
+    }
+    t.metrics.retain(|name, value| {
+        let verdict = metric_name(name)
+            .and_then(|()| finite(&format!("telemetry.metrics.{name}"), Some(*value)));
+        verdict.map_err(|e| dropped.push(e)).is_ok()
+    });
+    if t.metrics.len() > MAX_METRICS {
+        let extra = t.metrics.len() - MAX_METRICS;
+        let kept: BTreeMap<String, f64> = std::mem::take(&mut t.metrics)
+            .into_iter()
+            .take(MAX_METRICS)
+            .collect();
+        t.metrics = kept;
+        dropped.push(format!(
+            "{extra} telemetry metrics past the first {MAX_METRICS} (the server keeps {MAX_METRICS} per robot)"
+        ));
+    }
+    dropped
 }
 
 /// A telemetry metric's name.

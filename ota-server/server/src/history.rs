@@ -20,7 +20,7 @@ pub const HOUR: u64 = 3600;
 pub const FINE_SPAN: u64 = 24 * HOUR;
 /// Metrics kept per device; samples of further names are dropped (a robot cannot grow its history without
 /// bound by inventing names).
-pub const MAX_METRICS: usize = 64;
+pub const MAX_METRICS: usize = ota_protocol::validate::MAX_METRICS;
 /// Raw samples kept per device and metric for the guards.
 pub const RECENT_SAMPLES: usize = 16;
 /// Boot times kept per device for the `reboots` guard.

@@ -94,6 +94,9 @@ fn each_error_names_its_field() {
     r.log_tail = Some("x".repeat(crate::device::MAX_LOG_TAIL + 1));
     assert!(report(&r).unwrap_err().contains("log_tail"));
     let mut e = enrollment("acme");
+    e.public_key = Some("k".repeat(MAX_CREDENTIAL + 1));
+    assert!(enroll(&e, rule).unwrap_err().contains("public_key"));
+    let mut e = enrollment("acme");
     e.tags.insert("site".into(), "w\n3".into());
     assert!(enroll(&e, rule).unwrap_err().contains("site"));
 }
@@ -158,5 +161,41 @@ proptest! {
         if !build.is_empty() { text += &format!("+{build}"); }
         let v: semver::Version = text.parse().unwrap();
         prop_assert_eq!(super::version_len(&v), v.to_string().len());
+    }
+}
+
+proptest! {
+    /// What a robot sanitises is accepted, within the metric limit, and only what the rules refuse (or what is
+    /// past the limit) is dropped, each drop said.
+    #[test]
+    fn sanitized_telemetry_is_accepted_and_keeps_what_was_valid(
+        metrics in proptest::collection::btree_map("\\PC{0,70}", prop_oneof![
+            Just(f64::NAN), Just(f64::INFINITY), -1e9f64..1e9
+        ], 0..80),
+        battery in prop_oneof![Just(f64::NAN), 0.0f64..100.0],
+        frame in proptest::option::of("\\PC{0,70}"),
+    ) {
+        let mut t = Telemetry {
+            battery_percent: Some(battery),
+            position: Some(crate::device::Position { x: 1.0, y: 2.0, theta: None, frame: frame.clone() }),
+            metrics: metrics.clone(),
+            ..Telemetry::default()
+        };
+        let valid: Vec<&String> = metrics
+            .iter()
+            .filter(|(n, v)| metric_name(n).is_ok() && v.is_finite())
+            .map(|(n, _)| n)
+            .collect();
+        let dropped = sanitize_telemetry(&mut t);
+        prop_assert!(telemetry(&t).is_ok(), "{:?}", telemetry(&t));
+        prop_assert!(t.metrics.len() <= MAX_METRICS);
+        prop_assert_eq!(t.metrics.len(), valid.len().min(MAX_METRICS));
+        prop_assert!(t.metrics.keys().all(|k| valid.contains(&k)));
+        prop_assert_eq!(t.battery_percent.is_some(), battery.is_finite());
+        let frame_ok = frame.as_deref().is_none_or(|f| f.len() <= MAX_METRIC_NAME && !f.chars().any(char::is_control));
+        prop_assert_eq!(t.position.is_some(), frame_ok);
+        let nothing_wrong = valid.len() == metrics.len() && metrics.len() <= MAX_METRICS
+            && battery.is_finite() && frame_ok;
+        prop_assert_eq!(dropped.is_empty(), nothing_wrong);
     }
 }
