@@ -42,3 +42,17 @@ fn a_newer_schema_is_refused() {
     let err = SqliteStore::open(&path).err().unwrap();
     assert!(err.to_string().contains("upgrade ota-server"), "{err}");
 }
+
+#[test]
+fn a_link_planted_at_the_database_name_is_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, b"").unwrap(); // an empty file is a database SQLite would happily create in
+    let path = dir.path().join("db.sqlite");
+    std::os::unix::fs::symlink(&victim, &path).unwrap();
+    assert!(SqliteStore::open(&path).is_err());
+    assert!(
+        std::fs::read(&victim).unwrap().is_empty(),
+        "the victim was written"
+    );
+}
