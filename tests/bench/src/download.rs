@@ -242,12 +242,15 @@ pub fn run(args: Args) -> Result<bool> {
                 "-H",
                 &format!("Authorization: Bearer {ADMIN_TOKEN}"),
             ])
+            // -T streams the file (--data-binary reads all of it into memory first: curl refuses 1 GiB).
             .args([
+                "-X",
+                "POST",
                 "-H",
                 "Content-Type: application/octet-stream",
-                "--data-binary",
+                "-T",
             ])
-            .arg(format!("@{}", bundle.display()))
+            .arg(&bundle)
             .arg(format!("{base}/api/bundles")),
         "publishing the bundle",
     )?;
