@@ -159,3 +159,67 @@ fn an_unreachable_server_gives_up_after_bounded_retries() {
         .to_string();
     assert!(err.contains("failed after 5 attempts"), "{err}");
 }
+
+/// `ota-client install URL` honours `HTTP_PROXY` (the bundle's requests go through the proxy) and `NO_PROXY` (they go
+/// around it), as docs/proxies.md says. The proxy settings are the process's environment, so the robot runs as a
+/// child process.
+#[test]
+fn the_robot_downloads_through_http_proxy_and_around_it_with_no_proxy() {
+    let body = rootfs_bundle("2.0.0");
+    let server = Server::start(Behaviour {
+        body,
+        etag: "v2".into(),
+        ..Default::default()
+    });
+    let proxy = ota_testkit::forward_proxy::ForwardProxy::start();
+    let install = |r: &Robot, env: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ota-client"));
+        cmd.arg("--config").arg(&r.config_path);
+        cmd.args(["install", &server.url("/bundle.otab")]);
+        for var in [
+            "HTTP_PROXY",
+            "http_proxy",
+            "HTTPS_PROXY",
+            "https_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.env_remove("NO_PROXY").env_remove("no_proxy");
+        cmd.envs(env.iter().copied());
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let via = Robot::new(Backend::Grub);
+    install(&via, &[("HTTP_PROXY", proxy.url.as_str())]);
+    assert_eq!(via.slot_bytes("rootfs", Slot::B), rootfs_image("2.0.0"));
+    let carried = proxy.carried();
+    assert!(carried >= 1, "the download did not go through HTTP_PROXY");
+    assert!(
+        proxy
+            .first_lines()
+            .iter()
+            .all(|l| l.starts_with("GET http://127.0.0.1:")),
+        "{:?}",
+        proxy.first_lines()
+    );
+    let around = Robot::new(Backend::Grub);
+    install(
+        &around,
+        &[
+            ("http_proxy", proxy.url.as_str()),
+            ("NO_PROXY", "127.0.0.1"),
+        ],
+    );
+    assert_eq!(around.slot_bytes("rootfs", Slot::B), rootfs_image("2.0.0"));
+    assert_eq!(
+        proxy.carried(),
+        carried,
+        "NO_PROXY=127.0.0.1 still went through the proxy"
+    );
+}

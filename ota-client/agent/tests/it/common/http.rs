@@ -228,7 +228,12 @@ fn serve(
     let mut words = line.split_whitespace();
     // The method does not matter: every path has one answer.
     words.next();
-    let path = words.next().unwrap_or("/").to_string();
+    let target = words.next().unwrap_or("/");
+    // A forward proxy relays the absolute form (`GET http://host/path`), which servers must accept.
+    let path = match target.strip_prefix("http://") {
+        Some(rest) => rest.find('/').map_or("/", |i| &rest[i..]).to_string(),
+        None => target.to_string(),
+    };
     let (mut range, mut if_range, mut authorization) = (None, None, None);
     let mut content_length = 0usize;
     loop {
