@@ -256,6 +256,28 @@ pub async fn poll(c: &reqwest::Client, s: &TestServer, token: &str, version: &st
     r.json().await.unwrap()
 }
 
+/// A poll at `version` whose telemetry reports `latency` as `inference_latency_ms` (what the guard tests watch).
+pub async fn poll_with(
+    c: &reqwest::Client,
+    s: &TestServer,
+    token: &str,
+    version: &str,
+    latency: f64,
+) {
+    let mut body = poll_body(version, COMPATIBLE);
+    body.telemetry
+        .metrics
+        .insert("inference_latency_ms".into(), latency);
+    let r = c
+        .post(s.url("/api/device/poll"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
 pub fn report_body(report_id: &str, rollout: u64, status: ReportStatus) -> ReportRequest {
     ReportRequest {
         report_id: report_id.into(),

@@ -12,21 +12,6 @@ use ota_protocol::device::ReportStatus::{self, *};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-async fn poll_with(c: &reqwest::Client, s: &TestServer, token: &str, version: &str, latency: f64) {
-    let mut body = poll_body(version, COMPATIBLE);
-    body.telemetry
-        .metrics
-        .insert("inference_latency_ms".into(), latency);
-    let r = c
-        .post(s.url("/api/device/poll"))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-}
-
 async fn finish(
     c: &reqwest::Client,
     s: &TestServer,

@@ -599,7 +599,7 @@ async fn the_replica_holding_the_lease_judges_guards_on_polls_taken_by_another()
     for i in 0..2 {
         let id = format!("robot-{i}");
         let token = enroll(&c, other, &id, &[], COMPATIBLE).await;
-        poll_latency(&c, other, &token, "1.0.0", 40.0).await;
+        crate::common::poll_with(&c, other, &token, "1.0.0", 40.0).await;
         robots.push((id, token));
     }
     let (status, info) = admin_post(
@@ -646,7 +646,7 @@ async fn the_replica_holding_the_lease_judges_guards_on_polls_taken_by_another()
             .await;
             assert!(status.is_success(), "{body}");
         }
-        poll_latency(&c, other, token, "2.0.0", 9_999.0).await;
+        crate::common::poll_with(&c, other, token, "2.0.0", 9_999.0).await;
     }
     let mut state = Value::Null;
     for _ in 0..200 {
@@ -666,25 +666,4 @@ async fn the_replica_holding_the_lease_judges_guards_on_polls_taken_by_another()
     for s in servers {
         s.stop().await;
     }
-}
-
-async fn poll_latency(
-    c: &reqwest::Client,
-    s: &crate::common::TestServer,
-    token: &str,
-    version: &str,
-    latency: f64,
-) {
-    let mut body = poll_body(version, COMPATIBLE);
-    body.telemetry
-        .metrics
-        .insert("inference_latency_ms".into(), latency);
-    let r = c
-        .post(s.url("/api/device/poll"))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.status());
 }
