@@ -29,6 +29,8 @@ fn end_live_trial(
         let rec = next.record_mut(&f.class, f.to);
         rec.state = to;
         rec.note = note.map(str::to_string);
+        // A live switch runs the slot at once, kept or not.
+        rec.booted_once = true;
     }
     next.live_trial = None;
     let slot = t.flips.first().map(|f| f.to);
@@ -39,6 +41,13 @@ fn end_live_trial(
         outcome,
     });
     slot
+}
+
+/// Records that what `slot` holds in `classes` ran on this robot (see [`crate::slot::SlotRecord::booted_once`]).
+fn ran(state: &mut ClientState, classes: &[String], slot: Slot) {
+    for class in classes {
+        state.record_mut(class, slot).booted_once = true;
+    }
 }
 
 /// Records the operator's mark-bad of `slot`: its boot classes become bad with `reason`, and the event is kept.
@@ -132,6 +141,7 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
                 rec.note = None;
                 rec.security_floor = None;
                 rec.bundle_classes.clear();
+                rec.booted_once = false;
                 if !t.live && env.trial == Some(t.slot) {
                     new_env = Some(BootEnv {
                         trial: None,
@@ -313,6 +323,7 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
                 ));
             }
             set_classes(&mut next, &p.classes, booted, SlotState::Good, None);
+            ran(&mut next, &p.classes, booted);
             for f in &p.live {
                 let rec = next.record_mut(&f.class, f.to);
                 if rec.state == SlotState::Installed {
@@ -511,6 +522,7 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
                     return refuse(why);
                 }
                 set_classes(&mut next, ctx.boot_classes, slot, SlotState::Good, None);
+                ran(&mut next, ctx.boot_classes, slot);
                 return Ok(keep(next));
             }
             for c in ctx.boot_classes {
@@ -523,8 +535,10 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
                         r.state
                     ));
                 }
-                // Verified but never armed or booted: only a trial boot proves it (`activate` arms one).
-                if r.state == SlotState::Installed {
+                // Verified but never armed or booted (also once marked bad since): only a trial boot proves it
+                // (`activate` arms one). A failed trial did run, so an operator may overrule it.
+                if r.state == SlotState::Installed || (r.state == SlotState::Bad && !r.booted_once)
+                {
                     return refuse(format!(
                         "slot {slot} ({c}) was written and verified but never booted: activate it and let its trial boot prove it"
                     ));
@@ -576,6 +590,7 @@ pub fn step(state: &ClientState, ctx: &Context<'_>, event: Event) -> Result<Tran
                     }
                 }
                 record_marked_bad(&mut next, ctx.boot_classes, slot, reason);
+                ran(&mut next, ctx.boot_classes, slot);
                 return Ok(Transition {
                     state: next,
                     env: Some(BootEnv {
@@ -643,6 +658,8 @@ fn fail_slot(
         if rec.state.verified() || rec.state == SlotState::Bad {
             rec.state = SlotState::Bad;
             rec.note = Some(reason.to_string());
+            // A failed trial ran (its health checks failed); a rollback may not have loaded its kernel at all.
+            rec.booted_once |= !rollback;
         }
     }
     let o = if rollback {

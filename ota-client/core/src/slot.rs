@@ -86,6 +86,12 @@ pub struct SlotRecord {
     /// only if each of them still does (empty in records written before this was kept).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bundle_classes: Vec<String>,
+    /// Whether what the slot holds now ever ran on this robot: booted on trial, committed, or running when the
+    /// client first saw it. A `Bad` slot forgets how it became bad; this tells a failed trial (which an operator
+    /// may overrule with `mark-good`) from a slot that was only written and never ran (which `mark-good` refuses,
+    /// as `confirm` would). Cleared when the slot is written again; absent (false) in older state files.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub booted_once: bool,
 }
 
 /// Both slots of a class.
@@ -369,6 +375,7 @@ impl ClientState {
             let rec = self.record_mut(&class, slot);
             if rec.state == SlotState::Empty {
                 rec.state = SlotState::Good;
+                rec.booted_once = true;
                 rec.note = Some("running when the client first saw it".into());
             }
         }

@@ -136,6 +136,16 @@ struct Robot {
     /// The boot environment as stored: what the bootloader reads and saves.
     vars: BTreeMap<String, String>,
     booted: Slot,
+    /// Per slot (A, B): whether its current content was ever booted (the model's truth, kept apart from the
+    /// client's records).
+    ran: [bool; 2],
+}
+
+fn idx(slot: Slot) -> usize {
+    match slot {
+        Slot::A => 0,
+        Slot::B => 1,
+    }
 }
 
 impl Robot {
@@ -147,6 +157,7 @@ impl Robot {
             // a never-written environment (primary A)
             vars: BTreeMap::new(),
             booted: Slot::A,
+            ran: [true, false],
         }
     }
 
@@ -166,8 +177,9 @@ impl Robot {
         match (kernel_fails, d.fallback) {
             (false, _) => self.booted = d.boot,
             (true, Some(fallback)) => self.booted = fallback,
-            (true, None) => self.reboot(false),
+            (true, None) => return self.reboot(false),
         }
+        self.ran[idx(self.booted)] = true;
     }
 
     fn rec(&self, slot: Slot) -> SlotState {
@@ -205,6 +217,13 @@ impl Robot {
                     self.rec(slot),
                     SlotState::Installed,
                     "marked good a slot never booted"
+                );
+            }
+            if slot != self.booted && self.rec(slot) != SlotState::Good {
+                prop_assert!(
+                    self.ran[idx(slot)],
+                    "marked good a {} slot whose content never booted",
+                    self.rec(slot)
                 );
             }
         }
@@ -246,6 +265,11 @@ impl Robot {
         }
         if let Event::Commit | Event::FinishCommit = ev {
             prop_assert_eq!(t.state.record("rootfs", self.booted).state, SlotState::Good);
+        }
+        if let Event::WriteStarted { targets, .. } = &ev {
+            for target in targets {
+                self.ran[idx(target.slot)] = false;
+            }
         }
         self.state = t.state;
         if let Some(e) = t.env {
@@ -385,6 +409,61 @@ fn mark_good_refuses_never_written_slots() {
     };
     let err = step(&r.state, &ctx, Event::MarkGood { slot: Slot::B }).unwrap_err();
     assert!(err.to_string().contains("never fully written"), "{err}");
+}
+
+/// A slot written and verified but never armed, then marked bad, is still a slot that never ran: mark-good
+/// refuses it as it refuses the `Installed` slot (a `Bad` state alone does not say whether it ever booted). A
+/// trial that booted and failed may be overruled.
+#[test]
+fn mark_good_refuses_a_slot_marked_bad_that_never_ran() {
+    let mut r = Robot::factory();
+    r.apply(event(&EventSpec::WriteStarted(Slot::B))).unwrap();
+    r.apply(event(&EventSpec::WriteVerified(Slot::B))).unwrap();
+    r.apply(event(&EventSpec::MarkBad(Slot::B))).unwrap();
+    assert_eq!(r.rec(Slot::B), SlotState::Bad);
+    let cls = classes();
+    let ctx = |r: &Robot| Context {
+        env: r.env(),
+        booted: r.booted,
+        boot_classes: &cls,
+    };
+    let err = step(&r.state, &ctx(&r), Event::MarkGood { slot: Slot::B }).unwrap_err();
+    assert!(err.to_string().contains("never booted"), "{err}");
+
+    // The same slot armed, booted and failed its health checks: it ran, the operator may keep it.
+    r.apply(event(&EventSpec::WriteStarted(Slot::B))).unwrap();
+    r.apply(event(&EventSpec::WriteVerified(Slot::B))).unwrap();
+    r.apply(event(&EventSpec::Arm(Slot::B, 3))).unwrap();
+    r.reboot(false);
+    assert_eq!(r.booted, Slot::B);
+    r.apply(event(&EventSpec::TrialFailed)).unwrap();
+    r.reboot(false);
+    assert_eq!((r.booted, r.rec(Slot::B)), (Slot::A, SlotState::Bad));
+    step(&r.state, &ctx(&r), Event::MarkGood { slot: Slot::B }).unwrap();
+
+    // Writing it again forgets that it ran.
+    r.apply(event(&EventSpec::WriteStarted(Slot::B))).unwrap();
+    r.apply(event(&EventSpec::WriteVerified(Slot::B))).unwrap();
+    r.apply(event(&EventSpec::MarkBad(Slot::B))).unwrap();
+    assert!(step(&r.state, &ctx(&r), Event::MarkGood { slot: Slot::B }).is_err());
+}
+
+/// State files written before `booted_once` was kept still load (it reads as false), and a record that never
+/// ran writes no such key.
+#[test]
+fn booted_once_defaults_in_older_state_files() {
+    let rec: SlotRecord = serde_json::from_str(
+        r#"{"state":"bad","version":"2.0.0","bundle_hash":"h","note":"marked bad by an operator"}"#,
+    )
+    .unwrap();
+    assert!(!rec.booted_once);
+    assert!(!serde_json::to_string(&rec).unwrap().contains("booted_once"));
+    let ran = SlotRecord {
+        booted_once: true,
+        ..rec
+    };
+    let json = serde_json::to_string(&ran).unwrap();
+    assert_eq!(serde_json::from_str::<SlotRecord>(&json).unwrap(), ran);
 }
 
 #[test]

@@ -225,6 +225,15 @@ fn mark_good_refuses_what_confirm_refuses() {
     let err = r.client().mark_good(Some(Slot::B)).unwrap_err().to_string();
     assert!(err.contains("never booted"), "{err}");
     assert_eq!(r.slot_state("rootfs", Slot::B), "installed");
+
+    // Marked bad, it still never ran: a bad state does not make it a failed trial the operator may overrule,
+    // in the state file as the CLI reads it back.
+    r.client().mark_bad(Some(Slot::B)).unwrap();
+    let before = r.snapshot();
+    let err = r.client().mark_good(Some(Slot::B)).unwrap_err().to_string();
+    assert!(err.contains("never booted"), "{err}");
+    assert_eq!(r.slot_state("rootfs", Slot::B), "bad");
+    assert_eq!(r.snapshot(), before);
 }
 
 /// `ota-client` on failing inputs: one line each, no clause said twice.
