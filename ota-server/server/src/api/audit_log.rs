@@ -78,7 +78,7 @@ pub async fn audit_log(
         Some(t) => match tokens::device_token_id(t) {
             Some(id) => Who::Device(id.to_string()),
             None => match state.authenticate(t) {
-                Ok(Caller::Admin) => Who::Admin,
+                Ok(Caller::User(_)) => Who::Admin,
                 Ok(Caller::Device(_)) | Err(_) => Who::Unknown,
             },
         },

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 
 use crate::api::error::ApiError;
 use crate::state::AppState;
-use crate::tokens::{hash_token, hashes_equal, Caller};
+use crate::tokens::{hash_token, hashes_equal, Caller, Role, User};
 
 /// JSON body extractor whose rejections are `{"error": ...}` with the right status (400 malformed, 413 too
 /// large, 415 wrong content type, 422 wrong shape).
@@ -72,8 +72,36 @@ pub fn bearer(parts: &Parts) -> Result<&str, ApiError> {
 /// Any authenticated caller.
 pub struct AnyCaller(pub Caller);
 
-/// An admin caller (403 for devices).
-pub struct Admin;
+/// A user whose role is at least `Role::ALL[MIN]` (403 for devices and for lower roles): THE role check of every
+/// route people call. Use the aliases [`Viewer`], [`Operator`] and [`Admin`].
+pub struct Allowed<const MIN: usize>(pub User);
+
+/// A user with the viewer role or higher (reads).
+pub type Viewer = Allowed<0>;
+/// A user with the operator role or higher (rollouts, robots, bundles, groups, sites).
+pub type Operator = Allowed<1>;
+/// A user with the admin role (users, keys, trust, admission, settings).
+pub type Admin = Allowed<2>;
+
+/// Whether `caller` may call a route that needs `needed`; the refusal is one line naming the role needed.
+pub fn check_role(caller: Caller, needed: Role) -> Result<User, ApiError> {
+    match caller {
+        Caller::User(user) if user.role.allows(needed) => Ok(user),
+        Caller::User(user) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "this needs the {needed} role; user '{}' is {} {}",
+                user.name,
+                if user.role == Role::Admin { "an" } else { "a" },
+                user.role
+            ),
+        )),
+        Caller::Device(id) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("device '{id}' may not call this endpoint; use a user's token (role {needed})"),
+        )),
+    }
+}
 
 /// A device caller (403 for admins: devices endpoints act on the calling device only).
 pub struct DeviceCaller(pub String);
@@ -119,29 +147,24 @@ impl FromRequestParts<Arc<AppState>> for Scraper {
             return Ok(Scraper);
         }
         match AnyCaller::from_request_parts(parts, state).await?.0 {
-            Caller::Admin => Ok(Scraper),
+            Caller::User(user) => check_role(Caller::User(user), Role::Viewer).map(|_| Scraper),
             Caller::Device(id) => Err(ApiError::new(
                 StatusCode::FORBIDDEN,
-                format!("device '{id}' may not read the metrics; use the metrics token or an admin token"),
+                format!("device '{id}' may not read the metrics; use the metrics token or a user's token"),
             )),
         }
     }
 }
 
-impl FromRequestParts<Arc<AppState>> for Admin {
+impl<const MIN: usize> FromRequestParts<Arc<AppState>> for Allowed<MIN> {
     type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
-        match AnyCaller::from_request_parts(parts, state).await?.0 {
-            Caller::Admin => Ok(Admin),
-            Caller::Device(id) => Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                format!("device '{id}' may not call this admin endpoint; use an admin token"),
-            )),
-        }
+        let caller = AnyCaller::from_request_parts(parts, state).await?.0;
+        check_role(caller, Role::ALL[MIN]).map(Allowed)
     }
 }
 
@@ -154,7 +177,7 @@ impl FromRequestParts<Arc<AppState>> for DeviceCaller {
     ) -> Result<Self, ApiError> {
         match AnyCaller::from_request_parts(parts, state).await?.0 {
             Caller::Device(id) => Ok(DeviceCaller(id)),
-            Caller::Admin => Err(ApiError::new(
+            Caller::User(_) => Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "this endpoint is for devices; call it with the device's own token",
             )),

@@ -17,7 +17,7 @@ use ota_protocol::device::{ChallengeRequest, EnrollRequest, PollRequest, ReportR
 use ota_protocol::fleet::{DeviceLabels, GroupSettings};
 
 use crate::api::error::ApiError;
-use crate::api::extract::{Admin, AnyCaller, ApiJson, DeviceCaller, Scraper};
+use crate::api::extract::{Admin, AnyCaller, ApiJson, DeviceCaller, Operator, Scraper, Viewer};
 use crate::rollout::RolloutAction;
 use crate::services::admission::AdminAction;
 use crate::state::AppState;
@@ -45,7 +45,7 @@ pub async fn challenge(State(state): St, ApiJson(req): ApiJson<ChallengeRequest>
 }
 
 /// `GET /api/admission`.
-pub async fn list_identities(State(state): St, _: Admin) -> AppResult {
+pub async fn list_identities(State(state): St, _: Viewer) -> AppResult {
     Ok(Json(state.devices.identities().await?).into_response())
 }
 
@@ -112,7 +112,7 @@ pub async fn report(
 /// `POST /api/bundles`: 201 when new, 200 when already stored.
 pub async fn upload_bundle(
     State(state): St,
-    _: Admin,
+    _: Operator,
     headers: HeaderMap,
     body: Body,
 ) -> AppResult {
@@ -133,12 +133,12 @@ pub async fn upload_bundle(
 }
 
 /// `GET /api/bundles`.
-pub async fn list_bundles(State(state): St, _: Admin) -> Response {
+pub async fn list_bundles(State(state): St, _: Viewer) -> Response {
     Json(state.bundles.list()).into_response()
 }
 
 /// `GET /api/bundles/{bundle_id}`.
-pub async fn get_bundle(State(state): St, _: Admin, Path(id): Path<String>) -> AppResult {
+pub async fn get_bundle(State(state): St, _: Viewer, Path(id): Path<String>) -> AppResult {
     Ok(Json(state.bundles.get(&id)?).into_response())
 }
 
@@ -156,7 +156,7 @@ pub async fn download(
 }
 
 /// `GET /api/devices`.
-pub async fn list_devices(State(state): St, _: Admin) -> Response {
+pub async fn list_devices(State(state): St, _: Viewer) -> Response {
     Json(state.devices.list()).into_response()
 }
 
@@ -182,7 +182,7 @@ pub async fn get_device(
 /// `GET /api/devices/{device_id}/history?metric=NAME[&since=UNIX]`.
 pub async fn device_history(
     State(state): St,
-    _: Admin,
+    _: Viewer,
     Path(id): Path<String>,
     Query(query): Query<BTreeMap<String, String>>,
 ) -> AppResult {
@@ -207,20 +207,20 @@ pub async fn device_history(
 }
 
 /// `DELETE /api/devices/{device_id}`.
-pub async fn delete_device(State(state): St, _: Admin, Path(id): Path<String>) -> AppResult {
+pub async fn delete_device(State(state): St, _: Operator, Path(id): Path<String>) -> AppResult {
     state.devices.delete(&id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `GET /api/rollouts`.
-pub async fn list_rollouts(State(state): St, _: Admin) -> Response {
+pub async fn list_rollouts(State(state): St, _: Viewer) -> Response {
     Json(state.rollouts.list()).into_response()
 }
 
 /// `POST /api/rollouts`.
 pub async fn create_rollout(
     State(state): St,
-    _: Admin,
+    _: Operator,
     ApiJson(req): ApiJson<CreateRolloutRequest>,
 ) -> AppResult {
     let info = state.rollouts.create(req).await?;
@@ -237,7 +237,7 @@ fn rollout_id(text: &str) -> Result<u64, ApiError> {
 }
 
 /// `GET /api/rollouts/{rollout_id}`.
-pub async fn get_rollout(State(state): St, _: Admin, Path(id): Path<String>) -> AppResult {
+pub async fn get_rollout(State(state): St, _: Viewer, Path(id): Path<String>) -> AppResult {
     Ok(Json(state.rollouts.get(rollout_id(&id)?)?).into_response())
 }
 
@@ -247,17 +247,17 @@ async fn control(state: Arc<AppState>, id: String, action: RolloutAction) -> App
 }
 
 /// `POST /api/rollouts/{rollout_id}/pause`.
-pub async fn pause_rollout(State(state): St, _: Admin, Path(id): Path<String>) -> AppResult {
+pub async fn pause_rollout(State(state): St, _: Operator, Path(id): Path<String>) -> AppResult {
     control(state, id, RolloutAction::Pause).await
 }
 
 /// `POST /api/rollouts/{rollout_id}/resume`.
-pub async fn resume_rollout(State(state): St, _: Admin, Path(id): Path<String>) -> AppResult {
+pub async fn resume_rollout(State(state): St, _: Operator, Path(id): Path<String>) -> AppResult {
     control(state, id, RolloutAction::Resume).await
 }
 
 /// `POST /api/rollouts/{rollout_id}/abort`.
-pub async fn abort_rollout(State(state): St, _: Admin, Path(id): Path<String>) -> AppResult {
+pub async fn abort_rollout(State(state): St, _: Operator, Path(id): Path<String>) -> AppResult {
     control(state, id, RolloutAction::Abort).await
 }
 
@@ -274,7 +274,7 @@ pub async fn metrics(State(state): St, _: Scraper) -> Response {
 }
 
 /// `GET /api/events`: server-sent events; the stream ends when the server shuts down.
-pub async fn events(State(state): St, _: Admin) -> Response {
+pub async fn events(State(state): St, _: Viewer) -> Response {
     let receiver = state.subscribe();
     let shutdown = state.shutdown_signal();
     let stream = futures_util::stream::unfold(
@@ -313,7 +313,7 @@ pub async fn events(State(state): St, _: Admin) -> Response {
 /// `PUT /api/devices/{device_id}/labels`.
 pub async fn set_labels(
     State(state): St,
-    _: Admin,
+    _: Operator,
     Path(id): Path<String>,
     ApiJson(labels): ApiJson<DeviceLabels>,
 ) -> AppResult {
@@ -321,14 +321,14 @@ pub async fn set_labels(
 }
 
 /// `GET /api/groups`.
-pub async fn list_groups(State(state): St, _: Admin) -> Response {
+pub async fn list_groups(State(state): St, _: Viewer) -> Response {
     Json(state.devices.groups()).into_response()
 }
 
 /// `PUT /api/groups/{name}`.
 pub async fn put_group(
     State(state): St,
-    _: Admin,
+    _: Operator,
     Path(name): Path<String>,
     ApiJson(settings): ApiJson<GroupSettings>,
 ) -> AppResult {
@@ -336,11 +336,11 @@ pub async fn put_group(
 }
 
 /// `POST /api/rollouts/{rollout_id}/next`.
-pub async fn next_stage(State(state): St, _: Admin, Path(id): Path<String>) -> AppResult {
+pub async fn next_stage(State(state): St, _: Operator, Path(id): Path<String>) -> AppResult {
     Ok(Json(state.rollouts.next(rollout_id(&id)?).await?).into_response())
 }
 
 /// `POST /api/rollouts/{rollout_id}/retry`.
-pub async fn retry_rollout(State(state): St, _: Admin, Path(id): Path<String>) -> AppResult {
+pub async fn retry_rollout(State(state): St, _: Operator, Path(id): Path<String>) -> AppResult {
     Ok(Json(state.rollouts.retry(rollout_id(&id)?).await?).into_response())
 }

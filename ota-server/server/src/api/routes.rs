@@ -64,7 +64,7 @@ const fn with_body(mut r: Route, request: &'static str) -> Route {
     r
 }
 
-use Auth::{Admin, AdminOrDevice, Device, EnrollmentSecret};
+use Auth::{Admin, AdminOrDevice, Device, EnrollmentSecret, Operator, Viewer};
 use Verb::{Delete, Get, Post, Put};
 
 /// Every route the server serves.
@@ -134,7 +134,7 @@ pub static ROUTES: &[Route] = &[
         "ReportRequest",
     ),
     route(
-        doc(Get, "/api/bundles", Admin, "List bundles"),
+        doc(Get, "/api/bundles", Viewer, "List bundles"),
         (200, "BundleList"),
         |m| on(m, h::list_bundles),
     ),
@@ -146,7 +146,7 @@ pub static ROUTES: &[Route] = &[
                 ..doc(
                     Post,
                     "/api/bundles",
-                    Admin,
+                    Operator,
                     "Upload (publish) a signed bundle; 201 new, 200 already stored",
                 )
             },
@@ -155,7 +155,7 @@ pub static ROUTES: &[Route] = &[
         "#raw",
     ),
     route(
-        doc(Get, "/api/bundles/{bundle_id}", Admin, "One bundle"),
+        doc(Get, "/api/bundles/{bundle_id}", Viewer, "One bundle"),
         (200, "BundleInfo"),
         |m| on(m, h::get_bundle),
     ),
@@ -190,7 +190,7 @@ pub static ROUTES: &[Route] = &[
         "ChallengeRequest",
     ),
     route(
-        doc(Get, "/api/admission", Admin, "Robot identities: pending, accepted, rejected"),
+        doc(Get, "/api/admission", Viewer, "Robot identities: pending, accepted, rejected"),
         (200, "DeviceIdentityList"),
         |m| on(m, h::list_identities),
     ),
@@ -228,7 +228,7 @@ pub static ROUTES: &[Route] = &[
         "PreauthorizeRequest",
     ),
     route(
-        doc(Get, "/api/devices", Admin, "Device inventory"),
+        doc(Get, "/api/devices", Viewer, "Device inventory"),
         (200, "DeviceList"),
         |m| on(m, h::list_devices),
     ),
@@ -246,7 +246,7 @@ pub static ROUTES: &[Route] = &[
         doc(
             Delete,
             "/api/devices/{device_id}",
-            Admin,
+            Operator,
             "Forget a device and revoke its token",
         ),
         (204, "#none"),
@@ -262,7 +262,7 @@ pub static ROUTES: &[Route] = &[
             ..doc(
                 Get,
                 "/api/devices/{device_id}/history",
-                Admin,
+                Viewer,
                 "A device's telemetry history of one metric (1-minute buckets for a day, hourly before)",
             )
         },
@@ -273,7 +273,7 @@ pub static ROUTES: &[Route] = &[
             doc(
                 Put,
                 "/api/devices/{device_id}/labels",
-                Admin,
+                Operator,
                 "Set a device's operator tags and group (they override its reported tags)",
             ),
             (200, "DeviceInfo"),
@@ -282,7 +282,7 @@ pub static ROUTES: &[Route] = &[
         "DeviceLabels",
     ),
     route(
-        doc(Get, "/api/groups", Admin, "Device groups with their settings and sizes"),
+        doc(Get, "/api/groups", Viewer, "Device groups with their settings and sizes"),
         (200, "GroupList"),
         |m| on(m, h::list_groups),
     ),
@@ -291,7 +291,7 @@ pub static ROUTES: &[Route] = &[
             doc(
                 Put,
                 "/api/groups/{name}",
-                Admin,
+                Operator,
                 "Create or replace a group's settings (maintenance windows)",
             ),
             (200, "GroupInfo"),
@@ -300,13 +300,13 @@ pub static ROUTES: &[Route] = &[
         "GroupSettings",
     ),
     route(
-        doc(Get, "/api/rollouts", Admin, "List rollouts"),
+        doc(Get, "/api/rollouts", Viewer, "List rollouts"),
         (200, "RolloutList"),
         |m| on(m, h::list_rollouts),
     ),
     with_body(
         route(
-            doc(Post, "/api/rollouts", Admin, "Create a staged rollout"),
+            doc(Post, "/api/rollouts", Operator, "Create a staged rollout"),
             (201, "RolloutInfo"),
             |m| on(m, h::create_rollout),
         ),
@@ -316,7 +316,7 @@ pub static ROUTES: &[Route] = &[
         doc(
             Get,
             "/api/rollouts/{rollout_id}",
-            Admin,
+            Viewer,
             "One rollout with per-device status",
         ),
         (200, "RolloutDetail"),
@@ -326,7 +326,7 @@ pub static ROUTES: &[Route] = &[
         doc(
             Post,
             "/api/rollouts/{rollout_id}/pause",
-            Admin,
+            Operator,
             "Pause a rollout",
         ),
         (200, "RolloutInfo"),
@@ -336,7 +336,7 @@ pub static ROUTES: &[Route] = &[
         doc(
             Post,
             "/api/rollouts/{rollout_id}/resume",
-            Admin,
+            Operator,
             "Resume a rollout (acknowledges failures so far)",
         ),
         (200, "RolloutInfo"),
@@ -346,7 +346,7 @@ pub static ROUTES: &[Route] = &[
         doc(
             Post,
             "/api/rollouts/{rollout_id}/abort",
-            Admin,
+            Operator,
             "Abort a rollout for good",
         ),
         (200, "RolloutInfo"),
@@ -356,7 +356,7 @@ pub static ROUTES: &[Route] = &[
         doc(
             Post,
             "/api/rollouts/{rollout_id}/next",
-            Admin,
+            Operator,
             "Start the next stage now, whatever the current one's completion or soak",
         ),
         (200, "RolloutInfo"),
@@ -366,7 +366,7 @@ pub static ROUTES: &[Route] = &[
         doc(
             Post,
             "/api/rollouts/{rollout_id}/retry",
-            Admin,
+            Operator,
             "Offer the update again to failed and rolled-back robots",
         ),
         (200, "RolloutInfo"),
@@ -376,7 +376,7 @@ pub static ROUTES: &[Route] = &[
         doc(
             Get,
             "/api/events",
-            Admin,
+            Viewer,
             "Server-sent events: device_updated, report, rollout_updated, device_deleted",
         ),
         (200, "#sse"),

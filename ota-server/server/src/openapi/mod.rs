@@ -49,11 +49,16 @@ impl Verb {
 pub enum Auth {
     /// Anyone.
     None,
-    /// An admin token (a device token gets 403).
+    /// A user's token with the viewer role or higher (session, API or the bootstrap admin token; a device token
+    /// gets 403): reads.
+    Viewer,
+    /// A user's token with the operator role or higher: changes to rollouts, robots, bundles, groups and sites.
+    Operator,
+    /// A user's token with the admin role: users, keys, trust, admission, settings.
     Admin,
     /// A device token (an admin token gets 403).
     Device,
-    /// An admin or a device token.
+    /// A viewer's (or higher) or a device token.
     AdminOrDevice,
     /// The fleet enrollment secret, in the body.
     EnrollmentSecret,
@@ -66,8 +71,24 @@ impl Auth {
     pub fn needs_token(self) -> bool {
         matches!(
             self,
-            Auth::Admin | Auth::Device | Auth::AdminOrDevice | Auth::Scrape
+            Auth::Viewer
+                | Auth::Operator
+                | Auth::Admin
+                | Auth::Device
+                | Auth::AdminOrDevice
+                | Auth::Scrape
         )
+    }
+
+    /// The least role a user needs, for routes people call (`None`: a device, anyone, or the secret decides).
+    pub fn role(self) -> Option<crate::tokens::Role> {
+        use crate::tokens::Role;
+        match self {
+            Auth::Viewer | Auth::AdminOrDevice | Auth::Scrape => Some(Role::Viewer),
+            Auth::Operator => Some(Role::Operator),
+            Auth::Admin => Some(Role::Admin),
+            Auth::None | Auth::Device | Auth::EnrollmentSecret => None,
+        }
     }
 }
 
@@ -105,7 +126,7 @@ impl RouteDoc {
 /// The security requirement of a route, named after the document's security schemes.
 fn security(auth: Auth) -> Option<Value> {
     match auth {
-        Auth::Admin => Some(json!([{"adminToken": []}])),
+        Auth::Viewer | Auth::Operator | Auth::Admin => Some(json!([{"adminToken": []}])),
         Auth::Device => Some(json!([{"deviceToken": []}])),
         Auth::AdminOrDevice => Some(json!([{"adminToken": []}, {"deviceToken": []}])),
         Auth::Scrape => Some(json!([{"adminToken": []}, {"metricsToken": []}])),
@@ -120,7 +141,7 @@ pub fn document<'a>(routes: impl IntoIterator<Item = &'a RouteDoc>) -> Value {
         .unwrap_or_else(|e| unreachable!("an OpenAPI document always serializes: {e}"));
     doc["info"]["version"] = json!(env!("CARGO_PKG_VERSION"));
     doc["components"]["securitySchemes"] = json!({
-        "adminToken": {"type": "http", "scheme": "bearer", "description": "admin token"},
+        "adminToken": {"type": "http", "scheme": "bearer", "description": "a user's session token (POST /api/login) or API token, or the bootstrap admin token until the first user exists; each operation's x-required-role names the least role"},
         "deviceToken": {"type": "http", "scheme": "bearer", "description": "device token from enrollment"},
         "metricsToken": {"type": "http", "scheme": "bearer", "description": "read-only scrape token (--metrics-token); only GET /metrics accepts it"}
     });
@@ -128,6 +149,9 @@ pub fn document<'a>(routes: impl IntoIterator<Item = &'a RouteDoc>) -> Value {
         let op = &mut doc["paths"][route.openapi_path()][route.method.as_str()];
         if let (Some(op), Some(security)) = (op.as_object_mut(), security(route.auth)) {
             op.insert("security".into(), security);
+            if let Some(role) = route.auth.role() {
+                op.insert("x-required-role".into(), json!(role.as_str()));
+            }
         }
     }
     doc

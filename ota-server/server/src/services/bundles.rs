@@ -94,7 +94,7 @@ impl BundleService {
                 return Err(no_bundle(id));
             }
             match caller {
-                Caller::Admin => true,
+                Caller::User(_) => true,
                 Caller::Device(device) => fleet.rollouts.values().any(|r| {
                     r.bundle.bundle_id == id
                         && rollout::may_download(

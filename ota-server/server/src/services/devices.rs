@@ -50,7 +50,7 @@ impl DeviceService {
             }
         }
         if tokens::is_admin(&self.0.secrets.admin_token_hashes, &hash) {
-            return Ok(Caller::Admin);
+            return Ok(Caller::bootstrap());
         }
         Err(ServiceError::Unauthenticated(UNKNOWN_TOKEN.into()))
     }

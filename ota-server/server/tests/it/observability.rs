@@ -543,7 +543,7 @@ fn each_operation_asks_for_the_tokens_its_route_accepts() {
             })
             .unwrap_or_default();
         let expected: &[&str] = match route.doc.auth {
-            Auth::Admin => &["adminToken"],
+            Auth::Viewer | Auth::Operator | Auth::Admin => &["adminToken"],
             Auth::Device => &["deviceToken"],
             Auth::AdminOrDevice => &["adminToken", "deviceToken"],
             Auth::Scrape => &["adminToken", "metricsToken"],

@@ -141,7 +141,12 @@ async fn devices_are_confined_to_their_own_data() {
         ("device_id", "robot-a"),
         ("name", "night"),
     ];
-    for route in routes_with(|auth| matches!(auth, Auth::Admin | Auth::Scrape)) {
+    for route in routes_with(|auth| {
+        matches!(
+            auth,
+            Auth::Viewer | Auth::Operator | Auth::Admin | Auth::Scrape
+        )
+    }) {
         let (method, path) = (method_of(route), concrete(route.doc.path, &vars));
         let (s, body) = call(&c, &server, method.clone(), &path, Some(&a), None).await;
         assert_eq!(s, StatusCode::FORBIDDEN, "{method} {path}: {body}");
