@@ -1,7 +1,7 @@
 //! Why a bundle was refused. Every variant names the part of the bundle at fault so that an operator (or a
 //! robot's status report) can tell a truncated download from a forged signature without a debugger.
 
-use ota_keys::ThresholdError;
+use ota_keys::{RotationError, ThresholdError};
 
 /// A bundle could not be read, verified or written.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +94,17 @@ pub enum BundleError {
     /// The signature block is malformed.
     #[error("signature block is malformed: {0}")]
     BadSignatureBlock(String),
+    /// The trust chain the bundle carries does not walk from the verifier's root: the bundle is refused and the
+    /// root does not move.
+    #[error(
+        "the bundle's trust chain does not verify: {error}; the trust root stays at version {kept}"
+    )]
+    TrustChain {
+        /// Why the walk stopped.
+        error: Box<RotationError>,
+        /// The root the walk started from, which stays.
+        kept: u64,
+    },
     /// Signatures do not meet the trust root's threshold.
     #[error("signature check failed: {0}")]
     Signature(ThresholdError),

@@ -16,8 +16,9 @@ pub const SIGNATURES_ENTRY: &str = "signatures.json";
 pub const MAX_FORMAT_ENTRY_LEN: u64 = 64;
 /// Upper bound of the manifest, read into memory before anything is trusted.
 pub const MAX_MANIFEST_LEN: u64 = 1 << 20;
-/// Upper bound of the signature block.
-pub const MAX_SIGNATURES_LEN: u64 = 64 << 10;
+/// Upper bound of the signature block: the signatures and a carried trust chain of up to
+/// [`crate::trust_chain::MAX_CHAIN_ROOTS`] roots (a root of a few keys takes 1-2 KiB).
+pub const MAX_SIGNATURES_LEN: u64 = 256 << 10;
 
 /// Content of the format entry.
 pub fn format_marker() -> Vec<u8> {

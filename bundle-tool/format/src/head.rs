@@ -3,14 +3,13 @@
 //! many bytes it needs, then authenticates the manifest with [`UnverifiedHead::verify`]. Both steps go through the
 //! stream reader's own code, so a head is accepted by range exactly when the stream reader would accept it.
 
-use ota_keys::{KeyId, Signature, TrustRoot};
+use ota_keys::{KeyId, Signature, SignedTrustRoot, TrustRoot};
 
 use crate::chunked::{BundleLayout, ChunkIndex};
 use crate::error::BundleError;
 use crate::framing::{padding_len, parse_header, BLOCK};
 use crate::manifest::{manifest_digest, Manifest};
 use crate::reader::{authenticate, verify_index, UnverifiedBundle};
-use crate::writer::encode_signatures;
 
 /// What a client fetches first: a manifest of a few images and its signatures fit easily.
 pub const FIRST_FETCH: u64 = 64 << 10;
@@ -29,6 +28,8 @@ pub enum HeadParse {
 pub struct UnverifiedHead {
     manifest_bytes: Vec<u8>,
     signatures: Vec<Signature>,
+    trust_chain: Vec<SignedTrustRoot>,
+    signatures_len: u64,
     head_len: u64,
 }
 
@@ -57,6 +58,8 @@ pub fn parse_head(bytes: &[u8]) -> Result<HeadParse, BundleError> {
             head_len: head.position(),
             manifest_bytes: head.manifest_bytes().to_vec(),
             signatures: head.signatures().to_vec(),
+            trust_chain: head.trust_chain().to_vec(),
+            signatures_len: head.signatures_len(),
         })),
         Err(BundleError::Truncated { .. }) => Ok(HeadParse::NeedMore(needed_len(bytes)?)),
         Err(e) => Err(e),
@@ -101,12 +104,19 @@ impl UnverifiedHead {
         &self.manifest_bytes
     }
 
+    /// The trust chain the bundle carries, not yet walked (see [`crate::trust_chain::resolve`]).
+    pub fn trust_chain(&self) -> &[SignedTrustRoot] {
+        &self.trust_chain
+    }
+
     /// Checks the signatures against `trust` exactly as the stream reader does, then lays out the bundle.
     pub fn verify(self, trust: &TrustRoot) -> Result<VerifiedHead, BundleError> {
         let (manifest, signed_by) = authenticate(&self.manifest_bytes, &self.signatures, trust)?;
-        // The reader accepted only the canonical signature block, so its length follows from the signatures.
-        let signatures_len = encode_signatures(&self.signatures).len() as u64;
-        let layout = BundleLayout::new(self.manifest_bytes.len() as u64, signatures_len, &manifest);
+        let layout = BundleLayout::new(
+            self.manifest_bytes.len() as u64,
+            self.signatures_len,
+            &manifest,
+        );
         if layout.head_len() != self.head_len {
             return Err(BundleError::Usage(format!(
                 "the head is {} bytes, but its layout says {}",

@@ -5,7 +5,8 @@
 //! ```text
 //! ustar entry "ota-bundle"        "ota-bundle-format 1\n"           names the container version
 //! ustar entry "manifest.json"     the manifest, <= 1 MiB            the bytes the release keys sign
-//! ustar entry "signatures.json"   {"signatures":[{key_id,sig}]}     ed25519 over the exact manifest bytes
+//! ustar entry "signatures.json"   {"signatures":[{key_id,sig}]}     ed25519 over the exact manifest bytes,
+//!                                 (+ optional "trust_chain":[roots])  and the roots a robot walks first
 //! ustar entry "images/<name>"     zstd payload, one per image       in manifest order, sizes as in the manifest
 //! two zero blocks, then end of file                                  nothing may follow
 //! ```
@@ -33,6 +34,7 @@ mod hash_thread;
 pub mod head;
 pub mod manifest;
 pub mod reader;
+pub mod trust_chain;
 pub mod write;
 pub mod writer;
 
@@ -40,8 +42,9 @@ pub use error::BundleError;
 pub use manifest::{manifest_digest, ChunkedInfo, DeltaBase, ImageEntry, Manifest};
 pub use reader::{BundleReader, ImageReader, UnverifiedBundle};
 pub use writer::{
-    build_bundle, build_bundle_to_vec, build_chunked_bundle, compress_image, sign_manifest,
-    BundleSpec, BundleWriter, ImageInput, ReadSeek, SeekableImage,
+    build_bundle, build_bundle_signed, build_bundle_to_vec, build_chunked_bundle,
+    build_chunked_bundle_signed, compress_image, rewrite_head, sign_manifest, BundleSpec,
+    BundleWriter, ImageInput, ReadSeek, SeekableImage, Signing,
 };
 
 /// The bundle format version this crate reads and writes.

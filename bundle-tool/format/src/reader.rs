@@ -11,7 +11,7 @@
 use std::io::{self, BufReader, Read, Take, Write};
 use std::sync::mpsc;
 
-use ota_keys::{KeyId, Signature, TrustRoot};
+use ota_keys::{KeyId, Signature, SignedTrustRoot, TrustRoot};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -75,6 +75,10 @@ const MAX_WINDOW_LOG: u32 = 24;
 pub struct SignatureBlock {
     /// Signatures over the exact manifest bytes.
     pub signatures: Vec<Signature>,
+    /// The trust chain the bundle carries ([`crate::trust_chain`]); left out when empty, so bundles without one
+    /// keep their bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trust_chain: Vec<SignedTrustRoot>,
 }
 
 /// A bundle whose manifest and signatures have been read but not yet checked. Use [`UnverifiedBundle::verify`]
@@ -83,6 +87,8 @@ pub struct UnverifiedBundle<R> {
     src: Source<R>,
     manifest_bytes: Vec<u8>,
     signatures: Vec<Signature>,
+    trust_chain: Vec<SignedTrustRoot>,
+    signatures_len: u64,
 }
 
 impl<R: Read> UnverifiedBundle<R> {
@@ -120,19 +126,13 @@ impl<R: Read> UnverifiedBundle<R> {
 
         let header = src.expect_entry(SIGNATURES_ENTRY, &seen)?;
         let sig_bytes = src.read_small_entry(&header, "signature block", MAX_SIGNATURES_LEN)?;
-        let block: SignatureBlock = serde_json::from_slice(&sig_bytes)
-            .map_err(|e| BundleError::BadSignatureBlock(e.to_string()))?;
-        // Accept only the canonical encoding, so no byte of the file can change without the bundle being refused.
-        if crate::writer::encode_signatures(&block.signatures) != sig_bytes {
-            return Err(BundleError::BadSignatureBlock(
-                "not in canonical form (sorted by key id, as ota-bundle writes it)".into(),
-            ));
-        }
-
+        let block = decode_signature_block(&sig_bytes)?;
         Ok(UnverifiedBundle {
             src,
             manifest_bytes,
             signatures: block.signatures,
+            trust_chain: block.trust_chain,
+            signatures_len: sig_bytes.len() as u64,
         })
     }
 
@@ -144,6 +144,17 @@ impl<R: Read> UnverifiedBundle<R> {
     /// The signatures as stored (unchecked).
     pub fn signatures(&self) -> &[Signature] {
         &self.signatures
+    }
+
+    /// The trust chain the bundle carries (oldest first; empty for most bundles), not yet walked: see
+    /// [`crate::trust_chain::resolve`].
+    pub fn trust_chain(&self) -> &[SignedTrustRoot] {
+        &self.trust_chain
+    }
+
+    /// Length of `signatures.json` (signatures and carried chain): what [`crate::chunked::BundleLayout`] needs.
+    pub fn signatures_len(&self) -> u64 {
+        self.signatures_len
     }
 
     /// Parses the manifest WITHOUT checking signatures: for display only, never for installing.
@@ -213,6 +224,20 @@ impl<R: Read> UnverifiedBundle<R> {
         }
         finish_archive(&mut self.src)
     }
+}
+
+/// Parses `signatures.json`: the signatures and the optional trust chain, each within its bounds, and only in the
+/// canonical encoding, so no byte of the file can change without the bundle being refused.
+pub fn decode_signature_block(bytes: &[u8]) -> Result<SignatureBlock, BundleError> {
+    let block: SignatureBlock =
+        serde_json::from_slice(bytes).map_err(|e| BundleError::BadSignatureBlock(e.to_string()))?;
+    crate::trust_chain::check_chain(&block.trust_chain)?;
+    if crate::writer::encode_signature_block(&block.signatures, &block.trust_chain) != bytes {
+        return Err(BundleError::BadSignatureBlock(
+            "not in canonical form (sorted by key id, as ota-bundle writes it)".into(),
+        ));
+    }
+    Ok(block)
 }
 
 /// The entries of one image in file order, with the sizes the manifest gives them.

@@ -4,7 +4,7 @@
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
-use ota_keys::{SecretKey, Signature, Signer};
+use ota_keys::{SecretKey, Signature, SignedTrustRoot, Signer};
 use sha2::{Digest, Sha256};
 
 use crate::chunked::{BundleLayout, ChunkParams, MAX_INDEX};
@@ -137,12 +137,24 @@ fn in_signature_order(mut signatures: Vec<Signature>) -> Vec<Signature> {
     signatures
 }
 
-/// The bytes of `signatures.json`.
+/// The bytes of `signatures.json` for a bundle that carries no trust chain.
 pub fn encode_signatures(signatures: &[Signature]) -> Vec<u8> {
+    encode_signature_block(signatures, &[])
+}
+
+/// The bytes of `signatures.json`: the signatures sorted by key id, then the carried trust chain as given (the
+/// writers check it with [`crate::trust_chain::check_chain`]), left out when empty.
+pub fn encode_signature_block(
+    signatures: &[Signature],
+    trust_chain: &[SignedTrustRoot],
+) -> Vec<u8> {
     let mut sorted = signatures.to_vec();
     sorted.sort_by_key(|s| s.key_id);
-    let mut bytes = serde_json::to_vec_pretty(&SignatureBlock { signatures: sorted })
-        .expect("signatures serialise");
+    let block = SignatureBlock {
+        signatures: sorted,
+        trust_chain: trust_chain.to_vec(),
+    };
+    let mut bytes = serde_json::to_vec_pretty(&block).expect("signatures serialise");
     bytes.push(b'\n');
     bytes
 }
@@ -160,13 +172,23 @@ pub struct BundleWriter<W: Write> {
 impl<W: Write> BundleWriter<W> {
     /// Writes the format marker, `manifest_bytes` (which must be the bytes of `manifest`) and the signatures.
     pub fn new(
-        mut out: W,
+        out: W,
         manifest_bytes: &[u8],
         signatures: &[Signature],
     ) -> Result<Self, BundleError> {
+        Self::with_chain(out, manifest_bytes, signatures, &[])
+    }
+
+    /// [`BundleWriter::new`] with a carried trust chain ([`crate::trust_chain`]) beside the signatures.
+    pub fn with_chain(
+        mut out: W,
+        manifest_bytes: &[u8],
+        signatures: &[Signature],
+        trust_chain: &[SignedTrustRoot],
+    ) -> Result<Self, BundleError> {
         let manifest = Manifest::from_bytes(manifest_bytes)?;
         let mtime = manifest.created;
-        let signature_bytes = encode_signatures(signatures);
+        let signature_bytes = signature_block(signatures, trust_chain)?;
         write_entry(&mut out, FORMAT_ENTRY, &format_marker(), mtime)?;
         write_entry(&mut out, MANIFEST_ENTRY, manifest_bytes, mtime)?;
         write_entry(&mut out, SIGNATURES_ENTRY, &signature_bytes, mtime)?;
@@ -255,6 +277,38 @@ impl<W: Write> BundleWriter<W> {
     }
 }
 
+/// The signature block's bytes, refused when the chain is out of form or the block over its limit.
+fn signature_block(
+    signatures: &[Signature],
+    trust_chain: &[SignedTrustRoot],
+) -> Result<Vec<u8>, BundleError> {
+    crate::trust_chain::check_chain(trust_chain)?;
+    let bytes = encode_signature_block(signatures, trust_chain);
+    if bytes.len() as u64 > crate::framing::MAX_SIGNATURES_LEN {
+        return Err(BundleError::TooLarge {
+            what: "signature block",
+            size: bytes.len() as u64,
+            limit: crate::framing::MAX_SIGNATURES_LEN,
+        });
+    }
+    Ok(bytes)
+}
+
+/// Writes `head`'s bundle again into `out` with other `signatures` and `trust_chain` (co-signing, attaching or
+/// replacing a chain): the manifest and every entry after the head are copied byte for byte (names and sizes
+/// checked against the manifest), so the bundle id stays and nothing is recompressed.
+pub fn rewrite_head<R: Read, W: Write>(
+    head: crate::reader::UnverifiedBundle<R>,
+    out: W,
+    signatures: &[Signature],
+    trust_chain: &[SignedTrustRoot],
+) -> Result<W, BundleError> {
+    let manifest_bytes = head.manifest_bytes().to_vec();
+    let mut writer = BundleWriter::with_chain(out, &manifest_bytes, signatures, trust_chain)?;
+    head.for_each_raw_entry(|_, path, content| writer.add_entry(path, content))?;
+    writer.finish()
+}
+
 fn write_entry<W: Write>(
     out: &mut W,
     path: &str,
@@ -300,6 +354,15 @@ pub struct BundleSpec {
 /// Write buffer in front of the output while compressing: zstd hands out its output in small pieces.
 const OUTPUT_BUFFER: usize = 1 << 20;
 
+/// What fills `signatures.json`: the keys that sign the manifest and the trust chain carried beside their
+/// signatures ([`crate::trust_chain`]; empty for most bundles).
+pub struct Signing<'a, S> {
+    /// The release keys.
+    pub keys: &'a [S],
+    /// The carried trust chain, oldest first.
+    pub trust_chain: &'a [SignedTrustRoot],
+}
+
 /// Builds and signs a complete bundle of `full` payloads into `out`, compressing each image once, straight into
 /// its final place (see [`build_with`] for how).
 pub fn build_bundle<W: Write + Seek>(
@@ -307,6 +370,21 @@ pub fn build_bundle<W: Write + Seek>(
     spec: &BundleSpec,
     images: Vec<ImageInput<'_>>,
     keys: &[impl Signer],
+    progress: impl FnMut(u64),
+) -> Result<(Manifest, W), BundleError> {
+    let signing = Signing {
+        keys,
+        trust_chain: &[],
+    };
+    build_bundle_signed(out, spec, images, &signing, progress)
+}
+
+/// [`build_bundle`] that may carry a trust chain.
+pub fn build_bundle_signed<W: Write + Seek, S: Signer>(
+    out: W,
+    spec: &BundleSpec,
+    images: Vec<ImageInput<'_>>,
+    signing: &Signing<'_, S>,
     mut progress: impl FnMut(u64),
 ) -> Result<(Manifest, W), BundleError> {
     let entries = images
@@ -314,7 +392,7 @@ pub fn build_bundle<W: Write + Seek>(
         .map(|input| placeholder(&input.name, &input.slot_class))
         .collect();
     let mut readers: Vec<_> = images.into_iter().map(|i| Some(i.reader)).collect();
-    build_with(out, spec, entries, keys, |out, i, entry| {
+    build_with(out, spec, entries, signing, |out, i, entry| {
         let io_err = |e| BundleError::io("writing the bundle", e);
         let reader = readers[i].take().expect("each image is written once");
         let header_at = out.stream_position().map_err(io_err)?;
@@ -370,8 +448,25 @@ pub fn build_chunked_bundle<W: Write + Seek, B: Read + Seek>(
     spec: &BundleSpec,
     params: ChunkParams,
     images: Vec<SeekableImage<'_>>,
-    mut base: Option<&mut BaseBundle<B>>,
+    base: Option<&mut BaseBundle<B>>,
     keys: &[impl Signer],
+    progress: impl FnMut(u64),
+) -> Result<(Manifest, W), BundleError> {
+    let signing = Signing {
+        keys,
+        trust_chain: &[],
+    };
+    build_chunked_bundle_signed(out, spec, params, images, base, &signing, progress)
+}
+
+/// [`build_chunked_bundle`] that may carry a trust chain.
+pub fn build_chunked_bundle_signed<W: Write + Seek, B: Read + Seek, S: Signer>(
+    out: W,
+    spec: &BundleSpec,
+    params: ChunkParams,
+    images: Vec<SeekableImage<'_>>,
+    mut base: Option<&mut BaseBundle<B>>,
+    signing: &Signing<'_, S>,
     mut progress: impl FnMut(u64),
 ) -> Result<(Manifest, W), BundleError> {
     let mut entries = Vec::with_capacity(images.len());
@@ -406,7 +501,7 @@ pub fn build_chunked_bundle<W: Write + Seek, B: Read + Seek>(
         workers: spec.workers.max(1) as usize,
     };
     let mut readers: Vec<_> = images.into_iter().map(|i| Some(i.reader)).collect();
-    build_with(out, spec, entries, keys, |out, i, entry| {
+    build_with(out, spec, entries, signing, |out, i, entry| {
         let reader = readers[i].take().expect("each image is written once");
         let base_image = match base.as_deref_mut() {
             Some(b) => Some(b.image(&entry.name, &entry.slot_class)?),
@@ -449,13 +544,14 @@ fn placeholder(name: &str, slot_class: &str) -> ImageEntry {
 /// block's length depends only on the number of keys. The payloads are written behind that room, and the header is
 /// written last, the manifest padded with spaces to the reserved length (JSON allows them; the padding is signed
 /// like every other manifest byte). Nothing is staged or copied, so building needs no temporary disk space.
-fn build_with<W: Write + Seek>(
+fn build_with<W: Write + Seek, S: Signer>(
     mut out: W,
     spec: &BundleSpec,
     entries: Vec<ImageEntry>,
-    keys: &[impl Signer],
+    signing: &Signing<'_, S>,
     mut write_image: impl FnMut(&mut W, usize, &mut ImageEntry) -> Result<(), BundleError>,
 ) -> Result<(Manifest, W), BundleError> {
+    let Signing { keys, trust_chain } = *signing;
     if keys.is_empty() {
         return Err(BundleError::Usage(
             "at least one signing key is required".into(),
@@ -488,7 +584,7 @@ fn build_with<W: Write + Seek>(
             sig: [0; 64],
         })
         .collect();
-    let signatures_len = encode_signatures(&in_signature_order(placeholders)).len();
+    let signatures_len = signature_block(&in_signature_order(placeholders), trust_chain)?.len();
     let header_len =
         entry_len(format_marker().len()) + entry_len(manifest_len) + entry_len(signatures_len);
     out.seek(SeekFrom::Start(header_len)).map_err(io_err)?;
@@ -506,7 +602,7 @@ fn build_with<W: Write + Seek>(
     let signatures = sign_manifest_with(&manifest_bytes, keys)?;
     let end = out.stream_position().map_err(io_err)?;
     out.seek(SeekFrom::Start(0)).map_err(io_err)?;
-    BundleWriter::new(&mut out, &manifest_bytes, &signatures)?;
+    BundleWriter::with_chain(&mut out, &manifest_bytes, &signatures, trust_chain)?;
     debug_assert_eq!(out.stream_position().ok(), Some(header_len));
     out.seek(SeekFrom::Start(end)).map_err(io_err)?;
     out.flush().map_err(io_err)?;

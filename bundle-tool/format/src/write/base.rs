@@ -32,10 +32,9 @@ impl<R: Read + Seek> BaseBundle<R> {
             .map_err(|e| BundleError::io("reading the base bundle", e))?;
         let head = UnverifiedBundle::read(&mut reader)?;
         let manifest = head.manifest_unverified()?;
-        let signatures_len = crate::writer::encode_signatures(head.signatures()).len() as u64;
         let layout = BundleLayout::new(
             head.manifest_bytes().len() as u64,
-            signatures_len,
+            head.signatures_len(),
             &manifest,
         );
         let bundle_id = manifest_digest(head.manifest_bytes());

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 
-use ota_bundle_format::{BundleError, BundleReader, Manifest};
+use ota_bundle_format::{BundleError, BundleReader, Manifest, UnverifiedBundle};
 use ota_client_core::machine::Context;
 use ota_client_core::{
     plan_install, step, ClassFacts, ConfigFacts, DeviceFacts, Event, ImageFacts, LiveTrial,
@@ -82,25 +82,26 @@ impl Client {
         progress: &mut dyn Progress,
     ) -> Result<InstallReport, ClientError> {
         progress.phase(&format!("opening {source}"));
-        let trust = self.trust_root()?;
+        let before = self.trust_root()?.version;
         // A chunked bundle from a file or a server answering ranges goes through the range engine; anything
         // else streams as always. A URL is streamed first, so a full bundle costs exactly today's requests,
         // unless the request asks for ranges first (the daemon) or the download journal says it continues a
         // chunked bundle from that URL.
+        // Whichever way it is read, the head's carried trust chain is walked before its signatures are checked
+        // (`Client::bundle_trust`).
         let ranged = match source {
-            BundleSource::File(path) => chunked::ranged::open_file(path, &trust)?,
-            _ => chunked::ranged::open_url_by_ranges(source, self, options.cancel.clone(), &trust)?,
+            BundleSource::File(path) => chunked::ranged::open_file(path, self)?,
+            _ => chunked::ranged::open_url_by_ranges(source, self, options.cancel.clone())?,
         };
         let mut body = match ranged {
             Some(r) => Body::Ranged(Box::new(r)),
             None => {
-                let streamed = self.open_stream(source, options, &trust)?;
+                let streamed = self.open_stream(source, options)?;
                 let reader = &streamed.reader;
                 match chunked::ranged::switch_to_ranges(
                     source,
                     self,
                     options.cancel.clone(),
-                    &trust,
                     reader.manifest(),
                     &reader.manifest_digest(),
                 )? {
@@ -114,6 +115,12 @@ impl Client {
             Body::Ranged(r) => (r.head.manifest.clone(), r.head.bundle_id.clone()),
         };
         s.bundle = Some((manifest.version.clone(), hash.clone()));
+        let after = self.trust_root()?.version;
+        if after != before {
+            progress.phase(&format!(
+                "trust root updated from version {before} to {after} by the chain the bundle carries"
+            ));
+        }
         progress.phase(&format!(
             "bundle {} ({}) is signed by the trusted keys",
             manifest.version,
@@ -260,20 +267,19 @@ impl Client {
         })
     }
 
-    /// Opens `source` for today's streaming install and authenticates its head.
+    /// Opens `source` for today's streaming install and authenticates its head against the robot's root walked
+    /// through the chain the head carries ([`Client::bundle_trust`]).
     fn open_stream(
         &self,
         source: &BundleSource,
         options: &InstallOptions,
-        trust: &ota_keys::TrustRoot,
     ) -> Result<Streamed, ClientError> {
         let opened = source::open(source, &self.config.http, options.cancel.clone())?;
         let failure = opened.failure;
-        let reader: BundleReader<Box<dyn Read + Send>> =
-            match BundleReader::open(opened.reader, trust) {
-                Ok(reader) => reader,
-                Err(error) => return Err(stream_error(&failure, error)),
-            };
+        let head: UnverifiedBundle<Box<dyn Read + Send>> =
+            UnverifiedBundle::read(opened.reader).map_err(|e| stream_error(&failure, e))?;
+        let trust = self.bundle_trust(head.trust_chain())?;
+        let reader = head.verify(&trust).map_err(|e| stream_error(&failure, e))?;
         Ok(Streamed { reader, failure })
     }
 

@@ -1,9 +1,13 @@
 //! The robot's trust root. The root built into the image (`config.trust_root`) is only where a walk starts; the
 //! newest root a walk reached is kept in the data directory ([`KEPT_ROOT`]), outside the A/B slots, so a slot
-//! switch keeps it and the image's file is never written. Every verification asks [`Client::trust_root`].
+//! switch keeps it and the image's file is never written. Every verification asks [`Client::trust_root`], and
+//! every bundle is verified against [`Client::bundle_trust`]: that root moved forward by the chain the bundle
+//! carries. Chains arrive three ways (a poll, `ota-client trust update`, a bundle); each is walked by
+//! `ota_keys::chain::walk` and kept by [`Client::keep_root`].
 
 use std::path::{Path, PathBuf};
 
+use ota_bundle_format::trust_chain;
 use ota_image_io::atomic::write_atomically;
 use ota_keys::chain::{self, parse_chain};
 use ota_keys::{RotationError, SignedTrustRoot, TrustRoot, TrustRootError};
@@ -64,6 +68,28 @@ impl Client {
         }
     }
 
+    /// The root a bundle's signatures are checked against: [`Client::trust_root`] walked through the chain the
+    /// bundle carries (`carried`, often empty), all or nothing ([`trust_chain::resolve`]). A newer root is kept
+    /// as soon as the walk verified it, before the bundle's signatures are checked and whatever becomes of the
+    /// install: it is a valid rotation whichever channel brought it (a poll would accept the same roots), and a
+    /// robot that cannot install this bundle must still stop trusting the keys the rotation revoked. A chain
+    /// that does not verify refuses the bundle and keeps nothing; one holding nothing newer changes nothing.
+    /// The caller holds the data directory's lock (the install does).
+    pub(super) fn bundle_trust(
+        &self,
+        carried: &[SignedTrustRoot],
+    ) -> Result<TrustRoot, ClientError> {
+        let kept = self.trust_root()?;
+        if carried.is_empty() {
+            return Ok(kept);
+        }
+        let resolved = trust_chain::resolve(&kept, carried)?;
+        if let Some(newer) = &resolved.adopted {
+            self.keep_root(newer)?;
+        }
+        Ok(resolved.root)
+    }
+
     /// `ota-client trust update FILE`: [`Client::trust_walk`] over a chain file (one root or a JSON list).
     pub fn trust_update(&mut self, file: &Path) -> Result<u64, ClientError> {
         let text = std::fs::read_to_string(file).map_err(|error| ClientError::File {
@@ -85,6 +111,7 @@ impl Client {
         self.trust_walk(&roots)
     }
 
+    /// Keeps `root` as the robot's root: one atomic file write, so a power cut leaves the old root or the new one.
     fn keep_root(&self, root: &SignedTrustRoot) -> Result<(), ClientError> {
         let path = self.kept_root_path();
         let file_error = |e: ota_image_io::atomic::FileError| ClientError::File {

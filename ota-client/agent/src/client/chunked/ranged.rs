@@ -9,7 +9,6 @@ use ota_bundle_format::head::{parse_head, HeadParse, VerifiedHead, FIRST_FETCH};
 use ota_bundle_format::Manifest;
 use ota_client_core::resume;
 use ota_client_core::{PlannedWrite, Slot};
-use ota_keys::TrustRoot;
 
 use super::{fetch, journal, Host, ImageJob, ImageStats, JOURNAL_EVERY};
 use crate::client::{Client, ClientError, Progress, Session};
@@ -34,9 +33,9 @@ impl Ranged {
 
 /// Opens a bundle file by ranges: `None` when it holds an image that is not chunked, or its head is refused
 /// (then it is streamed as always, and the stream reader says why it refuses it).
-pub fn open_file(path: &Path, trust: &TrustRoot) -> Result<Option<Ranged>, ClientError> {
+pub fn open_file(path: &Path, client: &Client) -> Result<Option<Ranged>, ClientError> {
     let source = Box::new(FileRanges::open(path)?);
-    match open_head(source, path.display().to_string(), trust) {
+    match open_head(source, path.display().to_string(), client) {
         Err(ClientError::Bundle(_)) => Ok(None),
         other => other,
     }
@@ -49,7 +48,6 @@ pub fn switch_to_ranges(
     source: &BundleSource,
     client: &Client,
     cancel: Option<Arc<AtomicBool>>,
-    trust: &TrustRoot,
     manifest: &Manifest,
     id: &str,
 ) -> Result<Option<Ranged>, ClientError> {
@@ -65,7 +63,7 @@ pub fn switch_to_ranges(
     let Some(ranges) = HttpRanges::open(url, headers, http, cancel)? else {
         return Ok(None);
     };
-    let Some(ranged) = open_head(Box::new(ranges), url.to_string(), trust)? else {
+    let Some(ranged) = open_head(Box::new(ranges), url.to_string(), client)? else {
         return Ok(None);
     };
     if ranged.head.bundle_id != id {
@@ -86,7 +84,6 @@ pub fn open_url_by_ranges(
     source: &BundleSource,
     client: &Client,
     cancel: Option<Arc<AtomicBool>>,
-    trust: &TrustRoot,
 ) -> Result<Option<Ranged>, ClientError> {
     let (url, headers, first) = match source {
         BundleSource::File(_) => return Ok(None),
@@ -100,7 +97,7 @@ pub fn open_url_by_ranges(
     let Some(ranges) = HttpRanges::open(url, headers, &client.config.http, cancel)? else {
         return Ok(None);
     };
-    match open_head(Box::new(ranges), url.to_string(), trust) {
+    match open_head(Box::new(ranges), url.to_string(), client) {
         Err(ClientError::Bundle(_)) => Ok(None),
         other => other,
     }
@@ -110,12 +107,13 @@ fn all_chunked(manifest: &Manifest) -> bool {
     manifest.images.iter().all(|i| i.chunked().is_some())
 }
 
-/// Fetches and authenticates the head of a bundle read by ranges. `None`: the bundle has an image that is not
-/// chunked, so the caller streams it as before.
+/// Fetches and authenticates the head of a bundle read by ranges, against the robot's root walked through the
+/// chain the head carries ([`Client::bundle_trust`]). `None`: the bundle has an image that is not chunked, so the
+/// caller streams it as before.
 fn open_head(
     mut source: Box<dyn RangeSource>,
     origin: String,
-    trust: &TrustRoot,
+    client: &Client,
 ) -> Result<Option<Ranged>, ClientError> {
     let total = source.len();
     let mut want = FIRST_FETCH.min(total);
@@ -133,7 +131,8 @@ fn open_head(
             }
         }
     };
-    let head = head.verify(trust)?;
+    let trust = client.bundle_trust(head.trust_chain())?;
+    let head = head.verify(&trust)?;
     if !all_chunked(&head.manifest) {
         return Ok(None);
     }
