@@ -2,6 +2,7 @@
 //! ([`common`]), driven over HTTP, by the command-line tools, and by a headless browser.
 
 mod admission;
+mod browser;
 mod cli;
 mod common;
 mod connections;
