@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod commands;
+pub mod users;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

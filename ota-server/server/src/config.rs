@@ -47,6 +47,8 @@ pub struct Config {
     pub device_token_ttl_secs: u64,
     /// Connection cap and timeouts ([`crate::listener`]).
     pub connections: crate::listener::ConnectionLimits,
+    /// Console sessions and trusted proxies ([`crate::accounts`]).
+    pub accounts: crate::accounts::AccountSettings,
 }
 
 impl Config {

@@ -18,6 +18,7 @@
 #![recursion_limit = "256"]
 #![warn(missing_docs)]
 
+pub mod accounts;
 pub mod admission;
 pub mod api;
 pub mod bundle_store;

@@ -33,6 +33,7 @@ struct Program {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start: `serve`'s many flags cost nothing worth a Box
 enum Command {
     /// Run the server.
     Serve(ServeArgs),
@@ -48,6 +49,9 @@ enum Command {
     /// Rotated trust roots: publish the next one to the fleet, list the chain.
     #[command(subcommand)]
     Trust(TrustCommand),
+    /// Operator accounts (viewer, operator, admin) and your own API tokens.
+    #[command(subcommand)]
+    Users(ota_server::cli::users::UsersCommand),
     /// Print the timestamp key's public half and the trust root `timestamp` role naming it (generating the
     /// key in the data directory if there is none yet).
     TimestampKey {
@@ -162,6 +166,8 @@ struct ServeArgs {
     timestamp_period_secs: u64,
     #[command(flatten)]
     connections: ota_server::listener::ConnectionArgs,
+    #[command(flatten)]
+    accounts: ota_server::accounts::AccountArgs,
 }
 
 fn remote(args: &RemoteArgs) -> anyhow::Result<ApiClient> {
@@ -280,6 +286,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     c.bundle_store = ota_server::bundle_store::BundleStoreRef::open(&store, &args.data_dir)?;
     c.presign_downloads = presign;
     c.connections = args.connections.limits();
+    c.accounts = args.accounts.settings();
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(ota_server::tls::load_server_config(cert, key)?),
         _ => None,
@@ -359,6 +366,7 @@ fn create(
 fn run(program: Program) -> anyhow::Result<()> {
     match program.command {
         Command::Serve(args) => serve(args),
+        Command::Users(cmd) => cli::users::run(cmd),
         Command::Rollout(cmd) => match cmd {
             RolloutCommand::Create {
                 remote: r,

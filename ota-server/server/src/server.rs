@@ -52,6 +52,7 @@ impl Settings {
                 admission: Default::default(),
                 device_token_ttl_secs: 86_400,
                 connections: crate::listener::ConnectionLimits::default(),
+                accounts: crate::accounts::AccountSettings::default(),
             },
             admin_token: None,
             enrollment_secret: None,

@@ -23,6 +23,8 @@ use crate::tokens::Caller;
 
 /// Everything a request handler needs.
 pub struct AppState {
+    /// Users, sessions, API tokens, the audit trail.
+    pub accounts: crate::accounts::service::AccountService,
     /// Devices and telemetry.
     pub devices: DeviceService,
     /// Staged rollouts.
@@ -61,6 +63,7 @@ impl AppState {
         let shared = Arc::new(Shared::load(config, secrets, store)?);
         let (shutdown, _) = watch::channel(false);
         Ok(Arc::new(AppState {
+            accounts: crate::accounts::service::AccountService::new(shared.clone()),
             devices: DeviceService(shared.clone()),
             rollouts: RolloutService(shared.clone()),
             bundles: BundleService(shared.clone()),
@@ -120,9 +123,18 @@ impl AppState {
         )
     }
 
-    /// Identifies the caller of a bearer token.
+    /// Identifies the caller of a bearer token: a user's session or API token, a device, or the bootstrap
+    /// admin token (only while no user exists).
     pub fn authenticate(&self, token: &str) -> Result<Caller, ServiceError> {
-        self.devices.authenticate(token)
+        use crate::accounts::{API_TOKEN_PREFIX, SESSION_PREFIX};
+        if token.starts_with(SESSION_PREFIX) || token.starts_with(API_TOKEN_PREFIX) {
+            return self.accounts.authenticate(token);
+        }
+        let caller = self.devices.authenticate(token)?;
+        if matches!(caller, Caller::User(_)) {
+            self.accounts.bootstrap_allowed()?;
+        }
+        Ok(caller)
     }
 
     /// Persists pending device state (the write-behind flush) and the telemetry history buckets closed by now.

@@ -17,47 +17,7 @@ pub const DEVICE_TOKEN_PREFIX: &str = "ota1.";
 /// Least length of a token or secret an operator chooses (admin token, enrollment secret, scrape token).
 pub const MIN_SECRET_LEN: usize = 16;
 
-/// What a person may do, each level including the ones below it: a viewer reads, an operator also acts on
-/// rollouts, robots, bundles, groups and sites, an admin also manages users, keys, trust, admission and settings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Role {
-    /// Reads everything an operator sees.
-    Viewer,
-    /// Also changes rollouts, robots, bundles, groups and sites.
-    Operator,
-    /// Also manages users, keys, trust, admission and settings.
-    Admin,
-}
-
-impl Role {
-    /// Every role, lowest first.
-    pub const ALL: [Role; 3] = [Role::Viewer, Role::Operator, Role::Admin];
-
-    /// Its name in the API, the database and the CLI.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Operator => "operator",
-            Role::Admin => "admin",
-        }
-    }
-
-    /// Parses a role name.
-    pub fn parse(name: &str) -> Option<Role> {
-        Role::ALL.into_iter().find(|r| r.as_str() == name)
-    }
-
-    /// Whether this role may do what needs `needed`.
-    pub fn allows(self, needed: Role) -> bool {
-        self >= needed
-    }
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use ota_protocol::accounts::Role;
 
 /// The user name the bootstrap admin token acts as (in the audit trail and `GET /api/me`).
 pub const BOOTSTRAP_USER: &str = "admin-token";

@@ -398,7 +398,13 @@ impl ApiClient {
             path: path.to_string(),
         };
         if status.is_success() {
-            return serde_json::from_slice(&body).map_err(|e| {
+            // 204 No Content (a deletion, a sign-out) decodes as JSON `null`: ask for `()`.
+            let json: &[u8] = if status.as_u16() == 204 {
+                b"null"
+            } else {
+                &body
+            };
+            return serde_json::from_slice(json).map_err(|e| {
                 error(
                     ErrorKind::Retry,
                     format!(

@@ -1,7 +1,8 @@
-//! One log line (target `ota_server::audit`) for every admin action and every refused token: each non-GET
-//! request made with the admin token, and each 401 or 403 on any route, with method, route template, caller,
-//! peer address, status and, for a refusal, the reason the caller was given. Device traffic that is not
-//! refused is not logged, so polls cost one prefix check here.
+//! The audit trail, in one place. Every change a person makes (each non-GET request whose token names a user,
+//! whatever its answer, and each sign-in of an existing user) becomes a row in the store (who, when, action,
+//! target, client address, status; `GET /api/audit`), and a log line (target `ota_server::audit`), as does each
+//! 401 or 403 on any route, with the reason the caller was given. Device traffic that is not refused is not
+//! recorded, so polls cost one prefix check here. New mutating routes need nothing: this layer sees them all.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,9 +13,11 @@ use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 
-use crate::api::extract::bearer;
+use crate::api::accounts::AuditAs;
+use crate::api::extract::{bearer, client_address};
 use crate::state::AppState;
-use crate::tokens::{self, Caller};
+use crate::store::accounts::AuditRecord;
+use crate::tokens::{self, Caller, BOOTSTRAP_USER};
 
 /// Largest error body read for the reason (error bodies are one short JSON object).
 const MAX_REASON_BODY: usize = 16 * 1024;
@@ -24,8 +27,10 @@ const MAX_REASON_BODY: usize = 16 * 1024;
 pub enum Who {
     /// No `Authorization` header (or not a bearer token).
     NoToken,
-    /// The admin token.
+    /// The bootstrap admin token.
     Admin,
+    /// A user's session or API token.
+    User(String),
     /// A device token, by its public token id.
     Device(String),
     /// A token the server does not know.
@@ -37,6 +42,7 @@ impl std::fmt::Display for Who {
         match self {
             Who::NoToken => f.write_str("no token"),
             Who::Admin => f.write_str("admin token"),
+            Who::User(name) => write!(f, "user {name}"),
             Who::Device(id) => write!(f, "device token {id}"),
             Who::Unknown => f.write_str("unknown token"),
         }
@@ -48,6 +54,35 @@ pub fn is_audited(method: &Method, admin: bool, status: StatusCode) -> bool {
     let refused = matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
     let reads = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
     refused || (admin && !reads)
+}
+
+/// Who a token names (`None`: no token).
+fn who(state: &AppState, token: Option<&str>) -> Who {
+    match token {
+        None => Who::NoToken,
+        Some(t) => match tokens::device_token_id(t) {
+            Some(id) => Who::Device(id.to_string()),
+            None => match state.authenticate(t) {
+                Ok(Caller::User(u)) if u.name == BOOTSTRAP_USER => Who::Admin,
+                Ok(Caller::User(u)) => Who::User(u.name),
+                Ok(Caller::Device(_)) | Err(_) => Who::Unknown,
+            },
+        },
+    }
+}
+
+/// The route's parameters as `name=value` pairs (`/api/rollouts/{rollout_id}/pause` against
+/// `/api/rollouts/3/pause`: `rollout_id=3`).
+pub fn target(template: &str, path: &str) -> String {
+    template
+        .split('/')
+        .zip(path.split('/'))
+        .filter_map(|(t, p)| {
+            let name = t.strip_prefix('{')?.strip_suffix('}')?;
+            Some(format!("{}={p}", name.trim_start_matches('*')))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The middleware (layered over the whole router in `routes::app`).
@@ -63,28 +98,52 @@ pub async fn audit_log(
         .extensions
         .get::<MatchedPath>()
         .map_or_else(|| parts.uri.path().to_string(), |m| m.as_str().to_string());
+    let changes = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+    // A change is attributed before it runs (a sign-out ends the very session that names its author).
+    let before = (changes && token.is_some()).then(|| who(&state, token.as_deref()));
+    let address = client_address(&parts, &state);
+    let target_text = target(&route, parts.uri.path());
     // Set on every request, HTTP or HTTPS, by `crate::connections`.
     let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map_or_else(|| "-".to_string(), |c| c.0.to_string());
     let response = next.run(Request::from_parts(parts, body)).await;
-    // Reads that were not refused are never audited: skip the token check for them (most requests).
-    if !is_audited(&method, true, response.status()) {
+    let status = response.status();
+    let signed_in_as = response.extensions().get::<AuditAs>().map(|a| a.0.clone());
+    let author = match (&before, signed_in_as) {
+        (_, Some(name)) => Some(name),
+        (Some(Who::Admin), None) => Some(BOOTSTRAP_USER.to_string()),
+        (Some(Who::User(name)), None) => Some(name.clone()),
+        _ => None,
+    };
+    if let Some(user) = author.filter(|_| changes) {
+        let (action, target_text) = match response.extensions().get::<AuditAs>() {
+            Some(AuditAs(name)) => (format!("{method} {route}"), name.clone()),
+            None => (format!("{method} {route}"), target_text),
+        };
+        state
+            .accounts
+            .record(AuditRecord {
+                id: 0,
+                at: crate::fleet::unix_now(),
+                user,
+                action,
+                target: target_text,
+                address,
+                status: status.as_u16(),
+            })
+            .await;
+    }
+    // Reads that were not refused are never logged: skip the token check for them (most requests).
+    if !is_audited(&method, true, status) {
         return response;
     }
-    let who = match token.as_deref() {
-        None => Who::NoToken,
-        Some(t) => match tokens::device_token_id(t) {
-            Some(id) => Who::Device(id.to_string()),
-            None => match state.authenticate(t) {
-                Ok(Caller::User(_)) => Who::Admin,
-                Ok(Caller::Device(_)) | Err(_) => Who::Unknown,
-            },
-        },
+    let who = match before {
+        Some(w) => w,
+        None => who(&state, token.as_deref()),
     };
-    let status = response.status();
-    if !is_audited(&method, who == Who::Admin, status) {
+    if !is_audited(&method, matches!(who, Who::Admin | Who::User(_)), status) {
         return response;
     }
     if status.is_client_error() || status.is_server_error() {
@@ -115,6 +174,20 @@ pub async fn audit_log(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn targets_name_the_route_parameters() {
+        assert_eq!(
+            target("/api/rollouts/{rollout_id}/pause", "/api/rollouts/3/pause"),
+            "rollout_id=3"
+        );
+        assert_eq!(
+            target("/api/users/{name}/role", "/api/users/ana/role"),
+            "name=ana"
+        );
+        assert_eq!(target("/api/rollouts", "/api/rollouts"), "");
+        assert_eq!(target("/static/{*path}", "/static/js"), "path=js");
+    }
 
     proptest! {
         /// Refusals are always logged; otherwise exactly the admin's non-read requests.

@@ -4,9 +4,12 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::de::DeserializeOwned;
@@ -55,8 +58,12 @@ fn unauthorized(message: &str) -> ApiError {
 
 /// Reads the bearer token of a request.
 pub fn bearer(parts: &Parts) -> Result<&str, ApiError> {
-    let value = parts
-        .headers
+    bearer_token(&parts.headers)
+}
+
+/// Reads the bearer token of a request's headers.
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let value = headers
         .get(AUTHORIZATION)
         .ok_or_else(|| unauthorized("missing 'Authorization: Bearer <token>' header"))?;
     let text = value
@@ -67,6 +74,39 @@ pub fn bearer(parts: &Parts) -> Result<&str, ApiError> {
         .or_else(|| text.strip_prefix("bearer "))
         .ok_or_else(|| unauthorized("the Authorization header must be 'Bearer <token>'"))?;
     Ok(token.trim())
+}
+
+/// The client's address as the audit trail and the sign-in limit see it: the peer, or what a trusted proxy
+/// says in `X-Forwarded-For` ([`crate::accounts::client_address`]); `-` when unknown.
+pub struct ClientAddress(pub String);
+
+/// The client address of a request (see [`ClientAddress`]).
+pub fn client_address(parts: &Parts, state: &AppState) -> String {
+    // Set on every request, HTTP or HTTPS, by `crate::connections`.
+    let Some(peer) = parts.extensions.get::<ConnectInfo<SocketAddr>>() else {
+        return "-".into();
+    };
+    let forwarded = parts
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    crate::accounts::client_address(
+        peer.0.ip(),
+        forwarded,
+        &state.config().accounts.trusted_proxies,
+    )
+    .to_string()
+}
+
+impl FromRequestParts<Arc<AppState>> for ClientAddress {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        Ok(ClientAddress(client_address(parts, state)))
+    }
 }
 
 /// Any authenticated caller.

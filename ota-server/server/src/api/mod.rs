@@ -2,6 +2,7 @@
 //! [`handlers`] are thin (extract, call a service, answer JSON), [`extract`] authenticates and parses bodies,
 //! [`error::ApiError`] maps service errors to statuses.
 
+pub mod accounts;
 pub mod assets;
 pub mod audit_log;
 pub mod download;

@@ -34,7 +34,12 @@ impl Route {
     }
 }
 
-const fn doc(method: Verb, path: &'static str, auth: Auth, summary: &'static str) -> RouteDoc {
+pub(crate) const fn doc(
+    method: Verb,
+    path: &'static str,
+    auth: Auth,
+    summary: &'static str,
+) -> RouteDoc {
     RouteDoc {
         method,
         path,
@@ -48,7 +53,7 @@ const fn doc(method: Verb, path: &'static str, auth: Auth, summary: &'static str
     }
 }
 
-const fn route(
+pub(crate) const fn route(
     doc: RouteDoc,
     response: (u16, &'static str),
     handler: fn(MethodFilter) -> MethodRouter<Arc<AppState>>,
@@ -59,7 +64,7 @@ const fn route(
     }
 }
 
-const fn with_body(mut r: Route, request: &'static str) -> Route {
+pub(crate) const fn with_body(mut r: Route, request: &'static str) -> Route {
     r.doc.request = Some(request);
     r
 }
@@ -425,6 +430,18 @@ pub static ROUTES: &[Route] = &[
         (200, "#any"),
         |m| on(m, h::trust_timestamp),
     ),
+    super::accounts::LOGIN,
+    super::accounts::LOGOUT,
+    super::accounts::ME,
+    super::accounts::LIST_USERS,
+    super::accounts::ADD_USER,
+    super::accounts::REMOVE_USER,
+    super::accounts::SET_ROLE,
+    super::accounts::SET_PASSWORD,
+    super::accounts::LIST_TOKENS,
+    super::accounts::CREATE_TOKEN,
+    super::accounts::REVOKE_TOKEN,
+    super::accounts::AUDIT,
 ];
 
 /// The OpenAPI document of [`ROUTES`] (built once).

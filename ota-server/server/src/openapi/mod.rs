@@ -3,6 +3,7 @@
 //! [`paths`], and each operation's security from the route table's [`Auth`] (`api::routes::ROUTES`, which also
 //! builds the router). A test checks both ways that the document and the route table name the same operations.
 
+mod accounts;
 mod paths;
 
 use axum::routing::MethodFilter;
@@ -137,7 +138,9 @@ fn security(auth: Auth) -> Option<Value> {
 /// The whole document: the generated one, with the security of each of `routes` (an operation the routes do
 /// not name is left as generated; the tests make sure there is none).
 pub fn document<'a>(routes: impl IntoIterator<Item = &'a RouteDoc>) -> Value {
-    let mut doc = serde_json::to_value(paths::ApiDoc::openapi())
+    let mut api = paths::ApiDoc::openapi();
+    api.merge(accounts::AccountsDoc::openapi());
+    let mut doc = serde_json::to_value(api)
         .unwrap_or_else(|e| unreachable!("an OpenAPI document always serializes: {e}"));
     doc["info"]["version"] = json!(env!("CARGO_PKG_VERSION"));
     doc["components"]["securitySchemes"] = json!({

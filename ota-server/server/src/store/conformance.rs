@@ -29,7 +29,8 @@ macro_rules! suite {
             labels_groups_rollout_aims_and_late_members_round_trip, devices_are_replaced_and_deleted,
             bundles_are_inserted_once, history_merges_and_compacts, single_entities_read_back,
             recent_poll_telemetry_reads_back, identities_round_trip_and_challenges_work_once,
-            device_tokens_are_replaced_and_expire);
+            device_tokens_are_replaced_and_expire,
+            users_sessions_tokens_and_audit_round_trip);
     };
     (@tests $target:expr; $($name:ident),*) => {
         $(
@@ -43,6 +44,9 @@ macro_rules! suite {
     };
 }
 pub(crate) use suite;
+
+mod accounts;
+pub use accounts::users_sessions_tokens_and_audit_round_trip;
 
 fn device(id: &str) -> DeviceRecord {
     DeviceRecord {

@@ -244,6 +244,73 @@ pub const MIGRATIONS: &[Migration] = &[
     ALTER TABLE devices ADD COLUMN token_expires_at BIGINT;
     ",
     },
+    Migration {
+        what: "operator accounts: users, sessions, API tokens, the audit trail",
+        sqlite: "
+    CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE user_sessions (
+        token_hash TEXT PRIMARY KEY,
+        user_name TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        created_at INTEGER NOT NULL,
+        last_used INTEGER NOT NULL
+    );
+    CREATE TABLE api_tokens (
+        token_id TEXT PRIMARY KEY,
+        token_hash TEXT NOT NULL UNIQUE,
+        user_name TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        last_used INTEGER,
+        expires_at INTEGER
+    );
+    CREATE TABLE audit (
+        audit_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        user_name TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        address TEXT NOT NULL,
+        status INTEGER NOT NULL
+    );
+    ",
+        postgres: "
+    CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    CREATE TABLE user_sessions (
+        token_hash TEXT PRIMARY KEY,
+        user_name TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        created_at BIGINT NOT NULL,
+        last_used BIGINT NOT NULL
+    );
+    CREATE TABLE api_tokens (
+        token_id TEXT PRIMARY KEY,
+        token_hash TEXT NOT NULL UNIQUE,
+        user_name TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        last_used BIGINT,
+        expires_at BIGINT
+    );
+    CREATE TABLE audit (
+        audit_id BIGSERIAL PRIMARY KEY,
+        at BIGINT NOT NULL,
+        user_name TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        address TEXT NOT NULL,
+        status BIGINT NOT NULL
+    );
+    ",
+    },
 ];
 
 /// The schema version this build writes (the number of steps).

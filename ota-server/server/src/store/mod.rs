@@ -7,6 +7,7 @@
 //!
 //! Methods are synchronous; the server calls them from `spawn_blocking`.
 
+pub mod accounts;
 pub mod codec;
 #[cfg(test)]
 mod conformance;
@@ -224,7 +225,7 @@ pub struct ReportCommit<'a> {
 }
 
 /// Storage backend.
-pub trait Store: Send + Sync + 'static {
+pub trait Store: accounts::AccountStore + Send + Sync + 'static {
     /// Loads everything the server keeps in memory.
     fn load(&self) -> Result<Snapshot, StoreError>;
     /// Reads a setting.

@@ -18,6 +18,7 @@ use rows::{
     BUNDLE_COLUMNS, DEVICE_COLUMNS, ROLLOUT_COLUMNS,
 };
 
+mod accounts;
 mod history;
 mod identity;
 mod pool;

@@ -18,6 +18,7 @@ use super::{
 };
 use crate::error::StoreError;
 
+mod accounts;
 mod history;
 mod identity;
 

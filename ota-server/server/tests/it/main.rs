@@ -1,6 +1,7 @@
 //! The server's integration tests, one binary: a real server on 127.0.0.1:0 over a temp data dir
 //! ([`common`]), driven over HTTP, by the command-line tools, and by a headless browser.
 
+mod accounts;
 mod admission;
 mod browser;
 mod cli;
