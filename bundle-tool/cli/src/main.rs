@@ -32,6 +32,9 @@ enum Command {
     Create(cmd::create::Args),
     /// Add a signature to an existing bundle (co-signing) without recompressing it.
     Sign(cmd::sign::Args),
+    /// Attach, replace (--trust-chain) or remove (--remove) the trust chain a bundle carries, without re-signing
+    /// it: the chain is not signed (each root is checked by the robot's walk), so the bundle id stays.
+    SetChain(cmd::chain::Args),
     /// Check a bundle's signatures against a trust root and every payload against the manifest.
     Verify(cmd::verify::Args),
     /// Show a bundle's manifest and the key ids of its signatures (nothing is verified).
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         Command::PublicKey(args) => cmd::keygen::run_public_key(args),
         Command::Create(args) => cmd::create::run(args),
         Command::Sign(args) => cmd::sign::run(args),
+        Command::SetChain(args) => cmd::chain::run(args),
         Command::Verify(args) => cmd::verify::run(args),
         Command::Info(args) => cmd::info::run(args),
         Command::Extract(args) => cmd::extract::run(args),

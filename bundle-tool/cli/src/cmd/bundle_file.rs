@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use ota_bundle_format::chunked::{BundleLayout, ChunkIndex, ImageSpans, Span};
 use ota_bundle_format::reader::verify_index;
-use ota_bundle_format::writer::encode_signatures;
 use ota_bundle_format::{manifest_digest, ImageEntry, Manifest, UnverifiedBundle};
+use ota_keys::SignedTrustRoot;
 
 use super::describe;
 
@@ -30,6 +30,8 @@ pub struct BundleFile {
     pub len: u64,
     /// Key ids of the signatures (unchecked).
     pub key_ids: Vec<String>,
+    /// The trust chain the bundle carries (not walked).
+    pub trust_chain: Vec<SignedTrustRoot>,
 }
 
 impl BundleFile {
@@ -38,11 +40,10 @@ impl BundleFile {
         let mut file =
             File::open(path).with_context(|| format!("cannot open bundle {}", path.display()))?;
         let len = file.metadata()?.len();
-        let (manifest, manifest_bytes, signatures_len, head_len, key_ids) = {
+        let (manifest, manifest_bytes, signatures_len, head_len, key_ids, trust_chain) = {
             let head =
                 UnverifiedBundle::read(BufReader::new(&mut file)).map_err(|e| describe(path, e))?;
             let manifest = head.manifest_unverified().map_err(|e| describe(path, e))?;
-            let signatures_len = encode_signatures(head.signatures()).len() as u64;
             let key_ids = head
                 .signatures()
                 .iter()
@@ -51,9 +52,10 @@ impl BundleFile {
             (
                 manifest,
                 head.manifest_bytes().to_vec(),
-                signatures_len,
+                head.signatures_len(),
                 head.position(),
                 key_ids,
+                head.trust_chain().to_vec(),
             )
         };
         let layout = BundleLayout::new(manifest_bytes.len() as u64, signatures_len, &manifest);
@@ -66,6 +68,7 @@ impl BundleFile {
             head_len,
             len,
             key_ids,
+            trust_chain,
         })
     }
 

@@ -9,7 +9,8 @@ use ota_bundle_format::chunked::DEFAULT_PARAMS;
 use ota_bundle_format::manifest::{validate_compatible, validate_image_name, validate_slot_class};
 use ota_bundle_format::write::BaseBundle;
 use ota_bundle_format::{
-    build_bundle, build_chunked_bundle, BundleSpec, ImageInput, SeekableImage, DEFAULT_LEVEL,
+    build_bundle_signed, build_chunked_bundle_signed, BundleSpec, ImageInput, SeekableImage,
+    Signing, DEFAULT_LEVEL,
 };
 use ota_image_io::WriteBehindFile;
 use ota_keys::Signer;
@@ -58,6 +59,11 @@ pub struct Args {
     /// class in OLD.
     #[arg(long, value_name = "OLD.otab")]
     delta_from: Option<PathBuf>,
+    /// Carry this trust chain (trust root files, JSON lists of them, or the server's `GET /api/trust/chain`
+    /// answer; repeatable): a robot installing the bundle from a file walks it from its own root before checking
+    /// the signatures, so a bundle signed by rotated keys installs on robots that never heard of the rotation.
+    #[arg(long, value_name = "FILE")]
+    trust_chain: Vec<PathBuf>,
     /// Replace OUT if it exists.
     #[arg(long)]
     force: bool,
@@ -128,6 +134,14 @@ pub fn run(args: Args) -> Result<()> {
         .map(|a| parse_image(a))
         .collect::<Result<Vec<_>>>()?;
     let keys = keyspec::signers(&args.keys)?;
+    let chain = match args.trust_chain.as_slice() {
+        [] => Vec::new(),
+        files => super::chain::read_chain_files(files)?,
+    };
+    let signing = Signing {
+        keys: &keys,
+        trust_chain: &chain,
+    };
     if args.payload == PayloadKind::Full && args.delta_from.is_some() {
         bail!("--delta-from needs the chunked payload; drop --payload full");
     }
@@ -182,7 +196,7 @@ pub fn run(args: Args) -> Result<()> {
                     reader: Box::new(file),
                 })
                 .collect();
-            let built = build_bundle(target, &spec, inputs, &keys, |n| bar.inc(n));
+            let built = build_bundle_signed(target, &spec, inputs, &signing, |n| bar.inc(n));
             bar.finish_and_clear();
             built
         }
@@ -198,13 +212,13 @@ pub fn run(args: Args) -> Result<()> {
                     reader: Box::new(file),
                 })
                 .collect();
-            let built = build_chunked_bundle(
+            let built = build_chunked_bundle_signed(
                 target,
                 &spec,
                 DEFAULT_PARAMS,
                 inputs,
                 base.as_mut(),
-                &keys,
+                &signing,
                 |n| bar.inc(n),
             );
             bar.finish_and_clear();
@@ -221,7 +235,20 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     out.commit()?;
-    print_summary(&args.output, &manifest, &keys)
+    print_summary(&args.output, &manifest, &keys)?;
+    if let Some(newest) = chain.last() {
+        let ids = newest.signed.key_ids();
+        let signing = keys.iter().filter(|k| ids.contains(&k.key_id())).count();
+        println!(
+            "  carries trust chain versions {}: robots walk it before checking the signatures; version {} needs {} \
+             of its {} keys, {signing} of them signed here",
+            super::chain::versions(&chain),
+            newest.signed.version,
+            newest.signed.threshold,
+            ids.len()
+        );
+    }
+    Ok(())
 }
 
 /// What changes when a file is written to: a chunked image is read twice, and must not change in between.

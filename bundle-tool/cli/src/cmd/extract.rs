@@ -14,8 +14,9 @@ use super::{describe, load_trust, open_verified};
 /// Arguments of `extract`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Trust root (JSON from `trust create`) or a single .pub key.
-    #[arg(long)]
+    /// Trust root (JSON from `trust create`) or a single .pub key; a trust chain the bundle carries is walked
+    /// from it first, as a robot does.
+    #[arg(long, visible_alias = "trust-root")]
     trust: PathBuf,
     /// Replace images that already exist in DIR.
     #[arg(long)]
@@ -28,7 +29,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let trust = load_trust(&args.trust)?;
-    let (mut bundle, bar) = open_verified(&args.bundle, &trust, "extracting")?;
+    let (mut bundle, bar, _) = open_verified(&args.bundle, &trust, "extracting")?;
     let names: Vec<String> = bundle
         .manifest()
         .images

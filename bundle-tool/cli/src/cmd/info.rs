@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use ota_bundle_format::chunked::ChunkIndex;
 use ota_bundle_format::ImageEntry;
+use ota_keys::SignedTrustRoot;
 use serde::Serialize;
 
 use super::bundle_file::BundleFile;
@@ -14,7 +15,8 @@ use crate::output::human_bytes;
 /// Arguments of `info`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Print JSON (manifest, manifest digest, signature key ids, chunk statistics) instead of text.
+    /// Print JSON (manifest, manifest digest, signature key ids, chunk statistics, carried trust chain) instead
+    /// of text.
     #[arg(long)]
     json: bool,
     /// The bundle to show.
@@ -72,6 +74,46 @@ impl ChunkStats {
     }
 }
 
+/// One root of the carried chain, for people (nothing checked).
+#[derive(Serialize)]
+struct ChainRoot {
+    version: u64,
+    threshold: u32,
+    keys: Vec<String>,
+    signed_by: Vec<String>,
+}
+
+impl ChainRoot {
+    fn of(root: &SignedTrustRoot) -> ChainRoot {
+        ChainRoot {
+            version: root.signed.version,
+            threshold: root.signed.threshold,
+            keys: root
+                .signed
+                .key_ids()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            signed_by: root
+                .signatures
+                .iter()
+                .map(|s| s.key_id.to_string())
+                .collect(),
+        }
+    }
+
+    fn print(&self) {
+        println!(
+            "             version {}: {} of {} keys ({}), signed by {}",
+            self.version,
+            self.threshold,
+            self.keys.len(),
+            self.keys.join(", "),
+            self.signed_by.join(", ")
+        );
+    }
+}
+
 pub fn run(args: Args) -> Result<()> {
     let mut bundle = BundleFile::open(&args.bundle)?;
     let manifest = bundle.manifest.clone();
@@ -83,6 +125,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let digest = &bundle.bundle_id;
     let key_ids = &bundle.key_ids;
+    let chain: Vec<ChainRoot> = bundle.trust_chain.iter().map(ChainRoot::of).collect();
     if args.json {
         let value = serde_json::json!({
             "manifest": manifest,
@@ -90,6 +133,7 @@ pub fn run(args: Args) -> Result<()> {
             "signatures": key_ids,
             "verified": false,
             "chunk_stats": stats,
+            "trust_chain": chain,
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
@@ -110,6 +154,16 @@ pub fn run(args: Args) -> Result<()> {
     }
     println!("manifest:    sha256 {digest}");
     println!("signatures:  {} (not verified)", key_ids.join(", "));
+    if !chain.is_empty() {
+        println!(
+            "trust chain: versions {} (not verified: a robot walks it from its own root before checking the \
+             signatures)",
+            super::chain::versions(&bundle.trust_chain)
+        );
+        for root in &chain {
+            root.print();
+        }
+    }
     for image in &manifest.images {
         println!(
             "image:       {} -> slot class {}: {} ({} {} payload, {}), sha256 {}\n             payload sha256 {}",

@@ -1,6 +1,7 @@
 //! One module per subcommand, each with its clap `Args` and a `run` function.
 
 pub mod bundle_file;
+pub mod chain;
 pub mod create;
 pub mod download_size;
 pub mod extract;
@@ -17,7 +18,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressBarIter};
-use ota_bundle_format::{BundleError, BundleReader};
+use ota_bundle_format::trust_chain::{self, Resolved};
+use ota_bundle_format::{BundleError, BundleReader, UnverifiedBundle};
 use ota_keys::TrustRoot;
 
 /// Read buffer for bundle files: large enough that the tar framing never dominates.
@@ -43,15 +45,36 @@ pub fn load_trust(path: &Path) -> Result<TrustRoot> {
     Ok(ota_keys::load_trust_root(path)?)
 }
 
-/// Opens, authenticates and fully verifies a bundle, leaving the caller the reader for its images.
+/// A bundle file being read, its head authenticated.
+pub type VerifiedBundle = BundleReader<BufReader<ProgressBarIter<File>>>;
+
+/// Which root a bundle's signatures were checked against.
+pub struct Checked {
+    /// The root reached from the given one through the carried chain, and where the walk started.
+    pub resolved: Resolved,
+    /// The versions of the chain the bundle carries (empty for most bundles).
+    pub carried: Vec<u64>,
+}
+
+/// Opens and authenticates a bundle as a robot does: the trust chain it carries is walked from `trust` first
+/// (all or nothing, [`trust_chain::resolve`]), and the signatures are checked against the root reached, which
+/// is returned with the reader for its images.
 pub fn open_verified(
     path: &Path,
     trust: &TrustRoot,
     message: &str,
-) -> Result<(BundleReader<BufReader<ProgressBarIter<File>>>, ProgressBar)> {
+) -> Result<(VerifiedBundle, ProgressBar, Checked)> {
     let (reader, bar) = open_bundle(path, message)?;
-    let bundle = BundleReader::open(reader, trust).map_err(|e| describe(path, e))?;
-    Ok((bundle, bar))
+    let head = UnverifiedBundle::read(reader).map_err(|e| describe(path, e))?;
+    let carried = head
+        .trust_chain()
+        .iter()
+        .map(|r| r.signed.version)
+        .collect();
+    let resolved =
+        trust_chain::resolve(trust, head.trust_chain()).map_err(|e| describe(path, e))?;
+    let bundle = head.verify(&resolved.root).map_err(|e| describe(path, e))?;
+    Ok((bundle, bar, Checked { resolved, carried }))
 }
 
 /// Names the bundle file in a format error.

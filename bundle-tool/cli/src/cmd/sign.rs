@@ -1,11 +1,12 @@
-//! `ota-bundle sign`: a second release engineer co-signs a bundle. The payloads are copied as they are; before the
-//! result replaces the bundle it is verified in full with the new key, so nobody signs a damaged payload.
+//! `ota-bundle sign`: a second release engineer co-signs a bundle. The payloads and the carried trust chain are
+//! copied as they are; before the result replaces the bundle it is verified in full with the new key, so nobody
+//! signs a damaged payload.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use ota_bundle_format::{BundleReader, BundleWriter, UnverifiedBundle};
+use ota_bundle_format::{rewrite_head, BundleReader, UnverifiedBundle};
 use ota_keys::TrustRoot;
 
 use super::{describe, open_bundle};
@@ -44,11 +45,9 @@ pub fn run(args: Args) -> Result<()> {
 
     let target = args.output.clone().unwrap_or_else(|| args.bundle.clone());
     let mut out = AtomicOutput::create(&target, args.output.is_none())?;
-    let mut writer = BundleWriter::new(out.file(), &manifest_bytes, &signatures)
-        .map_err(|e| describe(&args.bundle, e))?;
-    head.for_each_raw_entry(|_, path, content| writer.add_entry(path, content))
-        .map_err(|e| describe(&args.bundle, e))?;
-    writer.finish().map_err(|e| describe(&target, e))?;
+    // The carried trust chain stays as it is: it is not signed, so a new signature does not touch it.
+    let chain = head.trust_chain().to_vec();
+    rewrite_head(head, out.file(), &signatures, &chain).map_err(|e| describe(&args.bundle, e))?;
     bar.finish_and_clear();
 
     // Check the whole result with the new signature before it replaces anything.

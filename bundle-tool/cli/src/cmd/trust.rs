@@ -30,9 +30,10 @@ pub enum Command {
 /// Arguments of `trust create`.
 #[derive(clap::Args)]
 pub struct CreateArgs {
-    /// A trusted public key (.pub); repeatable.
-    #[arg(long = "key", required = true)]
-    keys: Vec<PathBuf>,
+    /// A trusted key: a public (.pub) or secret (.key) PEM file, or a pkcs11: URI (its public key is read from
+    /// the token); repeatable. Only the public half goes into the root.
+    #[arg(long = "key", required = true, value_parser = keyspec::value_parser())]
+    keys: Vec<KeySpec>,
     /// How many distinct keys must sign a bundle.
     #[arg(long)]
     threshold: u32,
@@ -119,8 +120,8 @@ fn create(args: CreateArgs) -> Result<()> {
     let keys = args
         .keys
         .iter()
-        .map(|p| ota_keys::load_public_key(p))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(KeySpec::public_key)
+        .collect::<Result<Vec<_>>>()?;
     let root = TrustRoot::new(args.root_version, args.threshold, keys)?;
     let mut signed = SignedTrustRoot::new(root);
     for key in keyspec::signers(&args.sign_with)? {

@@ -5,25 +5,28 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use super::{describe, load_trust, open_verified};
+use super::{describe, load_trust, open_verified, Checked};
 
 /// Arguments of `verify`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Trust root (JSON from `trust create`) or a single .pub key.
-    #[arg(long)]
+    /// Trust root (JSON from `trust create`) or a single .pub key: the robot's root. A trust chain the bundle
+    /// carries is walked from it first, as a robot does, and the signatures are checked against the root reached.
+    #[arg(long, visible_alias = "trust-root")]
     trust: PathBuf,
     /// The bundle to check.
     bundle: PathBuf,
     /// Print the result as JSON (`ok`, `version`, `compatible`, `images`, `signed_by`, `threshold`,
-    /// `trusted_keys`, `manifest_sha256`) instead of a line.
+    /// `trusted_keys`, `manifest_sha256`, `trust_root_version`, `walked_from`, `trust_chain`) instead of a line.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let trust = load_trust(&args.trust)?;
-    let (mut bundle, bar) = open_verified(&args.bundle, &trust, "verifying")?;
+    let start = load_trust(&args.trust)?;
+    let (mut bundle, bar, checked) = open_verified(&args.bundle, &start, "verifying")?;
+    let Checked { resolved, carried } = checked;
+    let trust = &resolved.root;
     let signed_by: Vec<String> = bundle.signed_by().iter().map(|k| k.to_string()).collect();
     let digest = bundle.manifest_digest();
     bundle
@@ -41,20 +44,47 @@ pub fn run(args: Args) -> Result<()> {
             "threshold": trust.threshold,
             "trusted_keys": trust.keys.len(),
             "manifest_sha256": digest.to_string(),
+            "trust_root_version": trust.version,
+            "walked_from": resolved.from,
+            "trust_chain": carried,
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
     println!(
-        "OK {}: version {} for '{}', {} image(s), {}, manifest sha256 {}",
+        "OK {}: version {} for '{}', {} image(s), {}, manifest sha256 {}; {}",
         args.bundle.display(),
         manifest.version,
         manifest.compatible,
         manifest.images.len(),
         signatures(&signed_by, trust.threshold, trust.keys.len()),
-        digest
+        digest,
+        checked_against(trust.version, resolved.from, &carried)
     );
     Ok(())
+}
+
+/// Which root the signatures were checked against, and how it was reached.
+fn checked_against(version: u64, from: u64, carried: &[u64]) -> String {
+    let list = |v: &[u64]| {
+        v.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match carried {
+        [] => format!("signatures checked against trust root version {version}"),
+        _ if version == from => format!(
+            "signatures checked against trust root version {version}; the bundle's trust chain \
+             (versions {}) holds nothing newer",
+            list(carried)
+        ),
+        _ => format!(
+            "signatures checked against trust root version {version}, reached from version {from} through the \
+             bundle's trust chain (versions {})",
+            list(carried)
+        ),
+    }
 }
 
 /// The signatures against the root's threshold, e.g. `signatures: 2 valid (k1, k2), threshold 2 of 3 keys`: the
@@ -83,6 +113,24 @@ mod tests {
         assert_eq!(
             signatures(&valid[..1], 1, 1),
             "signatures: 1 valid (k1), threshold 1 of 1 key"
+        );
+    }
+
+    #[test]
+    fn which_root_checked_the_signatures() {
+        assert_eq!(
+            checked_against(1, 1, &[]),
+            "signatures checked against trust root version 1"
+        );
+        assert_eq!(
+            checked_against(3, 1, &[2, 3]),
+            "signatures checked against trust root version 3, reached from version 1 through the bundle's trust \
+             chain (versions 2, 3)"
+        );
+        assert_eq!(
+            checked_against(4, 4, &[2, 3]),
+            "signatures checked against trust root version 4; the bundle's trust chain (versions 2, 3) holds \
+             nothing newer"
         );
     }
 

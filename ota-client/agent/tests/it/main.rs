@@ -3,6 +3,7 @@
 //! environment variables or changes the working directory; each robot lives in its own
 //! temporary directory.
 
+mod carried_chain;
 mod chunked;
 mod common;
 mod daemon_cli;

@@ -15,7 +15,7 @@ use ota_testkit::robot::*;
 use ota_testkit::server::{ServerHandle, ServerOptions};
 
 /// Release keys of versions 1.. (index 0 is version 1: the kit's release key).
-fn keys(n: usize) -> Vec<&'static SecretKey> {
+pub(crate) fn keys(n: usize) -> Vec<&'static SecretKey> {
     let mut keys = vec![release_key()];
     keys.extend((1..n).map(|_| &*Box::leak(Box::new(SecretKey::generate()))));
     keys
@@ -32,16 +32,16 @@ fn root(version: u64, key: &SecretKey, signers: &[&SecretKey]) -> SignedTrustRoo
 }
 
 /// The proper link to `version` (keys[version - 1]): signed by the previous key and its own.
-fn link(keys: &[&SecretKey], version: u64) -> SignedTrustRoot {
+pub(crate) fn link(keys: &[&SecretKey], version: u64) -> SignedTrustRoot {
     let i = version as usize - 1;
     root(version, keys[i], &[keys[i - 1], keys[i]])
 }
 
-fn chain_json(roots: &[SignedTrustRoot]) -> Vec<u8> {
+pub(crate) fn chain_json(roots: &[SignedTrustRoot]) -> Vec<u8> {
     ota_keys::chain::chain_to_json(roots).into_bytes()
 }
 
-fn rootfs(r: &Robot, key: &SecretKey, version: &str) -> Vec<u8> {
+pub(crate) fn rootfs(r: &Robot, key: &SecretKey, version: &str) -> Vec<u8> {
     bundle_with(
         key,
         version,
@@ -51,7 +51,7 @@ fn rootfs(r: &Robot, key: &SecretKey, version: &str) -> Vec<u8> {
 }
 
 /// A robot whose image trusts version 1 (the kit's release key, as a trust root file).
-fn robot_at_v1() -> Robot {
+pub(crate) fn robot_at_v1() -> Robot {
     let dir = tempfile::tempdir().unwrap();
     let mut spec = RobotSpec::new(Backend::Grub);
     spec.trust_pem = root(1, release_key(), &[release_key()]).to_json_pretty();

@@ -20,6 +20,12 @@ pub struct Served {
 impl Served {
     /// Starts a server trusting the kit's release key, publishes `bundle` and puts a proxy in front.
     pub fn publish(bundle: &[u8]) -> Served {
+        Served::publish_after(&[], bundle)
+    }
+
+    /// [`Served::publish`] on a server that published the trust roots `rotations` first (so it accepts a
+    /// bundle of the newest root's keys).
+    pub fn publish_after(rotations: &[ota_keys::SignedTrustRoot], bundle: &[u8]) -> Served {
         let dir = tempfile::tempdir().unwrap();
         let server = ServerHandle::start(&ServerOptions::new(
             &dir.path().join("server"),
@@ -29,6 +35,10 @@ impl Served {
         let admin = ApiClient::new(&ClientOptions::new(&server.base))
             .unwrap()
             .with_token(&server.admin_token);
+        for root in rotations {
+            let _: ota_protocol::device::TrustChain =
+                admin.post(ota_protocol::paths::TRUST_CHAIN, root).unwrap();
+        }
         let id = admin.publish_bytes(bundle.to_vec()).unwrap().bundle_id;
         let proxy = Proxy::start(server.addr);
         Served {
