@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ota_client_core::daemon::{
-    Action, ActiveOffer, DaemonMachine, Exit, Failure, Input, InstallResult, Level,
-    ProgressThrottle, Settings,
+    Action, ActiveOffer, ChainRefused, DaemonMachine, Exit, Failure, Input, InstallResult, Level,
+    ProgressThrottle, SayOnce, Settings,
 };
 use ota_client_core::ReportEvent;
 use ota_protocol::device::{
@@ -71,6 +71,8 @@ struct Daemon<'a> {
     freshness: Watch,
     /// The robot's identity key: enrollment proves it.
     key: ota_keys::SecretKey,
+    /// The server's chain refused: said once per cause, not on every poll.
+    chain_refused: SayOnce<ChainRefused>,
 }
 
 impl<'a> Daemon<'a> {
@@ -122,6 +124,7 @@ impl<'a> Daemon<'a> {
             dog: Notifier::from_env(),
             freshness: Watch::open(&config),
             key,
+            chain_refused: SayOnce::default(),
         })
     }
 
@@ -349,16 +352,21 @@ impl<'a> Daemon<'a> {
             Err(e) => Err(e.to_string()),
         };
         match walked {
-            Ok(v) => self.log.line(
-                Level::Info,
-                &format!("trust root updated from version {ours} to {v}"),
-            ),
-            Err(e) => self.log.line(
-                Level::Warn,
-                &format!(
+            Ok(v) => {
+                self.chain_refused.clear();
+                self.log.line(
+                    Level::Info,
+                    &format!("trust root updated from version {ours} to {v}"),
+                )
+            }
+            Err(e) => {
+                let line = format!(
                     "cannot walk the server's trust chain from version {ours} to {published}: {e}"
-                ),
-            ),
+                );
+                if self.chain_refused.should_say((ours, published, e)) {
+                    self.log.line(Level::Warn, &line);
+                }
+            }
         }
     }
 

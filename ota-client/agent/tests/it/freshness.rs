@@ -35,6 +35,11 @@ struct Fake {
 
 impl Fake {
     fn start(script: Script) -> Fake {
+        Fake::publishing(script, None)
+    }
+
+    /// Also says the server publishes trust root `trust_version` (its chain route answers nothing of use).
+    fn publishing(script: Script, trust_version: Option<u64>) -> Fake {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let polls = Arc::new(Mutex::new(Vec::new()));
@@ -44,7 +49,7 @@ impl Fake {
                 let Ok(stream) = stream else { continue };
                 let (script, seen) = (Arc::clone(&script), Arc::clone(&seen));
                 std::thread::spawn(move || {
-                    let _ = answer(stream, &script, &seen);
+                    let _ = answer(stream, &script, &seen, trust_version);
                 });
             }
         });
@@ -60,6 +65,7 @@ fn answer(
     stream: std::net::TcpStream,
     script: &Script,
     polls: &Mutex<Vec<PollRequest>>,
+    trust_version: Option<u64>,
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut line = String::new();
@@ -100,7 +106,7 @@ fn answer(
                 poll_interval_secs: 1,
                 poll_jitter_secs: 0,
                 update: None,
-                trust_version: None,
+                trust_version,
                 timestamp: script(n),
             })
         }
@@ -304,4 +310,18 @@ fn without_a_timestamp_role_nothing_changes() {
     run_until(&r, &fake, "polls for over a second", |p| p.len() >= 25);
     assert!(reasons(&fake.polls()).iter().all(Option::is_none));
     assert!(!r.path("data").join(FRESHNESS_FILE).exists());
+}
+
+/// A server that publishes a newer root whose chain never walks: the robot warns once, not on every poll.
+#[test]
+fn a_chain_that_never_walks_is_warned_about_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::publishing(Arc::new(|_| None), Some(7));
+    let r = robot(dir.path(), &fake, None, HOUR);
+    let log = run_until(&r, &fake, "six polls", |p| p.len() >= 6);
+    let warned = log
+        .iter()
+        .filter(|l| l.contains("cannot walk the server's trust chain from version 0 to 7"))
+        .count();
+    assert_eq!(warned, 1, "{log:#?}");
 }

@@ -14,6 +14,7 @@
 //! * [`action`]: what the machine is told ([`Input`]) and asks for ([`Action`]).
 //! * [`gates`]: the steps of an offer and the robot's own checks before each ([`plan`]).
 //! * [`machine`]: [`DaemonMachine`], the loop's decisions.
+//! * [`say_once`]: [`SayOnce`], a warning repeated every poll logged once per distinct cause.
 //!
 //! Failures come with the typed [`ErrorKind`] of `ota_protocol::client` (retry / give up /
 //! re-authenticate); no decision looks inside an error's text.
@@ -25,6 +26,7 @@ mod hold;
 pub mod machine;
 mod phase;
 pub mod report;
+pub mod say_once;
 pub mod state;
 mod verdict;
 
@@ -38,4 +40,5 @@ pub use report::{
     event_offer, event_report, progress_report, status_report, ProgressThrottle, PROGRESS_INTERVAL,
     PROGRESS_STEP,
 };
+pub use say_once::{ChainRefused, SayOnce};
 pub use state::{ActiveOffer, DaemonState};
