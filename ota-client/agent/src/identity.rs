@@ -57,17 +57,97 @@ pub fn load_or_create(
     provisioned: Option<&Path>,
 ) -> Result<SecretKey, IdentityError> {
     let path = key_path(data_dir, provisioned);
+    match load(data_dir, provisioned)? {
+        Some(key) => Ok(key),
+        None if provisioned.is_some() => Err(IdentityError::Missing { path }),
+        None => create(&path),
+    }
+}
+
+/// The robot's key if it has one (`None`: not generated yet, or a provisioned file missing); never creates it.
+pub fn load(
+    data_dir: &Path,
+    provisioned: Option<&Path>,
+) -> Result<Option<SecretKey>, IdentityError> {
+    let path = key_path(data_dir, provisioned);
     let unreadable = |detail: String| IdentityError::Unreadable {
         path: path.clone(),
         detail,
     };
     match std::fs::read_to_string(&path) {
-        Ok(pem) => SecretKey::from_pem(&pem).map_err(|e| unreadable(e.to_string())),
-        Err(e) if e.kind() == ErrorKind::NotFound && provisioned.is_some() => {
-            Err(IdentityError::Missing { path })
-        }
-        Err(e) if e.kind() == ErrorKind::NotFound => create(&path),
+        Ok(pem) => SecretKey::from_pem(&pem)
+            .map(Some)
+            .map_err(|e| unreadable(e.to_string())),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
         Err(e) => Err(unreadable(e.to_string())),
+    }
+}
+
+/// What `ota-client identity show` tells an operator (e.g. to pre-authorise the robot on the server).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Shown {
+    /// Where the key is (or will be) kept.
+    pub path: PathBuf,
+    /// Whether it was provisioned (`[server] identity_key`) rather than generated.
+    pub provisioned: bool,
+    /// The key's id (as in trust roots and signatures); `None` while there is no key.
+    pub key_id: Option<String>,
+    /// The public key as the server stores it (64 hex digits).
+    pub public_key_hex: Option<String>,
+    /// The public key as an SPKI PEM (what `ota-server devices preauthorize --key` reads).
+    pub public_key_pem: Option<String>,
+    /// The id this robot enrolled as, if it has.
+    pub device_id: Option<String>,
+}
+
+impl Shown {
+    /// The robot's identity as kept in `data_dir` (read only: a missing key is shown as missing, not made).
+    pub fn read(
+        data_dir: &Path,
+        provisioned: Option<&Path>,
+        device_id: Option<String>,
+    ) -> Result<Shown, IdentityError> {
+        let key = load(data_dir, provisioned)?;
+        let public = key.as_ref().map(SecretKey::public_key);
+        Ok(Shown {
+            path: key_path(data_dir, provisioned),
+            provisioned: provisioned.is_some(),
+            key_id: public.as_ref().map(|p| p.key_id().to_string()),
+            public_key_hex: key.as_ref().map(public_key_hex),
+            public_key_pem: public.as_ref().map(|p| p.to_pem()),
+            device_id,
+        })
+    }
+
+    /// The lines `identity show` prints.
+    pub fn lines(&self) -> Vec<String> {
+        let how = if self.provisioned {
+            "provisioned"
+        } else {
+            "generated"
+        };
+        let mut out = vec![format!("key file:    {} ({how})", self.path.display())];
+        match (&self.key_id, &self.public_key_hex) {
+            (Some(id), Some(hex)) => {
+                out.push(format!("key id:      {id}"));
+                out.push(format!("public key:  {hex}"));
+            }
+            _ if self.provisioned => {
+                out.push("key id:      none: the provisioned key file does not exist".to_string())
+            }
+            _ => out.push(
+                "key id:      none yet: the daemon generates the key at its first start"
+                    .to_string(),
+            ),
+        }
+        out.push(match &self.device_id {
+            Some(id) => format!("device id:   {id} (enrolled)"),
+            None => "device id:   not enrolled".to_string(),
+        });
+        if let Some(pem) = &self.public_key_pem {
+            out.extend(pem.lines().map(str::to_string));
+        }
+        out
     }
 }
 
@@ -156,6 +236,35 @@ mod tests {
         let got = load_or_create(dir.path(), Some(&factory)).unwrap();
         assert_eq!(public_key_hex(&got), public_key_hex(&key));
         assert!(!key_path(dir.path(), None).exists());
+    }
+
+    #[test]
+    fn show_reads_without_creating_and_names_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let none = Shown::read(dir.path(), None, None).unwrap();
+        assert_eq!(none.key_id, None);
+        assert!(
+            !key_path(dir.path(), None).exists(),
+            "show never makes a key"
+        );
+        assert!(none.lines()[1].contains("none yet"), "{:?}", none.lines());
+        let key = load_or_create(dir.path(), None).unwrap();
+        let shown = Shown::read(dir.path(), None, Some("r1".into())).unwrap();
+        assert_eq!(shown.key_id, Some(key.key_id().to_string()));
+        assert_eq!(shown.public_key_hex, Some(public_key_hex(&key)));
+        let pem = shown.public_key_pem.clone().unwrap();
+        assert_eq!(
+            ota_keys::PublicKey::from_pem(&pem).unwrap(),
+            key.public_key()
+        );
+        let lines = shown.lines().join("\n");
+        assert!(lines.contains("device id:   r1 (enrolled)"), "{lines}");
+        assert!(lines.contains(&pem.trim_end().to_string()), "{lines}");
+        assert!(lines.contains(&key_path(dir.path(), None).display().to_string()));
+        let factory = dir.path().join("factory.pem");
+        let missing = Shown::read(dir.path(), Some(&factory), None).unwrap();
+        assert!(missing.provisioned && missing.key_id.is_none());
+        assert!(missing.lines()[1].contains("provisioned key file does not exist"));
     }
 
     #[test]

@@ -46,6 +46,8 @@ enum Command {
     /// Approve the reboot into the update the daemon waits on (rollouts that require a
     /// confirmation on the robot).
     Approve(cmd::approve::Args),
+    /// The robot's own key, which enrollment proves to the server.
+    Identity(cmd::identity::Args),
 }
 
 fn run(program: Program) -> anyhow::Result<()> {
@@ -60,6 +62,7 @@ fn run(program: Program) -> anyhow::Result<()> {
         Command::Trust(args) => cmd::trust::run(config, args),
         Command::Daemon => cmd::daemon::run(config),
         Command::Approve(args) => cmd::approve::run(config, args),
+        Command::Identity(args) => cmd::identity::run(config, args),
     }
 }
 

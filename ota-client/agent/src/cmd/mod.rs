@@ -4,6 +4,7 @@ pub mod activate;
 pub mod approve;
 pub mod confirm;
 pub mod daemon;
+pub mod identity;
 pub mod install;
 pub mod mark;
 pub mod status;

@@ -99,3 +99,53 @@ fn sigterm_stops_a_daemon_that_is_backing_off() {
     assert!(state.contains("enroll-"), "{state}");
     assert!(!r.path("data/device-token").exists());
 }
+
+/// `ota-client identity show` names the robot's key without ever making one; once the daemon made it, it shows
+/// the key id, the public key (the PEM `ota-server devices preauthorize --key` reads) and where it is kept; the
+/// command has its man page.
+#[test]
+fn identity_show_names_the_robots_key_and_never_makes_one() {
+    let r = Robot::new(Backend::Grub);
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ota-client"))
+            .arg("--config")
+            .arg(&r.config_path)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let data = r.path("data");
+    let key_file = ota_client::identity::key_path(&data, None);
+    let before = run(&["identity", "show"]);
+    assert!(before.contains("none yet"), "{before}");
+    assert!(before.contains("not enrolled"), "{before}");
+    assert!(!key_file.exists(), "show made a key");
+
+    // What the daemon does at its first start (the client made the data directory before).
+    std::fs::create_dir_all(&data).unwrap();
+    let key = ota_client::identity::load_or_create(&data, None).unwrap();
+    let shown = run(&["identity", "show"]);
+    assert!(shown.contains(&key.key_id().to_string()), "{shown}");
+    assert!(shown.contains(&key_file.display().to_string()), "{shown}");
+    assert!(
+        shown.contains(&ota_client::identity::public_key_hex(&key)),
+        "{shown}"
+    );
+    let pem = run(&["identity", "show", "--pem"]);
+    assert_eq!(
+        ota_keys::PublicKey::from_pem(&pem).unwrap(),
+        key.public_key()
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&run(&["identity", "show", "--json"])).unwrap();
+    assert_eq!(json["public_key_pem"].as_str(), Some(pem.as_str()));
+    assert_eq!(json["device_id"], serde_json::Value::Null);
+
+    let docs = tempfile::tempdir().unwrap();
+    run(&["generate-docs", docs.path().to_str().unwrap()]);
+    let page =
+        std::fs::read_to_string(docs.path().join("man/man1/ota-client-identity-show.1")).unwrap();
+    assert!(page.contains("never creates a key"), "{page}");
+}
