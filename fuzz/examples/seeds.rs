@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 use ota_bootloader::{grubenv, statefile, uboot};
 use ota_bundle_format::chunked::{BundleLayout, ChunkParams};
 use ota_bundle_format::write::BaseBundle;
-use ota_bundle_format::writer::encode_signatures;
+use ota_bundle_format::writer::sign_manifest;
 use ota_bundle_format::{
-    build_bundle_to_vec, build_chunked_bundle, BundleSpec, ImageInput, SeekableImage,
+    build_bundle_to_vec, build_chunked_bundle, rewrite_head, BundleSpec, ImageInput, SeekableImage,
     UnverifiedBundle,
 };
 use ota_keys::{SignedTrustRoot, TrustRoot};
@@ -100,13 +100,20 @@ fn main() {
     v2.splice(9000..9000, text(5, 1500));
     v2[20_000..20_100].fill(b'x');
     let delta_v2 = chunked(&v2, Some(&chunked_v1));
+    // The same bundles carrying the test trust chain, signed only by the key its newest root trusts.
+    let full_chain = carrying_chain(&bundles[0].1);
+    bundles.push(("full-one-chain", full_chain));
+    bundles.push(("chunked-chain", carrying_chain(&chunked_v1)));
     bundles.push(("chunked", chunked_v1));
     bundles.push(("chunked-delta", delta_v2));
 
     let trust = ota_fuzz::trust_root();
     for (name, bundle) in &bundles {
-        // Every seed must pass the real reader: a seed the reader refuses teaches the fuzzer nothing past it.
-        let mut reader = ota_bundle_format::BundleReader::open(bundle.as_slice(), &trust).unwrap();
+        // Every seed must pass the real reader (through its carried chain, as a robot reads it): a seed the
+        // reader refuses teaches the fuzzer nothing past it.
+        let head = UnverifiedBundle::read(bundle.as_slice()).unwrap();
+        let reached = ota_fuzz::bundle_trust(&trust, head.trust_chain()).unwrap();
+        let mut reader = head.verify(&reached).unwrap();
         reader.verify_remaining_images().unwrap();
         reader.finish().unwrap();
         write(&root, "bundle_stream", name, bundle);
@@ -117,7 +124,7 @@ fn main() {
         let manifest = head.manifest_unverified().unwrap();
         let layout = BundleLayout::new(
             manifest_bytes.len() as u64,
-            encode_signatures(head.signatures()).len() as u64,
+            head.signatures_len(),
             &manifest,
         );
         // The range client's view: the head and every index, without the payloads.
@@ -320,29 +327,8 @@ fn main() {
             &[&[kind][..], &body].concat(),
         );
     }
-    // Trust chains from the test root (version 0, the first key): a rotation to both keys, then to the second
-    // alone; each link signed by the previous root's keys and its own. Also one root alone, and a replay.
-    let [first, second] = ota_fuzz::test_keys();
-    let link = |version: u64,
-                threshold: u32,
-                keys: Vec<ota_keys::PublicKey>,
-                signers: &[&ota_keys::SecretKey]| {
-        let mut root = SignedTrustRoot::new(TrustRoot::new(version, threshold, keys).unwrap());
-        for key in signers {
-            root.sign(key);
-        }
-        root
-    };
-    let chain = vec![
-        link(1, 1, vec![first.public_key()], &[&first]),
-        link(
-            2,
-            2,
-            vec![first.public_key(), second.public_key()],
-            &[&first, &second],
-        ),
-        link(3, 1, vec![second.public_key()], &[&first, &second]),
-    ];
+    // Trust chains from the test root: the walk as in `test_chain`, one root alone, and a replay.
+    let chain = test_chain();
     let start = ota_fuzz::trust_root();
     assert_eq!(ota_keys::chain::walk(&start, &chain).unwrap().version, 3);
     write(
@@ -366,6 +352,40 @@ fn main() {
     );
 
     println!("seed corpus written under {}", root.display());
+}
+
+/// A trust chain from the test root (version 0, the first key): a rotation to both keys, then to the second
+/// alone; each link signed by the previous root's keys and its own.
+fn test_chain() -> Vec<SignedTrustRoot> {
+    let [first, second] = ota_fuzz::test_keys();
+    let link = |version: u64,
+                threshold: u32,
+                keys: Vec<ota_keys::PublicKey>,
+                signers: &[&ota_keys::SecretKey]| {
+        let mut root = SignedTrustRoot::new(TrustRoot::new(version, threshold, keys).unwrap());
+        for key in signers {
+            root.sign(key);
+        }
+        root
+    };
+    vec![
+        link(1, 1, vec![first.public_key()], &[&first]),
+        link(
+            2,
+            2,
+            vec![first.public_key(), second.public_key()],
+            &[&first, &second],
+        ),
+        link(3, 1, vec![second.public_key()], &[&first, &second]),
+    ]
+}
+
+/// `bundle` signed by the second test key alone (trusted only by the chain's version 3), carrying the chain.
+fn carrying_chain(bundle: &[u8]) -> Vec<u8> {
+    let head = UnverifiedBundle::read(bundle).unwrap();
+    let [_, second] = ota_fuzz::test_keys();
+    let signatures = sign_manifest(head.manifest_bytes(), &[second]);
+    rewrite_head(head, Vec::new(), &signatures, &test_chain()).unwrap()
 }
 
 /// Text-like content: compressible, with enough entropy for content-defined cuts.

@@ -1,5 +1,6 @@
-//! The range client's head check: `parse_head` over any prefix, the signature check, the layout, and each
-//! chunked image's index checked (`VerifiedHead::index`) over the bytes the layout points at.
+//! The range client's head check: `parse_head` over any prefix, the carried trust chain walked from the test
+//! root, the signature check, the layout, and each chunked image's index checked (`VerifiedHead::index`) over
+//! the bytes the layout points at.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -28,7 +29,11 @@ fn check(data: &[u8], trust: &ota_keys::TrustRoot) {
         Err(_) => return,
     };
     assert!(head.len() <= data.len() as u64);
-    let Ok(verified) = head.verify(trust) else {
+    // A robot walks the carried trust chain from its root before it checks the signatures.
+    let Some(trust) = ota_fuzz::bundle_trust(trust, head.trust_chain()) else {
+        return;
+    };
+    let Ok(verified) = head.verify(&trust) else {
         return;
     };
     assert!(verified.layout.head_len() <= verified.layout.total_len());

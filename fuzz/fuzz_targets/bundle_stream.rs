@@ -1,5 +1,6 @@
-//! The verifying stream reader over arbitrary bytes, as a robot reads a download: against the fixed test trust
-//! root as given, then re-signed so mutated manifests reach validation and payload streaming.
+//! The verifying stream reader over arbitrary bytes, as a robot reads a download: the carried trust chain walked
+//! from the fixed test trust root, then the signatures and payloads; as given, then re-signed so mutated
+//! manifests reach validation and payload streaming.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

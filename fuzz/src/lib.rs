@@ -11,9 +11,10 @@ use std::io::{self, Read};
 use ota_bundle_format::framing::{
     entry_header, format_marker, padding_len, FORMAT_ENTRY, MANIFEST_ENTRY, SIGNATURES_ENTRY,
 };
-use ota_bundle_format::writer::encode_signatures;
-use ota_bundle_format::{sign_manifest, BundleReader, UnverifiedBundle};
-use ota_keys::{SecretKey, TrustRoot};
+use ota_bundle_format::trust_chain;
+use ota_bundle_format::writer::encode_signature_block;
+use ota_bundle_format::{sign_manifest, UnverifiedBundle};
+use ota_keys::{SecretKey, SignedTrustRoot, TrustRoot};
 
 /// The fuzzing release key: a fixed test key (never used for anything else), so the committed seed bundles
 /// verify against [`trust_root`] on every machine.
@@ -47,11 +48,12 @@ pub fn trust_root() -> TrustRoot {
 }
 
 /// The same bundle with its head rebuilt: the manifest bytes it carries (mutated or not) signed by
-/// [`test_key`]. `None` when the head does not even parse.
+/// [`test_key`], the trust chain it carries kept. `None` when the head does not even parse.
 pub fn resign(bundle: &[u8]) -> Option<Vec<u8>> {
     let head = UnverifiedBundle::read(bundle).ok()?;
     let manifest = head.manifest_bytes();
-    let signatures = encode_signatures(&sign_manifest(manifest, &[test_key()]));
+    let signatures =
+        encode_signature_block(&sign_manifest(manifest, &[test_key()]), head.trust_chain());
     let mut out = Vec::with_capacity(bundle.len() + 512);
     push_entry(&mut out, FORMAT_ENTRY, &format_marker());
     push_entry(&mut out, MANIFEST_ENTRY, manifest);
@@ -68,11 +70,30 @@ pub fn push_entry(out: &mut Vec<u8>, path: &str, content: &[u8]) {
     out.resize(out.len() + padding_len(content.len() as u64), 0);
 }
 
-/// Reads a bundle as a robot does: open against `trust`, stream every image, finish. `threaded` picks the
-/// pipelined `copy_to` (what the client uses) over the plain `Read` of the image stream. Errors are expected;
-/// panics, hangs and unbounded memory are the findings.
+/// The root a robot at `trust` checks a bundle's signatures against: `trust` walked through the chain the bundle
+/// carries (`trust_chain::resolve`); never older than `trust`. `None`: the chain is refused.
+pub fn bundle_trust(trust: &TrustRoot, carried: &[SignedTrustRoot]) -> Option<TrustRoot> {
+    let resolved = trust_chain::resolve(trust, carried).ok()?;
+    assert!(resolved.root.version >= trust.version);
+    assert_eq!(
+        resolved.adopted.as_ref().map(|r| &r.signed),
+        (resolved.root != *trust).then_some(&resolved.root)
+    );
+    Some(resolved.root)
+}
+
+/// Reads a bundle as a robot does: read the head, walk the carried trust chain from `trust`, check the signatures
+/// against the root reached, stream every image, finish. `threaded` picks the pipelined `copy_to` (what the
+/// client uses) over the plain `Read` of the image stream. Errors are expected; panics, hangs and unbounded
+/// memory are the findings.
 pub fn read_bundle(bytes: &[u8], trust: &TrustRoot, threaded: bool) {
-    let Ok(mut reader) = BundleReader::open(bytes, trust) else {
+    let Ok(head) = UnverifiedBundle::read(bytes) else {
+        return;
+    };
+    let Some(trust) = bundle_trust(trust, head.trust_chain()) else {
+        return;
+    };
+    let Ok(mut reader) = head.verify(&trust) else {
         return;
     };
     let _ = reader.manifest_digest();
