@@ -10,6 +10,7 @@ use assert_cmd::Command;
 use predicates::prelude::*;
 use tempfile::TempDir;
 
+mod chain;
 mod pkcs11;
 
 fn ota_bundle() -> Command {
@@ -843,6 +844,31 @@ fn publish_agrees_with_the_server_on_defaults() {
             "server URL \"ota.example.com\" must start with http://",
         ))
         .stderr(predicate::str::contains("builder error").not());
+}
+
+/// `trust create --key` takes what the signing commands take: a public or a secret PEM file names the same
+/// key (the root holds only its public half), and a file that is neither is refused in one line.
+#[test]
+fn trust_create_takes_public_and_secret_key_files() {
+    let ws = Workspace::new();
+    let create = |out: &str, keys: &[&str]| {
+        let mut c = ws.cmd();
+        c.args(["trust", "create", "--threshold", "2", "-o", out]);
+        for k in keys {
+            c.args(["--key", k]);
+        }
+        c.assert()
+    };
+    create("pub.json", &["rel1.pub", "rel2.pub"]).success();
+    create("mixed.json", &["rel1.key", "rel2.pub"]).success();
+    let read = |f: &str| fs::read_to_string(ws.file(f)).unwrap();
+    assert_eq!(read("pub.json"), read("mixed.json"));
+    assert!(!read("mixed.json").contains("PRIVATE"));
+    fs::write(ws.file("junk.pem"), "hello").unwrap();
+    create("junk.json", &["junk.pem", "rel2.pub"])
+        .failure()
+        .stderr(predicate::str::contains("junk.pem: not a PEM key file"));
+    assert!(!ws.file("junk.json").exists());
 }
 
 #[test]

@@ -380,6 +380,42 @@ fn a_token_key_signs_a_trust_root_with_module_and_pin_from_the_environment() {
         .success();
 }
 
+/// `trust create --key pkcs11:...` reads the public key from the token: the root is the one made from the
+/// token's exported .pub, and a missing object is refused before anything is written.
+#[test]
+fn trust_create_reads_a_token_keys_public_half() {
+    let Some((token, _turn)) = token() else {
+        return;
+    };
+    let ws = Workspace::new();
+    let uri = token.uri("release-2026");
+    ws.hsm(token)
+        .args(["public-key", &uri, "-o", "token.pub"])
+        .assert()
+        .success();
+    for (out, key) in [
+        ("from-pub.json", "token.pub"),
+        ("from-token.json", uri.as_str()),
+    ] {
+        ws.hsm(token)
+            .args(["trust", "create", "--threshold", "2", "-o", out])
+            .args(["--key", key, "--key", "rel1.pub"])
+            .assert()
+            .success();
+    }
+    assert_eq!(
+        fs::read_to_string(ws.file("from-pub.json")).unwrap(),
+        fs::read_to_string(ws.file("from-token.json")).unwrap()
+    );
+    ws.hsm(token)
+        .args(["trust", "create", "--threshold", "1", "-o", "nope.json"])
+        .args(["--key", &token.uri("nope")])
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("no key object=nope"));
+    assert!(!ws.file("nope.json").exists());
+}
+
 #[test]
 fn each_wrong_way_to_name_a_token_key_fails_in_one_line_and_writes_nothing() {
     let Some((token, _turn)) = token() else {
