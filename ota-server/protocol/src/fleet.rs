@@ -285,8 +285,8 @@ pub struct HistoryPoint {
     pub mean: f64,
 }
 
-/// `GET /api/devices/{id}/history?metric=NAME[&since=UNIX]`: a metric's history, oldest first, with the
-/// device's update events for marking on a time axis.
+/// `GET /api/devices/{id}/history?metric=NAME[&since=UNIX]`: a metric's history, oldest first (the device's
+/// update events to mark on its time axis are in [`DeviceTimeline`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MetricHistory {
@@ -296,4 +296,78 @@ pub struct MetricHistory {
     pub metric: String,
     /// Points, oldest first.
     pub points: Vec<HistoryPoint>,
+}
+
+/// One update event of a robot, from its stored reports: an install started, succeeded, failed or rolled back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UpdateEvent {
+    /// When the server received the report (Unix seconds).
+    pub at: u64,
+    /// `installing`, `success`, `failure` or `rolled_back`.
+    pub status: crate::device::ReportStatus,
+    /// The version the report is about.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub version: Option<semver::Version>,
+    /// The rollout it belongs to.
+    pub rollout_id: Option<u64>,
+}
+
+/// `GET /api/devices/{id}/timeline[?since=UNIX]`: what a robot's history charts need besides the points: the
+/// metrics it has history of, and its update events, oldest first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeviceTimeline {
+    /// Device.
+    pub device_id: String,
+    /// Start of the span (Unix seconds).
+    pub since: u64,
+    /// Metric names with history in the span, sorted (each one's points: `GET .../history?metric=`).
+    pub metrics: Vec<String>,
+    /// Update events in the span, oldest first.
+    pub events: Vec<UpdateEvent>,
+}
+
+/// One time bucket of a guard's history: the rule's statistic over the robots updated by then and over the
+/// others, and the limit the guard compares against.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct GuardPoint {
+    /// Start of the bucket (Unix seconds).
+    pub at: u64,
+    /// The statistic over the updated robots with a value (`None`: fewer than `min_robots`).
+    pub updated: Option<f64>,
+    /// The statistic over the not-yet-updated robots with a value (`None`: fewer than `min_robots`).
+    pub baseline: Option<f64>,
+    /// The bound the updated side must stay under (the fixed one, or the rise over the baseline; the lower).
+    pub limit: Option<f64>,
+    /// Updated robots with a value.
+    pub updated_robots: u32,
+    /// Not-yet-updated robots with a value.
+    pub baseline_robots: u32,
+}
+
+/// One guard rule's history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct GuardSeries {
+    /// The rule.
+    pub rule: GuardRule,
+    /// The rule as written on the command line, e.g. `inference_latency_ms:p95>+20%`.
+    pub text: String,
+    /// Points, oldest first.
+    pub points: Vec<GuardPoint>,
+}
+
+/// `GET /api/rollouts/{id}/guards/history[?since=UNIX]`: each guard's metric over updated against
+/// not-yet-updated robots, from the members' stored history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct GuardHistory {
+    /// Rollout.
+    pub rollout_id: u64,
+    /// Start of the span (Unix seconds).
+    pub since: u64,
+    /// One series per guard, in the rollout's order.
+    pub guards: Vec<GuardSeries>,
 }

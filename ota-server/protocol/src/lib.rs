@@ -19,6 +19,7 @@ pub mod client;
 pub mod defaults;
 pub mod device;
 pub mod fleet;
+pub mod sites;
 pub mod validate;
 
 use serde::{Deserialize, Serialize};

@@ -62,29 +62,54 @@ fn finite(side: &[Observed]) -> Vec<f64> {
         .collect()
 }
 
-/// Judges one rule at time `at`: the breach, or `None` (healthy, or not enough robots yet).
-pub fn check(rule: &GuardRule, sides: &Sides, at: u64) -> Option<GuardBreach> {
+/// What a rule compares, from the robots' values: its statistic over each side (`None` with fewer than
+/// `min_robots` values there) and the limit the updated side must stay under (the fixed bound or the rise over
+/// the baseline, the lower; `None` when neither applies yet). The evaluator and the history charts share it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Comparison {
+    /// The statistic over the updated robots.
+    pub updated: Option<f64>,
+    /// The statistic over the not-yet-updated robots.
+    pub baseline: Option<f64>,
+    /// The limit.
+    pub limit: Option<f64>,
+}
+
+/// The [`Comparison`] of one rule over `sides`.
+pub fn compare(rule: &GuardRule, sides: &Sides) -> Comparison {
     let min = rule.min_robots.max(1) as usize;
-    let updated = finite(&sides.updated);
-    if updated.len() < min {
-        return None;
-    }
-    let u = stat(rule.stat, &updated)?;
-    let base_values = finite(&sides.baseline);
-    let baseline = (base_values.len() >= min)
-        .then(|| stat(rule.stat, &base_values))
-        .flatten();
+    let side = |s: &[Observed]| {
+        let values = finite(s);
+        (values.len() >= min)
+            .then(|| stat(rule.stat, &values))
+            .flatten()
+    };
+    let baseline = side(&sides.baseline);
     let relative_limit = rule
         .max_increase_percent
         .zip(baseline)
         .map(|(pct, b)| b + b.abs() * pct / 100.0);
-    let limit = [rule.max, relative_limit]
-        .into_iter()
-        .flatten()
-        .filter(|&l| u > l)
-        .fold(None, |acc: Option<f64>, l| {
-            Some(acc.map_or(l, |a| a.min(l)))
-        })?;
+    Comparison {
+        updated: side(&sides.updated),
+        baseline,
+        limit: [rule.max, relative_limit]
+            .into_iter()
+            .flatten()
+            .reduce(f64::min),
+    }
+}
+
+/// Judges one rule at time `at`: the breach, or `None` (healthy, or not enough robots yet).
+pub fn check(rule: &GuardRule, sides: &Sides, at: u64) -> Option<GuardBreach> {
+    let Comparison {
+        updated: u,
+        baseline,
+        limit,
+    } = compare(rule, sides);
+    let (u, limit) = (u?, limit?);
+    if u <= limit {
+        return None;
+    }
     let mut worst: Vec<&Observed> = sides
         .updated
         .iter()

@@ -409,6 +409,24 @@ impl Recorder {
         self.closed.extend(rows);
     }
 
+    /// Names of a device's metrics with buckets not stored yet (open or waiting), sorted.
+    pub fn unsaved_metrics(&self, device_id: &str) -> Vec<String> {
+        let open = self
+            .devices
+            .get(device_id)
+            .into_iter()
+            .flat_map(|d| d.series.iter())
+            .filter(|(_, s)| s.open.is_some())
+            .map(|(name, _)| name.clone());
+        let waiting = self
+            .closed
+            .iter()
+            .filter(|r| r.device_id == device_id)
+            .map(|r| r.metric.clone());
+        let names: std::collections::BTreeSet<String> = open.chain(waiting).collect();
+        names.into_iter().collect()
+    }
+
     /// Buckets of a device's metric not stored yet (open or waiting), for answering a history query.
     pub fn unsaved(&self, device_id: &str, metric: &str) -> Vec<Bucket> {
         let open = self

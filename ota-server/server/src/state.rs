@@ -15,6 +15,7 @@ use crate::services::bundles::BundleService;
 use crate::services::devices::DeviceService;
 use crate::services::history::HistoryService;
 use crate::services::rollouts::RolloutService;
+use crate::services::sites::SiteService;
 use crate::services::trust::TrustService;
 use crate::services::watch::WatchService;
 use crate::store::Store;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub watch: WatchService,
     /// The fleet's rotated trust roots.
     pub trust: TrustService,
+    /// Site plans for the map.
+    pub sites: SiteService,
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     inflight: AtomicUsize,
@@ -70,6 +73,7 @@ impl AppState {
             history: HistoryService(shared.clone()),
             watch: WatchService(shared.clone()),
             trust: TrustService(shared.clone()),
+            sites: SiteService(shared.clone()),
             shared,
             shutdown,
             inflight: AtomicUsize::new(0),

@@ -192,17 +192,7 @@ pub async fn device_history(
             "name the metric: ?metric=NAME, e.g. ?metric=inference_latency_ms",
         )
     })?;
-    let since = query
-        .get("since")
-        .map(|s| {
-            s.parse::<u64>().map_err(|_| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("since must be Unix seconds, not {s:?}"),
-                )
-            })
-        })
-        .transpose()?;
+    let since = crate::api::history::since(&query)?;
     Ok(Json(state.history.query(&id, metric, since).await?).into_response())
 }
 
@@ -227,7 +217,8 @@ pub async fn create_rollout(
     Ok((StatusCode::CREATED, Json(info)).into_response())
 }
 
-fn rollout_id(text: &str) -> Result<u64, ApiError> {
+/// A rollout id from the path (400 naming the value otherwise).
+pub(crate) fn rollout_id(text: &str) -> Result<u64, ApiError> {
     text.parse().map_err(|_| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -9,6 +9,8 @@ pub mod download;
 pub mod error;
 pub mod extract;
 pub mod handlers;
+pub mod history;
 pub mod latency;
 pub mod routes;
+pub mod sites;
 pub mod trust;

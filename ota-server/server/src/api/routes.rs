@@ -377,6 +377,74 @@ pub static ROUTES: &[Route] = &[
         (200, "RolloutInfo"),
         |m| on(m, h::retry_rollout),
     ),
+    Route {
+        doc: RouteDoc {
+            response: (200, "DeviceTimeline"),
+            query: &[("since", false, "Unix seconds; default: 24 hours ago")],
+            ..doc(
+                Get,
+                "/api/devices/{device_id}/timeline",
+                Viewer,
+                "What a device's history charts show besides points: its metrics and update events",
+            )
+        },
+        handler: |m| on(m, super::history::device_timeline),
+    },
+    Route {
+        doc: RouteDoc {
+            response: (200, "GuardHistory"),
+            query: &[("since", false, "Unix seconds; default: an hour before the rollout, at most a day ago")],
+            ..doc(
+                Get,
+                "/api/rollouts/{rollout_id}/guards/history",
+                Viewer,
+                "Each guard's metric over time, updated against not-yet-updated robots",
+            )
+        },
+        handler: |m| on(m, super::history::guard_history),
+    },
+    route(
+        doc(Get, "/api/sites", Viewer, "Sites for the map (plans with scale and origin)"),
+        (200, "SiteList"),
+        |m| on(m, super::sites::list),
+    ),
+    with_body(
+        Route {
+            doc: RouteDoc {
+                response: (201, "SiteInfo"),
+                also: &[(200, "replaced", "SiteInfo")],
+                query: &[
+                    ("name", true, "site name: the robots' position frame"),
+                    ("scale", true, "metres per pixel, e.g. 0.05"),
+                    ("origin_x", false, "pixel column of (0 m, 0 m); default 0"),
+                    ("origin_y", false, "pixel row of (0 m, 0 m); default 0"),
+                ],
+                ..doc(
+                    Post,
+                    "/api/sites",
+                    Operator,
+                    "Upload a site plan (PNG or JPEG body, at most 10 MiB); 201 new, 200 replaced",
+                )
+            },
+            handler: |m| on(m, super::sites::upload),
+        },
+        "#raw",
+    ),
+    route(
+        doc(Get, "/api/sites/{name}/image", Viewer, "A site's plan image"),
+        (200, "#binary"),
+        |m| on(m, super::sites::image),
+    ),
+    route(
+        doc(Get, "/api/sites/{name}/robots", Viewer, "The robots on a site, placed on its plan"),
+        (200, "SiteRobots"),
+        |m| on(m, super::sites::robots),
+    ),
+    route(
+        doc(Delete, "/api/sites/{name}", Operator, "Delete a site"),
+        (204, "#none"),
+        |m| on(m, super::sites::delete),
+    ),
     route(
         doc(
             Get,

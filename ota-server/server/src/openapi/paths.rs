@@ -64,6 +64,13 @@ pub struct Health {
         next_stage,
         retry_rollout,
         events,
+        super::history_map::device_timeline,
+        super::history_map::guard_history,
+        super::history_map::list_sites,
+        super::history_map::upload_site,
+        super::history_map::site_image,
+        super::history_map::site_robots,
+        super::history_map::delete_site,
         trust_chain,
         publish_trust_root,
         trust_timestamp

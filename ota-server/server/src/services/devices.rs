@@ -274,7 +274,14 @@ impl DeviceService {
             || rec.state.security_floor != req.security_floor
             || rec.state.freeze_alarm.as_ref().map(|a| a.reason)
                 != req.freeze_alarm.as_ref().map(|a| a.reason)
-            || rec.state.last_seen.is_none();
+            || rec.state.last_seen.is_none()
+            || crate::sites::moved(
+                rec.state
+                    .telemetry
+                    .as_ref()
+                    .and_then(|t| t.position.as_ref()),
+                req.telemetry.position.as_ref(),
+            );
         rec.compatible = req.compatible;
         rec.state.current_version = req.current_version;
         rec.state.booted_slot = req.booted_slot;

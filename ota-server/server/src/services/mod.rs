@@ -8,6 +8,7 @@ pub mod groups;
 pub mod history;
 pub mod replicas;
 pub mod rollouts;
+pub mod sites;
 pub mod stages;
 pub mod trust;
 pub mod watch;

@@ -30,7 +30,8 @@ macro_rules! suite {
             bundles_are_inserted_once, history_merges_and_compacts, single_entities_read_back,
             recent_poll_telemetry_reads_back, identities_round_trip_and_challenges_work_once,
             device_tokens_are_replaced_and_expire,
-            users_sessions_tokens_and_audit_round_trip);
+            users_sessions_tokens_and_audit_round_trip,
+            sites_round_trip_and_are_replaced, history_metric_names_read_back);
     };
     (@tests $target:expr; $($name:ident),*) => {
         $(
@@ -43,6 +44,7 @@ macro_rules! suite {
         )*
     };
 }
+pub use super::sites::conformance::*;
 pub(crate) use suite;
 
 mod accounts;

@@ -311,6 +311,39 @@ pub const MIGRATIONS: &[Migration] = &[
     );
     ",
     },
+    Migration {
+        what: "sites for the map: plan images with their scale and origin",
+        sqlite: "
+    CREATE TABLE sites (
+        name TEXT PRIMARY KEY,
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL,
+        scale REAL NOT NULL,
+        origin_x REAL NOT NULL,
+        origin_y REAL NOT NULL,
+        format TEXT NOT NULL,
+        bytes INTEGER NOT NULL,
+        digest TEXT NOT NULL,
+        uploaded_at INTEGER NOT NULL,
+        image BLOB NOT NULL
+    );
+    ",
+        postgres: "
+    CREATE TABLE sites (
+        name TEXT PRIMARY KEY,
+        width BIGINT NOT NULL,
+        height BIGINT NOT NULL,
+        scale DOUBLE PRECISION NOT NULL,
+        origin_x DOUBLE PRECISION NOT NULL,
+        origin_y DOUBLE PRECISION NOT NULL,
+        format TEXT NOT NULL,
+        bytes BIGINT NOT NULL,
+        digest TEXT NOT NULL,
+        uploaded_at BIGINT NOT NULL,
+        image BYTEA NOT NULL
+    );
+    ",
+    },
 ];
 
 /// The schema version this build writes (the number of steps).

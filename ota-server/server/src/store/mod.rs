@@ -14,6 +14,7 @@ mod conformance;
 pub mod migrations;
 pub mod postgres;
 mod select;
+pub mod sites;
 pub mod sqlite;
 
 pub use select::{open, redact, Backend};
@@ -225,7 +226,7 @@ pub struct ReportCommit<'a> {
 }
 
 /// Storage backend.
-pub trait Store: accounts::AccountStore + Send + Sync + 'static {
+pub trait Store: accounts::AccountStore + sites::SiteStore + Send + Sync + 'static {
     /// Loads everything the server keeps in memory.
     fn load(&self) -> Result<Snapshot, StoreError>;
     /// Reads a setting.
@@ -301,6 +302,8 @@ pub trait Store: accounts::AccountStore + Send + Sync + 'static {
     /// The last stored poll telemetry of each device seen at or after `since`: how the replica that judges the
     /// health guards sees the polls the other replicas took.
     fn telemetry_since(&self, since: u64) -> Result<Vec<SeenTelemetry>, StoreError>;
+    /// The metrics a device has stored buckets of that end after `since`, sorted (what its charts list).
+    fn history_metrics(&self, device_id: &str, since: u64) -> Result<Vec<String>, StoreError>;
 
     // One entity, for a replica that heard another one changed it (`crate::cluster`). The defaults read
     // everything; a backend serving several replicas answers them with one query each.

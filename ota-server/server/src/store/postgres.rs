@@ -23,6 +23,7 @@ mod history;
 mod identity;
 mod pool;
 mod rows;
+mod sites;
 
 /// Connections per server process: the store is called from blocking threads, one connection per call.
 const POOL_SIZE: usize = 16;
@@ -117,6 +118,7 @@ off_runtime_store! {
     fn history(&self, device_id: &str, metric: &str, since: u64) -> Result<Vec<crate::history::Bucket>, StoreError>;
     fn compact_history(&self, now: u64, retention_secs: u64) -> Result<u64, StoreError>;
     fn telemetry_since(&self, since: u64) -> Result<Vec<SeenTelemetry>, StoreError>;
+    fn history_metrics(&self, device_id: &str, since: u64) -> Result<Vec<String>, StoreError>;
     fn device(&self, device_id: &str) -> Result<Option<DeviceRecord>, StoreError>;
     fn bundle(&self, bundle_id: &str) -> Result<Option<BundleRecord>, StoreError>;
     fn rollout(&self, rollout_id: u64) -> Result<Option<(RolloutRecord, Vec<MemberRecord>)>, StoreError>;
@@ -528,6 +530,10 @@ impl Store for Tables {
 
     fn telemetry_since(&self, since: u64) -> Result<Vec<SeenTelemetry>, StoreError> {
         history::telemetry_since(&mut *self.pool.get()?, since)
+    }
+
+    fn history_metrics(&self, device_id: &str, since: u64) -> Result<Vec<String>, StoreError> {
+        history::metrics(&mut *self.pool.get()?, device_id, since)
     }
 
     fn device(&self, device_id: &str) -> Result<Option<DeviceRecord>, StoreError> {

@@ -21,6 +21,7 @@ use crate::error::StoreError;
 mod accounts;
 mod history;
 mod identity;
+mod sites;
 
 /// SQLite-backed [`Store`].
 pub struct SqliteStore {
@@ -528,6 +529,10 @@ impl Store for SqliteStore {
 
     fn telemetry_since(&self, since: u64) -> Result<Vec<SeenTelemetry>, StoreError> {
         history::telemetry_since(&self.conn(), since)
+    }
+
+    fn history_metrics(&self, device_id: &str, since: u64) -> Result<Vec<String>, StoreError> {
+        history::metrics(&self.conn(), device_id, since)
     }
 
     fn reports(&self, device_id: &str, limit: usize) -> Result<Vec<ReportRecord>, StoreError> {

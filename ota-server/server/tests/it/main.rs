@@ -22,6 +22,7 @@ mod rollout_flow;
 mod s3_store;
 mod security;
 mod serve_config;
+mod sites;
 mod targets;
 mod targets_cli;
 mod timestamp;

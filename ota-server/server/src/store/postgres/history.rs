@@ -140,6 +140,25 @@ pub fn compact(
     Ok(removed)
 }
 
+/// The metrics a device has buckets of that end after `since`, sorted.
+pub fn metrics(
+    client: &mut postgres::Client,
+    device_id: &str,
+    since: u64,
+) -> Result<Vec<String>, StoreError> {
+    // Sorted here, not by the database's collation, so both backends agree.
+    let mut names: Vec<String> = client
+        .query(
+            "SELECT DISTINCT metric FROM metric_history WHERE device_id = $1 AND at + width > $2",
+            &[&device_id, &(since as i64)],
+        )?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
 /// The last poll telemetry of the devices seen at or after `since`.
 pub fn telemetry_since(
     client: &mut impl GenericClient,

@@ -135,6 +135,16 @@ pub fn compact(conn: &mut Connection, now: u64, retention_secs: u64) -> Result<u
     Ok(removed)
 }
 
+/// The metrics a device has buckets of that end after `since`, sorted.
+pub fn metrics(conn: &Connection, device_id: &str, since: u64) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT metric FROM metric_history WHERE device_id = ?1 AND at + width > ?2
+         ORDER BY metric",
+    )?;
+    let rows = stmt.query_map(params![device_id, since as i64], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// The last poll telemetry of the devices seen at or after `since`.
 pub fn telemetry_since(conn: &Connection, since: u64) -> Result<Vec<SeenTelemetry>, StoreError> {
     let mut stmt = conn.prepare_cached(
