@@ -36,7 +36,8 @@ packages=(
   postgresql         # initdb, postgres: throwaway clusters for the PostgreSQL store tests (ota_testkit::postgres)
   haproxy            # ota-server replicas test: the load balancer in front of three replicas
 )
-# Extra groups, opt-in by argument: "browser" (dashboard test), "vm" (QEMU full-system tests), "bench"
+# Extra groups, opt-in by argument: "browser" (dashboard test), "vm" (QEMU full-system tests), "uboot-build"
+# (the VM tests' U-Boot, built from Debian's source package), "bench"
 # (tests/bench's download scenario: nginx as the baseline), "pkcs11" (release keys on a SoftHSM token), "fuzz"
 # (scripts/fuzz.sh).
 for group in "$@"; do
@@ -47,7 +48,9 @@ for group in "$@"; do
     bench) packages+=(nginx curl) ;;
     pkcs11) packages+=(softhsm2) ;;
     fuzz) packages+=(g++) ;;  # scripts/fuzz.sh: libfuzzer-sys compiles libFuzzer's C++ sources
-    *) echo "install-deps.sh: unknown group '$group' (known: browser, vm, bench, pkcs11, fuzz)" >&2; exit 2 ;;
+    uboot-build) packages+=(gcc make bc bison flex swig python3-dev python3-setuptools libssl-dev libgnutls28-dev
+                            uuid-dev curl xz-utils patch u-boot-tools) ;;  # tests/vm/uboot/build-u-boot.sh
+    *) echo "install-deps.sh: unknown group '$group' (known: browser, vm, uboot-build, bench, pkcs11, fuzz)" >&2; exit 2 ;;
   esac
 done
 

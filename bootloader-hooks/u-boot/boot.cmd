@@ -18,11 +18,11 @@
 #   ota_kernel     kernel image path inside the slot [/boot/Image]
 #   ota_fdtfile    device tree path inside the slot [empty: U-Boot's own, ${fdtcontroladdr}]
 #   ota_initrd     initrd path inside the slot [empty: none]
-#   ota_bootcmd    booti (arm64) or bootz (arm32) [booti]
+#   ota_bootcmd    booti (arm64), bootz (arm32) or zboot (x86 bzImage) [booti]
 #   ota_cmdline    extra kernel arguments [rootwait ro]
 # Also used: kernel_addr_r, fdt_addr_r, ramdisk_addr_r (standard board variables).
 # Variables owned by this script (never store them): ota_boot, ota_fallback, ota_primary,
-# ota_slot, ota_part, ota_root, ota_rd, ota_fdt.
+# ota_slot, ota_part, ota_root, ota_rd, ota_rd_addr, ota_rd_size, ota_fdt.
 
 # ---- 1. selection: only OTA_TRIES and ota_boot change before saveenv ----
 setenv ota_boot
@@ -110,13 +110,19 @@ if load ${ota_devtype} ${ota_devnum}:${ota_part} ${kernel_addr_r} ${ota_kernel};
         fi
     fi
     setenv ota_rd -
+    setenv ota_rd_addr 0
+    setenv ota_rd_size 0
     if test -n "${ota_initrd}"; then
         if load ${ota_devtype} ${ota_devnum}:${ota_part} ${ramdisk_addr_r} ${ota_initrd}; then
             setenv ota_rd "${ramdisk_addr_r}:${filesize}"
+            setenv ota_rd_addr "${ramdisk_addr_r}"
+            setenv ota_rd_size "${filesize}"
         fi
     fi
     if test "${ota_bootcmd}" = "bootz"; then
         bootz ${kernel_addr_r} ${ota_rd} ${ota_fdt}
+    elif test "${ota_bootcmd}" = "zboot"; then
+        zboot ${kernel_addr_r} 0 ${ota_rd_addr} ${ota_rd_size}
     else
         booti ${kernel_addr_r} ${ota_rd} ${ota_fdt}
     fi
@@ -142,13 +148,19 @@ if test -n "${ota_fallback}"; then
             fi
         fi
         setenv ota_rd -
+        setenv ota_rd_addr 0
+        setenv ota_rd_size 0
         if test -n "${ota_initrd}"; then
             if load ${ota_devtype} ${ota_devnum}:${ota_part} ${ramdisk_addr_r} ${ota_initrd}; then
                 setenv ota_rd "${ramdisk_addr_r}:${filesize}"
+                setenv ota_rd_addr "${ramdisk_addr_r}"
+                setenv ota_rd_size "${filesize}"
             fi
         fi
         if test "${ota_bootcmd}" = "bootz"; then
             bootz ${kernel_addr_r} ${ota_rd} ${ota_fdt}
+        elif test "${ota_bootcmd}" = "zboot"; then
+            zboot ${kernel_addr_r} 0 ${ota_rd_addr} ${ota_rd_size}
         else
             booti ${kernel_addr_r} ${ota_rd} ${ota_fdt}
         fi

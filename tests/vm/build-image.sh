@@ -17,18 +17,33 @@
 # A slot image holds boot/vmlinuz (the Debian kernel) and boot/initrd.img: busybox, the kernel modules
 # (modules.dep order), guest/init, the static ota-client, its config and trust root, and the release marker.
 #
-# Usage: build-image.sh [OUT]   (default: <repo>/target/vm/image)
+# Board OTA_VM_BOARD=uboot (default grub): the same disk and slots, but the firmware is U-Boot
+# (uboot/build-u-boot.sh, cached; $OUT/u-boot.rom), the ESP holds boot.scr (bootloader-hooks/u-boot/boot.cmd via
+# mkimage) and the two blank environment copies uboot.env / uboot-redund.env (never written: a factory robot),
+# the disk is an AHCI disk (Linux: /dev/sda, the bundles disk /dev/vda) and the client uses its U-Boot backend
+# (/etc/fw_env.config naming the two files on the mounted ESP, /etc/u-boot-initial-env from the U-Boot build).
+#
+# Usage: build-image.sh [OUT]   (default: <repo>/target/vm/image, or <repo>/target/vm/uboot-image for uboot)
 # Env:   OTA_VM_CLIENT_BIN / OTA_VM_BUNDLE_BIN: use these binaries instead of building them.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-OUT=${1:-$ROOT/target/vm/image}
+BOARD=${OTA_VM_BOARD:-grub}
+case "$BOARD" in
+  grub) OUT=${1:-$ROOT/target/vm/image}; DISK=/dev/vda; BUNDLES=/dev/vdb ;;
+  uboot) OUT=${1:-$ROOT/target/vm/uboot-image}; DISK=/dev/sda; BUNDLES=/dev/vda ;;
+  *) echo "build-image.sh: unknown OTA_VM_BOARD '$BOARD' (grub or uboot)" >&2; exit 2 ;;
+esac
 KVER=${OTA_VM_KVER:-$(ls /lib/modules | sort -V | tail -1)}
 VMLINUZ=/boot/vmlinuz-$KVER
 COMPATIBLE=ota-vm-robot
 t0=$(date +%s.%N)
 
 "$ROOT/scripts/install-deps.sh" vm >&2
+if [ "$BOARD" = uboot ]; then
+  "$ROOT/scripts/install-deps.sh" uboot-build >&2
+  UBOOT=$("$HERE/uboot/build-u-boot.sh")
+fi
 
 # ---- binaries: the static client (runs in the guest) and the bundle tool (host) --------------------------
 if [ -z "${OTA_VM_CLIENT_BIN:-}" ] || [ -z "${OTA_VM_BUNDLE_BIN:-}" ]; then
@@ -46,6 +61,7 @@ rm -rf "$OUT"; mkdir -p "$W" "$OUT/slots" "$OUT/bundles"
 
 # ---- initramfs: a shared base archive + one small archive per release (the kernel unpacks both) ---------
 WANT_MODS="virtio_pci virtio_blk qemu_fw_cfg vfat nls_cp437 nls_ascii nls_iso8859-1 nls_utf8 crc32c_generic ext4"
+[ "$BOARD" = uboot ] && WANT_MODS="$WANT_MODS ahci sd_mod"
 add_mod() { # NAME ROOT: dependencies first (modules.dep order)
   local m=$1 r=$2 line path dep
   grep -qx "$m" "$r/lib/modules/load-order" && return 0
@@ -67,6 +83,11 @@ for a in $("$r/bin/busybox" --list); do [ "$a" = busybox ] || ln -s busybox "$r/
 : > "$r/lib/modules/load-order"
 for m in $WANT_MODS; do add_mod "$m" "$r"; done
 install -m 755 "$HERE/guest/init" "$r/init"
+printf 'BOARD=%s\nDISK=%s\nBUNDLES=%s\n' "$BOARD" "$DISK" "$BUNDLES" > "$r/etc/ota/board"
+if [ "$BOARD" = uboot ]; then
+  printf '/boot/efi/uboot.env 0x0 0x4000\n/boot/efi/uboot-redund.env 0x0 0x4000\n' > "$r/etc/fw_env.config"
+  cp "$UBOOT/u-boot-initial-env" "$r/etc/u-boot-initial-env"
+fi
 strip -o "$r/bin/ota-client" "$CLIENT"  # release profile keeps debug info
 chmod 755 "$r/bin/ota-client"
 "$BUNDLE" keygen "$OUT/release" >&2
@@ -78,7 +99,8 @@ mk_slot() { # NAME VERSION VARIANT: $OUT/slots/NAME.ext4
   mkdir -p "$v/etc/ota" "$s/boot"
   echo "$version" > "$v/etc/ota-version"
   echo "$variant" > "$v/etc/ota-variant"
-  sed "s/@VARIANT@/$variant/" "$HERE/guest/client.toml.in" > "$v/etc/ota/client.toml"
+  { sed "s/@VARIANT@/$variant/; s|@DISK@|$DISK|" "$HERE/guest/client.toml.in"
+    cat "$HERE/guest/bootloader-$BOARD.toml"; } > "$v/etc/ota/client.toml"
   if [ "$variant" = unhealthy ]; then cp "$HERE/guest/health-bad.sh" "$v/etc/ota/health.sh"
   else cp "$HERE/guest/health-ok.sh" "$v/etc/ota/health.sh"; fi
   (cd "$v" && find . | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0) | gzip -1 > "$W/initrd-$1.cpio.gz"
@@ -130,6 +152,17 @@ bkib=$(( (bsize / 1024) * 11 / 10 + 4096 ))
 mkfs.vfat -n OTABUNDLE -C "$OUT/bundles.img" $bkib >/dev/null
 mcopy -i "$OUT/bundles.img" "$OUT"/bundles/*.otab ::/
 
+# ---- ESP, data, disk ------------------------------------------------------------------------------------
+mkfs.vfat -F 16 -n OTAESP -C "$W/esp.img" $((16 * 1024)) >/dev/null
+if [ "$BOARD" = uboot ]; then
+  # U-Boot: the project's boot.cmd as boot.scr, and two blank (never written) environment copies.
+  mkimage -A x86_64 -T script -C none -n "OTA boot" -d "$ROOT/bootloader-hooks/u-boot/boot.cmd" "$W/boot.scr" >/dev/null
+  head -c $((0x4000)) /dev/zero | tr '\0' '\377' > "$W/uboot.env"
+  cp "$W/uboot.env" "$W/uboot-redund.env"
+  mcopy -i "$W/esp.img" "$W/boot.scr" "$W/uboot.env" "$W/uboot-redund.env" ::/
+  cp "$UBOOT/u-boot.rom" "$OUT/u-boot.rom"
+  cp "$ROOT/bootloader-hooks/u-boot/boot.cmd" "$OUT/boot.cmd"
+else
 # ---- GRUB: standalone EFI with the embedded config = board settings + the project's ota.cfg ----------
 cat "$HERE/guest/grub-settings.cfg" "$ROOT/bootloader-hooks/grub/ota.cfg" > "$W/grub.cfg"
 grub-script-check "$W/grub.cfg"
@@ -139,12 +172,10 @@ grub-mkstandalone -O x86_64-efi -o "$W/BOOTX64.EFI" \
   --locales= --themes= --fonts= \
   "boot/grub/grub.cfg=$W/grub.cfg"
 cp "$W/grub.cfg" "$OUT/grub.cfg"
-
-# ---- ESP, data, disk ------------------------------------------------------------------------------------
 grub-editenv "$W/grubenv" create
-mkfs.vfat -F 16 -n OTAESP -C "$W/esp.img" $((16 * 1024)) >/dev/null
 mmd -i "$W/esp.img" ::/EFI ::/EFI/BOOT
 mcopy -i "$W/esp.img" "$W/BOOTX64.EFI" "$W/grubenv" ::/EFI/BOOT/
+fi
 truncate -s 16M "$W/data.img"
 mke2fs -q -F -t ext4 -L data "$W/data.img"
 

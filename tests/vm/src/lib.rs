@@ -1,7 +1,8 @@
-//! Full-system harness: boots the robot image built by `build-image.sh` in QEMU (TCG, OVMF, the project's
-//! GRUB fragment inside a standalone GRUB EFI), one QEMU process per boot (`-no-reboot`), passes each boot's
-//! steps through fw_cfg, and reads back what happened: the serial log (which slot and release booted, the
-//! exit code of every client call, `status --json`) and the disk itself (the ESP's grubenv through mtools,
+//! Full-system harness: boots the robot image built by `build-image.sh` in QEMU (TCG) under one of two real
+//! bootloaders ([`Board`]: OVMF + the project's GRUB fragment inside a standalone GRUB EFI, or U-Boot running
+//! the project's boot.scr), one QEMU process per boot (`-no-reboot`), passes each boot's steps through
+//! fw_cfg, and reads back what happened: the serial log (which slot and release booted, the exit code of
+//! every client call, `status --json`) and the disk itself (the boot environment on the ESP through mtools,
 //! partition contents).
 
 #![forbid(unsafe_code)]
@@ -20,10 +21,50 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use sha2::{Digest, Sha256};
 
-pub use requirements::{vm_tools_present, OVMF_CODE, OVMF_VARS};
+pub use requirements::{tools_present, vm_tools_present, OVMF_CODE, OVMF_VARS};
 
 /// Where the grubenv lives on the ESP.
 pub const ESP_GRUBENV: &str = "::/EFI/BOOT/grubenv";
+/// Where U-Boot's two environment copies live on the ESP (`tests/vm/uboot/uboot.config`), in copy order.
+pub const ESP_UBOOT_ENV: [&str; 2] = ["::/uboot.env", "::/uboot-redund.env"];
+/// U-Boot's `CONFIG_ENV_SIZE` (`tests/vm/uboot/uboot.config`): the size of each copy.
+pub const UBOOT_ENV_SIZE: usize = 0x4000;
+
+/// The robot's bootloader: which firmware boots the VM and where the boot environment lives. Everything
+/// else (disk layout, slots, bundles, the guest, the client) is the same on both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Board {
+    /// OVMF + standalone GRUB EFI with `bootloader-hooks/grub/ota.cfg`; grubenv on the ESP; virtio disk.
+    Grub,
+    /// U-Boot (x86_64, q35; `uboot/build-u-boot.sh`) running `bootloader-hooks/u-boot/boot.cmd` as boot.scr;
+    /// the redundant environment in two files on the ESP; AHCI disk (U-Boot reads its env from SCSI).
+    UBoot,
+}
+
+impl Board {
+    /// The name `build-image.sh` (`OTA_VM_BOARD`) and the campaign use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Board::Grub => "grub",
+            Board::UBoot => "uboot",
+        }
+    }
+
+    /// The board called `name` (`grub`, `uboot`).
+    pub fn from_name(name: &str) -> Option<Board> {
+        [Board::Grub, Board::UBoot]
+            .into_iter()
+            .find(|b| b.name() == name)
+    }
+
+    /// Where the image is built unless `OTA_VM_IMAGE_DIR` says otherwise, and where runs go beside it.
+    fn dirs(self) -> (&'static str, &'static str) {
+        match self {
+            Board::Grub => ("target/vm/image", "runs"),
+            Board::UBoot => ("target/vm/uboot-image", "uboot-runs"),
+        }
+    }
+}
 
 /// The repository root (two levels above this crate).
 pub fn repo_root() -> PathBuf {
@@ -49,6 +90,8 @@ pub struct Part {
 /// The built artefacts.
 #[derive(Debug)]
 pub struct Image {
+    /// The bootloader the image is built for.
+    pub board: Board,
     /// Output directory of build-image.sh.
     pub dir: PathBuf,
     /// Partition table.
@@ -58,17 +101,24 @@ pub struct Image {
 }
 
 impl Image {
-    /// Builds the image with build-image.sh (or reuses it with `OTA_VM_REUSE_IMAGE=1`).
+    /// Builds the GRUB image with build-image.sh (or reuses it with `OTA_VM_REUSE_IMAGE=1`).
     pub fn build() -> Result<Image> {
+        Image::build_for(Board::Grub)
+    }
+
+    /// Builds the image for `board` with build-image.sh (or reuses it with `OTA_VM_REUSE_IMAGE=1`).
+    pub fn build_for(board: Board) -> Result<Image> {
+        let (default_dir, runs_name) = board.dirs();
         let dir = std::env::var_os("OTA_VM_IMAGE_DIR")
             .map(PathBuf::from)
-            .unwrap_or_else(|| repo_root().join("target/vm/image"));
+            .unwrap_or_else(|| repo_root().join(default_dir));
         let reuse = std::env::var("OTA_VM_REUSE_IMAGE").is_ok_and(|v| v == "1");
         if !(reuse && dir.join("layout").is_file()) {
             let t = Instant::now();
             let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("build-image.sh");
             let status = Command::new(&script)
                 .arg(&dir)
+                .env("OTA_VM_BOARD", board.name())
                 .status()
                 .with_context(|| format!("running {}", script.display()))?;
             ensure!(status.success(), "{} failed: {status}", script.display());
@@ -87,9 +137,14 @@ impl Image {
                 },
             );
         }
-        let runs = dir.with_file_name("runs");
+        let runs = dir.with_file_name(runs_name);
         fs::create_dir_all(&runs)?;
-        Ok(Image { dir, parts, runs })
+        Ok(Image {
+            board,
+            dir,
+            parts,
+            runs,
+        })
     }
 
     /// A slot image built by build-image.sh (`factory`, `good`, `next`, ...).
@@ -135,7 +190,9 @@ impl Image {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| self.dir.join("base.img"));
         copy_file(&src, &disk)?;
-        fs::copy(OVMF_VARS, &vars).context("copying OVMF vars")?;
+        if self.board == Board::Grub {
+            fs::copy(OVMF_VARS, &vars).context("copying OVMF vars")?;
+        }
         for old in fs::read_dir(&self.runs)? {
             let p = old?.path();
             let n = p
@@ -149,6 +206,8 @@ impl Image {
         }
         Ok(Vm {
             name: name.to_owned(),
+            board: self.board,
+            firmware: self.dir.join("u-boot.rom"),
             disk,
             vars,
             bundles: self.dir.join("bundles.img"),
@@ -197,6 +256,10 @@ pub static BOOT_COUNT: AtomicU64 = AtomicU64::new(0);
 pub struct Vm {
     /// Name (file prefix under runs/).
     pub name: String,
+    /// The bootloader.
+    pub board: Board,
+    /// U-Boot's firmware image (`-bios`; U-Boot board only).
+    firmware: PathBuf,
     /// Disk image (the robot's eMMC).
     pub disk: PathBuf,
     vars: PathBuf,
@@ -353,32 +416,42 @@ impl Vm {
         .args(["-m", "512", "-no-reboot"])
         .arg("-drive")
         .arg(format!(
-            "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
-        ))
-        .arg("-drive")
-        .arg(format!(
-            "if=pflash,format=raw,unit=1,file={}",
-            self.vars.display()
-        ))
-        .arg("-drive")
-        .arg(format!(
             "if=none,id=disk,format=raw,file={}",
             self.disk.display()
-        ))
-        .args(["-device", "virtio-blk-pci,drive=disk,bootindex=0"])
-        .arg("-drive")
-        .arg(format!(
-            "if=none,id=bundles,format=raw,readonly=on,file={}",
-            self.bundles.display()
-        ))
-        .args(["-device", "virtio-blk-pci,drive=bundles"])
-        .arg("-fw_cfg")
-        .arg(format!("name=opt/ota/cmd,string={steps}"))
-        .arg("-serial")
-        .arg(format!("file:{}", log.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        ));
+        match self.board {
+            Board::Grub => {
+                cmd.arg("-drive")
+                    .arg(format!(
+                        "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+                    ))
+                    .arg("-drive")
+                    .arg(format!(
+                        "if=pflash,format=raw,unit=1,file={}",
+                        self.vars.display()
+                    ))
+                    .args(["-device", "virtio-blk-pci,drive=disk,bootindex=0"]);
+            }
+            Board::UBoot => {
+                // q35's AHCI port 0: U-Boot's `scsi 0`, Linux's /dev/sda.
+                cmd.arg("-bios")
+                    .arg(&self.firmware)
+                    .args(["-device", "ide-hd,drive=disk,bus=ide.0"]);
+            }
+        }
+        cmd.arg("-drive")
+            .arg(format!(
+                "if=none,id=bundles,format=raw,readonly=on,file={}",
+                self.bundles.display()
+            ))
+            .args(["-device", "virtio-blk-pci,drive=bundles"])
+            .arg("-fw_cfg")
+            .arg(format!("name=opt/ota/cmd,string={steps}"))
+            .arg("-serial")
+            .arg(format!("file:{}", log.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         cmd.spawn().context("starting qemu-system-x86_64")
     }
 
@@ -475,15 +548,15 @@ impl Vm {
         Ok(boot)
     }
 
-    /// Raw bytes of the ESP's grubenv, None if the file does not exist.
-    pub fn grubenv_bytes(&self) -> Result<Option<Vec<u8>>> {
-        let tmp = self.runs.join(format!("{}.grubenv", self.name));
+    /// Raw bytes of one file on the ESP (mtools path `::/...`), None if it does not exist.
+    fn esp_file(&self, path: &str) -> Result<Option<Vec<u8>>> {
+        let tmp = self.runs.join(format!("{}.espfile", self.name));
         let _ = fs::remove_file(&tmp);
         let out = Command::new("mcopy")
             .arg("-n")
             .arg("-i")
             .arg(format!("{}@@{}", self.disk.display(), self.esp.offset))
-            .arg(ESP_GRUBENV)
+            .arg(path)
             .arg(&tmp)
             .output()?;
         if !out.status.success() {
@@ -491,44 +564,97 @@ impl Vm {
             if err.contains("not found") {
                 return Ok(None);
             }
-            bail!("mcopy grubenv: {err}");
+            bail!("mcopy {path}: {err}");
         }
-        Ok(Some(fs::read(&tmp)?))
+        let bytes = fs::read(&tmp)?;
+        let _ = fs::remove_file(&tmp);
+        Ok(Some(bytes))
     }
 
-    /// The grubenv as parsed by `ota_bootloader::grubenv::parse` (None: no file).
-    pub fn grubenv(&self) -> Result<Option<BTreeMap<String, String>>> {
-        match self.grubenv_bytes()? {
-            None => Ok(None),
-            Some(b) => Ok(Some(
-                ota_bootloader::grubenv::parse(&b)
-                    .map_err(|e| anyhow!("grubenv does not parse: {e}"))?,
-            )),
+    /// Raw bytes of the boot environment on the ESP (grubenv; U-Boot: both copies one after the other),
+    /// None if no file exists. Compared to tell whether a boot wrote the environment.
+    pub fn env_bytes(&self) -> Result<Option<Vec<u8>>> {
+        match self.board {
+            Board::Grub => self.esp_file(ESP_GRUBENV),
+            Board::UBoot => {
+                let mut all: Option<Vec<u8>> = None;
+                for copy in ESP_UBOOT_ENV {
+                    if let Some(b) = self.esp_file(copy)? {
+                        all.get_or_insert_with(Vec::new).extend(b);
+                    }
+                }
+                Ok(all)
+            }
         }
     }
 
-    /// One variable of the grubenv ("" when unset or no file).
+    /// The boot environment's variables, decoded by the project's codecs (`ota_bootloader::grubenv::parse`;
+    /// U-Boot: the active copy by `ota_bootloader::uboot::active_copy`, U-Boot's and libubootenv's rule).
+    /// None: no file, or (U-Boot) both copies blank, i.e. never written.
+    pub fn env_vars(&self) -> Result<Option<BTreeMap<String, String>>> {
+        use ota_bootloader::uboot::{active_copy, decode_copy, CopyState};
+        match self.board {
+            Board::Grub => match self.esp_file(ESP_GRUBENV)? {
+                None => Ok(None),
+                Some(b) => Ok(Some(
+                    ota_bootloader::grubenv::parse(&b)
+                        .map_err(|e| anyhow!("grubenv does not parse: {e}"))?,
+                )),
+            },
+            Board::UBoot => {
+                let mut copies = Vec::new();
+                for copy in ESP_UBOOT_ENV {
+                    let bytes = self
+                        .esp_file(copy)?
+                        .ok_or_else(|| anyhow!("no {copy} on the ESP"))?;
+                    // A short read (mcopy on a full host disk) would decode as blank: refuse it.
+                    ensure!(
+                        bytes.len() == UBOOT_ENV_SIZE,
+                        "{copy} is {} bytes, not {UBOOT_ENV_SIZE}",
+                        bytes.len()
+                    );
+                    copies.push(decode_copy(&bytes, true));
+                }
+                match active_copy(&copies) {
+                    Some(i) => match &copies[i] {
+                        CopyState::Valid { vars, .. } => Ok(Some(vars.clone())),
+                        _ => unreachable!("active_copy names a valid copy"),
+                    },
+                    None if copies.iter().all(|c| *c == CopyState::Blank) => Ok(None),
+                    None => bail!("no valid U-Boot environment copy: {copies:?}"),
+                }
+            }
+        }
+    }
+
+    /// One variable of the boot environment ("" when unset or never written).
     pub fn var(&self, name: &str) -> Result<String> {
         Ok(self
-            .grubenv()?
+            .env_vars()?
             .and_then(|m| m.get(name).cloned())
             .unwrap_or_default())
     }
 
+    /// The contract's variables (a U-Boot environment also holds the board's whole default environment).
     fn env_summary(&self) -> String {
-        match self.grubenv() {
+        match self.env_vars() {
             Ok(Some(m)) => m
                 .iter()
+                .filter(|(k, _)| k.starts_with("OTA_"))
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect::<Vec<_>>()
                 .join(" "),
-            Ok(None) => "(no grubenv)".into(),
+            Ok(None) => "(never written)".into(),
             Err(e) => format!("({e})"),
         }
     }
 
-    /// Deletes the ESP's grubenv (a factory image whose env was never created).
+    /// Deletes the ESP's grubenv (a factory image whose env was never created; GRUB board).
     pub fn delete_grubenv(&self) -> Result<()> {
+        ensure!(
+            self.board == Board::Grub,
+            "delete_grubenv on a U-Boot robot"
+        );
         let s = Command::new("mdel")
             .arg("-i")
             .arg(format!("{}@@{}", self.disk.display(), self.esp.offset))

@@ -2,11 +2,14 @@
 //! moments of an update inside the guest, then the robot must boot a good slot with its original content
 //! (no brick) and take a fresh update (no strand).
 //!
-//! Three kinds of cut, in rotation:
+//! The kinds of cut, in rotation:
 //! * `write`:  during `ota-client install` (streaming, decoding, writing the standby slot, verifying);
-//! * `arm`:    around the end of the install, where the trial is armed in grubenv (just before and just
+//! * `arm`:    around the end of the install, where the trial is armed in the boot env (just before and just
 //!   after the slot flip);
-//! * `commit`: during `ota-client confirm` on the trial boot (health check, commit of the new primary).
+//! * `commit`: during `ota-client confirm` on the trial boot (health check, commit of the new primary);
+//! * `count` (U-Boot board only): while U-Boot runs boot.scr on the trial boot, from the start of the script
+//!   to `OTA: booting slot`, i.e. around its `saveenv` of the decremented `OTA_TRIES` into the FAT file
+//!   (`Summary::in_saveenv` counts the cuts whose serial log ends inside it: `Saving Environment` without `OK`).
 //!
 //! The windows come from an uncut calibration run of the same steps.
 
@@ -14,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 
-use crate::{copy_file, Boot, Cut, Image};
+use crate::{copy_file, Board, Boot, Cut, Image};
 
 /// The kinds of cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +28,18 @@ pub enum Kind {
     Arm,
     /// During confirm / commit on the trial boot.
     Commit,
+    /// During the bootloader's own env write that counts the trial try (U-Boot's serial log shows it).
+    Count,
+}
+
+impl Kind {
+    /// The kinds a board's campaign rotates through: GRUB prints nothing to time its `save_env` by.
+    pub fn for_board(board: Board) -> &'static [Kind] {
+        match board {
+            Board::Grub => &[Kind::Write, Kind::Arm, Kind::Commit],
+            Board::UBoot => &[Kind::Write, Kind::Arm, Kind::Commit, Kind::Count],
+        }
+    }
 }
 
 /// Outcome of a campaign.
@@ -37,11 +52,13 @@ pub struct Summary {
     /// A slot booted but a fresh update failed.
     pub strands: u32,
     /// Per kind: cuts after which the robot came back on the old slot / on the new slot.
-    pub old_slot: [u32; 3],
+    pub old_slot: [u32; 4],
     /// See `old_slot`.
-    pub new_slot: [u32; 3],
+    pub new_slot: [u32; 4],
     /// Cuts after which `fsck.fat -n` found the ESP damaged (after the clean verify boot).
     pub esp_damage: u32,
+    /// Cuts that landed inside U-Boot's `saveenv` (its serial log ends in `Saving Environment to FAT...`).
+    pub in_saveenv: u32,
     /// One line per failure.
     pub failures: Vec<String>,
 }
@@ -49,8 +66,15 @@ pub struct Summary {
 impl Summary {
     /// One-line report.
     pub fn line(&self) -> String {
+        let count = match (self.old_slot[3], self.new_slot[3]) {
+            (0, 0) => String::new(),
+            (old, new) => format!(
+                ", count {old}/{new} ({} inside U-Boot's saveenv)",
+                self.in_saveenv
+            ),
+        };
         format!(
-            "power cuts: runs={} bricks={} strands={} esp_damage={} | came back on old/new slot: write {}/{}, arm {}/{}, commit {}/{}",
+            "power cuts: runs={} bricks={} strands={} esp_damage={} | came back on old/new slot: write {}/{}, arm {}/{}, commit {}/{}{count}",
             self.runs,
             self.bricks,
             self.strands,
@@ -94,6 +118,8 @@ pub struct Calibration {
     pub install_secs: f64,
     /// Seconds from `step confirm start` to `step confirm rc=`.
     pub confirm_secs: f64,
+    /// U-Boot: seconds from `## Executing script` to `OTA: booting slot` on a trial boot (0: not measured).
+    pub count_secs: f64,
     /// Disk with `good` installed into B and armed (state right after an uncut install).
     pub armed_disk: std::path::PathBuf,
 }
@@ -129,14 +155,39 @@ pub fn calibrate(img: &Image) -> Result<Calibration> {
         "calibration confirm failed",
     )?;
     let confirm_secs = b.span.context("confirm markers not seen")?;
+    let mut count_secs = 0.0;
+    if img.board == Board::UBoot {
+        // One more trial boot of the armed disk, to time boot.scr around its saveenv.
+        let mut vm = img.vm("cut-calibrate-count", Some(&armed_disk))?;
+        let b = vm.boot_cut("status", &count_marker(3600.0))?;
+        b.check(
+            b.slot().as_deref() == Some("B"),
+            "calibration trial boot did not boot B",
+        )?;
+        count_secs = b.span.context("boot.scr markers not seen")?;
+        img.discard_run(&vm.name)?;
+    }
     eprintln!(
-        "calibration: install window {install_secs:.2} s, confirm window {confirm_secs:.2} s"
+        "calibration: install window {install_secs:.2} s, confirm window {confirm_secs:.2} s, count window {count_secs:.2} s"
     );
     Ok(Calibration {
         install_secs,
         confirm_secs,
+        count_secs,
         armed_disk,
     })
+}
+
+/// U-Boot's bootcmd starting (`tests/vm/uboot/uboot.env`) to boot.scr's line before loading the kernel:
+/// loading boot.scr, the selection and its `saveenv` are between.
+const COUNT_MARKER: &str = "OTA-UBOOT: start";
+
+fn count_marker(delay: f64) -> Cut {
+    Cut {
+        marker: COUNT_MARKER.into(),
+        delay: Duration::from_secs_f64(delay),
+        until: Some("OTA: booting slot".into()),
+    }
 }
 
 /// The expected content of the booted slot: (slot image name) for a (slot, release) pair.
@@ -177,6 +228,12 @@ pub fn one_cut(
             "OTA-VM: step confirm start",
             rng.range(0.0, cal.confirm_secs),
         ),
+        Kind::Count => (
+            Some(cal.armed_disk.as_path()),
+            "confirm",
+            COUNT_MARKER,
+            rng.range(0.0, cal.count_secs),
+        ),
     };
     let name = run_name(sum);
     let mut vm = img.vm(&name, from)?;
@@ -192,11 +249,21 @@ pub fn one_cut(
         match kind {
             Kind::Write | Kind::Arm => cal.install_secs = cal.install_secs.min(delay) * 0.95,
             Kind::Commit => cal.confirm_secs = cal.confirm_secs.min(delay) * 0.95,
+            // The script always ends in a kernel boot, so this boot was cut: nothing to shrink.
+            Kind::Count => {}
         }
         return Ok(false);
     }
     sum.runs += 1;
     let k = kind as usize;
+    if b.log
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .is_some_and(|l| l.starts_with("Saving Environment to FAT") && !l.contains("OK"))
+    {
+        sum.in_saveenv += 1;
+    }
     eprintln!("    {kind:?} cut {delay:.2} s after the marker");
 
     // 1. A good slot boots, with its original content; the client confirms / records, then takes a
@@ -246,7 +313,7 @@ pub fn one_cut(
         return Ok(true);
     }
     // The ESP after the clean verify boot: a cut during a FAT rename can leave it inconsistent.
-    let mut host_env = vm.grubenv();
+    let mut host_env = vm.env_vars();
     if let Some(report) = vm.esp_fsck()? {
         sum.esp_damage += 1;
         let first: Vec<&str> = report
@@ -282,7 +349,7 @@ pub fn one_cut(
     // 2. Optionally: the fresh update boots on trial and commits.
     if trial_check {
         let t = vm.boot("confirm;status")?;
-        let e = match vm.grubenv() {
+        let e = match vm.env_vars() {
             Ok(e) => e,
             Err(_) => t.env_at_exit(),
         }
@@ -313,7 +380,7 @@ pub fn campaign(img: &Image, cuts: u32, seed: u64, trial_every: u32) -> Result<S
     let mut cal = calibrate(img)?;
     let mut rng = Rng::new(seed);
     let mut sum = Summary::default();
-    let kinds = [Kind::Write, Kind::Arm, Kind::Commit];
+    let kinds = Kind::for_board(img.board);
     let mut attempts = 0u32;
     while sum.runs < cuts {
         attempts += 1;
@@ -321,7 +388,7 @@ pub fn campaign(img: &Image, cuts: u32, seed: u64, trial_every: u32) -> Result<S
             attempts <= cuts * 4,
             "too many boots ended before their planned cut"
         );
-        let kind = kinds[sum.runs as usize % 3];
+        let kind = kinds[sum.runs as usize % kinds.len()];
         let trial_check = trial_every > 0 && (sum.runs + 1) % trial_every == 0;
         let name = run_name(&sum);
         let (failures, esp_damage) = (sum.failures.len(), sum.esp_damage);

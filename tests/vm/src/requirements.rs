@@ -36,12 +36,34 @@ pub const GRUB_EFI_MODULES: &str = "/usr/lib/grub/x86_64-efi/linux.mod";
 /// The busybox copied into the guest's initramfs (the static build: the guest has no libc).
 pub const BUSYBOX: &str = "/bin/busybox";
 
+/// What `uboot/build-u-boot.sh` (U-Boot from Debian's source package) and the U-Boot image need beyond
+/// [`VM_TOOLS`].
+pub const UBOOT_TOOLS: &[&str] = &[
+    "make", "gcc", "bison", "flex", "swig", "bc", "curl", "xz", "patch", "mkimage",
+];
+
+/// Whether everything the VM tests of `board` need is here (see [`vm_tools_present`]); the U-Boot board
+/// also needs the tools that build U-Boot (`scripts/install-deps.sh uboot-build`, tried once).
+pub fn tools_present(board: crate::Board) -> bool {
+    static INSTALL: Once = Once::new();
+    if !vm_tools_present() {
+        return false;
+    }
+    match board {
+        crate::Board::Grub => true,
+        crate::Board::UBoot => {
+            INSTALL.call_once(|| install_deps("uboot-build"));
+            require_all(UBOOT_TOOLS)
+        }
+    }
+}
+
 /// Whether everything the VM tests need is here, after trying once per process to install it with
 /// `scripts/install-deps.sh vm`. What is missing fails the test under CI, naming it, and prints a loud
 /// SKIPPED line elsewhere (`ota_testkit::tools`).
 pub fn vm_tools_present() -> bool {
     static INSTALL: Once = Once::new();
-    INSTALL.call_once(install_deps);
+    INSTALL.call_once(|| install_deps("vm"));
     let kernel = guest_kernel();
     require_all(VM_TOOLS)
         && require_file(Path::new(OVMF_CODE), "UEFI firmware (apt package ovmf)")
@@ -57,16 +79,16 @@ pub fn vm_tools_present() -> bool {
         && require_file(&kernel, "the guest kernel (apt package linux-image-amd64)")
 }
 
-/// Runs `scripts/install-deps.sh vm`; a failure is only noted: the checks after it name what is missing.
-fn install_deps() {
+/// Runs `scripts/install-deps.sh GROUP`; a failure is only noted: the checks after it name what is missing.
+fn install_deps(group: &str) {
     let install = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/install-deps.sh");
     match Command::new(&install)
-        .arg("vm")
+        .arg(group)
         .stdout(Stdio::null())
         .status()
     {
         Ok(s) if s.success() => {}
-        Ok(s) => eprintln!("note: {} vm exited with {s}", install.display()),
+        Ok(s) => eprintln!("note: {} {group} exited with {s}", install.display()),
         Err(e) => eprintln!("note: cannot run {}: {e}", install.display()),
     }
 }

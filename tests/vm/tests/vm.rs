@@ -1,28 +1,40 @@
-//! Full-system scenarios: a real GRUB (standalone EFI under OVMF, with the project's ota.cfg) boots the
-//! project's ota-client inside Linux in QEMU. Every scenario is asserted from the serial log (which slot and
-//! release booted, the client's exit codes and `status --json`) and from the grubenv read back from the disk
-//! image. One QEMU at a time: the tests take a lock. A missing tool (QEMU, OVMF, grub-efi, the kernel,
-//! busybox...) fails every test under CI, naming it, and prints a loud SKIPPED line elsewhere. See README.md.
+//! Full-system scenarios: a real GRUB (standalone EFI under OVMF, with the project's ota.cfg) or a real
+//! U-Boot (running the project's boot.cmd; the `uboot_*` tests) boots the project's ota-client inside Linux
+//! in QEMU. Every scenario is asserted from the serial log (which slot and release booted, the client's exit
+//! codes and `status --json`) and from the boot environment read back from the disk image. Scenarios 1-4 run
+//! on both boards from one body. One QEMU at a time: the tests take a lock. A missing tool (QEMU, OVMF,
+//! grub-efi, U-Boot's build tools, the kernel, busybox...) fails every test under CI, naming it, and prints a
+//! loud SKIPPED line elsewhere. See README.md.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use anyhow::{ensure, Result};
-use ota_vm_tests::{power_cut, timing_summary, vm_tools_present, Boot, Image, Vm};
+use ota_vm_tests::{power_cut, timing_summary, tools_present, Board, Boot, Image, Vm};
 use serde_json::Value;
 
 static LOCK: Mutex<()> = Mutex::new(());
-static IMAGE: OnceLock<Image> = OnceLock::new();
+static GRUB_IMAGE: OnceLock<Image> = OnceLock::new();
+static UBOOT_IMAGE: OnceLock<Image> = OnceLock::new();
 
-/// The built image and the VM lock, or None (after SKIPPED) if a tool the VMs need is missing.
+/// The built GRUB image and the VM lock, or None (after SKIPPED) if a tool the VMs need is missing.
 fn setup(name: &str) -> Option<(MutexGuard<'static, ()>, &'static Image)> {
+    setup_on(name, Board::Grub)
+}
+
+/// The built image of `board` and the VM lock, or None (after SKIPPED) if a tool is missing.
+fn setup_on(name: &str, board: Board) -> Option<(MutexGuard<'static, ()>, &'static Image)> {
     let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    if !vm_tools_present() {
+    if !tools_present(board) {
         return None;
     }
-    let img = IMAGE.get_or_init(|| Image::build().expect("building the VM image failed"));
-    eprintln!("== {name}");
+    let cell = match board {
+        Board::Grub => &GRUB_IMAGE,
+        Board::UBoot => &UBOOT_IMAGE,
+    };
+    let img = cell.get_or_init(|| Image::build_for(board).expect("building the VM image failed"));
+    eprintln!("== [{}] {name}", board.name());
     Some((guard, img))
 }
 
@@ -35,7 +47,7 @@ fn finish(name: &str, t: Instant) {
 }
 
 fn env(vm: &Vm) -> Result<BTreeMap<String, String>> {
-    Ok(vm.grubenv()?.unwrap_or_default())
+    Ok(vm.env_vars()?.unwrap_or_default())
 }
 
 /// A grubenv variable, "" when unset.
@@ -49,7 +61,7 @@ fn expect_env(vm: &Vm, primary: &str, trial: &str, tries: &str) -> Result<()> {
     let get = |k: &str| e.get(k).cloned().unwrap_or_default();
     ensure!(
         get("OTA_PRIMARY") == primary && get("OTA_TRIAL") == trial && (tries == "*" || get("OTA_TRIES") == tries),
-        "{}: expected OTA_PRIMARY={primary:?} OTA_TRIAL={trial:?} OTA_TRIES={tries:?}, grubenv holds {e:?}",
+        "{}: expected OTA_PRIMARY={primary:?} OTA_TRIAL={trial:?} OTA_TRIES={tries:?}, the boot env holds {e:?}",
         vm.name
     );
     Ok(())
@@ -98,7 +110,17 @@ fn events<'a>(st: &'a Value, kind: &str, slot: &str) -> Vec<&'a Value> {
 ///    older-version case needs a committed release, the factory slot's release is unknown to the client).
 #[test]
 fn scenario_1_update_trial_commit() -> Result<()> {
-    let Some((_g, img)) = setup("scenario 1: install, trial boot, commit") else {
+    update_trial_commit(Board::Grub)
+}
+
+/// 1 under U-Boot: boot.scr counts the trial (saveenv of the redundant env on FAT), the client commits.
+#[test]
+fn uboot_1_update_trial_commit() -> Result<()> {
+    update_trial_commit(Board::UBoot)
+}
+
+fn update_trial_commit(board: Board) -> Result<()> {
+    let Some((_g, img)) = setup_on("scenario 1: install, trial boot, commit", board) else {
         return Ok(());
     };
     let t = Instant::now();
@@ -130,7 +152,7 @@ fn scenario_1_update_trial_commit() -> Result<()> {
         "slot B not good after commit: {st}"
     );
 
-    let before = vm.grubenv_bytes()?;
+    let before = vm.env_bytes()?;
     let b = vm.boot("confirm;install old;status")?;
     expect_boot(&b, "B", "2.0.0")?;
     b.check(
@@ -146,15 +168,15 @@ fn scenario_1_update_trial_commit() -> Result<()> {
         "downgrade refused for another reason",
     )?;
     ensure!(
-        vm.grubenv_bytes()? == before,
-        "a committed boot or a refused install changed grubenv"
+        vm.env_bytes()? == before,
+        "a committed boot or a refused install changed the boot env"
     );
 
     let b = vm.boot("status")?;
     expect_boot(&b, "B", "2.0.0")?;
     ensure!(
-        vm.grubenv_bytes()? == before,
-        "a committed boot changed grubenv"
+        vm.env_bytes()? == before,
+        "a committed boot changed the boot env"
     );
     vm.expect_slot_content(img, "B", "good")?;
     img.discard_run(&vm.name)?;
@@ -166,7 +188,17 @@ fn scenario_1_update_trial_commit() -> Result<()> {
 ///    client on A shows the failed trial with its reason.
 #[test]
 fn scenario_2_health_check_fails() -> Result<()> {
-    let Some((_g, img)) = setup("scenario 2: failing health check, rollback") else {
+    health_check_fails(Board::Grub)
+}
+
+/// 2 under U-Boot.
+#[test]
+fn uboot_2_health_check_fails() -> Result<()> {
+    health_check_fails(Board::UBoot)
+}
+
+fn health_check_fails(board: Board) -> Result<()> {
+    let Some((_g, img)) = setup_on("scenario 2: failing health check, rollback", board) else {
         return Ok(());
     };
     let t = Instant::now();
@@ -225,7 +257,20 @@ fn scenario_2_health_check_fails() -> Result<()> {
 ///    GRUB falls back to A by itself once they are used up; the client on A records the rollback.
 #[test]
 fn scenario_3_kernel_panic_falls_back() -> Result<()> {
-    let Some((_g, img)) = setup("scenario 3: panicking release, GRUB falls back") else {
+    kernel_panic_falls_back(Board::Grub)
+}
+
+/// 3 under U-Boot: boot.scr counts the tries down and boots A by itself once they are used up.
+#[test]
+fn uboot_3_kernel_panic_falls_back() -> Result<()> {
+    kernel_panic_falls_back(Board::UBoot)
+}
+
+fn kernel_panic_falls_back(board: Board) -> Result<()> {
+    let Some((_g, img)) = setup_on(
+        "scenario 3: panicking release, the bootloader falls back",
+        board,
+    ) else {
         return Ok(());
     };
     let t = Instant::now();
@@ -266,12 +311,12 @@ fn scenario_3_kernel_panic_falls_back() -> Result<()> {
         get(&e, "OTA_TRIAL").is_empty(),
         "trial not cleared after the rollback: {e:?}"
     );
-    let before = vm.grubenv_bytes()?;
+    let before = vm.env_bytes()?;
     let b = vm.boot("status")?;
     expect_boot(&b, "A", "1.0.0")?;
     ensure!(
-        vm.grubenv_bytes()? == before,
-        "a committed boot changed grubenv"
+        vm.env_bytes()? == before,
+        "a committed boot changed the boot env"
     );
     img.discard_run(&vm.name)?;
     finish("scenario 3", t);
@@ -284,7 +329,38 @@ fn scenario_3_kernel_panic_falls_back() -> Result<()> {
 ///    `OTA_VM_TRIAL_EVERY`-th cut (default 10; 0 = never). `OTA_VM_SEED` fixes the cut times.
 #[test]
 fn scenario_4_power_cuts() -> Result<()> {
-    let Some((_g, img)) = setup("scenario 4: power cuts") else {
+    power_cuts(
+        Board::Grub,
+        "OTA_VM_POWER_CUTS",
+        20,
+        "OTA_VM_TRIAL_EVERY",
+        10,
+    )
+}
+
+/// 4 under U-Boot, with a fourth kind of cut: during U-Boot's own `saveenv` on the trial boot (`count`).
+/// `OTA_VM_UBOOT_POWER_CUTS` (default 4: one of each kind, to fit CI's time) cuts, every
+/// `OTA_VM_UBOOT_TRIAL_EVERY`-th (default 4) also boots and commits the fresh update. The campaign by hand:
+/// `power-cut-campaign.sh --board uboot`.
+#[test]
+fn uboot_4_power_cuts() -> Result<()> {
+    power_cuts(
+        Board::UBoot,
+        "OTA_VM_UBOOT_POWER_CUTS",
+        4,
+        "OTA_VM_UBOOT_TRIAL_EVERY",
+        4,
+    )
+}
+
+fn power_cuts(
+    board: Board,
+    cuts_var: &str,
+    cuts_default: u64,
+    every_var: &str,
+    every_default: u64,
+) -> Result<()> {
+    let Some((_g, img)) = setup_on("scenario 4: power cuts", board) else {
         return Ok(());
     };
     let t = Instant::now();
@@ -294,8 +370,8 @@ fn scenario_4_power_cuts() -> Result<()> {
             .and_then(|v| v.parse().ok())
             .unwrap_or(d)
     };
-    let cuts = num("OTA_VM_POWER_CUTS", 20) as u32;
-    let every = num("OTA_VM_TRIAL_EVERY", 10) as u32;
+    let cuts = num(cuts_var, cuts_default) as u32;
+    let every = num(every_var, every_default) as u32;
     let seed = num(
         "OTA_VM_SEED",
         std::time::SystemTime::now()
@@ -332,7 +408,7 @@ fn scenario_5_bad_bundles_refused() -> Result<()> {
     };
     let t = Instant::now();
     let mut vm = img.vm("s5", None)?;
-    let before = vm.grubenv_bytes()?;
+    let before = vm.env_bytes()?;
     let b = vm.boot("install tampered-payload;install tampered-manifest;install other;status")?;
     expect_boot(&b, "A", "1.0.0")?;
     for bundle in ["tampered-payload", "tampered-manifest", "other"] {
@@ -346,7 +422,7 @@ fn scenario_5_bad_bundles_refused() -> Result<()> {
         "the other-compatible bundle was not refused for its compatible",
     )?;
     ensure!(
-        vm.grubenv_bytes()? == before,
+        vm.env_bytes()? == before,
         "a refused install changed grubenv"
     );
     let st = status(&b)?;
@@ -361,7 +437,7 @@ fn scenario_5_bad_bundles_refused() -> Result<()> {
     let b = vm.boot("status")?;
     expect_boot(&b, "A", "1.0.0")?;
     vm.expect_slot_content(img, "A", "factory")?;
-    ensure!(vm.grubenv_bytes()? == before, "grubenv changed");
+    ensure!(vm.env_bytes()? == before, "grubenv changed");
     img.discard_run(&vm.name)?;
     finish("scenario 5", t);
     Ok(())
@@ -379,7 +455,7 @@ fn scenario_6_factory_env_never_written() -> Result<()> {
     let t = Instant::now();
     let mut vm = img.vm("s6", None)?;
     vm.delete_grubenv()?;
-    ensure!(vm.grubenv_bytes()?.is_none(), "grubenv still there");
+    ensure!(vm.env_bytes()?.is_none(), "grubenv still there");
     let b = vm.boot("status;install good;status")?;
     expect_boot(&b, "A", "1.0.0")?;
     b.check(
@@ -391,7 +467,7 @@ fn scenario_6_factory_env_never_written() -> Result<()> {
         "first install on a factory robot failed",
     )?;
     let bytes = vm
-        .grubenv_bytes()?
+        .env_bytes()?
         .ok_or_else(|| anyhow::anyhow!("the client did not create grubenv"))?;
     ensure!(
         bytes.len() == 1024,
