@@ -1,8 +1,9 @@
 //! The trust root a server keeps in its data directory (`trust.json`, or `trust.pub` for a single key), so a
 //! restart needs no `--trust-root`. A root given on the command line is kept on first start; later it replaces
-//! the kept one only if it is the same root or a successor the kept root signed (`ota_keys::accept_rotation`,
-//! the hand-over half of the robots' rule), so a stray flag cannot swap the keys a fleet's uploads are checked
-//! against.
+//! the kept one only if it is the same root or the next link after it by the robots' own rule
+//! (`ota_keys::chain::accept_next`: exactly one version newer, signed by a threshold of the kept root's keys AND
+//! a threshold of its own), so a stray flag cannot swap the keys a fleet's uploads are checked against, nor
+//! make the server accept a root its robots would refuse.
 //!
 //! The fleet's rotations ([`Chain`]): the signed roots published after the kept one, kept in the store's settings
 //! ([`CHAIN_SETTING`]) so every replica serves the same chain. Each new root must chain from the newest
@@ -14,6 +15,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ota_keys::{RotationError, SignedTrustRoot, TrustRoot};
+
+// (`accept_next` is the one rotation rule: robots, `trust publish` and this file all use it.)
 
 use crate::error::StoreError;
 use crate::store::Store;
@@ -77,8 +80,8 @@ pub enum TrustError {
     Write(#[from] ota_image_io::atomic::FileError),
 }
 
-/// The pure rule: `Err` carries the failed rotation check when the given root is neither the same nor a
-/// successor of the kept one.
+/// The pure rule: `Err` carries the failed rotation check when the given root is neither the same nor the next
+/// link after the kept one.
 pub fn decide(kept: Option<&TrustRoot>, given: Option<&Given>) -> Result<Decision, Option<String>> {
     match (kept, given) {
         (None, None) => Err(None),
@@ -90,7 +93,7 @@ pub fn decide(kept: Option<&TrustRoot>, given: Option<&Given>) -> Result<Decisio
                 "a bare .pub key carries no signatures, so it can only be the kept root itself"
                     .to_string(),
             )),
-            Some(s) => ota_keys::accept_rotation(k, s)
+            Some(s) => ota_keys::chain::accept_next(k, s)
                 .map(|r| Decision::Rotate {
                     from: k.version,
                     to: r.version,
@@ -318,7 +321,7 @@ mod tests {
         let kept = root(1, &[0]);
         assert_eq!(decide(None, None), Err(None));
         assert_eq!(decide(Some(&kept), None), Ok(Decision::UseKept));
-        let g = signed(root(2, &[1]), &[0]);
+        let g = signed(root(2, &[1]), &[0, 1]);
         assert_eq!(decide(None, Some(&g)), Ok(Decision::Adopt));
         assert_eq!(
             decide(Some(&kept), Some(&g)),
@@ -344,6 +347,34 @@ mod tests {
         signed(root(version, &[key]), &[previous, key])
             .signed
             .unwrap()
+    }
+
+    /// The hand-over half alone is not enough: a root signed by the kept keys but not by its own is refused, as
+    /// is a skipped version, each with the rule that failed.
+    #[test]
+    fn keep_refuses_what_robots_refuse() {
+        let kept = root(1, &[0]);
+        let old_only = signed(root(2, &[1]), &[0]);
+        let why = decide(Some(&kept), Some(&old_only)).unwrap_err().unwrap();
+        assert!(why.contains("own keys"), "{why}");
+        let skipped = signed(root(3, &[1]), &[0, 1]);
+        assert!(decide(Some(&kept), Some(&skipped)).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, g: &Given| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, g.signed.as_ref().unwrap().to_json_pretty()).unwrap();
+            path
+        };
+        let v1 = write("v1.json", &signed(kept.clone(), &[0]));
+        std::fs::create_dir(dir.path().join("data")).unwrap();
+        keep(&dir.path().join("data"), Some(&v1)).unwrap();
+        let v2 = write("v2.json", &old_only);
+        let err = keep(&dir.path().join("data"), Some(&v2)).unwrap_err();
+        assert!(matches!(err, TrustError::NotSuccessor { .. }), "{err}");
+        let v2 = write("v2.json", &signed(root(2, &[1]), &[0, 1]));
+        let (now, line) = keep(&dir.path().join("data"), Some(&v2)).unwrap();
+        assert_eq!(now.version, 2);
+        assert!(line.unwrap().contains("rotated from version 1 to 2"));
     }
 
     #[test]
@@ -375,18 +406,24 @@ mod tests {
     }
 
     proptest! {
-        /// A different root is taken only when it is newer and signed by a key of the kept root.
+        /// A different root is taken only when it is the next version, signed by a key of the kept root (the
+        /// old keys hand over) and by one of its own (threshold 1 each): the robots' rule, nothing looser.
         #[test]
         fn only_a_signed_successor_replaces(
             kv in 0u64..4, gv in 0u64..4,
             kk in proptest::sample::subsequence(vec![0usize, 1, 2, 3], 1..=2),
             gk in proptest::sample::subsequence(vec![0usize, 1, 2, 3], 1..=2),
-            signers in proptest::sample::subsequence(vec![0usize, 1, 2, 3], 0..=2),
+            signers in proptest::sample::subsequence(vec![0usize, 1, 2, 3], 0..=3),
         ) {
             let kept = root(kv, &kk);
             let given = signed(root(gv, &gk), &signers);
             let got = decide(Some(&kept), Some(&given));
-            let successor = gv > kv && signers.iter().any(|s| kk.contains(s));
+            let successor = gv == kv + 1
+                && signers.iter().any(|s| kk.contains(s))
+                && signers.iter().any(|s| gk.contains(s));
+            // The same rule as the robots' walk and `trust publish`.
+            let robots = ota_keys::chain::accept_next(&kept, given.signed.as_ref().unwrap()).is_ok();
+            prop_assert_eq!(successor, robots);
             if given.root == kept {
                 prop_assert_eq!(got, Ok(Decision::Same));
             } else if successor {

@@ -212,8 +212,12 @@ fn a_config_file_alone_serves_the_same_fleet_and_admin_actions_are_logged() {
         stderr.contains("refusing --trust-root") && stderr.contains("trust.json"),
         "{stderr}"
     );
-    // A successor signed by the kept root replaces it (the old flag name still works).
-    let v2 = write(dir, "trust-v2.json", &signed_root(2, &[&k2], &[&k1]));
+    // The kept keys' hand-over alone is not enough (the robots' rule: the new root signs itself too).
+    let half = write(dir, "trust-v2-half.json", &signed_root(2, &[&k2], &[&k1]));
+    let stderr = refused(&["--config", &config_str, "--trust", half.to_str().unwrap()]);
+    assert!(stderr.contains("own keys"), "{stderr}");
+    // A successor signed by the kept root and its own key replaces it (the old flag name still works).
+    let v2 = write(dir, "trust-v2.json", &signed_root(2, &[&k2], &[&k1, &k2]));
     let server = start(
         &["--config", &config_str, "--trust", v2.to_str().unwrap()],
         &[],
