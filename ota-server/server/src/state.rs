@@ -71,7 +71,7 @@ impl AppState {
             rollouts: RolloutService(shared.clone()),
             bundles: BundleService(shared.clone()),
             history: HistoryService(shared.clone()),
-            watch: WatchService(shared.clone()),
+            watch: WatchService::new(shared.clone()),
             trust: TrustService(shared.clone()),
             sites: SiteService(shared.clone()),
             shared,

@@ -4,7 +4,7 @@
 //! tells the dashboard. The scan takes read locks only; a breach is re-judged and applied under the writer lock,
 //! so it takes effect exactly once.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use ota_protocol::admin::{Event, RolloutState};
 use ota_protocol::device::ReportStatus;
@@ -17,12 +17,25 @@ use crate::guards::{self, Decision, Observed, Sides};
 use crate::history::Recorder;
 use crate::services::replicas::retrying;
 
+mod peers;
+
 /// The window a not-yet-updated robot's values are averaged over.
 pub const BASELINE_WINDOW_SECS: u64 = 600;
 
 /// Guard evaluation.
 #[derive(Clone)]
-pub struct WatchService(pub(crate) Arc<Shared>);
+pub struct WatchService(pub(crate) Arc<Shared>, PeersHeard);
+
+/// When this replica last read the other replicas' polls ([`peers::read_since`]); `None` until it leads and reads.
+#[derive(Clone, Default)]
+struct PeersHeard(Arc<Mutex<Option<u64>>>);
+
+impl WatchService {
+    /// The evaluator over `shared`.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        WatchService(shared, PeersHeard::default())
+    }
+}
 
 /// The values of one rule over a rollout's members: each updated robot's samples taken on the new version
 /// (since the last resume), each other member's over the last [`BASELINE_WINDOW_SECS`] (none for a revert: only a
@@ -102,6 +115,8 @@ impl WatchService {
     /// holding the lease ([`crate::cluster::Lease`]).
     pub async fn tick(&self, now: u64) -> Result<Vec<u64>, ServiceError> {
         if !self.0.leads() {
+            // Another replica judged meanwhile: on taking the lease back, hear the whole window again.
+            *lock(&self.1 .0) = None;
             return Ok(Vec::new());
         }
         self.hear_peers(now).await?;
@@ -131,7 +146,8 @@ impl WatchService {
 
     /// With other replicas, reads the polls they took into this replica's recorder before judging: the last
     /// stored telemetry of every robot seen within the baseline window (the write-behind flush stores it within
-    /// a second). Without this the replica holding the lease would judge only the robots that polled it.
+    /// a second), the whole window once and then only what is newer than the last read ([`peers::read_since`]).
+    /// Without this the replica holding the lease would judge only the robots that polled it.
     async fn hear_peers(&self, now: u64) -> Result<(), ServiceError> {
         let shared = &self.0;
         if !shared.cluster().replicated
@@ -142,12 +158,15 @@ impl WatchService {
         {
             return Ok(());
         }
-        let since = now.saturating_sub(BASELINE_WINDOW_SECS);
+        let last = *lock(&self.1 .0);
+        let since = peers::read_since(last, now, BASELINE_WINDOW_SECS);
         let seen = shared.blocking(move |s| s.telemetry_since(since)).await?;
         let mut recorder = lock(&shared.history);
         for d in &seen {
             recorder.observe_peer(&d.device_id, d.last_seen, d.version.as_ref(), &d.telemetry);
         }
+        // Advanced only after a read that succeeded: a failed one is read again at the next tick.
+        *lock(&self.1 .0) = Some(now);
         Ok(())
     }
 
