@@ -133,6 +133,9 @@ pub struct DeviceInfo {
     /// Its freeze alarm, from its last poll (docs/time-model.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub freeze_alarm: Option<crate::fleet::FreezeAlarm>,
+    /// Its maintenance score, 0-100 (docs/maintenance.md); null until the server knows enough.
+    #[serde(default)]
+    pub maintenance_score: Option<f64>,
 }
 
 /// A stored status report.
@@ -409,6 +412,8 @@ pub enum Event {
     RolloutUpdated(Box<RolloutInfo>),
     /// `device_deleted`.
     DeviceDeleted(DeviceDeletedEvent),
+    /// `alerts_changed`.
+    AlertsChanged(crate::alerts::AlertsChanged),
 }
 
 impl Event {
@@ -419,6 +424,7 @@ impl Event {
             Event::Report(_) => "report",
             Event::RolloutUpdated(_) => "rollout_updated",
             Event::DeviceDeleted(_) => "device_deleted",
+            Event::AlertsChanged(_) => "alerts_changed",
         }
     }
 
@@ -429,6 +435,7 @@ impl Event {
             Event::Report(r) => serde_json::to_string(r),
             Event::RolloutUpdated(r) => serde_json::to_string(r),
             Event::DeviceDeleted(d) => serde_json::to_string(d),
+            Event::AlertsChanged(a) => serde_json::to_string(a),
         };
         // These types contain only strings, numbers and maps with string keys: encoding cannot fail.
         result.unwrap_or_else(|e| format!("{{\"error\":\"cannot encode event: {e}\"}}"))

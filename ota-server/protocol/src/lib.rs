@@ -15,6 +15,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod alerts;
 pub mod client;
 pub mod defaults;
 pub mod device;
@@ -58,6 +59,10 @@ pub mod paths {
     pub const GROUPS: &str = "/api/groups";
     /// `GET`: server-sent events.
     pub const EVENTS: &str = "/api/events";
+    /// `GET`: open alerts; `POST {ALERTS}/{id}/ack` acknowledges one.
+    pub const ALERTS: &str = "/api/alerts";
+    /// `POST`: delete bundles no rollout uses.
+    pub const BUNDLES_PRUNE: &str = "/api/bundles/prune";
     /// `GET`: OpenAPI document.
     pub const OPENAPI: &str = "/api/openapi.json";
     /// `GET`: Prometheus metrics.

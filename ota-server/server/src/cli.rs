@@ -2,6 +2,7 @@
 //! and output formatting; the calls go through [`ota_protocol::client::ApiClient`] with an admin token.
 
 pub mod admission;
+pub mod bundles;
 pub mod commands;
 pub mod users;
 

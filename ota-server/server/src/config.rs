@@ -47,6 +47,8 @@ pub struct Config {
     pub device_token_ttl_secs: u64,
     /// Connection cap and timeouts ([`crate::listener`]).
     pub connections: crate::listener::ConnectionLimits,
+    /// Alert thresholds, the maintenance score's rule, the webhook, report retention ([`crate::alerts`]).
+    pub alerts: crate::alerts::AlertSettings,
     /// Console sessions and trusted proxies ([`crate::accounts`]).
     pub accounts: crate::accounts::AccountSettings,
 }

@@ -565,6 +565,7 @@ pub fn device_info(r: &DeviceRecord) -> DeviceInfo {
         waiting: r.state.waiting.clone(),
         security_floor: r.state.security_floor.clone(),
         freeze_alarm: r.state.freeze_alarm.clone(),
+        maintenance_score: r.state.maintenance_score,
     }
 }
 

@@ -20,6 +20,7 @@
 
 pub mod accounts;
 pub mod admission;
+pub mod alerts;
 pub mod api;
 pub mod bundle_store;
 pub mod charts;
@@ -34,8 +35,10 @@ pub mod guards;
 pub mod history;
 pub mod limits;
 pub mod listener;
+pub mod maintenance;
 pub mod metrics;
 pub mod openapi;
+pub mod retention;
 pub mod rollout;
 pub mod schedule;
 pub mod server;

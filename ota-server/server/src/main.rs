@@ -46,6 +46,9 @@ enum Command {
     /// Device groups and their maintenance windows.
     #[command(subcommand)]
     Groups(GroupsCommand),
+    /// Published bundles: delete those no rollout uses.
+    #[command(subcommand)]
+    Bundles(ota_server::cli::bundles::BundlesCommand),
     /// Rotated trust roots: publish the next one to the fleet, list the chain.
     #[command(subcommand)]
     Trust(TrustCommand),
@@ -168,6 +171,8 @@ struct ServeArgs {
     connections: ota_server::listener::ConnectionArgs,
     #[command(flatten)]
     accounts: ota_server::accounts::AccountArgs,
+    #[command(flatten)]
+    alerts: Box<ota_server::alerts::AlertArgs>,
 }
 
 fn remote(args: &RemoteArgs) -> anyhow::Result<ApiClient> {
@@ -286,6 +291,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     c.bundle_store = ota_server::bundle_store::BundleStoreRef::open(&store, &args.data_dir)?;
     c.presign_downloads = presign;
     c.connections = args.connections.limits();
+    c.alerts = args.alerts.settings(secret(
+        args.alerts.alert_webhook_secret.clone(),
+        args.alerts.alert_webhook_secret_file.as_deref(),
+        "alert webhook secret",
+    )?)?;
     c.accounts = args.accounts.settings();
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(ota_server::tls::load_server_config(cert, key)?),
@@ -366,6 +376,7 @@ fn create(
 fn run(program: Program) -> anyhow::Result<()> {
     match program.command {
         Command::Serve(args) => serve(args),
+        Command::Bundles(cmd) => ota_server::cli::bundles::run(cmd),
         Command::Users(cmd) => cli::users::run(cmd),
         Command::Rollout(cmd) => match cmd {
             RolloutCommand::Create {

@@ -52,6 +52,7 @@ impl Settings {
                 admission: Default::default(),
                 device_token_ttl_secs: 86_400,
                 connections: crate::listener::ConnectionLimits::default(),
+                alerts: crate::alerts::AlertSettings::default(),
                 accounts: crate::accounts::AccountSettings::default(),
             },
             admin_token: None,
@@ -260,6 +261,33 @@ async fn watch_loop(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver
                     Ok(removed) => tracing::debug!("telemetry history compacted ({removed} rows folded or expired)"),
                     Err(e) => tracing::error!("telemetry history compaction failed (will retry): {e}"),
                 }
+                match state.retention.prune_reports(crate::fleet::unix_now()).await {
+                    Ok(removed) => tracing::debug!("{removed} reports and cleared alerts past their retention deleted"),
+                    Err(e) => tracing::error!("deleting old reports failed (will retry): {e}"),
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// The alerts' and maintenance scores' tick ([`crate::services::alerts`]); starts the webhook if configured.
+async fn alerts_loop(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let settings = &state.config().alerts;
+    if let Some((url, secret)) = settings.webhook.clone() {
+        match crate::alerts::webhook::HttpSender::new() {
+            Ok(sender) => state.alerts.start_webhook(url, secret, Arc::new(sender)),
+            Err(e) => tracing::error!("alert webhook disabled: {e}"),
+        }
+    }
+    let mut tick = tokio::time::interval(settings.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = state.alerts.tick(crate::fleet::unix_now()).await {
+                    tracing::error!("alert evaluation failed (will retry): {e}");
+                }
             }
             _ = stop.changed() => return,
         }
@@ -278,6 +306,7 @@ pub async fn serve(
     let flusher = tokio::spawn(flush_loop(state.clone(), state.shutdown_signal()));
     tokio::spawn(sweep_remote(state.clone()));
     let watcher = tokio::spawn(watch_loop(state.clone(), state.shutdown_signal()));
+    tokio::spawn(alerts_loop(state.clone(), state.shutdown_signal()));
     let app = crate::api::routes::app(state.clone());
     let st = state.clone();
     let notifier = ota_packaging::Notifier::from_env();

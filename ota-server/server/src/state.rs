@@ -38,6 +38,10 @@ pub struct AppState {
     pub watch: WatchService,
     /// The fleet's rotated trust roots.
     pub trust: TrustService,
+    /// Alerts, acknowledgements, maintenance scores, the webhook.
+    pub alerts: crate::services::alerts::AlertService,
+    /// Deleting unused bundles and old reports.
+    pub retention: crate::services::retention::RetentionService,
     /// Site plans for the map.
     pub sites: SiteService,
     shared: Arc<Shared>,
@@ -73,6 +77,8 @@ impl AppState {
             history: HistoryService(shared.clone()),
             watch: WatchService::new(shared.clone()),
             trust: TrustService(shared.clone()),
+            alerts: crate::services::alerts::AlertService::new(shared.clone()),
+            retention: crate::services::retention::RetentionService(shared.clone()),
             sites: SiteService(shared.clone()),
             shared,
             shutdown,
@@ -108,7 +114,7 @@ impl AppState {
     /// The counters and gauges in the Prometheus text format.
     pub fn render_metrics(&self) -> String {
         let devices = self.devices.list();
-        crate::metrics::render(
+        let mut text = crate::metrics::render(
             &self.shared.metrics,
             &Gauges {
                 pending_writes: self.devices.pending_writes(),
@@ -124,7 +130,9 @@ impl AppState {
                 rollouts: crate::metrics::fleet::rollout_progress(&self.rollouts.list()),
                 lease_held: self.shared.leads(),
             },
-        )
+        );
+        text.push_str(&self.alerts.render_metrics());
+        text
     }
 
     /// Identifies the caller of a bearer token: a user's session or API token, a device, or the bootstrap

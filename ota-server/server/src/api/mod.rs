@@ -3,6 +3,7 @@
 //! [`error::ApiError`] maps service errors to statuses.
 
 pub mod accounts;
+pub mod alerts;
 pub mod assets;
 pub mod audit_log;
 pub mod download;

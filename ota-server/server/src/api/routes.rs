@@ -446,11 +446,39 @@ pub static ROUTES: &[Route] = &[
         |m| on(m, super::sites::delete),
     ),
     route(
+        doc(Get, "/api/alerts", Viewer, "Open alerts: what needs a person, most urgent first"),
+        (200, "AlertList"),
+        |m| on(m, super::alerts::list),
+    ),
+    route(
+        doc(
+            Post,
+            "/api/alerts/{alert_id}/ack",
+            Operator,
+            "Acknowledge an open alert (who and when are recorded)",
+        ),
+        (200, "Alert"),
+        |m| on(m, super::alerts::ack),
+    ),
+    with_body(
+        route(
+            doc(
+                Post,
+                "/api/bundles/prune",
+                Operator,
+                "Delete bundles no rollout uses (dry_run: only list them)",
+            ),
+            (200, "PruneResponse"),
+            |m| on(m, super::alerts::prune),
+        ),
+        "PruneRequest",
+    ),
+    route(
         doc(
             Get,
             "/api/events",
             Viewer,
-            "Server-sent events: device_updated, report, rollout_updated, device_deleted",
+            "Server-sent events: device_updated, report, rollout_updated, device_deleted, alerts_changed",
         ),
         (200, "#sse"),
         |m| on(m, h::events),

@@ -4,6 +4,7 @@
 //! builds the router). A test checks both ways that the document and the route table name the same operations.
 
 mod accounts;
+mod alerts;
 mod history_map;
 mod paths;
 

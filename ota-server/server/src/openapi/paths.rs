@@ -64,6 +64,9 @@ pub struct Health {
         next_stage,
         retry_rollout,
         events,
+        super::alerts::list_alerts,
+        super::alerts::ack_alert,
+        super::alerts::prune_bundles,
         super::history_map::device_timeline,
         super::history_map::guard_history,
         super::history_map::list_sites,
@@ -365,7 +368,7 @@ fn next_stage() {}
     ))]
 fn retry_rollout() {}
 
-/// Server-sent events: device_updated, report, rollout_updated, device_deleted
+/// Server-sent events: device_updated, report, rollout_updated, device_deleted, alerts_changed
 #[utoipa::path(get, path = "/api/events", tag = "operations",
     responses(
         (status = 200, description = "the event stream", body = String, content_type = "text/event-stream"),

@@ -2,11 +2,13 @@
 //! in-memory working set ([`crate::fleet::Shared`]).
 
 pub mod admission;
+pub mod alerts;
 pub mod bundles;
 pub mod devices;
 pub mod groups;
 pub mod history;
 pub mod replicas;
+pub mod retention;
 pub mod rollouts;
 pub mod sites;
 pub mod stages;

@@ -95,6 +95,27 @@ pub fn admission(text: &str) -> Result<ota_protocol::admin::Admission, StoreErro
     })
 }
 
+/// An alert's kind, target and severity.
+pub type AlertColumns = (
+    ota_protocol::alerts::AlertKind,
+    ota_protocol::alerts::AlertTarget,
+    ota_protocol::alerts::Severity,
+);
+
+/// An alert's kind, target and severity columns.
+pub fn alert_columns(kind: &str, target: &str, severity: &str) -> Result<AlertColumns, StoreError> {
+    use ota_protocol::alerts::{AlertKind, AlertTarget, Severity};
+    let bad = |what, value: &str| StoreError::Corrupt {
+        what,
+        detail: format!("unknown value '{value}'"),
+    };
+    Ok((
+        AlertKind::parse(kind).ok_or_else(|| bad("alerts.kind", kind))?,
+        AlertTarget::parse(target).ok_or_else(|| bad("alerts.target", target))?,
+        Severity::parse(severity).ok_or_else(|| bad("alerts.severity", severity))?,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

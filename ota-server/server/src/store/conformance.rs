@@ -31,7 +31,8 @@ macro_rules! suite {
             recent_poll_telemetry_reads_back, identities_round_trip_and_challenges_work_once,
             device_tokens_are_replaced_and_expire,
             users_sessions_tokens_and_audit_round_trip,
-            sites_round_trip_and_are_replaced, history_metric_names_read_back);
+            sites_round_trip_and_are_replaced, history_metric_names_read_back,
+            alerts_open_clear_and_acknowledge, reports_tally_and_prune, only_unused_bundles_are_deleted);
     };
     (@tests $target:expr; $($name:ident),*) => {
         $(
@@ -44,6 +45,7 @@ macro_rules! suite {
         )*
     };
 }
+pub use super::alerts::conformance::*;
 pub use super::sites::conformance::*;
 pub(crate) use suite;
 

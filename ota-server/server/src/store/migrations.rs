@@ -344,6 +344,41 @@ pub const MIGRATIONS: &[Migration] = &[
     );
     ",
     },
+    Migration {
+        what: "alerts with their acknowledgements; reports by age (retention)",
+        sqlite: "
+    CREATE TABLE alerts (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        target TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        since INTEGER NOT NULL,
+        episode INTEGER NOT NULL,
+        message TEXT NOT NULL,
+        cleared_at INTEGER,
+        acked_by TEXT,
+        acked_at INTEGER
+    );
+    CREATE INDEX alerts_open ON alerts (cleared_at);
+    CREATE INDEX reports_by_age ON reports (received_at);
+    ",
+        postgres: "
+    CREATE TABLE alerts (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        target TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        since BIGINT NOT NULL,
+        episode BIGINT NOT NULL,
+        message TEXT NOT NULL,
+        cleared_at BIGINT,
+        acked_by TEXT,
+        acked_at BIGINT
+    );
+    CREATE INDEX alerts_open ON alerts (cleared_at);
+    CREATE INDEX reports_by_age ON reports (received_at);
+    ",
+    },
 ];
 
 /// The schema version this build writes (the number of steps).

@@ -8,6 +8,7 @@
 //! Methods are synchronous; the server calls them from `spawn_blocking`.
 
 pub mod accounts;
+pub mod alerts;
 pub mod codec;
 #[cfg(test)]
 mod conformance;
@@ -76,6 +77,8 @@ pub struct DeviceState {
     pub security_floor: Option<semver::Version>,
     /// Its freeze alarm, from its last poll. Not stored: every poll repeats it while it lasts.
     pub freeze_alarm: Option<ota_protocol::fleet::FreezeAlarm>,
+    /// Its maintenance score ([`crate::maintenance`]), computed by the alerts tick. Not stored.
+    pub maintenance_score: Option<f64>,
 }
 
 /// A device's last stored poll telemetry ([`Store::telemetry_since`]).
@@ -226,7 +229,9 @@ pub struct ReportCommit<'a> {
 }
 
 /// Storage backend.
-pub trait Store: accounts::AccountStore + sites::SiteStore + Send + Sync + 'static {
+pub trait Store:
+    accounts::AccountStore + sites::SiteStore + alerts::AlertStore + Send + Sync + 'static
+{
     /// Loads everything the server keeps in memory.
     fn load(&self) -> Result<Snapshot, StoreError>;
     /// Reads a setting.

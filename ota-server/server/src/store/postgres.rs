@@ -19,6 +19,7 @@ use rows::{
 };
 
 mod accounts;
+mod alerts;
 mod history;
 mod identity;
 mod pool;

@@ -19,6 +19,7 @@ use super::{
 use crate::error::StoreError;
 
 mod accounts;
+mod alerts;
 mod history;
 mod identity;
 mod sites;
@@ -90,6 +91,7 @@ fn device_from_row(row: &Row<'_>) -> Result<DeviceRecord, StoreError> {
             staged: row.get(14)?,
             security_floor: version("devices.security_floor", row.get(15)?)?,
             freeze_alarm: None,
+            maintenance_score: None,
         },
     })
 }

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod admission;
+mod alerts;
 mod browser;
 mod cli;
 mod common;

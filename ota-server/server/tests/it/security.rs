@@ -140,6 +140,7 @@ async fn devices_are_confined_to_their_own_data() {
         ("rollout_id", rid_text.as_str()),
         ("device_id", "robot-a"),
         ("name", "night"),
+        ("alert_id", "0000000000000000"),
     ];
     for route in routes_with(|auth| {
         matches!(

@@ -36,6 +36,7 @@ pub(super) fn device_from_row(row: &Row) -> Result<DeviceRecord, StoreError> {
             staged: row.get(14),
             security_floor: version("devices.security_floor", row.get(15))?,
             freeze_alarm: None,
+            maintenance_score: None,
         },
     })
 }
