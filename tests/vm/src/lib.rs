@@ -215,6 +215,7 @@ impl Image {
             esp: self.part("esp")?,
             parts: self.parts.clone(),
             boots: 0,
+            write_bps: None,
         })
     }
 }
@@ -269,6 +270,9 @@ pub struct Vm {
     parts: BTreeMap<String, Part>,
     /// Boots so far.
     pub boots: u32,
+    /// Throttles the robot disk's writes to this many bytes per second (QEMU `throttling.bps-write`): stretches
+    /// a bootloader's env write so a power cut can land inside it. None: full speed.
+    pub write_bps: Option<u64>,
 }
 
 /// When to cut the power during a boot: `delay` after the serial log shows `marker`.
@@ -416,8 +420,11 @@ impl Vm {
         .args(["-m", "512", "-no-reboot"])
         .arg("-drive")
         .arg(format!(
-            "if=none,id=disk,format=raw,file={}",
-            self.disk.display()
+            "if=none,id=disk,format=raw,file={}{}",
+            self.disk.display(),
+            self.write_bps
+                .map(|b| format!(",throttling.bps-write={b}"))
+                .unwrap_or_default()
         ));
         match self.board {
             Board::Grub => {

@@ -7,9 +7,10 @@
 //! * `arm`:    around the end of the install, where the trial is armed in the boot env (just before and just
 //!   after the slot flip);
 //! * `commit`: during `ota-client confirm` on the trial boot (health check, commit of the new primary);
-//! * `count` (U-Boot board only): while U-Boot runs boot.scr on the trial boot, from the start of the script
-//!   to `OTA: booting slot`, i.e. around its `saveenv` of the decremented `OTA_TRIES` into the FAT file
-//!   (`Summary::in_saveenv` counts the cuts whose serial log ends inside it: `Saving Environment` without `OK`).
+//! * `count` (U-Boot board only): while U-Boot's boot.scr saves the decremented `OTA_TRIES` on the trial
+//!   boot (`saveenv` into the FAT file), from its `Saving Environment to FAT` to `OTA: booting slot`, with
+//!   the disk's writes throttled so the write lasts about a second (`Summary::in_saveenv` counts the cuts
+//!   whose serial log ends inside it: `Saving Environment` without `OK`).
 //!
 //! The windows come from an uncut calibration run of the same steps.
 
@@ -159,6 +160,7 @@ pub fn calibrate(img: &Image) -> Result<Calibration> {
     if img.board == Board::UBoot {
         // One more trial boot of the armed disk, to time boot.scr around its saveenv.
         let mut vm = img.vm("cut-calibrate-count", Some(&armed_disk))?;
+        vm.write_bps = Some(COUNT_WRITE_BPS);
         let b = vm.boot_cut("status", &count_marker(3600.0))?;
         b.check(
             b.slot().as_deref() == Some("B"),
@@ -178,9 +180,12 @@ pub fn calibrate(img: &Image) -> Result<Calibration> {
     })
 }
 
-/// U-Boot's bootcmd starting (`tests/vm/uboot/uboot.env`) to boot.scr's line before loading the kernel:
-/// loading boot.scr, the selection and its `saveenv` are between.
-const COUNT_MARKER: &str = "OTA-UBOOT: start";
+/// U-Boot's `saveenv` starting (it prints this before writing) to boot.scr's line before loading the kernel.
+const COUNT_MARKER: &str = "Saving Environment to FAT";
+/// Disk write speed on `count` boots: U-Boot's 16 KiB env write (plus FAT and directory sectors) takes
+/// about a second instead of a few milliseconds, longer than the harness's reaction to the marker, so a
+/// cut uniform in the window lands inside the write most of the time.
+const COUNT_WRITE_BPS: u64 = 24 * 1024;
 
 fn count_marker(delay: f64) -> Cut {
     Cut {
@@ -237,12 +242,16 @@ pub fn one_cut(
     };
     let name = run_name(sum);
     let mut vm = img.vm(&name, from)?;
+    if kind == Kind::Count {
+        vm.write_bps = Some(COUNT_WRITE_BPS);
+    }
     let cut = Cut {
         marker: marker.into(),
         delay: Duration::from_secs_f64(delay),
         until: None,
     };
     let b = vm.boot_cut(steps, &cut)?;
+    vm.write_bps = None;
     if !b.cut {
         // The guest finished before the planned moment (the calibration boot ran slower than this
         // one): not a power cut. Shrink the window so the next try lands inside it.
