@@ -5,6 +5,7 @@ mod accounts;
 mod admission;
 mod alerts;
 mod browser;
+mod browser_accounts;
 mod cli;
 mod common;
 mod connections;

@@ -45,7 +45,7 @@ function mountSignIn() {
     error.textContent = "";
     try {
       const session = await login(username.value.trim(), password.value);
-      password.value = "";
+      form.reset();
       await ctx.signIn(session.token, session.user);
     } catch (e) {
       password.value = "";
@@ -116,11 +116,12 @@ async function usersPart() {
   const name = el("input", { id: "new-user-name", required: true, spellcheck: "false", autocomplete: "off" });
   const role = el("select", { id: "new-user-role" }, ...ROLES.map((r) => el("option", { value: r }, r)));
   const password = el("input", { id: "new-user-password", type: "password", required: true, minlength: "12", autocomplete: "new-password" });
-  const form = el("form", { id: "add-user-form", class: "inline-form" },
-    el("label", { for: "new-user-name" }, "Name"), name,
+  const form = el("form", { id: "add-user-form", class: "console" },
+    el("label", { for: "new-user-name" }, "New user"), name,
     el("label", { for: "new-user-role" }, "Role"), role,
     el("label", { for: "new-user-password" }, "Password"), password,
-    el("button", { type: "submit", id: "add-user" }, "Add user"));
+    el("p", { class: "hint" }, "At least 12 characters; they can use it at once."),
+    el("div", { class: "actions" }, el("button", { type: "submit", id: "add-user" }, "Add user")));
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     try {
@@ -164,10 +165,11 @@ async function tokensPart() {
   const name = el("input", { id: "new-token-name", required: true, spellcheck: "false", autocomplete: "off", placeholder: "ci, laptop…" });
   const days = el("input", { id: "new-token-days", type: "number", min: "1", placeholder: "never" });
   const secret = el("div", { id: "new-token", class: "secret", hidden: true });
-  const form = el("form", { id: "create-token-form", class: "inline-form" },
-    el("label", { for: "new-token-name" }, "Name"), name,
+  const form = el("form", { id: "create-token-form", class: "console" },
+    el("label", { for: "new-token-name" }, "New token"), name,
     el("label", { for: "new-token-days" }, "Expires in days"), days,
-    el("button", { type: "submit", id: "create-token" }, "Create token"));
+    el("p", { class: "hint" }, "Empty: until revoked."),
+    el("div", { class: "actions" }, el("button", { type: "submit", id: "create-token" }, "Create token")));
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const body = { name: name.value.trim() };
