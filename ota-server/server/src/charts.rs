@@ -24,10 +24,12 @@ pub fn is_update_event(status: ReportStatus) -> bool {
     )
 }
 
-/// A robot's update events received at or after `since`, oldest first, from its reports (any order).
+/// A robot's update events received at or after `since`, oldest first, from its reports newest first (as
+/// [`crate::store::Store::reports`] gives them; reports received in the same second keep their order).
 pub fn update_events(reports: &[ReportRecord], since: u64) -> Vec<UpdateEvent> {
     let mut events: Vec<UpdateEvent> = reports
         .iter()
+        .rev()
         .filter(|r| r.received_at >= since && is_update_event(r.status))
         .map(|r| UpdateEvent {
             at: r.received_at,

@@ -32,8 +32,10 @@ fn update_events_are_installs_and_outcomes_oldest_first() {
     let reports = [
         report(500, ReportStatus::RolledBack, "2.0.0"),
         report(400, ReportStatus::Success, "2.0.0"),
+        report(400, ReportStatus::Installing, "2.0.1"),
         report(300, ReportStatus::Rebooting, "2.0.0"),
         report(200, ReportStatus::Installing, "2.0.0"),
+        report(200, ReportStatus::Downloading, "2.0.0"),
         report(150, ReportStatus::Downloading, "2.0.0"),
         report(50, ReportStatus::Failure, "1.9.0"),
     ];
@@ -43,12 +45,13 @@ fn update_events_are_installs_and_outcomes_oldest_first() {
         got,
         [
             (200, ReportStatus::Installing),
+            (400, ReportStatus::Installing),
             (400, ReportStatus::Success),
             (500, ReportStatus::RolledBack)
         ]
     );
-    assert_eq!(events[1].version.as_ref().unwrap().to_string(), "2.0.0");
-    assert_eq!(events[1].rollout_id, Some(3));
+    assert_eq!(events[2].version.as_ref().unwrap().to_string(), "2.0.0");
+    assert_eq!(events[2].rollout_id, Some(3));
 }
 
 #[test]

@@ -159,9 +159,9 @@ function draw(canvas, { t0, t1, series, markers, metric }) {
   g.beginPath();
   g.rect(PAD.left, 0, plotW, HEIGHT);
   g.clip();
-  g.textAlign = "left";
   g.textBaseline = "top";
-  for (const m of markers) {
+  const rows = []; // per label row, the right end of the last label placed in it
+  for (const m of [...markers].sort((a, b) => a.t - b.t)) {
     if (m.t < t0 || m.t > t1) continue;
     const xx = Math.round(x(m.t)) + 0.5;
     g.strokeStyle = m.colour;
@@ -171,8 +171,16 @@ function draw(canvas, { t0, t1, series, markers, metric }) {
     g.lineTo(xx, PAD.top + plotH);
     g.stroke();
     g.setLineDash([]);
+    // The label right of its line (left of it near the right edge), on the first row where it does not
+    // overlap the previous one.
+    const w = g.measureText(m.label).width;
+    const left = xx + 3 + w > width - PAD.right ? xx - 3 - w : xx + 3;
+    let row = rows.findIndex((end) => end < left);
+    if (row < 0) row = rows.length < 3 ? rows.length : rows.length - 1;
+    rows[row] = left + w + 4;
     g.fillStyle = m.colour;
-    g.fillText(m.label, xx + 3, PAD.top);
+    g.textAlign = "left";
+    g.fillText(m.label, left, PAD.top + row * 12);
   }
 
   // Bands (min-max) and lines (a gap where buckets are missing for more than a few widths).
@@ -255,10 +263,15 @@ export function robotCharts(ctx, container, deviceId) {
     const p = palette();
     const now = Date.now() / 1000;
     const markers = state.events.map((e) => markerOf(p, e));
+    // One time axis for every chart: from the oldest point or event in the span (a robot with an hour of
+    // history gets an hour wide axis, not a day), a little margin before it.
+    const starts = [...state.charts.values()].filter((c) => c.points.length).map((c) => c.points[0].at)
+      .concat(state.events.map((e) => e.at).filter((t) => t >= state.since));
+    const t0 = starts.length ? Math.max(state.since, Math.min(...starts) - 300) : state.since;
     let shown = 0;
     for (const [metric, c] of state.charts) {
       draw(c.canvas, {
-        t0: state.since, t1: now, metric, markers,
+        t0, t1: now, metric, markers,
         series: [{
           points: c.points.map((q) => [q.at + 30, q.mean]),
           band: c.points.map((q) => [q.at + 30, q.min, q.max]),
@@ -359,7 +372,7 @@ export function rolloutGuards(ctx, container, rolloutId) {
   const { el } = ctx;
   ctx.clear(container);
   const status = el("p", { class: "muted" }, "Loading guard history…");
-  const grid = el("div", { class: "chart-grid guard-charts", "data-rollout-id": String(rolloutId), "data-charts": "0" });
+  const grid = el("div", { class: "chart-grid", "data-rollout-id": String(rolloutId), "data-charts": "0" });
   const p0 = palette();
   const legend = el("p", { class: "legend chart-legend" },
     swatch(el, p0.bad, "updated"), " ", swatch(el, p0.muted, "not yet updated"), " ", swatch(el, p0.warn, "limit"));

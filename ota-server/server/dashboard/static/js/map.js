@@ -112,10 +112,12 @@ function build() {
 
 function uploadForm() {
   const { el } = ctx;
-  const field = (label, attrs) => el("label", { class: "field" }, `${label} `, el("input", attrs));
+  const field = (label, attrs) => el("label", { class: "field", style: { display: "flex", flexDirection: "column",
+    gap: "2px", fontSize: "13px" } }, label, el("input", attrs));
   const error = el("p", { id: "site-error", class: "error", role: "alert" });
-  const form = el("form", { id: "site-form", class: "site-form" },
-    el("h3", {}, "Add or replace a site"),
+  const form = el("form", { id: "site-form", class: "site-form", style: { display: "grid", gap: "8px 12px",
+    gridTemplateColumns: "repeat(auto-fill, minmax(190px, 1fr))", alignItems: "end", marginTop: "12px" } },
+    el("h3", { style: { gridColumn: "1 / -1", margin: "0" } }, "Add or replace a site"),
     field("Name", { id: "site-name", name: "name", required: true, maxlength: "64",
       placeholder: "hall-a", spellcheck: "false" }),
     field("Plan (PNG or JPEG, ≤ 10 MiB)", { id: "site-file", name: "file", type: "file", required: true,
@@ -124,10 +126,10 @@ function uploadForm() {
       required: true, value: "0.05" }),
     field("Origin x (px)", { id: "site-origin-x", name: "origin_x", type: "number", step: "any", value: "0" }),
     field("Origin y (px)", { id: "site-origin-y", name: "origin_y", type: "number", step: "any", value: "0" }),
-    el("button", { type: "submit" }, "Upload"),
-    el("p", { class: "muted" }, "Robots on this site report telemetry.position with frame set to its name, x and y " +
+    el("div", {}, el("button", { type: "submit" }, "Upload")),
+    el("p", { class: "muted", style: { gridColumn: "1 / -1", margin: "0" } }, "Robots on this site report telemetry.position with frame set to its name, x and y " +
       "in metres from the origin (x to the right, y up the plan)."),
-    error);
+    el("div", { style: { gridColumn: "1 / -1" } }, error));
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     error.textContent = "";
@@ -239,7 +241,7 @@ async function refresh() {
 /** The plan's scale on screen (CSS pixels per plan pixel). */
 function zoom() {
   const width = parts.canvas.clientWidth || parts.canvas.parentNode.clientWidth || 800;
-  return state.site ? Math.min(width / state.site.width, 1.5) : 1;
+  return state.site ? Math.min(width / state.site.width, 1) : 1;
 }
 
 function draw() {
