@@ -136,6 +136,80 @@ pub struct DeviceInfo {
     /// Its maintenance score, 0-100 (docs/maintenance.md); null until the server knows enough.
     #[serde(default)]
     pub maintenance_score: Option<f64>,
+    /// How its recent updates went (the server's health rule); absent from servers that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+}
+
+/// The health rule's verdict on a robot: failures and roll-backs among its last outcome reports (success,
+/// failure, rolled back; progress reports do not count).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Health {
+    /// `ok`, `warn` (only the latest outcome was bad) or `bad` (enough bad outcomes to flag it).
+    pub level: HealthLevel,
+    /// `failure` outcomes counted.
+    pub failures: u8,
+    /// `rolled_back` outcomes counted.
+    pub rollbacks: u8,
+    /// Outcomes looked at (at most the rule's window).
+    pub outcomes: u8,
+}
+
+/// [`Health::level`], ordered from good to bad.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum HealthLevel {
+    /// Nothing to look at.
+    Ok,
+    /// The latest outcome was a failure or a roll-back.
+    Warn,
+    /// Failing repeatedly.
+    Bad,
+}
+
+impl HealthLevel {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthLevel::Ok => "ok",
+            HealthLevel::Warn => "warn",
+            HealthLevel::Bad => "bad",
+        }
+    }
+}
+
+/// `GET /api/devices?page=...`: one page of the filtered, sorted inventory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DevicePage {
+    /// The devices of this page, in order.
+    pub devices: Vec<DeviceInfo>,
+    /// Devices matching the filter (all pages).
+    pub total: u64,
+    /// This page, from 1.
+    pub page: u32,
+    /// Page size.
+    pub per_page: u32,
+    /// Counts over the whole fleet, whatever the filter (the console's summary line).
+    pub fleet: FleetCounts,
+}
+
+/// Counts over the whole fleet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FleetCounts {
+    /// Enrolled devices.
+    pub devices: u64,
+    /// Health `bad`.
+    pub failing: u64,
+    /// Health `warn`.
+    pub last_failed: u64,
+    /// With a freeze alarm.
+    pub frozen: u64,
+    /// Waiting before a phase of an offered update.
+    pub waiting: u64,
 }
 
 /// A stored status report.

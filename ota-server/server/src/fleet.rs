@@ -61,6 +61,8 @@ pub struct Device {
     pub committed: Option<semver::Version>,
     /// Its report allowance ([`crate::limits`]); not stored: a restart refills it.
     pub reports: crate::limits::ReportBucket,
+    /// Its last outcome reports, for the health rule ([`crate::device_health`]); read from the store at start.
+    pub outcomes: crate::device_health::Outcomes,
 }
 
 impl Device {
@@ -71,6 +73,14 @@ impl Device {
             facts.current_version = Some(v);
         }
         facts
+    }
+
+    /// The admin view of the device, with its health.
+    pub fn info(&self) -> DeviceInfo {
+        DeviceInfo {
+            health: Some(self.outcomes.health()),
+            ..device_info(&self.record)
+        }
     }
 }
 
@@ -357,6 +367,10 @@ impl Fleet {
     /// Loads the working set from the store.
     pub(crate) fn load(store: &dyn Store) -> Result<Fleet, StoreError> {
         let snapshot = store.load()?;
+        let mut outcomes: HashMap<String, Vec<ReportStatus>> = store
+            .recent_outcomes(crate::device_health::WINDOW)?
+            .into_iter()
+            .collect();
         let mut fleet = Fleet::default();
         for bundle in snapshot.bundles {
             fleet.bundles.insert(bundle.bundle_id.clone(), bundle);
@@ -370,6 +384,9 @@ impl Fleet {
                     expires_at: record.token_expires_at,
                 },
             );
+            let seen = crate::device_health::Outcomes::from_newest_first(
+                outcomes.remove(&record.device_id).unwrap_or_default(),
+            );
             fleet.devices.insert(
                 record.device_id.clone(),
                 Arc::new(Mutex::new(Device {
@@ -377,6 +394,7 @@ impl Fleet {
                     last_poll: None,
                     reports: Default::default(),
                     committed: None,
+                    outcomes: seen,
                 })),
             );
         }
@@ -566,6 +584,7 @@ pub fn device_info(r: &DeviceRecord) -> DeviceInfo {
         security_floor: r.state.security_floor.clone(),
         freeze_alarm: r.state.freeze_alarm.clone(),
         maintenance_score: r.state.maintenance_score,
+        health: None,
     }
 }
 

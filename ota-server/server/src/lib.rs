@@ -29,6 +29,8 @@ pub mod cluster;
 pub mod config;
 pub mod connections;
 pub mod data_dir;
+pub mod device_health;
+pub mod device_query;
 pub mod error;
 pub mod fleet;
 pub mod guards;

@@ -12,12 +12,13 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use ota_protocol::admin::{CreateRolloutRequest, DeviceDetail, PreauthorizeRequest};
+use ota_protocol::admin::{CreateRolloutRequest, DeviceDetail, DevicePage, PreauthorizeRequest};
 use ota_protocol::device::{ChallengeRequest, EnrollRequest, PollRequest, ReportRequest};
 use ota_protocol::fleet::{DeviceLabels, GroupSettings};
 
 use crate::api::error::ApiError;
 use crate::api::extract::{Admin, AnyCaller, ApiJson, DeviceCaller, Operator, Scraper, Viewer};
+use crate::device_query::DeviceQuery;
 use crate::rollout::RolloutAction;
 use crate::services::admission::AdminAction;
 use crate::state::AppState;
@@ -155,9 +156,27 @@ pub async fn download(
     crate::api::download::respond(&method, &headers, path, &id).await
 }
 
-/// `GET /api/devices`.
-pub async fn list_devices(State(state): St, _: Viewer) -> Response {
-    Json(state.devices.list()).into_response()
+/// `GET /api/devices[?page=&per_page=&sort=&order=&q=&status=&health=&rollout=]`: with `page`, a
+/// [`DevicePage`]; without, the whole (filtered, sorted) list as before paging existed.
+pub async fn list_devices(
+    State(state): St,
+    _: Viewer,
+    Query(params): Query<BTreeMap<String, String>>,
+) -> AppResult {
+    let query =
+        DeviceQuery::parse(&params).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    let (devices, total, fleet) = state.devices.query(&query)?;
+    Ok(match query.page {
+        None => Json(devices).into_response(),
+        Some(page) => Json(DevicePage {
+            devices,
+            total,
+            page,
+            per_page: query.per_page,
+            fleet,
+        })
+        .into_response(),
+    })
 }
 
 /// `GET /api/devices/{device_id}`: admins, or the device itself.

@@ -232,11 +232,24 @@ pub static ROUTES: &[Route] = &[
         ),
         "PreauthorizeRequest",
     ),
-    route(
-        doc(Get, "/api/devices", Viewer, "Device inventory"),
-        (200, "DeviceList"),
-        |m| on(m, h::list_devices),
-    ),
+    Route {
+        doc: RouteDoc {
+            response: (200, "DeviceList"),
+            also: &[(200, "with page: one page and the total", "DevicePage")],
+            query: &[
+                ("page", false, "page from 1; without it, the whole list"),
+                ("per_page", false, "1 to 500, default 50"),
+                ("sort", false, "a column: device, version, last_seen, status, battery, health, ..."),
+                ("order", false, "asc or desc"),
+                ("q", false, "words to find in id, tags, group, version, status"),
+                ("status", false, "the latest report's status, or none"),
+                ("health", false, "ok, warn or bad"),
+                ("rollout", false, "targets of this rollout"),
+            ],
+            ..doc(Get, "/api/devices", Viewer, "Device inventory (paged, filtered, sorted)")
+        },
+        handler: |m| on(m, h::list_devices),
+    },
     route(
         doc(
             Get,

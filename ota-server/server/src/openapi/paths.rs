@@ -5,7 +5,7 @@
 #![allow(dead_code)] // the functions exist for their attributes
 
 use ota_protocol::admin::{
-    BundleInfo, CreateRolloutRequest, DeviceDetail, DeviceIdentity, DeviceInfo,
+    BundleInfo, CreateRolloutRequest, DeviceDetail, DeviceIdentity, DeviceInfo, DevicePage,
     PreauthorizeRequest, PublishResponse, RolloutDetail, RolloutInfo,
 };
 use ota_protocol::device::{
@@ -78,7 +78,7 @@ pub struct Health {
         publish_trust_root,
         trust_timestamp
     ),
-    components(schemas(ErrorBody, Health))
+    components(schemas(ErrorBody, Health, DevicePage))
 )]
 pub struct ApiDoc;
 
@@ -231,10 +231,20 @@ fn get_bundle() {}
     ))]
 fn download() {}
 
-/// Device inventory
+/// Device inventory (paged with `page`; filtered and sorted on the server)
 #[utoipa::path(get, path = "/api/devices", tag = "devices",
+    params(
+        ("page" = Option<u32>, Query, description = "page from 1: the answer is a DevicePage; without it, the whole list"),
+        ("per_page" = Option<u32>, Query, description = "page size, 1 to 500 (default 50)"),
+        ("sort" = Option<String>, Query, description = "device, compatible, tags, group, version, slot, last_seen, status, battery, health, maintenance or enrolled (default device)"),
+        ("order" = Option<String>, Query, description = "asc (default) or desc; missing values sort last either way"),
+        ("q" = Option<String>, Query, description = "words that must all appear in the id, tags, group, version, status or health"),
+        ("status" = Option<String>, Query, description = "the latest report's status, or none"),
+        ("health" = Option<String>, Query, description = "ok, warn or bad"),
+        ("rollout" = Option<u64>, Query, description = "only targets of this rollout"),
+    ),
     responses(
-        (status = 200, description = "every enrolled device", body = Vec<DeviceInfo>),
+        (status = 200, description = "every matching device (a DevicePage with page)", body = Vec<DeviceInfo>),
         (status = "default", description = "error", body = ErrorBody),
     ))]
 fn list_devices() {}

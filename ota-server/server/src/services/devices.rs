@@ -1,13 +1,15 @@
 //! Devices and their telemetry: enrollment, authentication, polls (answered from memory, persisted
 //! write-behind), status reports and the inventory.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ota_bundle_format::manifest::validate_compatible;
 use ota_protocol::admin::{
-    DeviceDeletedEvent, DeviceInfo, Event, LastStatus, ReportEvent, ReportRecord, RolloutState,
+    DeviceDeletedEvent, DeviceInfo, Event, FleetCounts, LastStatus, ReportEvent, ReportRecord,
+    RolloutState,
 };
 use ota_protocol::device::{
     EnrollRequest, EnrollResponse, PollRequest, PollResponse, ReportRequest, ReportResponse,
@@ -16,10 +18,9 @@ use ota_protocol::device::{
 
 use crate::admission;
 use crate::cluster::Subject;
+use crate::device_query::{self, DeviceQuery};
 use crate::error::ServiceError;
-use crate::fleet::{
-    device_info, facts, lock, read, settle, unix_now, write, Device, Shared, TokenEntry,
-};
+use crate::fleet::{facts, lock, read, settle, unix_now, write, Device, Shared, TokenEntry};
 use crate::rollout;
 use crate::schedule;
 use crate::services::replicas::retrying;
@@ -68,13 +69,38 @@ impl DeviceService {
     /// Inventory, sorted by id.
     pub fn list(&self) -> Vec<DeviceInfo> {
         let fleet = read(&self.0.fleet);
-        let mut out: Vec<DeviceInfo> = fleet
-            .devices
-            .values()
-            .map(|d| device_info(&lock(d).record))
-            .collect();
+        let mut out: Vec<DeviceInfo> = fleet.devices.values().map(|d| lock(d).info()).collect();
         out.sort_by(|a, b| a.device_id.cmp(&b.device_id));
         out
+    }
+
+    /// The inventory filtered, sorted and paged ([`crate::device_query`]): the page (the whole list without
+    /// one), how many matched, and the counts over the whole fleet.
+    pub fn query(
+        &self,
+        q: &DeviceQuery,
+    ) -> Result<(Vec<DeviceInfo>, u64, FleetCounts), ServiceError> {
+        let (all, members) = {
+            let fleet = read(&self.0.fleet);
+            let members = match q.rollout {
+                None => None,
+                Some(id) => Some(
+                    fleet
+                        .rollouts
+                        .get(&id)
+                        .ok_or_else(|| ServiceError::NotFound(format!("no rollout {id}")))?
+                        .index
+                        .keys()
+                        .cloned()
+                        .collect::<HashSet<String>>(),
+                ),
+            };
+            let all: Vec<DeviceInfo> = fleet.devices.values().map(|d| lock(d).info()).collect();
+            (all, members)
+        };
+        let counts = device_query::counts(&all);
+        let (page, total) = device_query::select(all, q, members.as_ref());
+        Ok((page, total, counts))
     }
 
     /// One device.
@@ -82,7 +108,7 @@ impl DeviceService {
         read(&self.0.fleet)
             .devices
             .get(device_id)
-            .map(|d| device_info(&lock(d).record))
+            .map(|d| lock(d).info())
             .ok_or_else(|| ServiceError::NotFound(format!("no device '{device_id}'")))
     }
 
@@ -192,6 +218,7 @@ impl DeviceService {
                         last_poll: None,
                         reports: Default::default(),
                         committed: None,
+                        outcomes: Default::default(),
                     }))
                 });
             let mut dev = lock(slot);
@@ -200,7 +227,7 @@ impl DeviceService {
             dev.record.token_id = record.token_id.clone();
             dev.record.token_hash = token_hash;
             dev.record.token_expires_at = expires_at;
-            device_info(&dev.record)
+            dev.info()
         };
         if renews {
             // The row was written whole: the next flush puts back what polls said since the last one.
@@ -329,7 +356,7 @@ impl DeviceService {
                 break;
             }
         }
-        let info = changed.then(|| device_info(&dev.record));
+        let info = changed.then(|| dev.info());
         drop(dev);
         drop(fleet);
         lock(&shared.dirty).insert(device_id.to_string());
@@ -496,6 +523,7 @@ impl DeviceService {
             let device = fleet.devices.get(device_id).map(|d| {
                 let mut d = lock(d);
                 d.record.state.last_status = Some(last_status);
+                d.outcomes.push(req.status);
                 d.record.state.last_seen = Some(now);
                 if let Some(v) = rollout::runs_after_report(req.status, req.version.as_ref()) {
                     if d.facts().current_version != Some(v) {
@@ -504,7 +532,7 @@ impl DeviceService {
                         joined = true;
                     }
                 }
-                device_info(&d.record)
+                d.info()
             });
             (device, rollout_info)
         };

@@ -9,7 +9,7 @@ use ota_protocol::fleet::{DeviceLabels, GroupInfo, GroupSettings};
 
 use crate::cluster::Subject;
 use crate::error::ServiceError;
-use crate::fleet::{device_info, lock, read, validate_tags, write, Group};
+use crate::fleet::{lock, read, validate_tags, write, Group};
 use crate::services::devices::DeviceService;
 
 /// Checks a group name: 1-64 characters of letters, digits, `-`, `_`, `.`.
@@ -53,7 +53,7 @@ impl DeviceService {
                 .ok_or_else(|| ServiceError::NotFound(format!("no device '{device_id}'")))?;
             let mut dev = lock(dev);
             dev.record.labels = labels;
-            device_info(&dev.record)
+            dev.info()
         };
         lock(&shared.joins).insert(device_id.to_string());
         shared.emit(Event::DeviceUpdated(Box::new(info.clone())));

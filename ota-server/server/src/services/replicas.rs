@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use ota_protocol::admin::{DeviceDeletedEvent, Event, ReportEvent};
+use ota_protocol::admin::{DeviceDeletedEvent, DeviceInfo, Event, ReportEvent};
 
 use crate::cluster::{Heard, Notice, Subject};
 use crate::error::{ServiceError, StoreError};
@@ -87,10 +87,19 @@ fn merge_device(fleet: &mut Fleet, stored: DeviceRecord) -> Event {
             last_poll: None,
             reports: Default::default(),
             committed: None,
+            outcomes: Default::default(),
         }))
     });
     let mut dev = lock(slot);
     let old_token = std::mem::replace(&mut dev.record.token_id, stored.token_id.clone());
+    // A report another replica took: the health rule hears of its outcome here.
+    let heard = stored.state.last_status.clone();
+    if heard.is_some() && heard != dev.record.state.last_status {
+        if let Some(s) = &heard {
+            dev.outcomes.push(s.status);
+        }
+    }
+    let info_health = dev.outcomes.health();
     let r = &mut dev.record;
     if stored.state.last_seen >= r.state.last_seen {
         r.state = stored.state;
@@ -101,7 +110,10 @@ fn merge_device(fleet: &mut Fleet, stored: DeviceRecord) -> Event {
     r.token_hash = stored.token_hash;
     r.enrolled_at = stored.enrolled_at;
     r.labels = stored.labels;
-    let event = Event::DeviceUpdated(Box::new(device_info(r)));
+    let event = Event::DeviceUpdated(Box::new(DeviceInfo {
+        health: Some(info_health),
+        ..device_info(r)
+    }));
     let hash = r.token_hash;
     let expires_at = stored.token_expires_at;
     r.token_expires_at = expires_at;

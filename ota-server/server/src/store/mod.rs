@@ -13,6 +13,7 @@ pub mod codec;
 #[cfg(test)]
 mod conformance;
 pub mod migrations;
+pub mod outcomes;
 pub mod postgres;
 mod select;
 pub mod sites;
@@ -230,7 +231,13 @@ pub struct ReportCommit<'a> {
 
 /// Storage backend.
 pub trait Store:
-    accounts::AccountStore + sites::SiteStore + alerts::AlertStore + Send + Sync + 'static
+    accounts::AccountStore
+    + alerts::AlertStore
+    + outcomes::OutcomeStore
+    + sites::SiteStore
+    + Send
+    + Sync
+    + 'static
 {
     /// Loads everything the server keeps in memory.
     fn load(&self) -> Result<Snapshot, StoreError>;

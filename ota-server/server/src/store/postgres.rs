@@ -22,6 +22,7 @@ mod accounts;
 mod alerts;
 mod history;
 mod identity;
+mod outcomes;
 mod pool;
 mod rows;
 mod sites;

@@ -132,6 +132,18 @@ impl Session {
         path: &str,
         body: Option<Value>,
     ) -> Value {
+        self.try_cmd(method.clone(), path, body)
+            .await
+            .unwrap_or_else(|(status, v)| panic!("webdriver {method} {path}: {status} {v}"))
+    }
+
+    /// A WebDriver command; the error's status and body when it fails.
+    pub(crate) async fn try_cmd(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, (reqwest::StatusCode, Value)> {
         let mut req = self
             .http
             .request(method.clone(), format!("{}{path}", self.url));
@@ -144,11 +156,11 @@ impl Session {
             .unwrap_or_else(|e| panic!("webdriver {method} {path}: {e}"));
         let status = r.status();
         let v: Value = r.json().await.unwrap();
-        assert!(
-            status.is_success(),
-            "webdriver {method} {path}: {status} {v}"
-        );
-        v["value"].clone()
+        if status.is_success() {
+            Ok(v["value"].clone())
+        } else {
+            Err((status, v))
+        }
     }
 
     /// Makes the page's viewport exactly `width`×`height` CSS pixels (a phone is 390 wide and "mobile").
@@ -191,14 +203,26 @@ impl Session {
             .to_string()
     }
 
+    /// Clicks the element `css` matches; a live page may redraw it between finding and clicking, so a stale
+    /// element is looked up again (a few times).
     pub(crate) async fn click(&self, css: &str) {
-        let id = self.find(css).await;
-        self.cmd(
-            reqwest::Method::POST,
-            &format!("/element/{id}/click"),
-            Some(json!({})),
-        )
-        .await;
+        for attempt in 0.. {
+            let id = self.find(css).await;
+            match self
+                .try_cmd(
+                    reqwest::Method::POST,
+                    &format!("/element/{id}/click"),
+                    Some(json!({})),
+                )
+                .await
+            {
+                Ok(_) => return,
+                Err((_, v)) if attempt < 5 && v["value"]["error"] == "stale element reference" => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err((status, v)) => panic!("webdriver click {css}: {status} {v}"),
+            }
+        }
     }
 
     pub(crate) async fn type_into(&self, css: &str, text: &str) {
@@ -209,6 +233,30 @@ impl Session {
             Some(json!({ "text": text })),
         )
         .await;
+    }
+
+    /// Empties an input or textarea.
+    pub(crate) async fn clear(&self, css: &str) {
+        let id = self.find(css).await;
+        self.cmd(
+            reqwest::Method::POST,
+            &format!("/element/{id}/clear"),
+            Some(json!({})),
+        )
+        .await;
+    }
+
+    /// Waits until `css` matches an element and clicks it.
+    pub(crate) async fn click_when_there(&self, css: &str) {
+        self.wait_for(
+            css,
+            Duration::from_secs(5),
+            "return document.querySelector(arguments[0]) !== null",
+            json!([css]),
+            |v| v == true,
+        )
+        .await;
+        self.click(css).await;
     }
 
     pub(crate) async fn screenshot(&self) -> Vec<u8> {

@@ -290,11 +290,13 @@ function announce(message) {
   while (box.childNodes.length > 5) box.removeChild(box.firstChild);
 }
 
+/** A short-lived message in the corner (at most three at once; they never catch clicks). */
 function toast(message, kind) {
   const box = $("toasts");
   const t = el("div", { class: `toast${kind ? ` toast-${kind}` : ""}`, role: "status" }, message);
   box.append(t);
-  setTimeout(() => t.remove(), 6000);
+  while (box.childNodes.length > 3) box.removeChild(box.firstChild);
+  setTimeout(() => t.remove(), kind === "error" ? 8000 : 4000);
 }
 
 // ---------- views and navigation ----------

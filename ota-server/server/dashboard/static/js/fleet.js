@@ -1,65 +1,99 @@
-// The fleet table (view `fleet`), kept live from `device_updated`, `report` and `device_deleted` events.
+// The fleet table (view `fleet`): one page of `GET /api/devices?page=...`, filtered and sorted on the server
+// (10,000 robots never reach the browser at once). Under `#/rollout/<id>` it lists that rollout's robots.
 //
-// Health rule: a device is flagged "failing" when at least 2 of its last 5 reports are `failure` or
-// `rolled_back`; "last failed" when only its latest status is.
+// Live: `device_updated` redraws a row on the current page at once (a report reaches the screen in well
+// under a second); anything that can move rows between pages (a new robot, a deletion, a changed sort value)
+// refreshes the page and the fleet's counts, at most once per REFRESH_MS.
+//
+// Health comes from the server (the rule in ota-server's device_health.rs: failures and roll-backs among the
+// last outcome reports, progress reports not counted).
 
-const MAX_ROWS = 500; // rows rendered at once; the filter narrows large fleets
-const HISTORY = 5; // reports considered by the health rule
-const BAD_THRESHOLD = 2; // failures among them that flag a device
-const BAD = new Set(["failure", "rolled_back"]);
+const REFRESH_MS = 1000;
+const OFF_PAGE_MS = 5000; // a robot off this page changed: only the counts (and maybe its place) are stale
+const PAGE_SIZES = [50, 100, 500];
 
-/** Devices by id, and their report histories (newest first, possibly partial). */
+/** Columns: [sort key, header, cell class]. Every column sorts on the server. */
+const COLUMNS = [
+  ["device", "Device", "col-device"],
+  ["compatible", "Compatible", "col-compatible"],
+  ["tags", "Tags", "col-tags"],
+  ["version", "Version", "col-version"],
+  ["slot", "Slot", "col-slot"],
+  ["last_seen", "Last seen", "col-seen"],
+  ["status", "Last status", "col-status"],
+  ["battery", "Battery", "num col-battery"],
+  ["health", "Health", "col-health"],
+  ["maintenance", "Maint.", "num col-maintenance"],
+];
+
+/** Devices seen lately by id (the current page, and what robot.js loaded). */
 export const devices = new Map();
-export const history = new Map();
+
+/** The health rule's verdict for display: {level, text}. */
+export function health(d) {
+  const h = d.health;
+  if (!h || h.level === "ok") return { level: "ok", text: "ok" };
+  if (h.level === "bad") return { level: "bad", text: `failing (${h.failures + h.rollbacks}/${h.outcomes})` };
+  return { level: "warn", text: "last failed" };
+}
 
 let ctx;
-const rows = new Map(); // device_id -> <tr>
-let pending = []; // robots waiting for an operator's admission
-let scheduled = false;
+const query = { page: 1, per_page: 50, sort: "device", order: "asc", q: "", status: "", rollout: null };
+const rows = new Map(); // device_id -> <tr> on the current page
 let selected = null;
-
-export function health(d) {
-  const reports = history.get(d.device_id);
-  if (reports && reports.length) {
-    const bad = reports.slice(0, HISTORY).filter((r) => BAD.has(r.status)).length;
-    if (bad >= BAD_THRESHOLD) return { level: "bad", text: `failing (${bad}/${Math.min(HISTORY, reports.length)})` };
-  }
-  if (d.last_status && BAD.has(d.last_status.status)) return { level: "warn", text: "last failed" };
-  return { level: "ok", text: "ok" };
-}
+let pending = []; // robots waiting for an operator's admission (admins only)
+let last = null; // the last page answer
+let refreshTimer = null;
+let lastRefresh = 0;
+let loading = null;
 
 export function mount(c) {
   ctx = c;
+  buildHead();
   ctx.on("resync", load);
   ctx.on("device_updated", (d) => {
     const before = devices.get(d.device_id);
     devices.set(d.device_id, d);
-    if (before) updateRow(d.device_id);
-    else schedule();
+    const row = rows.get(d.device_id);
+    if (row) fillRow(row, d);
+    // A new robot, or one whose sort value, filter match or health may have changed: refresh (throttled).
+    if (!before) scheduleRefresh(REFRESH_MS);
+    else if (!row) scheduleRefresh(OFF_PAGE_MS);
+    else if (sortValueChanged(before, d) || health(before).level !== health(d).level) scheduleRefresh(REFRESH_MS);
   });
   ctx.on("report", ({ device_id: id, report }) => {
-    const list = history.get(id) || [];
-    if (!list.some((r) => r.report_id === report.report_id)) list.unshift(report);
-    history.set(id, list.slice(0, 200));
-    if (BAD.has(report.status) || report.status === "success") {
+    if (["failure", "rolled_back", "success"].includes(report.status)) {
       const msg = report.error || report.reason;
       ctx.announce(`${id}: ${ctx.fmt.STATUS_LABEL[report.status]}${report.rollout_id ? ` (rollout ${report.rollout_id})` : ""}${msg ? ` – ${msg}` : ""}`);
     }
-    updateRow(id);
   });
   ctx.on("device_deleted", ({ device_id: id }) => {
     devices.delete(id);
-    history.delete(id);
-    schedule();
+    scheduleRefresh(REFRESH_MS);
   });
   ctx.on("route", (route) => {
     selected = route.name === "robot" ? route.id : null;
-    for (const [rid, row] of rows) row.className = rid === selected ? "selected" : "";
+    for (const [rid, row] of rows) row.classList.toggle("selected", rid === selected);
+    const rollout = route.name === "rollout" ? Number(route.id) : null;
+    if (rollout !== query.rollout && route.name !== "robot") {
+      query.rollout = rollout;
+      query.page = 1;
+      load();
+    }
   });
   let timer = null;
-  document.getElementById("filter").addEventListener("input", () => {
+  document.getElementById("filter").addEventListener("input", (ev) => {
     clearTimeout(timer);
-    timer = setTimeout(() => render(), 120);
+    timer = setTimeout(() => {
+      query.q = ev.target.value.trim();
+      query.page = 1;
+      load();
+    }, 200);
+  });
+  document.getElementById("status-filter").addEventListener("change", (ev) => {
+    query.status = ev.target.value;
+    query.page = 1;
+    load();
   });
   // Relative times age in place.
   setInterval(() => {
@@ -70,65 +104,107 @@ export function mount(c) {
   }, 5000);
 }
 
-async function load() {
-  const [list, identities] = await Promise.all([ctx.api.get("/api/devices"), ctx.api.get("/api/admission")]);
-  pending = identities.filter((i) => i.admission === "pending");
-  devices.clear();
-  for (const d of list) devices.set(d.device_id, d);
-  for (const id of history.keys()) if (!devices.has(id)) history.delete(id);
-  render();
-  // Histories for the devices whose last status is bad (bounded), so the health rule can look further back.
-  const suspects = list.filter((d) => d.last_status && BAD.has(d.last_status.status)).slice(0, 200);
-  fetchHistories(suspects.map((d) => d.device_id));
+function sortValueChanged(a, b) {
+  if (query.sort === "device") return false;
+  const pick = { version: "current_version", last_seen: "last_seen", slot: "booted_slot", compatible: "compatible" }[query.sort];
+  if (pick) return a[pick] !== b[pick];
+  return true; // status, battery, tags, health, maintenance: cheap to refresh
 }
 
-async function fetchHistories(ids) {
-  const queue = ids.slice();
-  const worker = async () => {
-    while (queue.length) {
-      const id = queue.shift();
-      try {
-        const detail = await ctx.api.get(`/api/devices/${encodeURIComponent(id)}`);
-        history.set(id, detail.reports);
-        updateRow(id);
-      } catch (e) {
-        console.warn(e);
-        return;
-      }
-    }
+/** Reloads the page at most once per `every` ms (a sooner request shortens a pending later one). */
+function scheduleRefresh(every) {
+  const due = Math.max(Date.now(), lastRefresh + every);
+  if (refreshTimer && refreshTimer.due <= due) return;
+  if (refreshTimer) clearTimeout(refreshTimer.id);
+  refreshTimer = {
+    due,
+    id: setTimeout(() => {
+      refreshTimer = null;
+      load().catch((e) => console.warn(e));
+    }, due - Date.now()),
   };
-  await Promise.all([worker(), worker(), worker(), worker()]);
 }
 
-function schedule() {
-  if (scheduled) return;
-  scheduled = true;
-  requestAnimationFrame(() => {
-    scheduled = false;
-    render();
+function url() {
+  const p = new URLSearchParams({ page: query.page, per_page: query.per_page, sort: query.sort, order: query.order });
+  if (query.q) p.set("q", query.q);
+  if (query.status) p.set("status", query.status);
+  if (query.rollout !== null) p.set("rollout", query.rollout);
+  return `/api/devices?${p}`;
+}
+
+/** Loads the current page (the newest request wins). */
+async function load() {
+  lastRefresh = Date.now();
+  const mine = {};
+  loading = mine;
+  const t0 = performance.now();
+  let page;
+  try {
+    page = await ctx.api.get(url());
+  } catch (e) {
+    if (loading === mine) ctx.toast(`Could not load the fleet: ${e.message}`, "error");
+    return;
+  }
+  if (loading !== mine) return;
+  last = page;
+  for (const d of page.devices) devices.set(d.device_id, d);
+  render(page);
+  window.__fleetRenderedMs = performance.now() - t0; // read by the browser test
+  if (ctx.can("admin")) {
+    ctx.api.get("/api/admission").then((ids) => {
+      pending = ids.filter((i) => i.admission === "pending");
+      summary();
+    }).catch(() => {});
+  }
+}
+
+function buildHead() {
+  const { el } = ctx;
+  const tr = document.getElementById("device-head");
+  ctx.clear(tr);
+  for (const [key, label, cls] of COLUMNS) {
+    const th = el("th", { scope: "col", class: `sortable ${cls}`, "data-sort": key },
+      el("button", { type: "button", onclick: () => sortBy(key) }, label));
+    tr.append(th);
+  }
+  const sizes = document.getElementById("page-size");
+  for (const n of PAGE_SIZES) sizes.append(el("option", { value: n, selected: n === query.per_page }, `${n} per page`));
+  sizes.addEventListener("change", () => {
+    query.per_page = Number(sizes.value);
+    query.page = 1;
+    load();
   });
+  document.getElementById("page-prev").addEventListener("click", () => turn(-1));
+  document.getElementById("page-next").addEventListener("click", () => turn(1));
 }
 
-function matches(d, q) {
-  if (!q) return true;
-  const hay = [
-    d.device_id, d.compatible, d.current_version, d.booted_slot,
-    d.last_status && d.last_status.status, health(d).text,
-    ...Object.entries(d.tags || {}).map(([k, v]) => `${k}=${v}`),
-    ...Object.entries(d.labels || {}).map(([k, v]) => `${k}=${v}`),
-    d.group, d.waiting && "waiting", d.freeze_alarm && `frozen ${d.freeze_alarm.reason}`,
-  ].filter(Boolean).join(" ").toLowerCase();
-  return q.split(/\s+/).every((w) => hay.includes(w));
+function sortBy(key) {
+  if (query.sort === key) query.order = query.order === "asc" ? "desc" : "asc";
+  else {
+    query.sort = key;
+    query.order = "asc";
+  }
+  query.page = 1;
+  load();
 }
 
-function render() {
-  const q = document.getElementById("filter").value.trim().toLowerCase();
-  const all = [...devices.values()];
-  const shown = all.filter((d) => matches(d, q)).sort((a, b) => a.device_id.localeCompare(b.device_id));
+function turn(delta) {
+  const pages = Math.max(1, Math.ceil((last ? last.total : 0) / query.per_page));
+  query.page = Math.min(pages, Math.max(1, query.page + delta));
+  load();
+}
+
+function render(page) {
+  for (const th of document.querySelectorAll("#device-head th")) {
+    const key = th.getAttribute("data-sort");
+    if (key === query.sort) th.setAttribute("aria-sort", query.order === "asc" ? "ascending" : "descending");
+    else th.removeAttribute("aria-sort");
+  }
   const body = document.getElementById("device-rows");
-  const keep = new Map();
   const frag = document.createDocumentFragment();
-  for (const d of shown.slice(0, MAX_ROWS)) {
+  const keep = new Map();
+  for (const d of page.devices) {
     const row = rows.get(d.device_id) || ctx.el("tr");
     fillRow(row, d);
     keep.set(d.device_id, row);
@@ -138,18 +214,19 @@ function render() {
   body.append(frag);
   rows.clear();
   for (const [k, v] of keep) rows.set(k, v);
-  document.getElementById("no-devices").hidden = all.length > 0;
-  const more = document.getElementById("more-devices");
-  more.hidden = shown.length <= MAX_ROWS;
-  more.textContent = `Showing ${MAX_ROWS} of ${shown.length} matching devices; narrow the filter to see the rest.`;
-  document.getElementById("fleet-count").textContent = q ? `${shown.length} of ${all.length}` : `${all.length} devices`;
-  summary();
-}
-
-function updateRow(id) {
-  const row = rows.get(id);
-  const d = devices.get(id);
-  if (row && d) fillRow(row, d);
+  const pages = Math.max(1, Math.ceil(page.total / page.per_page));
+  document.getElementById("page-info").textContent =
+    `page ${page.page} of ${pages} · ${page.total} matching`;
+  document.getElementById("page-prev").disabled = page.page <= 1;
+  document.getElementById("page-next").disabled = page.page >= pages;
+  document.getElementById("no-devices").hidden = page.fleet.devices > 0;
+  const filtered = query.q || query.status || query.rollout !== null;
+  document.getElementById("fleet-count").textContent =
+    filtered ? `${page.total} of ${page.fleet.devices}` : `${page.fleet.devices} devices`;
+  const chip = document.getElementById("fleet-scope");
+  chip.hidden = query.rollout === null;
+  chip.textContent = query.rollout === null ? "" : `robots of rollout #${query.rollout}`;
+  document.getElementById("fleet-title").textContent = query.rollout === null ? "Fleet" : "Robots";
   summary();
 }
 
@@ -169,6 +246,7 @@ function fillRow(row, d) {
   }, d.device_id);
   const slots = Object.entries(d.slots || {}).map(([s, v]) => `${s}: ${v}`).join(", ");
   const battery = t.battery_percent;
+  const score = d.maintenance_score;
   row.append(
     el("th", { scope: "row", class: "col-device" }, open),
     el("td", { class: "col-compatible" }, d.compatible),
@@ -188,22 +266,18 @@ function fillRow(row, d) {
         class: "badge st-failure freeze",
         title: `freeze alarm (${d.freeze_alarm.reason}): no fresh signed timestamp for ${d.freeze_alarm.stale_secs} s of the robot's uptime; see docs/time-model.md`,
       }, `frozen: ${d.freeze_alarm.reason}`) : null),
+    el("td", { class: "num col-maintenance" }, score === null || score === undefined ? "–" : `${Math.round(score)}`),
   );
 }
 
 function summary() {
-  let bad = 0, warn = 0, frozen = 0;
-  for (const d of devices.values()) {
-    if (d.freeze_alarm) frozen++;
-    const h = health(d).level;
-    if (h === "bad") bad++;
-    else if (h === "warn") warn++;
-  }
-  ctx.emit("summary", { key: "devices", text: `${devices.size} devices` });
+  if (!last) return;
+  const c = last.fleet;
+  ctx.emit("summary", { key: "devices", text: `${c.devices} devices` });
   ctx.emit("summary", {
     key: "health",
-    text: `${bad} failing · ${warn} last failed` +
-      (frozen ? ` · ${frozen} frozen (no fresh signed metadata; filter "frozen")` : "") +
+    text: `${c.failing} failing · ${c.last_failed} last failed` +
+      (c.frozen ? ` · ${c.frozen} frozen (no fresh signed metadata; filter "frozen")` : "") +
       (pending.length
         ? ` · ${pending.length} waiting for admission (ota-server devices pending): ` +
           pending.slice(0, 5).map((i) => i.device_id).join(", ")

@@ -2,7 +2,7 @@
 // views, wires the token sign-in form and the header. Plain ES modules, no build step, no framework.
 //
 // Routes: `#/` fleet and rollouts · `#/rollout/<id>` a rollout and its robots · `#/robot/<id>` a robot ·
-// `#/rollouts/new` the rollout form · `#/alerts` · `#/map` · `#/admin` (views of the other modules).
+// `#/rollouts/new` and `#/rollouts/revert` the rollout form · `#/alerts` · `#/map` · `#/admin` (views of the other modules).
 
 import ctx from "./ctx.js";
 import * as fleet from "./fleet.js";
@@ -29,7 +29,7 @@ function parse(hash) {
   const [path] = hash.replace(/^#\/?/, "").split("?");
   const [head, ...rest] = path.split("/");
   const id = rest.length ? decodeURIComponent(rest.join("/")) : null;
-  if (head === "rollouts" && id === "new") return { name: "new-rollout", id: null };
+  if (head === "rollouts" && (id === "new" || id === "revert")) return { name: "new-rollout", id };
   if ((head === "robot" || head === "rollout") && id) return { name: head, id };
   if (LAYOUT[head]) return { name: head, id: null };
   return { name: "fleet", id: null };

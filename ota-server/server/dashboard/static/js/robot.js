@@ -1,12 +1,15 @@
-// One robot (view `robot`, route `#/robot/<id>`): its facts, its report history (newest first, live), and H's
-// telemetry charts. A side panel beside the fleet on a wide screen, a full-screen sheet under 600 px.
+// One robot (view `robot`, route `#/robot/<id>`): its facts, its report history (newest first, live), H's
+// telemetry charts, and for operators its actions: edit its operator tags and group (`PUT
+// /api/devices/{id}/labels`, like `ota-server devices label`) and decommission it (`DELETE /api/devices/{id}`,
+// asks first). A side panel beside the fleet on a wide screen, a full-screen sheet under 600 px.
 
-import { devices, history as reports, health } from "./fleet.js";
+import { devices, health } from "./fleet.js";
 import * as charts from "./charts.js";
 
 let ctx;
 let current = null; // device id shown
 let parts = null; // the view's elements
+let reports = []; // its reports, newest first
 
 export function mount(c) {
   ctx = c;
@@ -17,8 +20,10 @@ export function mount(c) {
   ctx.on("device_updated", (d) => {
     if (d.device_id === current) renderFacts(d);
   });
-  ctx.on("report", ({ device_id: id }) => {
-    if (id === current) renderReports(reports.get(id) || []);
+  ctx.on("report", ({ device_id: id, report }) => {
+    if (id !== current || reports.some((r) => r.report_id === report.report_id)) return;
+    reports.unshift(report);
+    renderReports(reports);
   });
   ctx.on("device_deleted", ({ device_id: id }) => {
     if (id === current) ctx.go("#/");
@@ -42,6 +47,7 @@ function build() {
       onclick: () => ctx.back(),
     }, "← Back"),
     facts: el("dl", { id: "detail-facts", class: "facts" }),
+    actions: el("div", { class: "robot-actions" }),
     charts: el("div", { class: "robot-charts" }),
     loading: el("p", { id: "detail-loading", class: "muted", hidden: true }, "Loading…"),
     reports: el("tbody", { id: "report-rows" }),
@@ -50,6 +56,7 @@ function build() {
   node.append(
     el("div", { class: "card-head" }, parts.close, parts.title),
     parts.facts,
+    parts.actions,
     parts.charts,
     el("h3", {}, "Reports ", el("span", { class: "muted" }, "(newest first)")),
     parts.loading,
@@ -71,7 +78,10 @@ async function open(id) {
   parts.title.textContent = id;
   const d = devices.get(id);
   if (d) renderFacts(d);
-  if (reports.has(id)) renderReports(reports.get(id));
+  if (first) {
+    reports = [];
+    renderReports(reports);
+  }
   parts.loading.hidden = false;
   if (first) {
     parts.close.focus();
@@ -81,9 +91,10 @@ async function open(id) {
     const detail = await ctx.api.get(`/api/devices/${encodeURIComponent(id)}`);
     if (current !== id) return;
     devices.set(id, detail.device);
-    reports.set(id, detail.reports);
+    const known = new Set(detail.reports.map((r) => r.report_id));
+    reports = [...reports.filter((r) => !known.has(r.report_id)), ...detail.reports];
     renderFacts(detail.device);
-    renderReports(detail.reports);
+    renderReports(reports);
   } catch (e) {
     ctx.announce(`Could not load ${id}: ${e.message}`);
   } finally {
@@ -109,9 +120,13 @@ function renderFacts(d) {
   fact("Version", d.current_version || "unknown");
   fact("Slots", Object.entries(d.slots || {}).map(([s, v]) => `${s}: ${v}${s === d.booted_slot ? " (booted)" : ""}`).join(", ") || "–");
   fact("Tags", fmt.tagChips(d.tags));
+  if (Object.keys(d.labels || {}).length) fact("Operator tags", fmt.tagChips(d.labels));
+  renderActions(d);
   fact("Last seen", d.last_seen ? `${fmt.ago(d.last_seen)} (${fmt.absolute(d.last_seen)})` : "never");
   fact("Enrolled", fmt.absolute(d.enrolled_at));
   fact("Health", health(d).text);
+  fact("Group", d.group || "none");
+  if (d.maintenance_score !== null && d.maintenance_score !== undefined) fact("Maintenance score", `${Math.round(d.maintenance_score)}`);
   if (t.battery_percent !== undefined) fact("Battery", `${Math.round(t.battery_percent)} %`);
   if (t.cpu_percent !== undefined) fact("CPU", `${Math.round(t.cpu_percent)} %`);
   if (t.memory_used_bytes !== undefined) fact("Memory", `${fmt.bytes(t.memory_used_bytes)} of ${fmt.bytes(t.memory_total_bytes)}`);
@@ -143,5 +158,74 @@ function renderReports(list) {
         details,
       ),
     );
+  }
+}
+
+// ---------- actions (operators) ----------
+
+/** The action buttons; an open tags form stays while live updates arrive, unless `force`. */
+function renderActions(d, force) {
+  const { el } = ctx;
+  if (!force && parts.actions.querySelector("#labels-form")) return;
+  const box = ctx.clear(parts.actions);
+  if (!ctx.can("operator")) return;
+  box.append(el("div", { class: "actions left" },
+    el("button", { type: "button", class: "action", "data-action": "edit-labels", onclick: () => editLabels(d) }, "Edit tags and group"),
+    el("button", { type: "button", class: "danger", "data-action": "decommission", onclick: () => decommission(d.device_id) }, "Decommission"),
+  ));
+}
+
+function editLabels(d) {
+  const { el } = ctx;
+  const box = ctx.clear(parts.actions);
+  const tags = el("textarea", { id: "labels-tags", spellcheck: "false" },
+    Object.entries(d.labels || {}).map(([k, v]) => `${k}=${v}`).join("\n"));
+  const group = el("input", { id: "labels-group", type: "text", value: d.group || "", spellcheck: "false" });
+  const error = el("p", { class: "error", role: "alert" });
+  const form = el("form", { class: "console", id: "labels-form" },
+    el("label", { for: "labels-tags" }, "Operator tags"), tags,
+    el("p", { class: "hint" }, "key=value per line; they override the robot's own tags for targeting"),
+    el("label", { for: "labels-group" }, "Group"), group,
+    el("p", { class: "hint" }, "empty: no group"),
+    el("div", { class: "actions" },
+      el("button", { type: "button", class: "secondary", onclick: () => renderActions(devices.get(d.device_id) || d, true) }, "Cancel"),
+      el("button", { type: "submit", class: "action", id: "labels-save" }, "Save")),
+    error);
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const labels = {};
+    for (const line of tags.value.split(/\n/).map((l) => l.trim()).filter(Boolean)) {
+      const i = line.indexOf("=");
+      if (i <= 0) {
+        error.textContent = `'${line}' is not key=value`;
+        return;
+      }
+      labels[line.slice(0, i).trim()] = line.slice(i + 1).trim();
+    }
+    try {
+      const info = await ctx.api.put(`/api/devices/${encodeURIComponent(d.device_id)}/labels`,
+        { tags: labels, group: group.value.trim() || null });
+      devices.set(info.device_id, info);
+      ctx.toast(`Saved the tags and group of ${info.device_id}`);
+      ctx.clear(parts.actions);
+      renderFacts(info);
+    } catch (e) {
+      error.textContent = e.message;
+    }
+  });
+  box.append(form);
+  tags.focus();
+}
+
+async function decommission(id) {
+  const ok = await ctx.confirm(`Decommission ${id}? Its token stops working at once and its records are deleted; it must enroll again to come back.`, "Decommission");
+  if (!ok) return;
+  try {
+    await ctx.api.del(`/api/devices/${encodeURIComponent(id)}`);
+    ctx.toast(`Decommissioned ${id}`);
+    devices.delete(id);
+    ctx.back();
+  } catch (e) {
+    ctx.toast(`Could not decommission ${id}: ${e.message}`, "error");
   }
 }

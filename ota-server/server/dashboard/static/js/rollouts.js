@@ -1,4 +1,10 @@
-// Rollouts: the list with progress bars (view `rollouts`), kept live from `rollout_updated` events.
+// Rollouts: the list with progress bars (view `rollouts`) and one rollout (view `rollout`, route
+// `#/rollout/<id>`: its facts, its actions, H's guard charts; fleet.js lists its robots below). Kept live from
+// `rollout_updated` events. Actions go through the same API as `ota-server rollout pause|resume|abort|next|
+// retry`; operators see the buttons, viewers none; abort asks first.
+
+import * as charts from "./charts.js";
+import * as form from "./rollout-form.js";
 
 const SEGMENTS = [
   ["succeeded", "succeeded"],
@@ -7,14 +13,17 @@ const SEGMENTS = [
   ["in_progress", "in progress"],
 ];
 
-/** Rollouts by id (what the list shows; the rollout view reads it too). */
+/** Rollouts by id. */
 export const rollouts = new Map();
 
 let ctx;
 let scheduled = false;
+let shown = null; // rollout id in the rollout view
+let guards = null; // the guard charts' container of the shown rollout
 
 export function mount(c) {
   ctx = c;
+  form.mount(ctx);
   ctx.on("resync", load);
   ctx.on("rollout_updated", (r) => {
     const before = rollouts.get(r.rollout_id);
@@ -24,6 +33,19 @@ export function mount(c) {
       ctx.announce(`Rollout ${r.rollout_id} (${r.name}) is ${r.state}${r.pause_reason ? `: ${r.pause_reason}` : ""}`);
     }
     render();
+  });
+  ctx.on("signin", () => {
+    const bar = ctx.clear(document.getElementById("rollout-actions"));
+    if (!ctx.can("operator")) return;
+    bar.append(
+      ctx.el("button", { type: "button", class: "action", id: "new-rollout", onclick: () => ctx.go("#/rollouts/new") }, "New rollout"),
+      ctx.el("button", { type: "button", class: "secondary", id: "new-revert", onclick: () => ctx.go("#/rollouts/revert") }, "Revert a group"),
+    );
+  });
+  ctx.on("route", (route) => {
+    if (route.name === "rollout") openRollout(Number(route.id));
+    else shown = null;
+    if (route.name === "new-rollout") form.show(route.id === "revert");
   });
 }
 
@@ -40,7 +62,8 @@ function render() {
   scheduled = true;
   requestAnimationFrame(() => {
     scheduled = false;
-    draw();
+    drawList();
+    if (shown !== null) drawRollout();
   });
 }
 
@@ -54,7 +77,7 @@ function summary() {
 }
 
 /** The progress bar and its one-line text of a rollout. */
-export function progress(r) {
+function progress(r) {
   const { el } = ctx;
   const c = r.counts;
   const total = Math.max(1, c.targeted);
@@ -73,28 +96,40 @@ export function progress(r) {
   return [bar, el("div", { class: "small" }, text)];
 }
 
-function draw() {
+function stageText(r) {
+  const stage = r.stages[r.current_stage];
+  return [`${r.current_stage + 1} of ${r.stages.length}`,
+    r.stages.length > 1 ? `${stage ?? "?"} % (${r.stages.join(" → ")} %)` : `${stage ?? "?"} %`];
+}
+
+function targets(r) {
+  const { el, fmt } = ctx;
+  const tags = Object.entries(r.tags || {});
+  return [tags.length ? fmt.tagChips(r.tags) : el("span", { class: "muted" }, "all devices"),
+    r.filter && r.filter.group ? el("div", { class: "muted small" }, `group ${r.filter.group}`) : null,
+    r.filter && r.filter.versions ? el("div", { class: "muted small" }, `versions ${r.filter.versions}`) : null,
+    r.revert ? el("div", { class: "small" }, "revert") : null];
+}
+
+function drawList() {
   const { el, fmt } = ctx;
   ctx.emit("summary", { key: "rollouts", text: summary() });
-  const body = document.getElementById("rollout-rows");
-  ctx.clear(body);
+  const body = ctx.clear(document.getElementById("rollout-rows"));
   const list = [...rollouts.values()].sort((a, b) => b.rollout_id - a.rollout_id);
   document.getElementById("no-rollouts").hidden = list.length > 0;
   for (const r of list) {
     const c = r.counts;
-    const stage = r.stages[r.current_stage];
-    const tags = Object.entries(r.tags || {});
+    const [stage, stages] = stageText(r);
     body.append(
       el("tr", { "data-rollout-id": r.rollout_id },
-        el("td", {}, el("strong", {}, `#${r.rollout_id}`), " ", r.name,
-          el("div", { class: "muted small", title: r.bundle_id }, `created ${fmt.ago(r.created_at)}`)),
+        el("td", {}, el("button", {
+          type: "button", class: "rollout-link", onclick: () => ctx.go(`#/rollout/${r.rollout_id}`),
+          "aria-label": `Open rollout ${r.rollout_id}`,
+        }, `#${r.rollout_id}`), " ", r.name,
+        el("div", { class: "muted small", title: r.bundle_id }, `created ${fmt.ago(r.created_at)}`)),
         el("td", {}, r.version, el("div", { class: "muted small" }, r.compatible)),
-        el("td", {}, tags.length ? fmt.tagChips(r.tags) : el("span", { class: "muted" }, "all devices"),
-          r.filter && r.filter.group ? el("div", { class: "muted small" }, `group ${r.filter.group}`) : null,
-          r.revert ? el("div", { class: "small" }, "revert") : null),
-        el("td", { class: "col-stage" }, `${r.current_stage + 1} of ${r.stages.length}`,
-          el("div", { class: "muted small" },
-            r.stages.length > 1 ? `${stage ?? "?"} % (${r.stages.join(" → ")} %)` : `${stage ?? "?"} %`)),
+        el("td", {}, ...targets(r)),
+        el("td", { class: "col-stage" }, stage, el("div", { class: "muted small" }, stages)),
         el("td", {}, el("span", { class: `badge rs-${r.state}` }, r.state),
           r.pause_reason ? el("div", { class: "reason small" }, r.pause_reason) : null),
         el("td", { class: "col-progress" }, ...progress(r)),
@@ -105,4 +140,100 @@ function draw() {
       ),
     );
   }
+}
+
+// ---------- one rollout ----------
+
+async function openRollout(id) {
+  const first = shown !== id;
+  shown = id;
+  if (first) guards = null;
+  if (!rollouts.has(id)) {
+    try {
+      const detail = await ctx.api.get(`/api/rollouts/${id}`);
+      rollouts.set(id, detail.rollout);
+    } catch (e) {
+      ctx.toast(`Could not load rollout ${id}: ${e.message}`, "error");
+      return;
+    }
+  }
+  if (shown === id) drawRollout();
+}
+
+/** What each action is called, when it applies, and whether it asks first. */
+const ACTIONS = [
+  ["pause", "Pause", (r) => r.state === "active"],
+  ["resume", "Resume", (r) => r.state === "paused"],
+  ["next", "Next stage", (r) => ["active", "paused"].includes(r.state) && r.current_stage + 1 < r.stages.length],
+  ["retry", "Retry failed", (r) => ["active", "paused", "completed"].includes(r.state) && r.counts.failed + r.counts.rolled_back > 0],
+  ["abort", "Abort", (r) => ["active", "paused"].includes(r.state)],
+];
+
+async function act(r, action, label) {
+  if (action === "abort") {
+    const ok = await ctx.confirm(`Abort rollout #${r.rollout_id} (${r.name}) for good? Robots not updated yet stay on what they run.`, "Abort rollout");
+    if (!ok) return;
+  }
+  try {
+    const info = await ctx.api.post(`/api/rollouts/${r.rollout_id}/${action}`);
+    rollouts.set(info.rollout_id, info);
+    ctx.toast(`Rollout #${info.rollout_id}: ${label.toLowerCase()} done; it is ${info.state}`);
+    render();
+  } catch (e) {
+    ctx.toast(`${label} failed: ${e.message}`, "error");
+  }
+}
+
+function drawRollout() {
+  const { el, fmt } = ctx;
+  const r = rollouts.get(shown);
+  const node = ctx.view("rollout");
+  if (!r) return;
+  const keepCharts = guards;
+  ctx.clear(node);
+  const [stage, stages] = stageText(r);
+  const facts = el("dl", { class: "facts wide" });
+  const fact = (k, ...v) => facts.append(el("dt", {}, k), el("dd", {}, ...v));
+  fact("Version", `${r.version} (${r.compatible})`);
+  fact("Bundle", el("code", {}, r.bundle_id.slice(0, 16)));
+  fact("Targets", ...targets(r));
+  fact("Stage", `${stage}: ${stages}`);
+  fact("Pauses above", `${Math.round(r.failure_threshold * 100)} % failed or rolled back`);
+  if (r.rules && (r.rules.soak_secs || r.rules.deadline_secs)) {
+    fact("Stage rules", `soak ${fmt.duration(r.rules.soak_secs)} · deadline ${r.rules.deadline_secs ? fmt.duration(r.rules.deadline_secs) : "none"}`);
+  }
+  if (r.schedule && r.schedule.windows && r.schedule.windows.length) {
+    fact("Windows", r.schedule.windows.map((w) => `${(w.days || []).join(",") || "every day"} ${w.start}–${w.end}`).join("; ") +
+      ` (${r.schedule.timezone || "UTC"})`);
+  }
+  if (r.start_at) fact("Starts", fmt.absolute(r.start_at));
+  if (r.guards && r.guards.length) {
+    fact("Guards", r.guards.map((g) => `${g.metric}:${g.stat}${g.max !== undefined && g.max !== null ? ` > ${g.max}` : ""}` +
+      `${g.max_increase_percent !== undefined && g.max_increase_percent !== null ? ` > +${g.max_increase_percent} %` : ""}`).join("; "));
+  }
+  if (r.require_confirmation) fact("Confirmation", "robots wait for ota-client approve");
+  fact("Created", `${fmt.ago(r.created_at)} (${fmt.absolute(r.created_at)})`);
+  const actions = el("div", { class: "actions left rollout-buttons" });
+  if (ctx.can("operator")) {
+    for (const [action, label, applies] of ACTIONS) {
+      if (!applies(r)) continue;
+      actions.append(el("button", {
+        type: "button", class: action === "abort" ? "danger" : "action", "data-action": action,
+        onclick: () => act(r, action, label),
+      }, label));
+    }
+  }
+  if (!guards) guards = el("div", { class: "guard-charts" });
+  node.append(...[
+    el("div", { class: "card-head" },
+      el("button", { type: "button", class: "link-button back", onclick: () => ctx.back() }, "← Back"),
+      el("h2", { id: "rollout-title" }, `#${r.rollout_id} ${r.name}`),
+      el("span", { class: `badge rs-${r.state}`, id: "rollout-state" }, r.state)),
+    r.pause_reason ? el("p", { class: "reason" }, r.pause_reason) : null,
+    el("div", { class: "col-progress" }, ...progress(r)),
+    actions,
+    facts,
+    guards,
+  ].filter(Boolean));
+  if (!keepCharts) charts.rolloutGuards(ctx, guards, r.rollout_id);
 }
