@@ -111,12 +111,13 @@ pub struct Condition {
     pub message: String,
 }
 
-fn ago(now: u64, t: u64) -> String {
-    let s = now.saturating_sub(t);
+/// A span for a message: `1d 2h`, `3h 5m`, `4m`, `20s`.
+fn span(s: u64) -> String {
     match s {
         s if s >= 86_400 => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
         s if s >= 3600 => format!("{}h {}m", s / 3600, s % 3600 / 60),
-        s => format!("{}m", s / 60),
+        s if s >= 60 => format!("{}m", s / 60),
+        s => format!("{s}s"),
     }
 }
 
@@ -164,7 +165,12 @@ pub fn conditions(facts: &Facts, t: &Thresholds, now: u64) -> Vec<Condition> {
                 severity: Severity::Warning,
                 since: seen,
                 episode: seen,
-                message: format!("robot {} not seen for {}", r.id, ago(now, seen)),
+                // Stable while it lasts (the page shows since when): no rewrite every minute.
+                message: format!(
+                    "robot {} not seen for over {}",
+                    r.id,
+                    span(t.offline_after_secs)
+                ),
             });
         }
         if let Some(since) = r.waiting_since {
@@ -176,9 +182,9 @@ pub fn conditions(facts: &Facts, t: &Thresholds, now: u64) -> Vec<Condition> {
                     since,
                     episode: 0,
                     message: format!(
-                        "robot {} has waited on its readiness check for {}",
+                        "robot {} has waited on its readiness check for over {}",
                         r.id,
-                        ago(now, since)
+                        span(t.waiting_after_secs)
                     ),
                 });
             }

@@ -134,6 +134,7 @@ proptest! {
             let facts = Facts { robots: robots.clone(), ..Facts::default() };
             let conds = conditions(&facts, &t, now);
             let changes = reconcile(&open, &conds, now);
+            prop_assert!(changes.updated.is_empty(), "messages are stable while a condition lasts");
             for o in &changes.opened {
                 prop_assert!(!ever.contains(&o.id), "id {} reused", o.id);
                 prop_assert!(o.acknowledged.is_none());

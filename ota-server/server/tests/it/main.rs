@@ -7,6 +7,7 @@ mod alerts;
 mod browser;
 mod browser_console;
 mod browser_accounts;
+mod browser_alerts;
 mod browser_history_map;
 mod cli;
 mod common;
