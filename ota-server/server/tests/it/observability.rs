@@ -75,6 +75,7 @@ async fn openapi_lists_exactly_the_served_routes() {
                 ("rollout_id", "1"),
                 ("name", "night"),
                 ("alert_id", "0000000000000000"),
+                ("token_id", "0000000000000000"),
             ],
         );
         let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();

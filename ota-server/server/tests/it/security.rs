@@ -141,6 +141,7 @@ async fn devices_are_confined_to_their_own_data() {
         ("device_id", "robot-a"),
         ("name", "night"),
         ("alert_id", "0000000000000000"),
+        ("token_id", "0000000000000000"),
     ];
     for route in routes_with(|auth| {
         matches!(
