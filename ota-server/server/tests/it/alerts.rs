@@ -278,6 +278,26 @@ async fn prune_keeps_bundles_rollouts_use_and_dry_run_changes_nothing() {
     assert_eq!(dry["deleted"], json!([unused]));
     assert_eq!(dry["kept_in_use"], 1);
     assert_eq!(server.blob_files(), blobs, "a dry run deletes nothing");
+    // The same through the command line.
+    let base = server.base.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ota-server"))
+            .args(["bundles", "prune", "--server", &base, "--token", ADMIN])
+            .args(["--dry-run", "--min-age-days", "0"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with("would delete 1 bundle(s)"), "{text}");
+    assert!(text.contains(unused.as_str()), "{text}");
+    assert_eq!(server.blob_files(), blobs, "a dry run deletes nothing");
     assert_eq!(
         admin_get(&c, &server, "/api/bundles")
             .await
@@ -320,5 +340,73 @@ async fn prune_keeps_bundles_rollouts_use_and_dry_run_changes_nothing() {
             .len(),
         1
     );
+    server.stop().await;
+}
+
+/// Reports older than `reports-retention-days` go at the compaction (which also runs when the server starts);
+/// newer ones stay.
+#[tokio::test]
+async fn old_reports_are_deleted_by_the_compaction() {
+    use ota_protocol::admin::{LastStatus, ReportRecord};
+    use ota_server::store::ReportCommit;
+
+    let key = SecretKey::generate();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(settings(dir.path(), &trust(&[&key], 1))).await;
+    let c = client();
+    let token = enroll(&c, &server, "old-1", &[], COMPATIBLE).await;
+    let recent = ReportRequest {
+        rollout_id: None,
+        ..report_body("recent", 0, ReportStatus::Success)
+    };
+    assert_eq!(report(&c, &server, &token, &recent).await.0, StatusCode::OK);
+    server.stop().await;
+    {
+        let store = ota_server::store::open(None, dir.path()).unwrap();
+        let old = ReportRecord {
+            report_id: "ancient".into(),
+            rollout_id: None,
+            version: None,
+            manifest_digest: None,
+            status: ReportStatus::Failure,
+            progress_percent: None,
+            error: Some("long ago".into()),
+            log_tail: None,
+            reason: None,
+            received_at: 1000,
+        };
+        let last = LastStatus {
+            status: ReportStatus::Failure,
+            rollout_id: None,
+            version: None,
+            at: 1000,
+            error: None,
+            reason: None,
+        };
+        store
+            .commit_report(&ReportCommit {
+                device_id: "old-1",
+                report: &old,
+                last_status: &last,
+                member: None,
+                rollout: None,
+            })
+            .unwrap();
+        assert_eq!(store.reports("old-1", 10).unwrap().len(), 2);
+    }
+    let mut s = settings(dir.path(), &trust(&[&key], 1));
+    s.config.alerts.reports_retention_secs = Some(86_400);
+    let server = TestServer::start(s).await;
+    let store = ota_server::store::open(None, dir.path()).unwrap();
+    let mut left = 0;
+    for _ in 0..100 {
+        left = store.reports("old-1", 10).unwrap().len();
+        if left == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(left, 1, "the ancient report is gone, the recent one kept");
+    assert_eq!(store.reports("old-1", 10).unwrap()[0].report_id, "recent");
     server.stop().await;
 }
