@@ -128,6 +128,16 @@ async fn a_rollback_raises_an_alert_an_operator_acknowledges() {
     let listed = alerts(&c, &server).await;
     let listed = listed.iter().find(|a| a["id"] == id.as_str()).unwrap();
     assert_eq!(listed["acknowledged"]["by"], "admin-token");
+    // The acknowledgement is in the audit trail, with its author.
+    let audit = admin_get(&c, &server, "/api/audit").await;
+    let entry = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "POST /api/alerts/{alert_id}/ack")
+        .unwrap_or_else(|| panic!("no ack in the audit trail: {audit}"));
+    assert_eq!(entry["user"], "admin-token", "{entry}");
+    assert_eq!(entry["status"], 200, "{entry}");
     let (code, missing) =
         admin_post(&c, &server, "/api/alerts/0000000000000000/ack", json!({})).await;
     assert_eq!(code, StatusCode::NOT_FOUND, "{missing}");
@@ -317,6 +327,15 @@ async fn prune_keeps_bundles_rollouts_use_and_dry_run_changes_nothing() {
     assert_eq!(code, StatusCode::OK, "{done}");
     assert_eq!(done["deleted"], json!([unused]));
     assert!(done["freed_bytes"].as_u64().unwrap() > 0);
+    let audit = admin_get(&c, &server, "/api/audit").await;
+    assert!(
+        audit["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "POST /api/bundles/prune" && e["user"] == "admin-token"),
+        "{audit}"
+    );
     let r = c
         .get(server.url(&format!("/api/bundles/{unused}")))
         .bearer_auth(ADMIN)
