@@ -4,8 +4,9 @@
 //! docs/maintenance.md; the weights and limits are `ota-server serve` flags ([`crate::alerts::AlertArgs`]).
 //!
 //! Each component is a wear fraction in [0, 1]; the score is their weighted mean × 100 over the components
-//! known for this robot (a robot without a battery metric is judged on the rest). A robot that never polled
-//! has no score.
+//! known for this robot (a robot without a battery metric is judged on the rest). A robot that never polled,
+//! or reports none of the wear metrics ([`METRIC_CAPACITY`], [`METRIC_CYCLES`], [`METRIC_HOURS`]), has no
+//! score: its failures and rollbacks alone are what the fleet table's health column shows already.
 
 use std::collections::BTreeMap;
 
@@ -106,7 +107,8 @@ fn fraction(value: f64, full: f64) -> f64 {
 
 /// Each component's wear for a robot.
 pub fn components(inputs: &Inputs, rule: &Rule) -> Components {
-    if !inputs.seen {
+    let wear = [METRIC_CAPACITY, METRIC_CYCLES, METRIC_HOURS];
+    if !inputs.seen || !wear.iter().any(|m| inputs.metrics.contains_key(*m)) {
         return Components::default();
     }
     let capacity = inputs.metrics.get(METRIC_CAPACITY).copied();
@@ -134,8 +136,8 @@ pub fn components(inputs: &Inputs, rule: &Rule) -> Components {
     }
 }
 
-/// The score, 0-100 with one decimal; `None` when the robot never polled or every known component has
-/// weight 0.
+/// The score, 0-100 with one decimal; `None` when the robot never polled, reports no wear metric, or every
+/// known component has weight 0.
 pub fn score(inputs: &Inputs, rule: &Rule) -> Option<f64> {
     let c = components(inputs, rule);
     let parts = [
@@ -219,11 +221,14 @@ mod tests {
     }
 
     proptest! {
-        /// Always 0-100, and `None` exactly for a robot never seen.
+        /// Always 0-100, and `None` exactly for a robot never seen or without a wear metric.
         #[test]
-        fn bounded_and_known_once_seen(i in inputs()) {
-            let s = score(&i, &Rule::default()).unwrap();
-            prop_assert!((0.0..=100.0).contains(&s), "{s}");
+        fn bounded_and_known_once_seen_with_a_wear_metric(i in inputs()) {
+            let known = !i.metrics.is_empty();
+            match score(&i, &Rule::default()) {
+                Some(s) => prop_assert!(known && (0.0..=100.0).contains(&s), "{s}"),
+                None => prop_assert!(!known),
+            }
             prop_assert_eq!(score(&Inputs { seen: false, ..i }, &Rule::default()), None);
         }
 
@@ -231,7 +236,7 @@ mod tests {
         #[test]
         fn more_wear_never_lowers_it(i in inputs(), more in 1u64..5, less in 0.1f64..30.0) {
             let rule = Rule::default();
-            let base = score(&i, &rule).unwrap();
+            let Some(base) = score(&i, &rule) else { return Ok(()) };
             let worse = [
                 Inputs { failures: i.failures + more, ..i.clone() },
                 Inputs { rollbacks: i.rollbacks + more, ..i.clone() },
@@ -260,7 +265,7 @@ mod tests {
         #[test]
         fn the_ends(weights in proptest::collection::vec(0.1f64..10.0, 5)) {
             let rule = Rule { battery: weights[0], errors: weights[1], reboots: weights[2], rollbacks: weights[3], hours: weights[4], ..Rule::default() };
-            let new = Inputs { seen: true, ..Inputs::default() };
+            let new = Inputs { seen: true, metrics: BTreeMap::from([(METRIC_CAPACITY.to_string(), 100.0)]), ..Inputs::default() };
             prop_assert_eq!(score(&new, &rule), Some(0.0));
             let worn = Inputs {
                 seen: true,

@@ -22,7 +22,7 @@ export function mount(ctx) {
   root.setAttribute("aria-labelledby", "alerts-title");
 
   const link = document.querySelector('nav.views a[data-route="alerts"]');
-  const count = el("span", { class: "badge alert-count", id: "alert-count", hidden: true });
+  const count = el("span", { class: "badge alert-count", id: "alert-count", hidden: true }, "");
   if (link) link.append(" ", count);
 
   const body = el("tbody", { id: "alert-rows" });
@@ -86,7 +86,8 @@ export function mount(ctx) {
     }
     empty.hidden = state.alerts.length > 0;
     const open = state.alerts.filter((a) => !a.acknowledged).length;
-    count.textContent = String(open);
+    // Empty rather than hidden at 0: the badge's CSS display would override the hidden attribute.
+    count.textContent = open ? String(open) : "";
     count.hidden = open === 0;
     if (link) link.setAttribute("aria-label", `Alerts (${open} not acknowledged)`);
     document.getElementById("alerts-summary").textContent =
