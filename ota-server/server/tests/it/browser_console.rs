@@ -28,6 +28,10 @@ fn seed_store(data_dir: &std::path::Path) {
     std::fs::create_dir_all(data_dir).unwrap();
     let store = ota_server::store::open(None, data_dir).expect("open the store");
     let started = Instant::now();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     for i in 0..BULK {
         let mut hash = [0u8; 32];
         hash[..8].copy_from_slice(&(i as u64).to_be_bytes());
@@ -43,7 +47,8 @@ fn seed_store(data_dir: &std::path::Path) {
                 labels: DeviceLabels::default(),
                 state: DeviceState {
                     current_version: Some(semver::Version::new(1, (i % 3) as u64, 0)),
-                    last_seen: Some(1_700_000_000 + (i * 37 % 5000) as u64),
+                    // Seen lately: a live fleet (robots unseen for days would each raise an alert).
+                    last_seen: Some(now - (i % 600) as u64),
                     ..DeviceState::default()
                 },
             })
@@ -388,6 +393,10 @@ async fn console_acts_by_clicking_at_fleet_scale() {
     )
     .await;
     assert!(status.is_success());
+    until_rollout(&c, &server, rid, "robot-a's failure counted", |r| {
+        r["counts"]["failed"] == 1
+    })
+    .await;
     click_action(&session, "retry").await;
     until_rollout(&c, &server, rid, "the failure retried", |r| {
         r["counts"]["failed"] == 0
@@ -541,6 +550,16 @@ async fn console_acts_by_clicking_at_fleet_scale() {
         "the robot view covers the phone's screen"
     );
     session.click("#detail-close").await;
+    session
+        .wait_for(
+            "the sheet to close",
+            Duration::from_secs(5),
+            "return document.getElementById('detail').hidden",
+            json!([]),
+            |v| v == true,
+        )
+        .await;
+    session.goto(&format!("{}/#/", server.base)).await;
     let (scroll, _) = session
         .wait_for("the table at phone width", Duration::from_secs(5),
             "const s = document.querySelector('.table-scroll'); const d = document.getElementById('detail');

@@ -316,10 +316,10 @@ function go(hash) {
   else location.hash = hash;
 }
 
-/** Back to where the operator came from inside the console (the fleet when the page was opened here). */
+/** Up from a detail view: a robot to the list it was opened from (the fleet or a rollout), anything else to
+ * the fleet. Deterministic, unlike history.back() (the browser's own back button still walks the history). */
 function back() {
-  if (ctx.depth > 0) history.back();
-  else go("#/");
+  go(ctx.parent || "#/");
 }
 
 // ---------- sign-in ----------
@@ -348,7 +348,7 @@ const ctx = {
   confirm: confirmDialog,
   go,
   back,
-  depth: 0,
+  parent: "#/",
   view,
   toast,
   announce,

@@ -35,14 +35,13 @@ function parse(hash) {
   return { name: "fleet", id: null };
 }
 
-const stack = []; // hashes visited inside the console, for ctx.back()
+let listHash = "#/"; // the last list a robot can be opened from (the fleet or a rollout's robots)
 
 function route() {
   const hash = location.hash;
-  if (stack.length > 1 && stack[stack.length - 2] === hash) stack.pop();
-  else if (stack[stack.length - 1] !== hash) stack.push(hash);
-  ctx.depth = stack.length - 1;
   ctx.route = parse(hash);
+  if (ctx.route.name === "fleet" || ctx.route.name === "rollout") listHash = hash || "#/";
+  ctx.parent = ctx.route.name === "robot" ? listHash : "#/";
   const shown = new Set(LAYOUT[ctx.route.name]);
   for (const name of VIEWS) ctx.view(name).hidden = !shown.has(name);
   document.body.dataset.route = ctx.route.name;

@@ -49,10 +49,16 @@ export function mount(c) {
   });
 }
 
+/** The snapshot; an event that arrived while it was on its way (newer `updated_at`) wins over it. */
 async function load() {
   const list = await ctx.api.get("/api/rollouts");
+  const fresh = new Map();
+  for (const r of list) {
+    const seen = rollouts.get(r.rollout_id);
+    fresh.set(r.rollout_id, seen && seen.updated_at > r.updated_at ? seen : r);
+  }
   rollouts.clear();
-  for (const r of list) rollouts.set(r.rollout_id, r);
+  for (const [id, r] of fresh) rollouts.set(id, r);
   render();
 }
 
