@@ -59,7 +59,10 @@ pub fn upload_site() {}
 #[utoipa::path(get, path = "/api/sites/{name}/image", tag = "sites",
     params(("name" = String, Path, description = "site name")),
     responses(
-        (status = 200, description = "the image as uploaded", body = Vec<u8>, content_type = "application/octet-stream"),
+        (status = 200, description = "the image as uploaded", content(
+            (Vec<u8> = "image/png"),
+            (Vec<u8> = "image/jpeg"),
+        )),
         (status = "default", description = "error", body = ErrorBody),
     ))]
 pub fn site_image() {}
