@@ -138,14 +138,14 @@ pub struct DeviceInfo {
     pub maintenance_score: Option<f64>,
     /// How its recent updates went (the server's health rule); absent from servers that predate it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub health: Option<Health>,
+    pub health: Option<DeviceHealth>,
 }
 
 /// The health rule's verdict on a robot: failures and roll-backs among its last outcome reports (success,
 /// failure, rolled back; progress reports do not count).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct Health {
+pub struct DeviceHealth {
     /// `ok`, `warn` (only the latest outcome was bad) or `bad` (enough bad outcomes to flag it).
     pub level: HealthLevel,
     /// `failure` outcomes counted.
@@ -156,7 +156,7 @@ pub struct Health {
     pub outcomes: u8,
 }
 
-/// [`Health::level`], ordered from good to bad.
+/// [`DeviceHealth::level`], ordered from good to bad.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]

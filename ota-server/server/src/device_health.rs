@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 
-use ota_protocol::admin::{Health, HealthLevel};
+use ota_protocol::admin::{DeviceHealth, HealthLevel};
 use ota_protocol::device::ReportStatus;
 
 /// Outcome reports the rule looks at.
@@ -49,7 +49,7 @@ impl Outcomes {
     }
 
     /// The verdict.
-    pub fn health(&self) -> Health {
+    pub fn health(&self) -> DeviceHealth {
         let failures = self.count(ReportStatus::Failure);
         let rollbacks = self.count(ReportStatus::RolledBack);
         let latest_bad = self.0.front().is_some_and(|s| *s != ReportStatus::Success);
@@ -60,7 +60,7 @@ impl Outcomes {
         } else {
             HealthLevel::Ok
         };
-        Health {
+        DeviceHealth {
             level,
             failures,
             rollbacks,

@@ -270,7 +270,7 @@ fn opt<T: PartialOrd>(a: Option<T>, b: Option<T>, descending: bool) -> Ordering 
 pub fn compare(a: &DeviceInfo, b: &DeviceInfo, key: SortKey, descending: bool) -> Ordering {
     let battery = |d: &DeviceInfo| d.telemetry.as_ref().and_then(|t| t.battery_percent);
     let health = |d: &DeviceInfo| {
-        let h = d.health.unwrap_or(ota_protocol::admin::Health {
+        let h = d.health.unwrap_or(ota_protocol::admin::DeviceHealth {
             level: HealthLevel::Ok,
             failures: 0,
             rollbacks: 0,

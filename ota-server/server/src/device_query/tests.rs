@@ -1,6 +1,6 @@
 use std::collections::{BTreeMap, HashSet};
 
-use ota_protocol::admin::{DeviceInfo, Health, HealthLevel, LastStatus};
+use ota_protocol::admin::{DeviceHealth, DeviceInfo, HealthLevel, LastStatus};
 use ota_protocol::device::{ReportStatus, Telemetry};
 use proptest::prelude::*;
 
@@ -40,7 +40,7 @@ fn device(
         security_floor: None,
         freeze_alarm: None,
         maintenance_score: None,
-        health: status.map(|s| Health {
+        health: status.map(|s| DeviceHealth {
             level: match s {
                 ReportStatus::Failure => HealthLevel::Warn,
                 ReportStatus::RolledBack => HealthLevel::Bad,
