@@ -330,13 +330,7 @@ fn kernel_panic_falls_back(board: Board) -> Result<()> {
 ///    `OTA_VM_TRIAL_EVERY`-th cut (default 3; 0 = never). `OTA_VM_SEED` fixes the cut times.
 #[test]
 fn scenario_4_power_cuts() -> Result<()> {
-    power_cuts(
-        Board::Grub,
-        "OTA_VM_POWER_CUTS",
-        9,
-        "OTA_VM_TRIAL_EVERY",
-        3,
-    )
+    power_cuts(Board::Grub, "OTA_VM_POWER_CUTS", 9, "OTA_VM_TRIAL_EVERY", 3)
 }
 
 /// 4 under U-Boot, with a fourth kind of cut: during U-Boot's own `saveenv` on the trial boot (`count`).
