@@ -28,42 +28,14 @@ impl OutcomeStore for SqliteStore {
 
 #[cfg(test)]
 mod tests {
-    use ota_protocol::admin::{LastStatus, ReportRecord};
     use ota_protocol::device::ReportStatus::{self, *};
 
     use super::*;
-    use crate::store::{DeviceRecord, ReportCommit, Store};
+    use crate::store::{DeviceRecord, Store};
 
     fn commit(store: &SqliteStore, device: &str, n: usize, status: ReportStatus) {
-        let report = ReportRecord {
-            report_id: format!("{device}-{n}"),
-            rollout_id: None,
-            version: None,
-            manifest_digest: None,
-            status,
-            progress_percent: None,
-            error: None,
-            log_tail: None,
-            reason: None,
-            received_at: n as u64,
-        };
-        let last = LastStatus {
-            status,
-            rollout_id: None,
-            version: None,
-            at: n as u64,
-            error: None,
-            reason: None,
-        };
-        assert!(store
-            .commit_report(&ReportCommit {
-                device_id: device,
-                report: &report,
-                last_status: &last,
-                member: None,
-                rollout: None,
-            })
-            .unwrap());
+        let id = format!("{device}-{n}");
+        crate::store::alerts::conformance::report(store, device, &id, status, n as u64);
     }
 
     /// Each robot's last outcomes, newest first, at most the limit; progress reports and robots without an
