@@ -393,6 +393,10 @@ pub struct RolloutInfo {
     pub created_at: u64,
     /// Last change.
     pub updated_at: u64,
+    /// Moves with every change of the rollout or of a member's status: of two copies of the same rollout, the one
+    /// with the greater revision is the newer (`updated_at` has only second resolution).
+    #[serde(default)]
+    pub revision: u64,
     /// Device counts.
     pub counts: RolloutCounts,
     /// Target filter (its `tags` equal `tags` above).

@@ -278,6 +278,7 @@ impl Rollout {
             failure_threshold: r.failure_threshold,
             created_at: r.created_at,
             updated_at: r.updated_at,
+            revision: r.revision,
             counts,
             filter: TargetFilter {
                 tags: r.tags.clone(),

@@ -13,6 +13,9 @@ use serde_json::{json, Value};
 pub(crate) fn tool(name: &str) -> PathBuf {
     ota_testkit::tools::find(name).unwrap_or_else(|| panic!("{name} is not on PATH"))
 }
+/// How long a page may take to show a change. Generous because CI runs these beside QEMU on two cores; a wait
+/// ends as soon as the change shows, and the latencies are printed, not asserted.
+pub(crate) const PATIENCE: Duration = Duration::from_secs(20);
 /// W3C WebDriver's key for element references.
 pub(crate) const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -250,7 +253,7 @@ impl Session {
     pub(crate) async fn click_when_there(&self, css: &str) {
         self.wait_for(
             css,
-            Duration::from_secs(5),
+            PATIENCE,
             "return document.querySelector(arguments[0]) !== null",
             json!([css]),
             |v| v == true,

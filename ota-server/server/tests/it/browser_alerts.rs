@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::browser::{png_size, Driver};
+use crate::browser::{png_size, Driver, PATIENCE};
 use crate::common::*;
 use ota_keys::SecretKey;
 use ota_protocol::device::{ReportRequest, ReportStatus};
@@ -38,7 +38,7 @@ async fn a_rollback_shows_up_live_and_is_acknowledged_by_clicking() {
     session
         .wait_for(
             "the live indicator",
-            Duration::from_secs(10),
+            PATIENCE,
             "return document.getElementById('conn').textContent",
             json!([]),
             |v| v == "live",
@@ -50,7 +50,7 @@ async fn a_rollback_shows_up_live_and_is_acknowledged_by_clicking() {
     session
         .wait_for(
             "the offline alert of the quiet robot",
-            Duration::from_secs(10),
+            PATIENCE,
             "return [...document.querySelectorAll('#alert-rows tr')].map(r => r.innerText).join('|')",
             json!([]),
             |v| v.as_str().is_some_and(|t| t.contains("amr-7") && t.contains("offline")),
@@ -67,7 +67,7 @@ async fn a_rollback_shows_up_live_and_is_acknowledged_by_clicking() {
     let (row, took) = session
         .wait_for(
             "the rollback's alert row",
-            Duration::from_secs(10),
+            PATIENCE,
             "const r = [...document.querySelectorAll('#alert-rows tr')].find(r => r.innerText.includes('rolled back')); return r && [r.getAttribute('data-alert'), r.innerText, document.getElementById('alert-count').textContent, r.querySelector('a.alert-target').getAttribute('href')]",
             json!([]),
             |v| v.is_array(),
@@ -88,7 +88,7 @@ async fn a_rollback_shows_up_live_and_is_acknowledged_by_clicking() {
     session
         .wait_for(
             "the acknowledgement on the page",
-            Duration::from_secs(10),
+            PATIENCE,
             &format!("const r = document.querySelector('#alert-rows tr[data-alert=\"{id}\"] td.acked'); return r ? r.textContent : null"),
             json!([]),
             |v| v.as_str().is_some_and(|t| t.starts_with("admin-token")),

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::browser::{png_size, Driver, Session};
+use crate::browser::{png_size, Driver, Session, PATIENCE};
 use crate::common::*;
 use crate::sites::{plan_png, poll_at};
 use ota_keys::SecretKey;
@@ -152,7 +152,7 @@ async fn charts_and_the_map_render_and_follow_the_fleet() {
     session
         .wait_for(
             "the live indicator",
-            Duration::from_secs(10),
+            PATIENCE,
             "return document.getElementById('conn').textContent",
             json!([]),
             |v| v == "live",
@@ -169,7 +169,7 @@ async fn charts_and_the_map_render_and_follow_the_fleet() {
     let (v, _) = session
         .wait_for(
             "robot-hist's charts",
-            Duration::from_secs(10),
+            PATIENCE,
             &format!("const g = document.querySelector('{ROBOT_CHARTS}'); return g && [g.getAttribute('data-charts'), g.getAttribute('data-markers')]"),
             json!([]),
             |v| v[0].as_str().is_some_and(|n| n.parse::<u32>().unwrap_or(0) >= 4),
@@ -215,7 +215,7 @@ async fn charts_and_the_map_render_and_follow_the_fleet() {
     session
         .wait_for(
             "the live update marker",
-            Duration::from_secs(5),
+            PATIENCE,
             &format!(
                 "return document.querySelector('{ROBOT_CHARTS}').getAttribute('data-markers')"
             ),
@@ -242,7 +242,7 @@ async fn charts_and_the_map_render_and_follow_the_fleet() {
     session
         .wait_for(
             "the guard chart",
-            Duration::from_secs(10),
+            PATIENCE,
             &format!("const g = document.querySelector('{guards}'); return g && g.getAttribute('data-charts')"),
             json!([]),
             |v| v == "1",
@@ -251,7 +251,7 @@ async fn charts_and_the_map_render_and_follow_the_fleet() {
     let (drawn, _) = session
         .wait_for(
             "the guard chart's pixels",
-            Duration::from_secs(5),
+            PATIENCE,
             DRAWN,
             json!([format!("{guards} canvas.chart")]),
             |v| v.as_u64().is_some_and(|n| n > 2000),
@@ -268,7 +268,7 @@ async fn charts_and_the_map_render_and_follow_the_fleet() {
     session
         .wait_for(
             "the upload form",
-            Duration::from_secs(5),
+            PATIENCE,
             "return !!document.getElementById('site-form')",
             json!([]),
             |v| v == true,
@@ -297,13 +297,9 @@ async fn charts_and_the_map_render_and_follow_the_fleet() {
     }
     const DOTS: &str = "const c = document.getElementById('map-canvas'); return c && [c.getAttribute('data-site'), c.getAttribute('data-robots')]";
     session
-        .wait_for(
-            "three dots on hall-a",
-            Duration::from_secs(5),
-            DOTS,
-            json!([]),
-            |v| v == &json!(["hall-a", "3"]),
-        )
+        .wait_for("three dots on hall-a", PATIENCE, DOTS, json!([]), |v| {
+            v == &json!(["hall-a", "3"])
+        })
         .await;
     let drawn = session.js(DRAWN, json!(["#map-canvas"])).await;
     assert!(
@@ -325,7 +321,7 @@ async fn charts_and_the_map_render_and_follow_the_fleet() {
     let (after, took) = session
         .wait_for(
             "robot-b1's dot to move",
-            Duration::from_secs(5),
+            PATIENCE,
             DOT_AT,
             json!(["robot-b1"]),
             |v| v == &json!([540, 260]),

@@ -7,9 +7,9 @@
 //! Needs `chromium` and `chromedriver` on PATH (`scripts/install-deps.sh browser` installs them): without them
 //! it fails under CI and prints a loud SKIPPED line elsewhere (`ota_testkit::tools`).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::browser::{png_size, target_dir, Driver};
+use crate::browser::{png_size, target_dir, Driver, PATIENCE};
 use crate::common::*;
 use ota_keys::SecretKey;
 use ota_protocol::device::{ReportRequest, ReportStatus};
@@ -89,7 +89,7 @@ async fn dashboard_shows_fleet_and_applies_live_reports() {
     let (v, _) = session
         .wait_for(
             "robot-0042's row",
-            Duration::from_secs(10),
+            PATIENCE,
             ROW_STATE,
             json!(["robot-0042"]),
             |v| !v.is_null(),
@@ -99,7 +99,7 @@ async fn dashboard_shows_fleet_and_applies_live_reports() {
     let (v, _) = session
         .wait_for(
             "the live indicator",
-            Duration::from_secs(5),
+            PATIENCE,
             "return document.getElementById('conn').textContent",
             json!([]),
             |v| v == "live",
@@ -164,7 +164,7 @@ async fn dashboard_shows_fleet_and_applies_live_reports() {
     session
         .wait_for(
             "the waiting reason",
-            Duration::from_secs(2),
+            PATIENCE,
             "const r = document.querySelector('tr[data-device-id=\"robot-0100\"]'); return r && [r.textContent, r.querySelectorAll('b').length]",
             json!([]),
             |v| v[0].as_str().is_some_and(|t| t.contains("waiting before install: on a mission <b>now</b>")) && v[1] == 0,
@@ -186,7 +186,7 @@ async fn dashboard_shows_fleet_and_applies_live_reports() {
     let (v, took) = session
         .wait_for(
             "status 'downloading'",
-            Duration::from_secs(2),
+            PATIENCE,
             ROW_STATE,
             json!(["robot-0042"]),
             |v| v[0] == "downloading",
@@ -207,7 +207,7 @@ async fn dashboard_shows_fleet_and_applies_live_reports() {
     let (v, took) = session
         .wait_for(
             "status 'failure'",
-            Duration::from_secs(2),
+            PATIENCE,
             ROW_STATE,
             json!(["robot-0042"]),
             |v| v[0] == "failure",
@@ -227,7 +227,7 @@ async fn dashboard_shows_fleet_and_applies_live_reports() {
     let (v, _) = session
         .wait_for(
             "the rollout's failure count",
-            Duration::from_secs(2),
+            PATIENCE,
             "return document.querySelector(`tr[data-rollout-id=\"${arguments[0]}\"]`).textContent",
             json!([rollout_id]),
             |v| v.as_str().is_some_and(|t| t.contains("1 failed")),
@@ -258,7 +258,7 @@ async fn dashboard_shows_fleet_and_applies_live_reports() {
     let (v, _) = session
         .wait_for(
             "the health flag",
-            Duration::from_secs(2),
+            PATIENCE,
             ROW_STATE,
             json!(["robot-0042"]),
             |v| v[2] == "bad",
@@ -273,7 +273,7 @@ async fn dashboard_shows_fleet_and_applies_live_reports() {
     let (v, _) = session
         .wait_for(
             "the report history",
-            Duration::from_secs(5),
+            PATIENCE,
             "return [...document.querySelectorAll('#report-rows tr')].map(r => r.getAttribute('data-report-id'))",
             json!([]),
             |v| v.as_array().is_some_and(|a| a.len() == 3),
@@ -332,7 +332,7 @@ async fn dashboard_shows_fleet_and_applies_live_reports() {
     session
         .wait_for(
             "the live history entry",
-            Duration::from_secs(2),
+            PATIENCE,
             "return document.querySelector('#report-rows tr').getAttribute('data-report-id')",
             json!([]),
             |v| v == "r-4",
@@ -344,7 +344,7 @@ async fn dashboard_shows_fleet_and_applies_live_reports() {
     session
         .wait_for(
             "the sign-in form",
-            Duration::from_secs(2),
+            PATIENCE,
             "return !document.getElementById('login').hidden",
             json!([]),
             |v| v == true,
@@ -366,7 +366,7 @@ async fn dashboard_shows_fleet_and_applies_live_reports() {
     session
         .wait_for(
             "the rejection",
-            Duration::from_secs(5),
+            PATIENCE,
             "return document.getElementById('login-error').textContent",
             json!([]),
             |v| v.as_str().is_some_and(|t| t.contains("rejected")),
@@ -377,7 +377,7 @@ async fn dashboard_shows_fleet_and_applies_live_reports() {
     session
         .wait_for(
             "the fleet after signing in",
-            Duration::from_secs(5),
+            PATIENCE,
             ROW_STATE,
             json!(["robot-0100"]),
             |v| !v.is_null(),

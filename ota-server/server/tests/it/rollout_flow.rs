@@ -229,7 +229,11 @@ async fn staged_rollout(db: Database) {
         }
     }
     assert_eq!(stage2.len(), 2, "stage 2 adds two devices");
-    // One succeeds, one rolls back: 1 bad of 3 offered = 33% > 25% → automatic pause.
+    // One succeeds, one rolls back: 1 bad of 3 offered = 33% > 25% → automatic pause. Each report moves the
+    // revision, which is how the console orders copies of a rollout that arrive out of order.
+    let revision = |info: &serde_json::Value| info["revision"].as_u64().expect("revision");
+    let before =
+        revision(&admin_get(&c, &server, &format!("/api/rollouts/{rid}")).await["rollout"]);
     let (s, _) = report(
         &c,
         &server,
@@ -238,6 +242,9 @@ async fn staged_rollout(db: Database) {
     )
     .await;
     assert_eq!(s, StatusCode::OK);
+    let after_success =
+        revision(&admin_get(&c, &server, &format!("/api/rollouts/{rid}")).await["rollout"]);
+    assert!(after_success > before, "{before} → {after_success}");
     let (s, _) = report(
         &c,
         &server,
@@ -248,6 +255,7 @@ async fn staged_rollout(db: Database) {
     assert_eq!(s, StatusCode::OK);
     let info = admin_get(&c, &server, &format!("/api/rollouts/{rid}")).await["rollout"].clone();
     assert_eq!(info["state"], "paused", "{info}");
+    assert!(revision(&info) > after_success, "{info}");
     assert!(
         info["pause_reason"]
             .as_str()
@@ -300,6 +308,7 @@ async fn staged_rollout(db: Database) {
         (Some("active"), Some(2)),
         "{info}"
     );
+    assert!(revision(&info) > after_success + 1, "{info}");
     let mut last = BTreeSet::new();
     for id in &rest {
         if poll(&c, &server, &token_of(id), "1.0.0")

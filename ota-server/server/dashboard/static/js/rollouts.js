@@ -16,6 +16,15 @@ const SEGMENTS = [
 /** Rollouts by id. */
 export const rollouts = new Map();
 
+/** Stores `r` unless the copy we hold is newer: an action's answer, an event and a list can arrive in any order.
+ *  Returns the copy held before, or null when `r` was older and dropped. */
+function keep(r) {
+  const before = rollouts.get(r.rollout_id);
+  if (before && before.revision > r.revision) return null;
+  rollouts.set(r.rollout_id, r);
+  return before || { state: undefined };
+}
+
 let ctx;
 let scheduled = false;
 let shown = null; // rollout id in the rollout view
@@ -26,10 +35,9 @@ export function mount(c) {
   form.mount(ctx);
   ctx.on("resync", load);
   ctx.on("rollout_updated", (r) => {
-    const before = rollouts.get(r.rollout_id);
-    if (before && before.updated_at > r.updated_at) return; // older than what we have
-    rollouts.set(r.rollout_id, r);
-    if (!before || before.state !== r.state) {
+    const before = keep(r);
+    if (!before) return;
+    if (before.state !== r.state) {
       ctx.announce(`Rollout ${r.rollout_id} (${r.name}) is ${r.state}${r.pause_reason ? `: ${r.pause_reason}` : ""}`);
     }
     render();
@@ -49,16 +57,12 @@ export function mount(c) {
   });
 }
 
-/** The snapshot; an event that arrived while it was on its way (newer `updated_at`) wins over it. */
+/** The snapshot; an event that arrived while it was on its way (greater `revision`) wins over it. */
 async function load() {
   const list = await ctx.api.get("/api/rollouts");
-  const fresh = new Map();
-  for (const r of list) {
-    const seen = rollouts.get(r.rollout_id);
-    fresh.set(r.rollout_id, seen && seen.updated_at > r.updated_at ? seen : r);
-  }
-  rollouts.clear();
-  for (const [id, r] of fresh) rollouts.set(id, r);
+  const ids = new Set(list.map((r) => r.rollout_id));
+  for (const id of [...rollouts.keys()]) if (!ids.has(id)) rollouts.delete(id);
+  for (const r of list) keep(r);
   render();
 }
 
@@ -157,7 +161,7 @@ async function openRollout(id) {
   if (!rollouts.has(id)) {
     try {
       const detail = await ctx.api.get(`/api/rollouts/${id}`);
-      rollouts.set(id, detail.rollout);
+      keep(detail.rollout);
     } catch (e) {
       ctx.toast(`Could not load rollout ${id}: ${e.message}`, "error");
       return;
@@ -182,7 +186,7 @@ async function act(r, action, label) {
   }
   try {
     const info = await ctx.api.post(`/api/rollouts/${r.rollout_id}/${action}`);
-    rollouts.set(info.rollout_id, info);
+    keep(info);
     ctx.toast(`Rollout #${info.rollout_id}: ${label.toLowerCase()} done; it is ${info.state}`);
     render();
   } catch (e) {
