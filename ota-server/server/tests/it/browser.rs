@@ -111,6 +111,13 @@ impl Driver {
     }
 }
 
+/// chromedriver and one Chromium session, their log and profile kept in `dir`.
+pub(crate) async fn open(dir: &Path) -> (Driver, Session) {
+    let driver = Driver::start(&dir.join("chromedriver.log")).await;
+    let session = driver.session(&dir.join("chromium-profile")).await;
+    (driver, session)
+}
+
 impl Drop for Driver {
     fn drop(&mut self) {
         // Kill the process group we created (chromedriver and every browser process it started), by its id.
@@ -265,6 +272,43 @@ impl Session {
     pub(crate) async fn screenshot(&self) -> Vec<u8> {
         let v = self.cmd(reqwest::Method::GET, "/screenshot", None).await;
         base64_decode(v.as_str().expect("screenshot is base64"))
+    }
+
+    /// Saves a screenshot as `target/screenshots/NAME.png`, and as `docs/screenshots/NAME.png` too when
+    /// `OTA_REFRESH_SCREENSHOTS` is set (how the docs' pictures are refreshed), so that a test run leaves the
+    /// tree as it found it. Returns the picture's size.
+    pub(crate) async fn save_screenshot(&self, name: &str) -> (u32, u32) {
+        let png = self.screenshot().await;
+        let (w, h) = png_size(&png);
+        let mut dirs = vec![target_dir().join("screenshots")];
+        if std::env::var_os("OTA_REFRESH_SCREENSHOTS").is_some() {
+            dirs.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots"));
+        }
+        for dir in dirs {
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join(format!("{name}.png"));
+            std::fs::write(&path, &png).unwrap();
+            println!(
+                "screenshot {} ({w}×{h}, {} bytes)",
+                path.display(),
+                png.len()
+            );
+        }
+        (w, h)
+    }
+
+    /// Opens the console at `base` signed in with `token` (through the URL fragment) and waits until its event
+    /// stream is live.
+    pub(crate) async fn open_console(&self, base: &str, token: &str) {
+        self.goto(&format!("{base}/#token={token}")).await;
+        self.wait_for(
+            "the live indicator",
+            PATIENCE,
+            "return document.getElementById('conn').textContent",
+            json!([]),
+            |v| v == "live",
+        )
+        .await;
     }
 
     /// Polls `script` (which returns a value) until `pred` holds; returns the value and the time it took.

@@ -2,14 +2,14 @@
 //! viewer and creates an API token (shown once) from `#/admin`; the viewer sees no action buttons where the
 //! operator does, and the API refuses the viewer's change (403); signing out ends the session (its token is
 //! refused afterwards); the audit trail on the page names who did what. Screenshot of the admin view:
-//! docs/screenshots/admin.png.
+//! `admin` (see `Session::save_screenshot`).
 //!
 //! Needs `chromium` and `chromedriver` (`scripts/install-deps.sh browser`): fails under CI without them, prints
 //! SKIPPED elsewhere.
 
 use std::time::Duration;
 
-use crate::browser::{png_size, Driver, Session};
+use crate::browser::{open, Session};
 use crate::common::*;
 use ota_keys::SecretKey;
 use reqwest::StatusCode;
@@ -122,8 +122,7 @@ async fn accounts_roles_tokens_and_audit_in_the_browser() {
     .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 
-    let driver = Driver::start(&tmp.path().join("chromedriver.log")).await;
-    let session = driver.session(&tmp.path().join("chromium-profile")).await;
+    let (_driver, session) = open(tmp.path()).await;
     session.viewport(1280, 1100).await;
     session.goto(&format!("{}/", server.base)).await;
     sign_in(&session, "ada").await;
@@ -171,11 +170,7 @@ async fn accounts_roles_tokens_and_audit_in_the_browser() {
             |v| v[0] == 1 && v[1].as_u64().unwrap_or(0) >= 4,
         )
         .await;
-    let png = session.screenshot().await;
-    assert_eq!(png_size(&png), (1280, 1100));
-    let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots");
-    std::fs::create_dir_all(&shots).unwrap();
-    std::fs::write(shots.join("admin.png"), &png).unwrap();
+    assert_eq!(session.save_screenshot("admin").await, (1280, 1100));
 
     // Signing out ends the session on the server too.
     let ada = token_of(&session).await;

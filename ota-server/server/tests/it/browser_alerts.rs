@@ -1,11 +1,10 @@
 //! The alerts page in a real headless Chromium against a real server: a robot rolls back, and its alert
 //! appears on `#/alerts` live (the `alerts_changed` event, no reload) with the count in the header; an operator
-//! acknowledges it by clicking, and the API then says who and when. Screenshot: docs/screenshots/alerts.png.
+//! acknowledges it by clicking, and the API then says who and when. Screenshot: `alerts`.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::browser::{png_size, Driver, PATIENCE};
+use crate::browser::{open, PATIENCE};
 use crate::common::*;
 use ota_keys::SecretKey;
 use ota_protocol::device::{ReportRequest, ReportStatus};
@@ -29,21 +28,9 @@ async fn a_rollback_shows_up_live_and_is_acknowledged_by_clicking() {
     let token = enroll(&c, &server, robot, &[("site", "hall")], COMPATIBLE).await;
     poll(&c, &server, &token, "2.4.0").await;
 
-    let driver = Driver::start(&tmp.path().join("chromedriver.log")).await;
-    let session = driver.session(&tmp.path().join("chromium-profile")).await;
+    let (_driver, session) = open(tmp.path()).await;
     session.viewport(1100, 700).await;
-    session
-        .goto(&format!("{}/#token={ADMIN}", server.base))
-        .await;
-    session
-        .wait_for(
-            "the live indicator",
-            PATIENCE,
-            "return document.getElementById('conn').textContent",
-            json!([]),
-            |v| v == "live",
-        )
-        .await;
+    session.open_console(&server.base, ADMIN).await;
     session
         .js("location.hash = '#/alerts'; return null", json!([]))
         .await;
@@ -114,21 +101,7 @@ async fn a_rollback_shows_up_live_and_is_acknowledged_by_clicking() {
         json!([false, "1"]),
         "the offline one is left unacknowledged"
     );
-    save_screenshot(&session, "alerts").await;
+    session.save_screenshot("alerts").await;
     session.close().await;
     server.stop().await;
-}
-
-async fn save_screenshot(session: &crate::browser::Session, name: &str) {
-    let png = session.screenshot().await;
-    let (w, h) = png_size(&png);
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("../../docs/screenshots/{name}.png"));
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(&path, &png).unwrap();
-    println!(
-        "screenshot {} ({w}×{h}, {} bytes)",
-        path.display(),
-        png.len()
-    );
 }

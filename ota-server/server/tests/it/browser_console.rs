@@ -6,13 +6,12 @@
 //! report reaches the screen in < 1 s (measured and printed; the assertion is generous); stored text with
 //! markup renders as text; at phone width the robot view is a full-screen sheet and the table scrolls
 //! sideways; a viewer sees no action buttons and the API refuses them. Screenshots of the fleet, rollout and
-//! robot views go to docs/screenshots/.
+//! robot views: `fleet`, `rollout`, `robot` (see `Session::save_screenshot`).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::browser::{png_size, Driver, Session, PATIENCE};
+use crate::browser::{open, Session, PATIENCE};
 use crate::common::*;
 use ota_keys::SecretKey;
 use ota_protocol::device::ReportStatus;
@@ -57,24 +56,6 @@ fn seed_store(data_dir: &std::path::Path) {
     println!(
         "seeded {BULK} robots into the store in {:?}",
         started.elapsed()
-    );
-}
-
-fn screenshots_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots")
-}
-
-async fn save_screenshot(session: &Session, name: &str) {
-    let png = session.screenshot().await;
-    let (w, h) = png_size(&png);
-    let dir = screenshots_dir();
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{name}.png"));
-    std::fs::write(&path, &png).unwrap();
-    println!(
-        "screenshot {} ({w}×{h}, {} bytes)",
-        path.display(),
-        png.len()
     );
 }
 
@@ -179,8 +160,7 @@ async fn console_acts_by_clicking_at_fleet_scale() {
     let old_id = old["bundle_id"].as_str().unwrap().to_string();
     let new_id = new["bundle_id"].as_str().unwrap().to_string();
 
-    let driver = Driver::start(&tmp.path().join("chromedriver.log")).await;
-    let session = driver.session(&tmp.path().join("chromium-profile")).await;
+    let (driver, session) = open(tmp.path()).await;
 
     // First page of 10,003 robots.
     let started = Instant::now();
@@ -263,7 +243,7 @@ async fn console_acts_by_clicking_at_fleet_scale() {
         }
     }
     session.click("th[data-sort=\"device\"] button").await; // back to device ascending
-    save_screenshot(&session, "fleet").await;
+    session.save_screenshot("fleet").await;
 
     // Stored text is text.
     filter(&session, "robot-c", Some(&["robot-c"])).await;
@@ -358,7 +338,7 @@ async fn console_acts_by_clicking_at_fleet_scale() {
             |v| *v == json!(format!("#/rollout/{rid}")),
         )
         .await;
-    save_screenshot(&session, "rollout").await;
+    session.save_screenshot("rollout").await;
 
     // Pause, resume, next stage.
     click_action(&session, "pause").await;
@@ -455,7 +435,7 @@ async fn console_acts_by_clicking_at_fleet_scale() {
             "const d = document.getElementById('detail'); return [d.textContent.includes(arguments[0]), d.querySelectorAll('img, b').length]",
             json!([format!("zone={HOSTILE}")]), |v| *v == json!([true, 0]))
         .await;
-    save_screenshot(&session, "robot").await;
+    session.save_screenshot("robot").await;
 
     // Revert group line-2 to 1.0.0: asks first.
     session.goto(&format!("{}/#/", server.base)).await;

@@ -3,12 +3,11 @@
 //! chart per metric with its update markers, and a live report adds a marker; a rollout's guard chart renders;
 //! an operator uploads a site plan through the form, robots reporting positions on it appear as dots, and a
 //! moving robot's dot moves live. Canvases are checked for drawn pixels through JS, not for exact pixels.
-//! Screenshots go to docs/screenshots/robot-history.png and docs/screenshots/map.png.
+//! Screenshots: `robot-history` and `map` (see `Session::save_screenshot`).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::browser::{png_size, Driver, Session, PATIENCE};
+use crate::browser::{open, PATIENCE};
 use crate::common::*;
 use crate::sites::{plan_png, poll_at};
 use ota_keys::SecretKey;
@@ -24,23 +23,6 @@ const DRAWN: &str = "const c = document.querySelector(arguments[0]); if (!c || !
   for (let i = 3; i < d.length; i += 4) if (d[i] !== 0) n++; return n;";
 
 const ROBOT_CHARTS: &str = ".chart-grid[data-device-id=\"robot-hist\"]";
-
-fn screenshot_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../../docs/screenshots/{name}.png"))
-}
-
-async fn save_screenshot(session: &Session, name: &str) {
-    let png = session.screenshot().await;
-    let (w, h) = png_size(&png);
-    let path = screenshot_path(name);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(&path, &png).unwrap();
-    println!(
-        "screenshot {} ({w}×{h}, {} bytes)",
-        path.display(),
-        png.len()
-    );
-}
 
 /// Two hours of minute buckets for three robots: latency near 40 ms, robot-hist's at 68 ms since it installed
 /// 2.4.0 forty minutes ago (its reports say so); battery draining, CPU wobbling.
@@ -144,20 +126,8 @@ async fn charts_and_the_map_render_and_follow_the_fleet() {
     assert_eq!(status.as_u16(), 201, "{rollout}");
     let rid = rollout["rollout_id"].as_u64().unwrap();
 
-    let driver = Driver::start(&tmp.path().join("chromedriver.log")).await;
-    let session = driver.session(&tmp.path().join("chromium-profile")).await;
-    session
-        .goto(&format!("{}/#token={ADMIN}", server.base))
-        .await;
-    session
-        .wait_for(
-            "the live indicator",
-            PATIENCE,
-            "return document.getElementById('conn').textContent",
-            json!([]),
-            |v| v == "live",
-        )
-        .await;
+    let (driver, session) = open(tmp.path()).await;
+    session.open_console(&server.base, ADMIN).await;
 
     // A robot's history: one non-empty chart per metric, the update markers of its past install.
     session
@@ -229,7 +199,7 @@ async fn charts_and_the_map_render_and_follow_the_fleet() {
             json!([]),
         )
         .await;
-    save_screenshot(&session, "robot-history").await;
+    session.save_screenshot("robot-history").await;
 
     // The rollout's guard chart.
     session
@@ -332,7 +302,7 @@ async fn charts_and_the_map_render_and_follow_the_fleet() {
         session.js("return window.__sameDocument", json!([])).await,
         json!(7)
     );
-    save_screenshot(&session, "map").await;
+    session.save_screenshot("map").await;
 
     session.close().await;
     drop(driver);
