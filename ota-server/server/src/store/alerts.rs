@@ -172,6 +172,37 @@ pub mod conformance {
             .unwrap());
     }
 
+    /// Each robot's last outcomes ([`crate::store::outcomes::OutcomeStore`]), newest first, at most the limit;
+    /// progress reports and robots without an outcome are left out.
+    pub fn recent_outcomes_skip_progress_and_keep_the_newest(t: &Target) {
+        use ReportStatus::*;
+        let store = (t.open)();
+        for id in ["a", "b", "c"] {
+            store.upsert_device(&device(id)).unwrap();
+        }
+        let a = [
+            Success,
+            Failure,
+            Downloading,
+            RolledBack,
+            Installing,
+            Failure,
+            Success,
+        ];
+        for (n, s) in a.into_iter().enumerate() {
+            report(&*store, "a", &format!("a-{n}"), s, n as u64);
+        }
+        report(&*store, "b", "b-0", Downloading, 0);
+        report(&*store, "c", "c-0", RolledBack, 0);
+        assert_eq!(
+            store.recent_outcomes(3).unwrap(),
+            vec![
+                ("a".to_string(), vec![Success, Failure, RolledBack]),
+                ("c".to_string(), vec![RolledBack]),
+            ]
+        );
+    }
+
     /// Tallies count failures and rollbacks in the window; pruning deletes what is older, and cleared alerts.
     pub fn reports_tally_and_prune(t: &Target) {
         let store = (t.open)();

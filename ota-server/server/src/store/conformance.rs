@@ -32,7 +32,8 @@ macro_rules! suite {
             device_tokens_are_replaced_and_expire,
             users_sessions_tokens_and_audit_round_trip,
             sites_round_trip_and_are_replaced, history_metric_names_read_back,
-            alerts_open_clear_and_acknowledge, reports_tally_and_prune, only_unused_bundles_are_deleted);
+            alerts_open_clear_and_acknowledge, reports_tally_and_prune, recent_outcomes_skip_progress_and_keep_the_newest,
+            only_unused_bundles_are_deleted);
     };
     (@tests $target:expr; $($name:ident),*) => {
         $(
