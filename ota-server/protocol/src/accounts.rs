@@ -119,6 +119,16 @@ pub struct SetPasswordRequest {
     pub password: String,
 }
 
+/// `PUT /api/me/password`: the caller changes their own password.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChangePasswordRequest {
+    /// The password now: a stolen session alone cannot change it.
+    pub current: String,
+    /// The new password (at least 12 characters); every session of the user ends and the answer is a new one.
+    pub password: String,
+}
+
 /// One of a user's API tokens (never the secret).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ota_protocol::accounts::{
-    ApiTokenInfo, AuditEntry, AuditPage, CreateTokenRequest, CreateUserRequest, CreatedToken,
-    LoginRequest, LoginResponse, Me, UserInfo,
+    ApiTokenInfo, AuditEntry, AuditPage, ChangePasswordRequest, CreateTokenRequest,
+    CreateUserRequest, CreatedToken, LoginRequest, LoginResponse, Me, UserInfo,
 };
 
 use super::{
@@ -270,27 +270,7 @@ impl AccountService {
                 audit_as: None,
             };
         }
-        let lookup = name.clone();
-        let checked = self
-            .shared
-            .blocking(move |s| {
-                let user = if valid_user_name(&lookup) {
-                    s.user(&lookup)?
-                } else {
-                    None
-                };
-                Ok(match user {
-                    Some(u) => {
-                        let ok = password::verify(&req.password, &u.password_hash);
-                        (Some(u), ok)
-                    }
-                    None => {
-                        password::verify_nobody(&req.password);
-                        (None, false)
-                    }
-                })
-            })
-            .await;
+        let checked = self.check_password(name.clone(), req.password).await;
         let (user, ok) = match checked {
             Ok(v) => v,
             Err(e) => {
@@ -316,6 +296,76 @@ impl AccountService {
             result: self.start_session(user).await,
             audit_as,
         }
+    }
+
+    /// The user named, and whether `password` is theirs (as long to answer for a name that does not exist).
+    async fn check_password(
+        &self,
+        name: String,
+        password: String,
+    ) -> Result<(Option<UserRecord>, bool), ServiceError> {
+        self.shared
+            .blocking(move |s| {
+                let user = if valid_user_name(&name) {
+                    s.user(&name)?
+                } else {
+                    None
+                };
+                Ok(match user {
+                    Some(u) => {
+                        let ok = password::verify(&password, &u.password_hash);
+                        (Some(u), ok)
+                    }
+                    None => {
+                        password::verify_nobody(&password);
+                        (None, false)
+                    }
+                })
+            })
+            .await
+    }
+
+    /// `PUT /api/me/password` from `address`: the caller proves the current password (failures count against
+    /// sign-ins, so this is no way around their limit), every session of theirs ends, and the answer is a new one.
+    pub async fn change_own_password(
+        &self,
+        user: &User,
+        req: ChangePasswordRequest,
+        address: String,
+    ) -> Result<LoginResponse, ServiceError> {
+        if user.name == BOOTSTRAP_USER {
+            return Err(ServiceError::Conflict(
+                "the bootstrap admin token has no password; add a user first (`ota-server users add`)"
+                    .into(),
+            ));
+        }
+        let name = user.name.clone();
+        let now_ms = self.started.elapsed().as_millis() as u64;
+        if let Err(wait) = lock(&self.limiter).check(&name, &address, now_ms) {
+            let secs = wait.as_secs().max(1);
+            return Err(ServiceError::TooFast {
+                retry_after_secs: secs,
+                message: format!(
+                    "too many wrong passwords for '{name}' from {address}; try again in {secs} s"
+                ),
+            });
+        }
+        password::acceptable(&req.password).map_err(|e| ServiceError::Invalid(e.to_string()))?;
+        let (record, ok) = self.check_password(name.clone(), req.current).await?;
+        let record = match (record, ok) {
+            (Some(record), true) => record,
+            (Some(_), false) => {
+                lock(&self.limiter).failed(&name, &address, now_ms);
+                // 403, not 401: the caller's token is fine, and a console signs out on 401.
+                return Err(ServiceError::Forbidden(
+                    "the current password is wrong; nothing changed".into(),
+                ));
+            }
+            (None, _) => return Err(ServiceError::NotFound(format!("no user '{name}'"))),
+        };
+        lock(&self.limiter).succeeded(&name, &address);
+        self.set_password(&name, req.password).await?;
+        self.start_session(record).await
     }
 
     async fn start_session(&self, user: UserRecord) -> Result<LoginResponse, ServiceError> {

@@ -10,7 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::on;
 use axum::Json;
 use ota_protocol::accounts::{
-    CreateTokenRequest, CreateUserRequest, LoginRequest, Me, SetPasswordRequest, SetRoleRequest,
+    ChangePasswordRequest, CreateTokenRequest, CreateUserRequest, LoginRequest, Me,
+    SetPasswordRequest, SetRoleRequest,
 };
 
 use crate::api::error::ApiError;
@@ -66,6 +67,20 @@ pub const ME: Route = route(
     ),
     (200, "Me"),
     |m| on(m, me),
+);
+/// `PUT /api/me/password`.
+pub const CHANGE_OWN_PASSWORD: Route = with_body(
+    route(
+        doc(
+            Put,
+            "/api/me/password",
+            Auth::Viewer,
+            "Change the caller's password: every session of theirs ends, the answer is a new one",
+        ),
+        (200, "LoginResponse"),
+        |m| on(m, change_own_password),
+    ),
+    "ChangePasswordRequest",
 );
 /// `GET /api/users`.
 pub const LIST_USERS: Route = route(
@@ -210,6 +225,19 @@ async fn me(Allowed(user): Viewer) -> Response {
         role: user.role,
     })
     .into_response()
+}
+
+async fn change_own_password(
+    State(state): St,
+    Allowed(user): Viewer,
+    ClientAddress(address): ClientAddress,
+    ApiJson(req): ApiJson<ChangePasswordRequest>,
+) -> AppResult {
+    let session = state
+        .accounts
+        .change_own_password(&user, req, address)
+        .await?;
+    Ok(Json(session).into_response())
 }
 
 async fn list_users(State(state): St, _: Admin) -> AppResult {

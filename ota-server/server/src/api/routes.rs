@@ -542,6 +542,7 @@ pub static ROUTES: &[Route] = &[
     super::accounts::LOGIN,
     super::accounts::LOGOUT,
     super::accounts::ME,
+    super::accounts::CHANGE_OWN_PASSWORD,
     super::accounts::LIST_USERS,
     super::accounts::ADD_USER,
     super::accounts::REMOVE_USER,

@@ -1,16 +1,16 @@
-//! `ota-server users add|list|remove|passwd|set-role` and `ota-server users token create|list|revoke`: operator
-//! accounts through the API client, like every admin command. Until the first user exists the bootstrap admin
-//! token (`--token`, `OTA_ADMIN_TOKEN`) adds it; afterwards an admin's API token does. Passwords are read from
-//! the terminal without echo, or as the first line of standard input when it is not a terminal (scripts),
-//! never from the command line.
+//! `ota-server users add|list|remove|passwd|set-role|change-password` and `ota-server users token
+//! create|list|revoke`: operator accounts through the API client, like every admin command. Until the first user
+//! exists the bootstrap admin token (`--token`, `OTA_ADMIN_TOKEN`) adds it; afterwards an admin's API token
+//! does. Passwords are read from the terminal without echo, or as lines of standard input when it is not a
+//! terminal (scripts), never from the command line.
 
 use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
 use ota_protocol::accounts::{
-    ApiTokenInfo, CreateTokenRequest, CreateUserRequest, CreatedToken, Role, SetPasswordRequest,
-    SetRoleRequest, UserInfo,
+    ApiTokenInfo, ChangePasswordRequest, CreateTokenRequest, CreateUserRequest, CreatedToken,
+    LoginResponse, Role, SetPasswordRequest, SetRoleRequest, UserInfo,
 };
 
 use super::{connect, format_time, RemoteArgs};
@@ -58,6 +58,12 @@ pub enum UsersCommand {
         /// viewer, operator or admin.
         #[arg(value_parser = parse_role)]
         role: Role,
+    },
+    /// Change your own password (the user whose token `--token` is): the current one, then the new one, asked
+    /// for or read as two lines of standard input. Your sessions end; API tokens keep working.
+    ChangePassword {
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
     /// Your own API tokens, for the CLI and CI (`--token` is then one of yours).
     #[command(subcommand)]
@@ -122,8 +128,9 @@ pub fn format_token(t: &ApiTokenInfo) -> String {
     )
 }
 
-/// A password: from the terminal without echo, asked twice; else the first line of standard input.
-fn read_password(what: &str) -> anyhow::Result<String> {
+/// A password: from the terminal without echo (asked twice when `twice`), else the next line of standard input
+/// (scripts give one per line). `what` names it: "Password for ana", "Current password".
+fn read_password(what: &str, twice: bool) -> anyhow::Result<String> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
         let mut line = String::new();
@@ -133,13 +140,15 @@ fn read_password(what: &str) -> anyhow::Result<String> {
             .context("cannot read the password from standard input")?;
         let password = line.trim_end_matches(['\r', '\n']).to_string();
         if password.is_empty() {
-            bail!("no password on standard input (give it as the first line)");
+            bail!(
+                "no {} on standard input (one password per line)",
+                what.to_lowercase()
+            );
         }
         return Ok(password);
     }
-    let first = prompt_hidden(&format!("Password for {what}: "))?;
-    let second = prompt_hidden("Again: ")?;
-    if first != second {
+    let first = prompt_hidden(&format!("{what}: "))?;
+    if twice && prompt_hidden("Again: ")? != first {
         bail!("the two passwords differ; nothing changed");
     }
     Ok(first)
@@ -178,7 +187,7 @@ pub fn run(cmd: UsersCommand) -> anyhow::Result<()> {
     };
     match cmd {
         UsersCommand::Add { remote, name, role } => {
-            let password = read_password(&name)?;
+            let password = read_password(&format!("Password for {name}"), true)?;
             let user: UserInfo = api(&remote)?.post(
                 "/api/users",
                 &CreateUserRequest {
@@ -199,12 +208,25 @@ pub fn run(cmd: UsersCommand) -> anyhow::Result<()> {
             Ok(())
         }
         UsersCommand::Passwd { remote, name } => {
-            let password = read_password(&name)?;
+            let password = read_password(&format!("Password for {name}"), true)?;
             api(&remote)?.put::<_, ()>(
                 &format!("/api/users/{name}/password"),
                 &SetPasswordRequest { password },
             )?;
             println!("password of {name} set; their sessions ended");
+            Ok(())
+        }
+        UsersCommand::ChangePassword { remote } => {
+            let current = read_password("Current password", false)?;
+            let password = read_password("New password", true)?;
+            let session: LoginResponse = api(&remote)?.put(
+                "/api/me/password",
+                &ChangePasswordRequest { current, password },
+            )?;
+            println!(
+                "password of {} changed; their sessions ended",
+                session.user.name
+            );
             Ok(())
         }
         UsersCommand::SetRole { remote, name, role } => {

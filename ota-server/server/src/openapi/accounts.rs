@@ -3,8 +3,9 @@
 #![allow(dead_code)] // the functions exist for their attributes
 
 use ota_protocol::accounts::{
-    ApiTokenInfo, AuditEntry, AuditPage, CreateTokenRequest, CreateUserRequest, CreatedToken,
-    LoginRequest, LoginResponse, Me, Role, SetPasswordRequest, SetRoleRequest, UserInfo,
+    ApiTokenInfo, AuditEntry, AuditPage, ChangePasswordRequest, CreateTokenRequest,
+    CreateUserRequest, CreatedToken, LoginRequest, LoginResponse, Me, Role, SetPasswordRequest,
+    SetRoleRequest, UserInfo,
 };
 use ota_protocol::ErrorBody;
 use utoipa::OpenApi;
@@ -16,6 +17,7 @@ use utoipa::OpenApi;
         login,
         logout,
         me,
+        change_own_password,
         list_users,
         add_user,
         remove_user,
@@ -90,6 +92,15 @@ fn remove_user() {}
         (status = "default", description = "error (404 no such user, 409 the last admin)", body = ErrorBody),
     ))]
 fn set_role() {}
+
+/// Change the caller's password: every session of theirs ends, the answer is a new one
+#[utoipa::path(put, path = "/api/me/password", tag = "accounts", request_body = ChangePasswordRequest,
+    responses(
+        (status = 200, description = "a new session of the caller", body = LoginResponse),
+        (status = "default", description = "error (400 the new password is too short, 403 the current one is wrong, \
+            409 the bootstrap admin token, 429 too many wrong passwords)", body = ErrorBody),
+    ))]
+fn change_own_password() {}
 
 /// Set a user's password; their sessions end
 #[utoipa::path(put, path = "/api/users/{name}/password", tag = "accounts", request_body = SetPasswordRequest,

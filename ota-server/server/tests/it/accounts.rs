@@ -1,7 +1,8 @@
 //! Operator accounts over HTTP: the role each route of the table declares is the role it enforces, every change
 //! leaves one audit row with its author's name, sessions end at logout, API tokens work until revoked, the
 //! bootstrap admin token stops when the first user exists, failed sign-ins are limited, and `ota-server users`
-//! manages users with the password on standard input.
+//! manages users with the password on standard input. A user changes their own password only by giving the
+//! current one.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -88,9 +89,10 @@ const VARS: &[(&str, &str)] = &[
     ("id", "999"),
 ];
 
-/// The routes a viewer may change: their own session and their own API tokens.
+/// The routes a viewer may change: their own session, password and API tokens.
 const SELF_SERVICE: &[&str] = &[
     "POST /api/logout",
+    "PUT /api/me/password",
     "POST /api/tokens",
     "DELETE /api/tokens/{token_id}",
 ];
@@ -373,6 +375,142 @@ async fn sessions_end_at_logout_api_tokens_until_revoked_and_sign_ins_are_limite
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_change_their_own_password_by_giving_the_current_one() {
+    const NEW: &str = "a new and long password";
+    let key = SecretKey::generate();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(settings(dir.path(), &trust(&[&key], 1))).await;
+    let c = client();
+    let change = |token: String, current: &str, new: &str| {
+        let body = json!({"current": current, "password": new});
+        let (c, server) = (c.clone(), &server);
+        async move {
+            call(
+                &c,
+                server,
+                Method::PUT,
+                "/api/me/password",
+                &token,
+                Some(body),
+            )
+            .await
+        }
+    };
+    // The bootstrap token has no password to change.
+    let (status, body) = change(ADMIN.into(), PASSWORD, NEW).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("ota-server users add"),
+        "{body}"
+    );
+
+    add_user(&c, &server, ADMIN, "root", "admin").await;
+    let root = session(&c, &server, "root").await;
+    add_user(&c, &server, &root, "ana", "operator").await;
+    let (first, second) = (
+        session(&c, &server, "ana").await,
+        session(&c, &server, "ana").await,
+    );
+    let (status, created) = call(
+        &c,
+        &server,
+        Method::POST,
+        "/api/tokens",
+        &first,
+        Some(json!({"name": "ci"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let api_token = created["token"].as_str().unwrap().to_string();
+
+    // A wrong current password changes nothing: 403 (the session stays; a console signs out on 401 only).
+    let (status, body) = change(first.clone(), "not the password", NEW).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (
+            StatusCode::FORBIDDEN,
+            Some("the current password is wrong; nothing changed")
+        )
+    );
+    let (status, body) = change(first.clone(), PASSWORD, "short").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("at least 12 characters"),
+        "{body}"
+    );
+    assert_eq!(login(&c, &server, "ana", PASSWORD).await.0, StatusCode::OK);
+
+    // The right one: every session ends, the answer is a new one; API tokens keep working.
+    let (status, fresh) = change(first.clone(), PASSWORD, NEW).await;
+    assert_eq!(status, StatusCode::OK, "{fresh}");
+    assert_eq!(fresh["user"], json!({"name": "ana", "role": "operator"}));
+    let fresh = fresh["token"].as_str().unwrap().to_string();
+    for (token, want) in [
+        (&first, StatusCode::UNAUTHORIZED),
+        (&second, StatusCode::UNAUTHORIZED),
+        (&fresh, StatusCode::OK),
+        (&api_token, StatusCode::OK),
+    ] {
+        let (status, body) = call(&c, &server, Method::GET, "/api/me", token, None).await;
+        assert_eq!(status, want, "{body}");
+    }
+    assert_eq!(
+        login(&c, &server, "ana", PASSWORD).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(login(&c, &server, "ana", NEW).await.0, StatusCode::OK);
+
+    // Wrong current passwords count like failed sign-ins: after five, even the right one waits.
+    for _ in 0..5 {
+        assert_eq!(
+            change(api_token.clone(), "not the password", PASSWORD)
+                .await
+                .0,
+            StatusCode::FORBIDDEN
+        );
+    }
+    let (status, body) = change(api_token.clone(), NEW, PASSWORD).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("too many wrong passwords"),
+        "{body}"
+    );
+
+    // Each attempt is in the audit trail under ana's name, with its answer.
+    let (_, page) = call(
+        &c,
+        &server,
+        Method::GET,
+        "/api/audit?limit=1000",
+        &root,
+        None,
+    )
+    .await;
+    let mine: Vec<u64> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["user"] == "ana" && e["action"] == "PUT /api/me/password")
+        .map(|e| e["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        mine,
+        [429, 403, 403, 403, 403, 403, 200, 400, 403],
+        "newest first: {page}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_are_managed_from_the_command_line_with_the_password_on_stdin() {
     let key = SecretKey::generate();
     let dir = tempfile::tempdir().unwrap();
@@ -427,13 +565,40 @@ async fn users_are_managed_from_the_command_line_with_the_password_on_stdin() {
             let short = run(&["users", "passwd", "vera"], &secret, "short\n");
             let removed = run(&["users", "remove", "vera"], &secret, "");
             let tokens = run(&["users", "token", "list"], &secret, "");
+            let wrong = run(
+                &["users", "change-password"],
+                &secret,
+                "not the password\na new and long password\n",
+            );
+            let changed = run(
+                &["users", "change-password"],
+                &secret,
+                &format!("{PASSWORD}\na new and long password\n"),
+            );
             let refused = run(&["users", "list"], ADMIN, "");
-            (token, added, role, listed, short, removed, tokens, refused)
+            (
+                token, added, role, listed, short, removed, tokens, wrong, changed, refused,
+            )
         }
     })
     .await
     .unwrap();
-    let (token, added, role, listed, short, removed, tokens, refused) = out;
+    let (token, added, role, listed, short, removed, tokens, wrong, changed, refused) = out;
+    assert!(
+        !wrong.0
+            && wrong.2.contains("the current password is wrong")
+            && wrong.2.trim().lines().count() == 1,
+        "{wrong:?}"
+    );
+    assert!(
+        changed.0 && changed.1.contains("password of ana changed"),
+        "{changed:?}"
+    );
+    let c = client();
+    assert_eq!(
+        login(&c, &server, "ana", "a new and long password").await.0,
+        StatusCode::OK
+    );
     assert!(
         token.0 && token.1.trim().starts_with("ota-u.") && token.2.contains("shown once"),
         "{token:?}"

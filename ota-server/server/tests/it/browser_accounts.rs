@@ -16,6 +16,17 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 const PASSWORD: &str = "a long enough password";
+const NEW_PASSWORD: &str = "a new and long password";
+
+/// `POST /api/login`'s status.
+async fn login(c: &reqwest::Client, server: &TestServer, name: &str, password: &str) -> StatusCode {
+    c.post(server.url("/api/login"))
+        .json(&json!({"username": name, "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn sign_in(session: &Session, name: &str) {
@@ -223,6 +234,36 @@ async fn accounts_roles_tokens_and_audit_in_the_browser() {
                     .contains("needs the operator role"),
                 "{body}"
             );
+            // Even a viewer changes their own password, by giving the current one; the page stays signed in
+            // on the new session the answer carries.
+            session.goto(&format!("{}/#/admin", server.base)).await;
+            session.click_when_there("#current-password").await;
+            session.type_into("#current-password", PASSWORD).await;
+            session.type_into("#new-password", NEW_PASSWORD).await;
+            session.type_into("#new-password-again", NEW_PASSWORD).await;
+            session.click("#change-password").await;
+            session
+                .wait_for(
+                    "the new session",
+                    WAIT,
+                    "return sessionStorage.getItem('ota-admin-token')",
+                    json!([]),
+                    |v| v.as_str().is_some_and(|t| t != token),
+                )
+                .await;
+            assert_eq!(
+                login(&c, &server, name, PASSWORD).await,
+                StatusCode::UNAUTHORIZED,
+                "the old password is refused"
+            );
+            assert_eq!(login(&c, &server, name, NEW_PASSWORD).await, StatusCode::OK);
+            let me = c
+                .get(server.url("/api/me"))
+                .bearer_auth(token_of(&session).await)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(me.status(), StatusCode::OK, "the page's new session works");
         }
         sign_out(&session).await;
     }
@@ -252,6 +293,7 @@ async fn accounts_roles_tokens_and_audit_in_the_browser() {
         "{rows:?}"
     );
     assert!(has("otto", "POST /api/login", "200"), "{rows:?}");
+    assert!(has("vic", "PUT /api/me/password", "200"), "{rows:?}");
     session.close().await;
     server.stop().await;
 }

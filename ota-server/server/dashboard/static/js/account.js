@@ -1,9 +1,8 @@
 // Accounts in the console (team.md "account.js"): the user-and-password sign-in beside the token form, the
-// user menu's link to the caller's API tokens, and the view `#/admin`: users and their roles (admins), the
-// caller's API tokens (a new token's secret is shown once), and the audit trail (admins). Everything goes
-// through the documented API (/api/login, /api/users, /api/tokens, /api/audit); text only ever reaches the
-// page through ctx.el (textContent).
-
+// user menu's link to the caller's account, and the view `#/admin`: users and their roles (admins), the
+// caller's password and API tokens (a new token's secret is shown once), and the audit trail (admins).
+// Everything goes through the documented API (/api/login, /api/me/password, /api/users, /api/tokens,
+// /api/audit); text only ever reaches the page through ctx.el (textContent).
 const ROLES = ["viewer", "operator", "admin"];
 const AUDIT_PAGE = 50;
 
@@ -60,11 +59,10 @@ function mountSignIn() {
 function mountUserMenu() {
   const right = document.querySelector(".topbar-right");
   const logout = document.getElementById("logout");
-  const link = ctx.el("a", { id: "account-link", href: "#/admin", hidden: true }, "API tokens");
+  const link = ctx.el("a", { id: "account-link", href: "#/admin", hidden: true }, "Account");
   right.insertBefore(link, logout);
   ctx.on("signin", () => {
     link.hidden = false;
-    link.textContent = ctx.can("admin") ? "Account" : "API tokens";
   });
   ctx.on("signout", () => {
     link.hidden = true;
@@ -137,6 +135,39 @@ async function usersPart() {
       el("thead", {}, el("tr", {}, ...["User", "Role", "Added", ""].map((h) => el("th", { scope: "col" }, h)))),
       el("tbody", {}, ...rows)),
     form);
+}
+
+/** The caller's own password: the current one proves it is them; the answer is a new session (the others end). */
+function passwordPart() {
+  const { el, api } = ctx;
+  const input = (id, autocomplete) =>
+    el("input", { id, type: "password", required: true, autocomplete, ...(autocomplete === "new-password" ? { minlength: "12" } : {}) });
+  const current = input("current-password", "current-password");
+  const fresh = input("new-password", "new-password");
+  const again = input("new-password-again", "new-password");
+  const form = el("form", { id: "change-password-form", class: "console" },
+    el("label", { for: "current-password" }, "Current password"), current,
+    el("label", { for: "new-password" }, "New password"), fresh,
+    el("label", { for: "new-password-again" }, "Again"), again,
+    el("p", { class: "hint" }, "At least 12 characters. Your other sessions end; API tokens keep working."),
+    el("div", { class: "actions" }, el("button", { type: "submit", id: "change-password" }, "Change password")));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    if (fresh.value !== again.value) {
+      ctx.toast("the two new passwords differ; nothing changed", "error");
+      return;
+    }
+    try {
+      const session = await api.put("/api/me/password", { current: current.value, password: fresh.value });
+      form.reset();
+      await ctx.signIn(session.token, session.user);
+      ctx.toast("password changed; your other sessions ended");
+    } catch (e) {
+      current.value = "";
+      failed(e);
+    }
+  });
+  return section("password", "Your password", form);
 }
 
 async function tokensPart() {
@@ -231,6 +262,7 @@ async function render() {
   const parts = [];
   try {
     if (ctx.can("admin")) parts.push(await usersPart());
+    if (ctx.me.name !== "admin-token") parts.push(passwordPart());
     parts.push(await tokensPart());
     if (ctx.can("admin")) parts.push(await auditPart());
   } catch (e) {
