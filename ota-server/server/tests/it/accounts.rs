@@ -70,6 +70,36 @@ async fn session(c: &reqwest::Client, s: &TestServer, name: &str) -> String {
     body["token"].as_str().unwrap().to_string()
 }
 
+/// Asserts an answer's status and that its one-line error says `text`.
+fn refused((status, body): (StatusCode, Value), want: StatusCode, text: &str) {
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        status == want && error.contains(text) && !error.contains('\n'),
+        "{status} {body}"
+    );
+}
+
+/// A new API token of the user whose session `token` is: `(secret, id)`.
+async fn create_token(
+    c: &reqwest::Client,
+    s: &TestServer,
+    token: &str,
+    name: &str,
+) -> (String, String) {
+    let (status, created) = call(
+        c,
+        s,
+        Method::POST,
+        "/api/tokens",
+        token,
+        Some(json!({"name": name})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let secret = created["token"].as_str().unwrap().to_string();
+    (secret, created["info"]["id"].as_str().unwrap().to_string())
+}
+
 fn method_of(route: &Route) -> Method {
     Method::from_bytes(route.doc.method.as_str().to_uppercase().as_bytes()).unwrap()
 }
@@ -267,18 +297,7 @@ async fn sessions_end_at_logout_api_tokens_until_revoked_and_sign_ins_are_limite
     );
 
     // An API token: shown once, works, listed without its secret, refused once revoked.
-    let (status, created) = call(
-        &c,
-        &server,
-        Method::POST,
-        "/api/tokens",
-        &ana,
-        Some(json!({"name": "ci"})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
-    let token = created["token"].as_str().unwrap().to_string();
-    let id = created["info"]["id"].as_str().unwrap().to_string();
+    let (token, id) = create_token(&c, &server, &ana, "ci").await;
     let (status, me) = call(&c, &server, Method::GET, "/api/me", &token, None).await;
     assert_eq!((status, me["name"].as_str()), (StatusCode::OK, Some("ana")));
     let (_, list) = call(&c, &server, Method::GET, "/api/tokens", &ana, None).await;
@@ -397,14 +416,10 @@ async fn users_change_their_own_password_by_giving_the_current_one() {
         }
     };
     // The bootstrap token has no password to change.
-    let (status, body) = change(ADMIN.into(), PASSWORD, NEW).await;
-    assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("ota-server users add"),
-        "{body}"
+    refused(
+        change(ADMIN.into(), PASSWORD, NEW).await,
+        StatusCode::CONFLICT,
+        "ota-server users add",
     );
 
     add_user(&c, &server, ADMIN, "root", "admin").await;
@@ -414,17 +429,7 @@ async fn users_change_their_own_password_by_giving_the_current_one() {
         session(&c, &server, "ana").await,
         session(&c, &server, "ana").await,
     );
-    let (status, created) = call(
-        &c,
-        &server,
-        Method::POST,
-        "/api/tokens",
-        &first,
-        Some(json!({"name": "ci"})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
-    let api_token = created["token"].as_str().unwrap().to_string();
+    let (api_token, _) = create_token(&c, &server, &first, "ci").await;
 
     // A wrong current password changes nothing: 403 (the session stays; a console signs out on 401 only).
     let (status, body) = change(first.clone(), "not the password", NEW).await;
@@ -435,14 +440,10 @@ async fn users_change_their_own_password_by_giving_the_current_one() {
             Some("the current password is wrong; nothing changed")
         )
     );
-    let (status, body) = change(first.clone(), PASSWORD, "short").await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("at least 12 characters"),
-        "{body}"
+    refused(
+        change(first.clone(), PASSWORD, "short").await,
+        StatusCode::BAD_REQUEST,
+        "at least 12 characters",
     );
     assert_eq!(login(&c, &server, "ana", PASSWORD).await.0, StatusCode::OK);
 
@@ -475,14 +476,10 @@ async fn users_change_their_own_password_by_giving_the_current_one() {
             StatusCode::FORBIDDEN
         );
     }
-    let (status, body) = change(api_token.clone(), NEW, PASSWORD).await;
-    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("too many wrong passwords"),
-        "{body}"
+    refused(
+        change(api_token.clone(), NEW, PASSWORD).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "too many wrong passwords",
     );
 
     // Each attempt is in the audit trail under ana's name, with its answer.

@@ -301,6 +301,11 @@ impl Session {
     /// stream is live.
     pub(crate) async fn open_console(&self, base: &str, token: &str) {
         self.goto(&format!("{base}/#token={token}")).await;
+        self.until_live().await;
+    }
+
+    /// Waits until the console's event stream is live.
+    pub(crate) async fn until_live(&self) {
         self.wait_for(
             "the live indicator",
             PATIENCE,

@@ -95,16 +95,7 @@ async fn dashboard_shows_fleet_and_applies_live_reports() {
         )
         .await;
     assert_eq!(v[3], json!("1.0.0"), "version column: {v}");
-    let (v, _) = session
-        .wait_for(
-            "the live indicator",
-            PATIENCE,
-            "return document.getElementById('conn').textContent",
-            json!([]),
-            |v| v == "live",
-        )
-        .await;
-    assert_eq!(v, json!("live"));
+    session.until_live().await;
     let where_token = session
         .js(
             "return [location.href, sessionStorage.getItem('ota-admin-token')]",
