@@ -16,13 +16,13 @@ const SEGMENTS = [
 /** Rollouts by id. */
 export const rollouts = new Map();
 
-/** Stores `r` unless the copy we hold is newer: an action's answer, an event and a list can arrive in any order.
- *  Returns the copy held before, or null when `r` was older and dropped. */
+/** Stores `r` unless the copy we hold is newer (a greater `revision`): an action's answer, an event and a list
+ *  can arrive in any order. Returns whether `r` was stored. */
 function keep(r) {
   const before = rollouts.get(r.rollout_id);
-  if (before && before.revision > r.revision) return null;
+  if (before && before.revision > r.revision) return false;
   rollouts.set(r.rollout_id, r);
-  return before || { state: undefined };
+  return true;
 }
 
 let ctx;
@@ -35,9 +35,9 @@ export function mount(c) {
   form.mount(ctx);
   ctx.on("resync", load);
   ctx.on("rollout_updated", (r) => {
-    const before = keep(r);
-    if (!before) return;
-    if (before.state !== r.state) {
+    const before = rollouts.get(r.rollout_id);
+    if (!keep(r)) return;
+    if (!before || before.state !== r.state) {
       ctx.announce(`Rollout ${r.rollout_id} (${r.name}) is ${r.state}${r.pause_reason ? `: ${r.pause_reason}` : ""}`);
     }
     render();
