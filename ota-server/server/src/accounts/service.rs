@@ -258,15 +258,9 @@ impl AccountService {
     pub async fn login(&self, req: LoginRequest, address: String) -> LoginOutcome {
         let name = req.username.clone();
         let now_ms = self.started.elapsed().as_millis() as u64;
-        if let Err(wait) = lock(&self.limiter).check(&name, &address, now_ms) {
-            let secs = wait.as_secs().max(1);
+        if let Err(e) = self.not_limited("failed sign-ins as", &name, &address, now_ms) {
             return LoginOutcome {
-                result: Err(ServiceError::TooFast {
-                    retry_after_secs: secs,
-                    message: format!(
-                        "too many failed sign-ins as '{name}' from {address}; try again in {secs} s"
-                    ),
-                }),
+                result: Err(e),
                 audit_as: None,
             };
         }
@@ -296,6 +290,27 @@ impl AccountService {
             result: self.start_session(user).await,
             audit_as,
         }
+    }
+
+    /// Whether `name` may try a password from `address` now; else `429` saying "too many {what} '{name}'".
+    fn not_limited(
+        &self,
+        what: &str,
+        name: &str,
+        address: &str,
+        now_ms: u64,
+    ) -> Result<(), ServiceError> {
+        lock(&self.limiter)
+            .check(name, address, now_ms)
+            .map_err(|wait| {
+                let secs = wait.as_secs().max(1);
+                ServiceError::TooFast {
+                    retry_after_secs: secs,
+                    message: format!(
+                        "too many {what} '{name}' from {address}; try again in {secs} s"
+                    ),
+                }
+            })
     }
 
     /// The user named, and whether `password` is theirs (as long to answer for a name that does not exist).
@@ -341,15 +356,7 @@ impl AccountService {
         }
         let name = user.name.clone();
         let now_ms = self.started.elapsed().as_millis() as u64;
-        if let Err(wait) = lock(&self.limiter).check(&name, &address, now_ms) {
-            let secs = wait.as_secs().max(1);
-            return Err(ServiceError::TooFast {
-                retry_after_secs: secs,
-                message: format!(
-                    "too many wrong passwords for '{name}' from {address}; try again in {secs} s"
-                ),
-            });
-        }
+        self.not_limited("wrong passwords for", &name, &address, now_ms)?;
         password::acceptable(&req.password).map_err(|e| ServiceError::Invalid(e.to_string()))?;
         let (record, ok) = self.check_password(name.clone(), req.current).await?;
         let record = match (record, ok) {

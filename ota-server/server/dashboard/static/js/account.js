@@ -4,6 +4,8 @@
 // Everything goes through the documented API (/api/login, /api/me/password, /api/users, /api/tokens,
 // /api/audit); text only ever reaches the page through ctx.el (textContent).
 const ROLES = ["viewer", "operator", "admin"];
+/** Who the bootstrap admin token acts as: no password, no API tokens. */
+const BOOTSTRAP_USER = "admin-token";
 const AUDIT_PAGE = 50;
 
 let ctx = null;
@@ -172,7 +174,7 @@ function passwordPart() {
 
 async function tokensPart() {
   const { el, api } = ctx;
-  if (ctx.me.name === "admin-token") {
+  if (ctx.me.name === BOOTSTRAP_USER) {
     return section("tokens", "API tokens",
       el("p", { class: "muted" }, "The bootstrap admin token has no API tokens: add a user (above, or `ota-server users add`) and sign in as them."));
   }
@@ -262,7 +264,7 @@ async function render() {
   const parts = [];
   try {
     if (ctx.can("admin")) parts.push(await usersPart());
-    if (ctx.me.name !== "admin-token") parts.push(passwordPart());
+    if (ctx.me.name !== BOOTSTRAP_USER) parts.push(passwordPart());
     parts.push(await tokensPart());
     if (ctx.can("admin")) parts.push(await auditPart());
   } catch (e) {
