@@ -140,7 +140,7 @@ pub mod conformance {
     }
 
     /// Commits a bare report (no rollout) of `status` at `at`: what the report-reading checks start from.
-    pub(crate) fn report(store: &dyn Store, device: &str, id: &str, status: ReportStatus, at: u64) {
+    fn report(store: &dyn Store, device: &str, id: &str, status: ReportStatus, at: u64) {
         let report = ReportRecord {
             report_id: id.into(),
             rollout_id: None,
