@@ -16,4 +16,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked -p ota-demo
-exec target/release/ota-demo "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/ota-demo" "$@"
